@@ -1,0 +1,801 @@
+"""The Raft consensus algorithm as a deterministic state machine.
+
+Theory of operation. A `Raft` value changes only when its host calls `step` (a message from a
+peer), `tick` (one unit of logical time), `propose*` or `apply_conf_change`. Each call may queue
+outgoing messages and change the log; RawNode (raft/rawnode.py) packages those changes into a
+Ready for the host to persist and send. Nothing here reads a clock, touches a socket or a disk,
+or draws randomness except from the seeded `random.Random` in the config, so the same inputs
+always give the same outputs, which is what lets tests/sim replay a failing seed exactly.
+
+What it implements, with the paper (Ongaro & Ousterhout, "In Search of an Understandable
+Consensus Algorithm", extended version) and thesis (Ongaro 2014) sections:
+  - leader election with randomized timeouts (§5.2), the vote restriction (§5.4.1);
+  - PreVote (thesis §9.6): a node that was cut off asks first whether it could win, so its
+    rejoining does not bump terms and depose a healthy leader;
+  - CheckQuorum (thesis §6.2): a leader steps down when it has not heard from a majority in an
+    election timeout, and followers that heard from a leader recently ignore vote requests
+    (the "leader lease"), so a flapping node cannot disrupt the group;
+  - a no-op entry on election and commit of current-term entries only (§5.4.2, Figure 8);
+  - log replication with pipelining and a bounded in-flight window, fast backtracking by term;
+  - leadership transfer with TimeoutNow (thesis §3.10);
+  - snapshots and InstallSnapshot (§7);
+  - single-server membership changes (thesis §4.1) with learners; a leader accepts a change only
+    once it has committed an entry of its own term and the previous change is applied (the fix
+    for the bug described on raft-dev in 2015).
+
+Which messages must wait for persistence. Messages are split in two queues:
+  `msgs`               may be sent at once, before the host persists this step's state: a
+                       leader's appends, heartbeats, snapshots and TimeoutNow, and PreVote
+                       requests. A leader may replicate entries it has not yet written itself
+                       (thesis §10.2.1) because it counts itself toward commit only once the host
+                       reports them persisted (RawNode.advance).
+  `msgs_after_persist` everything else: votes and vote replies, append and heartbeat replies.
+                       They promise something about durable state (a vote cast, entries held), so
+                       they leave only after the hard state and entries are on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+from raft.errors import (
+    CompactedError,
+    ConfChangeError,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftError,
+    SnapshotTemporarilyUnavailableError,
+    UnavailableError,
+)
+from raft.log import RaftLog
+from raft.progress import Progress, ProgressState
+from raft.quorum import VoteResult
+from raft.storage import Storage
+from raft.tracker import IsrPolicy, ProgressTracker
+from raft.types import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    Role,
+    Snapshot,
+    SoftState,
+)
+
+TRANSFER_CONTEXT = b"transfer"
+"""Context of a vote request sent because of TimeoutNow: it may ignore the leader lease."""
+
+_SEND_NOW = frozenset(
+    {
+        MessageType.APP,
+        MessageType.HEARTBEAT,
+        MessageType.SNAP,
+        MessageType.TIMEOUT_NOW,
+        MessageType.PRE_VOTE,
+    }
+)
+
+
+@dataclass(slots=True)
+class Config:
+    id: int
+    """This node's id, >= 1."""
+    election_tick: int = 10
+    """Ticks without word from a leader before a follower campaigns. The actual timeout is
+    drawn from [election_tick, 2 * election_tick) after every reset."""
+    heartbeat_tick: int = 1
+    """Ticks between a leader's heartbeats; must be < election_tick."""
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    """The only source of randomness; seed it for reproducible runs."""
+    applied: int = 0
+    """The host's last applied index on restart; committed entries after it are delivered."""
+    max_size_per_msg: int = 1 << 20
+    """Bytes of entries per append message (at least one entry is always sent)."""
+    max_inflight_msgs: int = 256
+    """Appends in flight per follower in REPLICATE state."""
+    max_committed_size_per_ready: int = 16 << 20
+    """Bytes of committed entries handed out per Ready."""
+    check_quorum: bool = True
+    pre_vote: bool = True
+    isr: IsrPolicy = field(default_factory=IsrPolicy)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("raft"))
+
+    def validate(self) -> None:
+        if self.id <= NONE:
+            raise ValueError("node id must be >= 1")
+        if self.heartbeat_tick <= 0:
+            raise ValueError("heartbeat_tick must be > 0")
+        if self.election_tick <= self.heartbeat_tick:
+            raise ValueError("election_tick must be greater than heartbeat_tick")
+        if self.max_inflight_msgs <= 0:
+            raise ValueError("max_inflight_msgs must be > 0")
+
+
+class Raft:
+    def __init__(self, cfg: Config, storage: Storage) -> None:
+        cfg.validate()
+        self.id = cfg.id
+        self.cfg = cfg
+        self.rng = cfg.rng
+        self.logger = cfg.logger
+        self.log = RaftLog(storage, cfg.max_committed_size_per_ready)
+        hs, cs = storage.initial_state()
+        self.tracker = ProgressTracker(cfg.max_inflight_msgs)
+        self.term = 0
+        self.vote = NONE
+        self.role = Role.FOLLOWER
+        self.lead = NONE
+        self.lead_transferee = NONE
+        self.pending_conf_index = 0  # a conf change at or below this index is not yet applied
+        self.msgs: list[Message] = []
+        self.msgs_after_persist: list[Message] = []
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = cfg.election_tick
+        self.now = 0  # logical clock: ticks since this value was created
+        self._apply_conf_state(cs)
+        if hs != HardState():
+            self._load_hard_state(hs)
+        if cfg.applied > 0:
+            self.log.applied_to(min(cfg.applied, self.log.committed))
+        self.become_follower(self.term, NONE)
+
+    # -- views ---------------------------------------------------------------------------------
+    def hard_state(self) -> HardState:
+        return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
+
+    def soft_state(self) -> SoftState:
+        return SoftState(leader=self.lead, role=self.role)
+
+    def promotable(self) -> bool:
+        """Whether this node may campaign: a voter with no snapshot waiting to be persisted."""
+        return self.tracker.is_voter(self.id) and not self.log.has_pending_snapshot()
+
+    def in_sync_replicas(self) -> set[int]:
+        if self.role != Role.LEADER:
+            return set()
+        return self.tracker.in_sync(self.id, self.log.last_index(), self.now, self.cfg.isr)
+
+    def _load_hard_state(self, hs: HardState) -> None:
+        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+            raise RaftError(
+                f"hard state commit {hs.commit} is out of range "
+                f"[{self.log.committed}, {self.log.last_index()}]"
+            )
+        self.log.committed = hs.commit
+        self.term = hs.term
+        self.vote = hs.vote
+
+    # -- sending -------------------------------------------------------------------------------
+    def send(self, m: Message) -> None:
+        m.frm = self.id
+        if m.type in (
+            MessageType.VOTE,
+            MessageType.PRE_VOTE,
+            MessageType.VOTE_RESP,
+            MessageType.PRE_VOTE_RESP,
+        ):
+            if m.term == 0:
+                raise RaftError(f"term must be set when sending {m.type.name}")
+        elif m.term == 0:
+            m.term = self.term
+        if m.type in _SEND_NOW:
+            self.msgs.append(m)
+        else:
+            self.msgs_after_persist.append(m)
+
+    def maybe_send_append(self, to: int, send_if_empty: bool = True) -> bool:
+        """Send the follower what it lacks, or a snapshot if that is compacted away."""
+        pr = self.tracker.progress[to]
+        if pr.is_paused():
+            return False
+        try:
+            prev_term = self.log.term(pr.next - 1)
+            ents = self.log.entries(pr.next, self.cfg.max_size_per_msg)
+        except (CompactedError, UnavailableError):
+            return self._send_snapshot(to, pr)
+        if not ents and not send_if_empty:
+            return False
+        self.send(
+            Message(
+                type=MessageType.APP,
+                to=to,
+                frm=self.id,
+                index=pr.next - 1,
+                log_term=prev_term,
+                entries=tuple(ents),
+                commit=self.log.committed,
+            )
+        )
+        if ents:
+            pr.sent_entries(ents[-1].index)
+        elif pr.state == ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def _send_snapshot(self, to: int, pr: Progress) -> bool:
+        if pr.last_ack_tick <= self.now - self.cfg.election_tick:
+            return False  # do not ship a snapshot to a follower that may be down
+        try:
+            snap = self.log.snapshot()
+        except SnapshotTemporarilyUnavailableError:
+            return False
+        if snap.is_empty():
+            raise RaftError("need a non-empty snapshot to catch up a follower")
+        self.send(Message(type=MessageType.SNAP, to=to, frm=self.id, snapshot=snap))
+        pr.become_snapshot(snap.meta.index)
+        pr.snapshot_sent_tick = self.now
+        self.logger.debug("%d sends snapshot at %d to %d (%r)", self.id, snap.meta.index, to, pr)
+        return True
+
+    def send_heartbeat(self, to: int) -> None:
+        commit = min(self.tracker.progress[to].match, self.log.committed)
+        self.send(Message(type=MessageType.HEARTBEAT, to=to, frm=self.id, commit=commit))
+
+    def bcast_append(self) -> None:
+        for peer in self.tracker.progress:
+            if peer != self.id:
+                self.maybe_send_append(peer)
+
+    def bcast_heartbeat(self) -> None:
+        for peer in self.tracker.progress:
+            if peer != self.id:
+                self.send_heartbeat(peer)
+
+    # -- role changes ------------------------------------------------------------------------
+    def reset(self, term: int) -> None:
+        if self.term != term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.reset_randomized_election_timeout()
+        self.abort_leader_transfer()
+        self.tracker.reset_votes()
+        last = self.log.last_index()
+        for peer, pr in list(self.tracker.progress.items()):
+            fresh = Progress(last + 1, self.cfg.max_inflight_msgs, pr.is_learner)
+            if peer == self.id:
+                fresh.match = self.log.last_persisted_index()
+            self.tracker.progress[peer] = fresh
+        self.pending_conf_index = 0
+
+    def reset_randomized_election_timeout(self) -> None:
+        et = self.cfg.election_tick
+        self.randomized_election_timeout = et + self.rng.randrange(et)
+
+    def become_follower(self, term: int, lead: int) -> None:
+        self.reset(term)
+        self.role = Role.FOLLOWER
+        self.lead = lead
+        self.logger.debug("%d became follower at term %d (leader %d)", self.id, term, lead)
+
+    def become_pre_candidate(self) -> None:
+        if self.role == Role.LEADER:
+            raise RaftError("invalid transition: leader -> pre-candidate")
+        # Neither term nor vote change: a pre-candidate promises nothing durable.
+        self.role = Role.PRE_CANDIDATE
+        self.tracker.reset_votes()
+        self.lead = NONE
+        self.logger.debug("%d became pre-candidate at term %d", self.id, self.term)
+
+    def become_candidate(self) -> None:
+        if self.role == Role.LEADER:
+            raise RaftError("invalid transition: leader -> candidate")
+        self.reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        self.logger.debug("%d became candidate at term %d", self.id, self.term)
+
+    def become_leader(self) -> None:
+        if self.role == Role.FOLLOWER:
+            raise RaftError("invalid transition: follower -> leader")
+        self.reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        me = self.tracker.progress[self.id]
+        me.become_replicate()
+        me.match = self.log.last_persisted_index()
+        me.next = self.log.last_index() + 1
+        for pr in self.tracker.progress.values():
+            pr.last_ack_tick = self.now  # give everyone one election timeout to answer
+        # No membership change until this term's no-op is applied (pending_conf_index) and
+        # committed (checked in propose_conf_change).
+        self.pending_conf_index = self.log.last_index()
+        self.append_entries([Entry(index=0, term=0, type=EntryType.NOOP)])
+        self.logger.info("%d became leader at term %d", self.id, self.term)
+
+    # -- elections -----------------------------------------------------------------------------
+    def hup(self, transfer: bool = False) -> None:
+        if self.role == Role.LEADER:
+            return
+        if not self.promotable():
+            return
+        if self._has_unapplied_conf_change():
+            # Campaigning under a membership we are about to change could count the wrong
+            # majority; wait until it is applied.
+            return
+        if transfer or not self.cfg.pre_vote:
+            self.campaign(pre=False, transfer=transfer)
+        else:
+            self.campaign(pre=True, transfer=False)
+
+    def _has_unapplied_conf_change(self) -> bool:
+        lo, hi = self.log.applied + 1, self.log.committed + 1
+        if lo >= hi:
+            return False
+        try:
+            ents = self.log.slice(lo, hi, None)
+        except CompactedError:
+            return False
+        return any(e.type == EntryType.CONF_CHANGE for e in ents)
+
+    def campaign(self, pre: bool, transfer: bool) -> None:
+        if pre:
+            self.become_pre_candidate()
+            vote_type, term = MessageType.PRE_VOTE, self.term + 1
+        else:
+            self.become_candidate()
+            vote_type, term = MessageType.VOTE, self.term
+        if self.poll(self.id, vote_type, True) == VoteResult.WON:
+            # Single-voter group: we won already.
+            if pre:
+                self.campaign(pre=False, transfer=transfer)
+            else:
+                self.become_leader()
+            return
+        last = self.log.last_index()
+        last_term = self.log.last_term()
+        for peer in sorted(self.tracker.voters):
+            if peer == self.id:
+                continue
+            self.send(
+                Message(
+                    type=vote_type,
+                    to=peer,
+                    frm=self.id,
+                    term=term,
+                    index=last,
+                    log_term=last_term,
+                    context=TRANSFER_CONTEXT if transfer else b"",
+                )
+            )
+
+    def poll(self, node: int, vote_type: MessageType, granted: bool) -> VoteResult:
+        self.tracker.record_vote(node, granted)
+        return self.tracker.tally_votes()[2]
+
+    # -- the step function -------------------------------------------------------------------
+    def step(self, m: Message) -> None:
+        """Handle a message from a peer (Raft §5.1: compare terms first)."""
+        if m.term > self.term:
+            if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
+                force = m.context == TRANSFER_CONTEXT
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.lead != NONE
+                    and self.election_elapsed < self.cfg.election_tick
+                )
+                if not force and in_lease:
+                    # We heard from a leader within the minimum election timeout: keep it
+                    # (thesis §4.2.3). Do not update the term, do not vote.
+                    return
+            if m.type == MessageType.PRE_VOTE:
+                pass  # never change our term for a PreVote
+            elif m.type == MessageType.PRE_VOTE_RESP and not m.reject:
+                pass  # the term is the future one we asked for; bumped when we win
+            elif m.type in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP):
+                self.become_follower(m.term, m.frm)
+            else:
+                self.become_follower(m.term, NONE)
+        elif m.term < self.term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (
+                MessageType.HEARTBEAT,
+                MessageType.APP,
+            ):
+                # A leader of an older term still talks to us. Maybe we bumped our term while
+                # cut off and now cannot rejoin (CheckQuorum makes others ignore our votes);
+                # tell it our term so it steps down and an election can bring us back.
+                self.send(Message(type=MessageType.APP_RESP, to=m.frm, frm=self.id))
+            elif m.type == MessageType.PRE_VOTE:
+                # Reject with our term so the pre-candidate learns it is behind.
+                self.send(
+                    Message(
+                        type=MessageType.PRE_VOTE_RESP,
+                        to=m.frm,
+                        frm=self.id,
+                        term=self.term,
+                        reject=True,
+                    )
+                )
+            return
+
+        if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
+            self._handle_vote_request(m)
+            return
+        if self.role == Role.LEADER:
+            self.step_leader(m)
+        elif self.role == Role.FOLLOWER:
+            self.step_follower(m)
+        else:
+            self.step_candidate(m)
+
+    def _handle_vote_request(self, m: Message) -> None:
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote == NONE and self.lead == NONE)
+            or (m.type == MessageType.PRE_VOTE and m.term > self.term)
+        )
+        resp_type = (
+            MessageType.VOTE_RESP if m.type == MessageType.VOTE else MessageType.PRE_VOTE_RESP
+        )
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # The reply carries the requested term so the (pre-)candidate counts it; for a real
+            # vote it goes out only after the vote is persisted (msgs_after_persist).
+            self.send(Message(type=resp_type, to=m.frm, frm=self.id, term=m.term))
+            if m.type == MessageType.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self.send(Message(type=resp_type, to=m.frm, frm=self.id, term=self.term, reject=True))
+
+    def step_leader(self, m: Message) -> None:
+        pr = self.tracker.progress.get(m.frm)
+        if pr is None:
+            return
+        if m.type == MessageType.APP_RESP:
+            pr.last_ack_tick = self.now
+            if m.reject:
+                next_probe = m.reject_hint
+                if m.log_term > 0:
+                    next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+                if pr.maybe_decr_to(m.index, next_probe):
+                    if pr.state == ProgressState.REPLICATE:
+                        pr.become_probe()
+                    self.maybe_send_append(m.frm)
+                return
+            was_paused = pr.is_paused()
+            if pr.maybe_update(m.index):
+                if pr.state == ProgressState.PROBE:
+                    pr.become_replicate()
+                elif pr.state == ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+                    # The follower can continue from our log (it installed the snapshot, or
+                    # caught up another way): probe from its match, then pipeline.
+                    pr.become_probe()
+                    pr.become_replicate()
+                elif pr.state == ProgressState.REPLICATE:
+                    pr.inflights.free_le(m.index)
+                if self.maybe_commit():
+                    self.bcast_append()
+                elif was_paused:
+                    self.maybe_send_append(m.frm)
+                while self.maybe_send_append(m.frm, send_if_empty=False):
+                    pass
+                if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+                    self.send_timeout_now(m.frm)
+        elif m.type == MessageType.HEARTBEAT_RESP:
+            pr.last_ack_tick = self.now
+            pr.probe_sent = False
+            if (
+                pr.state == ProgressState.SNAPSHOT
+                and self.now - pr.snapshot_sent_tick >= 2 * self.cfg.election_tick
+            ):
+                # The snapshot was probably lost; the follower is alive, so try again.
+                pr.become_probe()
+            if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+                pr.inflights.free_first_one()
+            if pr.match < self.log.last_index():
+                self.maybe_send_append(m.frm)
+
+    def step_candidate(self, m: Message) -> None:
+        resp_type = (
+            MessageType.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MessageType.VOTE_RESP
+        )
+        if m.type == MessageType.APP:
+            self.become_follower(m.term, m.frm)
+            self.handle_append(m)
+        elif m.type == MessageType.HEARTBEAT:
+            self.become_follower(m.term, m.frm)
+            self.handle_heartbeat(m)
+        elif m.type == MessageType.SNAP:
+            self.become_follower(m.term, m.frm)
+            self.handle_snapshot(m)
+        elif m.type == resp_type:
+            result = self.poll(m.frm, m.type, not m.reject)
+            if result == VoteResult.WON:
+                if self.role == Role.PRE_CANDIDATE:
+                    self.campaign(pre=False, transfer=False)
+                else:
+                    self.become_leader()
+                    self.bcast_append()
+            elif result == VoteResult.LOST:
+                self.become_follower(self.term, NONE)
+
+    def step_follower(self, m: Message) -> None:
+        if m.type == MessageType.APP:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self.handle_append(m)
+        elif m.type == MessageType.HEARTBEAT:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self.handle_heartbeat(m)
+        elif m.type == MessageType.SNAP:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self.handle_snapshot(m)
+        elif m.type == MessageType.TIMEOUT_NOW:
+            self.logger.info("%d campaigns now: leadership transfer from %d", self.id, m.frm)
+            self.hup(transfer=True)
+
+    # -- follower handlers ---------------------------------------------------------------------
+    def handle_append(self, m: Message) -> None:
+        if m.index < self.log.committed:
+            self.send(
+                Message(type=MessageType.APP_RESP, to=m.frm, frm=self.id, index=self.log.committed)
+            )
+            return
+        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self.send(Message(type=MessageType.APP_RESP, to=m.frm, frm=self.id, index=last_new))
+            return
+        # Our log lacks (m.index, m.log_term). Tell the leader the largest index where we
+        # might agree: at most our last index, and skipping entries whose term is above
+        # m.log_term since they cannot match (etcd's findConflictByTerm).
+        hint_index, hint_term = self.log.find_conflict_by_term(
+            min(m.index, self.log.last_index()), m.log_term
+        )
+        self.send(
+            Message(
+                type=MessageType.APP_RESP,
+                to=m.frm,
+                frm=self.id,
+                index=m.index,
+                reject=True,
+                reject_hint=hint_index,
+                log_term=hint_term,
+            )
+        )
+
+    def handle_heartbeat(self, m: Message) -> None:
+        self.log.commit_to(min(m.commit, self.log.last_index()))
+        self.send(Message(type=MessageType.HEARTBEAT_RESP, to=m.frm, frm=self.id))
+
+    def handle_snapshot(self, m: Message) -> None:
+        assert m.snapshot is not None
+        if self.restore(m.snapshot):
+            self.send(
+                Message(
+                    type=MessageType.APP_RESP, to=m.frm, frm=self.id, index=self.log.last_index()
+                )
+            )
+        else:
+            self.send(
+                Message(type=MessageType.APP_RESP, to=m.frm, frm=self.id, index=self.log.committed)
+            )
+
+    def restore(self, snap: Snapshot) -> bool:
+        """Install a leader's snapshot (Raft §7). Returns False if it tells us nothing new."""
+        meta = snap.meta
+        if meta.index <= self.log.committed:
+            return False
+        if self.role != Role.FOLLOWER:
+            # Only a leader of our term sends snapshots, and then we are its follower.
+            raise RaftError(f"{self.id} got a snapshot while {self.role.name}")
+        if self.log.match_term(meta.index, meta.term):
+            # We hold the snapshot's last entry: just commit up to it (fast-forward).
+            self.log.commit_to(meta.index)
+            return False
+        self.log.restore(snap)
+        self._apply_conf_state(meta.conf_state)
+        self.logger.info("%d restored snapshot at %d (term %d)", self.id, meta.index, meta.term)
+        return True
+
+    # -- leader actions ----------------------------------------------------------------------
+    def append_entries(self, ents: list[Entry]) -> int:
+        """Assign indexes and the current term, append, and count ourselves once persisted."""
+        last = self.log.last_index()
+        stamped = [
+            Entry(index=last + 1 + i, term=self.term, type=e.type, data=e.data)
+            for i, e in enumerate(ents)
+        ]
+        self.log.append(stamped)
+        # Our own progress moves when the host reports the entries persisted (see advance);
+        # single-voter groups commit then too.
+        return last + 1
+
+    def maybe_commit(self) -> bool:
+        return self.log.maybe_commit(self.tracker.committed(), self.term)
+
+    def on_persisted(self, index: int) -> None:
+        """The host persisted our log up to index: count ourselves for commit."""
+        if self.role != Role.LEADER:
+            return
+        me = self.tracker.progress.get(self.id)
+        if me is None:
+            return
+        persisted = min(index, self.log.last_persisted_index())
+        if me.maybe_update(persisted) and self.maybe_commit():
+            self.bcast_append()
+
+    def propose(self, entries: list[Entry]) -> int:
+        """Append entries as leader; returns the index of the first one."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead, self.term)
+        if self.id not in self.tracker.progress:
+            raise ProposalDroppedError(f"{self.id} is no longer a member of the group")
+        if self.lead_transferee != NONE:
+            raise ProposalDroppedError(
+                f"leadership is being transferred to {self.lead_transferee}; retry there"
+            )
+        first = self.append_entries(entries)
+        self.bcast_append()
+        return first
+
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead, self.term)
+        if self.pending_conf_index > self.log.applied:
+            raise ConfChangeError(
+                f"a membership change at index {self.pending_conf_index} is not applied yet "
+                f"(applied {self.log.applied}); one change at a time"
+            )
+        if self.log.term_or_zero(self.log.committed) != self.term:
+            raise ConfChangeError(
+                "the leader has not committed an entry of its term yet; retry shortly"
+            )
+        self._validate_conf_change(cc)
+        index = self.propose([Entry(index=0, term=0, type=EntryType.CONF_CHANGE, data=cc.encode())])
+        self.pending_conf_index = index
+        return index
+
+    def _validate_conf_change(self, cc: ConfChange) -> None:
+        t = self.tracker
+        if cc.node_id <= NONE:
+            raise ConfChangeError(f"invalid node id {cc.node_id}")
+        if cc.type == ConfChangeType.ADD_VOTER and cc.node_id in t.voters:
+            raise ConfChangeError(f"node {cc.node_id} is already a voter")
+        if cc.type == ConfChangeType.ADD_LEARNER:
+            if cc.node_id in t.voters:
+                raise ConfChangeError(f"node {cc.node_id} is a voter; demotion is not supported")
+            if cc.node_id in t.learners:
+                raise ConfChangeError(f"node {cc.node_id} is already a learner")
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            if cc.node_id not in t.voters and cc.node_id not in t.learners:
+                raise ConfChangeError(f"node {cc.node_id} is not a member")
+            if t.voters == {cc.node_id}:
+                raise ConfChangeError("cannot remove the last voter")
+
+    def transfer_leader(self, to: int) -> None:
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead, self.term)
+        if to == self.id or to == self.lead_transferee:
+            return
+        if to not in self.tracker.voters:
+            raise ConfChangeError(f"cannot transfer leadership to {to}: not a voter")
+        self.abort_leader_transfer()
+        # The transfer must finish within one election timeout or it is abandoned (tick).
+        self.election_elapsed = 0
+        self.lead_transferee = to
+        pr = self.tracker.progress[to]
+        if pr.match == self.log.last_index():
+            self.send_timeout_now(to)
+        else:
+            self.maybe_send_append(to)
+
+    def send_timeout_now(self, to: int) -> None:
+        self.send(Message(type=MessageType.TIMEOUT_NOW, to=to, frm=self.id))
+
+    def abort_leader_transfer(self) -> None:
+        self.lead_transferee = NONE
+
+    # -- membership --------------------------------------------------------------------------
+    def _apply_conf_state(self, cs: ConfState) -> None:
+        t = self.tracker
+        last = self.log.last_index()
+        old = t.progress
+        t.voters = set(cs.voters)
+        t.learners = set(cs.learners)
+        t.progress = {}
+        for node in sorted(t.voters | t.learners):
+            pr = old.get(node) or Progress(last + 1, self.cfg.max_inflight_msgs)
+            pr.is_learner = node in t.learners
+            t.progress[node] = pr
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed membership change (the host calls this when it applies the entry).
+        Membership takes effect on apply; proposing waits for the previous one to be applied."""
+        t = self.tracker
+        voters, learners = set(t.voters), set(t.learners)
+        if cc.type == ConfChangeType.ADD_VOTER:
+            learners.discard(cc.node_id)
+            voters.add(cc.node_id)
+        elif cc.type == ConfChangeType.ADD_LEARNER:
+            if cc.node_id not in voters:
+                learners.add(cc.node_id)
+        else:
+            voters.discard(cc.node_id)
+            learners.discard(cc.node_id)
+        cs = ConfState(voters=frozenset(voters), learners=frozenset(learners))
+        if not voters:
+            raise ConfChangeError("a membership change may not remove every voter")
+        added = (voters | learners) - set(t.progress)
+        self._apply_conf_state(cs)
+        for node in added:
+            # A new member: probe from the end, as if it had just answered (so the leader may
+            # send it a snapshot straight away).
+            self.tracker.progress[node].last_ack_tick = self.now
+        if self.role != Role.LEADER:
+            return cs
+        if self.id not in voters:
+            # Removed (or, hypothetically, demoted) leader: step down; the rest elect anew.
+            self.become_follower(self.term, NONE)
+            return cs
+        if self.maybe_commit():
+            self.bcast_append()
+        else:
+            for peer in self.tracker.progress:
+                if peer != self.id:
+                    self.maybe_send_append(peer, send_if_empty=False)
+        if self.lead_transferee != NONE and self.lead_transferee not in voters:
+            self.abort_leader_transfer()
+        return cs
+
+    # -- time ----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.now += 1
+        if self.role == Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.hup()
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum and not self.tracker.quorum_active(
+                self.id, self.now, self.cfg.election_tick
+            ):
+                self.logger.info(
+                    "%d steps down: no quorum heard within an election timeout", self.id
+                )
+                self.become_follower(self.term, NONE)
+                return
+            if self.lead_transferee != NONE:
+                self.abort_leader_transfer()  # transfer did not finish in time
+        if self.role != Role.LEADER:
+            return
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self.bcast_heartbeat()
+
+    # -- host feedback -------------------------------------------------------------------------
+    def report_unreachable(self, to: int) -> None:
+        pr = self.tracker.progress.get(to)
+        if self.role == Role.LEADER and pr is not None and pr.state == ProgressState.REPLICATE:
+            pr.become_probe()
+
+    def report_snapshot(self, to: int, failed: bool) -> None:
+        pr = self.tracker.progress.get(to)
+        if self.role != Role.LEADER or pr is None or pr.state != ProgressState.SNAPSHOT:
+            return
+        if failed:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        # Wait for the follower's answer (or a heartbeat response) before probing again.
+        pr.probe_sent = True

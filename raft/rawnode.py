@@ -1,0 +1,230 @@
+"""RawNode: the Raft core as its host drives it. Feed it, then drain a Ready.
+
+The host loop (node/ in production, tests/sim in simulation) is, in this order:
+
+    node.tick() / node.step(msg) / node.propose(data)   # any number of times
+    if node.has_ready():
+        rd = node.ready()
+        send(rd.messages)                 # 1. may go at once, even before or while persisting
+        persist(rd.snapshot, rd.entries, rd.hard_state)   # 2. then sync to disk
+        send(rd.persisted_messages)       # 3. only after 2 is durable
+        apply(rd.snapshot, rd.committed_entries)          # 4. after 2
+        node.advance(rd)                  # 5. before the next ready()
+
+Steps 1 to 4 are the ordering contract; breaking it breaks Raft's guarantees (the simulation
+plants exactly such breaks to prove it notices). Committed entries may include entries that are
+in rd.entries of the same Ready: they are committed by other nodes' copies, and step 2 makes
+ours durable before step 4 applies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raft.core import Config, Raft
+from raft.progress import ProgressState
+from raft.storage import Storage
+from raft.types import (
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    Role,
+    Snapshot,
+    SoftState,
+)
+
+
+@dataclass(slots=True)
+class Ready:
+    soft_state: SoftState | None = None
+    """Leader and role, when changed since the last Ready. Volatile: do not persist."""
+    hard_state: HardState | None = None
+    """Term, vote and commit to persist, when changed since the last Ready."""
+    entries: list[Entry] = field(default_factory=list)
+    """Entries to append to stable storage (truncating any conflicting suffix held there)."""
+    snapshot: Snapshot | None = None
+    """A snapshot from the leader to persist and install before applying anything else."""
+    committed_entries: list[Entry] = field(default_factory=list)
+    """Entries to apply to the state machine, in order."""
+    messages: list[Message] = field(default_factory=list)
+    """Messages that may be sent before the rest of this Ready is persisted."""
+    persisted_messages: list[Message] = field(default_factory=list)
+    """Messages to send only after this Ready's hard state, entries and snapshot are durable."""
+
+    def must_sync(self) -> bool:
+        """Whether step 2 needs an fsync: new entries, a new vote or term, or a snapshot.
+        A commit index alone can be written lazily (it is recomputed after a restart)."""
+        return bool(self.entries) or self.snapshot is not None or self.hard_state is not None
+
+
+@dataclass(slots=True, frozen=True)
+class PeerProgress:
+    match: int
+    next: int
+    state: ProgressState
+    ticks_since_ack: int
+    is_learner: bool
+
+
+@dataclass(slots=True, frozen=True)
+class Status:
+    id: int
+    term: int
+    vote: int
+    commit: int
+    applied: int
+    role: Role
+    leader: int
+    first_index: int
+    last_index: int
+    conf_state: ConfState
+    progress: dict[int, PeerProgress]
+    """Per member, leader only (empty elsewhere)."""
+    in_sync: frozenset[int]
+    """The in-sync replica set, leader only (empty elsewhere)."""
+    lead_transferee: int
+
+
+class RawNode:
+    def __init__(self, cfg: Config, storage: Storage) -> None:
+        self.raft = Raft(cfg, storage)
+        self._prev_soft = self.raft.soft_state()
+        self._prev_hard = self.raft.hard_state()
+
+    # -- inputs --------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def step(self, m: Message) -> None:
+        self.raft.step(m)
+
+    def campaign(self) -> None:
+        """Start an election now (tests, and bootstrapping a single-node group quickly)."""
+        self.raft.hup()
+
+    def propose(self, data: bytes) -> int:
+        """Append data as a new entry; returns its index. Raises NotLeaderError elsewhere."""
+        return self.raft.propose([Entry(index=0, term=0, type=EntryType.NORMAL, data=data)])
+
+    def propose_many(self, datas: list[bytes]) -> int:
+        """Append several entries at once (one broadcast); returns the first one's index."""
+        return self.raft.propose(
+            [Entry(index=0, term=0, type=EntryType.NORMAL, data=d) for d in datas]
+        )
+
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        return self.raft.propose_conf_change(cc)
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        return self.raft.apply_conf_change(cc)
+
+    def transfer_leader(self, to: int) -> None:
+        self.raft.transfer_leader(to)
+
+    def report_unreachable(self, to: int) -> None:
+        self.raft.report_unreachable(to)
+
+    def report_snapshot(self, to: int, failed: bool) -> None:
+        self.raft.report_snapshot(to, failed)
+
+    # -- outputs -------------------------------------------------------------------------------
+    def has_ready(self) -> bool:
+        r = self.raft
+        return bool(
+            r.msgs
+            or r.msgs_after_persist
+            or r.log.unstable.entries
+            or r.log.unstable.snapshot is not None
+            or r.log.has_next_committed_entries()
+            or r.soft_state() != self._prev_soft
+            or r.hard_state() != self._prev_hard
+        )
+
+    def ready(self) -> Ready:
+        r = self.raft
+        rd = Ready(
+            entries=r.log.unstable_entries(),
+            snapshot=r.log.unstable.snapshot,
+            committed_entries=r.log.next_committed_entries(),
+            messages=r.msgs,
+            persisted_messages=r.msgs_after_persist,
+        )
+        r.msgs = []
+        r.msgs_after_persist = []
+        soft = r.soft_state()
+        if soft != self._prev_soft:
+            rd.soft_state = soft
+            self._prev_soft = soft
+        hard = r.hard_state()
+        if hard != self._prev_hard:
+            rd.hard_state = hard
+            self._prev_hard = hard
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The host has done what rd asked (persisted, sent, applied)."""
+        log = self.raft.log
+        if rd.snapshot is not None:
+            log.stable_snap_to(rd.snapshot.meta.index)
+            if rd.snapshot.meta.index > log.applied:
+                log.applied = rd.snapshot.meta.index
+        if rd.entries:
+            last = rd.entries[-1]
+            log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            log.applied_to(rd.committed_entries[-1].index)
+        if rd.entries or rd.snapshot is not None:
+            self.raft.on_persisted(log.last_persisted_index())
+
+    # -- views ---------------------------------------------------------------------------------
+    def status(self) -> Status:
+        r = self.raft
+        progress: dict[int, PeerProgress] = {}
+        isr: frozenset[int] = frozenset()
+        if r.role == Role.LEADER:
+            for node, pr in r.tracker.progress.items():
+                progress[node] = PeerProgress(
+                    match=pr.match,
+                    next=pr.next,
+                    state=pr.state,
+                    ticks_since_ack=0 if node == r.id else r.now - pr.last_ack_tick,
+                    is_learner=pr.is_learner,
+                )
+            isr = frozenset(r.in_sync_replicas())
+        return Status(
+            id=r.id,
+            term=r.term,
+            vote=r.vote,
+            commit=r.log.committed,
+            applied=r.log.applied,
+            role=r.role,
+            leader=r.lead,
+            first_index=r.log.first_index(),
+            last_index=r.log.last_index(),
+            conf_state=r.tracker.conf_state(),
+            progress=progress,
+            in_sync=isr,
+            lead_transferee=r.lead_transferee,
+        )
+
+    def in_sync_replicas(self) -> frozenset[int]:
+        return frozenset(self.raft.in_sync_replicas())
+
+    @property
+    def id(self) -> int:
+        return self.raft.id
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def leader(self) -> int:
+        return self.raft.lead
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
