@@ -1,0 +1,578 @@
+"""Record batches: the bytes that carry records from a producer to the log to a consumer.
+
+The layout is Kafka's RecordBatch v2 (magic 2), byte for byte; proto/README.md has the table.
+A producer builds a batch (`build_batch`), the leader checks it without decoding a single record
+(`read_header`), stamps the offset it assigns (`stamp_base_offset`) and stores the bytes as
+they are; followers and consumers get those same bytes, and only the consumer decodes records
+(`iter_records`).
+
+Why the broker never decodes records: Python is slow per object and fast per byte. The CRC-32C
+covers everything from the attributes field to the end of the batch, which is every byte the
+producer chose, and leaves out the base offset and the partition leader epoch, the two fields
+the leader fills in. So `read_header` proves a batch whole with one C call over its bytes, and
+stamping it is a copy of the first bytes, not a re-hash.
+
+What `read_header` does not prove: that the record framing inside agrees with the header (a
+client that computed a right CRC over wrong records). `read_header(..., deep=True)` walks the
+record lengths to prove that too, still without building a record, and `iter_records` checks
+every field as it decodes.
+
+This module is part of the wire contract, imported by both the node and the client: it imports
+struct and crc32c and nothing of the project.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from crc32c import crc32c
+
+__all__ = [
+    "CREATE_TIME",
+    "HEADER_SIZE",
+    "LOG_APPEND_TIME",
+    "MAGIC",
+    "NO_PRODUCER_EPOCH",
+    "NO_PRODUCER_ID",
+    "NO_SEQUENCE",
+    "BatchHeader",
+    "CorruptBatchError",
+    "LogRecord",
+    "Record",
+    "RecordBatchError",
+    "UnsupportedBatchError",
+    "build_batch",
+    "iter_records",
+    "read_header",
+    "split_batches",
+    "stamp_base_offset",
+]
+
+MAGIC = 2
+"""The record batch format version (Kafka's v2)."""
+
+NO_PRODUCER_ID = -1
+NO_PRODUCER_EPOCH = -1
+NO_SEQUENCE = -1
+
+CREATE_TIME = 0
+"""Timestamp type: record timestamps are the producer's."""
+LOG_APPEND_TIME = 1
+"""Timestamp type: every record's timestamp is the batch's max timestamp, set by the leader."""
+
+# base_offset q, batch_length i, partition_leader_epoch i, magic b, crc I, attributes h,
+# last_offset_delta i, first_timestamp q, max_timestamp q, producer_id q, producer_epoch h,
+# base_sequence i, record_count i.
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = _HEADER.size
+"""Bytes of the batch header (61), from base offset to record count."""
+assert HEADER_SIZE == 61
+
+_LENGTH_END = 12
+"""batch_length counts the bytes after itself: a batch is batch_length + 12 bytes long."""
+_EPOCH_AT = 12
+_MAGIC_AT = 16
+_CRC_AT = 17
+_CRC_FROM = 21
+"""The CRC covers [attributes, end of batch): everything the producer chose."""
+_TAIL = struct.Struct(">hiqqqhii")  # attributes .. record_count: the CRC'd part of the header
+_I64 = struct.Struct(">q")
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
+
+_MIN_RECORD_SIZE = 7
+"""The smallest record: length, attributes, timestamp delta, offset delta, key length (null),
+value length (null), header count, each one byte."""
+
+# Attributes bits.
+_COMPRESSION_MASK = 0x07
+_TIMESTAMP_TYPE_BIT = 0x08
+_TRANSACTIONAL_BIT = 0x10
+_CONTROL_BIT = 0x20
+_DELETE_HORIZON_BIT = 0x40
+_COMPRESSION_NAMES = {1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+
+
+class RecordBatchError(ValueError):
+    """A record batch liferaft cannot accept. The message says where and what."""
+
+
+class CorruptBatchError(RecordBatchError):
+    """The bytes are not a well-formed batch: truncated, a bad CRC, magic, length or count.
+    The broker answers CORRUPT_MESSAGE."""
+
+
+class UnsupportedBatchError(RecordBatchError):
+    """A well-formed batch that uses a feature liferaft does not serve (compression,
+    transactions, control batches). The broker answers UNSUPPORTED_COMPRESSION_TYPE for a
+    codec and INVALID_RECORD otherwise."""
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    """A record as a producer gives it. timestamp_ms None: the batch's timestamp."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    timestamp_ms: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class LogRecord:
+    """A record as a consumer reads it back: with the offset the leader gave it."""
+
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp_type: int = CREATE_TIME
+
+
+@dataclass(slots=True, frozen=True)
+class BatchHeader:
+    """The fixed 61 bytes in front of a batch's records, as read_header found them valid."""
+
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    first_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole batch, header included."""
+        return self.batch_length + _LENGTH_END
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        """The offset after this batch's last record."""
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & _COMPRESSION_MASK
+
+    @property
+    def timestamp_type(self) -> int:
+        return LOG_APPEND_TIME if self.attributes & _TIMESTAMP_TYPE_BIT else CREATE_TIME
+
+    @property
+    def is_idempotent(self) -> bool:
+        return self.producer_id != NO_PRODUCER_ID
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def read_header(
+    buf: bytes | bytearray | memoryview, pos: int = 0, *, deep: bool = False
+) -> BatchHeader:
+    """Validate the batch that starts at buf[pos] and return its header.
+
+    Checks, in this order, with the cost of one C call over the bytes: there is a whole header;
+    magic is 2; batch_length covers at least the header and the buffer holds that many bytes;
+    the CRC-32C matches; the attributes ask for nothing unsupported; the record count agrees with
+    the last offset delta and fits the bytes. With deep=True it also walks the record lengths
+    (one varint per record, no object per record) and proves they tile the batch exactly.
+
+    The batch may be followed by more bytes (the next batch); `header.size` says where it ends.
+    Raises CorruptBatchError or UnsupportedBatchError, naming the byte position.
+    """
+    avail = len(buf) - pos
+    if avail < HEADER_SIZE:
+        raise CorruptBatchError(
+            f"batch at byte {pos} is truncated: {avail} bytes left, a batch header needs "
+            f"{HEADER_SIZE}"
+        )
+    (
+        base_offset,
+        batch_length,
+        leader_epoch,
+        magic,
+        crc,
+        attributes,
+        last_offset_delta,
+        first_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        record_count,
+    ) = _HEADER.unpack_from(buf, pos)
+    if magic != MAGIC:
+        raise CorruptBatchError(
+            f"batch at byte {pos} has magic {magic}, expected {MAGIC} (record batch v2)"
+        )
+    size = batch_length + _LENGTH_END
+    if size < HEADER_SIZE:
+        raise CorruptBatchError(
+            f"batch at byte {pos} claims a length of {batch_length}, less than the "
+            f"{HEADER_SIZE - _LENGTH_END} header bytes it must cover"
+        )
+    if size > avail:
+        raise CorruptBatchError(
+            f"batch at byte {pos} claims {size} bytes but only {avail} are there "
+            "(truncated, or its length lies)"
+        )
+    end = pos + size
+    actual = crc32c(memoryview(buf)[pos + _CRC_FROM : end])
+    if actual != crc:
+        raise CorruptBatchError(
+            f"batch at byte {pos} fails its CRC-32C: header says {crc:#010x}, its {size - _CRC_FROM} "
+            f"bytes from the attributes on hash to {actual:#010x} (damaged, or its length lies)"
+        )
+    _check_attributes(attributes, pos)
+    if record_count < 1:
+        raise CorruptBatchError(f"batch at byte {pos} has a record count of {record_count}")
+    if last_offset_delta != record_count - 1:
+        raise CorruptBatchError(
+            f"batch at byte {pos} has {record_count} records but a last offset delta of "
+            f"{last_offset_delta} (offsets in a batch are dense: it must be {record_count - 1})"
+        )
+    records_bytes = size - HEADER_SIZE
+    if record_count > records_bytes // _MIN_RECORD_SIZE:
+        raise CorruptBatchError(
+            f"batch at byte {pos} claims {record_count} records in {records_bytes} bytes; a record "
+            f"takes at least {_MIN_RECORD_SIZE}"
+        )
+    if deep:
+        _check_framing(buf, pos, end, record_count)
+    return BatchHeader(
+        base_offset,
+        batch_length,
+        leader_epoch,
+        magic,
+        crc,
+        attributes,
+        last_offset_delta,
+        first_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        record_count,
+    )
+
+
+def _check_attributes(attributes: int, pos: int) -> None:
+    codec = attributes & _COMPRESSION_MASK
+    if codec:
+        name = _COMPRESSION_NAMES.get(codec)
+        if name is None:
+            raise CorruptBatchError(
+                f"batch at byte {pos} names compression codec {codec}, which does not exist"
+            )
+        raise UnsupportedBatchError(
+            f"batch at byte {pos} is compressed with {name}; liferaft accepts only uncompressed batches for now"
+        )
+    if attributes & _TRANSACTIONAL_BIT:
+        raise UnsupportedBatchError(
+            f"batch at byte {pos} is transactional; liferaft has no transactions"
+        )
+    if attributes & _CONTROL_BIT:
+        raise UnsupportedBatchError(
+            f"batch at byte {pos} is a control batch; liferaft has no transactions"
+        )
+    if attributes & ~(_COMPRESSION_MASK | _TIMESTAMP_TYPE_BIT | _TRANSACTIONAL_BIT | _CONTROL_BIT):
+        raise UnsupportedBatchError(
+            f"batch at byte {pos} sets unknown attribute bits {attributes:#06x}"
+        )
+
+
+def _check_framing(
+    buf: bytes | bytearray | memoryview, pos: int, end: int, record_count: int
+) -> None:
+    """Prove the record lengths tile [header end, batch end) in exactly record_count steps."""
+    p = pos + HEADER_SIZE
+    for i in range(record_count):
+        if p >= end:
+            raise CorruptBatchError(
+                f"batch at byte {pos}: its bytes end after {i} of {record_count} records "
+                "(its record count lies)"
+            )
+        length, p = _read_varint(buf, p, end)
+        if length < _MIN_RECORD_SIZE - 1:
+            raise CorruptBatchError(f"batch at byte {pos}: record {i} claims a length of {length}")
+        p += length
+        if p > end:
+            raise CorruptBatchError(
+                f"batch at byte {pos}: record {i} of {record_count} runs {p - end} bytes past "
+                "the end of the batch (its record count or a record length lies)"
+            )
+    if p != end:
+        raise CorruptBatchError(
+            f"batch at byte {pos}: {end - p} bytes follow its {record_count} records "
+            "(its record count or a record length lies)"
+        )
+
+
+def split_batches(buf: bytes | bytearray | memoryview) -> Iterator[tuple[BatchHeader, memoryview]]:
+    """Walk a concatenation of whole batches (a Fetch response, a log segment), validating each.
+
+    Yields each batch's header and a view of its bytes (no copy). A trailing partial batch is an
+    error, not something to skip: liferaft only ever sends whole batches.
+    """
+    view = memoryview(buf)
+    pos = 0
+    n = len(view)
+    while pos < n:
+        header = read_header(view, pos)
+        end = pos + header.size
+        yield header, view[pos:end]
+        pos = end
+
+
+def iter_records(buf: bytes | bytearray | memoryview) -> Iterator[LogRecord]:
+    """Decode every record of one batch or of a concatenation of whole batches.
+
+    The client-side path: validates each batch (read_header), then every record's framing and
+    fields as it goes, and raises CorruptBatchError on the first defect. A consumer that
+    fetched from offset X should skip records below X (a batch is returned whole).
+    """
+    data = bytes(buf) if not isinstance(buf, bytes) else buf
+    pos = 0
+    n = len(data)
+    while pos < n:
+        header = read_header(data, pos)
+        end = pos + header.size
+        yield from _decode_records(data, pos, end, header)
+        pos = end
+
+
+def _decode_records(data: bytes, pos: int, end: int, h: BatchHeader) -> Iterator[LogRecord]:
+    p = pos + HEADER_SIZE
+    append_time = h.timestamp_type == LOG_APPEND_TIME
+    base_offset = h.base_offset
+    first_ts = h.first_timestamp
+    count = h.record_count
+    rv = _read_varint
+    for i in range(count):
+        if p >= end:
+            raise CorruptBatchError(
+                f"batch at byte {pos}: its bytes end after {i} of {count} records "
+                "(its record count lies)"
+            )
+        try:
+            length, p = rv(data, p, end)
+            rec_end = p + length
+            if length < _MIN_RECORD_SIZE - 1 or rec_end > end:
+                raise CorruptBatchError(
+                    f"batch at byte {pos}: record {i} of {count} claims {length} bytes, "
+                    f"{end - p} are left in the batch (its record count or a record length lies)"
+                )
+            p += 1  # record attributes: unused in v2
+            ts_delta, p = rv(data, p, rec_end)
+            offset_delta, p = rv(data, p, rec_end)
+            if offset_delta != i:
+                raise CorruptBatchError(
+                    f"batch at byte {pos}: record {i} has offset delta {offset_delta}, expected {i}"
+                )
+            key, p = _read_bytes(data, p, rec_end)
+            value, p = _read_bytes(data, p, rec_end)
+            n_headers, p = rv(data, p, rec_end)
+            if n_headers < 0 or n_headers > (rec_end - p) // 2:
+                raise CorruptBatchError(
+                    f"batch at byte {pos}: record {i} claims {n_headers} headers in "
+                    f"{rec_end - p} bytes"
+                )
+            headers: tuple[tuple[str, bytes | None], ...] = ()
+            if n_headers:
+                hs = []
+                for _ in range(n_headers):
+                    hkey, p = _read_bytes(data, p, rec_end)
+                    if hkey is None:
+                        raise CorruptBatchError(
+                            f"batch at byte {pos}: record {i} has a null header key"
+                        )
+                    hval, p = _read_bytes(data, p, rec_end)
+                    hs.append((hkey.decode("utf-8"), hval))
+                headers = tuple(hs)
+        except IndexError:
+            raise CorruptBatchError(
+                f"batch at byte {pos}: record {i} runs past the end of its bytes"
+            ) from None
+        except UnicodeDecodeError as e:
+            raise CorruptBatchError(
+                f"batch at byte {pos}: record {i} has a header key that is not UTF-8: {e}"
+            ) from None
+        if p != rec_end:
+            raise CorruptBatchError(
+                f"batch at byte {pos}: record {i} claims {length} bytes but its fields "
+                f"take {length + p - rec_end}"
+            )
+        yield LogRecord(
+            base_offset + i,
+            h.max_timestamp if append_time else first_ts + ts_delta,
+            key,
+            value,
+            headers,
+            LOG_APPEND_TIME if append_time else CREATE_TIME,
+        )
+    if p != end:
+        raise CorruptBatchError(
+            f"batch at byte {pos}: {end - p} bytes follow its {count} records "
+            "(its record count or a record length lies)"
+        )
+
+
+def _read_varint(data: bytes | bytearray | memoryview, p: int, limit: int) -> tuple[int, int]:
+    """A zigzag varint (Kafka's varint and varlong) at data[p], ending before limit."""
+    b = data[p]
+    if b < 0x80 and p < limit:  # the common case: one byte
+        return (b >> 1) ^ -(b & 1), p + 1
+    raw = 0
+    shift = 0
+    while True:
+        if p >= limit or shift > 63:
+            raise CorruptBatchError(f"a varint at byte {p} runs past its record or over 10 bytes")
+        b = data[p]
+        p += 1
+        raw |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (raw >> 1) ^ -(raw & 1), p
+        shift += 7
+
+
+def _read_bytes(data: bytes, p: int, limit: int) -> tuple[bytes | None, int]:
+    """A varint length (-1: null) and that many bytes, all before limit."""
+    n, p = _read_varint(data, p, limit)
+    if n < 0:
+        if n == -1:
+            return None, p
+        raise CorruptBatchError(f"a field at byte {p} has a length of {n}")
+    end = p + n
+    if end > limit:
+        raise CorruptBatchError(f"a field at byte {p} of {n} bytes runs past the end of its record")
+    return data[p:end], end
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def _zigzag_varint(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    if z < 0x80:
+        return _SMALL[z]
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
+def build_batch(
+    records: Iterable[Record],
+    *,
+    base_offset: int = 0,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = NO_PRODUCER_EPOCH,
+    base_sequence: int = NO_SEQUENCE,
+    timestamp_ms: int | None = None,
+) -> bytes:
+    """Encode records as one uncompressed batch, CRC included, ready for Produce.
+
+    Records without a timestamp get timestamp_ms, or the wall clock now if that is None too.
+    Leave base_offset at 0: the leader stamps the real one.
+    """
+    recs = records if isinstance(records, (list, tuple)) else list(records)
+    if not recs:
+        raise ValueError("a record batch needs at least one record")
+    default_ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+    first_ts = recs[0].timestamp_ms
+    if first_ts is None:
+        first_ts = default_ts
+    max_ts = first_ts
+    zz = _zigzag_varint
+    body = bytearray()
+    for i, r in enumerate(recs):
+        ts = r.timestamp_ms
+        if ts is None:
+            ts = default_ts
+        if ts > max_ts:
+            max_ts = ts
+        key = r.key
+        value = r.value
+        # attributes (always 0), timestamp delta, offset delta, key, value, headers.
+        rec = bytearray(b"\x00")
+        rec += zz(ts - first_ts)
+        rec += zz(i)
+        if key is None:
+            rec += b"\x01"  # zigzag(-1)
+        else:
+            rec += zz(len(key))
+            rec += key
+        if value is None:
+            rec += b"\x01"
+        else:
+            rec += zz(len(value))
+            rec += value
+        headers = r.headers
+        rec += zz(len(headers))
+        for hkey, hval in headers:
+            kb = hkey.encode("utf-8")
+            rec += zz(len(kb))
+            rec += kb
+            if hval is None:
+                rec += b"\x01"
+            else:
+                rec += zz(len(hval))
+                rec += hval
+        body += zz(len(rec))
+        body += rec
+    count = len(recs)
+    try:
+        tail = _TAIL.pack(
+            0,  # attributes: no compression, CreateTime, not transactional
+            count - 1,
+            first_ts,
+            max_ts,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            count,
+        )
+        batch_length = HEADER_SIZE - _LENGTH_END + len(body)
+        crc = crc32c(body, crc32c(tail))
+        head = struct.pack(">qiibI", base_offset, batch_length, -1, MAGIC, crc)
+    except struct.error as e:
+        raise ValueError(f"a batch field is out of range: {e}") from None
+    return b"".join((head, tail, body))
+
+
+def stamp_base_offset(
+    batch: bytes | bytearray | memoryview, base_offset: int, *, leader_epoch: int | None = None
+) -> bytes:
+    """Return one batch with its base offset (and, if given, partition leader epoch) set.
+
+    Neither field is under the CRC, so the result is valid without re-hashing: this is a single
+    copy. The batch should have passed read_header; only its magic is checked again here.
+    """
+    if len(batch) < HEADER_SIZE or batch[_MAGIC_AT] != MAGIC:
+        raise CorruptBatchError("not a record batch v2: cannot stamp its base offset")
+    view = memoryview(batch)
+    if leader_epoch is None:
+        return b"".join((_I64.pack(base_offset), view[8:]))
+    return b"".join(
+        (_I64.pack(base_offset), view[8:_EPOCH_AT], _I32.pack(leader_epoch), view[_MAGIC_AT:])
+    )

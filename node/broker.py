@@ -1,0 +1,221 @@
+"""One broker node's logic: the controller, the partitions it hosts, and what it knows of others.
+
+This is the piece that ties the controller's metadata to the Raft groups on this node: when the
+controller applies a new topic, every node named in a partition's replicas opens that partition's
+group; when a topic is deleted, they destroy it. It also answers the questions handlers ask
+(who leads this partition, what is the metadata) from local state only — no I/O here; node/service.py
+does the gRPC.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from liferaft_proto.v1 import raft_pb2
+from node.config import NodeConfig, parse_address
+from node.controller import Controller, TopicInfo
+from node.driver import RaftDriver
+from node.errors import BrokerError, ErrorCode
+from node.partition import Partition, PartitionState, group_id
+from raft import NONE, Role
+
+log = logging.getLogger("liferaft.broker")
+
+GOSSIP_EVERY_TICKS = 5
+REGISTER_EVERY_TICKS = 25
+
+
+@dataclass(slots=True, frozen=True)
+class PartitionView:
+    """A partition as metadata shows it, merged from local state and leaders' gossip."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+    state: PartitionState | None  # None while no leader is known
+
+
+class Broker:
+    def __init__(self, config: NodeConfig, driver: RaftDriver) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.driver = driver
+        self.controller = Controller(config.node_id, sorted(config.peers), driver)
+        self.partitions: dict[tuple[str, int], Partition] = {}
+        self._topic_ids: dict[str, int] = {}
+        self._gossip: dict[str, PartitionState] = {}  # group id -> newest leader state heard
+        self.advertised: dict[int, str] = {config.node_id: config.advertise}
+        self._ticks = 0
+        self._gossip_out: list[raft_pb2.LeaderStates] = []
+        self._register_pending = False
+        self.controller.listeners.append(self.sync_partitions)
+        driver.tick_listeners.append(self._on_tick)
+        self.sync_partitions()
+
+    # -- partitions follow the controller's metadata -------------------------------------------
+    def sync_partitions(self) -> None:
+        topics = self.controller.state.topics
+        wanted: dict[tuple[str, int], tuple[TopicInfo, list[int]]] = {}
+        for topic in topics.values():
+            for p, replicas in enumerate(topic.replicas):
+                if self.node_id in replicas:
+                    wanted[(topic.name, p)] = (topic, replicas)
+        for key in list(self.partitions):
+            part = self.partitions[key]
+            info = topics.get(key[0])
+            if key not in wanted or info is None or info.topic_id != part.topic_id:
+                self._close_partition(key, destroy=True)
+        for key, (topic, replicas) in wanted.items():
+            if key not in self.partitions:
+                self.partitions[key] = Partition(
+                    node_id=self.node_id,
+                    topic=topic.name,
+                    topic_id=topic.topic_id,
+                    index=key[1],
+                    replicas=replicas,
+                    config=topic.config,
+                    driver=self.driver,
+                    rebalance_ticks=max(1, self.config.leader_rebalance_ms // self.config.tick_ms),
+                )
+        self._topic_ids = {t.name: t.topic_id for t in topics.values()}
+        live_groups = {
+            group_id(t.topic_id, p) for t in topics.values() for p in range(t.partitions)
+        }
+        for gid in list(self._gossip):
+            if gid not in live_groups:
+                del self._gossip[gid]
+
+    def _close_partition(self, key: tuple[str, int], *, destroy: bool) -> None:
+        part = self.partitions.pop(key)
+        part.close(
+            BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted")
+        )
+        self.driver.remove_group(part.group_id, destroy=destroy)
+        log.info("node %d closed %s-%d (destroy=%s)", self.node_id, part.topic, part.index, destroy)
+
+    # -- lookups -------------------------------------------------------------------------------
+    def topic(self, name: str) -> TopicInfo:
+        info = self.controller.state.topics.get(name)
+        if info is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        return info
+
+    def leader_partition(self, topic: str, partition: int) -> Partition:
+        """The local replica of a partition this node leads, or the right error."""
+        info = self.topic(topic)
+        if not 0 <= partition < info.partitions:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                f"topic {topic!r} has partitions 0..{info.partitions - 1}, not {partition}",
+            )
+        part = self.partitions.get((topic, partition))
+        if part is not None and part.is_leader:
+            return part
+        view = self.partition_view(info, partition)
+        leader = view.state.leader if view.state is not None else NONE
+        if leader == self.node_id:
+            leader = NONE
+        raise BrokerError(
+            ErrorCode.NOT_LEADER if leader != NONE else ErrorCode.LEADER_NOT_AVAILABLE,
+            f"node {self.node_id} does not lead {topic}-{partition}"
+            + (
+                f"; node {leader} does"
+                if leader != NONE
+                else "; no leader is known yet, retry shortly"
+            ),
+            leader_id=leader,
+            leader_address=self.advertised_address(leader),
+        )
+
+    def advertised_address(self, node_id: int) -> str:
+        if node_id == NONE:
+            return ""
+        b = self.controller.state.brokers.get(node_id)
+        return b.address if b is not None else self.advertised.get(node_id, "")
+
+    def partition_view(self, info: TopicInfo, p: int) -> PartitionView:
+        replicas = tuple(info.replicas[p])
+        part = self.partitions.get((info.name, p))
+        gossip = self._gossip.get(group_id(info.topic_id, p))
+        state: PartitionState | None = None
+        if part is not None:
+            local = part.state()
+            if part.is_leader:
+                state = local
+            elif gossip is not None and gossip.leader_epoch >= local.leader_epoch:
+                state = gossip
+            elif local.leader != NONE:
+                state = PartitionState(
+                    local.leader,
+                    local.leader_epoch,
+                    (),
+                    local.high_watermark,
+                    local.log_start_offset,
+                )
+        elif gossip is not None:
+            state = gossip
+        return PartitionView(info.name, p, replicas, state)
+
+    # -- gossip of leader states ---------------------------------------------------------------
+    def on_leaders(self, peer: int, states: raft_pb2.LeaderStates) -> None:
+        for s in states.states:
+            current = self._gossip.get(s.group)
+            if current is None or s.epoch >= current.leader_epoch:
+                self._gossip[s.group] = PartitionState(
+                    leader=s.leader,
+                    leader_epoch=s.epoch,
+                    isr=tuple(s.isr),
+                    high_watermark=s.high_watermark,
+                    log_start_offset=s.log_start_offset,
+                )
+
+    def leader_states(self) -> raft_pb2.LeaderStates:
+        out = raft_pb2.LeaderStates(from_node=self.node_id)
+        for part in self.partitions.values():
+            if part.is_leader:
+                st = part.state()
+                out.states.append(
+                    raft_pb2.LeaderState(
+                        group=part.group_id,
+                        leader=self.node_id,
+                        epoch=st.leader_epoch,
+                        isr=list(st.isr),
+                        high_watermark=st.high_watermark,
+                        log_start_offset=st.log_start_offset,
+                    )
+                )
+        return out
+
+    def _on_tick(self) -> None:
+        self._ticks += 1
+        if self._ticks % GOSSIP_EVERY_TICKS == 0:
+            self._gossip_out.append(self.leader_states())
+        if self._ticks % REGISTER_EVERY_TICKS == 0:
+            self._register_pending = True
+
+    def take_gossip(self) -> list[raft_pb2.LeaderStates]:
+        out, self._gossip_out = self._gossip_out, []
+        return out
+
+    def registrations_due(self) -> list[dict[str, object]]:
+        """Commands registering brokers whose advertised address the metadata lacks (controller
+        leader only)."""
+        if not self._register_pending or self.controller.group.node.role != Role.LEADER:
+            return []
+        self._register_pending = False
+        cmds: list[dict[str, object]] = []
+        brokers = self.controller.state.brokers
+        for node_id, address in sorted(self.advertised.items()):
+            b = brokers.get(node_id)
+            if b is None or b.address != address:
+                host, port = parse_address(address)
+                cmds.append(
+                    {"op": "register_broker", "node_id": node_id, "host": host, "port": port}
+                )
+        return cmds
+
+    def controller_leader(self) -> int:
+        return self.controller.leader

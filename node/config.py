@@ -1,0 +1,142 @@
+"""A broker node's configuration: one dataclass, filled from flags, environment or a TOML file.
+
+Validation happens here, once, with messages a person can act on; the rest of node/ trusts it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says which and how to fix it."""
+
+
+def parse_address(value: str, what: str = "address") -> tuple[str, int]:
+    """HOST:PORT -> (host, port), refusing anything a socket would choke on later."""
+    host, sep, port_s = value.strip().rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{what} {value!r} must look like HOST:PORT (for example 127.0.0.1:9092)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"{what} {value!r}: port {port_s!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{what} {value!r}: port {port} is outside 1..65535")
+    return host, port
+
+
+def parse_peers(value: str) -> dict[int, str]:
+    """ "1@host:port,2@host:port" -> {1: "host:port", 2: "host:port"}."""
+    peers: dict[int, str] = {}
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        node_s, sep, addr = item.partition("@")
+        if not sep:
+            raise ConfigError(
+                f"peer {item!r} must look like ID@HOST:PORT (for example 1@127.0.0.1:9092)"
+            )
+        try:
+            node_id = int(node_s)
+        except ValueError:
+            raise ConfigError(f"peer {item!r}: node id {node_s!r} is not a number") from None
+        if node_id < 1:
+            raise ConfigError(f"peer {item!r}: node ids start at 1")
+        if node_id in peers:
+            raise ConfigError(f"peer id {node_id} appears twice in --peers")
+        parse_address(addr, f"peer {node_id}'s address")
+        peers[node_id] = addr
+    return peers
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    node_id: int
+    listen: str
+    """Where this node's gRPC server binds (clients and peers), HOST:PORT."""
+    peers: dict[int, str]
+    """Every controller voter, this node included: id -> address peers dial."""
+    data_dir: Path
+    advertise: str = ""
+    """The address clients are told to use; defaults to listen."""
+    cluster_id: str = "liferaft"
+    tick_ms: int = 20
+    """One Raft tick. Elections time out after election_ticks..2*election_ticks ticks."""
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    isr_max_lag_ms: int = 2000
+    """A follower that has not caught up within this time leaves the ISR (replica.lag.time.max.ms)."""
+    isr_max_lag_entries: int = 4000
+    max_batch_bytes: int = 1 << 20
+    """Largest record batch a producer may send (message.max.bytes)."""
+    default_partitions: int = 3
+    default_replication_factor: int = 3
+    leader_rebalance_ms: int = 3000
+    """How often a partition leader checks whether its preferred replica should lead instead."""
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.advertise:
+            self.advertise = self.listen
+
+    def validate(self) -> NodeConfig:
+        if self.node_id < 1:
+            raise ConfigError(f"--node-id must be >= 1, got {self.node_id}")
+        parse_address(self.listen, "--listen")
+        ahost, _ = parse_address(self.advertise, "--advertise")
+        if ahost in ("0.0.0.0", "::"):
+            raise ConfigError(
+                f"--advertise {self.advertise!r} is a wildcard; give the address clients can reach"
+            )
+        if not self.peers:
+            raise ConfigError(
+                "--peers is empty: list every node, this one included (1@HOST:PORT,...)"
+            )
+        if self.node_id not in self.peers:
+            raise ConfigError(
+                f"--peers does not contain this node's id {self.node_id}: list every node, this one included"
+            )
+        if self.tick_ms < 1:
+            raise ConfigError("tick_ms must be >= 1")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError("election_ticks must be greater than heartbeat_ticks")
+        if self.max_batch_bytes < 1024:
+            raise ConfigError("max_batch_bytes must be at least 1024")
+        return self
+
+    @property
+    def isr_max_lag_ticks(self) -> int:
+        return max(1, self.isr_max_lag_ms // self.tick_ms)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into keyword arguments of NodeConfig (peers as a table or string)."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    known = {f.name for f in fields(NodeConfig)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"config file {p}: unknown setting {key!r}")
+        if name == "peers":
+            if isinstance(value, str):
+                value = parse_peers(value)
+            elif isinstance(value, dict):
+                value = {int(k): str(v) for k, v in value.items()}
+            else:
+                raise ConfigError(f"config file {p}: peers must be a string or a table")
+        if name == "data_dir":
+            value = Path(value)
+        out[name] = value
+    return out

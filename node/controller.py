@@ -1,0 +1,275 @@
+"""The controller: cluster metadata as a replicated state machine over the controller voters.
+
+Every node is a controller voter (static membership from --peers) and holds a replica of the
+metadata: brokers, topics, partition assignments and topic configs. Changes are commands in the
+controller's Raft log, so every node applies the same changes in the same order and can serve
+metadata from its own copy. Commands are small JSON documents: rare, and readable in a debugger.
+
+A command is validated twice: by the proposer (to answer bad input at once, changing nothing) and
+again when applied (two racing creates of one name: the second is refused there). The proposer
+learns the applied outcome through a future keyed by the entry's index and term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from node.driver import Group, RaftDriver
+from node.errors import BrokerError, ErrorCode
+from node.topic_config import TopicConfig, parse_topic_config
+from raft import (
+    ConfState,
+    Entry,
+    EntryType,
+    NotLeaderError,
+    ProposalDroppedError,
+    Role,
+    Snapshot,
+    SoftState,
+)
+
+log = logging.getLogger("liferaft.controller")
+
+CONTROLLER_GROUP = "controller"
+SNAPSHOT_EVERY = 1000
+MAX_PARTITIONS = 10_000
+_TOPIC_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(slots=True)
+class BrokerInfo:
+    node_id: int
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class TopicInfo:
+    name: str
+    topic_id: int
+    replicas: list[list[int]]
+    """replicas[p] lists partition p's replicas; the first is the preferred leader."""
+    configs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def partitions(self) -> int:
+        return len(self.replicas)
+
+    @property
+    def config(self) -> TopicConfig:
+        return parse_topic_config(self.configs, len(self.replicas[0]))
+
+
+@dataclass(slots=True)
+class ControllerState:
+    brokers: dict[int, BrokerInfo] = field(default_factory=dict)
+    topics: dict[str, TopicInfo] = field(default_factory=dict)
+    next_topic_id: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "brokers": [asdict(b) for b in self.brokers.values()],
+                "topics": [asdict(t) for t in self.topics.values()],
+                "next_topic_id": self.next_topic_id,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ControllerState:
+        raw = json.loads(data or b"{}")
+        st = cls(next_topic_id=int(raw.get("next_topic_id", 1)))
+        for b in raw.get("brokers", []):
+            st.brokers[int(b["node_id"])] = BrokerInfo(int(b["node_id"]), b["host"], int(b["port"]))
+        for t in raw.get("topics", []):
+            st.topics[t["name"]] = TopicInfo(
+                t["name"], int(t["topic_id"]), t["replicas"], t["configs"]
+            )
+        return st
+
+
+def validate_topic_name(name: str) -> None:
+    if not name or len(name) > 249 or name in (".", "..") or not set(name) <= _TOPIC_CHARS:
+        raise BrokerError(
+            ErrorCode.INVALID_TOPIC,
+            f"invalid topic name {name!r}: use 1-249 characters from a-z, A-Z, 0-9, '.', '_', '-'",
+        )
+
+
+def assign_replicas(broker_ids: list[int], partitions: int, rf: int, salt: int) -> list[list[int]]:
+    """Round-robin placement: partition p's replicas start at broker (salt + p) and continue
+    around the ring, so preferred leaders (first replicas) are spread evenly."""
+    ids = sorted(broker_ids)
+    n = len(ids)
+    return [[ids[(salt + p + i) % n] for i in range(rf)] for p in range(partitions)]
+
+
+class Controller:
+    def __init__(self, node_id: int, voters: list[int], driver: RaftDriver) -> None:
+        self.node_id = node_id
+        self.driver = driver
+        self.state = ControllerState()
+        self.listeners: list[Callable[[], None]] = []
+        self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._applied_since_snapshot = 0
+        self.group: Group = driver.add_group(
+            CONTROLLER_GROUP, self, bootstrap=ConfState(voters=frozenset(voters))
+        )
+
+    # -- views ---------------------------------------------------------------------------------
+    @property
+    def leader(self) -> int:
+        return self.group.node.leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self.group.node.role == Role.LEADER
+
+    # -- proposing -----------------------------------------------------------------------------
+    async def propose(self, command: dict[str, Any]) -> Any:
+        """Propose a command as the controller leader and wait until it is applied."""
+        node = self.group.node
+        try:
+            index = node.propose(json.dumps(command).encode())
+        except (NotLeaderError, ProposalDroppedError):
+            raise BrokerError(
+                ErrorCode.NOT_CONTROLLER,
+                f"node {self.node_id} is not the controller leader",
+                leader_id=self.leader,
+            ) from None
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = (node.term, fut)
+        self.driver.touched(CONTROLLER_GROUP)
+        try:
+            return await fut
+        finally:
+            self._waiters.pop(index, None)
+
+    def plan_create_topic(
+        self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]
+    ) -> dict[str, Any]:
+        """Validate a create request against the current state; return the command to propose."""
+        validate_topic_name(name)
+        if name in self.state.topics:
+            raise BrokerError(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise BrokerError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}",
+            )
+        brokers = sorted(self.state.brokers)
+        if replication_factor < 1 or replication_factor > len(brokers):
+            raise BrokerError(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                f"replication factor {replication_factor} is impossible with "
+                f"{len(brokers)} registered brokers {brokers}",
+            )
+        parse_topic_config(configs, replication_factor)
+        salt = sum(name.encode()) % len(brokers)
+        return {
+            "op": "create_topic",
+            "name": name,
+            "replicas": assign_replicas(brokers, partitions, replication_factor, salt),
+            "configs": dict(configs),
+        }
+
+    # -- the state machine ---------------------------------------------------------------------
+    def apply(self, entries: list[Entry]) -> None:
+        changed = False
+        for e in entries:
+            if e.type != EntryType.NORMAL:
+                continue
+            try:
+                result: Any = self._apply_command(json.loads(e.data))
+                changed = True
+            except BrokerError as err:
+                result = err
+            waiter = self._waiters.pop(e.index, None)
+            if waiter is not None:
+                term, fut = waiter
+                if fut.done():
+                    pass
+                elif term != e.term:
+                    fut.set_exception(
+                        BrokerError(
+                            ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry"
+                        )
+                    )
+                elif isinstance(result, BrokerError):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+        self._applied_since_snapshot += len(entries)
+        if self._applied_since_snapshot >= SNAPSHOT_EVERY and entries:
+            self._snapshot(entries[-1].index)
+        if changed:
+            for listener in self.listeners:
+                listener()
+
+    def _apply_command(self, cmd: dict[str, Any]) -> Any:
+        op = cmd.get("op")
+        st = self.state
+        if op == "register_broker":
+            info = BrokerInfo(int(cmd["node_id"]), str(cmd["host"]), int(cmd["port"]))
+            st.brokers[info.node_id] = info
+            return None
+        if op == "create_topic":
+            name = cmd["name"]
+            if name in st.topics:
+                raise BrokerError(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+            topic = TopicInfo(name, st.next_topic_id, cmd["replicas"], cmd.get("configs", {}))
+            st.next_topic_id += 1
+            st.topics[name] = topic
+            return topic.topic_id
+        if op == "delete_topic":
+            name = cmd["name"]
+            if st.topics.pop(name, None) is None:
+                raise BrokerError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+                )
+            return None
+        raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown controller command {op!r}")
+
+    def _snapshot(self, index: int) -> None:
+        storage = self.group.storage
+        storage.create_snapshot(index, self.group.conf_state, self.state.to_json())
+        # Keep a tail so followers slightly behind catch up from the log, not a snapshot.
+        keep_from = index - SNAPSHOT_EVERY // 2
+        if keep_from > storage.first_index():
+            storage.compact(min(keep_from, index))
+        self._applied_since_snapshot = 0
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.state = ControllerState.from_json(snapshot.data)
+        for listener in self.listeners:
+            listener()
+
+    def on_soft_state(self, soft: SoftState, term: int) -> None:
+        if soft.role == Role.LEADER:
+            log.info("node %d is the controller leader (term %d)", self.node_id, term)
+        else:
+            for _index, (_term, fut) in list(self._waiters.items()):
+                if not fut.done():
+                    fut.set_exception(
+                        BrokerError(
+                            ErrorCode.NOT_CONTROLLER,
+                            "controller leadership changed; retry",
+                            leader_id=soft.leader,
+                        )
+                    )
+            self._waiters.clear()
+
+    def on_round(self) -> None:
+        pass
+
+    def on_tick(self) -> None:
+        pass

@@ -1,0 +1,337 @@
+"""The one driver between the Raft groups of a node and the world (etcd's node.go, multi-raft).
+
+Theory of operation. Every Raft group of this node (the controller and one per hosted partition)
+is a RawNode. One asyncio task runs them all, round after round:
+
+  1. wait until something happens: a tick is due, a message arrived, a proposal was made;
+  2. tick every group if a tick is due; step every queued message;
+  3. take a Ready from every group that has one;
+  4. send the messages that may go at once (leaders' appends: followers persist in parallel);
+  5. persist the snapshots, entries and hard states of ALL groups in ONE RocksDB write batch with
+     ONE fsync — requests that arrived while the previous round was syncing ride in this one, so
+     the number of syncs per second stays flat as load grows (group commit);
+  6. send the messages that had to wait for that sync (votes, acknowledgements);
+  7. apply committed entries to each group's state machine; 8. advance every group.
+
+Only this task touches the RawNodes' Ready cycle; gRPC handlers call `propose` on a group between
+rounds (all on the one event loop thread, so no locks) and then `wake()` the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from node.storage import GroupStorage, GroupUpdate, NodeStore
+from raft import (
+    ConfChange,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    IsrPolicy,
+    Message,
+    RaftError,
+    RawNode,
+    Ready,
+    Snapshot,
+    SoftState,
+)
+
+log = logging.getLogger("liferaft.driver")
+
+
+class StateMachine(Protocol):
+    """What a Raft group's owner (a partition, the controller) hears from the driver."""
+
+    def apply(self, entries: list[Entry]) -> None:
+        """Committed entries, in log order (NOOP and CONF_CHANGE included; skip what you need not)."""
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """The leader sent a snapshot: replace all state with it."""
+
+    def on_soft_state(self, soft: SoftState, term: int) -> None:
+        """Leadership changed (this node won or lost it, or learnt of a new leader)."""
+
+    def on_round(self) -> None:
+        """Called after every round in which this group did anything (resolve waiters here)."""
+
+    def on_tick(self) -> None:
+        """Called on every tick (timeouts, periodic checks)."""
+
+
+class Outbox(Protocol):
+    """The transport as the driver sees it: queue now, flush once per round."""
+
+    def send(self, to: int, group: str, msg: Message) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@dataclass(slots=True)
+class RaftTiming:
+    tick_s: float = 0.02
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    isr: IsrPolicy = field(default_factory=IsrPolicy)
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 64
+
+
+@dataclass(slots=True)
+class Group:
+    id: str
+    node: RawNode
+    storage: GroupStorage
+    fsm: StateMachine
+    conf_state: ConfState
+    removed: bool = False
+
+
+@dataclass(slots=True)
+class DriverStats:
+    rounds: int = 0
+    syncs: int = 0
+    entries_persisted: int = 0
+    bytes_persisted: int = 0
+    messages_stepped: int = 0
+    sync_seconds: float = 0.0
+
+
+class RaftDriver:
+    def __init__(
+        self,
+        node_id: int,
+        store: NodeStore,
+        outbox: Outbox,
+        timing: RaftTiming,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.outbox = outbox
+        self.timing = timing
+        self.rng = rng or random.Random()
+        self.groups: dict[str, Group] = {}
+        self.stats = DriverStats()
+        self._inbox: list[tuple[str, Message]] = []
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self._task: asyncio.Task[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
+        self.tick_listeners: list[Callable[[], None]] = []
+
+    # -- groups --------------------------------------------------------------------------------
+    def add_group(
+        self,
+        group_id: str,
+        fsm: StateMachine,
+        bootstrap: ConfState | None = None,
+        *,
+        campaign: bool = False,
+    ) -> Group:
+        """Open a group from disk, or create it with the `bootstrap` membership if it is new.
+
+        Every replica of a new group bootstraps the same membership at index 0, so none needs
+        to hear from another before the first election."""
+        if group_id in self.groups:
+            return self.groups[group_id]
+        storage = self.store.group(group_id)
+        _, cs = storage.initial_state()
+        if not cs.voters:
+            if bootstrap is None:
+                raise RaftError(f"group {group_id} has no membership on disk and none was given")
+            storage.bootstrap(bootstrap)
+            cs = bootstrap
+        snap = storage.snapshot()
+        if not snap.is_empty():
+            fsm.restore(snap)
+        cfg = Config(
+            id=self.node_id,
+            election_tick=self.timing.election_ticks,
+            heartbeat_tick=self.timing.heartbeat_ticks,
+            rng=random.Random(self.rng.random()),
+            applied=storage.first_index() - 1,
+            max_size_per_msg=self.timing.max_size_per_msg,
+            max_inflight_msgs=self.timing.max_inflight_msgs,
+            isr=self.timing.isr,
+            logger=logging.getLogger(f"liferaft.raft.{group_id}"),
+        )
+        node = RawNode(cfg, storage)
+        group = Group(id=group_id, node=node, storage=storage, fsm=fsm, conf_state=cs)
+        self.groups[group_id] = group
+        if campaign and len(cs.voters) == 1 and self.node_id in cs.voters:
+            node.campaign()
+        self._dirty.add(group_id)
+        self.wake()
+        return group
+
+    def remove_group(self, group_id: str, *, destroy: bool) -> None:
+        group = self.groups.pop(group_id, None)
+        if group is None:
+            return
+        group.removed = True
+        self._dirty.discard(group_id)
+        if destroy:
+            group.storage.destroy()
+
+    # -- inputs --------------------------------------------------------------------------------
+    def deliver(self, group_id: str, msg: Message) -> None:
+        """A message from a peer (called by the transport)."""
+        self._inbox.append((group_id, msg))
+        self._wake.set()
+
+    def touched(self, group_id: str) -> None:
+        """A handler proposed on or otherwise changed a group: process it next round."""
+        self._dirty.add(group_id)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._next_tick = loop.time() + self.timing.tick_s
+        self._schedule_tick()
+        self._task = loop.create_task(self._run(), name=f"raft-driver-{self.node_id}")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _schedule_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_at(self._next_tick, self._wake.set)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopped:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                # Keep going while rounds produce work (a leader that commits after persisting
+                # its own entries broadcasts the new commit index), ticking on time throughout.
+                while not self._stopped:
+                    self._maybe_tick(loop.time())
+                    self._step_inbox()
+                    if not self._round():
+                        break
+                    await asyncio.sleep(0)  # let handlers and the transport run between rounds
+            except Exception:
+                log.exception("raft driver round failed; continuing")
+                await asyncio.sleep(self.timing.tick_s)
+
+    def _maybe_tick(self, now: float) -> None:
+        if now < self._next_tick:
+            return
+        self._tick_all()
+        self._next_tick += self.timing.tick_s
+        if self._next_tick < now:  # we fell far behind (a stall): do not burst ticks
+            self._next_tick = now + self.timing.tick_s
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._schedule_tick()
+
+    def _tick_all(self) -> None:
+        for group in self.groups.values():
+            group.node.tick()
+            group.fsm.on_tick()
+        self._dirty.update(self.groups)
+        for listener in self.tick_listeners:
+            listener()
+
+    def _step_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for group_id, msg in inbox:
+            group = self.groups.get(group_id)
+            if group is None:
+                continue
+            try:
+                group.node.step(msg)
+            except RaftError:
+                log.exception(
+                    "group %s: step of %s from %d failed", group_id, msg.type.name, msg.frm
+                )
+            self._dirty.add(group_id)
+        self.stats.messages_stepped += len(inbox)
+
+    def _round(self) -> bool:
+        """One Ready cycle over every dirty group. Returns whether anything was done."""
+        dirty, self._dirty = self._dirty, set()
+        readies: list[tuple[Group, Ready]] = []
+        touched: list[Group] = []
+        for group_id in dirty:
+            group = self.groups.get(group_id)
+            if group is None:
+                continue
+            touched.append(group)
+            if group.node.has_ready():
+                readies.append((group, group.node.ready()))
+        if not readies:
+            # A step may change what waiters wait for without producing a Ready (an
+            # acknowledgement that moves a follower's match but not the commit index).
+            for group in touched:
+                group.fsm.on_round()
+            return False
+        self.stats.rounds += 1
+        out = self.outbox
+        for group, rd in readies:
+            for m in rd.messages:
+                out.send(m.to, group.id, m)
+        out.flush()
+
+        updates = [
+            GroupUpdate(
+                group=g.storage, hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot
+            )
+            for g, rd in readies
+            if rd.entries or rd.hard_state is not None or rd.snapshot is not None
+        ]
+        if updates:
+            t0 = time.perf_counter()
+            self.store.write(updates, sync=True)
+            self.stats.sync_seconds += time.perf_counter() - t0
+            self.stats.syncs += 1
+            for u in updates:
+                self.stats.entries_persisted += len(u.entries)
+                self.stats.bytes_persisted += sum(len(e.data) for e in u.entries)
+
+        for group, rd in readies:
+            for m in rd.persisted_messages:
+                out.send(m.to, group.id, m)
+        out.flush()
+
+        for group, rd in readies:
+            if group.removed:
+                continue
+            self._apply(group, rd)
+            group.node.advance(rd)
+            self._dirty.add(group.id)  # advance may have produced messages (commit broadcast)
+        for group in touched:
+            if not group.removed:
+                group.fsm.on_round()
+        return True
+
+    def _apply(self, group: Group, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            group.conf_state = rd.snapshot.meta.conf_state
+            group.fsm.restore(rd.snapshot)
+        if rd.soft_state is not None:
+            group.fsm.on_soft_state(rd.soft_state, group.node.term)
+        if rd.committed_entries:
+            for e in rd.committed_entries:
+                if e.type == EntryType.CONF_CHANGE:
+                    group.conf_state = group.node.apply_conf_change(ConfChange.decode(e.data))
+            group.fsm.apply(rd.committed_entries)

@@ -1,0 +1,44 @@
+"""Errors inside the broker: exceptions carrying the code the client will see.
+
+They become a gRPC status with an ErrorDetail at exactly one place, node/grpc_errors.py; inside
+node/ code raises them like any exception.
+"""
+
+from __future__ import annotations
+
+from liferaft_proto.v1.errors_pb2 import ErrorCode
+
+__all__ = ["BrokerError", "ErrorCode"]
+
+_RETRIABLE = frozenset(
+    {
+        ErrorCode.NOT_LEADER,
+        ErrorCode.LEADER_NOT_AVAILABLE,
+        ErrorCode.NOT_ENOUGH_REPLICAS,
+        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        ErrorCode.REQUEST_TIMED_OUT,
+        ErrorCode.BROKER_NOT_AVAILABLE,
+    }
+)
+
+
+class BrokerError(Exception):
+    def __init__(
+        self, code: int, message: str, *, leader_id: int = 0, leader_address: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+    @property
+    def retriable(self) -> bool:
+        return self.code in _RETRIABLE
+
+    @property
+    def code_name(self) -> str:
+        return ErrorCode.Name(self.code)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"BrokerError({self.code_name}, {self.message!r})"

@@ -1,0 +1,413 @@
+"""One topic partition on one node: its Raft group's state machine, produce and fetch.
+
+Theory of operation. The partition log IS the Raft log: one NORMAL entry per record batch, stored
+as the producer sent it except for the base offset the leader stamps in its header. The leader
+knows the next offset because offsets follow from the log prefix: every entry in its log, committed
+or not, has a fixed offset range, and a new leader's log holds every committed entry (Raft's leader
+completeness). Entries a deposed leader wrote but did not commit are overwritten with new
+batches at the same offsets, so offsets stay dense and increase by one per record across leader
+changes. No-op and membership entries take no offsets.
+
+The high watermark is the end offset of the last applied (hence committed and persisted) batch:
+nothing past it is served, so what a consumer reads is never taken back.
+
+acks: 0 answers once the batch is handed to Raft; 1 once the leader has it on disk; all once it
+is committed and every member of the ISR holds it. acks=all is refused with NOT_ENOUGH_REPLICAS
+before anything is written while the ISR is smaller than min.insync.replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from liferaft_proto import records
+from node.driver import Group, RaftDriver
+from node.errors import BrokerError, ErrorCode
+from node.offset_index import OffsetIndex
+from node.topic_config import TopicConfig
+from raft import (
+    NONE,
+    ConfState,
+    Entry,
+    EntryType,
+    NotLeaderError,
+    ProposalDroppedError,
+    Role,
+    Snapshot,
+    SoftState,
+)
+
+log = logging.getLogger("liferaft.partition")
+
+ACKS_NONE, ACKS_LEADER, ACKS_ALL = 0, 1, -1
+
+
+@dataclass(slots=True)
+class _Waiter:
+    index: int
+    term: int
+    acks: int
+    base_offset: int
+    future: asyncio.Future[int]
+
+
+@dataclass(slots=True, frozen=True)
+class FetchResult:
+    records: bytes
+    high_watermark: int
+    log_start_offset: int
+
+
+@dataclass(slots=True, frozen=True)
+class PartitionState:
+    """What metadata shows about a partition, as this node knows it."""
+
+    leader: int
+    leader_epoch: int
+    isr: tuple[int, ...]
+    high_watermark: int
+    log_start_offset: int
+
+
+def group_id(topic_id: int, partition: int) -> str:
+    return f"p{topic_id}.{partition}"
+
+
+class Partition:
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        topic: str,
+        topic_id: int,
+        index: int,
+        replicas: list[int],
+        config: TopicConfig,
+        driver: RaftDriver,
+        rebalance_ticks: int,
+    ) -> None:
+        self.node_id = node_id
+        self.topic = topic
+        self.topic_id = topic_id
+        self.index = index
+        self.replicas = list(replicas)
+        self.config = config
+        self.driver = driver
+        self.rebalance_ticks = rebalance_ticks
+        self.group_id = group_id(topic_id, index)
+        self.offsets = OffsetIndex()
+        self._waiters: deque[_Waiter] = deque()
+        self._next_offset: int | None = None  # leader only: offset for the next batch
+        self._hw_changed = asyncio.Event()
+        self._ticks = 0
+        self._retention_ticks = 0
+        self.group: Group = driver.add_group(
+            self.group_id,
+            self,
+            bootstrap=ConfState(voters=frozenset(replicas)),
+        )
+        if self.preferred_leader == node_id:
+            # Speed the first election up: the preferred replica asks for votes right away.
+            self._campaign_soon = True
+        else:
+            self._campaign_soon = False
+
+    # -- views ---------------------------------------------------------------------------------
+    @property
+    def preferred_leader(self) -> int:
+        return self.replicas[0]
+
+    @property
+    def is_leader(self) -> bool:
+        return self.group.node.role == Role.LEADER
+
+    @property
+    def high_watermark(self) -> int:
+        return self.offsets.end_offset
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.offsets.start_offset
+
+    def state(self) -> PartitionState:
+        node = self.group.node
+        isr = tuple(sorted(node.in_sync_replicas())) if self.is_leader else ()
+        return PartitionState(
+            leader=node.leader,
+            leader_epoch=node.term,
+            isr=isr,
+            high_watermark=self.high_watermark,
+            log_start_offset=self.log_start_offset,
+        )
+
+    def _not_leader(self) -> BrokerError:
+        leader = self.group.node.leader
+        return BrokerError(
+            ErrorCode.NOT_LEADER,
+            f"node {self.node_id} is not the leader of {self.topic}-{self.index}"
+            + (f"; node {leader} is" if leader != NONE else "; an election is under way"),
+            leader_id=leader if leader != self.node_id else 0,
+        )
+
+    # -- produce -------------------------------------------------------------------------------
+    def produce(self, batch: bytes, acks: int) -> tuple[int, asyncio.Future[int] | None]:
+        """Validate and propose one record batch. Returns the base offset and, for acks 1/all,
+        a future that resolves (to the base offset) when the batch is as durable as asked."""
+        if acks not in (ACKS_NONE, ACKS_LEADER, ACKS_ALL):
+            raise BrokerError(
+                ErrorCode.INVALID_REQUEST, f"acks must be 0, 1 or -1 (all), got {acks}"
+            )
+        if not self.is_leader:
+            raise self._not_leader()
+        if len(batch) > self.config.max_message_bytes:
+            raise BrokerError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"record batch of {len(batch)} bytes exceeds max.message.bytes="
+                f"{self.config.max_message_bytes} of topic {self.topic}",
+            )
+        try:
+            header = records.read_header(batch)
+        except records.UnsupportedBatchError as e:
+            raise BrokerError(ErrorCode.INVALID_RECORD, f"record batch refused: {e}") from None
+        except records.CorruptBatchError as e:
+            raise BrokerError(ErrorCode.CORRUPT_MESSAGE, f"record batch refused: {e}") from None
+        if header.size != len(batch):
+            raise BrokerError(
+                ErrorCode.CORRUPT_MESSAGE,
+                f"request carries {len(batch)} bytes but the batch header says {header.size}: "
+                "send exactly one record batch",
+            )
+        if header.record_count <= 0:
+            raise BrokerError(ErrorCode.INVALID_REQUEST, "record batch has no records")
+        node = self.group.node
+        if acks == ACKS_ALL:
+            isr = node.in_sync_replicas()
+            need = self.config.effective_min_insync(len(self.replicas))
+            if len(isr) < need:
+                raise BrokerError(
+                    ErrorCode.NOT_ENOUGH_REPLICAS,
+                    f"{self.topic}-{self.index} has {len(isr)} in-sync replicas {sorted(isr)}, "
+                    f"min.insync.replicas is {need}; nothing was written",
+                )
+        base = self._leader_next_offset()
+        stamped = records.stamp_base_offset(batch, base)
+        try:
+            index = node.propose(stamped)
+        except NotLeaderError:
+            raise self._not_leader() from None
+        except ProposalDroppedError as e:
+            raise BrokerError(ErrorCode.NOT_LEADER, f"leadership is moving: {e}") from None
+        self._next_offset = base + header.record_count
+        self.driver.touched(self.group_id)
+        if acks == ACKS_NONE:
+            return base, None
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(index, node.term, acks, base, fut))
+        return base, fut
+
+    def _leader_next_offset(self) -> int:
+        """The offset after the last batch in the leader's log, committed or not."""
+        if self._next_offset is None:
+            raft_log = self.group.node.raft.log
+            offset = self.offsets.end_offset
+            lo, hi = raft_log.applied + 1, raft_log.last_index() + 1
+            for e in raft_log.slice(lo, hi, None) if lo < hi else []:
+                if e.type == EntryType.NORMAL:
+                    h = records.read_header(e.data)
+                    offset = h.base_offset + h.record_count
+            self._next_offset = offset
+        return self._next_offset
+
+    def cancel_waiter(self, fut: asyncio.Future[int]) -> None:
+        for w in list(self._waiters):
+            if w.future is fut:
+                self._waiters.remove(w)
+
+    def _resolve_waiters(self) -> None:
+        if not self._waiters:
+            return
+        node = self.group.node
+        raft = node.raft
+        if raft.role != Role.LEADER:
+            self._fail_waiters(self._not_leader())
+            return
+        applied = raft.log.applied
+        persisted = raft.log.last_persisted_index()
+        isr_floor: int | None = None
+        while self._waiters:
+            w = self._waiters[0]
+            if w.future.done():
+                self._waiters.popleft()
+                continue
+            if w.term != raft.term:
+                self._fail_waiters(self._not_leader())
+                return
+            if w.acks == ACKS_LEADER:
+                if persisted < w.index or raft.log.term_or_zero(w.index) != w.term:
+                    break
+            else:
+                if applied < w.index:
+                    break
+                if isr_floor is None:
+                    isr = node.in_sync_replicas()
+                    progress = raft.tracker.progress
+                    isr_floor = min(
+                        (persisted if n == self.node_id else progress[n].match) for n in isr
+                    )
+                if isr_floor < w.index:
+                    break
+            self._waiters.popleft()
+            w.future.set_result(w.base_offset)
+
+    def _fail_waiters(self, err: BrokerError) -> None:
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.future.done():
+                w.future.set_exception(err)
+
+    # -- fetch ---------------------------------------------------------------------------------
+    async def fetch(
+        self, offset: int, max_bytes: int, max_wait_ms: int, min_bytes: int = 1
+    ) -> FetchResult:
+        deadline = time.monotonic() + max_wait_ms / 1000
+        while True:
+            result = self.read(offset, max_bytes)
+            remaining = deadline - time.monotonic()
+            if len(result.records) >= max(1, min_bytes) or remaining <= 0:
+                return result
+            event = self._hw_changed
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return self.read(offset, max_bytes)
+
+    def read(self, offset: int, max_bytes: int) -> FetchResult:
+        """Committed batches from the one holding offset, up to max_bytes (at least one)."""
+        if not self.is_leader:
+            raise self._not_leader()
+        hw = self.high_watermark
+        start = self.log_start_offset
+        if offset < start or offset > self._leader_next_offset():
+            raise BrokerError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} is out of range for {self.topic}-{self.index}: "
+                f"log start {start}, high watermark {hw}",
+            )
+        if offset >= hw:
+            return FetchResult(b"", hw, start)
+        loc = self.offsets.locate(offset)
+        assert loc is not None
+        last = self.offsets.last_index()
+        storage = self.group.storage
+        ents = storage.entries(loc.raft_index, last + 1, max(1, max_bytes))
+        data = [e.data for e in ents if e.type == EntryType.NORMAL]
+        return FetchResult(b"".join(data), hw, start)
+
+    def offset_for_time(self, timestamp_ms: int) -> int:
+        """First offset whose record timestamp is >= timestamp_ms (latest offset if none)."""
+        if not self.is_leader:
+            raise self._not_leader()
+        loc = self.offsets.first_at_or_after_time(timestamp_ms)
+        if loc is None:
+            return self.high_watermark
+        ents = self.group.storage.entries(loc.raft_index, loc.raft_index + 1)
+        for rec in records.iter_records(ents[0].data):
+            if rec.timestamp_ms >= timestamp_ms:
+                return int(rec.offset)
+        return loc.end_offset
+
+    # -- the state machine (called by the driver) ---------------------------------------------
+    def apply(self, entries: list[Entry]) -> None:
+        advanced = False
+        for e in entries:
+            if e.type != EntryType.NORMAL:
+                continue
+            h = records.read_header(e.data)
+            if h.base_offset < self.offsets.end_offset:
+                continue  # replayed after a restart from a snapshot that already covers it
+            self.offsets.append(
+                h.base_offset, h.record_count, e.index, len(e.data), h.max_timestamp
+            )
+            advanced = True
+        if advanced:
+            self._hw_changed.set()
+            self._hw_changed = asyncio.Event()
+
+    def restore(self, snapshot: Snapshot) -> None:
+        state = json.loads(snapshot.data or b"{}")
+        self.offsets.reset(int(state.get("next_offset", 0)))
+        self._next_offset = None
+        self._hw_changed.set()
+        self._hw_changed = asyncio.Event()
+
+    def on_soft_state(self, soft: SoftState, term: int) -> None:
+        self._next_offset = None
+        if soft.role != Role.LEADER:
+            self._fail_waiters(self._not_leader())
+        else:
+            log.info("node %d leads %s-%d (term %d)", self.node_id, self.topic, self.index, term)
+
+    def on_round(self) -> None:
+        self._resolve_waiters()
+
+    def on_tick(self) -> None:
+        self._ticks += 1
+        if self._campaign_soon:
+            self._campaign_soon = False
+            if self.group.node.leader == NONE:
+                self.group.node.campaign()
+        if self.is_leader and self._ticks % self.rebalance_ticks == 0:
+            self._maybe_hand_back_leadership()
+        self._retention_ticks += 1
+        if self._retention_ticks >= 500:
+            self._retention_ticks = 0
+            self.enforce_retention(int(time.time() * 1000))
+
+    def _maybe_hand_back_leadership(self) -> None:
+        """Leaders are spread by making each partition's first replica its preferred leader;
+        when that replica is back and in sync, give leadership back to it."""
+        preferred = self.preferred_leader
+        if preferred == self.node_id:
+            return
+        status = self.group.node.status()
+        pr = status.progress.get(preferred)
+        if pr is not None and preferred in status.in_sync and pr.match >= status.last_index:
+            log.info(
+                "%s-%d: handing leadership back to preferred replica %d",
+                self.topic,
+                self.index,
+                preferred,
+            )
+            self.group.node.transfer_leader(preferred)
+
+    # -- retention -----------------------------------------------------------------------------
+    def enforce_retention(self, now_ms: int) -> int:
+        """Drop whole batches from the log start per retention.ms / retention.bytes. Each
+        replica does this on its own; a follower that falls behind the new log start gets a
+        snapshot (the log start offset) from the leader. Returns batches dropped."""
+        drop = self.offsets.batches_to_drop(
+            self.config.retention_bytes, self.config.retention_ms, now_ms
+        )
+        if drop <= 0:
+            return 0
+        last = self.offsets.drop_prefix(drop)
+        assert last is not None
+        data = json.dumps({"next_offset": last.end_offset}).encode()
+        self.group.storage.create_snapshot(last.raft_index, self.group.conf_state, data)
+        self.group.storage.compact(last.raft_index)
+        log.info(
+            "%s-%d: retention dropped %d batches; log now starts at offset %d",
+            self.topic,
+            self.index,
+            drop,
+            self.log_start_offset,
+        )
+        return drop
+
+    def close(self, reason: BrokerError) -> None:
+        self._fail_waiters(reason)

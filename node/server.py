@@ -1,0 +1,248 @@
+"""One broker process: storage, the Raft driver, the transport, and the gRPC server, wired up.
+
+Start order matters only a little: storage first (refuse a data directory that belongs to
+another node), then the Raft groups (they load from disk), then the gRPC server (peers and
+clients can now reach us), then the transport dials peers and the driver starts ticking.
+Shutdown is graceful by default: leadership of every group this node leads is handed to an
+in-sync follower first, so clients see a clean NOT_LEADER redirect instead of an election timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, raft_pb2, raft_pb2_grpc
+from node.broker import Broker
+from node.config import ConfigError, NodeConfig, parse_address
+from node.driver import RaftDriver, RaftTiming
+from node.service import BrokerService
+from node.storage import GroupUpdate, NodeStore
+from node.transport import Transport
+from raft import IsrPolicy, Role
+
+log = logging.getLogger("liferaft.server")
+
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.so_reuseport", 0),
+]
+NODE_ID_KEY = b"node/id"
+CLUSTER_ID_KEY = b"node/cluster_id"
+
+
+class NodeServer:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config.validate()
+        self.store: NodeStore | None = None
+        self.server: grpc.aio.Server | None = None
+        self.broker: Broker | None = None
+        self.driver: RaftDriver | None = None
+        self.transport: Transport | None = None
+        self.health = health.aio.HealthServicer()
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._peer_channels: dict[int, grpc.aio.Channel] = {}
+        self._stopping = False
+
+    # -- start ---------------------------------------------------------------------------------
+    def _open_store(self) -> NodeStore:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        store = NodeStore(cfg.data_dir / "raft.db")
+        owner = store.get_meta(NODE_ID_KEY)
+        cluster = store.get_meta(CLUSTER_ID_KEY)
+        if owner is not None and int(owner) != cfg.node_id:
+            store.close()
+            raise ConfigError(
+                f"data directory {cfg.data_dir} belongs to node {int(owner)}, not node {cfg.node_id}: "
+                "give each node its own --data-dir"
+            )
+        if cluster is not None and cluster.decode() != cfg.cluster_id:
+            store.close()
+            raise ConfigError(
+                f"data directory {cfg.data_dir} belongs to cluster {cluster.decode()!r}, "
+                f"not {cfg.cluster_id!r}"
+            )
+        if owner is None:
+            anchor = store.group("__node__")
+            store.write(
+                [
+                    GroupUpdate(
+                        group=anchor,
+                        meta=[
+                            (NODE_ID_KEY, str(cfg.node_id).encode()),
+                            (CLUSTER_ID_KEY, cfg.cluster_id.encode()),
+                        ],
+                    )
+                ],
+                sync=True,
+            )
+        return store
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.store = self._open_store()
+        timing = RaftTiming(
+            tick_s=cfg.tick_ms / 1000,
+            election_ticks=cfg.election_ticks,
+            heartbeat_ticks=cfg.heartbeat_ticks,
+            isr=IsrPolicy(
+                max_lag_entries=cfg.isr_max_lag_entries, max_lag_ticks=cfg.isr_max_lag_ticks
+            ),
+        )
+        # The transport and the driver refer to each other; the transport delivers to the
+        # driver's inbox through a late-bound callable.
+        self.transport = Transport(
+            cfg.node_id,
+            cfg.cluster_id,
+            cfg.peers,
+            deliver=lambda group, msg: self.driver.deliver(group, msg),  # type: ignore[union-attr]
+            on_leaders=lambda peer, states: self.broker.on_leaders(peer, states),  # type: ignore[union-attr]
+            advertise=cfg.advertise,
+        )
+        self.driver = RaftDriver(cfg.node_id, self.store, self.transport, timing)
+        self.broker = Broker(cfg, self.driver)
+        self.transport.on_peer_advertise = self._on_peer_advertise
+
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        broker_pb2_grpc.add_BrokerServicer_to_server(
+            BrokerService(self.broker, self._peer_stub), server
+        )
+        raft_pb2_grpc.add_RaftTransportServicer_to_server(self.transport, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
+                raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        parse_address(cfg.listen, "--listen")
+        try:
+            bound = server.add_insecure_port(cfg.listen)
+        except RuntimeError as e:
+            raise ConfigError(f"cannot listen on {cfg.listen}: {e} (is the port in use?)") from None
+        if bound == 0:
+            raise ConfigError(
+                f"cannot listen on {cfg.listen}: the port is in use or the address is not local"
+            )
+        await server.start()
+        self.server = server
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.transport.start()
+        self.driver.start()
+        self._housekeeping = asyncio.create_task(self._housekeep())
+        log.info(
+            "node %d serving on %s (advertised %s), data in %s",
+            cfg.node_id,
+            cfg.listen,
+            cfg.advertise,
+            cfg.data_dir,
+        )
+
+    def _on_peer_advertise(self, peer: int, address: str) -> None:
+        if self.broker is not None and address:
+            self.broker.advertised[peer] = address
+
+    def _peer_stub(self, node_id: int) -> broker_pb2_grpc.BrokerStub | None:
+        address = self.config.peers.get(node_id)
+        if address is None:
+            return None
+        channel = self._peer_channels.get(node_id)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+            self._peer_channels[node_id] = channel
+        return broker_pb2_grpc.BrokerStub(channel)
+
+    async def _housekeep(self) -> None:
+        """Every few ticks: gossip leader states, register brokers, update health."""
+        assert self.broker is not None and self.transport is not None
+        broker, transport = self.broker, self.transport
+        serving = False
+        while not self._stopping:
+            await asyncio.sleep(self.config.tick_ms / 1000 * 2)
+            for states in broker.take_gossip():
+                transport.broadcast_leaders(states)
+            for cmd in broker.registrations_due():
+                task = asyncio.create_task(broker.controller.propose(cmd))
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            healthy = (
+                broker.controller_leader() != 0
+                and self.config.node_id in broker.controller.state.brokers
+            )
+            if healthy != serving:
+                serving = healthy
+                await self.health.set(
+                    "",
+                    health_pb2.HealthCheckResponse.SERVING
+                    if healthy
+                    else health_pb2.HealthCheckResponse.NOT_SERVING,
+                )
+
+    # -- stop ----------------------------------------------------------------------------------
+    async def hand_off_leadership(self, timeout_s: float = 3.0) -> None:
+        """Transfer every group this node leads to its most caught-up in-sync follower."""
+        assert self.driver is not None
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            leading = [g for g in self.driver.groups.values() if g.node.role == Role.LEADER]
+            if not leading:
+                return
+            for g in leading:
+                st = g.node.status()
+                if st.lead_transferee:
+                    continue
+                candidates = [
+                    (pr.match, nid)
+                    for nid, pr in st.progress.items()
+                    if nid != self.config.node_id and nid in st.in_sync and not pr.is_learner
+                ]
+                if candidates:
+                    g.node.transfer_leader(max(candidates)[1])
+                    self.driver.touched(g.id)
+            await asyncio.sleep(self.config.tick_ms / 1000)
+        log.warning("some groups were still led by this node when the hand-off timed out")
+
+    async def stop(self, graceful: bool = True) -> None:
+        if self._stopping:
+            return
+        if graceful and self.driver is not None:
+            with suppress(Exception):
+                await self.hand_off_leadership()
+        self._stopping = True
+        await self.health.enter_graceful_shutdown()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self.server is not None:
+            await self.server.stop(grace=0.5)
+        if self.transport is not None:
+            await self.transport.stop()
+        if self.driver is not None:
+            await self.driver.stop()
+        for ch in self._peer_channels.values():
+            await ch.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("node %d stopped", self.config.node_id)
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run a node until SIGINT/SIGTERM, then shut down gracefully."""
+    node = NodeServer(config)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("node %d shutting down: handing off leadership", config.node_id)
+    await node.stop(graceful=True)

@@ -1,0 +1,381 @@
+"""The public Broker gRPC service: requests in, Broker/Partition calls, responses out.
+
+Errors cross the boundary here and only here: a BrokerError raised anywhere below becomes a gRPC
+status carrying an ErrorDetail (code, message, leader hint, retriable), so clients never parse
+message strings. Anything unexpected becomes UNKNOWN_SERVER_ERROR with its text, and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from liferaft_proto import records
+from liferaft_proto import status as wire_status
+from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
+from node.broker import Broker, PartitionView
+from node.controller import TopicInfo
+from node.errors import BrokerError, ErrorCode
+from node.topic_config import TopicConfig
+
+log = logging.getLogger("liferaft.service")
+
+DEFAULT_PRODUCE_TIMEOUT_MS = 30_000
+DEFAULT_FETCH_MAX_BYTES = 1 << 20
+DEFAULT_FETCH_MAX_WAIT_MS = 500
+MAX_FETCH_BYTES = 64 << 20
+ADMIN_TIMEOUT_MS = 15_000
+
+R = TypeVar("R")
+
+
+def _detail(err: BrokerError) -> errors_pb2.ErrorDetail:
+    return errors_pb2.ErrorDetail(
+        code=err.code,  # type: ignore[arg-type]
+        message=err.message,
+        leader_id=err.leader_id,
+        leader_address=err.leader_address,
+        retriable=err.retriable,
+    )
+
+
+def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Map BrokerError (and surprises) to a gRPC status with an ErrorDetail."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: BrokerService, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await fn(self, request, context)
+        except BrokerError as e:
+            await context.abort_with_status(wire_status.error_status(_detail(e)))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as e:  # a bug: say so plainly, keep serving
+            log.exception("%s failed", fn.__name__)
+            detail = errors_pb2.ErrorDetail(
+                code=errors_pb2.UNKNOWN_SERVER_ERROR,
+                message=f"{type(e).__name__}: {e}",
+                retriable=False,
+            )
+            await context.abort_with_status(wire_status.error_status(detail))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+class BrokerService(broker_pb2_grpc.BrokerServicer):
+    def __init__(
+        self, broker: Broker, forward: Callable[[int], broker_pb2_grpc.BrokerStub | None]
+    ) -> None:
+        self.broker = broker
+        self._forward = forward  # node id -> stub to that node (for controller requests)
+
+    # -- produce and fetch ---------------------------------------------------------------------
+    @unary
+    async def Produce(
+        self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ProduceResponse:
+        acks = request.acks if request.HasField("acks") else -1
+        if acks not in (0, 1, -1):
+            raise BrokerError(
+                ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1 (all), got {acks}"
+            )
+        part = self.broker.leader_partition(request.topic, request.partition)
+        base, fut = part.produce(request.records, acks)
+        if fut is not None:
+            timeout_ms = request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), timeout_ms / 1000)
+            except TimeoutError:
+                part.cancel_waiter(fut)
+                raise BrokerError(
+                    ErrorCode.REQUEST_TIMED_OUT,
+                    f"batch at offset {base} of {request.topic}-{request.partition} was not "
+                    f"{'committed to the ISR' if acks == -1 else 'written'} within {timeout_ms} ms; "
+                    "it may still be written",
+                ) from None
+        return broker_pb2.ProduceResponse(
+            base_offset=base if acks != 0 else -1,
+            log_append_time_ms=-1,
+            log_start_offset=part.log_start_offset,
+        )
+
+    @staticmethod
+    def _fetch_limits(request: broker_pb2.FetchRequest) -> tuple[int, int]:
+        if request.max_bytes < 0 or request.min_bytes < 0 or request.max_wait_ms < 0:
+            raise BrokerError(
+                ErrorCode.INVALID_FETCH_SIZE, "max_bytes, min_bytes and max_wait_ms must be >= 0"
+            )
+        if request.offset < 0:
+            raise BrokerError(ErrorCode.OFFSET_OUT_OF_RANGE, f"offset {request.offset} is negative")
+        max_bytes = min(request.max_bytes or DEFAULT_FETCH_MAX_BYTES, MAX_FETCH_BYTES)
+        max_wait = request.max_wait_ms if request.max_wait_ms else DEFAULT_FETCH_MAX_WAIT_MS
+        return max_bytes, max_wait
+
+    @unary
+    async def Fetch(
+        self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.FetchResponse:
+        max_bytes, max_wait = self._fetch_limits(request)
+        part = self.broker.leader_partition(request.topic, request.partition)
+        res = await part.fetch(request.offset, max_bytes, max_wait, request.min_bytes)
+        return broker_pb2.FetchResponse(
+            records=res.records,
+            high_watermark=res.high_watermark,
+            log_start_offset=res.log_start_offset,
+            last_stable_offset=res.high_watermark,
+        )
+
+    async def FetchStream(
+        self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[broker_pb2.FetchResponse]:
+        try:
+            max_bytes, max_wait = self._fetch_limits(request)
+            offset = request.offset
+            while True:
+                part = self.broker.leader_partition(request.topic, request.partition)
+                res = await part.fetch(offset, max_bytes, max_wait, 1)
+                if res.records:
+                    end = offset
+                    for header, _ in records.split_batches(res.records):
+                        end = header.base_offset + header.record_count
+                    offset = max(offset, end)
+                yield broker_pb2.FetchResponse(
+                    records=res.records,
+                    high_watermark=res.high_watermark,
+                    log_start_offset=res.log_start_offset,
+                    last_stable_offset=res.high_watermark,
+                )
+        except BrokerError as e:
+            await context.abort_with_status(wire_status.error_status(_detail(e)))
+
+    @unary
+    async def ListOffsets(
+        self, request: broker_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ListOffsetsResponse:
+        spec = request.spec
+        if spec == broker_pb2.ListOffsetsRequest.UNSPECIFIED:
+            raise BrokerError(
+                ErrorCode.INVALID_REQUEST, "ListOffsets needs spec EARLIEST, LATEST or BY_TIMESTAMP"
+            )
+        part = self.broker.leader_partition(request.topic, request.partition)
+        epoch = part.state().leader_epoch
+        if spec == broker_pb2.ListOffsetsRequest.EARLIEST:
+            return broker_pb2.ListOffsetsResponse(
+                offset=part.log_start_offset, timestamp_ms=-1, leader_epoch=epoch
+            )
+        if spec == broker_pb2.ListOffsetsRequest.LATEST:
+            return broker_pb2.ListOffsetsResponse(
+                offset=part.high_watermark, timestamp_ms=-1, leader_epoch=epoch
+            )
+        if spec == broker_pb2.ListOffsetsRequest.BY_TIMESTAMP:
+            offset = part.offset_for_time(request.timestamp_ms)
+            found = offset < part.high_watermark
+            return broker_pb2.ListOffsetsResponse(
+                offset=offset if found else -1,
+                timestamp_ms=request.timestamp_ms if found else -1,
+                leader_epoch=epoch,
+            )
+        raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown ListOffsets spec {spec}")
+
+    # -- metadata ------------------------------------------------------------------------------
+    def _partition_pb(self, view: PartitionView) -> broker_pb2.PartitionMetadata:
+        st = view.state
+        pm = broker_pb2.PartitionMetadata(partition=view.partition, replicas=list(view.replicas))
+        if st is None or st.leader == 0:
+            pm.error_code = errors_pb2.LEADER_NOT_AVAILABLE
+            if st is not None:
+                pm.high_watermark = st.high_watermark
+                pm.log_start_offset = st.log_start_offset
+            return pm
+        pm.leader_id = st.leader
+        pm.leader_epoch = st.leader_epoch
+        pm.isr.extend(st.isr)
+        pm.high_watermark = st.high_watermark
+        pm.log_start_offset = st.log_start_offset
+        return pm
+
+    def _topic_pb(self, info: TopicInfo) -> broker_pb2.TopicMetadata:
+        tm = broker_pb2.TopicMetadata(name=info.name)
+        for p in range(info.partitions):
+            tm.partitions.append(self._partition_pb(self.broker.partition_view(info, p)))
+        return tm
+
+    @unary
+    async def Metadata(
+        self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.MetadataResponse:
+        st = self.broker.controller.state
+        resp = broker_pb2.MetadataResponse(
+            controller_id=self.broker.controller_leader(), cluster_id=self.broker.config.cluster_id
+        )
+        for b in sorted(st.brokers.values(), key=lambda b: b.node_id):
+            resp.brokers.append(broker_pb2.BrokerInfo(node_id=b.node_id, host=b.host, port=b.port))
+        names = list(request.topics) or sorted(st.topics)
+        for name in names:
+            info = st.topics.get(name)
+            if info is None:
+                resp.topics.append(
+                    broker_pb2.TopicMetadata(
+                        name=name, error_code=errors_pb2.UNKNOWN_TOPIC_OR_PARTITION
+                    )
+                )
+            else:
+                resp.topics.append(self._topic_pb(info))
+        return resp
+
+    @unary
+    async def DescribeTopics(
+        self, request: broker_pb2.DescribeTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.DescribeTopicsResponse:
+        st = self.broker.controller.state
+        resp = broker_pb2.DescribeTopicsResponse()
+        defaults = TopicConfig().to_dict()
+        for name in list(request.names) or sorted(st.topics):
+            info = st.topics.get(name)
+            if info is None:
+                resp.topics.append(
+                    broker_pb2.TopicDescription(
+                        name=name,
+                        error=_detail(
+                            BrokerError(
+                                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                f"topic {name!r} does not exist",
+                            )
+                        ),
+                    )
+                )
+                continue
+            desc = broker_pb2.TopicDescription(name=name, replication_factor=len(info.replicas[0]))
+            for p in range(info.partitions):
+                desc.partitions.append(self._partition_pb(self.broker.partition_view(info, p)))
+            effective = info.config.to_dict()
+            for key in sorted(effective):
+                src = (
+                    broker_pb2.ConfigEntry.TOPIC
+                    if key in info.configs
+                    else broker_pb2.ConfigEntry.DEFAULT
+                )
+                value = effective[key] if key in info.configs else defaults[key]
+                desc.configs.append(broker_pb2.ConfigEntry(name=key, value=value, source=src))
+            resp.topics.append(desc)
+        return resp
+
+    # -- administration (through the controller) ---------------------------------------------
+    async def _on_controller(self, method: str, request: Any) -> Any:
+        """Run an admin request on the controller leader: here, or forwarded there."""
+        ctl = self.broker.controller
+        if ctl.is_leader:
+            return None
+        leader = ctl.leader
+        stub = self._forward(leader) if leader else None
+        if stub is None:
+            raise BrokerError(
+                ErrorCode.NOT_CONTROLLER, "the controller has no leader right now; retry shortly"
+            )
+        try:
+            return await getattr(stub, method)(request, timeout=ADMIN_TIMEOUT_MS / 1000)
+        except grpc.aio.AioRpcError as e:
+            detail = wire_status.error_detail(e)
+            if detail is not None:
+                raise BrokerError(detail.code, detail.message, leader_id=detail.leader_id) from None
+            raise BrokerError(
+                ErrorCode.NOT_CONTROLLER,
+                f"could not reach the controller leader (node {leader}): {e.code().name}",
+            ) from None
+
+    @unary
+    async def CreateTopics(
+        self, request: broker_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.CreateTopicsResponse:
+        forwarded = await self._on_controller("CreateTopics", request)
+        if forwarded is not None:
+            return forwarded  # type: ignore[no-any-return]
+        ctl = self.broker.controller
+        cfg = self.broker.config
+        resp = broker_pb2.CreateTopicsResponse()
+        seen: set[str] = set()
+        for t in request.topics:
+            partitions = t.partitions or cfg.default_partitions
+            rf = t.replication_factor or min(
+                cfg.default_replication_factor, max(1, len(ctl.state.brokers))
+            )
+            result = broker_pb2.CreateTopicResult(
+                name=t.name, partitions=partitions, replication_factor=rf
+            )
+            try:
+                if t.name in seen:
+                    raise BrokerError(
+                        ErrorCode.INVALID_REQUEST, f"topic {t.name!r} appears twice in the request"
+                    )
+                seen.add(t.name)
+                cmd = ctl.plan_create_topic(t.name, partitions, rf, dict(t.configs))
+                if not request.validate_only:
+                    await asyncio.wait_for(
+                        ctl.propose(cmd), (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
+                    )
+                    await self._wait_for_leaders(
+                        t.name, (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
+                    )
+            except BrokerError as e:
+                result.error.CopyFrom(_detail(e))
+            except TimeoutError:
+                result.error.CopyFrom(
+                    _detail(
+                        BrokerError(
+                            ErrorCode.REQUEST_TIMED_OUT, f"topic {t.name!r} was not created in time"
+                        )
+                    )
+                )
+            resp.topics.append(result)
+        return resp
+
+    async def _wait_for_leaders(self, name: str, timeout_s: float) -> None:
+        """Wait (bounded) until every partition of a new topic has a leader, so a producer
+        that creates then produces does not meet LEADER_NOT_AVAILABLE."""
+        deadline = time.monotonic() + min(timeout_s, 10.0)
+        while time.monotonic() < deadline:
+            info = self.broker.controller.state.topics.get(name)
+            if info is None:
+                return
+            views = [self.broker.partition_view(info, p) for p in range(info.partitions)]
+            if all(v.state is not None and v.state.leader for v in views):
+                return
+            await asyncio.sleep(0.02)
+
+    @unary
+    async def DeleteTopics(
+        self, request: broker_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.DeleteTopicsResponse:
+        forwarded = await self._on_controller("DeleteTopics", request)
+        if forwarded is not None:
+            return forwarded  # type: ignore[no-any-return]
+        ctl = self.broker.controller
+        resp = broker_pb2.DeleteTopicsResponse()
+        for name in request.names:
+            result = broker_pb2.DeleteTopicResult(name=name)
+            try:
+                if name not in ctl.state.topics:
+                    raise BrokerError(
+                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+                    )
+                await asyncio.wait_for(
+                    ctl.propose({"op": "delete_topic", "name": name}),
+                    (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000,
+                )
+            except BrokerError as e:
+                result.error.CopyFrom(_detail(e))
+            except TimeoutError:
+                result.error.CopyFrom(
+                    _detail(
+                        BrokerError(ErrorCode.REQUEST_TIMED_OUT, f"deleting {name!r} timed out")
+                    )
+                )
+            resp.topics.append(result)
+        return resp
