@@ -68,7 +68,7 @@ class NodeConfig:
     """One Raft tick. Elections time out after election_ticks..2*election_ticks ticks."""
     election_ticks: int = 10
     heartbeat_ticks: int = 2
-    isr_max_lag_ms: int = 2000
+    isr_max_lag_ms: int = 1000
     """A follower that has not caught up within this time leaves the ISR (replica.lag.time.max.ms)."""
     isr_max_lag_entries: int = 4000
     max_batch_bytes: int = 1 << 20

@@ -453,6 +453,7 @@ class Raft:
             return
         if m.type == MessageType.APP_RESP:
             pr.last_ack_tick = self.now
+            pr.responded = True
             if m.reject:
                 next_probe = m.reject_hint
                 if m.log_term > 0:
@@ -483,6 +484,7 @@ class Raft:
                     self.send_timeout_now(m.frm)
         elif m.type == MessageType.HEARTBEAT_RESP:
             pr.last_ack_tick = self.now
+            pr.responded = True
             pr.probe_sent = False
             if (
                 pr.state == ProgressState.SNAPSHOT

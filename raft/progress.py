@@ -61,6 +61,7 @@ class Progress:
         "next",
         "pending_snapshot",
         "probe_sent",
+        "responded",
         "snapshot_sent_tick",
         "state",
     )
@@ -74,6 +75,9 @@ class Progress:
         self.inflights = Inflights(max_inflight)
         self.is_learner = is_learner
         self.last_ack_tick = -(1 << 62)  # leader tick of the follower's last response
+        # Whether the follower has answered this leader at all. A new leader must not count a
+        # follower as in sync on faith: it may be the node whose crash caused the election.
+        self.responded = False
         self.snapshot_sent_tick = 0  # leader tick when the pending snapshot was sent
 
     def __repr__(self) -> str:

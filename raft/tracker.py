@@ -65,7 +65,8 @@ class ProgressTracker:
                 continue
             pr = self.progress[v]
             if (
-                last_index - pr.match <= policy.max_lag_entries
+                pr.responded
+                and last_index - pr.match <= policy.max_lag_entries
                 and now - pr.last_ack_tick <= policy.max_lag_ticks
             ):
                 isr.add(v)
