@@ -44,6 +44,7 @@ __all__ = [
     "Record",
     "RecordBatchError",
     "UnsupportedBatchError",
+    "UnsupportedCompressionError",
     "build_batch",
     "iter_records",
     "read_header",
@@ -106,9 +107,13 @@ class CorruptBatchError(RecordBatchError):
 
 
 class UnsupportedBatchError(RecordBatchError):
-    """A well-formed batch that uses a feature liferaft does not serve (compression,
-    transactions, control batches). The broker answers UNSUPPORTED_COMPRESSION_TYPE for a
-    codec and INVALID_RECORD otherwise."""
+    """A well-formed batch that uses a feature liferaft does not serve (transactions, control
+    batches, unknown attribute bits). The broker answers INVALID_RECORD."""
+
+
+class UnsupportedCompressionError(UnsupportedBatchError):
+    """A well-formed batch compressed with a codec liferaft does not serve yet. The broker
+    answers UNSUPPORTED_COMPRESSION_TYPE."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -279,7 +284,7 @@ def _check_attributes(attributes: int, pos: int) -> None:
             raise CorruptBatchError(
                 f"batch at byte {pos} names compression codec {codec}, which does not exist"
             )
-        raise UnsupportedBatchError(
+        raise UnsupportedCompressionError(
             f"batch at byte {pos} is compressed with {name}; liferaft accepts only uncompressed batches for now"
         )
     if attributes & _TRANSACTIONAL_BIT:
@@ -435,8 +440,13 @@ def _decode_records(data: bytes, pos: int, end: int, h: BatchHeader) -> Iterator
 def _read_varint(data: bytes | bytearray | memoryview, p: int, limit: int) -> tuple[int, int]:
     """A zigzag varint (Kafka's varint and varlong) at data[p], ending before limit."""
     b = data[p]
-    if b < 0x80 and p < limit:  # the common case: one byte
+    if b < 0x80 and p < limit:  # deltas, small lengths
         return (b >> 1) ^ -(b & 1), p + 1
+    if p + 1 < limit:
+        b2 = data[p + 1]
+        if b2 < 0x80:  # lengths up to 8 KiB: a record of 1 KiB, its value
+            raw = (b & 0x7F) | (b2 << 7)
+            return (raw >> 1) ^ -(raw & 1), p + 2
     raw = 0
     shift = 0
     while True:

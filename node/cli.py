@@ -211,7 +211,7 @@ def dev_status(
         state = "[green]running[/]" if r["running"] else "[red]down[/]"
         table.add_row(
             str(r["node_id"]),
-            r["address"],
+            str(r["address"]),
             str(r["pid"] or "-"),
             state,
             str(r["controller"] or "-"),

@@ -38,7 +38,7 @@ class BrokerError(Exception):
 
     @property
     def code_name(self) -> str:
-        return ErrorCode.Name(self.code)  # type: ignore[arg-type]
+        return str(ErrorCode.Name(self.code))
 
     def __repr__(self) -> str:
         return f"BrokerError({self.code_name}, {self.message!r})"

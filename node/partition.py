@@ -171,7 +171,9 @@ class Partition:
                 f"{self.config.max_message_bytes} of topic {self.topic}",
             )
         try:
-            header = records.read_header(batch)
+            header = records.read_header(batch, deep=True)
+        except records.UnsupportedCompressionError as e:
+            raise BrokerError(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, f"record batch refused: {e}") from None
         except records.UnsupportedBatchError as e:
             raise BrokerError(ErrorCode.INVALID_RECORD, f"record batch refused: {e}") from None
         except records.CorruptBatchError as e:

@@ -296,7 +296,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> broker_pb2.CreateTopicsResponse:
         forwarded = await self._on_controller("CreateTopics", request)
         if forwarded is not None:
-            return forwarded  # type: ignore[no-any-return]
+            return forwarded
         ctl = self.broker.controller
         cfg = self.broker.config
         resp = broker_pb2.CreateTopicsResponse()
@@ -355,7 +355,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> broker_pb2.DeleteTopicsResponse:
         forwarded = await self._on_controller("DeleteTopics", request)
         if forwarded is not None:
-            return forwarded  # type: ignore[no-any-return]
+            return forwarded
         ctl = self.broker.controller
         resp = broker_pb2.DeleteTopicsResponse()
         for name in request.names:

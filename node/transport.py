@@ -241,10 +241,10 @@ class Transport(raft_pb2_grpc.RaftTransportServicer):
                 link.queue = None
 
     # -- accepting side (the gRPC servicer) --------------------------------------------------
-    async def Stream(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:  # type: ignore[override]
+    async def Stream(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
         try:
-            peer = self._check_hello(first if first is not grpc.aio.EOF else None, None)  # type: ignore[arg-type]
+            peer = self._check_hello(first if first is not grpc.aio.EOF else None, None)
         except TransportRefused as e:
             log.warning("refused a Raft stream: %s", e)
             await context.abort_with_status(
@@ -278,7 +278,7 @@ class Transport(raft_pb2_grpc.RaftTransportServicer):
                 call = stub.Stream(wait_for_ready=False)
                 await call.write(self._hello(link.peer_id))
                 first = await call.read()
-                self._check_hello(first if first is not grpc.aio.EOF else None, link.peer_id)  # type: ignore[arg-type]
+                self._check_hello(first if first is not grpc.aio.EOF else None, link.peer_id)
                 log.info(
                     "node %d connected to node %d at %s", self.node_id, link.peer_id, link.address
                 )

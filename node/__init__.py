@@ -1,0 +1,1 @@
+"""One liferaft broker process: gRPC servers, Raft driver, controller, partitions, storage."""

@@ -1,0 +1,425 @@
+"""The record batch format (liferaft_proto/records.py, proto/README.md).
+
+Round trips are property tests; every corruption the broker must refuse is planted on purpose
+and must be caught with a message that says what is wrong. The format is Kafka's RecordBatch v2,
+so kafka-python's independent implementation is the oracle: each side must read the other's
+bytes, and both must write the same bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from crc32c import crc32c
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liferaft_proto.records import (
+    CREATE_TIME,
+    HEADER_SIZE,
+    LOG_APPEND_TIME,
+    BatchHeader,
+    CorruptBatchError,
+    LogRecord,
+    Record,
+    UnsupportedBatchError,
+    UnsupportedCompressionError,
+    build_batch,
+    iter_records,
+    read_header,
+    split_batches,
+    stamp_base_offset,
+)
+
+SETTINGS = settings(derandomize=True, deadline=None, max_examples=150, database=None)
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+# Record timestamps: deltas from the first must fit a varlong, so keep them in a sane range.
+TIMESTAMPS = st.integers(0, 2**50)
+BLOBS = st.binary(max_size=300)
+
+records_st = st.builds(
+    Record,
+    value=st.none() | BLOBS,
+    key=st.none() | st.binary(max_size=40),
+    headers=st.lists(
+        st.tuples(st.text(max_size=12), st.none() | st.binary(max_size=20)), max_size=3
+    ).map(tuple),
+    timestamp_ms=st.none() | TIMESTAMPS,
+)
+record_lists = st.lists(records_st, min_size=1, max_size=30)
+
+
+def recrc(batch: bytes | bytearray) -> bytes:
+    """Recompute the CRC, as a buggy client that hashes whatever it wrote would."""
+    out = bytearray(batch)
+    struct.pack_into(">I", out, 17, crc32c(bytes(out[21:])))
+    return bytes(out)
+
+
+def patch(batch: bytes, fmt: str, at: int, value: int) -> bytes:
+    out = bytearray(batch)
+    struct.pack_into(fmt, out, at, value)
+    return bytes(out)
+
+
+SAMPLE = build_batch(
+    [
+        Record(b"first value", key=b"k1", headers=(("trace", b"abc"), ("empty", None))),
+        Record(None, key=b"k2", timestamp_ms=1_700_000_000_500),
+        Record(b"x" * 200),
+    ],
+    timestamp_ms=1_700_000_000_000,
+)
+
+
+# -- round trips --------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    recs=record_lists,
+    base_offset=st.integers(0, 2**62),
+    producer_id=st.integers(-1, 2**62),
+    producer_epoch=st.integers(-1, 2**15 - 1),
+    base_sequence=st.integers(-1, 2**31 - 1),
+    now=TIMESTAMPS,
+)
+def test_build_then_read_round_trips(
+    recs: list[Record],
+    base_offset: int,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    now: int,
+) -> None:
+    batch = build_batch(
+        recs,
+        base_offset=base_offset,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        timestamp_ms=now,
+    )
+    h = read_header(batch, deep=True)
+    timestamps = [now if r.timestamp_ms is None else r.timestamp_ms for r in recs]
+    assert h == BatchHeader(
+        base_offset=base_offset,
+        batch_length=len(batch) - 12,
+        partition_leader_epoch=-1,
+        magic=2,
+        crc=h.crc,
+        attributes=0,
+        last_offset_delta=len(recs) - 1,
+        first_timestamp=timestamps[0],
+        max_timestamp=max(timestamps),
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        record_count=len(recs),
+    )
+    assert h.size == len(batch)
+    assert h.next_offset == base_offset + len(recs)
+    assert list(iter_records(batch)) == [
+        LogRecord(base_offset + i, ts, r.key, r.value, r.headers, CREATE_TIME)
+        for i, (r, ts) in enumerate(zip(recs, timestamps, strict=True))
+    ]
+
+
+def test_build_takes_any_iterable_and_refuses_nothing() -> None:
+    batch = build_batch((Record(bytes([i])) for i in range(3)), timestamp_ms=5)
+    assert [r.value for r in iter_records(batch)] == [b"\x00", b"\x01", b"\x02"]
+    with pytest.raises(ValueError, match="at least one record"):
+        build_batch([])
+
+
+def test_build_refuses_out_of_range_fields() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        build_batch([Record(b"v")], producer_epoch=2**15)
+    with pytest.raises(ValueError, match="out of range"):
+        build_batch([Record(b"v")], base_sequence=2**31)
+
+
+def test_records_accept_memoryviews_and_bytearrays() -> None:
+    view = memoryview(SAMPLE)
+    assert read_header(view) == read_header(bytearray(SAMPLE)) == read_header(SAMPLE)
+    assert list(iter_records(view)) == list(iter_records(SAMPLE))
+
+
+# -- kafka-python as the oracle -------------------------------------------------------------------
+
+
+@SETTINGS
+@given(recs=record_lists, now=TIMESTAMPS)
+def test_same_bytes_as_kafka(recs: list[Record], now: int) -> None:
+    default_records = pytest.importorskip("kafka.record.default_records")
+    builder = default_records.DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 30,
+    )
+    for i, r in enumerate(recs):
+        ts = now if r.timestamp_ms is None else r.timestamp_ms
+        builder.append(i, timestamp=ts, key=r.key, value=r.value, headers=list(r.headers))
+    # kafka-python leaves the partition leader epoch at 0, Kafka's Java producer (and we) at -1;
+    # it is outside the CRC, the leader's to stamp.
+    theirs = stamp_base_offset(bytes(builder.build()), 0, leader_epoch=-1)
+    ours = build_batch(recs, timestamp_ms=now)
+    assert ours == theirs
+
+    stamped = stamp_base_offset(ours, 1000, leader_epoch=3)
+    kbatch = default_records.DefaultRecordBatch(stamped)
+    assert kbatch.validate_crc()
+    assert kbatch.base_offset == 1000
+    decoded = [(r.offset, r.timestamp, r.key, r.value, tuple(r.headers)) for r in kbatch]
+    assert decoded == [
+        (rec.offset, rec.timestamp_ms, rec.key, rec.value, rec.headers)
+        for rec in iter_records(stamped)
+    ]
+
+
+# -- stamping -------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(base_offset=st.integers(0, 2**63 - 1), epoch=st.none() | st.integers(-1, 2**31 - 1))
+def test_stamping_keeps_the_crc_valid(base_offset: int, epoch: int | None) -> None:
+    before = read_header(SAMPLE, deep=True)
+    stamped = stamp_base_offset(memoryview(SAMPLE), base_offset, leader_epoch=epoch)
+    after = read_header(stamped, deep=True)
+    assert isinstance(stamped, bytes)
+    assert after.crc == before.crc
+    assert after.base_offset == base_offset
+    assert after.partition_leader_epoch == (-1 if epoch is None else epoch)
+    assert stamped[21:] == SAMPLE[21:]  # nothing under the CRC moved
+    assert [r.offset for r in iter_records(stamped)] == [base_offset + i for i in range(3)]
+
+
+def test_stamping_refuses_what_is_not_a_batch() -> None:
+    with pytest.raises(CorruptBatchError, match="not a record batch"):
+        stamp_base_offset(SAMPLE[:20], 1)
+    with pytest.raises(CorruptBatchError, match="not a record batch"):
+        stamp_base_offset(patch(SAMPLE, ">b", 16, 1), 1)
+
+
+# -- concatenations -------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(batches=st.lists(record_lists, min_size=0, max_size=6))
+def test_concatenations_split_right(batches: list[list[Record]]) -> None:
+    stamped = []
+    offset = 0
+    for recs in batches:
+        stamped.append(stamp_base_offset(build_batch(recs, timestamp_ms=1), offset))
+        offset += len(recs)
+    buf = b"".join(stamped)
+    split = list(split_batches(buf))
+    assert [bytes(view) for _, view in split] == stamped
+    assert [h.base_offset for h, _ in split] == [read_header(b).base_offset for b in stamped]
+    assert [r.offset for r in iter_records(buf)] == list(range(offset))
+
+
+def test_split_refuses_a_trailing_partial_batch() -> None:
+    buf = SAMPLE + SAMPLE[:-1]
+    it = split_batches(buf)
+    assert bytes(next(it)[1]) == SAMPLE
+    with pytest.raises(CorruptBatchError, match=f"batch at byte {len(SAMPLE)} claims"):
+        next(it)
+    with pytest.raises(CorruptBatchError, match="truncated"):
+        list(split_batches(SAMPLE + SAMPLE[:30]))
+
+
+def test_split_refuses_garbage_between_batches() -> None:
+    with pytest.raises(CorruptBatchError, match=f"batch at byte {len(SAMPLE)} has magic"):
+        list(split_batches(SAMPLE + b"\x00" * 100 + SAMPLE))
+
+
+# -- corruption caught by read_header -------------------------------------------------------------
+
+
+def test_a_flipped_byte_anywhere_from_the_crc_on_is_caught() -> None:
+    for at in range(17, len(SAMPLE)):
+        for mask in (0x01, 0x80, 0xFF):
+            damaged = bytearray(SAMPLE)
+            damaged[at] ^= mask
+            with pytest.raises(CorruptBatchError, match="batch at byte 0 fails its CRC-32C"):
+                read_header(bytes(damaged))
+            with pytest.raises(CorruptBatchError, match="fails its CRC-32C"):
+                list(iter_records(bytes(damaged)))
+
+
+def test_offset_and_epoch_are_outside_the_crc_by_design() -> None:
+    # The leader stamps them; the CRC must not change. Damage there is the leader's to prevent.
+    for at in (*range(8), *range(12, 16)):
+        damaged = bytearray(SAMPLE)
+        damaged[at] ^= 0x01
+        read_header(bytes(damaged))
+
+
+@pytest.mark.parametrize("magic", [0, 1, 3, -1])
+def test_wrong_magic(magic: int) -> None:
+    with pytest.raises(CorruptBatchError, match=f"has magic {magic}, expected 2"):
+        read_header(patch(SAMPLE, ">b", 16, magic))
+
+
+def test_every_truncation_is_caught() -> None:
+    for n in range(len(SAMPLE)):
+        with pytest.raises(CorruptBatchError, match=r"truncated|claims .* bytes but only"):
+            read_header(SAMPLE[:n])
+    for n in range(1, len(SAMPLE)):  # no bytes at all is an empty concatenation, not an error
+        with pytest.raises(CorruptBatchError, match=r"truncated|claims .* bytes but only"):
+            list(iter_records(SAMPLE[:n]))
+    assert list(iter_records(b"")) == []
+
+
+def test_a_length_longer_than_the_buffer() -> None:
+    with pytest.raises(CorruptBatchError, match=r"claims \d+ bytes but only \d+ are there"):
+        read_header(patch(SAMPLE, ">i", 8, len(SAMPLE)))
+
+
+def test_a_length_shorter_than_a_header() -> None:
+    for length in (-5, 0, 48):
+        with pytest.raises(CorruptBatchError, match="less than the 49 header bytes"):
+            read_header(patch(SAMPLE, ">i", 8, length))
+
+
+def test_a_lying_length_breaks_the_crc() -> None:
+    # Longer (into the next batch) or shorter than the truth, the CRC covers other bytes.
+    for delta in (-1, -20, 1, 30):
+        buf = patch(SAMPLE, ">i", 8, len(SAMPLE) - 12 + delta) + SAMPLE
+        with pytest.raises(CorruptBatchError, match="fails its CRC-32C"):
+            read_header(buf)
+
+
+def test_a_lying_length_with_a_matching_crc_is_caught_deep() -> None:
+    # A client that hashed what its wrong length covers: only the record framing can tell.
+    short = recrc(patch(SAMPLE, ">i", 8, len(SAMPLE) - 12 - 3)[:-3])
+    read_header(short)  # the cheap check cannot know
+    with pytest.raises(CorruptBatchError, match=r"runs .* past the end of the batch"):
+        read_header(short, deep=True)
+    with pytest.raises(CorruptBatchError, match="record 2 of 3 claims"):
+        list(iter_records(short))
+
+    longer = recrc(patch(SAMPLE, ">i", 8, len(SAMPLE) - 12 + 4) + b"\x00" * 4)
+    read_header(longer)
+    with pytest.raises(CorruptBatchError, match="4 bytes follow its 3 records"):
+        read_header(longer, deep=True)
+    with pytest.raises(CorruptBatchError, match="4 bytes follow its 3 records"):
+        list(iter_records(longer))
+
+
+def test_a_record_count_that_disagrees_with_the_offsets() -> None:
+    with pytest.raises(CorruptBatchError, match="has 4 records but a last offset delta of 2"):
+        read_header(recrc(patch(SAMPLE, ">i", 57, 4)))
+    with pytest.raises(CorruptBatchError, match="record count of 0"):
+        read_header(recrc(patch(patch(SAMPLE, ">i", 57, 0), ">i", 23, -1)))
+
+
+def test_a_record_count_too_large_for_the_bytes() -> None:
+    lying = recrc(patch(patch(SAMPLE, ">i", 57, 2**31 - 1), ">i", 23, 2**31 - 2))
+    with pytest.raises(CorruptBatchError, match=r"claims 2147483647 records in \d+ bytes"):
+        read_header(lying)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_a_lying_record_count_with_a_matching_crc(count: int) -> None:
+    lying = recrc(patch(patch(SAMPLE, ">i", 57, count), ">i", 23, count - 1))
+    read_header(lying)  # consistent header, right CRC: only the records can tell
+    with pytest.raises(CorruptBatchError, match="record count"):
+        read_header(lying, deep=True)
+    with pytest.raises(CorruptBatchError, match="record count"):
+        list(iter_records(lying))
+
+
+def test_compressed_and_transactional_batches_are_unsupported() -> None:
+    for codec, name in ((1, "gzip"), (2, "snappy"), (3, "lz4"), (4, "zstd")):
+        with pytest.raises(UnsupportedCompressionError, match=f"compressed with {name}"):
+            read_header(recrc(patch(SAMPLE, ">h", 21, codec)))
+    with pytest.raises(CorruptBatchError, match="codec 5, which does not exist"):
+        read_header(recrc(patch(SAMPLE, ">h", 21, 5)))
+    with pytest.raises(UnsupportedBatchError, match="transactional"):
+        read_header(recrc(patch(SAMPLE, ">h", 21, 0x10)))
+    with pytest.raises(UnsupportedBatchError, match="control batch"):
+        read_header(recrc(patch(SAMPLE, ">h", 21, 0x20)))
+    with pytest.raises(UnsupportedBatchError, match="unknown attribute bits"):
+        read_header(recrc(patch(SAMPLE, ">h", 21, 0x100)))
+
+
+def test_log_append_time_gives_every_record_the_max_timestamp() -> None:
+    appended = recrc(patch(patch(SAMPLE, ">h", 21, 0x08), ">q", 35, 1_800_000_000_000))
+    h = read_header(appended)
+    assert h.timestamp_type == LOG_APPEND_TIME
+    recs = list(iter_records(appended))
+    assert {r.timestamp_ms for r in recs} == {1_800_000_000_000}
+    assert {r.timestamp_type for r in recs} == {LOG_APPEND_TIME}
+
+
+# -- corruption inside records (valid CRC: a client bug), caught by iter_records ------------------
+
+# SAMPLE's first record starts right after the header: length varint, attributes, timestamp
+# delta, offset delta, key length, key...
+FIRST = HEADER_SIZE
+
+
+def test_a_record_length_that_lies() -> None:
+    damaged = bytearray(SAMPLE)
+    damaged[FIRST] += 2  # zigzag: one more byte than the record has
+    with pytest.raises(CorruptBatchError, match=r"record 0 claims .* bytes but its fields take"):
+        list(iter_records(recrc(damaged)))
+    with pytest.raises(CorruptBatchError):
+        read_header(recrc(damaged), deep=True)
+
+
+def test_an_offset_delta_out_of_order() -> None:
+    damaged = bytearray(SAMPLE)
+    assert damaged[FIRST + 3] == 0  # record 0's offset delta
+    damaged[FIRST + 3] = 4  # zigzag 2
+    with pytest.raises(CorruptBatchError, match="record 0 has offset delta 2, expected 0"):
+        list(iter_records(recrc(damaged)))
+
+
+def test_a_key_length_that_lies() -> None:
+    for bad, message in ((0x7E, "runs past the end of its record"), (0x03, "length of -2")):
+        damaged = bytearray(SAMPLE)
+        assert damaged[FIRST + 4] == 4  # key b"k1": zigzag 2
+        damaged[FIRST + 4] = bad
+        with pytest.raises(CorruptBatchError, match=message):
+            list(iter_records(recrc(damaged)))
+
+
+def test_a_header_key_that_is_not_utf8() -> None:
+    batch = build_batch([Record(b"v", headers=(("ab", b"c"),))], timestamp_ms=0)
+    at = batch.index(b"ab")
+    damaged = batch[:at] + b"\xff\xfe" + batch[at + 2 :]
+    with pytest.raises(CorruptBatchError, match="not UTF-8"):
+        list(iter_records(recrc(damaged)))
+
+
+def test_a_header_count_that_lies() -> None:
+    batch = build_batch([Record(b"v")], timestamp_ms=0)
+    assert batch[-1] == 0  # header count of the only record
+    with pytest.raises(CorruptBatchError, match="claims 63 headers"):
+        list(iter_records(recrc(batch[:-1] + b"\x7e")))
+
+
+@SETTINGS
+@given(recs=record_lists, data=st.data())
+def test_any_flipped_byte_is_caught_or_harmless(recs: list[Record], data: st.DataObject) -> None:
+    """Flip a random byte and re-hash it (so only the decoder stands guard): reading either
+    fails with CorruptBatchError or, if the flip landed somewhere that still parses (a value
+    byte), yields the same number of records. It never raises anything else."""
+    batch = build_batch(recs, timestamp_ms=7)
+    at = data.draw(st.integers(HEADER_SIZE, len(batch) - 1))
+    damaged = bytearray(batch)
+    damaged[at] ^= data.draw(st.integers(1, 255))
+    try:
+        out = list(iter_records(recrc(damaged)))
+    except CorruptBatchError:
+        return
+    assert len(out) == len(recs)
