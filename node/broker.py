@@ -77,6 +77,7 @@ class Broker:
                     config=topic.config,
                     driver=self.driver,
                     rebalance_ticks=max(1, self.config.leader_rebalance_ms // self.config.tick_ms),
+                    retention_ticks=max(1, self.config.retention_check_ms // self.config.tick_ms),
                 )
         self._topic_ids = {t.name: t.topic_id for t in topics.values()}
         live_groups = {

@@ -85,6 +85,9 @@ def node_cmd(
     election_ticks: Annotated[
         int | None, typer.Option("--election-ticks", envvar="LIFERAFT_ELECTION_TICKS")
     ] = None,
+    retention_check_ms: Annotated[
+        int | None, typer.Option("--retention-check-ms", envvar="LIFERAFT_RETENTION_CHECK_MS")
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
 ) -> None:
     """Run one node in the foreground until SIGINT/SIGTERM (then hand off leadership and stop)."""
@@ -101,6 +104,7 @@ def node_cmd(
             "cluster_id": cluster_id,
             "tick_ms": tick_ms,
             "election_ticks": election_ticks,
+            "retention_check_ms": retention_check_ms,
         }
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [

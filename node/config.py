@@ -77,6 +77,8 @@ class NodeConfig:
     default_replication_factor: int = 3
     leader_rebalance_ms: int = 3000
     """How often a partition leader checks whether its preferred replica should lead instead."""
+    retention_check_ms: int = 5000
+    """How often each replica applies retention.ms / retention.bytes to its log."""
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -90,6 +90,7 @@ class Partition:
         config: TopicConfig,
         driver: RaftDriver,
         rebalance_ticks: int,
+        retention_ticks: int = 250,
     ) -> None:
         self.node_id = node_id
         self.topic = topic
@@ -99,6 +100,7 @@ class Partition:
         self.config = config
         self.driver = driver
         self.rebalance_ticks = rebalance_ticks
+        self.retention_every = max(1, retention_ticks)
         self.group_id = group_id(topic_id, index)
         self.offsets = OffsetIndex()
         self._waiters: deque[_Waiter] = deque()
@@ -366,7 +368,7 @@ class Partition:
         if self.is_leader and self._ticks % self.rebalance_ticks == 0:
             self._maybe_hand_back_leadership()
         self._retention_ticks += 1
-        if self._retention_ticks >= 500:
+        if self._retention_ticks >= self.retention_every:
             self._retention_ticks = 0
             self.enforce_retention(int(time.time() * 1000))
 
@@ -378,7 +380,13 @@ class Partition:
             return
         status = self.group.node.status()
         pr = status.progress.get(preferred)
-        if pr is not None and preferred in status.in_sync and pr.match >= status.last_index:
+        recently = 2 * self.driver.timing.heartbeat_ticks  # it answered the last heartbeats
+        if (
+            pr is not None
+            and preferred in status.in_sync
+            and pr.match >= status.last_index
+            and pr.ticks_since_ack <= recently
+        ):
             log.info(
                 "%s-%d: handing leadership back to preferred replica %d",
                 self.topic,
