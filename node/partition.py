@@ -175,7 +175,9 @@ class Partition:
         try:
             header = records.read_header(batch, deep=True)
         except records.UnsupportedCompressionError as e:
-            raise BrokerError(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, f"record batch refused: {e}") from None
+            raise BrokerError(
+                ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, f"record batch refused: {e}"
+            ) from None
         except records.UnsupportedBatchError as e:
             raise BrokerError(ErrorCode.INVALID_RECORD, f"record batch refused: {e}") from None
         except records.CorruptBatchError as e:

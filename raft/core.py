@@ -464,7 +464,12 @@ class Raft:
                     self.maybe_send_append(m.frm)
                 return
             was_paused = pr.is_paused()
-            if pr.maybe_update(m.index):
+            # An acknowledgment of exactly `match` while probing (the answer to an empty
+            # probe of a follower that was in fact caught up) also proves where the logs
+            # agree: resume pipelining now rather than stay paused until a heartbeat answer.
+            if pr.maybe_update(m.index) or (
+                pr.match == m.index and pr.state == ProgressState.PROBE
+            ):
                 if pr.state == ProgressState.PROBE:
                     pr.become_replicate()
                 elif pr.state == ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
