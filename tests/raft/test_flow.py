@@ -1,0 +1,152 @@
+"""How the leader paces appends to each follower (raft/progress.py as core.py drives it):
+batching, the bounded in-flight window, probing after a rejection or an unreachable report,
+and the way out of snapshot state. Not rules of the paper but of a leader that must neither
+flood a slow follower nor stall a fast one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raft import Message, MessageType, ProgressState
+from tests.raft.harness import Solo
+
+APP, APP_RESP = MessageType.APP, MessageType.APP_RESP
+
+
+def apps_to(msgs: list[Message], to: int) -> list[Message]:
+    return [m for m in msgs if m.type == APP and m.to == to]
+
+
+def leader(**cfg: Any) -> Solo:
+    s = Solo(**cfg)
+    s.make_leader()
+    s.commit_all()
+    return s
+
+
+def test_proposals_made_together_go_out_in_one_append() -> None:
+    s = leader()
+    s.rn.propose_many([b"a", b"b", b"c"])
+    (app,) = apps_to(s.drain(), 2)
+    assert [e.data for e in app.entries] == [b"a", b"b", b"c"]
+
+
+def test_an_append_carries_at_most_max_size_per_msg_bytes_but_at_least_one_entry() -> None:
+    s = leader(max_size_per_msg=60)  # an entry with 10 bytes of data counts 34
+    first = s.rn.propose_many([b"x" * 10] * 3)
+    assert [len(m.entries) for m in apps_to(s.drain(), 2)] == [1]  # 68 > 60
+    # A proposal sends one append per follower; an acknowledgment sends the rest, pipelined
+    # as far as the window allows.
+    s.step(APP_RESP, 2, term=s.raft.term, index=first)
+    assert [len(m.entries) for m in apps_to(s.drain(), 2)] == [1, 1]
+    s = leader(max_size_per_msg=1)
+    s.rn.propose(b"x" * 100)
+    assert [len(m.entries) for m in apps_to(s.drain(), 2)] == [1]
+
+
+def test_the_in_flight_window_bounds_unacknowledged_appends() -> None:
+    s = leader(max_inflight_msgs=2)
+    for d in (b"a", b"b", b"c", b"d"):
+        s.rn.propose(d)
+    sent = apps_to(s.drain(), 2)
+    assert [e.data for m in sent for e in m.entries] == [b"a", b"b"]
+    assert s.raft.tracker.progress[2].is_paused()
+    # An acknowledgment frees the window; the leader sends what waited, up to the window.
+    s.step(APP_RESP, 2, term=s.raft.term, index=sent[0].entries[-1].index)
+    assert [e.data for m in apps_to(s.drain(), 2) for e in m.entries] == [b"c", b"d"]
+
+
+def test_a_heartbeat_response_frees_one_slot_of_a_full_window() -> None:
+    # If acknowledgments were lost the window would stay full forever; a heartbeat answer
+    # shows the follower is alive, so one more append may go.
+    s = leader(max_inflight_msgs=1)
+    s.rn.propose(b"a")
+    s.rn.propose(b"b")
+    assert len(apps_to(s.drain(), 2)) == 1
+    s.step(MessageType.HEARTBEAT_RESP, 2, term=s.raft.term)
+    assert [e.data for m in apps_to(s.drain(), 2) for e in m.entries] == [b"b"]
+
+
+def test_a_rejection_in_replicate_falls_back_to_probing_from_match() -> None:
+    s = leader()
+    match = s.raft.tracker.progress[2].match
+    s.rn.propose(b"a")
+    s.rn.propose(b"b")
+    s.drain()
+    s.step(APP_RESP, 2, term=s.raft.term, index=match + 1, reject=True, reject_hint=match)
+    pr = s.raft.tracker.progress[2]
+    assert pr.state == ProgressState.PROBE
+    (probe,) = apps_to(s.drain(), 2)
+    assert probe.index == match  # resend from just after what 2 acknowledged
+    assert pr.is_paused()  # one probe at a time
+
+
+def test_a_stale_rejection_is_ignored() -> None:
+    s = leader()
+    match = s.raft.tracker.progress[2].match
+    s.step(APP_RESP, 2, term=s.raft.term, index=match, reject=True, reject_hint=match - 1)
+    assert s.raft.tracker.progress[2].state == ProgressState.REPLICATE
+    assert not apps_to(s.drain(), 2)
+
+
+def test_report_unreachable_makes_the_leader_probe() -> None:
+    s = leader()
+    s.rn.report_unreachable(2)
+    assert s.raft.tracker.progress[2].state == ProgressState.PROBE
+
+
+def test_an_acknowledgment_of_match_while_probing_resumes_pipelining() -> None:
+    # After an unreachable report the leader probes 2, which is in fact caught up: the empty
+    # probe is acknowledged at 2's match. That proves the logs agree, so the leader must go
+    # back to pipelining at once rather than hold the next proposal until a heartbeat
+    # answer (etcd's heartbeat_resp_recovers_from_probing).
+    s = leader(voters=[1, 2, 3, 4, 5])
+    index = s.rn.propose(b"a")
+    s.drain()
+    s.step(APP_RESP, 2, term=s.raft.term, index=index)
+    s.rn.report_unreachable(2)
+    s.step(APP_RESP, 3, term=s.raft.term, index=index)  # commits a: empty appends to all
+    (probe,) = apps_to(s.drain(), 2)
+    assert (probe.index, probe.entries) == (index, ())
+    s.step(APP_RESP, 2, term=s.raft.term, index=index)  # 2's answer to the probe
+    assert s.raft.tracker.progress[2].state == ProgressState.REPLICATE
+    s.drain()
+    s.rn.propose(b"b")
+    assert [e.data for m in apps_to(s.drain(), 2) for e in m.entries] == [b"b"]
+
+
+def test_a_snapshot_acknowledgment_resumes_replication_after_it() -> None:
+    s = Solo(terms=[1, 1, 1], term=1, commit=3)
+    s.make_leader()  # no-op 4@2, not yet acknowledged by anyone
+    s.storage.create_snapshot(3, s.raft.tracker.conf_state(), b"")
+    s.storage.compact(3)
+    # 2 has nothing: the leader needs entry 1 for it, which is compacted.
+    s.step(APP_RESP, 2, term=2, index=3, reject=True, reject_hint=0)
+    pr = s.raft.tracker.progress[2]
+    assert (pr.state, pr.pending_snapshot) == (ProgressState.SNAPSHOT, 3)
+    assert [m.type for m in s.drain() if m.to == 2] == [MessageType.SNAP]
+    s.step(APP_RESP, 2, term=2, index=3)  # installed
+    assert pr.state == ProgressState.REPLICATE
+    assert [(m.index, len(m.entries)) for m in apps_to(s.drain(), 2)] == [(3, 1)]
+
+
+def test_a_lost_snapshot_is_retried_once_the_follower_answers_again() -> None:
+    s = leader(election_tick=5)
+    pr = s.raft.tracker.progress[2]
+    pr.become_snapshot(10)
+    pr.snapshot_sent_tick = s.raft.now
+    s.tick(9)
+    s.step(MessageType.HEARTBEAT_RESP, 2, term=s.raft.term)
+    assert pr.state == ProgressState.SNAPSHOT  # give it time
+    s.tick(1)
+    s.step(MessageType.HEARTBEAT_RESP, 2, term=s.raft.term)
+    assert pr.state != ProgressState.SNAPSHOT  # 2 election timeouts: try again
+
+
+def test_report_snapshot_failure_probes_again_from_match() -> None:
+    s = leader()
+    pr = s.raft.tracker.progress[2]
+    pr.become_snapshot(10)
+    s.rn.report_snapshot(2, failed=True)
+    assert (pr.state, pr.next) == (ProgressState.PROBE, pr.match + 1)
+    assert pr.is_paused()  # until 2 answers something
