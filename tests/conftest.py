@@ -1,6 +1,6 @@
-"""Options for the Raft core's tests.
+"""Options for the whole test suite.
 
-`pytest tests/raft --rewrite` regenerates the expected outputs of the scenario files in
+`pytest tests/raft --rewrite` (or `pytest --rewrite`) regenerates the expected outputs of the scenario files in
 tests/raft/testdata from what the driver now prints. Review the diff before keeping it: the
 point of those files is that a person has checked every line against the paper.
 """
