@@ -10,6 +10,7 @@ does the gRPC.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from liferaft_proto.v1 import raft_pb2
@@ -49,6 +50,8 @@ class Broker:
         self._ticks = 0
         self._gossip_out: list[raft_pb2.LeaderStates] = []
         self._register_pending = False
+        # Peers this node currently has a transport stream to (set by the server).
+        self.reachable: Callable[[], set[int]] = set
         self.controller.listeners.append(self.sync_partitions)
         driver.tick_listeners.append(self._on_tick)
         self.sync_partitions()
@@ -119,6 +122,18 @@ class Broker:
         leader = view.state.leader if view.state is not None else NONE
         if leader == self.node_id:
             leader = NONE
+        if leader == NONE or leader not in self.reachable():
+            # No leader can be elected while a majority of the replicas is unreachable; say
+            # so in the terms of the request (acks=all needs min.insync.replicas of them).
+            replicas = info.replicas[partition]
+            up = [r for r in replicas if r == self.node_id or r in self.reachable()]
+            need = info.config.effective_min_insync(len(replicas))
+            if len(up) < need:
+                raise BrokerError(
+                    ErrorCode.NOT_ENOUGH_REPLICAS,
+                    f"{topic}-{partition}: only {len(up)} of its replicas {replicas} are reachable "
+                    f"from node {self.node_id} and min.insync.replicas is {need}; nothing was written",
+                )
         raise BrokerError(
             ErrorCode.NOT_LEADER if leader != NONE else ErrorCode.LEADER_NOT_AVAILABLE,
             f"node {self.node_id} does not lead {topic}-{partition}"

@@ -235,13 +235,20 @@ class Partition:
                 self._waiters.remove(w)
 
     def _resolve_waiters(self) -> None:
+        """Answer produce requests whose batch is as durable as they asked.
+
+        A batch proposed in term T at index i is written exactly when the entry committed at
+        i has term T. So when this node stops leading, its waiters are not failed at once: it
+        keeps applying committed entries as a follower, and each waiter learns its fate from
+        the entry applied at its index (a graceful hand-off commits them all). Only an entry of
+        another term at that index, i.e. a new leader overwrote the batch, answers NOT_LEADER;
+        a waiter that never learns its fate times out in the handler (REQUEST_TIMED_OUT: the
+        outcome is unknown)."""
         if not self._waiters:
             return
         node = self.group.node
         raft = node.raft
-        if raft.role != Role.LEADER:
-            self._fail_waiters(self._not_leader())
-            return
+        leading = raft.role == Role.LEADER
         applied = raft.log.applied
         persisted = raft.log.last_persisted_index()
         isr_floor: int | None = None
@@ -250,23 +257,36 @@ class Partition:
             if w.future.done():
                 self._waiters.popleft()
                 continue
-            if w.term != raft.term:
-                self._fail_waiters(self._not_leader())
-                return
-            if w.acks == ACKS_LEADER:
-                if persisted < w.index or raft.log.term_or_zero(w.index) != w.term:
-                    break
-            else:
-                if applied < w.index:
-                    break
-                if isr_floor is None:
-                    isr = node.in_sync_replicas()
-                    progress = raft.tracker.progress
-                    isr_floor = min(
-                        (persisted if n == self.node_id else progress[n].match) for n in isr
+            if applied >= w.index:
+                committed_term = raft.log.term_or_zero(w.index)
+                if committed_term != w.term:
+                    self._waiters.popleft()
+                    w.future.set_exception(
+                        BrokerError(
+                            ErrorCode.NOT_LEADER,
+                            f"the batch proposed at offset {w.base_offset} was overwritten by a "
+                            f"new leader of {self.topic}-{self.index}; it was not written",
+                            leader_id=node.leader if node.leader != self.node_id else 0,
+                        )
                     )
-                if isr_floor < w.index:
-                    break
+                    continue
+                if leading and w.term == raft.term and w.acks == ACKS_ALL:
+                    if isr_floor is None:
+                        progress = raft.tracker.progress
+                        isr_floor = min(
+                            (persisted if n == self.node_id else progress[n].match)
+                            for n in node.in_sync_replicas()
+                        )
+                    if isr_floor < w.index:
+                        break
+            elif not (
+                leading
+                and w.term == raft.term
+                and w.acks == ACKS_LEADER
+                and persisted >= w.index
+                and raft.log.term_or_zero(w.index) == w.term
+            ):
+                break
             self._waiters.popleft()
             w.future.set_result(w.base_offset)
 
@@ -353,9 +373,7 @@ class Partition:
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
         self._next_offset = None
-        if soft.role != Role.LEADER:
-            self._fail_waiters(self._not_leader())
-        else:
+        if soft.role == Role.LEADER:
             log.info("node %d leads %s-%d (term %d)", self.node_id, self.topic, self.index, term)
 
     def on_round(self) -> None:

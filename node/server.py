@@ -110,6 +110,8 @@ class NodeServer:
         self.driver = RaftDriver(cfg.node_id, self.store, self.transport, timing)
         self.broker = Broker(cfg, self.driver)
         self.transport.on_peer_advertise = self._on_peer_advertise
+        transport = self.transport
+        self.broker.reachable = lambda: set(transport.connected_peers())
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
         broker_pb2_grpc.add_BrokerServicer_to_server(
