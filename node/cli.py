@@ -295,3 +295,11 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+from node.cli_client import register  # noqa: E402
+
+register(app)
+
+from node.cli_health import health_cmd  # noqa: E402
+
+app.command("health")(health_cmd)

@@ -56,6 +56,12 @@ async def wait_for(what: str, check: Callable[[], object], timeout_s: float = 30
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+def more_than(acked: dict[bytes, int], n: int) -> Callable[[], bool]:
+    """A check that n more records than now have been acknowledged."""
+    goal = len(acked) + n
+    return lambda: len(acked) >= goal
+
+
 async def read_all(cluster: DevCluster, tp: TopicPartition, end: int) -> list[tuple[int, bytes | None]]:
     """Every (offset, value) of a partition from its start up to `end` (exclusive)."""
     out: list[tuple[int, bytes | None]] = []
@@ -263,13 +269,13 @@ async def test_offsets_stay_dense_across_leader_changes(make_cluster: Callable[.
     async with Producer(cluster.bootstrap, acks="all", delivery_timeout_ms=30_000) as producer:
         task = asyncio.create_task(produce_loop(producer, tp, acked, stop, b"d"))
         for round_ in range(3):
-            await wait_for("acks", lambda n=len(acked): len(acked) >= n + 30)
+            await wait_for("acks", more_than(acked, 30))
             leader = (await describe(cluster, "dense")).partitions[0].leader
             if round_ % 2 == 0:
                 cluster.stop_node(leader)  # graceful: leadership handed off first
             else:
                 cluster.kill(leader)
-            await wait_for("acks after the change", lambda n=len(acked): len(acked) >= n + 30)
+            await wait_for("acks after the change", more_than(acked, 30))
             cluster.start_node(leader)
             cluster.wait_healthy(60)
         stop.set()
