@@ -288,6 +288,40 @@ def dev_restart(
     console.print(f"node {node_id} restarted (pid {cluster.node(node_id).pid})")
 
 
+@app.command("demo")
+def demo_cmd(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help="Keep the demo cluster here (default: a temporary folder)."
+        ),
+    ] = None,
+    base_port: Annotated[
+        int | None,
+        typer.Option(
+            "--base-port", help="Node N listens on base-port + N - 1 (default: free ports)."
+        ),
+    ] = None,
+    records: Annotated[
+        int, typer.Option("--records", help="Records to produce before and after the kill.")
+    ] = 200,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the cluster running afterwards.")
+    ] = False,
+) -> None:
+    """Start a local 3-node cluster, produce with acks=all, kill -9 a leader, read it all back."""
+    from node.demo import demo
+
+    raise typer.Exit(demo(data_dir, base_port, records, keep))
+
+
+from node.cli_client import register  # noqa: E402
+from node.cli_health import health_cmd  # noqa: E402
+
+register(app)
+app.command("health")(health_cmd)
+
+
 def main() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     app()
@@ -295,11 +329,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-from node.cli_client import register  # noqa: E402
-
-register(app)
-
-from node.cli_health import health_cmd  # noqa: E402
-
-app.command("health")(health_cmd)
