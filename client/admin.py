@@ -1,0 +1,487 @@
+"""Topic and cluster administration: create, delete, describe, list; offsets by time.
+
+    async with AdminClient("127.0.0.1:9092") as admin:
+        await admin.create_topic("orders", partitions=6, replication_factor=3,
+                                 configs={"min.insync.replicas": "2"})
+        print(await admin.describe_topics(["orders"]))
+
+Create and delete go to any node, which forwards them to the controller leader; the node answers
+with one result per topic. A topic's own error (it exists already, a bad config) is raised as
+its LiferaftError subclass; with `raise_on_error=False` every topic's outcome is returned
+instead. Per-topic errors the node marks retriable (no controller leader for a moment) are
+retried with backoff within the call's timeout. As in Kafka, a create whose first answer was
+lost may come back from its retry as TopicAlreadyExistsError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from client.cluster import ClientConfig, Cluster
+from client.errors import BrokerUnavailableError, LiferaftError, error_from_detail
+from client.metadata import BrokerMetadata, PartitionMetadata, TopicMetadata, best_view
+from client.offsets import OffsetSpec, list_offset
+from client.retry import RetryState
+from client.sender import server_timeout_ms
+from client.types import OffsetAndTimestamp, TopicPartition
+from liferaft_proto.v1 import broker_pb2
+from liferaft_proto.v1.errors_pb2 import ErrorCode, ErrorDetail
+
+__all__ = [
+    "AdminClient",
+    "ClusterDescription",
+    "ConfigValue",
+    "CreatedTopic",
+    "NewTopic",
+    "OffsetSpec",
+    "TopicDescription",
+]
+
+_Item = TypeVar("_Item")
+
+_CONFIG_SOURCES = {
+    broker_pb2.ConfigEntry.DEFAULT: "default",
+    broker_pb2.ConfigEntry.TOPIC: "topic",
+    broker_pb2.ConfigEntry.BROKER: "broker",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTopic:
+    name: str
+    partitions: int = 0
+    """0: the cluster's default."""
+    replication_factor: int = 0
+    """0: the cluster's default."""
+    configs: Mapping[str, str] = field(default_factory=dict)
+    """Kafka names: retention.ms, retention.bytes, min.insync.replicas, max.message.bytes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatedTopic:
+    """What was (or with validate_only, would be) created, defaults resolved; or the error."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    error: LiferaftError | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigValue:
+    value: str
+    source: str
+    """"topic" (set on it), "default" (liferaft's), "broker" (the node's default), "unknown"."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicDescription:
+    name: str
+    partitions: tuple[PartitionMetadata, ...]
+    replication_factor: int
+    configs: Mapping[str, ConfigValue]
+    is_internal: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterDescription:
+    cluster_id: str
+    controller_id: int
+    """The controller leader's node id, 0 while there is none."""
+    brokers: tuple[BrokerMetadata, ...]
+    topics: Mapping[str, TopicMetadata]
+
+    def leaders_by_node(self) -> dict[int, list[TopicPartition]]:
+        """node id -> the partitions it leads (every broker listed, leading or not)."""
+        out: dict[int, list[TopicPartition]] = {b.node_id: [] for b in self.brokers}
+        for name in sorted(self.topics):
+            for p in self.topics[name].partitions:
+                if p.leader:
+                    out.setdefault(p.leader, []).append(TopicPartition(name, p.partition))
+        return out
+
+
+def _error(detail: ErrorDetail) -> LiferaftError | None:
+    return error_from_detail(detail) if detail.code != ErrorCode.NONE else None
+
+
+class AdminClient:
+    """Administers a liferaft cluster. Use `async with`, or start() and close()."""
+
+    def __init__(
+        self,
+        bootstrap: str | Iterable[str],
+        *,
+        timeout_ms: int = 60_000,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        retry_backoff_max_ms: int = 1_000,
+    ) -> None:
+        self.config = ClientConfig.build(
+            bootstrap,
+            request_timeout_ms=request_timeout_ms,
+            delivery_timeout_ms=timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+        )
+        self._cluster: Cluster | None = None
+        self._closed = False
+        self._rng = random.Random()
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("the admin client is closed")
+        if self._cluster is None:
+            cluster = Cluster(self.config)
+            try:
+                await cluster.start()
+            except BaseException:
+                await cluster.close()
+                raise
+            self._cluster = cluster
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._cluster is not None:
+            await self._cluster.close()
+
+    async def __aenter__(self) -> AdminClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _ready(self) -> Cluster:
+        if self._cluster is None:
+            await self.start()
+        assert self._cluster is not None
+        if self._closed:
+            raise RuntimeError("the admin client is closed")
+        return self._cluster
+
+    # -- topics --------------------------------------------------------------------------------
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 0,
+        replication_factor: int = 0,
+        configs: Mapping[str, str] | None = None,
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+    ) -> CreatedTopic:
+        """Create one topic; raises its error (TopicAlreadyExistsError, InvalidConfigError, ...)."""
+        new = NewTopic(
+            name=name,
+            partitions=partitions,
+            replication_factor=replication_factor,
+            configs=dict(configs or {}),
+        )
+        results = await self.create_topics(
+            [new], validate_only=validate_only, timeout_ms=timeout_ms
+        )
+        return results[name]
+
+    async def create_topics(
+        self,
+        topics: Iterable[NewTopic],
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+        raise_on_error: bool = True,
+    ) -> dict[str, CreatedTopic]:
+        """Create topics; returns each one's outcome, in request order.
+
+        raise_on_error: raise the first failed topic's error (after every topic was tried).
+        """
+        cluster = await self._ready()
+        wanted = list(topics)
+        for t in wanted:
+            if t.partitions < 0 or t.replication_factor < 0:
+                raise ValueError(
+                    f"topic {t.name!r}: partitions and replication factor must be >= 0"
+                )
+
+        def request(pending: list[NewTopic], attempt_ms: int) -> broker_pb2.CreateTopicsRequest:
+            return broker_pb2.CreateTopicsRequest(
+                topics=[
+                    broker_pb2.NewTopic(
+                        name=t.name,
+                        partitions=t.partitions,
+                        replication_factor=t.replication_factor,
+                        configs=dict(t.configs),
+                    )
+                    for t in pending
+                ],
+                timeout_ms=server_timeout_ms(attempt_ms),
+                validate_only=validate_only,
+            )
+
+        def outcome(r: broker_pb2.CreateTopicResult) -> CreatedTopic:
+            return CreatedTopic(
+                name=r.name,
+                partitions=r.partitions,
+                replication_factor=r.replication_factor,
+                error=_error(r.error),
+            )
+
+        raw = await self._per_topic_retry(
+            cluster, "CreateTopics", wanted, lambda t: t.name, request, timeout_ms
+        )
+        results = {name: outcome(r) for name, r in raw.items()}
+        ordered = {t.name: results[t.name] for t in wanted if t.name in results}
+        if raise_on_error:
+            for r in ordered.values():
+                if r.error is not None:
+                    raise r.error
+        return ordered
+
+    async def delete_topic(self, name: str, *, timeout_ms: int | None = None) -> None:
+        """Delete one topic; raises UnknownTopicOrPartitionError if there is no such topic."""
+        await self.delete_topics([name], timeout_ms=timeout_ms)
+
+    async def delete_topics(
+        self,
+        names: Iterable[str],
+        *,
+        timeout_ms: int | None = None,
+        raise_on_error: bool = True,
+    ) -> dict[str, LiferaftError | None]:
+        """Delete topics; returns each one's error (None: deleted)."""
+        cluster = await self._ready()
+        wanted = list(dict.fromkeys(names))
+
+        def request(pending: list[str], attempt_ms: int) -> broker_pb2.DeleteTopicsRequest:
+            return broker_pb2.DeleteTopicsRequest(
+                names=pending, timeout_ms=server_timeout_ms(attempt_ms)
+            )
+
+        raw = await self._per_topic_retry(
+            cluster, "DeleteTopics", wanted, lambda n: n, request, timeout_ms
+        )
+        results = {n: _error(raw[n].error) for n in wanted if n in raw}
+        for name in results:
+            cluster.metadata.forget_topic(name)
+        if raise_on_error:
+            for err in results.values():
+                if err is not None:
+                    raise err
+        return results
+
+    async def _per_topic_retry(
+        self,
+        cluster: Cluster,
+        rpc: str,
+        items: list[_Item],
+        name_of: Callable[[_Item], str],
+        build: Callable[[list[_Item], int], Message],
+        timeout_ms: int | None,
+    ) -> dict[str, Any]:
+        """Send a many-topic admin request; resend the topics whose own error is retriable,
+        with backoff, until none is left or the timeout would pass. Returns the last result
+        message per topic name."""
+        budget_ms = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        deadline = time.monotonic() + budget_ms / 1000
+        state = RetryState()
+        pending = items
+        results: dict[str, Any] = {}
+        while pending:
+            remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            attempt_ms = min(self.config.request_timeout_ms, remaining_ms)
+            response = await cluster.call_any(
+                rpc, build(pending, attempt_ms), timeout_ms=remaining_ms
+            )
+            retry: set[str] = set()
+            last_error: LiferaftError | None = None
+            for r in response.topics:
+                results[r.name] = r
+                err = _error(r.error)
+                if err is not None and err.retriable:
+                    retry.add(r.name)
+                    last_error = err
+            if not retry:
+                break
+            wait_s = cluster.policy.wait_s(last_error, state, self._rng)
+            if time.monotonic() + wait_s >= deadline:
+                break  # out of time: the last results (with their errors) stand
+            if last_error is not None and last_error.invalid_metadata:
+                cluster.metadata.invalidate()
+            await asyncio.sleep(wait_s)
+            pending = [i for i in pending if name_of(i) in retry]
+        return results
+
+    async def list_topics(self, *, internal: bool = False) -> list[str]:
+        """Names of the cluster's topics, sorted (internal ones only if asked)."""
+        cluster = await self._ready()
+        await cluster.refresh_metadata()
+        return sorted(
+            name for name, tm in cluster.metadata.topics.items() if internal or not tm.is_internal
+        )
+
+    async def describe_topics(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        from_leaders: bool = True,
+        raise_on_error: bool = True,
+    ) -> dict[str, TopicDescription]:
+        """Topics with partitions (leader, epoch, replicas, ISR, high watermark, log start) and
+        every config in force. names None: every topic.
+
+        from_leaders: a node knows the ISR and high watermark of the partitions it leads
+        exactly, and of the others only from gossip, a moment late. With this set (the
+        default), every node is asked and each partition's entry is taken from its own
+        leader's answer; without it, one node's answer is shown as it is.
+        """
+        cluster = await self._ready()
+        wanted = list(dict.fromkeys(names)) if names is not None else []
+        response = await cluster.call_any(
+            "DescribeTopics", broker_pb2.DescribeTopicsRequest(names=wanted)
+        )
+        out: dict[str, TopicDescription] = {}
+        for td in response.topics:
+            err = _error(td.error)
+            if err is not None:
+                if raise_on_error:
+                    raise err
+                continue
+            out[td.name] = TopicDescription(
+                name=td.name,
+                partitions=tuple(
+                    sorted(
+                        (PartitionMetadata.from_pb(td.name, p) for p in td.partitions),
+                        key=lambda p: p.partition,
+                    )
+                ),
+                replication_factor=td.replication_factor,
+                configs=MappingProxyType(
+                    {
+                        c.name: ConfigValue(
+                            value=c.value, source=_CONFIG_SOURCES.get(c.source, "unknown")
+                        )
+                        for c in td.configs
+                    }
+                ),
+                is_internal=td.is_internal,
+            )
+        if from_leaders and out:
+            await self._refine_from_nodes(cluster, out)
+        return out
+
+    async def _refine_from_nodes(
+        self, cluster: Cluster, topics: dict[str, TopicDescription]
+    ) -> None:
+        """Ask every node and show each partition as its leader describes it (best_view).
+
+        One node's answer can lag: its ISR and high watermark of partitions it does not lead
+        come from gossip, and a topic created a moment ago may not have shown it its leaders
+        yet. A node that cannot answer is skipped.
+        """
+        request = broker_pb2.DescribeTopicsRequest(names=sorted(topics))
+        answers = await _ask_every_node(cluster, "DescribeTopics", request)
+        views: dict[tuple[str, int], list[tuple[int, PartitionMetadata]]] = {}
+        for node, response in answers:
+            for td in response.topics:
+                if td.name in topics and _error(td.error) is None:
+                    for pm in td.partitions:
+                        pv = PartitionMetadata.from_pb(td.name, pm)
+                        views.setdefault((td.name, pm.partition), []).append((node, pv))
+        for name, current in topics.items():
+            parts = tuple(
+                best_view([(0, p), *views.get((name, p.partition), [])]) or p
+                for p in current.partitions
+            )
+            topics[name] = TopicDescription(
+                name=current.name,
+                partitions=parts,
+                replication_factor=current.replication_factor,
+                configs=current.configs,
+                is_internal=current.is_internal,
+            )
+
+    # -- cluster -------------------------------------------------------------------------------
+    async def describe_cluster(self) -> ClusterDescription:
+        """Nodes, the controller leader, and every topic's partition leaders.
+
+        Every node is asked: the topic list comes from the controller leader (it applied the
+        latest changes first), each partition from its leader's own answer (best_view).
+        """
+        cluster = await self._ready()
+        md = await cluster.refresh_metadata()
+        answers = await _ask_every_node(cluster, "Metadata", broker_pb2.MetadataRequest())
+        if not answers:
+            raise BrokerUnavailableError(None, "no node answered a Metadata request")
+        by_node = dict(answers)
+        base = by_node.get(md.controller_id) or answers[0][1]
+        views: dict[tuple[str, int], list[tuple[int, PartitionMetadata]]] = {}
+        for node, response in answers:
+            for tm in response.topics:
+                for pm in tm.partitions:
+                    pv = PartitionMetadata.from_pb(tm.name, pm)
+                    views.setdefault((tm.name, pm.partition), []).append((node, pv))
+        topics: dict[str, TopicMetadata] = {}
+        for tm in base.topics:
+            if tm.error_code != ErrorCode.NONE:
+                continue
+            first = TopicMetadata.from_pb(tm)
+            parts = tuple(
+                best_view(views.get((tm.name, p.partition), [])) or p for p in first.partitions
+            )
+            topics[tm.name] = TopicMetadata(
+                name=tm.name, partitions=parts, is_internal=first.is_internal
+            )
+        brokers = sorted(base.brokers, key=lambda b: b.node_id)
+        return ClusterDescription(
+            cluster_id=base.cluster_id or md.cluster_id,
+            controller_id=base.controller_id,
+            brokers=tuple(
+                BrokerMetadata(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
+                for b in brokers
+            ),
+            topics=MappingProxyType(topics),
+        )
+
+    metadata = describe_cluster
+
+    async def list_offsets(
+        self, specs: Mapping[TopicPartition | tuple[str, int], OffsetSpec]
+    ) -> dict[TopicPartition, OffsetAndTimestamp]:
+        """Look up offsets per partition, each at its leader: "earliest" (the log start),
+        "latest" (the high watermark: where a new consumer starts), or a timestamp in ms (the
+        first offset whose record is at or after it; -1 if there is none)."""
+        cluster = await self._ready()
+        items = [(TopicPartition(*tp), spec) for tp, spec in specs.items()]
+
+        async def one(tp: TopicPartition, spec: OffsetSpec) -> OffsetAndTimestamp:
+            return await list_offset(cluster, tp, spec)
+
+        found = await asyncio.gather(*(one(tp, spec) for tp, spec in items))
+        return dict(zip((tp for tp, _ in items), found, strict=True))
+
+
+async def _ask_every_node(cluster: Cluster, rpc: str, request: Message) -> list[tuple[int, Any]]:
+    """One attempt of `rpc` at every known node, at once; the answers of those that answered."""
+    nodes = sorted(cluster.metadata.brokers)
+
+    async def ask(node: int) -> tuple[int, Any]:
+        return node, await cluster.call_node(node, rpc, request)
+
+    answers = await asyncio.gather(*(ask(n) for n in nodes), return_exceptions=True)
+    out: list[tuple[int, Any]] = []
+    for answer in answers:
+        if isinstance(answer, LiferaftError):
+            continue  # that node is down or lagging: the others answer for it
+        if isinstance(answer, BaseException):
+            raise answer
+        out.append(answer)
+    return out

@@ -1,0 +1,433 @@
+"""The async core every client shares: bootstrap, metadata, routing, and retry with failover.
+
+Theory of operation. The client starts from a bootstrap list of any nodes (`host:port`), asks one
+of them (in random order, skipping those that fail) for Metadata, and from then on knows every
+node and every partition's leader (client/metadata.py). A call about a partition goes to its
+leader; a call about the cluster (metadata, topic administration) goes to any node, the
+controller leader first when known, since it would forward there anyway.
+
+Failover is one loop per call, run by tenacity within the call's total budget (the delivery
+timeout; each attempt also gets at most request_timeout_ms):
+
+    attempt: refresh metadata if it is stale -> pick the node -> send -> done
+    failure: map it (client/errors.py) -> if NOT_LEADER named the leader, route there and
+             retry at once -> else if retriable: mark metadata stale, back off with jitter,
+             retry -> else raise at once
+
+A node that failed at the transport level is "suspect" for a moment: metadata requests and
+any-node calls try healthy nodes first. When the budget runs out the call raises
+DeliveryTimeoutError, whose `last_error` says what kept failing.
+
+Concurrent callers share one Metadata request (aiokafka does the same): after a leader change,
+a hundred in-flight sends cause one refresh, not a hundred.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
+
+from client.connection import Connections
+from client.errors import (
+    BrokerUnavailableError,
+    DeliveryTimeoutError,
+    LeaderNotAvailableError,
+    LiferaftError,
+    NotControllerError,
+    NotLeaderError,
+    UnknownTopicOrPartitionError,
+    from_rpc_error,
+)
+from client.metadata import ClusterMetadata, TopicMetadata, parse_address
+from client.retry import RetryPolicy, RetryState
+from liferaft_proto.v1 import broker_pb2
+
+__all__ = ["ClientConfig", "Cluster", "order_nodes", "parse_bootstrap"]
+
+log = logging.getLogger("liferaft.client")
+
+T = TypeVar("T")
+RequestOrBuilder: TypeAlias = Message | Callable[[int], Message]
+"""A request, or a function of the attempt's timeout in ms that builds it (Produce carries a
+server-side timeout that must stay below the attempt's gRPC deadline)."""
+
+
+def parse_bootstrap(value: str | Iterable[str]) -> tuple[str, ...]:
+    """ "h1:p1,h2:p2" or ["h1:p1", ...] -> checked, de-duplicated addresses, in order."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for raw in items:
+        address = raw.strip()
+        if not address:
+            continue
+        parse_address(address)
+        if address not in out:
+            out.append(address)
+    if not out:
+        raise ValueError("bootstrap needs at least one HOST:PORT (any node of the cluster)")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    """Settings every client shares. Times in milliseconds, named as Kafka's clients name them."""
+
+    bootstrap: tuple[str, ...]
+    request_timeout_ms: int = 30_000
+    """The longest one attempt of a request may take (its gRPC deadline)."""
+    delivery_timeout_ms: int = 120_000
+    """The longest a request may take, retries included; then DeliveryTimeoutError."""
+    retry_backoff_ms: int = 100
+    retry_backoff_max_ms: int = 1_000
+    metadata_max_age_ms: int = 300_000
+    """Refresh metadata at least this often, even when nothing failed (new topics, nodes)."""
+    metadata_request_timeout_ms: int = 5_000
+    """How long to wait for one node's Metadata answer before asking the next one. Metadata is
+    served from memory, so a node this slow is as good as down."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "request_timeout_ms",
+            "delivery_timeout_ms",
+            "metadata_max_age_ms",
+            "metadata_request_timeout_ms",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.retry_backoff_ms < 0 or self.retry_backoff_max_ms < self.retry_backoff_ms:
+            raise ValueError(
+                f"need 0 <= retry_backoff_ms ({self.retry_backoff_ms}) <= retry_backoff_max_ms "
+                f"({self.retry_backoff_max_ms})"
+            )
+
+    @classmethod
+    def build(cls, bootstrap: str | Iterable[str], **settings: Any) -> ClientConfig:
+        return cls(bootstrap=parse_bootstrap(bootstrap), **settings)
+
+
+def order_nodes(
+    addresses: Iterable[str],
+    suspects: Mapping[str, float],
+    now: float,
+    suspect_for_s: float,
+    rng: random.Random,
+) -> list[str]:
+    """The order to try nodes in: healthy ones shuffled, then recently failed ones, the
+    longest-ago failure first (it is the likeliest to be back)."""
+    unique = list(dict.fromkeys(addresses))
+    healthy = [a for a in unique if now - suspects.get(a, float("-inf")) >= suspect_for_s]
+    sick = sorted((a for a in unique if a not in healthy), key=lambda a: suspects[a])
+    rng.shuffle(healthy)
+    return healthy + sick
+
+
+class Cluster:
+    """Connections, metadata and the retry loops, for one event loop."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        rng: random.Random | None = None,
+        connections: Connections | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.metadata = ClusterMetadata()
+        self.policy = RetryPolicy(
+            backoff_ms=config.retry_backoff_ms, backoff_max_ms=config.retry_backoff_max_ms
+        )
+        self._rng = rng if rng is not None else random.Random()
+        self._sleep = sleep if sleep is not None else asyncio.sleep
+        self._conns = connections or Connections(
+            reconnect_backoff_max_ms=max(100, config.retry_backoff_max_ms)
+        )
+        self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
+        self._suspect_for_s = max(config.retry_backoff_max_ms, 100) / 1000
+        self._refresh: asyncio.Future[None] | None = None
+        self._last_refresh = float("-inf")
+        self._started = False
+        self._closed = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bootstrap: fetch metadata from the first bootstrap node (random order) that answers.
+
+        Raises BrokerUnavailableError if none does, naming each node's failure.
+        """
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._started:
+            return
+        await self.refresh_metadata()
+        self._started = True
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
+        await self._conns.close()
+
+    async def __aenter__(self) -> Cluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- metadata ------------------------------------------------------------------------------
+    async def refresh_metadata(self) -> ClusterMetadata:
+        """Fetch metadata from some node. Concurrent callers share one request."""
+        fut = self._refresh
+        if fut is None or fut.done():
+            fut = self._refresh = asyncio.ensure_future(self._fetch_metadata(self._node_order()))
+            # Retrieve the exception even if every waiter was cancelled.
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.shield(fut)
+        return self.metadata
+
+    async def maybe_refresh(self) -> None:
+        """Refresh if the metadata is stale or older than metadata_max_age_ms."""
+        age_ms = (time.monotonic() - self._last_refresh) * 1000
+        if self.metadata.stale or age_ms > self.config.metadata_max_age_ms:
+            await self.refresh_metadata()
+
+    def _node_order(self) -> list[str]:
+        known = [*self.metadata.addresses(), *self.config.bootstrap]
+        return order_nodes(known, self._suspects, time.monotonic(), self._suspect_for_s, self._rng)
+
+    async def _fetch_metadata(self, addresses: Sequence[str]) -> None:
+        failures: list[str] = []
+        timeout_s = self.config.metadata_request_timeout_ms / 1000
+        for address in addresses:
+            try:
+                resp = await self._conns.stub(address).Metadata(
+                    broker_pb2.MetadataRequest(), timeout=timeout_s
+                )
+            except grpc.RpcError as e:
+                err = from_rpc_error(e, address=address)
+                self._note_failure(address, err)
+                failures.append(err.message if err.transport else f"{address}: {err}")
+                continue
+            if not resp.brokers:
+                failures.append(f"{address}: knows no brokers yet (still starting?)")
+                continue
+            self._suspects.pop(address, None)
+            self.metadata.update(resp)
+            self._last_refresh = time.monotonic()
+            return
+        raise BrokerUnavailableError(
+            None,
+            "no node answered a Metadata request: " + "; ".join(failures),
+            retriable=True,
+            invalid_metadata=True,
+        )
+
+    async def topic_metadata(self, topic: str) -> TopicMetadata:
+        """The topic's metadata. If we do not know the topic, refresh, then ask the controller
+        leader itself (a topic created a moment ago may not have reached every node), and only
+        then raise UnknownTopicOrPartitionError."""
+        version = self.metadata.version
+        await self.maybe_refresh()
+        tm = self.metadata.topic(topic)
+        if tm is not None:
+            return tm
+        if self.metadata.version == version:  # not refreshed just now: do it
+            await self.refresh_metadata()
+            tm = self.metadata.topic(topic)
+        controller = self.metadata.controller_address()
+        if tm is None and controller is not None:
+            with contextlib.suppress(LiferaftError):
+                await self._fetch_metadata([controller])
+            tm = self.metadata.topic(topic)
+        if tm is None:
+            raise UnknownTopicOrPartitionError(None, f"topic {topic!r} does not exist")
+        return tm
+
+    async def partitions_for(self, topic: str) -> tuple[int, ...]:
+        return (await self.topic_metadata(topic)).partition_ids
+
+    # -- calls ---------------------------------------------------------------------------------
+    async def call_leader(
+        self,
+        topic: str,
+        partition: int,
+        rpc: str,
+        request: RequestOrBuilder,
+        *,
+        timeout_ms: int | None = None,
+        extra_attempt_ms: int = 0,
+    ) -> Any:
+        """Send `rpc` to the partition's leader, failing over until it succeeds, fails for good,
+        or `timeout_ms` (default: delivery_timeout_ms) runs out.
+
+        extra_attempt_ms: added to each attempt's gRPC deadline for calls the node may hold on
+        purpose (a Fetch's max_wait_ms).
+        """
+        budget_ms = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        deadline = time.monotonic() + budget_ms / 1000
+        state = RetryState()
+
+        async def attempt() -> Any:
+            return await self._leader_attempt(
+                topic, partition, rpc, request, deadline, extra_attempt_ms, state
+            )
+
+        return await self._retrying(budget_ms, state, f"{rpc} to {topic}-{partition}")(attempt)
+
+    async def _leader_attempt(
+        self,
+        topic: str,
+        partition: int,
+        rpc: str,
+        request: RequestOrBuilder,
+        deadline: float,
+        extra_attempt_ms: int,
+        state: RetryState,
+    ) -> Any:
+        state.followed_hint = False
+        self._check_open()
+        tm = await self.topic_metadata(topic)
+        if not 0 <= partition < len(tm.partitions):
+            raise UnknownTopicOrPartitionError(
+                None,
+                f"topic {topic!r} has partitions 0..{len(tm.partitions) - 1}, not {partition}",
+            )
+        address = self.metadata.leader_address(topic, partition)
+        if address is None:
+            self.metadata.invalidate()
+            raise LeaderNotAvailableError(
+                None, f"{topic}-{partition} has no leader right now (an election may be under way)"
+            )
+        attempt_ms = self._attempt_ms(deadline)
+        req = request(attempt_ms) if callable(request) else request
+        try:
+            return await getattr(self._conns.stub(address), rpc)(
+                req, timeout=(attempt_ms + extra_attempt_ms) / 1000
+            )
+        except grpc.RpcError as e:
+            err = from_rpc_error(e, address=address)
+            self._note_failure(address, err)
+            if isinstance(err, NotLeaderError) and err.has_leader_hint:
+                state.followed_hint = self.metadata.apply_leader_hint(
+                    topic, partition, err.leader_id, err.leader_address, err.leader_epoch
+                )
+            if err.invalid_metadata and not state.followed_hint:
+                self.metadata.invalidate()
+            raise err from e
+
+    async def call_any(
+        self,
+        rpc: str,
+        request: Message,
+        *,
+        prefer_controller: bool = True,
+        timeout_ms: int | None = None,
+    ) -> Any:
+        """Send a cluster-wide request (Metadata, CreateTopics, ...) to any node, the controller
+        leader first if known, with the same failover as call_leader."""
+        budget_ms = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        deadline = time.monotonic() + budget_ms / 1000
+        state = RetryState()
+
+        async def attempt() -> Any:
+            state.followed_hint = False
+            self._check_open()
+            await self.maybe_refresh()
+            address = self._pick_node(prefer_controller)
+            try:
+                return await getattr(self._conns.stub(address), rpc)(
+                    request, timeout=self._attempt_ms(deadline) / 1000
+                )
+            except grpc.RpcError as e:
+                err = from_rpc_error(e, address=address)
+                self._note_failure(address, err)
+                if isinstance(err, NotControllerError) and err.has_leader_hint:
+                    state.followed_hint = self.metadata.apply_controller_hint(err.leader_id)
+                if err.invalid_metadata and not state.followed_hint:
+                    self.metadata.invalidate()
+                raise err from e
+
+        return await self._retrying(budget_ms, state, rpc)(attempt)
+
+    async def call_node(self, node_id: int, rpc: str, request: Message) -> Any:
+        """One attempt of `rpc` at one node, errors mapped; for fan-out reads (describe)."""
+        self._check_open()
+        broker = self.metadata.broker(node_id)
+        if broker is None:
+            raise BrokerUnavailableError(None, f"node {node_id} is not in the cluster metadata")
+        try:
+            return await getattr(self._conns.stub(broker.address), rpc)(
+                request, timeout=self.config.request_timeout_ms / 1000
+            )
+        except grpc.RpcError as e:
+            err = from_rpc_error(e, address=broker.address)
+            self._note_failure(broker.address, err)
+            raise err from e
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _retrying(self, budget_ms: int, state: RetryState, what: str) -> AsyncRetrying:
+        started = time.monotonic()
+
+        def wait(rs: RetryCallState) -> float:
+            error = rs.outcome.exception() if rs.outcome is not None else None
+            return self.policy.wait_s(error, state, self._rng)
+
+        def give_up(rs: RetryCallState) -> Any:
+            error = rs.outcome.exception() if rs.outcome is not None else None
+            last = error if isinstance(error, LiferaftError) else None
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            raise DeliveryTimeoutError(
+                f"{what} did not succeed within {budget_ms} ms ({rs.attempt_number} attempts "
+                f"in {elapsed_ms} ms); last error: {error}",
+                last,
+            ) from error
+
+        return AsyncRetrying(
+            stop=stop_before_delay(budget_ms / 1000),
+            wait=wait,
+            retry=retry_if_exception(self.policy.should_retry),
+            retry_error_callback=give_up,
+            sleep=self._sleep,
+        )
+
+    def _attempt_ms(self, deadline: float) -> int:
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        return max(10, min(self.config.request_timeout_ms, remaining_ms))
+
+    def _pick_node(self, prefer_controller: bool) -> str:
+        controller = self.metadata.controller_address() if prefer_controller else None
+        now = time.monotonic()
+        if controller is not None and now - self._suspects.get(controller, float("-inf")) >= (
+            self._suspect_for_s
+        ):
+            return controller
+        order = self._node_order()
+        if not order:
+            raise BrokerUnavailableError(None, "no node is known", retriable=True)
+        return order[0]
+
+    def _note_failure(self, address: str, err: LiferaftError) -> None:
+        if err.transport:
+            self._suspects[address] = time.monotonic()
+            log.debug("node %s failed: %s", address, err)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the client is closed")

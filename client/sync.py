@@ -1,0 +1,348 @@
+"""A blocking facade for scripts: the async clients, run on a background event-loop thread.
+
+    with SyncProducer("127.0.0.1:9092") as producer:
+        producer.send_and_wait("orders", b"42 apples")
+
+    with SyncConsumer("127.0.0.1:9092", auto_offset_reset="earliest") as consumer:
+        consumer.assign([("orders", 0)])
+        for record in consumer:
+            print(record.value)
+
+Each facade owns one daemon thread running one asyncio loop, on which its async client lives
+(grpc.aio channels belong to the loop that made them). A call submits a coroutine to that loop
+and blocks for its result; the async client's errors are raised unchanged in the calling
+thread. If the caller is interrupted (Ctrl-C) while waiting, the coroutine is cancelled. A
+facade may be used from several threads; calls run one after another on its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from client.admin import (
+    AdminClient,
+    ClusterDescription,
+    CreatedTopic,
+    NewTopic,
+    TopicDescription,
+)
+from client.consumer import Consumer
+from client.errors import LiferaftError
+from client.offsets import OffsetSpec
+from client.producer import Bytes, HeadersIn, Producer
+from client.types import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
+from liferaft_proto.records import Record
+
+__all__ = ["SyncAdminClient", "SyncConsumer", "SyncProducer"]
+
+T = TypeVar("T")
+TP = TopicPartition | tuple[str, int]
+
+
+class _LoopThread:
+    """An event loop running forever on a daemon thread, until stop()."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            # Stopped: finish what is left (a client's close already did the real work).
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a sync client was called from its own event loop thread")
+        if self.loop.is_closed() or not self._thread.is_alive():
+            coro.close()
+            raise RuntimeError("the client is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+
+
+class _SyncFacade:
+    _name = "liferaft-client"
+
+    def __init__(self) -> None:
+        self._runner = _LoopThread(self._name)
+        self._finalizer = weakref.finalize(self, self._runner.stop)
+        self._closed = False
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    async def _aclose(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the client and stop its thread. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run(self._aclose())
+        finally:
+            self._finalizer()
+
+
+class SyncProducer(_SyncFacade):
+    """Blocking Producer; takes the same arguments (see client.producer.Producer)."""
+
+    _name = "liferaft-producer"
+
+    def __init__(self, bootstrap: str | Iterable[str], **settings: Any) -> None:
+        self._producer = Producer(bootstrap, **settings)  # checks settings before a thread starts
+        super().__init__()
+
+    async def _aclose(self) -> None:
+        await self._producer.close()
+
+    def start(self) -> None:
+        self._run(self._producer.start())
+
+    def __enter__(self) -> SyncProducer:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_and_wait(
+        self,
+        topic: str,
+        value: Bytes | None,
+        key: Bytes | None = None,
+        partition: int | None = None,
+        headers: HeadersIn | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        return self._run(
+            self._producer.send_and_wait(topic, value, key, partition, headers, timestamp_ms)
+        )
+
+    def send_batch(
+        self, topic: str, records: Iterable[Record | Bytes | None], partition: int | None = None
+    ) -> RecordMetadata:
+        return self._run(self._producer.send_batch(topic, list(records), partition))
+
+    def partitions_for(self, topic: str) -> tuple[int, ...]:
+        return self._run(self._producer.partitions_for(topic))
+
+
+class SyncConsumer(_SyncFacade):
+    """Blocking Consumer; takes the same arguments (see client.consumer.Consumer)."""
+
+    _name = "liferaft-consumer"
+
+    def __init__(self, bootstrap: str | Iterable[str], **settings: Any) -> None:
+        self._consumer = Consumer(bootstrap, **settings)
+        super().__init__()
+
+    async def _aclose(self) -> None:
+        await self._consumer.close()
+
+    def start(self) -> None:
+        self._run(self._consumer.start())
+
+    def __enter__(self) -> SyncConsumer:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def partitions_for(self, topic: str) -> tuple[int, ...]:
+        return self._run(self._consumer.partitions_for(topic))
+
+    # The consumer's state belongs to its loop: even the non-async methods run there.
+    def assign(self, partitions: Iterable[TP]) -> None:
+        wanted = list(partitions)
+
+        async def assign() -> None:
+            self._consumer.assign(wanted)
+
+        self._run(assign())
+
+    def assignment(self) -> set[TopicPartition]:
+        async def assignment() -> set[TopicPartition]:
+            return self._consumer.assignment()
+
+        return self._run(assignment())
+
+    def seek(self, tp: TP, offset: int) -> None:
+        async def seek() -> None:
+            self._consumer.seek(tp, offset)
+
+        self._run(seek())
+
+    def seek_to_beginning(self, *partitions: TP) -> None:
+        self._run(self._consumer.seek_to_beginning(*partitions))
+
+    def seek_to_end(self, *partitions: TP) -> None:
+        self._run(self._consumer.seek_to_end(*partitions))
+
+    def position(self, tp: TP) -> int:
+        return self._run(self._consumer.position(tp))
+
+    def highwater(self, tp: TP) -> int | None:
+        async def highwater() -> int | None:
+            return self._consumer.highwater(tp)
+
+        return self._run(highwater())
+
+    def getmany(
+        self, *partitions: TP, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        return self._run(
+            self._consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        )
+
+    poll = getmany
+
+    def getone(self, *partitions: TP) -> ConsumerRecord:
+        return self._run(self._consumer.getone(*partitions))
+
+    def __iter__(self) -> Iterator[ConsumerRecord]:
+        """Every record, as it arrives, until the consumer is closed (or Ctrl-C)."""
+        while not self._closed:
+            got = self.getmany(timeout_ms=self._consumer.fetch_max_wait_ms)
+            for tp_records in got.values():
+                yield from tp_records
+
+
+class SyncAdminClient(_SyncFacade):
+    """Blocking AdminClient; takes the same arguments (see client.admin.AdminClient)."""
+
+    _name = "liferaft-admin"
+
+    def __init__(self, bootstrap: str | Iterable[str], **settings: Any) -> None:
+        self._admin = AdminClient(bootstrap, **settings)
+        super().__init__()
+
+    async def _aclose(self) -> None:
+        await self._admin.close()
+
+    def start(self) -> None:
+        self._run(self._admin.start())
+
+    def __enter__(self) -> SyncAdminClient:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 0,
+        replication_factor: int = 0,
+        configs: Mapping[str, str] | None = None,
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+    ) -> CreatedTopic:
+        return self._run(
+            self._admin.create_topic(
+                name,
+                partitions,
+                replication_factor,
+                configs,
+                validate_only=validate_only,
+                timeout_ms=timeout_ms,
+            )
+        )
+
+    def create_topics(
+        self,
+        topics: Iterable[NewTopic],
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+        raise_on_error: bool = True,
+    ) -> dict[str, CreatedTopic]:
+        return self._run(
+            self._admin.create_topics(
+                list(topics),
+                validate_only=validate_only,
+                timeout_ms=timeout_ms,
+                raise_on_error=raise_on_error,
+            )
+        )
+
+    def delete_topic(self, name: str, *, timeout_ms: int | None = None) -> None:
+        self._run(self._admin.delete_topic(name, timeout_ms=timeout_ms))
+
+    def delete_topics(
+        self, names: Iterable[str], *, timeout_ms: int | None = None, raise_on_error: bool = True
+    ) -> dict[str, LiferaftError | None]:
+        return self._run(
+            self._admin.delete_topics(
+                list(names), timeout_ms=timeout_ms, raise_on_error=raise_on_error
+            )
+        )
+
+    def describe_topics(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        from_leaders: bool = True,
+        raise_on_error: bool = True,
+    ) -> dict[str, TopicDescription]:
+        return self._run(
+            self._admin.describe_topics(
+                list(names) if names is not None else None,
+                from_leaders=from_leaders,
+                raise_on_error=raise_on_error,
+            )
+        )
+
+    def list_topics(self, *, internal: bool = False) -> list[str]:
+        return self._run(self._admin.list_topics(internal=internal))
+
+    def describe_cluster(self) -> ClusterDescription:
+        return self._run(self._admin.describe_cluster())
+
+    metadata = describe_cluster
+
+    def list_offsets(
+        self, specs: Mapping[TopicPartition | tuple[str, int], OffsetSpec]
+    ) -> dict[TopicPartition, OffsetAndTimestamp]:
+        return self._run(self._admin.list_offsets(dict(specs)))
