@@ -22,7 +22,9 @@ def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mak
     started: list[DevCluster] = []
 
     def make(n: int = 3, *extra_args: str) -> DevCluster:
-        dev = DevCluster.create(tmp_path / f"cluster{len(started)}", n, free_port_block(n), list(extra_args))
+        dev = DevCluster.create(
+            tmp_path / f"cluster{len(started)}", n, free_port_block(n), list(extra_args)
+        )
         started.append(dev)
         dev.start()
         dev.wait_healthy(60)

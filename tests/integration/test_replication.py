@@ -62,7 +62,9 @@ def more_than(acked: dict[bytes, int], n: int) -> Callable[[], bool]:
     return lambda: len(acked) >= goal
 
 
-async def read_all(cluster: DevCluster, tp: TopicPartition, end: int) -> list[tuple[int, bytes | None]]:
+async def read_all(
+    cluster: DevCluster, tp: TopicPartition, end: int
+) -> list[tuple[int, bytes | None]]:
     """Every (offset, value) of a partition from its start up to `end` (exclusive)."""
     out: list[tuple[int, bytes | None]] = []
     async with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as consumer:
@@ -81,7 +83,9 @@ async def create_topic(cluster: DevCluster, name: str, partitions: int = 1, **co
         await admin.create_topic(name, partitions, 3, configs)
 
 
-def check_log(acked: dict[bytes, int], log: list[tuple[int, bytes | None]], *, once: bool = True) -> None:
+def check_log(
+    acked: dict[bytes, int], log: list[tuple[int, bytes | None]], *, once: bool = True
+) -> None:
     """Offsets dense from the log start; every acknowledged value at its acked offset, and
     (once=True) nowhere else. A producer that is not idempotent may write a value twice when a
     leader dies after committing a batch but before answering (the retry writes it again, as
@@ -118,7 +122,11 @@ async def test_produce_all_and_read_back(make_cluster: Callable[..., DevCluster]
 
 
 async def produce_loop(
-    producer: Producer, tp: TopicPartition, acked: dict[bytes, int], stop: asyncio.Event, prefix: bytes
+    producer: Producer,
+    tp: TopicPartition,
+    acked: dict[bytes, int],
+    stop: asyncio.Event,
+    prefix: bytes,
 ) -> None:
     """Send unique values one at a time (acks=all) until told to stop; record what was acked."""
     i = 0
@@ -167,7 +175,9 @@ async def test_leader_kill_failover_loses_nothing_and_node_rejoins_isr(
     await wait_for(f"node {old.leader} back in the ISR", back_in_isr, 60)
 
 
-async def test_two_of_three_down_acks_all_writes_nothing(make_cluster: Callable[..., DevCluster]) -> None:
+async def test_two_of_three_down_acks_all_writes_nothing(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
     cluster = make_cluster(3)
     await create_topic(cluster, "ledger", partitions=1, **{"min.insync.replicas": "2"})
     tp = TopicPartition("ledger", 0)
@@ -181,7 +191,10 @@ async def test_two_of_three_down_acks_all_writes_nothing(make_cluster: Callable[
     # acks=all: refused, with NOT_ENOUGH_REPLICAS as the reason, and retried only within the
     # delivery timeout.
     async with Producer(
-        [cluster.node(survivor).address], acks="all", delivery_timeout_ms=4000, request_timeout_ms=1000
+        [cluster.node(survivor).address],
+        acks="all",
+        delivery_timeout_ms=4000,
+        request_timeout_ms=1000,
     ) as producer:
         with pytest.raises((NotEnoughReplicasError, DeliveryTimeoutError)) as err:
             await producer.send_and_wait("ledger", b"never", partition=0)
@@ -219,13 +232,18 @@ async def test_acks_1_with_one_node_down(make_cluster: Callable[..., DevCluster]
     follower = next(n for n in cluster.nodes if n != leader)
     cluster.kill(follower)
     async with Producer(cluster.bootstrap, acks=1, delivery_timeout_ms=30_000) as producer:
-        offsets = [(await producer.send_and_wait("events", b"e%d" % i, partition=0)).offset for i in range(20)]
+        offsets = [
+            (await producer.send_and_wait("events", b"e%d" % i, partition=0)).offset
+            for i in range(20)
+        ]
     assert offsets == list(range(offsets[0], offsets[0] + 20))
     log = await read_all(cluster, TopicPartition("events", 0), offsets[-1] + 1)
     assert [v for _, v in log] == [b"e%d" % i for i in range(20)]
 
 
-async def test_consumer_never_sees_past_the_high_watermark(make_cluster: Callable[..., DevCluster]) -> None:
+async def test_consumer_never_sees_past_the_high_watermark(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
     """Raw fetches racing a producer: every record returned is below the high watermark
     returned with it, and the high watermark a reader sees never goes back."""
     cluster = make_cluster(3)
@@ -248,19 +266,25 @@ async def test_consumer_never_sees_past_the_high_watermark(make_cluster: Callabl
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
             resp = await stub.Fetch(
-                broker_pb2.FetchRequest(topic="hw", partition=0, offset=max(0, seen_hw - 5), max_wait_ms=50)
+                broker_pb2.FetchRequest(
+                    topic="hw", partition=0, offset=max(0, seen_hw - 5), max_wait_ms=50
+                )
             )
             assert resp.high_watermark >= seen_hw, "the high watermark went back"
             seen_hw = resp.high_watermark
             for rec in records.iter_records(resp.records):
-                assert rec.offset < resp.high_watermark, f"offset {rec.offset} served past hw {resp.high_watermark}"
+                assert rec.offset < resp.high_watermark, (
+                    f"offset {rec.offset} served past hw {resp.high_watermark}"
+                )
                 checked += 1
     stop.set()
     await asyncio.wait_for(task, 30)
     assert checked > 0
 
 
-async def test_offsets_stay_dense_across_leader_changes(make_cluster: Callable[..., DevCluster]) -> None:
+async def test_offsets_stay_dense_across_leader_changes(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
     cluster = make_cluster(3)
     await create_topic(cluster, "dense", partitions=1)
     tp = TopicPartition("dense", 0)
