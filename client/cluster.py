@@ -311,10 +311,16 @@ class Cluster:
             )
         address = self.metadata.leader_address(topic, partition)
         if address is None:
+            # No leader known: ask a replica anyway. It answers with the authoritative reason
+            # (a leader hint, an election under way, or too few replicas reachable), which is
+            # what the caller should see if the retries run out.
             self.metadata.invalidate()
-            raise LeaderNotAvailableError(
-                None, f"{topic}-{partition} has no leader right now (an election may be under way)"
-            )
+            address = self._replica_to_ask(tm.partitions[partition].replicas)
+            if address is None:
+                raise LeaderNotAvailableError(
+                    None,
+                    f"{topic}-{partition} has no leader right now (an election may be under way)",
+                )
         attempt_ms = self._attempt_ms(deadline)
         req = request(attempt_ms) if callable(request) else request
         try:
@@ -387,10 +393,14 @@ class Cluster:
 
         def wait(rs: RetryCallState) -> float:
             error = rs.outcome.exception() if rs.outcome is not None else None
+            if isinstance(error, LiferaftError) and not error.transport:
+                state.last_node_error = error
             return self.policy.wait_s(error, state, self._rng)
 
         def give_up(rs: RetryCallState) -> Any:
             error = rs.outcome.exception() if rs.outcome is not None else None
+            if isinstance(error, LiferaftError) and error.transport and state.last_node_error:
+                error = state.last_node_error
             last = error if isinstance(error, LiferaftError) else None
             elapsed_ms = int((time.monotonic() - started) * 1000)
             raise DeliveryTimeoutError(
@@ -422,6 +432,16 @@ class Cluster:
         if not order:
             raise BrokerUnavailableError(None, "no node is known", retriable=True)
         return order[0]
+
+    def _replica_to_ask(self, replicas: tuple[int, ...]) -> str | None:
+        """A replica's address, preferring ones that have not failed lately."""
+        now = time.monotonic()
+        known = [b.address for n in replicas if (b := self.metadata.brokers.get(n)) is not None]
+        healthy = [
+            a for a in known if now - self._suspects.get(a, float("-inf")) >= self._suspect_for_s
+        ]
+        pool = healthy or known
+        return pool[self._rng.randrange(len(pool))] if pool else None
 
     def _note_failure(self, address: str, err: LiferaftError) -> None:
         if err.transport:

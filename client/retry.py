@@ -33,6 +33,9 @@ class RetryState:
     """The last failure's hint changed our routing (set by the call loop)."""
     backoffs: int = 0
     """Waits so far; the next one is retry_backoff_ms * 2**backoffs (capped)."""
+    last_node_error: Exception | None = None
+    """The latest error a node itself answered with (not a transport failure): when retries
+    run out, it says why better than a refused connection to a dead node does."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

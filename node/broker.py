@@ -81,6 +81,7 @@ class Broker:
                     driver=self.driver,
                     rebalance_ticks=max(1, self.config.leader_rebalance_ms // self.config.tick_ms),
                     retention_ticks=max(1, self.config.retention_check_ms // self.config.tick_ms),
+                    address_of=self.advertised_address,
                 )
         self._topic_ids = {t.name: t.topic_id for t in topics.values()}
         live_groups = {
@@ -144,6 +145,7 @@ class Broker:
             ),
             leader_id=leader,
             leader_address=self.advertised_address(leader),
+            leader_epoch=view.state.leader_epoch if view.state is not None and leader else 0,
         )
 
     def advertised_address(self, node_id: int) -> str:

@@ -46,6 +46,9 @@ class DevCluster:
     nodes: dict[int, DevNode] = field(default_factory=dict)
     cluster_id: str = "liferaft-dev"
     extra_args: list[str] = field(default_factory=list)
+    peer_overrides: dict[int, dict[int, str]] = field(default_factory=dict)
+    """node id -> {peer id: address}: where that node dials those peers instead of their own
+    address (the chaos suite puts a fault proxy on every node-to-node link this way)."""
 
     # -- state file ----------------------------------------------------------------------------
     @classmethod
@@ -73,6 +76,10 @@ class DevCluster:
             data_dir=Path(raw["data_dir"]),
             cluster_id=raw.get("cluster_id", "liferaft-dev"),
             extra_args=list(raw.get("extra_args", [])),
+            peer_overrides={
+                int(node): {int(peer): str(addr) for peer, addr in peers.items()}
+                for node, peers in raw.get("peer_overrides", {}).items()
+            },
         )
         for n in raw["nodes"]:
             cluster.nodes[int(n["node_id"])] = DevNode(**n)
@@ -84,6 +91,10 @@ class DevCluster:
             "data_dir": str(self.data_dir),
             "cluster_id": self.cluster_id,
             "extra_args": self.extra_args,
+            "peer_overrides": {
+                str(node): {str(peer): addr for peer, addr in peers.items()}
+                for node, peers in self.peer_overrides.items()
+            },
             "nodes": [asdict(n) for n in self.nodes.values()],
         }
         tmp = self.data_dir / (STATE_FILE + ".tmp")
@@ -97,7 +108,15 @@ class DevCluster:
 
     @property
     def peers(self) -> str:
+        """Every node at its own address: what a node dials its peers at, unless overridden."""
         return ",".join(f"{n.node_id}@{n.address}" for n in self.nodes.values())
+
+    def peers_for(self, node_id: int) -> str:
+        """The --peers of one node: `peers`, with that node's `peer_overrides` applied."""
+        overrides = self.peer_overrides.get(node_id, {})
+        return ",".join(
+            f"{n.node_id}@{overrides.get(n.node_id, n.address)}" for n in self.nodes.values()
+        )
 
     def log_path(self, node_id: int) -> Path:
         return self.data_dir / f"node-{node_id}.log"
@@ -143,7 +162,7 @@ class DevCluster:
             "--listen",
             n.address,
             "--peers",
-            self.peers,
+            self.peers_for(node_id),
             "--data-dir",
             str(self.data_dir / f"node-{node_id}"),
             "--cluster-id",

@@ -1,7 +1,7 @@
 """Errors inside the broker: exceptions carrying the code the client will see.
 
-They become a gRPC status with an ErrorDetail at exactly one place, node/grpc_errors.py; inside
-node/ code raises them like any exception.
+They become a gRPC status with an ErrorDetail at exactly one place, node/service.py's `unary`
+wrapper; inside node/ code raises them like any exception.
 """
 
 from __future__ import annotations
@@ -24,13 +24,20 @@ _RETRIABLE = frozenset(
 
 class BrokerError(Exception):
     def __init__(
-        self, code: int, message: str, *, leader_id: int = 0, leader_address: str = ""
+        self,
+        code: int,
+        message: str,
+        *,
+        leader_id: int = 0,
+        leader_address: str = "",
+        leader_epoch: int = 0,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.leader_id = leader_id
         self.leader_address = leader_address
+        self.leader_epoch = leader_epoch
 
     @property
     def retriable(self) -> bool:

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from liferaft_proto import records
@@ -91,6 +92,7 @@ class Partition:
         driver: RaftDriver,
         rebalance_ticks: int,
         retention_ticks: int = 250,
+        address_of: Callable[[int], str] = lambda _node: "",
     ) -> None:
         self.node_id = node_id
         self.topic = topic
@@ -101,6 +103,7 @@ class Partition:
         self.driver = driver
         self.rebalance_ticks = rebalance_ticks
         self.retention_every = max(1, retention_ticks)
+        self.address_of = address_of
         self.group_id = group_id(topic_id, index)
         self.offsets = OffsetIndex()
         self._waiters: deque[_Waiter] = deque()
@@ -148,12 +151,15 @@ class Partition:
         )
 
     def _not_leader(self) -> BrokerError:
-        leader = self.group.node.leader
+        node = self.group.node
+        leader = node.leader if node.leader != self.node_id else NONE
         return BrokerError(
-            ErrorCode.NOT_LEADER,
+            ErrorCode.NOT_LEADER if leader != NONE else ErrorCode.LEADER_NOT_AVAILABLE,
             f"node {self.node_id} is not the leader of {self.topic}-{self.index}"
             + (f"; node {leader} is" if leader != NONE else "; an election is under way"),
-            leader_id=leader if leader != self.node_id else 0,
+            leader_id=leader,
+            leader_address=self.address_of(leader),
+            leader_epoch=node.term if leader != NONE else 0,
         )
 
     # -- produce -------------------------------------------------------------------------------
@@ -267,6 +273,8 @@ class Partition:
                             f"the batch proposed at offset {w.base_offset} was overwritten by a "
                             f"new leader of {self.topic}-{self.index}; it was not written",
                             leader_id=node.leader if node.leader != self.node_id else 0,
+                            leader_address=self.address_of(node.leader),
+                            leader_epoch=node.term,
                         )
                     )
                     continue
@@ -334,18 +342,21 @@ class Partition:
         data = [e.data for e in ents if e.type == EntryType.NORMAL]
         return FetchResult(b"".join(data), hw, start)
 
-    def offset_for_time(self, timestamp_ms: int) -> int:
-        """First offset whose record timestamp is >= timestamp_ms (latest offset if none)."""
+    def offset_for_time(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """The first (offset, timestamp) whose record timestamp is >= timestamp_ms, or None.
+
+        Batches are found by their max timestamp (no record decoding); only the one batch that
+        holds the answer is decoded, to find the exact record in it."""
         if not self.is_leader:
             raise self._not_leader()
         loc = self.offsets.first_at_or_after_time(timestamp_ms)
         if loc is None:
-            return self.high_watermark
+            return None
         ents = self.group.storage.entries(loc.raft_index, loc.raft_index + 1)
         for rec in records.iter_records(ents[0].data):
             if rec.timestamp_ms >= timestamp_ms:
-                return int(rec.offset)
-        return loc.end_offset
+                return int(rec.offset), int(rec.timestamp_ms)
+        return None
 
     # -- the state machine (called by the driver) ---------------------------------------------
     def apply(self, entries: list[Entry]) -> None:

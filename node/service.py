@@ -42,6 +42,7 @@ def _detail(err: BrokerError) -> errors_pb2.ErrorDetail:
         leader_id=err.leader_id,
         leader_address=err.leader_address,
         retriable=err.retriable,
+        leader_epoch=err.leader_epoch,
     )
 
 
@@ -175,12 +176,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 offset=part.high_watermark, timestamp_ms=-1, leader_epoch=epoch
             )
         if spec == broker_pb2.ListOffsetsRequest.BY_TIMESTAMP:
-            offset = part.offset_for_time(request.timestamp_ms)
-            found = offset < part.high_watermark
+            found = part.offset_for_time(request.timestamp_ms)
+            offset, ts = found if found is not None else (-1, -1)
             return broker_pb2.ListOffsetsResponse(
-                offset=offset if found else -1,
-                timestamp_ms=request.timestamp_ms if found else -1,
-                leader_epoch=epoch,
+                offset=offset, timestamp_ms=ts, leader_epoch=epoch
             )
         raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown ListOffsets spec {spec}")
 

@@ -188,6 +188,16 @@ async def test_two_of_three_down_acks_all_writes_nothing(
         if node_id != survivor:
             cluster.kill(node_id)
 
+    # "Two of three down" is the state after the survivor noticed: it stepped down (CheckQuorum)
+    # or dropped the dead from the ISR. A write sent in the instant before that is appended and
+    # then times out, and REQUEST_TIMED_OUT promises nothing (it may yet be committed).
+    async def noticed() -> bool:
+        async with AdminClient([cluster.node(survivor).address], timeout_ms=2000) as admin:
+            p = (await admin.describe_topics(["ledger"]))["ledger"].partitions[0]
+        return p.leader == 0 or len(p.isr) == 1
+
+    await wait_for("the survivor to notice", noticed)
+
     # acks=all: refused, with NOT_ENOUGH_REPLICAS as the reason, and retried only within the
     # delivery timeout.
     async with Producer(
