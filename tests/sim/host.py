@@ -1,0 +1,275 @@
+"""One simulated node: a RawNode, the MemoryStorage that stands for its disk, its state machine,
+and the host loop that drives them, with a crash possible at every point of that loop.
+
+The loop follows raft/rawnode.py's ordering contract to the letter:
+
+    1. send rd.messages
+    2. persist rd.snapshot, rd.entries, rd.hard_state into the MemoryStorage (that is "synced")
+    3. send rd.persisted_messages
+    4. install rd.snapshot into the state machine, apply rd.committed_entries (conf changes
+       through RawNode.apply_conf_change)
+    5. advance
+
+A crash (CrashPoint) stops the loop before step 1 or after one of steps 1 to 4 and throws the RawNode and the state
+machine away. Only the MemoryStorage survives: a restart builds a fresh RawNode over it, restores
+the state machine from its snapshot and lets Raft hand out the committed entries after it again.
+Step 2 is atomic (one write batch, one fsync): the simulation models losing everything after the
+last sync, not torn writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from raft import (
+    ConfChange,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    IsrPolicy,
+    MemoryStorage,
+    Message,
+    RawNode,
+    Ready,
+    Snapshot,
+)
+
+
+class CrashPoint(IntEnum):
+    """Where in the host loop a crash hits (the loop stops after the named step)."""
+
+    NONE = 0
+    BEFORE_SEND = 5
+    """The input was stepped, but nothing of its Ready left the node or reached its disk."""
+    AFTER_SEND = 1
+    """rd.messages left, nothing of this Ready is durable: the classic torn step."""
+    AFTER_PERSIST = 2
+    """Durable, but the messages that wait for durability never left."""
+    AFTER_PERSISTED_SEND = 3
+    """Everything sent, nothing applied."""
+    AFTER_APPLY = 4
+    """Applied (volatile anyway), but advance never happened."""
+
+
+CRASH_POINT_NAMES = {
+    CrashPoint.NONE: "between steps",
+    CrashPoint.BEFORE_SEND: "before its Ready went anywhere",
+    CrashPoint.AFTER_SEND: "after sending, before persisting",
+    CrashPoint.AFTER_PERSIST: "after persisting, before sending the replies",
+    CrashPoint.AFTER_PERSISTED_SEND: "after sending the replies, before applying",
+    CrashPoint.AFTER_APPLY: "after applying, before advance",
+}
+
+_SNAP = struct.Struct(">Q8sQ")
+_ENTRY_HEAD = struct.Struct(">QQB")
+
+
+def chain_digest(digest: bytes, e: Entry) -> bytes:
+    """The state machine's fingerprint after applying e on top of `digest`. Two nodes that applied
+    the same entries in the same order hold the same digest, so comparing one value per index
+    compares whole histories."""
+    h = hashlib.blake2b(digest, digest_size=8)
+    h.update(_ENTRY_HEAD.pack(e.index, e.term, int(e.type)))
+    h.update(e.data)
+    return h.digest()
+
+
+@dataclass(slots=True)
+class Machine:
+    """The replicated state machine: how far it applied, a digest of everything it applied, and
+    how many client values that was. Its snapshot is exactly this triple."""
+
+    index: int = 0
+    digest: bytes = bytes(8)
+    values: int = 0
+
+    def apply(self, e: Entry) -> None:
+        self.index = e.index
+        self.digest = chain_digest(self.digest, e)
+        if e.type == EntryType.NORMAL:
+            self.values += 1
+
+    def encode(self) -> bytes:
+        return _SNAP.pack(self.index, self.digest, self.values)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Machine:
+        index, digest, values = _SNAP.unpack(data)
+        return cls(index=index, digest=digest, values=values)
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot) -> Machine:
+        return cls() if snap.is_empty() else cls.decode(snap.data)
+
+
+@dataclass(slots=True, frozen=True)
+class RaftParams:
+    """The core's configuration, the same for every node of one simulated world."""
+
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_committed_size_per_ready: int = 16 << 20
+    check_quorum: bool = True
+    pre_vote: bool = True
+
+
+class HostEvents(Protocol):
+    """What a node's host reports to the world (and through it to the checker)."""
+
+    def send(self, sn: SimNode, msgs: list[Message]) -> None: ...
+
+    def persisted(self, sn: SimNode, rd: Ready) -> None: ...
+
+    def applying(self, sn: SimNode, e: Entry) -> None: ...
+
+    def applied_conf_change(self, sn: SimNode, e: Entry, cc: ConfChange, cs: ConfState) -> None: ...
+
+    def installed_snapshot(self, sn: SimNode, snap: Snapshot) -> None: ...
+
+    def crashed(self, sn: SimNode, point: CrashPoint) -> None: ...
+
+
+CrashDecider = Callable[["SimNode", Ready], CrashPoint]
+
+
+class SimNode:
+    """One node and its disk. `node` is None while the node is down."""
+
+    def __init__(
+        self, node_id: int, storage: MemoryStorage, params: RaftParams, events: HostEvents
+    ) -> None:
+        self.id = node_id
+        self.storage = storage
+        self.params = params
+        self.events = events
+        self.node: RawNode | None = None
+        self.machine = Machine()
+        self.conf_state = ConfState()
+        self.life = 0  # incremented on every start, so a message knows which life sent it
+        self.removed = False  # out of the group: never restarted again
+        self.restart_at: int | None = None  # tick at which a crashed node comes back
+        self.shutdown_at: int | None = None  # tick at which a removed node is stopped
+        self.crash_armed = False  # crash during the next Ready that needs an fsync
+        self.dirty = False  # stepped since its last Ready cycle
+        self.durable_commit = 0  # highest commit index ever made durable (never decreases)
+        self.crashes = 0
+        self.snapshots_installed = 0
+        self.snapshots_taken = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.node is not None
+
+    def start(self, rng_seed: int) -> None:
+        """Boot from the MemoryStorage only, as a process would from its disk."""
+        snap = self.storage.snapshot()
+        self.machine = Machine.from_snapshot(snap)
+        self.conf_state = snap.meta.conf_state
+        p = self.params
+        cfg = Config(
+            id=self.id,
+            election_tick=p.election_tick,
+            heartbeat_tick=p.heartbeat_tick,
+            rng=random.Random(rng_seed),
+            applied=snap.meta.index,
+            max_size_per_msg=p.max_size_per_msg,
+            max_inflight_msgs=p.max_inflight_msgs,
+            max_committed_size_per_ready=p.max_committed_size_per_ready,
+            check_quorum=p.check_quorum,
+            pre_vote=p.pre_vote,
+            isr=IsrPolicy(),
+        )
+        self.node = RawNode(cfg, self.storage)
+        self.life += 1
+        self.restart_at = None
+        self.crash_armed = False
+        self.dirty = True
+
+    def crash(self, point: CrashPoint = CrashPoint.NONE) -> None:
+        """Lose everything but the MemoryStorage."""
+        self.node = None
+        self.crashes += 1
+        self.dirty = False
+        self.crash_armed = False
+        self.events.crashed(self, point)
+
+    def cycle(self, decide: CrashDecider, max_readies: int = 1 << 30) -> None:
+        """Run Ready cycles until the node has nothing more to do (or crashes), or for at most
+        `max_readies` Readies: a host that does one round per wake-up, as node/'s driver does,
+        leaves committed entries unapplied while it steps the next input."""
+        self.dirty = False
+        while self.node is not None and self.node.has_ready():
+            if max_readies == 0:
+                self.dirty = True
+                return
+            max_readies -= 1
+            node = self.node
+            rd = node.ready()
+            point = decide(self, rd)
+            if point == CrashPoint.BEFORE_SEND:
+                self.crash(point)
+                return
+            ev = self.events
+            ev.send(self, rd.messages)
+            if point == CrashPoint.AFTER_SEND:
+                self.crash(point)
+                return
+            self._persist(rd)
+            ev.persisted(self, rd)
+            if point == CrashPoint.AFTER_PERSIST:
+                self.crash(point)
+                return
+            ev.send(self, rd.persisted_messages)
+            if point == CrashPoint.AFTER_PERSISTED_SEND:
+                self.crash(point)
+                return
+            self._apply(node, rd)
+            if point == CrashPoint.AFTER_APPLY:
+                self.crash(point)
+                return
+            node.advance(rd)
+
+    def _persist(self, rd: Ready) -> None:
+        st = self.storage
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            st.append(rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+
+    def _apply(self, node: RawNode, rd: Ready) -> None:
+        ev = self.events
+        if rd.snapshot is not None:
+            self.machine = Machine.from_snapshot(rd.snapshot)
+            self.conf_state = rd.snapshot.meta.conf_state
+            self.snapshots_installed += 1
+            ev.installed_snapshot(self, rd.snapshot)
+        for e in rd.committed_entries:
+            ev.applying(self, e)
+            self.machine.apply(e)
+            if e.type == EntryType.CONF_CHANGE:
+                cc = ConfChange.decode(e.data)
+                self.conf_state = node.apply_conf_change(cc)
+                ev.applied_conf_change(self, e, cc, self.conf_state)
+
+    def take_snapshot(self, keep: int) -> bool:
+        """Snapshot the applied state and compact the log, keeping `keep` entries before the
+        snapshot point for followers that are only a little behind. Returns whether it did."""
+        snap = self.storage.snapshot()
+        if self.machine.index <= snap.meta.index:
+            return False
+        index = self.machine.index
+        self.storage.create_snapshot(index, self.conf_state, self.machine.encode())
+        self.storage.compact(max(snap.meta.index, index - keep))
+        self.snapshots_taken += 1
+        return True

@@ -1,0 +1,47 @@
+"""Every seed that ever failed, kept as a regression test (tests/sim/test_sim.py runs them all).
+
+Add a seed here the day it fails, with what was wrong and where the fix went, even when the fault
+was the simulation's and not the core's. A seed names a world only together with the simulation
+that ran it: when the world changes (new faults, other odds), an old seed replays a different
+run. It stays anyway: it is one more seed that must pass, and its note records the lesson.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.sim.world import SimOptions
+
+
+@dataclass(slots=True, frozen=True)
+class Regression:
+    seed: int
+    note: str
+    date: str
+    nodes: int | None = None
+    ticks: int = SimOptions().ticks
+
+    def options(self) -> SimOptions:
+        return SimOptions(nodes=self.nodes, ticks=self.ticks)
+
+
+REGRESSIONS: list[Regression] = [
+    Regression(
+        59,
+        "liveness false alarm (simulation): the healed network still delayed messages by up to "
+        "a tick, and with one entry per message a leader's backlog outran the commit bound. "
+        "Fix: the calm network delivers within the tick (a LAN is faster than a tick).",
+        "2026-11-26",
+    ),
+    Regression(106, "as seed 59 (a learner far behind, one entry per message)", "2026-11-26"),
+    Regression(144, "as seed 59 (a 400-entry backlog on the leader)", "2026-11-26"),
+    Regression(157, "as seed 59", "2026-11-26"),
+    Regression(
+        532,
+        "liveness false alarm (simulation): PreVote off, nodes with stale logs kept timing out "
+        "first and deposing the leader. Without PreVote liveness is only probabilistic; such "
+        "worlds now get their own, wider bound (world.NO_PRE_VOTE_BOUND_ETS).",
+        "2026-11-26",
+    ),
+    Regression(809, "as seed 532 (one stale voter won nine timeout races in a row)", "2026-11-26"),
+]
