@@ -1,0 +1,324 @@
+"""`liferaft chaos run`: a seeded nemesis against a local or compose cluster, and the history check.
+
+    liferaft chaos run --faults kill,pause,partition --duration 120 --seed 7 --out chaos-out
+    liferaft chaos run --target compose --bootstrap 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
+
+--target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
+process of its own) with a proxy on every node-to-node link, and three node processes whose
+--peers point at those proxies (DevCluster's per-node peer overrides). Its data and logs go to
+OUT/cluster (node data is deleted afterwards unless --keep-data; logs stay).
+
+--target compose drives a running compose cluster started with the chaos-local (or chaos)
+profile: nodes by `docker kill/start/pause/unpause`, links through the proxy API published at
+--toxiproxy, or with --network iptables through DROP rules in the node containers' namespaces
+(for a cluster whose peers dial each other directly).
+
+The output folder gets history.jsonl, summary.json and plot.png. The last four lines printed are
+`lost: N`, `duplicated: N`, `inconsistent_offsets: N`, `aborted_reads: N`; the exit code is 1
+when anything acknowledged was lost or corrupted (lost, inconsistent offsets, aborted, wrong-offset
+or phantom reads) or the log could not be read back whole, 3 when the run could not be carried
+out (the cluster did not start, a fault could not be injected), 2 for bad usage. Duplicates do
+not fail a run: a producer without idempotence may write a retried send twice.
+
+This is node/ code because the local target needs DevCluster; chaos/ never imports node/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+
+from node.devcluster import DevCluster, DevClusterError, free_port_block
+
+__all__ = ["LocalChaosCluster", "chaos_app", "local_chaos_cluster", "register"]
+
+chaos_app = typer.Typer(
+    help="Chaos runs: faults against a cluster, and a check that nothing acknowledged was lost.",
+    no_args_is_help=True,
+)
+
+PROXY_START_TIMEOUT_S = 20.0
+
+
+@dataclass
+class LocalChaosCluster:
+    cluster: DevCluster
+    proxy_api: str
+    """HOST:PORT of the fault proxy's Toxiproxy API."""
+    proxy_pid: int
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cluster.bootstrap
+
+    @property
+    def node_ids(self) -> list[int]:
+        return sorted(self.cluster.nodes)
+
+
+def _start_proxy(log_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """python -m chaos.proxy on a free loopback port; (the process, its API address)."""
+    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chaos.proxy", "--listen", "127.0.0.1:0", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    log.close()
+    assert proc.stdout is not None
+    deadline = time.monotonic() + PROXY_START_TIMEOUT_S
+    line = ""
+    # The proxy prints one line once its API listens: "toxiproxy API listening on HOST:PORT".
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline and proc.poll() is None:
+        chunk = proc.stdout.readline()
+        if chunk:
+            line += chunk
+            if line.endswith("\n"):
+                break
+        else:
+            time.sleep(0.02)
+    if "listening on " not in line:
+        proc.kill()
+        proc.wait(5)
+        raise DevClusterError(f"the fault proxy did not start; see {log_path}")
+    return proc, line.rsplit("listening on ", 1)[1].strip()
+
+
+@contextmanager
+def local_chaos_cluster(
+    data_dir: Path, nodes: int = 3, extra_args: list[str] | None = None
+) -> Iterator[LocalChaosCluster]:
+    """A local cluster whose every node-to-node link goes through a fault proxy.
+
+    Starts the proxy, creates the links node<i>_to_node<j> (upstream: node j), points node i's
+    --peers at them, starts the nodes and waits until they are healthy. On exit everything it
+    started is stopped (nodes with SIGTERM then SIGKILL, the proxy by its pid).
+    """
+    from chaos.network import create_links
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc, api = _start_proxy(data_dir / "proxy.log")
+    cluster: DevCluster | None = None
+    try:
+        cluster = DevCluster.create(data_dir, nodes, free_port_block(nodes), extra_args)
+        cluster.cluster_id = f"chaos-{secrets.token_hex(3)}"
+        addresses = {n: node.address for n, node in cluster.nodes.items()}
+        links = create_links(api, addresses)
+        for (i, j), listen in links.items():
+            cluster.peer_overrides.setdefault(i, {})[j] = listen
+        cluster.start()
+        cluster.wait_healthy(60)
+        yield LocalChaosCluster(cluster=cluster, proxy_api=api, proxy_pid=proc.pid)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+@chaos_app.command("run")
+def chaos_run(
+    faults: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated fault kinds: kill, pause, partition, latency, bandwidth."
+        ),
+    ] = "kill,pause,partition",
+    duration: Annotated[float, typer.Option(help="Seconds the workload runs.")] = 60.0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the fault schedule (default: random, printed).")
+    ] = None,
+    target: Annotated[str, typer.Option(help="local (own processes) or compose.")] = "local",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default chaos-<seed>-<time>).")
+    ] = None,
+    bootstrap: Annotated[
+        str,
+        typer.Option(envvar="LIFERAFT_BOOTSTRAP", help="compose: the nodes' host addresses."),
+    ] = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
+    toxiproxy: Annotated[
+        str, typer.Option(help="compose: the fault proxy's API (HOST:PORT).")
+    ] = "127.0.0.1:8474",
+    network: Annotated[
+        str, typer.Option(help="compose: link faults via 'proxy' or 'iptables'.")
+    ] = "proxy",
+    project: Annotated[
+        str | None, typer.Option(help="compose: the project name (default: the only one).")
+    ] = None,
+    nodes: Annotated[int, typer.Option(help="local: how many nodes.")] = 3,
+    partitions: Annotated[int, typer.Option(help="Partitions of the topic.")] = 6,
+    producers_per_partition: Annotated[int, typer.Option()] = 1,
+    rate: Annotated[
+        float, typer.Option(help="Most sends per second per producer (0: no limit).")
+    ] = 0.0,
+    request_timeout_ms: Annotated[
+        int, typer.Option(help="Clients' per-attempt deadline (a paused leader costs this).")
+    ] = 3_000,
+    retry_backoff_ms: Annotated[
+        int, typer.Option(help="Clients' first retry backoff (doubles per retry).")
+    ] = 100,
+    retry_backoff_max_ms: Annotated[int, typer.Option(help="Clients' largest backoff.")] = 1_000,
+    settle: Annotated[
+        bool, typer.Option(help="Wait for every replica in sync before each fault.")
+    ] = True,
+    plot: Annotated[bool, typer.Option(help="Write plot.png (needs matplotlib).")] = True,
+    keep_data: Annotated[
+        bool, typer.Option(help="local: keep the nodes' data folders afterwards.")
+    ] = False,
+) -> None:
+    """Run a workload under a seeded nemesis, then check that nothing acknowledged was lost."""
+    from chaos.faults import Faults
+    from chaos.history import History
+    from chaos.nemesis import parse_fault_kinds, plan_faults
+    from chaos.network import IptablesNetwork, Network, ToxiproxyNetwork
+    from chaos.summary import format_run_summary, write_outputs
+    from chaos.targets import ComposeNodes, ProcessNodes, TargetError
+    from chaos.workload import WorkloadConfig, run_chaos
+
+    try:
+        kinds = parse_fault_kinds(faults)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    if target not in ("local", "compose"):
+        raise _fail(f"--target must be local or compose, not {target!r}")
+    if network not in ("proxy", "iptables"):
+        raise _fail(f"--network must be proxy or iptables, not {network!r}")
+    if duration <= 0 or partitions < 1 or producers_per_partition < 1:
+        raise _fail("--duration, --partitions and --producers-per-partition must be positive")
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 1_000_000)
+    out = out or Path(f"chaos-{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    topic = f"chaos-s{seed}-{secrets.token_hex(2)}"
+    config = WorkloadConfig(
+        topic=topic,
+        partitions=partitions,
+        producers_per_partition=producers_per_partition,
+        rate_per_producer=rate,
+        request_timeout_ms=request_timeout_ms,
+        retry_backoff_ms=retry_backoff_ms,
+        retry_backoff_max_ms=retry_backoff_max_ms,
+        recover_timeout_s=90.0 if target == "local" else 120.0,
+    )
+    plan = plan_faults(kinds, duration, seed, partitions=partitions)
+    run: dict[str, Any] = {
+        "target": target,
+        "faults": ",".join(kinds),
+        "duration_s": duration,
+        "seed": seed,
+        "topic": topic,
+    }
+    if (request_timeout_ms, retry_backoff_ms, retry_backoff_max_ms) != (3_000, 100, 1_000):
+        run["client"] = (
+            f"request={request_timeout_ms}ms,backoff={retry_backoff_ms}..{retry_backoff_max_ms}ms"
+        )
+    _say(
+        "chaos run: "
+        + " ".join(f"{k}={v}" for k, v in run.items())
+        + f"; {len(plan)} faults planned; output in {out}"
+    )
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+    with open(out / "history.jsonl", "w", encoding="utf-8") as stream:
+        history = History(stream_to=stream)
+        try:
+            if target == "local":
+                with local_chaos_cluster(out / "cluster", nodes) as local:
+                    _say(
+                        f"local cluster: {local.bootstrap}, links through the proxy at "
+                        f"{local.proxy_api}"
+                    )
+                    chaos = Faults(
+                        ProcessNodes(local.cluster, local.node_ids),
+                        ToxiproxyNetwork(local.proxy_api),
+                    )
+                    try:
+                        result = asyncio.run(
+                            run_chaos(
+                                local.bootstrap,
+                                chaos,
+                                plan,
+                                history,
+                                config,
+                                duration,
+                                settle=settle,
+                                say=_say,
+                            )
+                        )
+                    finally:
+                        chaos.close()
+                if not keep_data:
+                    for n in local.node_ids:
+                        shutil.rmtree(out / "cluster" / f"node-{n}", ignore_errors=True)
+                run["bootstrap"] = local.bootstrap
+            else:
+                compose_nodes = ComposeNodes(project=project)
+                link_net: Network = (
+                    ToxiproxyNetwork(toxiproxy)
+                    if network == "proxy"
+                    else IptablesNetwork(compose_nodes)
+                )
+                chaos = Faults(compose_nodes, link_net)
+                try:
+                    result = asyncio.run(
+                        run_chaos(
+                            bootstrap,
+                            chaos,
+                            plan,
+                            history,
+                            config,
+                            duration,
+                            settle=settle,
+                            say=_say,
+                        )
+                    )
+                finally:
+                    chaos.close()
+                run["bootstrap"] = bootstrap
+                run["project"] = compose_nodes.project
+                run["network"] = network
+        except (DevClusterError, TargetError, RuntimeError, OSError) as e:
+            raise _fail(f"the chaos run could not complete: {e}", 3) from None
+
+    try:
+        written = write_outputs(result, run, out, plot=plot)
+    except ImportError as e:
+        written = write_outputs(result, run, out, plot=False)
+        _say(f"no plot: {e} (pip install matplotlib)")
+    _say("wrote " + ", ".join(str(p) for p in [out / "history.jsonl", *written]))
+    _say(format_run_summary(result, run))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(chaos_app, name="chaos")
