@@ -16,17 +16,24 @@ lost may come back from its retry as TopicAlreadyExistsError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from google.protobuf.message import Message
 
 from client.cluster import ClientConfig, Cluster
-from client.errors import BrokerUnavailableError, LiferaftError, error_from_detail
+from client.consumer import partition_lag
+from client.errors import (
+    BrokerUnavailableError,
+    LiferaftError,
+    error_from_detail,
+)
+from client.group import CoordinatorClient, OffsetAndMetadata, fetch_committed, tps_from_pb
 from client.metadata import BrokerMetadata, PartitionMetadata, TopicMetadata, best_view
 from client.offsets import OffsetSpec, list_offset
 from client.retry import RetryState
@@ -40,8 +47,12 @@ __all__ = [
     "ClusterDescription",
     "ConfigValue",
     "CreatedTopic",
+    "GroupDescription",
+    "GroupMember",
+    "GroupOverview",
     "NewTopic",
     "OffsetSpec",
+    "PartitionOffsetLag",
     "TopicDescription",
 ]
 
@@ -107,6 +118,57 @@ class ClusterDescription:
                 if p.leader:
                     out.setdefault(p.leader, []).append(TopicPartition(name, p.partition))
         return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupOverview:
+    group_id: str
+    state: str
+    """Empty, Stable, Reconciling or Recovering (docs/consumer-groups.md)."""
+    members: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupMember:
+    member_id: str
+    client_id: str
+    topics: tuple[str, ...]
+    assignment: frozenset[TopicPartition]
+    """What it holds now."""
+    target: frozenset[TopicPartition]
+    """What the coordinator means it to hold once partitions have moved."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartitionOffsetLag:
+    """One partition of a group: its committed offset and lag, and who reads it."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    """The next offset the group will read; None: nothing committed yet."""
+    metadata: str
+    high_watermark: int
+    lag_records: int
+    lag_ms: int
+    """The leader's clock minus the timestamp of the first uncommitted record (0: caught up)."""
+    member_id: str | None
+    error: LiferaftError | None = None
+    """Set (and the lag -1) when the partition's leader could not be asked."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupDescription:
+    group_id: str
+    state: str
+    generation: int
+    coordinator_id: int
+    members: tuple[GroupMember, ...]
+    partitions: tuple[PartitionOffsetLag, ...]
+
+    @property
+    def total_lag(self) -> int:
+        return sum(p.lag_records for p in self.partitions if p.lag_records > 0)
 
 
 def _error(detail: ErrorDetail) -> LiferaftError | None:
@@ -467,6 +529,140 @@ class AdminClient:
 
         found = await asyncio.gather(*(one(tp, spec) for tp, spec in items))
         return dict(zip((tp for tp, _ in items), found, strict=True))
+
+    # -- consumer groups -----------------------------------------------------------------------
+    async def list_groups(self) -> list[GroupOverview]:
+        cluster = await self._ready()
+        resp = await CoordinatorClient(cluster, "-").call(
+            "ListGroups", broker_pb2.ListGroupsRequest(), timeout_ms=self.config.delivery_timeout_ms
+        )
+        return [
+            GroupOverview(group_id=g.group_id, state=g.state, members=g.members)
+            for g in resp.groups
+        ]
+
+    async def describe_group(self, group_id: str, *, lag: bool = True) -> GroupDescription:
+        """Members, what each holds, and per partition the committed offset and the lag, in
+        records and in ms, as each partition's leader computes it (GroupIdNotFoundError for a
+        group that does not exist).
+
+        Every partition of the topics the group reads or has offsets for is listed."""
+        cluster = await self._ready()
+        resp = await CoordinatorClient(cluster, group_id).call(
+            "DescribeGroup",
+            broker_pb2.DescribeGroupRequest(group_id=group_id),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        members = tuple(
+            GroupMember(
+                member_id=m.member_id,
+                client_id=m.client_id,
+                topics=tuple(m.topics),
+                assignment=frozenset(tps_from_pb(m.assignment)),
+                target=frozenset(tps_from_pb(m.target)),
+            )
+            for m in resp.members
+        )
+        committed = {
+            TopicPartition(o.topic, o.partition): OffsetAndMetadata(
+                offset=o.offset, metadata=o.metadata, commit_timestamp_ms=o.commit_timestamp_ms
+            )
+            for o in resp.offsets
+        }
+        holder = {tp: m.member_id for m in members for tp in m.assignment}
+        topics = {tp.topic for tp in committed} | {t for m in members for t in m.topics}
+        tps: set[TopicPartition] = set(committed)
+        for topic in topics:
+            with contextlib.suppress(LiferaftError):
+                tps.update(TopicPartition(topic, p) for p in await cluster.partitions_for(topic))
+
+        async def one(tp: TopicPartition) -> PartitionOffsetLag:
+            om = committed.get(tp)
+            offset = om.offset if om is not None else None
+            try:
+                if not lag:
+                    raise LookupError
+                start = offset
+                if start is None:
+                    start = (await list_offset(cluster, tp, "earliest")).offset
+                found = await partition_lag(cluster, tp, start)
+                hw, records, ms, error = found.high_watermark, found.records, found.ms, None
+            except LookupError:
+                hw, records, ms, error = -1, -1, -1, None
+            except LiferaftError as e:
+                hw, records, ms, error = -1, -1, -1, e
+            return PartitionOffsetLag(
+                topic=tp.topic,
+                partition=tp.partition,
+                committed=offset,
+                metadata=om.metadata if om is not None else "",
+                high_watermark=hw,
+                lag_records=records,
+                lag_ms=ms,
+                member_id=holder.get(tp),
+                error=error,
+            )
+
+        parts = await asyncio.gather(*(one(tp) for tp in sorted(tps)))
+        return GroupDescription(
+            group_id=resp.group_id,
+            state=resp.state,
+            generation=resp.generation,
+            coordinator_id=resp.coordinator_id,
+            members=members,
+            partitions=tuple(parts),
+        )
+
+    async def plan_offset_reset(
+        self, group_id: str, topic: str, spec: OffsetSpec | Literal["offset"], offset: int = -1
+    ) -> dict[TopicPartition, tuple[int | None, int]]:
+        """What reset_offsets would do: {partition: (committed now, new offset)}. spec is
+        "earliest", "latest", a timestamp in ms (the first offset at or after it; the high
+        watermark if none), or "offset" with `offset` (clamped to [log start, high watermark],
+        as Kafka's tool does). Changes nothing."""
+        cluster = await self._ready()
+        tps = [TopicPartition(topic, p) for p in await cluster.partitions_for(topic)]
+        current = await self._committed(cluster, group_id, tps)
+
+        async def target(tp: TopicPartition) -> int:
+            if spec == "offset":
+                lo = (await list_offset(cluster, tp, "earliest")).offset
+                hi = (await list_offset(cluster, tp, "latest")).offset
+                return min(max(offset, lo), hi)
+            found = (await list_offset(cluster, tp, spec)).offset
+            if found < 0:  # no record at or after the time: the end
+                found = (await list_offset(cluster, tp, "latest")).offset
+            return found
+
+        news = await asyncio.gather(*(target(tp) for tp in tps))
+        return {tp: (current.get(tp), new) for tp, new in zip(tps, news, strict=True)}
+
+    async def reset_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition | tuple[str, int], int]
+    ) -> None:
+        """Set a group's committed offsets. Refused (NonEmptyGroupError) while the group has
+        live members: they would overwrite it at their next commit."""
+        cluster = await self._ready()
+        request = broker_pb2.CommitOffsetsRequest(
+            group_id=group_id,
+            member_id="",
+            generation=-1,
+            offsets=[
+                broker_pb2.OffsetCommit(topic=tp[0], partition=tp[1], offset=o)
+                for tp, o in sorted((TopicPartition(*k), v) for k, v in offsets.items())
+            ],
+        )
+        await CoordinatorClient(cluster, group_id).call(
+            "CommitOffsets", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+
+    async def _committed(
+        self, cluster: Cluster, group_id: str, tps: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        found = await fetch_committed(
+            CoordinatorClient(cluster, group_id), tps, self.config.delivery_timeout_ms
+        )
+        return {tp: om.offset for tp, om in found.items()}
 
 
 async def _ask_every_node(cluster: Cluster, rpc: str, request: Message) -> list[tuple[int, Any]]:

@@ -387,6 +387,19 @@ class Cluster:
             self._note_failure(broker.address, err)
             raise err from e
 
+    async def call_address(
+        self, address: str, rpc: str, request: Message, *, timeout_ms: int | None = None
+    ) -> Any:
+        """One attempt of `rpc` at one address (a group coordinator), errors mapped."""
+        self._check_open()
+        timeout = (timeout_ms or self.config.request_timeout_ms) / 1000
+        try:
+            return await getattr(self._conns.stub(address), rpc)(request, timeout=timeout)
+        except grpc.RpcError as e:
+            err = from_rpc_error(e, address=address)
+            self._note_failure(address, err)
+            raise err from e
+
     # -- helpers -------------------------------------------------------------------------------
     def _retrying(self, budget_ms: int, state: RetryState, what: str) -> AsyncRetrying:
         started = time.monotonic()

@@ -28,6 +28,8 @@ from liferaft_proto.v1.errors_pb2 import ErrorCode, ErrorDetail
 __all__ = [
     "BrokerNotAvailableError",
     "BrokerUnavailableError",
+    "BufferFullError",
+    "CommitFailedError",
     "CoordinatorLoadInProgressError",
     "CoordinatorNotAvailableError",
     "CorruptMessageError",
@@ -452,6 +454,19 @@ class DeliveryTimeoutError(RequestTimedOutError):
         self.last_error = last_error
 
 
+class BufferFullError(RequestTimedOutError):
+    """The producer's buffer (buffer_memory) stayed full for max_block_ms: the records could not
+    even be queued. Nothing of them was sent."""
+
+    retriable = False
+
+
+class CommitFailedError(IllegalGenerationError):
+    """A group member's commit was refused because the partitions are no longer its own (its
+    session ended, or they moved to another member). The offsets were not committed; the
+    records after the last successful commit will be read again by their new owner."""
+
+
 def _collect_codes() -> MappingProxyType[int, type[LiferaftError]]:
     by_code: dict[int, type[LiferaftError]] = {}
     pending: list[type[LiferaftError]] = list(LiferaftError.__subclasses__())
@@ -459,7 +474,12 @@ def _collect_codes() -> MappingProxyType[int, type[LiferaftError]]:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
         # The transport and give-up classes share a code with the class a node's detail maps to.
-        if cls in (BrokerUnavailableError, DeliveryTimeoutError):
+        if cls in (
+            BrokerUnavailableError,
+            DeliveryTimeoutError,
+            BufferFullError,
+            CommitFailedError,
+        ):
             continue
         if cls.code in by_code:
             raise AssertionError(f"{cls.__name__} and {by_code[cls.code].__name__} share a code")

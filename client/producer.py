@@ -1,28 +1,40 @@
-"""The producer: records in, one record batch per call to the partition leader, offsets out.
+"""The producer: records in, batched per partition, delivered in order, written exactly once.
 
-    async with Producer("127.0.0.1:9092", acks="all") as producer:
-        meta = await producer.send_and_wait("orders", b"42 apples", key=b"customer-7")
-        print(meta.partition, meta.offset)
+    async with Producer("127.0.0.1:9092", linger_ms=5, compression_type="zstd") as producer:
+        fut = await producer.send("orders", b"42 apples", key=b"customer-7")
+        meta = await fut                      # RecordMetadata: topic, partition, offset, time
+        await producer.send_and_wait("orders", b"7 pears", headers={"source": b"shop"})
+        await producer.flush()
 
-For now every call sends one batch and waits for it (send_and_wait: a batch of one record;
-send_batch: many records, one partition). Concurrent calls are independent requests, so their
-order within a partition is not guaranteed; await each call when order matters. Batching by size
-and linger time, idempotence and compression come next, between this module's record handling
-and the sender (client/sender.py), without changing these signatures.
+Theory of operation. `send()` picks the partition (the partitioner: a key's records always go to
+one partition, so they stay in order), reserves the record's size in the bounded buffer (waiting
+for space: back-pressure), and appends it to the partition's open batch (client/accumulator.py).
+It returns a future that resolves once the batch is as durable as `acks` asks. One sender task
+per partition (client/sender.py) takes batches when they are full (`batch_size` bytes) or have
+waited `linger_ms`, and keeps up to `max_in_flight_requests_per_partition` in the air, in order.
+
+Idempotence is on by default (with acks="all", as in Kafka): the producer gets an id from the
+cluster and numbers its records per partition; a retry after a lost answer or a leader failover
+is recognised by the leader and not written twice, and order holds across retries. A record that
+is not acknowledged within `delivery_timeout_ms` of its send() fails with DeliveryTimeoutError.
 
 Values, keys and header values are bytes; a str is encoded as UTF-8 for convenience.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
+from client.accumulator import BATCH_OVERHEAD, RecordAccumulator, estimate_size
 from client.cluster import ClientConfig, Cluster
+from client.errors import MessageTooLargeError, UnknownTopicOrPartitionError
 from client.partitioner import DefaultPartitioner, Partitioner
-from client.sender import Sender, parse_acks
-from client.types import Header, RecordMetadata
-from liferaft_proto.records import Record, build_batch
+from client.sender import ACKS_ALL, PartitionSender, ProducerIdentity, Sender, parse_acks
+from client.types import Header, RecordMetadata, TopicPartition
+from liferaft_proto.records import Record, compression_codec
+from liferaft_proto.v1 import broker_pb2
 
 __all__ = ["Producer", "Record"]
 
@@ -57,21 +69,71 @@ def _now_ms() -> int:
 
 
 class Producer:
-    """Sends records to a liferaft cluster. Use `async with`, or start() and close()."""
+    """Sends records to a liferaft cluster. Use `async with`, or start() and close().
+
+    Options are Kafka's producer settings, in milliseconds and bytes:
+    acks ("all", 1, 0), enable_idempotence (default: on with acks="all"), linger_ms, batch_size,
+    buffer_memory, max_block_ms, delivery_timeout_ms, request_timeout_ms,
+    max_in_flight_requests_per_partition (at most 5 with idempotence), max_request_size,
+    compression_type (None, "lz4", "zstd"), partitioner.
+    """
 
     def __init__(
         self,
         bootstrap: str | Iterable[str],
         *,
         acks: str | int = "all",
+        enable_idempotence: bool | None = None,
+        linger_ms: int = 5,
+        batch_size: int = 64 * 1024,
+        buffer_memory: int = 32 * 1024 * 1024,
+        max_block_ms: int = 60_000,
         delivery_timeout_ms: int = 120_000,
         request_timeout_ms: int = 30_000,
+        max_in_flight_requests_per_partition: int = 5,
+        max_request_size: int = 1024 * 1024,
+        compression_type: str | None = None,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
         metadata_max_age_ms: int = 300_000,
         partitioner: Partitioner | None = None,
     ) -> None:
         self.acks = parse_acks(acks)
+        if enable_idempotence is None:
+            enable_idempotence = self.acks == ACKS_ALL
+        elif enable_idempotence and self.acks != ACKS_ALL:
+            raise ValueError(
+                "enable_idempotence=True needs acks='all' (a batch only the leader holds can be "
+                "lost in a failover, and its retry would then be refused as out of order)"
+            )
+        if enable_idempotence and not 1 <= max_in_flight_requests_per_partition <= 5:
+            raise ValueError(
+                "with idempotence, max_in_flight_requests_per_partition must be 1..5 (the "
+                "leader remembers the last 5 batches of each producer)"
+            )
+        if max_in_flight_requests_per_partition < 1:
+            raise ValueError("max_in_flight_requests_per_partition must be >= 1")
+        for name, value in (
+            ("linger_ms", linger_ms),
+            ("max_block_ms", max_block_ms),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        for name, value in (
+            ("batch_size", batch_size),
+            ("buffer_memory", buffer_memory),
+            ("max_request_size", max_request_size),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.enable_idempotence = enable_idempotence
+        self.linger_ms = linger_ms
+        self.batch_size = batch_size
+        self.buffer_memory = buffer_memory
+        self.max_block_ms = max_block_ms
+        self.max_in_flight = max_in_flight_requests_per_partition
+        self.max_request_size = max_request_size
+        self.compression = compression_codec(compression_type)
         self.config = ClientConfig.build(
             bootstrap,
             request_timeout_ms=request_timeout_ms,
@@ -83,30 +145,75 @@ class Producer:
         self.partitioner: Partitioner = partitioner or DefaultPartitioner()
         self._cluster: Cluster | None = None
         self._sender: Sender | None = None
+        self._acc: RecordAccumulator | None = None
+        self._senders: dict[TopicPartition, PartitionSender] = {}
+        self._identity: ProducerIdentity | None = None
         self._closed = False
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect: fetch metadata from a bootstrap node (raises BrokerUnavailableError if no
-        bootstrap node answers)."""
+        bootstrap node answers) and, when idempotent, get a producer id."""
         if self._closed:
             raise RuntimeError("the producer is closed")
-        if self._cluster is None:
-            cluster = Cluster(self.config)
-            try:
-                await cluster.start()
-            except BaseException:
-                await cluster.close()
-                raise
-            self._cluster = cluster
-            self._sender = Sender(
-                cluster, acks=self.acks, delivery_timeout_ms=self.config.delivery_timeout_ms
-            )
+        if self._cluster is not None:
+            return
+        cluster = Cluster(self.config)
+        try:
+            await cluster.start()
+            if self.enable_idempotence:
+                resp = await cluster.call_any("InitProducerId", broker_pb2.InitProducerIdRequest())
+                self._identity = ProducerIdentity(resp.producer_id, resp.producer_epoch)
+        except BaseException:
+            await cluster.close()
+            raise
+        self._cluster = cluster
+        self._sender = Sender(
+            cluster, acks=self.acks, delivery_timeout_ms=self.config.delivery_timeout_ms
+        )
+        self._acc = RecordAccumulator(
+            batch_size=self.batch_size,
+            linger_ms=self.linger_ms,
+            buffer_memory=self.buffer_memory,
+            delivery_timeout_ms=self.config.delivery_timeout_ms,
+        )
+
+    async def flush(self, timeout_ms: int | None = None) -> None:
+        """Send everything buffered now (no lingering) and wait until every record sent so far
+        is acknowledged or failed. Failures stay on their futures; flush does not raise them."""
+        if self._acc is None:
+            return
+        acc = self._acc
+        pending = [b.done.wait() for b in list(acc.incomplete)]
+        if not pending:
+            return
+        acc.flushing += 1
+        try:
+            for s in self._senders.values():
+                s.wake()
+            waiting = asyncio.gather(*pending)
+            if timeout_ms is None:
+                await waiting
+            else:
+                await asyncio.wait_for(waiting, timeout_ms / 1000)
+        finally:
+            acc.flushing -= 1
 
     async def close(self) -> None:
+        """Deliver what is buffered (within the delivery timeout), then disconnect."""
+        if self._closed:
+            return
         self._closed = True
-        if self._cluster is not None:
-            await self._cluster.close()
+        try:
+            for s in self._senders.values():
+                s.closing = True
+                s.wake()
+            tasks = [s.task for s in self._senders.values() if s.task is not None]
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if self._cluster is not None:
+                await self._cluster.close()
 
     async def __aenter__(self) -> Producer:
         await self.start()
@@ -115,42 +222,73 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _ready(self) -> tuple[Cluster, Sender]:
-        if self._cluster is None or self._sender is None:
-            await self.start()
-        assert self._cluster is not None and self._sender is not None
+    async def _ready(self) -> tuple[Cluster, RecordAccumulator]:
         if self._closed:
             raise RuntimeError("the producer is closed")
-        return self._cluster, self._sender
+        if self._cluster is None or self._acc is None:
+            await self.start()
+        assert self._cluster is not None and self._acc is not None
+        return self._cluster, self._acc
+
+    @property
+    def producer_id(self) -> int | None:
+        """The idempotent producer's id (None when not idempotent or not started)."""
+        return self._identity.producer_id if self._identity is not None else None
 
     # -- sending -------------------------------------------------------------------------------
     async def partitions_for(self, topic: str) -> tuple[int, ...]:
         cluster, _ = await self._ready()
         return await cluster.partitions_for(topic)
 
-    async def send_and_wait(
+    async def send(
         self,
         topic: str,
-        value: Bytes | None,
+        value: Bytes | None = None,
         key: Bytes | None = None,
         partition: int | None = None,
-        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
-    ) -> RecordMetadata:
-        """Send one record and wait until it is as durable as `acks` asks.
+        headers: HeadersIn | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; returns a future of its RecordMetadata.
 
-        partition None: the partitioner chooses (by key hash, or round-robin without a key).
-        Raises a LiferaftError subclass: at once when the request cannot succeed
-        (UnknownTopicOrPartitionError, MessageTooLargeError, ...), or DeliveryTimeoutError when
-        retriable failures outlast delivery_timeout_ms.
+        Waits only for room in the buffer (BufferFullError after max_block_ms) and, the first
+        time a topic is used, for its metadata. partition None: the partitioner chooses (by key
+        hash, or round-robin without a key). The future fails with the record's error:
+        DeliveryTimeoutError, MessageTooLargeError, UnknownTopicOrPartitionError, ...
         """
+        cluster, acc = await self._ready()
         record = Record(
             value=_as_bytes(value, "value"),
             key=_as_bytes(key, "key"),
             headers=_headers(headers),
             timestamp_ms=timestamp_ms if timestamp_ms is not None else _now_ms(),
         )
-        return await self.send_batch(topic, [record], partition=partition)
+        size = estimate_size(record)
+        if size + BATCH_OVERHEAD > self.max_request_size:
+            raise MessageTooLargeError(
+                None,
+                f"a record of about {size} bytes is larger than max_request_size="
+                f"{self.max_request_size}",
+            )
+        tp = await self._choose(cluster, topic, partition, record.key)
+        await acc.reserve(size, self.max_block_ms / 1000)
+        fut, wake = acc.append(tp, record, size)
+        if wake:
+            self._partition_sender(tp).wake()
+        return fut
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: Bytes | None = None,
+        key: Bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: HeadersIn | None = None,
+    ) -> RecordMetadata:
+        """Send one record and wait until it is as durable as `acks` asks."""
+        fut = await self.send(topic, value, key, partition, timestamp_ms, headers)
+        return await fut
 
     async def send_batch(
         self,
@@ -158,31 +296,60 @@ class Producer:
         records: Iterable[Record | Bytes | None],
         partition: int | None = None,
     ) -> RecordMetadata:
-        """Send records to one partition as one batch, all or nothing; returns the first
-        record's metadata (offsets are consecutive: the i-th record is at offset + i).
+        """Send records to one partition as one batch, all or nothing, and wait for it; returns
+        the first record's metadata (offsets are consecutive: the i-th record is at offset + i).
 
         Items are `Record`s (liferaft_proto.records.Record: value, key, headers, timestamp) or
         bare values. partition None: the partitioner chooses from the records' keys, which must
-        then all map to one partition.
+        then all map to one partition. The batch keeps its place in the partition's order.
         """
-        cluster, sender = await self._ready()
+        cluster, acc = await self._ready()
         batch_records = self._normalize(records)
         if partition is None:
-            partition = await self._choose_partition(cluster, topic, batch_records)
-        elif partition < 0:
-            raise ValueError(f"partition must be >= 0, got {partition}")
-        first_ts = batch_records[0].timestamp_ms
-        assert first_ts is not None
-        batch = build_batch(batch_records)
-        result = await sender.send(topic, partition, batch)
+            keys = list(dict.fromkeys(r.key for r in batch_records))
+            chosen = {(await self._choose(cluster, topic, None, k)).partition for k in keys}
+            if len(chosen) != 1:
+                raise ValueError(
+                    f"the records' keys map to partitions {sorted(chosen)} of {topic!r}; a batch "
+                    "goes to one partition: pass partition=, or send one batch per key"
+                )
+            partition = chosen.pop()
+        tp = await self._choose(cluster, topic, partition, None)
+        size = sum(estimate_size(r) for r in batch_records) + BATCH_OVERHEAD
+        if size > self.max_request_size:
+            raise MessageTooLargeError(
+                None,
+                f"a batch of about {size} bytes is larger than max_request_size="
+                f"{self.max_request_size}",
+            )
+        await acc.reserve(size, self.max_block_ms / 1000)
+        futures = acc.append_batch(tp, batch_records, size)
+        self._partition_sender(tp).wake()
+        first = await futures[0]
+        await asyncio.gather(*futures[1:])
         return RecordMetadata(
-            topic=topic,
-            partition=partition,
-            offset=result.base_offset,
-            timestamp_ms=result.log_append_time_ms if result.log_append_time_ms >= 0 else first_ts,
-            log_start_offset=result.log_start_offset,
+            topic=first.topic,
+            partition=first.partition,
+            offset=first.offset,
+            timestamp_ms=first.timestamp_ms,
+            log_start_offset=first.log_start_offset,
             record_count=len(batch_records),
         )
+
+    def _partition_sender(self, tp: TopicPartition) -> PartitionSender:
+        s = self._senders.get(tp)
+        if s is None:
+            assert self._sender is not None and self._acc is not None
+            s = self._senders[tp] = PartitionSender(
+                tp,
+                self._sender,
+                self._acc,
+                max_in_flight=self.max_in_flight,
+                compression=self.compression,
+                identity=self._identity,
+            )
+            s.start()
+        return s
 
     @staticmethod
     def _normalize(records: Iterable[Record | Bytes | None]) -> list[Record]:
@@ -199,29 +366,32 @@ class Producer:
             raise ValueError("send_batch needs at least one record")
         return out
 
-    async def _choose_partition(
-        self, cluster: Cluster, topic: str, records: Sequence[Record]
-    ) -> int:
-        tm = await cluster.topic_metadata(topic)
+    async def _choose(
+        self, cluster: Cluster, topic: str, partition: int | None, key: bytes | None
+    ) -> TopicPartition:
+        tm = cluster.metadata.topic(topic)
+        if tm is None:
+            tm = await asyncio.wait_for(cluster.topic_metadata(topic), self.max_block_ms / 1000)
         partitions = tm.partition_ids
+        if partition is not None:
+            if partition < 0:
+                raise ValueError(f"partition must be >= 0, got {partition}")
+            if partition not in partitions:
+                tm = await cluster.topic_metadata(topic)
+                if partition not in tm.partition_ids:
+                    raise UnknownTopicOrPartitionError(
+                        None,
+                        f"topic {topic!r} has partitions 0..{len(tm.partition_ids) - 1}, "
+                        f"not {partition}",
+                    )
+            return TopicPartition(topic, partition)
         available = cluster.metadata.available_partitions_for(topic)
-        keys = list(dict.fromkeys(r.key for r in records))
-        chosen = {self._partition(topic, key, partitions, available) for key in keys}
-        if len(chosen) != 1:
-            raise ValueError(
-                f"the records' keys map to partitions {sorted(chosen)} of {topic!r}; a batch goes "
-                "to one partition: pass partition=, or send one batch per key"
-            )
-        return chosen.pop()
-
-    def _partition(
-        self, topic: str, key: bytes | None, partitions: Sequence[int], available: Sequence[int]
-    ) -> int:
         p = self.partitioner(topic, key, partitions, available)
         if p not in partitions:
             raise ValueError(f"partitioner chose partition {p!r}, not one of {list(partitions)}")
-        return p
+        return TopicPartition(topic, p)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._cluster else "new"
-        return f"<Producer {','.join(self.config.bootstrap)} acks={self.acks} {state}>"
+        idem = f" producer_id={self.producer_id}" if self._identity else ""
+        return f"<Producer {','.join(self.config.bootstrap)} acks={self.acks}{idem} {state}>"

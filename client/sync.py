@@ -18,6 +18,7 @@ facade may be used from several threads; calls run one after another on its loop
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import weakref
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
@@ -27,14 +28,17 @@ from client.admin import (
     AdminClient,
     ClusterDescription,
     CreatedTopic,
+    GroupDescription,
+    GroupOverview,
     NewTopic,
     TopicDescription,
 )
 from client.consumer import Consumer
 from client.errors import LiferaftError
+from client.group import OffsetAndMetadata
 from client.offsets import OffsetSpec
 from client.producer import Bytes, HeadersIn, Producer
-from client.types import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
+from client.types import ConsumerRecord, Lag, OffsetAndTimestamp, RecordMetadata, TopicPartition
 from liferaft_proto.records import Record
 
 __all__ = ["SyncAdminClient", "SyncConsumer", "SyncProducer"]
@@ -139,15 +143,49 @@ class SyncProducer(_SyncFacade):
     def send_and_wait(
         self,
         topic: str,
-        value: Bytes | None,
+        value: Bytes | None = None,
         key: Bytes | None = None,
         partition: int | None = None,
-        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
+        headers: HeadersIn | None = None,
     ) -> RecordMetadata:
         return self._run(
-            self._producer.send_and_wait(topic, value, key, partition, headers, timestamp_ms)
+            self._producer.send_and_wait(
+                topic, value, key, partition, timestamp_ms=timestamp_ms, headers=headers
+            )
         )
+
+    def send(
+        self,
+        topic: str,
+        value: Bytes | None = None,
+        key: Bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: HeadersIn | None = None,
+    ) -> concurrent.futures.Future[RecordMetadata]:
+        """Queue a record (blocking only while the buffer is full); returns a
+        concurrent.futures.Future of its metadata. Call flush() to wait for everything."""
+        fut = self._run(
+            self._producer.send(
+                topic, value, key, partition, timestamp_ms=timestamp_ms, headers=headers
+            )
+        )
+        out: concurrent.futures.Future[RecordMetadata] = concurrent.futures.Future()
+
+        def copy(f: asyncio.Future[RecordMetadata]) -> None:
+            if f.cancelled():
+                out.cancel()
+            elif f.exception() is not None:
+                out.set_exception(f.exception())
+            else:
+                out.set_result(f.result())
+
+        self._runner.loop.call_soon_threadsafe(fut.add_done_callback, copy)
+        return out
+
+    def flush(self, timeout_ms: int | None = None) -> None:
+        self._run(self._producer.flush(timeout_ms))
 
     def send_batch(
         self, topic: str, records: Iterable[Record | Bytes | None], partition: int | None = None
@@ -231,6 +269,38 @@ class SyncConsumer(_SyncFacade):
         )
 
     poll = getmany
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        names = list(topics)
+
+        async def subscribe() -> None:
+            self._consumer.subscribe(names)
+
+        self._run(subscribe())
+
+    def commit(self, offsets: Mapping[TP, int | OffsetAndMetadata] | None = None) -> None:
+        self._run(self._consumer.commit(dict(offsets) if offsets is not None else None))
+
+    def committed(self, tp: TP) -> int | None:
+        return self._run(self._consumer.committed(tp))
+
+    def pause(self, *partitions: TP) -> None:
+        async def pause() -> None:
+            self._consumer.pause(*partitions)
+
+        self._run(pause())
+
+    def resume(self, *partitions: TP) -> None:
+        async def resume() -> None:
+            self._consumer.resume(*partitions)
+
+        self._run(resume())
+
+    def lag(self, tp: TP, *, committed: bool = False) -> Lag:
+        return self._run(self._consumer.lag(tp, committed=committed))
+
+    def wait_for_assignment(self, timeout_ms: int = 30_000) -> set[TopicPartition]:
+        return self._run(self._consumer.wait_for_assignment(timeout_ms))
 
     def getone(self, *partitions: TP) -> ConsumerRecord:
         return self._run(self._consumer.getone(*partitions))
@@ -339,6 +409,20 @@ class SyncAdminClient(_SyncFacade):
 
     def describe_cluster(self) -> ClusterDescription:
         return self._run(self._admin.describe_cluster())
+
+    def list_groups(self) -> list[GroupOverview]:
+        return self._run(self._admin.list_groups())
+
+    def describe_group(self, group_id: str, *, lag: bool = True) -> GroupDescription:
+        return self._run(self._admin.describe_group(group_id, lag=lag))
+
+    def plan_offset_reset(
+        self, group_id: str, topic: str, spec: Any, offset: int = -1
+    ) -> dict[TopicPartition, tuple[int | None, int]]:
+        return self._run(self._admin.plan_offset_reset(group_id, topic, spec, offset))
+
+    def reset_offsets(self, group_id: str, offsets: Mapping[TP, int]) -> None:
+        self._run(self._admin.reset_offsets(group_id, dict(offsets)))
 
     metadata = describe_cluster
 

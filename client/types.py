@@ -8,6 +8,7 @@ from typing import NamedTuple
 __all__ = [
     "ConsumerRecord",
     "Header",
+    "Lag",
     "OffsetAndTimestamp",
     "RecordMetadata",
     "TopicPartition",
@@ -70,3 +71,22 @@ class OffsetAndTimestamp:
     offset: int
     timestamp_ms: int = -1
     leader_epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lag:
+    """How far a reader at `offset` is behind a partition's high watermark, as its leader
+    computed it from the replicated log (so it does not change with the leader)."""
+
+    offset: int
+    high_watermark: int
+    records: int
+    """Records from `offset` (or the log start, if later) to the high watermark."""
+    ms: int
+    """The leader's clock minus the timestamp of the first of those records; 0 when caught up."""
+    first_unconsumed_timestamp_ms: int = -1
+    leader_epoch: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.ms / 1000

@@ -17,6 +17,14 @@ client that computed a right CRC over wrong records). `read_header(..., deep=Tru
 record lengths to prove that too, still without building a record, and `iter_records` checks
 every field as it decodes.
 
+Compression (Kafka's codecs 3 lz4 and 4 zstd). The records section, everything after the 61
+header bytes, is compressed as a whole; the header stays plain and the CRC covers the compressed
+bytes. So the broker checks and stores a compressed batch exactly like a plain one and never
+decompresses it: the codec packages (`lz4`, `zstandard`) are needed by clients only, imported on
+first use. `read_header(deep=True)` cannot walk the record framing of a compressed batch without
+decompressing it; for those it checks the outer framing instead (the payload starts with its
+codec's frame magic number), and `iter_records` checks every record after decompressing.
+
 This module is part of the wire contract, imported by both the node and the client: it imports
 struct and crc32c and nothing of the project.
 """
@@ -27,10 +35,15 @@ import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from crc32c import crc32c
 
 __all__ = [
+    "COMPRESSION_CODECS",
+    "COMPRESSION_LZ4",
+    "COMPRESSION_NONE",
+    "COMPRESSION_ZSTD",
     "CREATE_TIME",
     "HEADER_SIZE",
     "LOG_APPEND_TIME",
@@ -46,8 +59,12 @@ __all__ = [
     "UnsupportedBatchError",
     "UnsupportedCompressionError",
     "build_batch",
+    "compress",
+    "compression_codec",
+    "decompress",
     "iter_records",
     "read_header",
+    "restamp_producer",
     "split_batches",
     "stamp_base_offset",
 ]
@@ -95,6 +112,20 @@ _TRANSACTIONAL_BIT = 0x10
 _CONTROL_BIT = 0x20
 _DELETE_HORIZON_BIT = 0x40
 _COMPRESSION_NAMES = {1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+
+COMPRESSION_NONE = 0
+COMPRESSION_LZ4 = 3
+COMPRESSION_ZSTD = 4
+COMPRESSION_CODECS = {"none": COMPRESSION_NONE, "lz4": COMPRESSION_LZ4, "zstd": COMPRESSION_ZSTD}
+"""The codecs liferaft serves, by the name a producer option uses (Kafka's compression.type)."""
+_SUPPORTED_CODECS = frozenset((COMPRESSION_LZ4, COMPRESSION_ZSTD))
+# The first bytes of a codec's frame: what deep=True checks of a compressed records section.
+_FRAME_MAGIC = {
+    COMPRESSION_LZ4: b"\x04\x22\x4d\x18",  # LZ4 frame format, 0x184D2204 little-endian
+    COMPRESSION_ZSTD: b"\x28\xb5\x2f\xfd",  # zstd frame, 0xFD2FB528 little-endian
+}
+MAX_DECOMPRESSED_BYTES = 256 << 20
+"""A consumer refuses a batch that inflates past this (a decompression bomb, not a batch)."""
 
 
 class RecordBatchError(ValueError):
@@ -252,13 +283,19 @@ def read_header(
             f"{last_offset_delta} (offsets in a batch are dense: it must be {record_count - 1})"
         )
     records_bytes = size - HEADER_SIZE
-    if record_count > records_bytes // _MIN_RECORD_SIZE:
-        raise CorruptBatchError(
-            f"batch at byte {pos} claims {record_count} records in {records_bytes} bytes; a record "
-            f"takes at least {_MIN_RECORD_SIZE}"
-        )
-    if deep:
-        _check_framing(buf, pos, end, record_count)
+    codec = attributes & _COMPRESSION_MASK
+    if codec:
+        # Compressed records may take less than 7 bytes each; only the frame can be checked.
+        if deep:
+            _check_compressed_frame(buf, pos, end, codec)
+    else:
+        if record_count > records_bytes // _MIN_RECORD_SIZE:
+            raise CorruptBatchError(
+                f"batch at byte {pos} claims {record_count} records in {records_bytes} bytes; "
+                f"a record takes at least {_MIN_RECORD_SIZE}"
+            )
+        if deep:
+            _check_framing(buf, pos, end, record_count)
     return BatchHeader(
         base_offset,
         batch_length,
@@ -284,9 +321,11 @@ def _check_attributes(attributes: int, pos: int) -> None:
             raise CorruptBatchError(
                 f"batch at byte {pos} names compression codec {codec}, which does not exist"
             )
-        raise UnsupportedCompressionError(
-            f"batch at byte {pos} is compressed with {name}; liferaft accepts only uncompressed batches for now"
-        )
+        if codec not in _SUPPORTED_CODECS:
+            raise UnsupportedCompressionError(
+                f"batch at byte {pos} is compressed with {name}; liferaft accepts uncompressed, "
+                "lz4 and zstd batches"
+            )
     if attributes & _TRANSACTIONAL_BIT:
         raise UnsupportedBatchError(
             f"batch at byte {pos} is transactional; liferaft has no transactions"
@@ -328,6 +367,84 @@ def _check_framing(
         )
 
 
+def _check_compressed_frame(
+    buf: bytes | bytearray | memoryview, pos: int, end: int, codec: int
+) -> None:
+    """The outer framing of a compressed records section: its codec's frame magic number."""
+    magic = _FRAME_MAGIC[codec]
+    start = pos + HEADER_SIZE
+    if bytes(buf[start : start + len(magic)]) != magic:
+        raise CorruptBatchError(
+            f"batch at byte {pos} says it is compressed with {_COMPRESSION_NAMES[codec]} but its "
+            f"records do not start with a {_COMPRESSION_NAMES[codec]} frame"
+        )
+
+
+def compression_codec(name: str | int | None) -> int:
+    """ "zstd" / "lz4" / "none" / None (or the codec number) -> the codec number; ValueError
+    for a codec liferaft does not serve."""
+    if name is None:
+        return COMPRESSION_NONE
+    if isinstance(name, int) and not isinstance(name, bool):
+        if name == COMPRESSION_NONE or name in _SUPPORTED_CODECS:
+            return name
+    elif isinstance(name, str) and name.strip().lower() in COMPRESSION_CODECS:
+        return COMPRESSION_CODECS[name.strip().lower()]
+    raise ValueError(f"compression must be one of {sorted(COMPRESSION_CODECS)}, not {name!r}")
+
+
+def compress(codec: int, data: bytes) -> bytes:
+    """Compress a records section with a codec (its PyPI package is imported on first use)."""
+    if codec == COMPRESSION_ZSTD:
+        return bytes(_zstd().ZstdCompressor(level=3).compress(data))
+    if codec == COMPRESSION_LZ4:
+        return bytes(_lz4().compress(data))
+    raise ValueError(f"cannot compress with codec {codec}")
+
+
+def decompress(codec: int, data: bytes | memoryview) -> bytes:
+    """Inflate a records section. Raises CorruptBatchError when the bytes do not inflate."""
+    try:
+        if codec == COMPRESSION_ZSTD:
+            # A streaming decompressor: frames without a content size (Kafka's Java producer
+            # writes those) inflate too.
+            reader = _zstd().ZstdDecompressor().decompressobj()
+            out = bytes(reader.decompress(bytes(data)))
+        elif codec == COMPRESSION_LZ4:
+            out = bytes(_lz4().decompress(bytes(data)))
+        else:
+            raise CorruptBatchError(f"unknown compression codec {codec}")
+    except CorruptBatchError:
+        raise
+    except ImportError:
+        raise
+    except Exception as e:  # each codec raises its own error type
+        raise CorruptBatchError(
+            f"{_COMPRESSION_NAMES.get(codec, codec)} records do not decompress: {e}"
+        ) from None
+    if len(out) > MAX_DECOMPRESSED_BYTES:
+        raise CorruptBatchError(f"records inflate to {len(out)} bytes, over the limit")
+    return out
+
+
+def _zstd() -> Any:
+    try:
+        import zstandard
+    except ImportError:
+        raise ImportError(
+            "zstd batches need the 'zstandard' package: pip install zstandard"
+        ) from None
+    return zstandard
+
+
+def _lz4() -> Any:
+    try:
+        import lz4.frame
+    except ImportError:
+        raise ImportError("lz4 batches need the 'lz4' package: pip install lz4") from None
+    return lz4.frame
+
+
 def split_batches(buf: bytes | bytearray | memoryview) -> Iterator[tuple[BatchHeader, memoryview]]:
     """Walk a concatenation of whole batches (a Fetch response, a log segment), validating each.
 
@@ -357,12 +474,16 @@ def iter_records(buf: bytes | bytearray | memoryview) -> Iterator[LogRecord]:
     while pos < n:
         header = read_header(data, pos)
         end = pos + header.size
-        yield from _decode_records(data, pos, end, header)
+        if header.compression:
+            body = decompress(header.compression, memoryview(data)[pos + HEADER_SIZE : end])
+            yield from _decode_records(body, 0, len(body), header, pos)
+        else:
+            yield from _decode_records(data, pos + HEADER_SIZE, end, header, pos)
         pos = end
 
 
-def _decode_records(data: bytes, pos: int, end: int, h: BatchHeader) -> Iterator[LogRecord]:
-    p = pos + HEADER_SIZE
+def _decode_records(data: bytes, p: int, end: int, h: BatchHeader, pos: int) -> Iterator[LogRecord]:
+    """Decode h.record_count records from data[p:end] (the batch at byte `pos` of the input)."""
     append_time = h.timestamp_type == LOG_APPEND_TIME
     base_offset = h.base_offset
     first_ts = h.first_timestamp
@@ -499,11 +620,13 @@ def build_batch(
     producer_epoch: int = NO_PRODUCER_EPOCH,
     base_sequence: int = NO_SEQUENCE,
     timestamp_ms: int | None = None,
+    compression: int = COMPRESSION_NONE,
 ) -> bytes:
-    """Encode records as one uncompressed batch, CRC included, ready for Produce.
+    """Encode records as one batch, CRC included, ready for Produce.
 
     Records without a timestamp get timestamp_ms, or the wall clock now if that is None too.
-    Leave base_offset at 0: the leader stamps the real one.
+    Leave base_offset at 0: the leader stamps the real one. compression: COMPRESSION_NONE,
+    COMPRESSION_LZ4 or COMPRESSION_ZSTD (the records section is compressed as a whole).
     """
     recs = records if isinstance(records, (list, tuple)) else list(records)
     if not recs:
@@ -551,9 +674,11 @@ def build_batch(
         body += zz(len(rec))
         body += rec
     count = len(recs)
+    if compression:
+        body = bytearray(compress(compression_codec(compression), bytes(body)))
     try:
         tail = _TAIL.pack(
-            0,  # attributes: no compression, CreateTime, not transactional
+            compression,  # attributes: the codec, CreateTime, not transactional
             count - 1,
             first_ts,
             max_ts,
@@ -568,6 +693,25 @@ def build_batch(
     except struct.error as e:
         raise ValueError(f"a batch field is out of range: {e}") from None
     return b"".join((head, tail, body))
+
+
+def restamp_producer(
+    batch: bytes | bytearray | memoryview,
+    *,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+) -> bytes:
+    """Return one batch with new producer id, epoch and base sequence, CRC recomputed.
+
+    These fields are under the CRC (the producer chose them), so this re-hashes the batch: one C
+    call. An idempotent producer uses it to renumber batches that were never written."""
+    if len(batch) < HEADER_SIZE or batch[_MAGIC_AT] != MAGIC:
+        raise CorruptBatchError("not a record batch v2: cannot restamp its producer fields")
+    out = bytearray(batch)
+    struct.pack_into(">qhi", out, 43, producer_id, producer_epoch, base_sequence)
+    struct.pack_into(">I", out, _CRC_AT, crc32c(memoryview(out)[_CRC_FROM:]))
+    return bytes(out)
 
 
 def stamp_base_offset(

@@ -2,7 +2,8 @@
 
 This is the piece that ties the controller's metadata to the Raft groups on this node: when the
 controller applies a new topic, every node named in a partition's replicas opens that partition's
-group; when a topic is deleted, they destroy it. It also answers the questions handlers ask
+group; when a topic is deleted, they destroy it. It also hosts this node's replica of the
+consumer groups' state (node/groups.py), whose Raft leader is the group coordinator. It also answers the questions handlers ask
 (who leads this partition, what is the metadata) from local state only — no I/O here; node/service.py
 does the gRPC.
 """
@@ -10,6 +11,7 @@ does the gRPC.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,13 +20,18 @@ from node.config import NodeConfig, parse_address
 from node.controller import Controller, TopicInfo
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
+from node.groups import GroupCoordinator
 from node.partition import Partition, PartitionState, group_id
 from raft import NONE, Role
 
 log = logging.getLogger("liferaft.broker")
 
 GOSSIP_EVERY_TICKS = 5
+FULL_GOSSIP_EVERY = 20
+"""Every this many gossip rounds, a leader sends the state of every partition it leads; in
+between, only the states that changed (a quiet partition's never does)."""
 REGISTER_EVERY_TICKS = 25
+SWEEP_EVERY_TICKS = 50
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,12 +50,18 @@ class Broker:
         self.node_id = config.node_id
         self.driver = driver
         self.controller = Controller(config.node_id, sorted(config.peers), driver)
+        self.groups = GroupCoordinator(
+            config.node_id, sorted(config.peers), driver, self.partition_count
+        )
         self.partitions: dict[tuple[str, int], Partition] = {}
         self._topic_ids: dict[str, int] = {}
         self._gossip: dict[str, PartitionState] = {}  # group id -> newest leader state heard
         self.advertised: dict[int, str] = {config.node_id: config.advertise}
         self._ticks = 0
         self._gossip_out: list[raft_pb2.LeaderStates] = []
+        self._gossiped: dict[str, PartitionState] = {}  # group id -> state last sent
+        self._by_group: dict[str, Partition] = {}
+        self._gossip_rounds = 0
         self._register_pending = False
         # Peers this node currently has a transport stream to (set by the server).
         self.reachable: Callable[[], set[int]] = set
@@ -83,6 +96,7 @@ class Broker:
                     retention_ticks=max(1, self.config.retention_check_ms // self.config.tick_ms),
                     address_of=self.advertised_address,
                 )
+                self._by_group[self.partitions[key].group_id] = self.partitions[key]
         self._topic_ids = {t.name: t.topic_id for t in topics.values()}
         live_groups = {
             group_id(t.topic_id, p) for t in topics.values() for p in range(t.partitions)
@@ -93,6 +107,8 @@ class Broker:
 
     def _close_partition(self, key: tuple[str, int], *, destroy: bool) -> None:
         part = self.partitions.pop(key)
+        self._by_group.pop(part.group_id, None)
+        self._gossiped.pop(part.group_id, None)
         part.close(
             BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted")
         )
@@ -100,6 +116,10 @@ class Broker:
         log.info("node %d closed %s-%d (destroy=%s)", self.node_id, part.topic, part.index, destroy)
 
     # -- lookups -------------------------------------------------------------------------------
+    def partition_count(self, topic: str) -> int | None:
+        info = self.controller.state.topics.get(topic)
+        return info.partitions if info is not None else None
+
     def topic(self, name: str) -> TopicInfo:
         info = self.controller.state.topics.get(name)
         if info is None:
@@ -190,29 +210,70 @@ class Broker:
                     log_start_offset=s.log_start_offset,
                 )
 
-    def leader_states(self) -> raft_pb2.LeaderStates:
+    def leader_states(self, full: bool = True) -> raft_pb2.LeaderStates:
+        """The states of the partitions this node leads: all of them, or (full=False) those
+        that changed since they were last sent. A quiesced group's state cannot change, so
+        it is not even looked at then: a thousand quiet partitions cost nothing here."""
         out = raft_pb2.LeaderStates(from_node=self.node_id)
-        for part in self.partitions.values():
-            if part.is_leader:
-                st = part.state()
-                out.states.append(
-                    raft_pb2.LeaderState(
-                        group=part.group_id,
-                        leader=self.node_id,
-                        epoch=st.leader_epoch,
-                        isr=list(st.isr),
-                        high_watermark=st.high_watermark,
-                        log_start_offset=st.log_start_offset,
-                    )
-                )
+        sent = self._gossiped
+        add = out.states.add
+        if full:
+            parts = list(self.partitions.values())
+        else:
+            by_group = self._by_group
+            awake = self.driver.awake_groups()
+            # A partition that became leader or changed state was awake to do so.
+            parts = [by_group[g] for g in awake if g in by_group]
+        for part in parts:
+            gid = part.group_id
+            if not part.is_leader:
+                sent.pop(gid, None)
+                continue
+            st = part.state()
+            if not full and sent.get(gid) == st:
+                continue
+            sent[gid] = st
+            add(
+                group=gid,
+                leader=self.node_id,
+                epoch=st.leader_epoch,
+                isr=st.isr,
+                high_watermark=st.high_watermark,
+                log_start_offset=st.log_start_offset,
+            )
         return out
 
     def _on_tick(self) -> None:
         self._ticks += 1
         if self._ticks % GOSSIP_EVERY_TICKS == 0:
-            self._gossip_out.append(self.leader_states())
+            self._gossip_rounds += 1
+            states = self.leader_states(full=self._gossip_rounds % FULL_GOSSIP_EVERY == 1)
+            if states.states:
+                self._gossip_out.append(states)
         if self._ticks % REGISTER_EVERY_TICKS == 0:
             self._register_pending = True
+        if self._ticks % SWEEP_EVERY_TICKS == 0:
+            self._sweep_quiesced()
+
+    def _sweep_quiesced(self) -> None:
+        """The periodic duties of partitions whose Raft group is quiesced (the driver does not
+        tick those, so Partition.on_tick does not run): hand leadership back to the preferred
+        replica, and apply retention. Once a second, over the quiet partitions only."""
+        driver = self.driver
+        retention_ticks = self.config.retention_check_ms // self.config.tick_ms
+        period = max(1, retention_ticks // SWEEP_EVERY_TICKS) * SWEEP_EVERY_TICKS
+        retention_due = self._ticks % period == 0
+        now_ms = int(time.time() * 1000)
+        for part in self.partitions.values():
+            gid = part.group_id
+            if not driver.is_quiesced(gid):
+                continue
+            if part.is_leader and part.preferred_leader != self.node_id:
+                part._maybe_hand_back_leadership()
+            if retention_due:
+                part.enforce_retention(now_ms)
+            if not driver.is_quiesced(gid):
+                driver.touched(gid)
 
     def take_gossip(self) -> list[raft_pb2.LeaderStates]:
         out, self._gossip_out = self._gossip_out, []

@@ -315,10 +315,14 @@ def demo_cmd(
     raise typer.Exit(demo(data_dir, base_port, records, keep))
 
 
+from node.cli_bench import register as register_bench  # noqa: E402
+from node.cli_chaos import register as register_chaos  # noqa: E402
 from node.cli_client import register  # noqa: E402
 from node.cli_health import health_cmd  # noqa: E402
 
 register(app)
+register_bench(app)
+register_chaos(app)
 app.command("health")(health_cmd)
 
 

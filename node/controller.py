@@ -1,7 +1,8 @@
 """The controller: cluster metadata as a replicated state machine over the controller voters.
 
 Every node is a controller voter (static membership from --peers) and holds a replica of the
-metadata: brokers, topics, partition assignments and topic configs. Changes are commands in the
+metadata: brokers, topics, partition assignments, topic configs, and the counter that hands out
+idempotent producers' ids (never reused: it only grows, and it is in the snapshots). Changes are commands in the
 controller's Raft log, so every node applies the same changes in the same order and can serve
 metadata from its own copy. Commands are small JSON documents: rare, and readable in a debugger.
 
@@ -74,6 +75,7 @@ class ControllerState:
     brokers: dict[int, BrokerInfo] = field(default_factory=dict)
     topics: dict[str, TopicInfo] = field(default_factory=dict)
     next_topic_id: int = 1
+    next_producer_id: int = 1
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -81,13 +83,17 @@ class ControllerState:
                 "brokers": [asdict(b) for b in self.brokers.values()],
                 "topics": [asdict(t) for t in self.topics.values()],
                 "next_topic_id": self.next_topic_id,
+                "next_producer_id": self.next_producer_id,
             }
         ).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> ControllerState:
         raw = json.loads(data or b"{}")
-        st = cls(next_topic_id=int(raw.get("next_topic_id", 1)))
+        st = cls(
+            next_topic_id=int(raw.get("next_topic_id", 1)),
+            next_producer_id=int(raw.get("next_producer_id", 1)),
+        )
         for b in raw.get("brokers", []):
             st.brokers[int(b["node_id"])] = BrokerInfo(int(b["node_id"]), b["host"], int(b["port"]))
         for t in raw.get("topics", []):
@@ -230,6 +236,15 @@ class Controller:
             st.next_topic_id += 1
             st.topics[name] = topic
             return topic.topic_id
+        if op == "allocate_producer_ids":
+            count = int(cmd.get("count", 1))
+            if not 1 <= count <= 1000:
+                raise BrokerError(
+                    ErrorCode.INVALID_REQUEST, f"cannot allocate {count} producer ids"
+                )
+            first = st.next_producer_id
+            st.next_producer_id += count
+            return first
         if op == "delete_topic":
             name = cmd["name"]
             if st.topics.pop(name, None) is None:

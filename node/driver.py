@@ -4,17 +4,34 @@ Theory of operation. Every Raft group of this node (the controller and one per h
 is a RawNode. One asyncio task runs them all, round after round:
 
   1. wait until something happens: a tick is due, a message arrived, a proposal was made;
-  2. tick every group if a tick is due; step every queued message;
+  2. tick every awake group if a tick is due; step every queued message;
   3. take a Ready from every group that has one;
   4. send the messages that may go at once (leaders' appends: followers persist in parallel);
-  5. persist the snapshots, entries and hard states of ALL groups in ONE RocksDB write batch with
-     ONE fsync — requests that arrived while the previous round was syncing ride in this one, so
-     the number of syncs per second stays flat as load grows (group commit);
+  5. write the snapshots, entries and hard states of ALL groups in ONE RocksDB write batch, then
+     ONE fsync of the write-ahead log, in a worker thread: the event loop keeps moving bytes
+     (the appends of step 4 leave while the disk syncs, produce requests come in) and what
+     arrives meanwhile rides in the next round's batch, so syncs per second stay flat as load
+     grows (group commit). A round that only moves commit indexes does not sync at all: the
+     commit index is recomputed after a restart, so losing its newest value costs nothing;
   6. send the messages that had to wait for that sync (votes, acknowledgements);
   7. apply committed entries to each group's state machine; 8. advance every group.
 
 Only this task touches the RawNodes' Ready cycle; gRPC handlers call `propose` on a group between
-rounds (all on the one event loop thread, so no locks) and then `wake()` the driver.
+rounds, or while a round waits for its fsync (all on the one event loop thread, so no locks), and
+then mark the group touched. Stepping, ticking and taking Readies wait for the round's advance;
+proposing in between is what etcd allows too. GroupStorage's memory may run ahead of the disk
+while the fsync is pending; nothing reads the persisted index then but the round itself.
+
+Idle groups cost nothing. A leader that saw no new entries for `quiesce_after_ticks` ticks asks
+its RawNode to quiesce (raft/core.py: only when everything is replicated, committed and
+applied); its followers follow, and neither side is ticked until something wakes the group. Only
+awake groups are ticked and looked at, so the work per tick is O(active groups). A quiesced group
+hears nothing, so the transport tells the driver when a peer's node seems gone (its stream broke,
+or no frame for a while) or came back, and the driver wakes the groups that must act:
+followers of a dead leader elect a new one; a leader with a dead follower ticks until the
+follower leaves the ISR, then quiesces without it; a leader whose follower came back heartbeats
+it back into the ISR. A live leader woken by a follower resumes heartbeats at once, so its
+lease, CheckQuorum and PreVote work as they do without quiescence.
 """
 
 from __future__ import annotations
@@ -24,6 +41,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +57,7 @@ from raft import (
     RaftError,
     RawNode,
     Ready,
+    Role,
     Snapshot,
     SoftState,
 )
@@ -81,6 +100,9 @@ class RaftTiming:
     isr: IsrPolicy = field(default_factory=IsrPolicy)
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 64
+    quiesce_after_ticks: int = 3
+    """A leader with no new entries for this many ticks tries to quiesce (0: never). Short:
+    an awake idle group costs heartbeats, and waking one costs a message."""
 
 
 @dataclass(slots=True)
@@ -91,6 +113,8 @@ class Group:
     fsm: StateMachine
     conf_state: ConfState
     removed: bool = False
+    busy_tick: int = 0
+    """The driver's tick count when the group last had new or committed entries."""
 
 
 @dataclass(slots=True)
@@ -101,6 +125,8 @@ class DriverStats:
     bytes_persisted: int = 0
     messages_stepped: int = 0
     sync_seconds: float = 0.0
+    quiesces: int = 0
+    wakeups: int = 0
 
 
 class RaftDriver:
@@ -121,6 +147,10 @@ class RaftDriver:
         self.stats = DriverStats()
         self._inbox: list[tuple[str, Message]] = []
         self._dirty: set[str] = set()
+        self._awake: set[str] = set()  # groups that are not quiesced: the ones to tick
+        self._unreachable: set[int] = set()  # peers the transport says are gone
+        self._ticks = 0
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-sync-{node_id}")
         self._wake = asyncio.Event()
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
@@ -165,11 +195,14 @@ class RaftDriver:
             logger=logging.getLogger(f"liferaft.raft.{group_id}"),
         )
         node = RawNode(cfg, storage)
-        group = Group(id=group_id, node=node, storage=storage, fsm=fsm, conf_state=cs)
+        group = Group(
+            id=group_id, node=node, storage=storage, fsm=fsm, conf_state=cs, busy_tick=self._ticks
+        )
         self.groups[group_id] = group
         if campaign and len(cs.voters) == 1 and self.node_id in cs.voters:
             node.campaign()
         self._dirty.add(group_id)
+        self._awake.add(group_id)
         self.wake()
         return group
 
@@ -179,6 +212,7 @@ class RaftDriver:
             return
         group.removed = True
         self._dirty.discard(group_id)
+        self._awake.discard(group_id)
         if destroy:
             group.storage.destroy()
 
@@ -196,6 +230,44 @@ class RaftDriver:
     def wake(self) -> None:
         self._wake.set()
 
+    def is_quiesced(self, group_id: str) -> bool:
+        group = self.groups.get(group_id)
+        return group is not None and group.node.quiesced
+
+    def awake_groups(self) -> set[str]:
+        """Ids of the groups that are not quiesced (do not modify)."""
+        return self._awake
+
+    def peer_changed(self, node_id: int, alive: bool) -> None:
+        """The transport lost (alive=False) or regained contact with a node. Wake the quiesced
+        groups that must act: on a loss, those the node leads (their followers elect a new
+        leader) and those this node leads with it as a member (the ISR must shrink, then they
+        quiesce without it); on a return, those this node leads with it as a member (it needs
+        heartbeats to rejoin and catch up)."""
+        if alive:
+            self._unreachable.discard(node_id)
+        else:
+            self._unreachable.add(node_id)
+        woken = 0
+        me = self.node_id
+        for group in self.groups.values():
+            node = group.node
+            if not node.quiesced:
+                continue
+            cs = group.conf_state
+            if node_id not in cs.voters and node_id not in cs.learners:
+                continue
+            leader = node.leader
+            if leader == me or (not alive and leader == node_id):
+                node.unquiesce()
+                self._dirty.add(group.id)
+                self._awake.add(group.id)
+                woken += 1
+        if woken:
+            self.stats.wakeups += woken
+            log.debug("node %d: woke %d groups of node %d", self.node_id, woken, node_id)
+            self._wake.set()
+
     # -- the loop ------------------------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -210,6 +282,7 @@ class RaftDriver:
             self._tick_handle.cancel()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        self._syncer.shutdown(wait=True)
 
     def _schedule_tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,7 +299,7 @@ class RaftDriver:
                 while not self._stopped:
                     self._maybe_tick(loop.time())
                     self._step_inbox()
-                    if not self._round():
+                    if not await self._round():
                         break
                     await asyncio.sleep(0)  # let handlers and the transport run between rounds
             except Exception:
@@ -245,10 +318,34 @@ class RaftDriver:
         self._schedule_tick()
 
     def _tick_all(self) -> None:
-        for group in self.groups.values():
-            group.node.tick()
+        """Tick the awake groups; ask idle leaders among them to quiesce."""
+        self._ticks += 1
+        now = self._ticks
+        quiet_after = self.timing.quiesce_after_ticks
+        unreachable = frozenset(self._unreachable)
+        groups = self.groups
+        quiesced: list[str] = []
+        for group_id in list(self._awake):  # a tick hook may open a group
+            group = groups[group_id]
+            node = group.node
+            if node.quiesced:  # put to sleep since the last round looked (a follower)
+                quiesced.append(group_id)
+                self.stats.quiesces += 1
+                continue
+            if (
+                quiet_after
+                and now - group.busy_tick >= quiet_after
+                and node.role == Role.LEADER
+                and node.maybe_quiesce(unreachable)
+            ):
+                quiesced.append(group_id)  # its last heartbeats go out this round
+                self.stats.quiesces += 1
+                continue
+            node.tick()
             group.fsm.on_tick()
-        self._dirty.update(self.groups)
+        self._dirty.update(self._awake)
+        if quiesced:
+            self._awake.difference_update(quiesced)
         for listener in self.tick_listeners:
             listener()
 
@@ -267,18 +364,28 @@ class RaftDriver:
             self._dirty.add(group_id)
         self.stats.messages_stepped += len(inbox)
 
-    def _round(self) -> bool:
+    async def _round(self) -> bool:
         """One Ready cycle over every dirty group. Returns whether anything was done."""
         dirty, self._dirty = self._dirty, set()
         readies: list[tuple[Group, Ready]] = []
         touched: list[Group] = []
+        awake = self._awake
         for group_id in dirty:
             group = self.groups.get(group_id)
             if group is None:
                 continue
             touched.append(group)
-            if group.node.has_ready():
-                readies.append((group, group.node.ready()))
+            node = group.node
+            # A step or a proposal may have woken the group, a leader's quiesce heartbeat may
+            # have put a follower to sleep: tick exactly the groups that are awake.
+            if node.quiesced:
+                if group_id in awake:
+                    awake.discard(group_id)
+                    self.stats.quiesces += 1
+            else:
+                awake.add(group_id)
+            if node.has_ready():
+                readies.append((group, node.ready()))
         if not readies:
             # A step may change what waiters wait for without producing a Ready (an
             # acknowledgement that moves a follower's match but not the commit index).
@@ -292,18 +399,36 @@ class RaftDriver:
                 out.send(m.to, group.id, m)
         out.flush()
 
-        updates = [
-            GroupUpdate(
-                group=g.storage, hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot
+        updates: list[GroupUpdate] = []
+        sync = False
+        now = self._ticks
+        for g, rd in readies:
+            if rd.entries or rd.committed_entries:
+                g.busy_tick = now
+            hs = rd.hard_state
+            if not rd.entries and hs is None and rd.snapshot is None:
+                continue
+            if rd.entries or rd.snapshot is not None:
+                sync = True
+            elif hs is not None:
+                # Term and vote must be durable before the messages that depend on them; a
+                # commit index alone need not be (see the module docstring).
+                durable = g.storage.hard_state
+                sync = sync or hs.term != durable.term or hs.vote != durable.vote
+            updates.append(
+                GroupUpdate(
+                    group=g.storage, hard_state=hs, entries=rd.entries, snapshot=rd.snapshot
+                )
             )
-            for g, rd in readies
-            if rd.entries or rd.hard_state is not None or rd.snapshot is not None
-        ]
         if updates:
             t0 = time.perf_counter()
-            self.store.write(updates, sync=True)
+            self.store.write(updates, sync=False)
+            if sync:
+                # rocksdict releases the GIL while it syncs the WAL (not while it writes with
+                # sync=True): the loop sends, receives and takes requests meanwhile.
+                await asyncio.get_running_loop().run_in_executor(self._syncer, self.store.sync_wal)
+                self.stats.syncs += 1
             self.stats.sync_seconds += time.perf_counter() - t0
-            self.stats.syncs += 1
             for u in updates:
                 self.stats.entries_persisted += len(u.entries)
                 self.stats.bytes_persisted += sum(len(e.data) for e in u.entries)

@@ -14,6 +14,12 @@ nothing past it is served, so what a consumer reads is never taken back.
 acks: 0 answers once the batch is handed to Raft; 1 once the leader has it on disk; all once it
 is committed and every member of the ISR holds it. acks=all is refused with NOT_ENOUGH_REPLICAS
 before anything is written while the ISR is smaller than min.insync.replicas.
+
+Idempotent producers (node/producer_state.py): the producer state is built by `apply` from the
+committed batches alone and carried in snapshots, so every replica has it. The leader checks a
+batch against that state plus its uncommitted tail (`_leader_tail`, rebuilt on becoming leader
+like the next offset): a retry of a batch already in the log is answered with the offset it was
+written at, once that entry is committed, and is not written again.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from liferaft_proto import records
 from node.driver import Group, RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.offset_index import OffsetIndex
+from node.producer_state import BatchRecord, ProducerStateTable
 from node.topic_config import TopicConfig
 from raft import (
     NONE,
@@ -108,6 +115,12 @@ class Partition:
         self.offsets = OffsetIndex()
         self._waiters: deque[_Waiter] = deque()
         self._next_offset: int | None = None  # leader only: offset for the next batch
+        self.producers = ProducerStateTable()  # from committed batches only (apply, snapshots)
+        # Batches below this offset are already reflected in `producers` (it came from a
+        # snapshot taken after them): applying them again must not record them twice.
+        self._producers_as_of = 0
+        # Leader only: `producers` plus the uncommitted tail; None until needed in this term.
+        self._leader_producers: ProducerStateTable | None = None
         self._hw_changed = asyncio.Event()
         self._ticks = 0
         self._retention_ticks = 0
@@ -206,7 +219,17 @@ class Partition:
                     f"{self.topic}-{self.index} has {len(isr)} in-sync replicas {sorted(isr)}, "
                     f"min.insync.replicas is {need}; nothing was written",
                 )
-        base = self._leader_next_offset()
+        base, table = self._leader_tail()
+        if header.is_idempotent:
+            decision = table.check(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.record_count,
+                f"{self.topic}-{self.index}",
+            )
+            if decision.duplicate is not None:
+                return self._answer_duplicate(decision.duplicate, acks)
         stamped = records.stamp_base_offset(batch, base)
         try:
             index = node.propose(stamped)
@@ -215,6 +238,16 @@ class Partition:
         except ProposalDroppedError as e:
             raise BrokerError(ErrorCode.NOT_LEADER, f"leadership is moving: {e}") from None
         self._next_offset = base + header.record_count
+        if header.is_idempotent:
+            table.record(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.record_count,
+                base,
+                index,
+                node.term,
+            )
         self.driver.touched(self.group_id)
         if acks == ACKS_NONE:
             return base, None
@@ -222,18 +255,67 @@ class Partition:
         self._waiters.append(_Waiter(index, node.term, acks, base, fut))
         return base, fut
 
+    def _answer_duplicate(
+        self, dup: BatchRecord, acks: int
+    ) -> tuple[int, asyncio.Future[int] | None]:
+        """A retry of a batch already in the log: answer with the offset it was written at, at
+        once if it is committed, else once its entry is (a waiter on the original entry, which
+        learns its fate like any other: overwritten means NOT_LEADER, and the retry goes on)."""
+        log.debug(
+            "%s-%d: duplicate batch (sequences %d..%d) answered with offset %d",
+            self.topic,
+            self.index,
+            dup.first_seq,
+            dup.last_seq,
+            dup.base_offset,
+        )
+        loop = asyncio.get_running_loop()
+        if acks == ACKS_NONE:
+            return dup.base_offset, None
+        fut: asyncio.Future[int] = loop.create_future()
+        if dup.base_offset + dup.record_count <= self.high_watermark:
+            fut.set_result(dup.base_offset)
+        else:
+            # Wait on the original entry (index and the term it was written in), in index order:
+            # _resolve_waiters answers them from the front.
+            self._waiters.append(_Waiter(dup.raft_index, dup.term, acks, dup.base_offset, fut))
+            if len(self._waiters) > 1 and self._waiters[-2].index > dup.raft_index:
+                self._waiters = deque(sorted(self._waiters, key=lambda w: w.index))
+            self.driver.touched(self.group_id)
+        return dup.base_offset, fut
+
     def _leader_next_offset(self) -> int:
         """The offset after the last batch in the leader's log, committed or not."""
-        if self._next_offset is None:
+        return self._leader_tail()[0]
+
+    def _leader_tail(self) -> tuple[int, ProducerStateTable]:
+        """The next offset and the producer state as of the leader's whole log, committed or
+        not: the committed state plus every batch of the uncommitted tail, computed once per
+        term and then kept up to date by produce()."""
+        if self._next_offset is None or self._leader_producers is None:
             raft_log = self.group.node.raft.log
             offset = self.offsets.end_offset
+            table = self.producers.copy()
             lo, hi = raft_log.applied + 1, raft_log.last_index() + 1
             for e in raft_log.slice(lo, hi, None) if lo < hi else []:
                 if e.type == EntryType.NORMAL:
                     h = records.read_header(e.data)
+                    if h.base_offset < offset:
+                        continue  # covered by a snapshot
                     offset = h.base_offset + h.record_count
+                    if h.is_idempotent:
+                        table.record(
+                            h.producer_id,
+                            h.producer_epoch,
+                            h.base_sequence,
+                            h.record_count,
+                            h.base_offset,
+                            e.index,
+                            e.term,
+                        )
             self._next_offset = offset
-        return self._next_offset
+            self._leader_producers = table
+        return self._next_offset, self._leader_producers
 
     def cancel_waiter(self, fut: asyncio.Future[int]) -> None:
         for w in list(self._waiters):
@@ -342,6 +424,46 @@ class Partition:
         data = [e.data for e in ents if e.type == EntryType.NORMAL]
         return FetchResult(b"".join(data), hw, start)
 
+    def lag(self, offset: int) -> tuple[int, int]:
+        """(records from `offset` to the high watermark, timestamp of the first of them or -1).
+
+        Asked of the leader, from the committed log only: every replica holds the same records
+        with the same timestamps, so the answer does not change with the leader."""
+        if not self.is_leader:
+            raise self._not_leader()
+        hw = self.high_watermark
+        if offset < 0 or offset > hw:
+            raise BrokerError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} is out of range for {self.topic}-{self.index}: it must be "
+                f"between 0 and the high watermark {hw}",
+            )
+        start = max(offset, self.log_start_offset)
+        if start >= hw:
+            return 0, -1
+        return hw - start, self._timestamp_at(start)
+
+    def _timestamp_at(self, offset: int) -> int:
+        """The timestamp of the committed record at `offset`. One batch is read; a compressed
+        one is decoded only if this node has its codec, else its first timestamp stands in (at
+        most the batch's time span earlier: lag is never under-reported)."""
+        loc = self.offsets.locate(offset)
+        if loc is None:
+            return -1
+        data = self.group.storage.entries(loc.raft_index, loc.raft_index + 1)[0].data
+        header = records.read_header(data)
+        if header.timestamp_type == records.LOG_APPEND_TIME:
+            return header.max_timestamp
+        if offset == header.base_offset:
+            return header.first_timestamp
+        try:
+            for rec in records.iter_records(data):
+                if rec.offset == offset:
+                    return int(rec.timestamp_ms)
+        except ImportError:
+            pass
+        return header.first_timestamp
+
     def offset_for_time(self, timestamp_ms: int) -> tuple[int, int] | None:
         """The first (offset, timestamp) whose record timestamp is >= timestamp_ms, or None.
 
@@ -353,9 +475,14 @@ class Partition:
         if loc is None:
             return None
         ents = self.group.storage.entries(loc.raft_index, loc.raft_index + 1)
-        for rec in records.iter_records(ents[0].data):
-            if rec.timestamp_ms >= timestamp_ms:
-                return int(rec.offset), int(rec.timestamp_ms)
+        try:
+            for rec in records.iter_records(ents[0].data):
+                if rec.timestamp_ms >= timestamp_ms:
+                    return int(rec.offset), int(rec.timestamp_ms)
+        except ImportError:
+            # A compressed batch and no codec here: its first offset is a safe answer (a reader
+            # starting there sees every record at or after the time, and a few before it).
+            return loc.base_offset, loc.max_timestamp_ms
         return None
 
     # -- the state machine (called by the driver) ---------------------------------------------
@@ -370,6 +497,16 @@ class Partition:
             self.offsets.append(
                 h.base_offset, h.record_count, e.index, len(e.data), h.max_timestamp
             )
+            if h.is_idempotent and h.base_offset >= self._producers_as_of:
+                self.producers.record(
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.record_count,
+                    h.base_offset,
+                    e.index,
+                    e.term,
+                )
             advanced = True
         if advanced:
             self._hw_changed.set()
@@ -377,13 +514,18 @@ class Partition:
 
     def restore(self, snapshot: Snapshot) -> None:
         state = json.loads(snapshot.data or b"{}")
-        self.offsets.reset(int(state.get("next_offset", 0)))
+        next_offset = int(state.get("next_offset", 0))
+        self.offsets.reset(next_offset)
+        self.producers = ProducerStateTable.from_json(state.get("producers", []))
+        self._producers_as_of = int(state.get("producers_as_of", next_offset))
         self._next_offset = None
+        self._leader_producers = None
         self._hw_changed.set()
         self._hw_changed = asyncio.Event()
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
         self._next_offset = None
+        self._leader_producers = None
         if soft.role == Role.LEADER:
             log.info("node %d leads %s-%d (term %d)", self.node_id, self.topic, self.index, term)
 
@@ -438,7 +580,15 @@ class Partition:
             return 0
         last = self.offsets.drop_prefix(drop)
         assert last is not None
-        data = json.dumps({"next_offset": last.end_offset}).encode()
+        # The producer state is the applied one, newer than the snapshot's index: it says up to
+        # which offset it reflects, so a replica that restores it skips those batches' updates.
+        data = json.dumps(
+            {
+                "next_offset": last.end_offset,
+                "producers": self.producers.to_json(),
+                "producers_as_of": self.offsets.end_offset,
+            }
+        ).encode()
         self.group.storage.create_snapshot(last.raft_index, self.group.conf_state, data)
         self.group.storage.compact(last.raft_index)
         log.info(

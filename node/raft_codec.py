@@ -13,7 +13,11 @@ later: an unknown message or entry type, a SNAP without its snapshot.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
+
 from liferaft_proto.v1.raft_pb2 import GroupMessage, RaftEntry, RaftMessage, RaftSnapshot
+from raft import QUIESCE_CONTEXT
 from raft.types import (
     ConfState,
     Entry,
@@ -24,7 +28,7 @@ from raft.types import (
     SnapshotMeta,
 )
 
-__all__ = ["from_proto", "to_proto"]
+__all__ = ["fill_proto", "from_proto", "pack_heartbeat", "to_proto", "unpack_heartbeats"]
 
 _MESSAGE_TYPES = {int(t): t for t in MessageType}
 _ENTRY_TYPES = {int(t): t for t in EntryType}
@@ -38,7 +42,15 @@ if dict(RaftMessage.Type.items()) != {t.name: int(t) for t in MessageType} or di
 
 def to_proto(group: str, m: Message) -> GroupMessage:
     """Encode one message of one Raft group for a RaftBatch."""
-    gm = GroupMessage(group=group)
+    gm = GroupMessage()
+    fill_proto(gm, group, m)
+    return gm
+
+
+def fill_proto(gm: GroupMessage, group: str, m: Message) -> None:
+    """Encode one message into a GroupMessage that already sits in a batch (`messages.add()`):
+    building it in place saves copying its entries' bytes once more into the batch."""
+    gm.group = group
     pm = gm.msg
     pm.type = m.type  # type: ignore[assignment]  # an IntEnum with the same numbers
     pm.to = m.to
@@ -63,7 +75,6 @@ def to_proto(group: str, m: Message) -> GroupMessage:
             add(index=e.index, term=e.term, type=e.type, data=e.data)
     if m.snapshot is not None:
         _snapshot_to_proto(m.snapshot, pm.snapshot)
-    return gm
 
 
 def from_proto(gm: GroupMessage) -> tuple[str, Message]:
@@ -127,3 +138,67 @@ def _snapshot_from_proto(ps: RaftSnapshot) -> Snapshot:
         ),
         data=ps.data,
     )
+
+
+# -- coalesced heartbeats (RaftBatch.heartbeats) ------------------------------------------------
+_HB = struct.Struct(">BBQQH")  # type, flags, term, commit, group name length
+_HB_QUIESCE = 1
+_HB_TYPES = {
+    int(MessageType.HEARTBEAT): MessageType.HEARTBEAT,
+    int(MessageType.HEARTBEAT_RESP): MessageType.HEARTBEAT_RESP,
+}
+
+
+def pack_heartbeat(group: str, m: Message) -> bytes | None:
+    """The packed record of a heartbeat or heartbeat reply, or None for a message that needs
+    the full form (another type, or a field a packed record does not carry)."""
+    if (
+        m.type not in _HB_TYPES
+        or m.index
+        or m.log_term
+        or m.entries
+        or m.reject
+        or m.reject_hint
+        or m.snapshot is not None
+        or m.context not in (b"", QUIESCE_CONTEXT)
+    ):
+        return None
+    name = group.encode()
+    flags = _HB_QUIESCE if m.context else 0
+    return _HB.pack(m.type, flags, m.term, m.commit, len(name)) + name
+
+
+def unpack_heartbeats(data: bytes, frm: int, to: int) -> Iterator[tuple[str, Message]]:
+    """The (group, message) pairs of a RaftBatch's packed heartbeats, sent by frm to to.
+    Raises ValueError on a malformed run (the stream is then dropped, like a bad message)."""
+    pos, end, size = 0, len(data), _HB.size
+    types = _HB_TYPES
+    try:
+        while pos < end:
+            kind, flags, term, commit, n = _HB.unpack_from(data, pos)
+            pos += size
+            if pos + n > end:
+                raise ValueError("packed heartbeats: a group name runs past the end")
+            group = data[pos : pos + n].decode()
+            pos += n
+            yield (
+                group,
+                Message(
+                    types[kind],
+                    to,
+                    frm,
+                    term,
+                    0,
+                    0,
+                    (),
+                    commit,
+                    False,
+                    0,
+                    None,
+                    QUIESCE_CONTEXT if flags & _HB_QUIESCE else b"",
+                ),
+            )
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ValueError(f"packed heartbeats are malformed: {e}") from None
+    except KeyError as e:
+        raise ValueError(f"packed heartbeats: unknown message type {e.args[0]}") from None

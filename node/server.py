@@ -106,8 +106,13 @@ class NodeServer:
             deliver=lambda group, msg: self.driver.deliver(group, msg),  # type: ignore[union-attr]
             on_leaders=lambda peer, states: self.broker.on_leaders(peer, states),  # type: ignore[union-attr]
             advertise=cfg.advertise,
+            # A keepalive every half election timeout; a peer silent for five is taken for
+            # gone (a broken stream says so at once; this is for a paused or cut-off peer).
+            keepalive_s=timing.tick_s * timing.election_ticks / 2,
+            dead_after_s=timing.tick_s * timing.election_ticks * 5,
         )
         self.driver = RaftDriver(cfg.node_id, self.store, self.transport, timing)
+        self.transport.on_peer_change = self.driver.peer_changed
         self.broker = Broker(cfg, self.driver)
         self.transport.on_peer_advertise = self._on_peer_advertise
         transport = self.transport

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -20,8 +20,10 @@ from liferaft_proto import records
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
 from node.broker import Broker, PartitionView
+from node.config import parse_address
 from node.controller import TopicInfo
 from node.errors import BrokerError, ErrorCode
+from node.groups import EMPTY, GroupCoordinator, OffsetEntry, validate_group_id
 from node.topic_config import TopicConfig
 
 log = logging.getLogger("liferaft.service")
@@ -378,3 +380,266 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 )
             resp.topics.append(result)
         return resp
+
+    # -- idempotent producers ------------------------------------------------------------------
+    @unary
+    async def InitProducerId(
+        self, request: broker_pb2.InitProducerIdRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.InitProducerIdResponse:
+        forwarded = await self._on_controller("InitProducerId", request)
+        if forwarded is not None:
+            return forwarded
+        try:
+            first = await asyncio.wait_for(
+                self.broker.controller.propose({"op": "allocate_producer_ids", "count": 1}),
+                ADMIN_TIMEOUT_MS / 1000,
+            )
+        except TimeoutError:
+            raise BrokerError(
+                ErrorCode.REQUEST_TIMED_OUT, "no producer id could be allocated in time; retry"
+            ) from None
+        return broker_pb2.InitProducerIdResponse(producer_id=int(first), producer_epoch=0)
+
+    # -- lag -----------------------------------------------------------------------------------
+    @unary
+    async def PartitionLag(
+        self, request: broker_pb2.PartitionLagRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.PartitionLagResponse:
+        part = self.broker.leader_partition(request.topic, request.partition)
+        lag_records, first_ts = part.lag(request.offset)
+        now_ms = int(time.time() * 1000)
+        return broker_pb2.PartitionLagResponse(
+            high_watermark=part.high_watermark,
+            log_start_offset=part.log_start_offset,
+            lag_records=lag_records,
+            first_unconsumed_timestamp_ms=first_ts,
+            lag_ms=max(0, now_ms - first_ts) if first_ts >= 0 else 0,
+            now_ms=now_ms,
+            leader_epoch=part.state().leader_epoch,
+        )
+
+    # -- consumer groups -----------------------------------------------------------------------
+    def _coordinator(self) -> GroupCoordinator:
+        coord = self.broker.groups
+        coord.check_coordinator(self.broker.advertised_address)
+        return coord
+
+    @unary
+    async def FindCoordinator(
+        self, request: broker_pb2.FindCoordinatorRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.FindCoordinatorResponse:
+        validate_group_id(request.group_id)
+        leader = self.broker.groups.leader
+        address = self.broker.advertised_address(leader) if leader else ""
+        if not address:
+            raise BrokerError(
+                ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                "the group coordinator is being elected; retry shortly",
+            )
+        host, port = parse_address(address)
+        return broker_pb2.FindCoordinatorResponse(node_id=leader, host=host, port=port)
+
+    @unary
+    async def GroupHeartbeat(
+        self, request: broker_pb2.GroupHeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.GroupHeartbeatResponse:
+        coord = self._coordinator()
+        try:
+            answer = await asyncio.wait_for(
+                coord.heartbeat(
+                    request.group_id,
+                    request.member_id,
+                    request.generation,
+                    request.client_id,
+                    list(request.topics),
+                    _tps(request.owned),
+                    request.session_timeout_ms,
+                ),
+                ADMIN_TIMEOUT_MS / 1000,
+            )
+        except TimeoutError:
+            raise BrokerError(
+                ErrorCode.REQUEST_TIMED_OUT, "joining the group was not logged in time; retry"
+            ) from None
+        return broker_pb2.GroupHeartbeatResponse(
+            member_id=answer.member_id,
+            generation=answer.generation,
+            assignment=_tps_pb(answer.assignment),
+            heartbeat_interval_ms=answer.heartbeat_interval_ms,
+            pending_partitions=answer.pending,
+        )
+
+    @unary
+    async def LeaveGroup(
+        self, request: broker_pb2.LeaveGroupRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.LeaveGroupResponse:
+        coord = self._coordinator()
+        validate_group_id(request.group_id)
+        coord.leave(request.group_id, request.member_id)
+        return broker_pb2.LeaveGroupResponse()
+
+    @unary
+    async def CommitOffsets(
+        self, request: broker_pb2.CommitOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.CommitOffsetsResponse:
+        coord = self._coordinator()
+        offsets = [(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets]
+        if not offsets:
+            raise BrokerError(ErrorCode.INVALID_REQUEST, "a commit needs at least one offset")
+        tps = {(t, p) for t, p, _, _ in offsets}
+        if len(tps) != len(offsets):
+            raise BrokerError(ErrorCode.INVALID_REQUEST, "a partition appears twice in the commit")
+        coord.check_commit(request.group_id, request.member_id, request.generation, tps)
+        for topic, partition, offset, _ in offsets:
+            info = self.broker.topic(topic)
+            if not 0 <= partition < info.partitions:
+                raise BrokerError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                    f"topic {topic!r} has partitions 0..{info.partitions - 1}, not {partition}",
+                )
+            if offset < 0:
+                raise BrokerError(
+                    ErrorCode.OFFSET_OUT_OF_RANGE,
+                    f"cannot commit offset {offset} for {topic}-{partition}: offsets are >= 0",
+                )
+            hw = await self._high_watermark(info, partition, offset)
+            if offset > hw:
+                raise BrokerError(
+                    ErrorCode.OFFSET_OUT_OF_RANGE,
+                    f"cannot commit offset {offset} for {topic}-{partition}: it is past the "
+                    f"high watermark {hw} (no record there has been written); nothing committed",
+                )
+        # Checked again with nothing awaited in between, so no rebalance slips in.
+        coord = self._coordinator()
+        coord.check_commit(request.group_id, request.member_id, request.generation, tps)
+        try:
+            await asyncio.wait_for(coord.commit(request.group_id, offsets), ADMIN_TIMEOUT_MS / 1000)
+        except TimeoutError:
+            raise BrokerError(
+                ErrorCode.REQUEST_TIMED_OUT,
+                "the commit was not replicated in time; it may still be applied",
+            ) from None
+        return broker_pb2.CommitOffsetsResponse()
+
+    async def _high_watermark(self, info: TopicInfo, partition: int, wanted: int) -> int:
+        """The partition's high watermark, asking its leader when what this node knows (its own
+        replica, gossip) is below `wanted` (it may just lag)."""
+        part = self.broker.partitions.get((info.name, partition))
+        if part is not None and part.is_leader:
+            return part.high_watermark
+        view = self.broker.partition_view(info, partition)
+        known = view.state.high_watermark if view.state is not None else -1
+        if part is not None:
+            known = max(known, part.high_watermark)
+        if wanted <= known:
+            return known
+        leader = view.state.leader if view.state is not None else 0
+        stub = self._forward(leader) if leader and leader != self.broker.node_id else None
+        if stub is not None:
+            try:
+                resp = await stub.ListOffsets(
+                    broker_pb2.ListOffsetsRequest(
+                        topic=info.name,
+                        partition=partition,
+                        spec=broker_pb2.ListOffsetsRequest.LATEST,
+                    ),
+                    timeout=5,
+                )
+                return int(resp.offset)
+            except grpc.aio.AioRpcError:
+                pass
+        raise BrokerError(
+            ErrorCode.LEADER_NOT_AVAILABLE,
+            f"cannot check offset {wanted} against the high watermark of {info.name}-{partition} "
+            "now (its leader is not reachable); retry",
+        )
+
+    @unary
+    async def FetchOffsets(
+        self, request: broker_pb2.FetchOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.FetchOffsetsResponse:
+        coord = self._coordinator()
+        validate_group_id(request.group_id)
+        committed = coord.committed(request.group_id)
+        wanted = sorted(_tps(request.partitions)) if request.partitions else sorted(committed)
+        resp = broker_pb2.FetchOffsetsResponse()
+        for tp in wanted:
+            entry = committed.get(tp)
+            resp.offsets.append(_committed_pb(tp, entry))
+        return resp
+
+    @unary
+    async def ListGroups(
+        self, request: broker_pb2.ListGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ListGroupsResponse:
+        coord = self._coordinator()
+        coord.expire_members()
+        resp = broker_pb2.ListGroupsResponse()
+        for gid in coord.group_ids():
+            live = coord.live.get(gid)
+            resp.groups.append(
+                broker_pb2.GroupOverview(
+                    group_id=gid,
+                    state=live.state() if live is not None else EMPTY,
+                    members=len(live.members) if live is not None else 0,
+                )
+            )
+        return resp
+
+    @unary
+    async def DescribeGroup(
+        self, request: broker_pb2.DescribeGroupRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.DescribeGroupResponse:
+        coord = self._coordinator()
+        validate_group_id(request.group_id)
+        coord.expire_members()
+        if not coord.exists(request.group_id):
+            raise BrokerError(
+                ErrorCode.GROUP_ID_NOT_FOUND,
+                f"group {request.group_id!r} does not exist (no member has joined it and it has "
+                "no committed offsets)",
+            )
+        live = coord.live.get(request.group_id)
+        resp = broker_pb2.DescribeGroupResponse(
+            group_id=request.group_id,
+            state=live.state() if live is not None else EMPTY,
+            generation=live.generation if live is not None else 0,
+            coordinator_id=self.broker.node_id,
+        )
+        for m in sorted(live.members.values() if live else [], key=lambda m: m.member_id):
+            resp.members.append(
+                broker_pb2.GroupMemberDescription(
+                    member_id=m.member_id,
+                    client_id=m.client_id,
+                    topics=sorted(m.topics),
+                    assignment=_tps_pb(m.holds()),
+                    target=_tps_pb(m.target),
+                    session_timeout_ms=m.session_timeout_ms,
+                )
+            )
+        for tp, entry in sorted(coord.committed(request.group_id).items()):
+            resp.offsets.append(_committed_pb(tp, entry))
+        return resp
+
+
+def _tps(items: Iterable[broker_pb2.TopicPartitions]) -> set[tuple[str, int]]:
+    return {(tp.topic, p) for tp in items for p in tp.partitions}
+
+
+def _tps_pb(tps: Iterable[tuple[str, int]]) -> list[broker_pb2.TopicPartitions]:
+    by_topic: dict[str, list[int]] = {}
+    for topic, p in sorted(tps):
+        by_topic.setdefault(topic, []).append(p)
+    return [broker_pb2.TopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()]
+
+
+def _committed_pb(tp: tuple[str, int], entry: OffsetEntry | None) -> broker_pb2.CommittedOffset:
+    if entry is None:
+        return broker_pb2.CommittedOffset(topic=tp[0], partition=tp[1], offset=-1)
+    return broker_pb2.CommittedOffset(
+        topic=tp[0],
+        partition=tp[1],
+        offset=entry.offset,
+        metadata=entry.metadata,
+        commit_timestamp_ms=entry.timestamp_ms,
+    )

@@ -39,7 +39,8 @@ rests on it.
 
 Threads. Nothing here locks: a NodeStore and its groups belong to the host's one thread (the
 event loop's). Moving `write` to a worker thread would not free the loop anyway: rocksdict 0.3.29
-holds the GIL for the whole of Rdict.write, fsync included.
+holds the GIL for the whole of Rdict.write, fsync included. It does release it in flush_wal, so
+the hot path writes unsynced on the loop and syncs the WAL from a worker thread (`sync_wal`).
 """
 
 from __future__ import annotations
@@ -397,8 +398,14 @@ class GroupStorage:
 
     # -- writes that go to disk at once -----------------------------------------------------------
     def bootstrap(self, conf_state: ConfState) -> None:
-        """Give a new group its membership: a snapshot at index 0 carrying conf_state, synced.
-        Every replica of a new group bootstraps the same one, so none needs another to start."""
+        """Give a new group its membership: a snapshot at index 0 carrying conf_state.
+        Every replica of a new group bootstraps the same one, so none needs another to start.
+
+        Not synced by itself: a host that creates a thousand partitions at once would otherwise
+        hold the event loop for a thousand fsyncs (rocksdict keeps the GIL through a synced
+        write). It becomes durable with the next synced write of the node (the WAL is one
+        ordered stream), which comes before this group can promise anything (a vote, an
+        acknowledged entry); lost in a crash before that, it is simply bootstrapped again."""
         self._check_writable()
         if self._registered:
             raise ValueError(
@@ -409,7 +416,7 @@ class GroupStorage:
         batch = WriteBatch(raw_mode=True)
         batch.put(self._keys.snapshot, _encode_snapshot(self._keys.snapshot, snap))
         self._put_registry(batch)
-        self._store._write_batch(batch, sync=True)
+        self._store._write_batch(batch, sync=False)
         self._snap = snap
         self._registered = True
 
@@ -817,6 +824,18 @@ class NodeStore:
 
     def _write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
         self._live_db().write(batch, self._sync if sync else self._nosync)
+
+    def sync_wal(self) -> None:
+        """Make every write so far durable: fsync RocksDB's write-ahead log.
+
+        `write(updates, sync=False)` followed by this is as durable as `write(updates,
+        sync=True)` once this returns (the WAL is one ordered stream; syncing it covers every
+        earlier write), with one difference that matters: rocksdict holds the GIL for the whole
+        of a synced Rdict.write, fsync included, but releases it in flush_wal. So the driver
+        writes inline (a memcpy into the WAL's page cache) and runs this in a thread, and the
+        event loop goes on moving bytes while the disk syncs. Safe to call from another thread
+        than the loop's while the loop reads and writes (RocksDB allows it); not while closing."""
+        self._live_db().flush_wal(True)
 
     # -- host metadata -------------------------------------------------------------------------
     def get_meta(self, key: bytes) -> bytes | None:

@@ -12,6 +12,11 @@ cluster or address is refused with a clear error instead of silently joining. A 
 dialled again with backoff and jitter; messages for a peer without a stream are dropped, which
 Raft tolerates (it retransmits), and the send queue per peer is bounded so a dead peer cannot
 take the node's memory.
+
+Liveness. Quiesced Raft groups send nothing, so the stream itself says whether a peer is there:
+a node sends an empty batch to a peer it has sent nothing to for `keepalive_s`, and considers a
+peer gone when its stream breaks or nothing came from it for `dead_after_s`. Every change either
+way is reported to `on_peer_change` (the driver wakes the groups that peer belongs to).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import grpc
 
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import errors_pb2, raft_pb2, raft_pb2_grpc
-from node.raft_codec import from_proto, to_proto
+from node.raft_codec import fill_proto, from_proto, pack_heartbeat, unpack_heartbeats
 from raft import Message
 
 log = logging.getLogger("liferaft.transport")
@@ -51,11 +56,18 @@ class PeerLink:
 
     peer_id: int
     address: str
-    pending: list[raft_pb2.GroupMessage] = field(default_factory=list)
+    pending: raft_pb2.RaftFrame | None = None
+    """The frame this round's messages are encoded into, in place (flush sends it)."""
+    pending_count: int = 0
+    heartbeats: list[bytes] = field(default_factory=list)
+    """This round's heartbeats and replies, packed (RaftBatch.heartbeats)."""
     queue: asyncio.Queue[raft_pb2.RaftFrame] | None = None  # set while a stream is up
     generation: int = 0
     stats: LinkStats = field(default_factory=LinkStats)
     last_heard: float = 0.0
+    last_sent: float = 0.0
+    alive: bool = False
+    """As last reported to on_peer_change: a stream is up and the peer was heard lately."""
 
     @property
     def connected(self) -> bool:
@@ -77,10 +89,16 @@ class Transport(raft_pb2_grpc.RaftTransportServicer):
         deliver: Callable[[str, Message], None],
         on_leaders: Callable[[int, raft_pb2.LeaderStates], None] | None = None,
         advertise: str = "",
+        keepalive_s: float = 0.05,
+        dead_after_s: float = 0.5,
     ) -> None:
         self.node_id = node_id
         self.advertise = advertise
+        self.keepalive_s = keepalive_s
+        self.dead_after_s = dead_after_s
         self.on_peer_advertise: Callable[[int, str], None] | None = None
+        self.on_peer_change: Callable[[int, bool], None] | None = None
+        """Called with (peer id, alive) whenever a peer is found gone or back."""
         self.cluster_id = cluster_id
         self.deliver = deliver
         self.on_leaders = on_leaders
@@ -92,22 +110,37 @@ class Transport(raft_pb2_grpc.RaftTransportServicer):
     # -- the driver's Outbox -------------------------------------------------------------------
     def send(self, to: int, group: str, msg: Message) -> None:
         link = self.links.get(to)
-        if link is not None:
-            link.pending.append(to_proto(group, msg))
+        if link is None:
+            return
+        packed = pack_heartbeat(group, msg)
+        if packed is not None:
+            link.heartbeats.append(packed)
+            link.pending_count += 1
+            return
+        frame = link.pending
+        if frame is None:
+            frame = link.pending = raft_pb2.RaftFrame()
+        fill_proto(frame.batch.messages.add(), group, msg)
+        link.pending_count += 1
 
     def flush(self) -> None:
         for link in self.links.values():
-            if not link.pending:
+            n = link.pending_count
+            if not n:
                 continue
-            msgs, link.pending = link.pending, []
+            frame = link.pending or raft_pb2.RaftFrame()
+            link.pending, link.pending_count = None, 0
+            heartbeats, link.heartbeats = link.heartbeats, []
             if link.queue is None:
                 link.stats.frames_dropped += 1
                 continue
             self._seq += 1
-            frame = raft_pb2.RaftFrame(
-                batch=raft_pb2.RaftBatch(from_node=self.node_id, seq=self._seq, messages=msgs)
-            )
-            self._enqueue(link, frame, len(msgs))
+            batch = frame.batch
+            batch.from_node = self.node_id
+            batch.seq = self._seq
+            if heartbeats:
+                batch.heartbeats = b"".join(heartbeats)
+            self._enqueue(link, frame, n)
 
     def broadcast_leaders(self, states: raft_pb2.LeaderStates) -> None:
         frame = raft_pb2.RaftFrame(leaders=states)
@@ -121,8 +154,46 @@ class Transport(raft_pb2_grpc.RaftTransportServicer):
             link.queue.put_nowait(frame)
             link.stats.frames_sent += 1
             link.stats.messages_sent += n_msgs
+            link.last_sent = asyncio.get_running_loop().time()
         except asyncio.QueueFull:
             link.stats.frames_dropped += 1
+
+    # -- liveness ------------------------------------------------------------------------------
+    def _set_alive(self, link: PeerLink, alive: bool) -> None:
+        if link.alive == alive:
+            return
+        link.alive = alive
+        log.info(
+            "node %d: node %d is %s", self.node_id, link.peer_id, "up" if alive else "unreachable"
+        )
+        if self.on_peer_change is not None:
+            self.on_peer_change(link.peer_id, alive)
+
+    async def _watch(self) -> None:
+        """Send keepalives on idle streams; declare silent peers gone."""
+        loop = asyncio.get_running_loop()
+        prev = loop.time()
+        while not self._stopped:
+            await asyncio.sleep(self.keepalive_s)
+            now = loop.time()
+            # If this loop itself did not run for a while (a long round, a busy machine), the
+            # frames peers sent meanwhile are still unread: their silence proves nothing.
+            stalled = now - prev > 2 * self.keepalive_s
+            prev = now
+            for link in self.links.values():
+                if link.queue is None:
+                    self._set_alive(link, False)
+                    continue
+                if stalled:
+                    link.last_heard = max(link.last_heard, now - self.keepalive_s)
+                if now - link.last_sent >= self.keepalive_s:
+                    self._seq += 1
+                    frame = raft_pb2.RaftFrame(
+                        batch=raft_pb2.RaftBatch(from_node=self.node_id, seq=self._seq)
+                    )
+                    self._enqueue(link, frame, 0)
+                if link.alive and now - link.last_heard > self.dead_after_s:
+                    self._set_alive(link, False)
 
     def connected_peers(self) -> list[int]:
         return sorted(pid for pid, link in self.links.items() if link.connected)
@@ -132,6 +203,7 @@ class Transport(raft_pb2_grpc.RaftTransportServicer):
         for link in self.links.values():
             if self.node_id < link.peer_id:
                 self._tasks.append(asyncio.create_task(self._dial_forever(link)))
+        self._tasks.append(asyncio.create_task(self._watch()))
 
     async def stop(self) -> None:
         self._stopped = True
@@ -198,12 +270,20 @@ class Transport(raft_pb2_grpc.RaftTransportServicer):
     def _handle(self, link: PeerLink, frame: raft_pb2.RaftFrame) -> None:
         kind = frame.WhichOneof("kind")
         link.last_heard = asyncio.get_running_loop().time()
+        if not link.alive:
+            self._set_alive(link, True)
         if kind == "batch":
             deliver = self.deliver
-            for gm in frame.batch.messages:
+            batch = frame.batch
+            for gm in batch.messages:
                 group, msg = from_proto(gm)
                 deliver(group, msg)
-            link.stats.messages_received += len(frame.batch.messages)
+            n = len(batch.messages)
+            if batch.heartbeats:
+                for group, msg in unpack_heartbeats(batch.heartbeats, link.peer_id, self.node_id):
+                    deliver(group, msg)
+                    n += 1
+            link.stats.messages_received += n
         elif kind == "leaders" and self.on_leaders is not None:
             self.on_leaders(link.peer_id, frame.leaders)
 
@@ -239,6 +319,7 @@ class Transport(raft_pb2_grpc.RaftTransportServicer):
                 await pump
             if link.generation == gen:
                 link.queue = None
+                self._set_alive(link, False)
 
     # -- accepting side (the gRPC servicer) --------------------------------------------------
     async def Stream(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:

@@ -3,7 +3,7 @@
 Imports nothing of the project and does no I/O; the host drives it through RawNode.
 """
 
-from raft.core import TRANSFER_CONTEXT, Config, Raft
+from raft.core import QUIESCE_CONTEXT, TRANSFER_CONTEXT, Config, Raft
 from raft.errors import (
     CompactedError,
     ConfChangeError,
@@ -35,6 +35,7 @@ from raft.types import (
 
 __all__ = [
     "NONE",
+    "QUIESCE_CONTEXT",
     "TRANSFER_CONTEXT",
     "CompactedError",
     "ConfChange",

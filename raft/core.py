@@ -21,7 +21,24 @@ Consensus Algorithm", extended version) and thesis (Ongaro 2014) sections:
   - snapshots and InstallSnapshot (§7);
   - single-server membership changes (thesis §4.1) with learners; a leader accepts a change only
     once it has committed an entry of its own term and the previous change is applied (the fix
-    for the bug described on raft-dev in 2015).
+    for the bug described on raft-dev in 2015);
+  - quiescence (CockroachDB's): an idle, fully replicated group stops ticking, so a node can
+    host thousands of groups that cost nothing while nobody writes to them (see below).
+
+Quiescence. A host with many groups asks an idle leader to `maybe_quiesce`. It agrees only when
+nothing is in flight: every member acknowledged the last index, which is committed and applied,
+and answered its last heartbeats (members the host reports unreachable may be left out once they
+are out of the ISR, if the rest is a quorum). It then sends each follower a heartbeat marked
+QUIESCE_CONTEXT and sets `quiesced`. A follower whose log ends exactly at that commit index
+quiesces too and answers with a marked reply (one that cannot answer so, replies plainly, which
+wakes the leader). A quiesced node needs no ticks: its host stops ticking it. Anything else ends
+quiescence: a tick, a proposal, a transfer, a campaign, or any message that is not a marked
+heartbeat or marked reply. A follower woken by anyone but its leader (a candidate's vote request,
+or its host through `unquiesce` because the leader's node seems gone) sends its leader a
+heartbeat reply, which wakes the leader, so a live leader resumes heartbeats at once and its lease
+holds (CheckQuorum and PreVote work as without quiescence); a dead leader cannot answer, and the
+followers, ticking again, elect a new one after an election timeout. Hosts must therefore wake
+the followers of a leader whose node they lose contact with: a quiesced group hears nothing.
 
 Which messages must wait for persistence. Messages are split in two queues:
   `msgs`               may be sent at once, before the host persists this step's state: a
@@ -71,6 +88,10 @@ from raft.types import (
 
 TRANSFER_CONTEXT = b"transfer"
 """Context of a vote request sent because of TimeoutNow: it may ignore the leader lease."""
+
+QUIESCE_CONTEXT = b"quiesce"
+"""Context of a leader's last heartbeat before its group goes quiet, and of the follower's
+reply that it went quiet too."""
 
 _SEND_NOW = frozenset(
     {
@@ -140,6 +161,9 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = cfg.election_tick
         self.now = 0  # logical clock: ticks since this value was created
+        # Whether this node agreed to go quiet (see the module docstring): its host may stop
+        # ticking it until something ends quiescence. Volatile, like the role.
+        self.quiesced = False
         self._apply_conf_state(cs)
         if hs != HardState():
             self._load_hard_state(hs)
@@ -255,6 +279,7 @@ class Raft:
             self.term = term
             self.vote = NONE
         self.lead = NONE
+        self.quiesced = False
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.reset_randomized_election_timeout()
@@ -315,6 +340,7 @@ class Raft:
 
     # -- elections -----------------------------------------------------------------------------
     def hup(self, transfer: bool = False) -> None:
+        self.unquiesce()
         if self.role == Role.LEADER:
             return
         if not self.promotable():
@@ -376,6 +402,13 @@ class Raft:
     # -- the step function -------------------------------------------------------------------
     def step(self, m: Message) -> None:
         """Handle a message from a peer (Raft §5.1: compare terms first)."""
+        if self.quiesced and not (
+            m.context == QUIESCE_CONTEXT
+            and m.type in (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
+        ):
+            # Anything but the quiesce handshake wakes the group; a follower woken by someone
+            # other than its leader wakes the leader too, so a live one resumes heartbeats.
+            self.unquiesce(wake_leader=m.frm != self.lead)
         if m.term > self.term:
             if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
                 force = m.context == TRANSFER_CONTEXT
@@ -574,7 +607,21 @@ class Raft:
 
     def handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
-        self.send(Message(type=MessageType.HEARTBEAT_RESP, to=m.frm, frm=self.id))
+        quiesce = (
+            m.context == QUIESCE_CONTEXT and self.log.last_index() == m.commit == self.log.committed
+        )
+        if quiesce:
+            # Our log is exactly the leader's, all committed: nothing can happen until the
+            # leader speaks again (or its node goes away, which the host tells us).
+            self.quiesced = True
+        self.send(
+            Message(
+                type=MessageType.HEARTBEAT_RESP,
+                to=m.frm,
+                frm=self.id,
+                context=QUIESCE_CONTEXT if quiesce else b"",
+            )
+        )
 
     def handle_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None
@@ -635,6 +682,7 @@ class Raft:
 
     def propose(self, entries: list[Entry]) -> int:
         """Append entries as leader; returns the index of the first one."""
+        self.unquiesce()
         if self.role != Role.LEADER:
             raise NotLeaderError(self.lead, self.term)
         if self.id not in self.tracker.progress:
@@ -682,6 +730,7 @@ class Raft:
                 raise ConfChangeError("cannot remove the last voter")
 
     def transfer_leader(self, to: int) -> None:
+        self.unquiesce()
         if self.role != Role.LEADER:
             raise NotLeaderError(self.lead, self.term)
         if to == self.id or to == self.lead_transferee:
@@ -720,6 +769,7 @@ class Raft:
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Apply a committed membership change (the host calls this when it applies the entry).
         Membership takes effect on apply; proposing waits for the previous one to be applied."""
+        self.unquiesce()
         t = self.tracker
         voters, learners = set(t.voters), set(t.learners)
         if cc.type == ConfChangeType.ADD_VOTER:
@@ -756,8 +806,80 @@ class Raft:
             self.abort_leader_transfer()
         return cs
 
+    # -- quiescence ----------------------------------------------------------------------------
+    def maybe_quiesce(self, unreachable: frozenset[int] = frozenset()) -> bool:
+        """As leader, go quiet if nothing is in flight (see the module docstring); returns
+        whether this node is quiesced now. The host should drain the Ready first.
+
+        `unreachable`: members the host knows it cannot reach (their node is down). They are
+        left out, once they are out of the ISR (so the ISR a quiet group shows is true) and if
+        the others still make a quorum: a group need not stay awake, heartbeating into the
+        void, for as long as a node is down. The host wakes the group when they come back."""
+        if self.quiesced:
+            return True
+        if self.role != Role.LEADER or self.lead_transferee != NONE:
+            return False
+        if self.msgs or self.msgs_after_persist:
+            return False
+        log = self.log
+        last = log.last_index()
+        if (
+            log.committed != last
+            or log.applied != last
+            or log.unstable.entries
+            or log.unstable.snapshot is not None
+            or self.pending_conf_index > log.applied
+        ):
+            return False
+        isr = self.in_sync_replicas() if unreachable else set()
+        live: list[int] = []
+        for peer, pr in self.tracker.progress.items():
+            if peer == self.id:
+                if pr.match != last:
+                    return False
+                continue
+            if peer in unreachable:
+                if peer in isr:
+                    return False  # wait until it leaves the ISR (max_lag_ticks)
+                continue
+            if (
+                pr.match != last
+                or pr.state != ProgressState.REPLICATE
+                or pr.inflights.count()
+                or not pr.responded
+                or self.now - pr.last_ack_tick > 2 * self.cfg.heartbeat_tick
+            ):
+                return False  # behind, or not answering our heartbeats: it may be gone
+            live.append(peer)
+        voters = self.tracker.voters
+        if sum(1 for v in voters if v == self.id or v in live) <= len(voters) // 2:
+            return False
+        for peer in live:
+            self.send(
+                Message(
+                    type=MessageType.HEARTBEAT,
+                    to=peer,
+                    frm=self.id,
+                    commit=last,
+                    context=QUIESCE_CONTEXT,
+                )
+            )
+        self.quiesced = True
+        self.logger.debug("%d quiesces at %d (term %d)", self.id, last, self.term)
+        return True
+
+    def unquiesce(self, wake_leader: bool = True) -> None:
+        """End quiescence. A follower that knows its leader tells it (a heartbeat reply) when
+        wake_leader, so a live leader resumes heartbeats."""
+        if not self.quiesced:
+            return
+        self.quiesced = False
+        if wake_leader and self.role == Role.FOLLOWER and self.lead not in (NONE, self.id):
+            self.send(Message(type=MessageType.HEARTBEAT_RESP, to=self.lead, frm=self.id))
+
     # -- time ----------------------------------------------------------------------------------
     def tick(self) -> None:
+        self.unquiesce()  # a host that ticks a quiet node wants it awake
         self.now += 1
         if self.role == Role.LEADER:
             self._tick_heartbeat()

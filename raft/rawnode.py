@@ -127,20 +127,39 @@ class RawNode:
     def report_unreachable(self, to: int) -> None:
         self.raft.report_unreachable(to)
 
+    def maybe_quiesce(self, unreachable: frozenset[int] = frozenset()) -> bool:
+        """Leader: go quiet if the group is idle and fully replicated (raft/core.py), leaving
+        out members on unreachable nodes; returns whether the node is quiesced. A quiesced
+        node need not be ticked."""
+        return self.raft.maybe_quiesce(unreachable)
+
+    def unquiesce(self) -> None:
+        """Wake a quiesced node (the host lost contact with its leader's node, say)."""
+        self.raft.unquiesce()
+
+    @property
+    def quiesced(self) -> bool:
+        return self.raft.quiesced
+
     def report_snapshot(self, to: int, failed: bool) -> None:
         self.raft.report_snapshot(to, failed)
 
     # -- outputs -------------------------------------------------------------------------------
     def has_ready(self) -> bool:
+        # Called for every busy group every round: compare fields, build no state objects.
         r = self.raft
-        return bool(
-            r.msgs
-            or r.msgs_after_persist
-            or r.log.unstable.entries
-            or r.log.unstable.snapshot is not None
-            or r.log.has_next_committed_entries()
-            or r.soft_state() != self._prev_soft
-            or r.hard_state() != self._prev_hard
+        log = r.log
+        if r.msgs or r.msgs_after_persist or log.unstable.entries:
+            return True
+        if log.unstable.snapshot is not None or log.has_next_committed_entries():
+            return True
+        soft, hard = self._prev_soft, self._prev_hard
+        return (
+            r.lead != soft.leader
+            or r.role != soft.role
+            or r.term != hard.term
+            or r.vote != hard.vote
+            or log.committed != hard.commit
         )
 
     def ready(self) -> Ready:

@@ -79,6 +79,46 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
                 _registered_method=True)
+        self.PartitionLag = channel.unary_unary(
+                '/liferaft.v1.Broker/PartitionLag',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.FromString,
+                _registered_method=True)
+        self.FindCoordinator = channel.unary_unary(
+                '/liferaft.v1.Broker/FindCoordinator',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.FindCoordinatorRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.FindCoordinatorResponse.FromString,
+                _registered_method=True)
+        self.GroupHeartbeat = channel.unary_unary(
+                '/liferaft.v1.Broker/GroupHeartbeat',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.GroupHeartbeatRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.GroupHeartbeatResponse.FromString,
+                _registered_method=True)
+        self.LeaveGroup = channel.unary_unary(
+                '/liferaft.v1.Broker/LeaveGroup',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.LeaveGroupRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.LeaveGroupResponse.FromString,
+                _registered_method=True)
+        self.CommitOffsets = channel.unary_unary(
+                '/liferaft.v1.Broker/CommitOffsets',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CommitOffsetsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CommitOffsetsResponse.FromString,
+                _registered_method=True)
+        self.FetchOffsets = channel.unary_unary(
+                '/liferaft.v1.Broker/FetchOffsets',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.FetchOffsetsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.FetchOffsetsResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/liferaft.v1.Broker/ListGroups',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.DescribeGroup = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeGroup',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -148,6 +188,64 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PartitionLag(self, request, context):
+        """Lag of one partition behind an offset (a group's committed offset, a consumer's position),
+        computed by the partition leader from the replicated log, so the answer does not depend on
+        which node leads: in records, and in time since the first record not yet consumed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindCoordinator(self, request, context):
+        """Consumer groups (docs/consumer-groups.md). One coordinator serves every group: the leader of
+        the replicated `__groups` Raft group, over all nodes. FindCoordinator is answered by any node;
+        the others must reach the coordinator, and any other node answers NOT_COORDINATOR with the
+        coordinator in ErrorDetail.leader_*.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GroupHeartbeat(self, request, context):
+        """Join (member_id ""), stay alive, report what the member owns and learn what it may own: the
+        coordinator assigns partitions itself and rebalances incrementally (KIP-848's model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitOffsets(self, request, context):
+        """Committed offsets are commands in the `__groups` log: replicated, and snapshotted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchOffsets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +293,46 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.InitProducerId,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.InitProducerIdRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.InitProducerIdResponse.SerializeToString,
+            ),
+            'PartitionLag': grpc.unary_unary_rpc_method_handler(
+                    servicer.PartitionLag,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.SerializeToString,
+            ),
+            'FindCoordinator': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCoordinator,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.FindCoordinatorRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.FindCoordinatorResponse.SerializeToString,
+            ),
+            'GroupHeartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.GroupHeartbeat,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.GroupHeartbeatRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.GroupHeartbeatResponse.SerializeToString,
+            ),
+            'LeaveGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveGroup,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.LeaveGroupRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.LeaveGroupResponse.SerializeToString,
+            ),
+            'CommitOffsets': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitOffsets,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CommitOffsetsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CommitOffsetsResponse.SerializeToString,
+            ),
+            'FetchOffsets': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchOffsets,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.FetchOffsetsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.FetchOffsetsResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ListGroupsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'DescribeGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeGroup,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +578,222 @@ class Broker:
             '/liferaft.v1.Broker/InitProducerId',
             liferaft__proto_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PartitionLag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/PartitionLag',
+            liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindCoordinator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/FindCoordinator',
+            liferaft__proto_dot_v1_dot_broker__pb2.FindCoordinatorRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.FindCoordinatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GroupHeartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/GroupHeartbeat',
+            liferaft__proto_dot_v1_dot_broker__pb2.GroupHeartbeatRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.GroupHeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/LeaveGroup',
+            liferaft__proto_dot_v1_dot_broker__pb2.LeaveGroupRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.LeaveGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitOffsets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/CommitOffsets',
+            liferaft__proto_dot_v1_dot_broker__pb2.CommitOffsetsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.CommitOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchOffsets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/FetchOffsets',
+            liferaft__proto_dot_v1_dot_broker__pb2.FetchOffsetsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.FetchOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/ListGroups',
+            liferaft__proto_dot_v1_dot_broker__pb2.ListGroupsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeGroup',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,14 +54,16 @@ class LeaderState(_message.Message):
     def __init__(self, group: _Optional[str] = ..., leader: _Optional[int] = ..., epoch: _Optional[int] = ..., isr: _Optional[_Iterable[int]] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ...) -> None: ...
 
 class RaftBatch(_message.Message):
-    __slots__ = ("from_node", "seq", "messages")
+    __slots__ = ("from_node", "seq", "messages", "heartbeats")
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     from_node: int
     seq: int
     messages: _containers.RepeatedCompositeFieldContainer[GroupMessage]
-    def __init__(self, from_node: _Optional[int] = ..., seq: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[GroupMessage, _Mapping]]] = ...) -> None: ...
+    heartbeats: bytes
+    def __init__(self, from_node: _Optional[int] = ..., seq: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[GroupMessage, _Mapping]]] = ..., heartbeats: _Optional[bytes] = ...) -> None: ...
 
 class GroupMessage(_message.Message):
     __slots__ = ("group", "msg")

@@ -18,8 +18,9 @@ from raft import Entry, Message, Ready, Snapshot
 from tests.sim.checker import Checker
 from tests.sim.host import RaftParams, SimNode
 from tests.sim.network import Weather
+from tests.sim.profile import Profile, SimOptions
 from tests.sim.runner import run_seed
-from tests.sim.world import Profile, SimOptions, World
+from tests.sim.world import World
 
 RUNS = 3
 SIM_SEEDS = range(30)

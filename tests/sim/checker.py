@@ -54,6 +54,7 @@ from raft import (
     Role,
     Snapshot,
 )
+from raft.log import RaftLog
 from tests.sim.host import Machine, SimNode, chain_digest
 
 
@@ -84,7 +85,7 @@ class _Watch:
     commit: int
     lead_term: int = 0  # term this life last led (0: never)
     lead_last: int = 0  # the leader's last index after its previous step
-    lead_last_term: int = 0
+    lead_entry: Entry | None = None  # the entry there (None: only a snapshot point)
 
 
 class Checker:
@@ -138,18 +139,18 @@ class Checker:
                 "leader append-only",
                 f"leader {sn.id} of term {raft.term} shrank its log from {w.lead_last} to {last}",
             )
-        try:
-            t = log.term(w.lead_last)
-        except CompactedError:
-            t = w.lead_last_term  # compacted: committed, and covered by the commit ledger
-        if t != w.lead_last_term:
-            raise self.fail(
-                "leader append-only",
-                f"leader {sn.id} of term {raft.term} overwrote index {w.lead_last} "
-                f"(term {w.lead_last_term} -> {t})",
-            )
+        before = w.lead_entry
+        if before is not None:
+            now = _entry_at(log, before.index)
+            if now is not None and now != before:
+                raise self.fail(
+                    "leader append-only",
+                    f"leader {sn.id} of term {raft.term} overwrote index {before.index}: "
+                    f"{_show_entry(before)} (term {before.term}) became {_show_entry(now)} "
+                    f"(term {now.term})",
+                )
         w.lead_last = last
-        w.lead_last_term = log.last_term()
+        w.lead_entry = _entry_at(log, last)
 
     def _new_life(self, sn: SimNode) -> _Watch:
         assert sn.node is not None
@@ -202,7 +203,7 @@ class Checker:
                     )
         w.lead_term = term
         w.lead_last = raft.log.last_index()
-        w.lead_last_term = raft.log.last_term()
+        w.lead_entry = _entry_at(raft.log, w.lead_last)
         if self.on_elected is not None:
             self.on_elected(sn)
 
@@ -290,7 +291,7 @@ class Checker:
             prev_term, prev_index = e.term, e.index
         if rd.snapshot is not None:
             self._check_snapshot(sn, rd.snapshot)
-        hs = st.hard_state
+        hs = sn.synced  # what a crash leaves (a lazily written commit index is not in it)
         if rd.hard_state is not None and hs.vote != NONE:
             self._vote(sn.id, hs.term, hs.vote, "made durable")
         if hs.commit < sn.durable_commit:
@@ -486,6 +487,15 @@ class Checker:
                         "log matching",
                         f"nodes {sx.id} and {sy.id} hold different entries at index {i} term {tx[i]}",
                     )
+
+
+def _entry_at(log: RaftLog, index: int) -> Entry | None:
+    """The entry at index, or None when it is compacted (then it is committed, and the commit
+    ledger covers it)."""
+    try:
+        return log.slice(index, index + 1, None)[0]
+    except CompactedError:
+        return None
 
 
 def _apply_voters(voters: set[int], entries: list[Entry]) -> set[int]:

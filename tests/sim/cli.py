@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 
+from tests.sim.profile import SimOptions
 from tests.sim.runner import Summary, replay_command, run_many, run_seed
-from tests.sim.world import Event, SimOptions
+from tests.sim.world import Event, World
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {r.seed} FAILED ({r.kind}): {r.error}", flush=True)
     for line in summary.lines():
         print(line)
+    print(f"cpu                 {_cpu_seconds():.1f} s over {args.jobs} process(es)")
     if summary.failed:
         print(f"\n{len(summary.failed)} seed(s) failed; replay with:")
         for r in sorted(summary.failed, key=lambda r: r.seed)[:20]:
@@ -64,10 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its workers: on a shared machine, a steadier figure than
+    the wall clock."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _replay(seed: int, opts: SimOptions, verbose: bool) -> int:
     def trace(ev: Event) -> None:
         print(f"[tick {ev.tick:5d} step {ev.step:7d}] {ev.kind:8s} {ev.text}")
 
+    if verbose:
+        print(f"world of seed {seed}: {World(seed, opts).profile.describe()}")
     summary = Summary()
     r = run_seed(seed, opts, trace if verbose else None)
     summary.add(r)

@@ -17,7 +17,8 @@ from raft import Role
 from tests.sim.checker import Violation
 from tests.sim.host import RaftParams
 from tests.sim.network import Weather
-from tests.sim.world import Event, Profile, SimOptions, World, liveness_bounds
+from tests.sim.profile import Profile, SimOptions
+from tests.sim.world import Event, World, liveness_bounds
 
 CHAOS_TICKS = 400
 TICK_SECONDS = 0.03
@@ -248,7 +249,7 @@ def run_demo(seed: int = 7) -> int:
         except Violation as e:
             failure = e
     teller.flush(world.now)
-    world._finish_stats()
+    world.finish_stats()
     console.print(_final(world))
     s = world.stats
     if failure is not None:
@@ -269,7 +270,8 @@ def run_demo(seed: int = 7) -> int:
         ),
         Text(
             f"Calm phase: leader after {s.leader_ticks} ticks (bound {leader_bound}), a fresh "
-            f"proposal on every member {s.commit_ticks} ticks later (bound {commit_bound})."
+            f"proposal committed on every member {s.commit_ticks} ticks later "
+            f"(bound {commit_bound})."
         ),
     )
     console.print(Panel(summary, border_style="green"))

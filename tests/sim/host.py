@@ -15,6 +15,16 @@ machine away. Only the MemoryStorage survives: a restart builds a fresh RawNode 
 the state machine from its snapshot and lets Raft hand out the committed entries after it again.
 Step 2 is atomic (one write batch, one fsync): the simulation models losing everything after the
 last sync, not torn writes.
+
+Three things a real host (node/driver.py) does, and the world turns on per seed (HostPolicy):
+  lazy commit   a Ready whose only durable change is the commit index is written without an
+                fsync (rawnode.Ready.must_sync says it may be); a crash loses it, and the node
+                relearns its commit index after the restart. Any later sync (entries, a vote, a
+                snapshot, a compaction) makes it durable, as a database's log does.
+  syncing       while step 2's fsync is pending the host takes client proposals (etcd allows
+                propose between ready() and advance()); the world proposes then (`syncing`).
+  quiescence    an idle leader is asked to quiesce and quiesced nodes are not ticked; the
+                transport tells the host when a peer's node is lost or back (`peer_changed`).
 """
 
 from __future__ import annotations
@@ -122,12 +132,25 @@ class RaftParams:
     pre_vote: bool = True
 
 
+@dataclass(slots=True, frozen=True)
+class HostPolicy:
+    """How the host drives its node, beyond the ordering contract (see the module docstring)."""
+
+    lazy_commit: bool = False
+    quiesce_after: int = 0
+    """A leader with no new entries for this many ticks is asked to quiesce (0: never)."""
+
+
 class HostEvents(Protocol):
     """What a node's host reports to the world (and through it to the checker)."""
 
     def send(self, sn: SimNode, msgs: list[Message]) -> None: ...
 
     def persisted(self, sn: SimNode, rd: Ready) -> None: ...
+
+    def syncing(self, sn: SimNode) -> None:
+        """Step 2's fsync is pending: the world may propose on sn now (no Ready cycle)."""
+        ...
 
     def applying(self, sn: SimNode, e: Entry) -> None: ...
 
@@ -145,12 +168,19 @@ class SimNode:
     """One node and its disk. `node` is None while the node is down."""
 
     def __init__(
-        self, node_id: int, storage: MemoryStorage, params: RaftParams, events: HostEvents
+        self,
+        node_id: int,
+        storage: MemoryStorage,
+        params: RaftParams,
+        events: HostEvents,
+        policy: HostPolicy | None = None,
     ) -> None:
         self.id = node_id
         self.storage = storage
         self.params = params
         self.events = events
+        self.policy = policy or HostPolicy()
+        self.synced = storage.hard_state  # the hard state a crash leaves (lazy commit)
         self.node: RawNode | None = None
         self.machine = Machine()
         self.conf_state = ConfState()
@@ -161,6 +191,9 @@ class SimNode:
         self.crash_armed = False  # crash during the next Ready that needs an fsync
         self.dirty = False  # stepped since its last Ready cycle
         self.durable_commit = 0  # highest commit index ever made durable (never decreases)
+        self.busy_tick = 0  # last tick a Ready carried entries (quiescence waits for idleness)
+        self.unreachable: set[int] = set()  # peers the transport reports lost
+        self.peer_lives: dict[int, int] = {}  # peer -> its life when last seen reachable
         self.crashes = 0
         self.snapshots_installed = 0
         self.snapshots_taken = 0
@@ -195,8 +228,11 @@ class SimNode:
         self.dirty = True
 
     def crash(self, point: CrashPoint = CrashPoint.NONE) -> None:
-        """Lose everything but the MemoryStorage."""
+        """Lose everything but what the MemoryStorage holds durably."""
         self.node = None
+        self.storage.set_hard_state(self.synced)  # an unsynced commit index is gone
+        self.unreachable.clear()
+        self.peer_lives.clear()
         self.crashes += 1
         self.dirty = False
         self.crash_armed = False
@@ -224,6 +260,7 @@ class SimNode:
                 self.crash(point)
                 return
             self._persist(rd)
+            ev.syncing(self)
             ev.persisted(self, rd)
             if point == CrashPoint.AFTER_PERSIST:
                 self.crash(point)
@@ -246,6 +283,16 @@ class SimNode:
             st.append(rd.entries)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
+        hs = st.hard_state
+        synced = self.synced
+        if (
+            not self.policy.lazy_commit
+            or rd.entries
+            or rd.snapshot is not None
+            or hs.term != synced.term
+            or hs.vote != synced.vote
+        ):
+            self.synced = hs
 
     def _apply(self, node: RawNode, rd: Ready) -> None:
         ev = self.events
@@ -271,5 +318,6 @@ class SimNode:
         index = self.machine.index
         self.storage.create_snapshot(index, self.conf_state, self.machine.encode())
         self.storage.compact(max(snap.meta.index, index - keep))
+        self.synced = self.storage.hard_state  # the compaction's write is synced, and all before
         self.snapshots_taken += 1
         return True

@@ -28,6 +28,9 @@ class Weather:
     dup: float = 0.0
     max_delay: int = 0
 
+    def copy(self) -> Weather:
+        return Weather(drop=self.drop, dup=self.dup, max_delay=self.max_delay)
+
 
 # (due tick, random tie-breaker, sequence number, message, the sender's life when it sent it)
 _Parcel = tuple[int, float, int, Message, int]

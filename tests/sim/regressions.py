@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.sim.world import SimOptions
+from tests.sim.profile import SimOptions
 
 
 @dataclass(slots=True, frozen=True)
@@ -44,4 +44,15 @@ REGRESSIONS: list[Regression] = [
         "2026-11-26",
     ),
     Regression(809, "as seed 532 (one stale voter won nine timeout races in a row)", "2026-11-26"),
+    Regression(
+        2386,
+        "commit durability false alarm (checker): a restarted node applying one entry per Ready "
+        "had eight committed membership changes not yet applied, and the checker judged its "
+        "chances with its applied configuration. The core does not campaign before it applied "
+        "every committed change, so the checker now uses the configuration after them.",
+        "2026-11-26",
+    ),
+    Regression(2559, "as seed 2386 (two committed removals not yet applied)", "2026-11-26"),
+    Regression(2664, "as seed 2386", "2026-11-26"),
+    Regression(2691, "as seed 2386", "2026-11-26"),
 ]

@@ -75,7 +75,7 @@ def run_seed(
             f"{type(e).__name__} at step {world.steps} (tick {world.now}): {e}\n    at {where}"
         )
         result.kind = "exception"
-    world._finish_stats()
+    world.finish_stats()
     return result
 
 
@@ -85,7 +85,8 @@ def _run_chunk(args: tuple[list[int], SimOptions]) -> list[SeedResult]:
 
 
 def run_many(seeds: list[int], opts: SimOptions, jobs: int) -> Iterator[SeedResult]:
-    """Results in completion order; seeds are spread over `jobs` processes."""
+    """Results in seed order, so the first failure reported is the lowest failing seed; seeds
+    are spread over `jobs` processes."""
     if jobs <= 1 or len(seeds) < 2:
         for s in seeds:
             yield run_seed(s, opts)
@@ -94,12 +95,12 @@ def run_many(seeds: list[int], opts: SimOptions, jobs: int) -> Iterator[SeedResu
     chunks = [(seeds[i : i + chunk], opts) for i in range(0, len(seeds), chunk)]
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(jobs) as pool:
-        for results in pool.imap_unordered(_run_chunk, chunks):
+        for results in pool.imap(_run_chunk, chunks):
             yield from results
 
 
 def first_failure(seeds: list[int], opts: SimOptions, jobs: int = 1) -> SeedResult | None:
-    """The first failing seed found (any, when run in parallel), or None if all pass."""
+    """The lowest failing seed, or None if all pass."""
     for r in run_many(seeds, opts, jobs):
         if not r.ok:
             return r

@@ -14,8 +14,8 @@ import raft.core
 from raft.log import RaftLog
 from raft.types import Entry, MessageType
 from tests.sim.cli import main
+from tests.sim.profile import SimOptions
 from tests.sim.runner import SeedResult, first_failure
-from tests.sim.world import SimOptions
 
 JOBS = 2
 
@@ -73,6 +73,62 @@ def test_apply_past_the_commit_index(monkeypatch: pytest.MonkeyPatch) -> None:
     found = _hunt(budget=20)
     assert found.kind == "safety", found.error
     assert found.prop == "state machine safety", found.error
+
+
+def test_append_without_the_consistency_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raft §5.3: a follower appends only after the entry before the new ones matches the
+    leader's (index and term). Without that check logs diverge silently."""
+
+    def maybe_append(
+        self: RaftLog, index: int, log_term: int, committed: int, ents: tuple[Entry, ...]
+    ) -> int | None:
+        last_new = index + len(ents)
+        conflict = self.find_conflict(ents)
+        if conflict and conflict > self.committed:
+            self.append(list(ents[conflict - index - 1 :]))
+        self.commit_to(min(committed, last_new, self.last_index()))
+        return last_new
+
+    monkeypatch.setattr(RaftLog, "maybe_append", maybe_append)
+    found = _hunt(budget=20)
+    assert found.kind in {"safety", "exception"}, found.error
+    if found.kind == "safety":
+        assert found.prop in {"log matching", "state machine safety"}, found.error
+
+
+def test_commit_index_that_goes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit index never decreases: what was acknowledged stays acknowledged. Let a stale
+    heartbeat or append lower it."""
+
+    def commit_to(self: RaftLog, to: int) -> None:
+        if to > self.last_index():
+            raise AssertionError("commit past the last index")
+        self.committed = to
+
+    monkeypatch.setattr(RaftLog, "commit_to", commit_to)
+    found = _hunt(budget=20)
+    assert found.kind == "safety", found.error
+    assert found.prop == "commit monotonicity", found.error
+
+
+def test_leader_that_overwrites_its_own_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leader append-only (Figure 3): a leader never overwrites or deletes its entries. Plant a
+    leader that writes each proposal over its last uncommitted entry."""
+
+    def append_entries(self: raft.core.Raft, ents: list[Entry]) -> int:
+        start = max(self.log.last_index(), self.log.committed + 1)
+        self.log.append(
+            [
+                Entry(index=start + i, term=self.term, type=e.type, data=e.data)
+                for i, e in enumerate(ents)
+            ]
+        )
+        return start
+
+    monkeypatch.setattr(raft.core.Raft, "append_entries", append_entries)
+    found = _hunt(budget=20)
+    assert found.kind == "safety", found.error
+    assert found.prop == "leader append-only", found.error
 
 
 def test_a_failure_exits_1_with_the_replay_command(

@@ -1,0 +1,70 @@
+"""The producer's accumulator (client/accumulator.py), without a cluster: batching by size,
+batches of their own for send_batch, and back-pressure when the buffer is full."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from client.accumulator import BATCH_OVERHEAD, RecordAccumulator, estimate_size
+from client.errors import BufferFullError
+from client.types import TopicPartition
+from liferaft_proto.records import Record
+
+TP = TopicPartition("t", 0)
+pytestmark = pytest.mark.asyncio
+
+
+def acc(**kw: int) -> RecordAccumulator:
+    settings = {"batch_size": 1000, "linger_ms": 50, "buffer_memory": 10_000}
+    settings.update(kw)
+    return RecordAccumulator(delivery_timeout_ms=60_000, **settings)
+
+
+async def test_records_fill_a_batch_up_to_batch_size_then_open_the_next() -> None:
+    a = acc()
+    rec = Record(b"v" * 250)  # 274 bytes in a batch: three fit in 1000
+    size = estimate_size(rec)
+    wakes = []
+    for _ in range(9):
+        await a.reserve(size, 1)
+        wakes.append(a.append(TP, rec, size)[1])
+    batches = list(a.queues[TP])
+    assert [b.count for b in batches] == [3, 3, 3]
+    assert all(b.size <= 1000 for b in batches) and batches[0].closed
+    assert wakes[0] and wakes[3]  # a new batch (its linger starts) wakes the sender
+    assert a.ready_at(TP, closing=False) == 0.0  # a full batch waits for nobody
+    a.take(TP)
+    a.take(TP)
+    assert a.ready_at(TP, closing=False) == batches[2].created + 0.05  # lingers
+
+
+async def test_send_batch_records_travel_as_one_batch_in_order() -> None:
+    a = acc()
+    await a.reserve(50, 1)
+    a.append(TP, Record(b"first"), 50)
+    futures = a.append_batch(TP, [Record(b"a"), Record(b"b")], 100 + BATCH_OVERHEAD)
+    assert len(futures) == 2
+    assert [b.count for b in a.queues[TP]] == [1, 2]
+    assert all(b.closed for b in a.queues[TP])
+
+
+async def test_a_full_buffer_blocks_then_raises_and_frees_on_release() -> None:
+    a = acc(buffer_memory=1000)
+    rec = Record(b"x" * 400)
+    size = estimate_size(rec)
+    await a.reserve(size, 1)
+    a.append(TP, rec, size)
+    await a.reserve(size, 1)
+    a.append(TP, rec, size)
+    with pytest.raises(BufferFullError, match="stayed full"):
+        await a.reserve(size, 0.05)
+    waiting = asyncio.ensure_future(a.reserve(size, 5))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    batch = a.take(TP)
+    a.release(batch)  # the batch was written: its memory is free again
+    await asyncio.wait_for(waiting, 5)
+    with pytest.raises(BufferFullError, match="can never fit"):
+        await a.reserve(5000, 1)

@@ -1,0 +1,93 @@
+"""`liferaft bench` end to end, briefly: the commands run, print the JSON they promise, and the
+NATS JetStream harness starts its cluster and measures it. Nothing is asserted about speed (CI
+runs this on a shared machine); only that records flowed without errors.
+
+The NATS part needs Debian's nats-server and the nats-py client; without them it is skipped
+with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from node.bench.clusters import NatsUnavailable, check_nats_client, nats_server_path
+from tests.integration.conftest import MakeCluster
+
+FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms")
+
+
+def _bench(*args: str, timeout: float = 180) -> dict[str, object]:
+    env = dict(os.environ, GRPC_VERBOSITY="ERROR")
+    proc = subprocess.run(
+        [sys.executable, "-m", "node", "bench", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert proc.returncode == 0, f"bench {args} failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _check(result: dict[str, object]) -> None:
+    for key in FIGURES:
+        assert key in result, f"{key} missing from {result}"
+    assert isinstance(result["records"], int) and result["records"] > 0
+    assert result["errors"] == 0, result["settings"]
+
+
+def _nats_or_skip() -> None:
+    try:
+        nats_server_path()
+        check_nats_client()
+    except NatsUnavailable as e:
+        pytest.skip(str(e))
+
+
+def test_bench_produce_and_consume_against_a_cluster(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(3)
+    b = ["--bootstrap", cluster.bootstrap]
+    _check(_bench("produce", *b, "--duration", "1", "--partitions", "2"))
+    # Through the Python client, with a throughput cap (open loop, linger).
+    r = _bench(
+        "produce",
+        *b,
+        "--client",
+        "producer",
+        "--records",
+        "600",
+        "--throughput",
+        "2000",
+        "--batch-size",
+        "65536",
+    )
+    _check(r)
+    assert r["records"] == 600
+    _check(_bench("consume", *b, "--records", "3000", "--runs", "2"))
+    _check(_bench("consume", *b, "--records", "500", "--client", "consumer"))
+
+
+def test_bench_compare_runs_liferaft_and_nats_side_by_side() -> None:
+    _nats_or_skip()
+    result = _bench("compare", "--duration", "1", "--runs", "1", timeout=300)
+    _check(result["liferaft"])  # type: ignore[arg-type]
+    _check(result["nats"])  # type: ignore[arg-type]
+    assert result["ratio_mb_per_s"] is not None
+
+
+def test_bench_consume_from_nats() -> None:
+    _nats_or_skip()
+    _check(_bench("consume", "--system", "nats", "--records", "2000"))
+
+
+def test_missing_nats_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    monkeypatch.setattr("node.bench.clusters.Path.exists", lambda _self: False)
+    with pytest.raises(NatsUnavailable, match="apt-get install nats-server"):
+        nats_server_path()

@@ -1,0 +1,163 @@
+"""The people around the cluster: clients that propose, and an operator who changes membership,
+hands leadership over and now and then tells a node to campaign. They talk to whoever claims to
+lead, stale leaders included, and take the core's refusals (NotLeaderError, ProposalDroppedError,
+ConfChangeError) the way a real client or operator would: as answers, not failures."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from raft import ConfChange, ConfChangeError, ConfChangeType, NotLeaderError, ProposalDroppedError
+from tests.sim.nemesis import fmt_ids
+
+if TYPE_CHECKING:
+    from tests.sim.host import SimNode
+    from tests.sim.world import World
+
+MAX_MEMBERS = 8
+MIN_VOTERS = 3
+"""The operator keeps at least this many voters, so a single failure never stops the group."""
+
+
+def propose(w: World) -> None:
+    """A client batch of unique values, to a node that claims to lead (or, when none does, to
+    any node, which refuses)."""
+    rng = w.rng
+    leaders = w.leaders()
+    if leaders:
+        sn = rng.choice(leaders)
+    else:
+        live = w.live()
+        if not live:
+            return
+        sn = rng.choice(live)
+    propose_to(w, sn)
+    w.finish(sn)
+
+
+def propose_to(w: World, sn: SimNode) -> None:
+    """Propose one batch on sn, without running its host loop (the caller does, or is inside
+    it: a proposal taken while the host waits for its fsync)."""
+    assert sn.node is not None
+    k = w.rng.randint(w.profile.min_batch, w.profile.max_batch)
+    values = [b"v%d" % (w.next_value + i) for i in range(k)]
+    w.next_value += k
+    w.begin_step()
+    try:
+        if k == 1:
+            sn.node.propose(values[0])
+        else:
+            sn.node.propose_many(values)
+    except (NotLeaderError, ProposalDroppedError):
+        pass
+
+
+def transfer(w: World) -> None:
+    lead = w.leader()
+    if lead is None or lead.node is None:
+        return
+    targets = sorted(lead.node.raft.tracker.voters - {lead.id})
+    if not targets:
+        return
+    to = w.rng.choice(targets)
+    w.begin_step()
+    try:
+        lead.node.transfer_leader(to)
+        w.emit("transfer", f"leader {lead.id} hands leadership to {to}", (lead.id, to))
+    except (NotLeaderError, ConfChangeError):
+        pass
+    w.finish(lead)
+
+
+def campaign_now(w: World) -> None:
+    """Tell a node to start an election at once (RawNode.campaign)."""
+    live = w.live()
+    if not live:
+        return
+    sn = w.rng.choice(live)
+    assert sn.node is not None
+    w.begin_step()
+    sn.node.campaign()
+    w.finish(sn)
+
+
+def change_membership(w: World) -> None:
+    """Add a learner (a fresh node, or one whose earlier add never committed), promote a
+    learner, or remove a member; one change at a time, through the leader. One time in ten the
+    operator asks for something that makes no sense, which the core must refuse."""
+    lead = w.leader()
+    if lead is None or lead.node is None:
+        return
+    rng = w.rng
+    t = lead.node.raft.tracker
+    voters, learners = set(t.voters), set(t.learners)
+    joiners = [
+        sn
+        for sn in w.nodes.values()
+        if sn.id not in voters and sn.id not in learners and not sn.removed
+    ]
+    options: list[str] = []
+    if len(voters) + len(learners) < MAX_MEMBERS and (joiners or w.next_id <= w.max_id):
+        options.append("add")
+    if learners:
+        options.append("promote")
+    if len(voters) > MIN_VOTERS or learners:
+        options.append("remove")
+    if not options:
+        return
+    choice = rng.choice(options)
+    new_id = 0
+    if rng.random() < 0.1:
+        outsider = max(w.nodes) + 1
+        cc = rng.choice(
+            [
+                ConfChange(ConfChangeType.ADD_VOTER, rng.choice(sorted(voters))),
+                ConfChange(ConfChangeType.ADD_LEARNER, rng.choice(sorted(voters))),
+                ConfChange(ConfChangeType.REMOVE_NODE, outsider),
+                ConfChange(ConfChangeType.ADD_LEARNER, 0),
+            ]
+            + ([ConfChange(ConfChangeType.ADD_LEARNER, min(learners))] if learners else [])
+        )
+    elif choice == "add":
+        if joiners and (w.next_id > w.max_id or rng.random() < 0.5):
+            node_id = rng.choice(joiners).id
+        else:
+            node_id = new_id = w.next_id
+        cc = ConfChange(ConfChangeType.ADD_LEARNER, node_id)
+    elif choice == "promote":
+        cc = ConfChange(ConfChangeType.ADD_VOTER, rng.choice(sorted(learners)))
+    else:
+        pool = sorted(learners) + (sorted(voters) if len(voters) > MIN_VOTERS else [])
+        cc = ConfChange(ConfChangeType.REMOVE_NODE, rng.choice(pool))
+    w.begin_step()
+    try:
+        lead.node.propose_conf_change(cc)
+    except ConfChangeError as e:
+        w.stats.conf_refused += 1
+        w.emit("member", f"refused {cc_text(cc)}: {e}", (cc.node_id,))
+        w.finish(lead)
+        return
+    except (NotLeaderError, ProposalDroppedError):
+        w.finish(lead)
+        return
+    w.emit("member", f"leader {lead.id} proposes {cc_text(cc)}", (cc.node_id,))
+    w.finish(lead)
+    if new_id:
+        w.next_id += 1
+        w.begin_step()
+        sn = w.add_node(new_id)
+        w.emit("restart", f"node {new_id} started (empty disk) to join", (new_id,))
+        w.finish(sn)
+
+
+def cc_text(cc: ConfChange) -> str:
+    verb = {
+        ConfChangeType.ADD_LEARNER: "add learner",
+        ConfChangeType.ADD_VOTER: "promote to voter",
+        ConfChangeType.REMOVE_NODE: "remove",
+    }[cc.type]
+    return f"{verb} {cc.node_id}"
+
+
+def describe(voters: frozenset[int], learners: frozenset[int]) -> str:
+    return f"voters {fmt_ids(voters)}" + (f", learners {fmt_ids(learners)}" if learners else "")
