@@ -62,6 +62,10 @@ class _Waiter:
     acks: int
     base_offset: int
     future: asyncio.Future[int]
+    idempotent: bool = False
+    """The producer stamped an id and sequence: a retry is deduplicated, so this waiter may be
+    answered NOT_LEADER as soon as this node stops leading (its fate may stay unknown here for
+    long, e.g. when the node is cut off) without risking a duplicate."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -252,7 +256,7 @@ class Partition:
         if acks == ACKS_NONE:
             return base, None
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(index, node.term, acks, base, fut))
+        self._waiters.append(_Waiter(index, node.term, acks, base, fut, header.is_idempotent))
         return base, fut
 
     def _answer_duplicate(
@@ -278,7 +282,9 @@ class Partition:
         else:
             # Wait on the original entry (index and the term it was written in), in index order:
             # _resolve_waiters answers them from the front.
-            self._waiters.append(_Waiter(dup.raft_index, dup.term, acks, dup.base_offset, fut))
+            self._waiters.append(
+                _Waiter(dup.raft_index, dup.term, acks, dup.base_offset, fut, idempotent=True)
+            )
             if len(self._waiters) > 1 and self._waiters[-2].index > dup.raft_index:
                 self._waiters = deque(sorted(self._waiters, key=lambda w: w.index))
             self.driver.touched(self.group_id)
@@ -331,7 +337,8 @@ class Partition:
         the entry applied at its index (a graceful hand-off commits them all). Only an entry of
         another term at that index, i.e. a new leader overwrote the batch, answers NOT_LEADER;
         a waiter that never learns its fate times out in the handler (REQUEST_TIMED_OUT: the
-        outcome is unknown)."""
+        outcome is unknown). Waiters of idempotent batches are the exception: they are answered
+        NOT_LEADER at once, since their retry cannot write the batch twice."""
         if not self._waiters:
             return
         node = self.group.node
@@ -340,6 +347,17 @@ class Partition:
         applied = raft.log.applied
         persisted = raft.log.last_persisted_index()
         isr_floor: int | None = None
+        if not leading and any(w.idempotent for w in self._waiters):
+            # An idempotent producer's retry is deduplicated by the new leader (or answered with
+            # the original offset): send it there now rather than wait to learn the outcome here.
+            err = self._not_leader()
+            kept: deque[_Waiter] = deque()
+            for w in self._waiters:
+                if w.idempotent and applied < w.index and not w.future.done():
+                    w.future.set_exception(err)
+                else:
+                    kept.append(w)
+            self._waiters = kept
         while self._waiters:
             w = self._waiters[0]
             if w.future.done():

@@ -57,7 +57,9 @@ def test_jitter_spreads_clients_that_failed_together() -> None:
 
 
 def test_followed_hint_retries_at_once_but_not_forever() -> None:
-    policy = RetryPolicy(backoff_ms=100, backoff_max_ms=1000, jitter=0, max_free_redirects=2)
+    policy = RetryPolicy(
+        backoff_ms=100, backoff_max_ms=1000, jitter=0, max_free_redirects=2, leader_poll_window_ms=0
+    )
     rng = random.Random(1)
     state = RetryState()
     moved = NotLeaderError(None, "node 2 leads", leader_id=2)
@@ -75,6 +77,23 @@ def test_followed_hint_retries_at_once_but_not_forever() -> None:
     state.followed_hint = True
     assert policy.wait_s(NotControllerError(None, "x", leader_id=3), state, rng) == 0
     assert policy.wait_s(NotEnoughReplicasError(None, "x"), state, rng) == 0.8
+
+
+def test_a_missing_leader_is_polled_for_quickly_then_backed_off() -> None:
+    """After a leader dies, the election takes a few hundred ms: poll every leader_poll_ms
+    for leader_poll_window_ms, then fall back to exponential backoff."""
+    policy = RetryPolicy(
+        backoff_ms=100, backoff_max_ms=1000, jitter=0, leader_poll_ms=25, leader_poll_window_ms=100
+    )
+    rng = random.Random(1)
+    state = RetryState()
+    gone = LeaderNotAvailableError(None, "no leader")
+    assert [policy.wait_s(gone, state, rng) for _ in range(4)] == [0.025] * 4
+    assert policy.wait_s(gone, state, rng) == 0.1
+    assert policy.wait_s(gone, state, rng) == 0.2
+    # Errors that say nothing about leadership never poll fast.
+    other = RetryState()
+    assert policy.wait_s(NotEnoughReplicasError(None, "x"), other, rng) == 0.1
 
 
 def test_policy_refuses_nonsense() -> None:
