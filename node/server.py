@@ -33,6 +33,11 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.so_reuseport", 0),
+    # Clients ping every second to notice a node that stopped answering (client/connection.py);
+    # accept that instead of answering GOAWAY "too many pings".
+    ("grpc.http2.min_ping_interval_without_data_ms", 500),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
 ]
 NODE_ID_KEY = b"node/id"
 CLUSTER_ID_KEY = b"node/cluster_id"
