@@ -17,6 +17,7 @@ facade may be used from several threads; calls run one after another on its loop
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import threading
@@ -89,7 +90,7 @@ class _LoopThread:
             self._thread.join(timeout=10)
 
 
-class _SyncFacade:
+class _SyncFacade(abc.ABC):
     _name = "liferaft-client"
 
     def __init__(self) -> None:
@@ -100,8 +101,9 @@ class _SyncFacade:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)
 
+    @abc.abstractmethod
     async def _aclose(self) -> None:
-        raise NotImplementedError
+        """Close the wrapped asyncio client (each facade closes its own)."""
 
     def close(self) -> None:
         """Close the client and stop its thread. Safe to call twice."""
