@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 
@@ -33,6 +34,8 @@ from node.bench.stats import BenchResult, LatencyRecorder
 from node.bench.workload import Batch, ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
 
 __all__ = ["BenchError", "ensure_topic", "run_consume", "run_produce"]
+
+T = TypeVar("T")
 
 Progress = Callable[[int], None]
 """Called with the records done so far (acknowledged, or read)."""
@@ -143,15 +146,15 @@ async def _call_leader(
     router: Router,
     topic: str,
     partition: int,
-    call: Callable[[broker_pb2_grpc.BrokerStub], object],
+    call: Callable[[broker_pb2_grpc.BrokerStub], Awaitable[T]],
     deadline: float,
-) -> object:
+) -> T:
     """Call a partition's leader, following redirects and retrying what is retriable."""
     backoff = 0.02
     while True:
         try:
             stub = await router.leader(topic, partition)
-            return await call(stub)  # type: ignore[misc]
+            return await call(stub)
         except _NoLeader as e:
             err: str = str(e)
         except grpc.aio.AioRpcError as e:
@@ -381,19 +384,17 @@ async def run_produce(
 async def _high_watermarks(router: Router, topic: str, partitions: int) -> list[int]:
     out = []
     for p in range(partitions):
-        resp = await _call_leader(
-            router,
-            topic,
-            p,
-            lambda stub, p=p: stub.ListOffsets(
-                broker_pb2.ListOffsetsRequest(
-                    topic=topic, partition=p, spec=broker_pb2.ListOffsetsRequest.LATEST
-                ),
-                timeout=5.0,
-            ),
-            time.monotonic() + DELIVERY_TIMEOUT_S,
+        req = broker_pb2.ListOffsetsRequest(
+            topic=topic, partition=p, spec=broker_pb2.ListOffsetsRequest.LATEST
         )
-        out.append(resp.offset)  # type: ignore[attr-defined]
+
+        def ask(
+            stub: broker_pb2_grpc.BrokerStub, req: broker_pb2.ListOffsetsRequest = req
+        ) -> Awaitable[broker_pb2.ListOffsetsResponse]:
+            return stub.ListOffsets(req, timeout=5.0)
+
+        resp = await _call_leader(router, topic, p, ask, time.monotonic() + DELIVERY_TIMEOUT_S)
+        out.append(resp.offset)
     return out
 
 
@@ -487,15 +488,17 @@ async def _consume_raw(
                 max_wait_ms=500,
             )
             t0 = time.monotonic()
+
+            def fetch(
+                stub: broker_pb2_grpc.BrokerStub, req: broker_pb2.FetchRequest = req
+            ) -> Awaitable[broker_pb2.FetchResponse]:
+                return stub.Fetch(req, timeout=REQUEST_TIMEOUT_S)
+
             resp = await _call_leader(
-                router,
-                topic,
-                partition,
-                lambda stub, req=req: stub.Fetch(req, timeout=REQUEST_TIMEOUT_S),
-                time.monotonic() + DELIVERY_TIMEOUT_S,
+                router, topic, partition, fetch, time.monotonic() + DELIVERY_TIMEOUT_S
             )
             got = 0
-            for header, _ in records.split_batches(resp.records):  # type: ignore[attr-defined]
+            for header, _ in records.split_batches(resp.records):
                 end = min(header.base_offset + header.record_count, upto)
                 got += max(0, end - max(offset, header.base_offset))
                 offset = max(offset, header.base_offset + header.record_count)
