@@ -26,6 +26,10 @@ def propose(w: World) -> None:
     leaders = w.leaders()
     if leaders:
         sn = rng.choice(leaders)
+        p = w.profile.propose_syncing
+        if p and not sn.client_waiting and rng.random() < p:
+            sn.client_waiting = True  # it arrives during the leader's next fsync
+            return
     else:
         live = w.live()
         if not live:

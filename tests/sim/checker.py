@@ -1,8 +1,8 @@
 """Raft's safety properties, checked incrementally after every step of the simulation.
 
-Each property of the paper's Figure 3 (plus two a host relies on) is kept as a ledger that only
-grows, so checking a step costs in proportion to what the step changed, not to the size of the
-logs:
+Each property of the paper's Figure 3, and commit monotonicity (which a broker's high watermark
+relies on), is kept as a ledger that only grows, so checking a step costs in proportion to what
+the step changed, not to the size of the logs:
 
   election safety     `leaders`: term -> the one node that led it.
   log matching        `entries`: (index, term) -> (type, data, term of the previous entry). If every
@@ -10,7 +10,7 @@ logs:
                       term, then by induction two logs that share (index, term) share everything
                       before it. Checked on every persisted append, and once more from scratch
                       at the end of a run (`final_check`) in case the induction missed something.
-  leader append-only  per leader: its last index and the term there, compared after every step of
+  leader append-only  per leader: its last index and the entry there, compared after every step of
                       its term.
   leader completeness `commit_term`: the term of each committed entry, and `commit_when`: the
                       earliest term in which it was known committed (a non-decreasing list, so the
@@ -18,7 +18,8 @@ logs:
                       T must hold that entry; by log matching it then holds all before it.
   state machine       `digests`: index -> the state machine's digest after applying it. Every node
   safety              that applies index i (or installs a snapshot at i) must reach the same digest,
-                      and may only apply i once its commit index covers it.
+                      and may only apply i once its commit index covers it. Client values are
+                      unique, so one applied at two indexes is a proposal applied twice.
   commit monotonicity per node life, the in-memory commit index; across lives, the durable one.
 
 Two more are the inductive invariants the paper's proof rests on; checking them finds a broken
@@ -225,7 +226,7 @@ class Checker:
         known = len(terms) - 1
         if lo > known + 1:
             raise self.fail(
-                "commit safety",
+                "state machine safety",
                 f"node {sn.id} committed {lo}..{c} but nobody ever committed {known + 1}",
             )
         for i in range(lo, c + 1):

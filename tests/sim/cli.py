@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seed", type=int, help="run (replay) this one seed")
     p.add_argument("--nodes", type=int, choices=range(3, 8), help="cluster size (default: by seed)")
-    p.add_argument("--ticks", type=int, default=SimOptions().ticks, help="chaos phase ticks")
+    p.add_argument(
+        "--ticks",
+        type=int,
+        default=SimOptions().ticks,
+        help=f"length of the chaos phase in ticks (default {SimOptions().ticks})",
+    )
     p.add_argument("--steps", type=int, help="cap the chaos phase at this many steps")
     p.add_argument(
         "--jobs",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -154,14 +155,19 @@ def _status(world: World) -> Table:
 
 
 def _final(world: World) -> Table:
-    t = Table(title="final state, per node", title_style="bold")
+    """Narrow enough for an 80-column terminal."""
+    t = Table(
+        title="final state, per node",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+    )
     for col in (
         "node",
         "member",
         "role",
         "term",
         "commit",
-        "values",
         "digest",
         "disk log",
         "snaps",
@@ -187,22 +193,24 @@ def _final(world: World) -> Table:
             role = r.role.name.lower().replace("_", "-")
             term, commit = str(r.term), str(r.log.committed)
         st = sn.storage
+        first, last = st.first_index(), st.last_index()
         t.add_row(
             str(sn.id),
             member,
             role,
             term,
             commit,
-            str(sn.machine.values),
-            sn.machine.digest.hex()[:8],
-            f"{st.first_index()}..{st.last_index()}",
+            sn.machine.digest.hex()[:6],
+            f"{first}..{last}" if last >= first else "empty",
             f"{sn.snapshots_taken}/{sn.snapshots_installed}",
             str(sn.crashes),
         )
-    t.caption = (
-        "values: client values applied; digest: hash of everything applied; snaps: taken/installed"
-    )
+    t.caption = "digest: of everything the node applied; snaps: taken/installed"
     return t
+
+
+def _n(count: int, one: str, many: str = "") -> str:
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
 
 
 def run_demo(seed: int = 7) -> int:
@@ -264,13 +272,14 @@ def run_demo(seed: int = 7) -> int:
         ),
         Text("  " + ", ".join(PROPERTIES) + ".", style="green"),
         Text(
-            f"{s.elections} elections, {s.committed:,} entries committed "
-            f"({s.values_committed:,} client values), {s.faults} faults, {s.crashes} crashes, "
-            f"{s.snapshots_installed} snapshots installed, {s.conf_changes} membership changes."
+            f"{_n(s.elections, 'election')}, {_n(s.committed, 'entry', 'entries')} committed "
+            f"({_n(s.values_committed, 'client value')}), {_n(s.faults, 'fault')}, "
+            f"{_n(s.crashes, 'crash', 'crashes')}, {_n(s.snapshots_installed, 'snapshot')} "
+            f"installed, {_n(s.conf_changes, 'membership change')}."
         ),
         Text(
-            f"Calm phase: leader after {s.leader_ticks} ticks (bound {leader_bound}), a fresh "
-            f"proposal committed on every member {s.commit_ticks} ticks later "
+            f"Calm phase: a leader after {_n(s.leader_ticks, 'tick')} (bound {leader_bound}), a "
+            f"fresh proposal committed on every member {_n(s.commit_ticks, 'tick')} later "
             f"(bound {commit_bound})."
         ),
     )

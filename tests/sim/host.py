@@ -10,11 +10,11 @@ The loop follows raft/rawnode.py's ordering contract to the letter:
        through RawNode.apply_conf_change)
     5. advance
 
-A crash (CrashPoint) stops the loop before step 1 or after one of steps 1 to 4 and throws the RawNode and the state
-machine away. Only the MemoryStorage survives: a restart builds a fresh RawNode over it, restores
-the state machine from its snapshot and lets Raft hand out the committed entries after it again.
-Step 2 is atomic (one write batch, one fsync): the simulation models losing everything after the
-last sync, not torn writes.
+A crash (CrashPoint) stops the loop before step 1 or after one of steps 1 to 4, and throws the
+RawNode and the state machine away. Only the MemoryStorage survives: a restart builds a fresh
+RawNode over it, restores the state machine from its snapshot and lets Raft hand out the
+committed entries after it again. Step 2 is atomic (one write batch, one fsync): the simulation
+models losing everything after the last sync, not torn writes.
 
 Three things a real host (node/driver.py) does, and the world turns on per seed (HostPolicy):
   lazy commit   a Ready whose only durable change is the commit index is written without an
@@ -53,7 +53,7 @@ from raft import (
 
 
 class CrashPoint(IntEnum):
-    """Where in the host loop a crash hits (the loop stops after the named step)."""
+    """Where in the host loop a crash hits."""
 
     NONE = 0
     BEFORE_SEND = 5
@@ -192,6 +192,7 @@ class SimNode:
         self.dirty = False  # stepped since its last Ready cycle
         self.durable_commit = 0  # highest commit index ever made durable (never decreases)
         self.busy_tick = 0  # last tick a Ready carried entries (quiescence waits for idleness)
+        self.client_waiting = False  # a client batch to take during the next fsync
         self.unreachable: set[int] = set()  # peers the transport reports lost
         self.peer_lives: dict[int, int] = {}  # peer -> its life when last seen reachable
         self.crashes = 0
@@ -233,6 +234,7 @@ class SimNode:
         self.storage.set_hard_state(self.synced)  # an unsynced commit index is gone
         self.unreachable.clear()
         self.peer_lives.clear()
+        self.client_waiting = False
         self.crashes += 1
         self.dirty = False
         self.crash_armed = False
