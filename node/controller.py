@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from node.driver import Group, RaftDriver
+from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
 from node.topic_config import TopicConfig, parse_topic_config
 from raft import (
@@ -255,12 +255,7 @@ class Controller:
         raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown controller command {op!r}")
 
     def _snapshot(self, index: int) -> None:
-        storage = self.group.storage
-        storage.create_snapshot(index, self.group.conf_state, self.state.to_json())
-        # Keep a tail so followers slightly behind catch up from the log, not a snapshot.
-        keep_from = index - SNAPSHOT_EVERY // 2
-        if keep_from > storage.first_index():
-            storage.compact(min(keep_from, index))
+        snapshot_and_trim(self.group, index, self.state.to_json(), SNAPSHOT_EVERY // 2)
         self._applied_since_snapshot = 0
 
     def restore(self, snapshot: Snapshot) -> None:

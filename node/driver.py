@@ -129,6 +129,17 @@ class DriverStats:
     wakeups: int = 0
 
 
+def snapshot_and_trim(group: Group, index: int, data: bytes, keep_entries: int) -> None:
+    """Snapshot a replicated state machine at applied `index` and drop the log before it,
+    keeping the last `keep_entries` entries so a follower slightly behind catches up from the
+    log rather than from a snapshot."""
+    storage = group.storage
+    storage.create_snapshot(index, group.conf_state, data)
+    keep_from = index - keep_entries
+    if keep_from > storage.first_index():
+        storage.compact(min(keep_from, index))
+
+
 class RaftDriver:
     def __init__(
         self,

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.assignor import TP, assign
-from node.driver import Group, RaftDriver
+from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
 from raft import (
     ConfState,
@@ -577,11 +577,7 @@ class GroupCoordinator:
         raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown groups command {op!r}")
 
     def _snapshot(self, index: int) -> None:
-        storage = self.group.storage
-        storage.create_snapshot(index, self.group.conf_state, self.state.to_json())
-        keep_from = index - SNAPSHOT_EVERY // 2
-        if keep_from > storage.first_index():
-            storage.compact(min(keep_from, index))
+        snapshot_and_trim(self.group, index, self.state.to_json(), SNAPSHOT_EVERY // 2)
         self._applied_since_snapshot = 0
 
     def restore(self, snapshot: Snapshot) -> None:
