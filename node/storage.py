@@ -45,6 +45,7 @@ the hot path writes unsynced on the loop and syncs the WAL from a worker thread 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import struct
@@ -728,6 +729,23 @@ class GroupStorage:
 
 
 # -- the node's database -------------------------------------------------------------------------
+def _supports_direct_io(directory: str) -> bool:
+    """Whether files in `directory` can be opened with O_DIRECT (tmpfs, and some overlay
+    filesystems, cannot: RocksDB would open and then fail its first flush)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    probe = os.path.join(directory, ".direct-io-probe")
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | flag, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
+
+
 class NodeStore:
     """The one RocksDB database of a node: every group's log, and host metadata.
 
@@ -756,6 +774,14 @@ class NodeStore:
         opts.set_min_blob_size(BLOB_MIN_BYTES)
         opts.set_blob_file_size(256 << 20)
         opts.set_enable_blob_gc(True)  # retention's range deletions free blob files
+        # Memtable flushes write blob files of tens of MB. Through the page cache, that pile of
+        # dirty pages is written back while the WAL is fsynced, and on ext4 (data=ordered) the
+        # fsync waits for it: produce latency had 20-100 ms spikes every few seconds, at each
+        # flush. Written with O_DIRECT, flushes leave nothing for an fsync to wait on
+        # (measured on three databases written at 66 MB/s in all: WAL sync p99.9 20 -> 5.5 ms).
+        os.makedirs(self.path, exist_ok=True)
+        if _supports_direct_io(self.path):
+            opts.set_use_direct_io_for_flush_and_compaction(True)
         # After a crash, replay the WAL up to the first damaged record and stop: a batch torn by
         # the crash is dropped whole, everything synced before it is kept.
         opts.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
