@@ -5,12 +5,18 @@ node a sends no longer reaches node b), plus latency, jitter and a bandwidth lim
 link. A network backend makes the links match a state (`apply`), so healing is applying the empty
 state, and applying the same state twice does nothing.
 
-Links. Node i reaches node j through the proxy named "node<i>_to_node<j>" (deploy/toxiproxy.json
-names them so; the local target creates the same six). The liferaft transport keeps ONE gRPC
-stream per pair of nodes, dialled by the lower id, so the bytes of i -> j travel either
-"upstream" on node<i>_to_node<j> (i dialled) or "downstream" on node<j>_to_node<i> (j dialled);
-forwarded admin calls use the other proxy of the pair. Cutting (i, j) therefore holds both: a
-Toxiproxy `timeout` toxic with timeout 0 on i's direction of both proxies. Our proxy
+Links. Node i reaches node j through two proxies (deploy/toxiproxy.json names them so; the local
+target creates the same twelve):
+  node<i>_to_node<j>       listens on some port P, forwards to j's gRPC port: i's --peers entry
+                           for j is this proxy, and forwarded admin calls take it;
+  node<i>_to_node<j>_raft  listens on P + RAFT_PORT_OFFSET, forwards to j's Raft transport (its
+                           gRPC port + RAFT_PORT_OFFSET): a node dials a peer's Raft transport at
+                           the peer's --peers address plus the offset (node.config.raft_address),
+                           which lands here.
+Whichever node of a pair dials, the bytes of i -> j travel either "upstream" on i's proxies to j
+(i dialled) or "downstream" on j's proxies to i (j dialled). Cutting (i, j) therefore holds
+i's direction on all four proxies of the pair, Raft and gRPC alike: a Toxiproxy `timeout` toxic
+with timeout 0 on each; latency and bandwidth go on both proxies of every link too. Our proxy
 (chaos/proxy.py) holds those bytes until the toxic goes, as a real partition does; Shopify's
 Toxiproxy drops them, which breaks the stream and makes the nodes reconnect after the heal. Either
 way the other direction keeps flowing, so a one-way partition is one toxic per proxy.
@@ -33,17 +39,21 @@ Backends:
 
 from __future__ import annotations
 
+import random
 import re
 import shlex
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from chaos.proxy import format_hostport, parse_hostport
 from chaos.targets import ComposeNodes, TargetError
 
 __all__ = [
+    "RAFT_PORT_OFFSET",
     "IptablesNetwork",
     "Network",
     "NetworkState",
@@ -51,8 +61,10 @@ __all__ = [
     "ToxiproxyNetwork",
     "create_links",
     "link_name",
+    "link_proxies",
     "one_way_cuts",
     "parse_link_name",
+    "raft_link_name",
     "ring_cuts",
     "split_cuts",
     "toxics_for",
@@ -63,6 +75,19 @@ Cut = tuple[int, int]
 
 API_TIMEOUT_S = 10.0
 """Bound on one call to the proxy's HTTP API (toxiproxy-python sets no timeout of its own)."""
+
+RAFT_PORT_OFFSET = 100
+"""A node's Raft transport listens this far above its gRPC port. The same value as
+node.config.RAFT_PORT_OFFSET (chaos/ does not import node/; a test checks they agree)."""
+
+PORT_RANGE = (20000, 60000)
+"""Where create_links looks for proxy ports (as node.devcluster.free_port_block does)."""
+
+CREATE_ATTEMPTS = 50
+"""Ports tried per link before create_links gives up."""
+
+_PORT_RNG = random.Random()
+"""Draws create_links' candidate ports (its own, so a seeded global `random` is left alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,14 +108,26 @@ class NetworkState:
 
 
 def link_name(src: int, dst: int) -> str:
-    """The proxy through which node `src` dials node `dst`."""
+    """The proxy through which node `src` dials node `dst`'s gRPC port (its --peers address)."""
     return f"node{src}_to_node{dst}"
 
 
-_LINK = re.compile(r"^node(\d+)_to_node(\d+)$")
+def raft_link_name(src: int, dst: int) -> str:
+    """The proxy through which node `src` dials node `dst`'s Raft transport; it listens
+    RAFT_PORT_OFFSET above link_name(src, dst)."""
+    return f"node{src}_to_node{dst}_raft"
+
+
+def link_proxies(src: int, dst: int) -> tuple[str, str]:
+    """Both proxies of the link src -> dst: every fault on the link goes on each."""
+    return link_name(src, dst), raft_link_name(src, dst)
+
+
+_LINK = re.compile(r"^node(\d+)_to_node(\d+)(_raft)?$")
 
 
 def parse_link_name(name: str) -> Cut | None:
+    """The (dialler, dialled) link a proxy named by link_name or raft_link_name belongs to."""
     m = _LINK.match(name)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
@@ -131,28 +168,30 @@ class ToxicSpec:
 
 
 def toxics_for(state: NetworkState, links: Iterable[Cut]) -> dict[tuple[str, str], ToxicSpec]:
-    """The toxics that make proxies `links` ((dialler, dialled) pairs) match `state`:
-    {(proxy name, toxic name): spec}."""
+    """The toxics that make the proxies of `links` ((dialler, dialled) pairs) match `state`:
+    {(proxy name, toxic name): spec}. Each link gets the same toxics on both its proxies
+    (link_proxies: gRPC and Raft)."""
     out: dict[tuple[str, str], ToxicSpec] = {}
     for dialler, dialled in sorted(set(links)):
-        proxy = link_name(dialler, dialled)
-        # upstream carries dialler -> dialled, downstream dialled -> dialler.
-        for stream, src, dst in (
-            ("upstream", dialler, dialled),
-            ("downstream", dialled, dialler),
-        ):
-            if (src, dst) in state.cuts:
-                out[(proxy, f"cut_{stream}")] = ToxicSpec("timeout", stream, (("timeout", 0),))
-            if state.latency_ms or state.jitter_ms:
-                out[(proxy, f"latency_{stream}")] = ToxicSpec(
-                    "latency",
-                    stream,
-                    (("jitter", state.jitter_ms), ("latency", state.latency_ms)),
-                )
-            if state.bandwidth_kbps:
-                out[(proxy, f"bandwidth_{stream}")] = ToxicSpec(
-                    "bandwidth", stream, (("rate", state.bandwidth_kbps),)
-                )
+        # The same toxics on the gRPC and the Raft proxy of the link.
+        for proxy in link_proxies(dialler, dialled):
+            # upstream carries dialler -> dialled, downstream dialled -> dialler.
+            for stream, src, dst in (
+                ("upstream", dialler, dialled),
+                ("downstream", dialled, dialler),
+            ):
+                if (src, dst) in state.cuts:
+                    out[(proxy, f"cut_{stream}")] = ToxicSpec("timeout", stream, (("timeout", 0),))
+                if state.latency_ms or state.jitter_ms:
+                    out[(proxy, f"latency_{stream}")] = ToxicSpec(
+                        "latency",
+                        stream,
+                        (("jitter", state.jitter_ms), ("latency", state.latency_ms)),
+                    )
+                if state.bandwidth_kbps:
+                    out[(proxy, f"bandwidth_{stream}")] = ToxicSpec(
+                        "bandwidth", stream, (("rate", state.bandwidth_kbps),)
+                    )
     return out
 
 
@@ -201,7 +240,9 @@ class ToxiproxyNetwork:
     """Node-to-node links through Toxiproxy (or chaos/proxy.py), driven by toxiproxy-python.
 
     `api` is the HTTP API's HOST:PORT. On start every proxy is re-enabled and stripped of its
-    toxics (Toxiproxy's /reset), and the links are the proxies named node<i>_to_node<j>.
+    toxics (Toxiproxy's /reset), and the links are the pairs of proxies named node<i>_to_node<j>
+    and node<i>_to_node<j>_raft; a link without both is refused (faults on it would miss one of
+    its two kinds of traffic).
     """
 
     def __init__(self, api: str, *, timeout_s: float = API_TIMEOUT_S) -> None:
@@ -224,6 +265,15 @@ class ToxiproxyNetwork:
         if not self.links:
             raise TargetError(
                 f"the proxy at {api} has no node<i>_to_node<j> proxies (it has {sorted(proxies)})"
+            )
+        missing = sorted(
+            name for link in self.links for name in link_proxies(*link) if name not in proxies
+        )
+        if missing:
+            raise TargetError(
+                f"the proxy at {api} lacks {missing}: every link needs both its gRPC proxy "
+                "node<i>_to_node<j> and its Raft proxy node<i>_to_node<j>_raft (listening "
+                f"{RAFT_PORT_OFFSET} ports above it; see deploy/toxiproxy.json)"
             )
 
     def _call(self, fn: Callable[..., T], what: str, *args: Any, **kwargs: Any) -> T:
@@ -274,31 +324,86 @@ class ToxiproxyNetwork:
 
 
 def create_links(
-    api: str, addresses: Mapping[int, str], *, timeout_s: float = API_TIMEOUT_S
+    api: str,
+    addresses: Mapping[int, str],
+    *,
+    timeout_s: float = API_TIMEOUT_S,
+    raft_port_offset: int = RAFT_PORT_OFFSET,
 ) -> dict[Cut, str]:
-    """Create a proxy node<i>_to_node<j> for every ordered pair of `addresses` (node id ->
-    HOST:PORT) on the proxy server at `api`, each listening on a free loopback port.
-    Returns {(i, j): the address node i should dial node j at}."""
+    """Create the two proxies of every ordered pair (i, j) of `addresses` (node id -> gRPC
+    HOST:PORT) on the proxy server at `api`: node<i>_to_node<j> on a free loopback port P,
+    upstream node j's address, and node<i>_to_node<j>_raft on P + raft_port_offset, upstream
+    node j's Raft transport (its port + raft_port_offset). P is chosen so that neither port is
+    one the nodes will listen on. Returns {(i, j): the address node i should dial node j at},
+    the gRPC proxy's (node i finds the Raft proxy at the offset from it, as it would node j)."""
     from toxiproxy import Toxiproxy
 
     host, _, port = api.rpartition(":")
     client = Toxiproxy()
+    # The nodes are not listening yet: keep their ports (both kinds) out of the proxies' way.
+    taken: set[int] = set()
+    for address in addresses.values():
+        node_port = parse_hostport(address)[1]
+        taken |= {node_port, node_port + raft_port_offset}
     out: dict[Cut, str] = {}
     for i in sorted(addresses):
         for j in sorted(addresses):
             if i == j:
                 continue
+            upstream_host, upstream_port = parse_hostport(addresses[j])
+            raft_upstream = format_hostport(upstream_host, upstream_port + raft_port_offset)
 
-            def create(i: int = i, j: int = j) -> str:
-                with _API_LOCK:
-                    client.update_api_consumer(host.strip("[]"), int(port))
-                    proxy = client.create(
-                        upstream=addresses[j], name=link_name(i, j), listen="127.0.0.1:0"
-                    )
-                return str(proxy.listen)
+            def create(i: int = i, j: int = j, raft_upstream: str = raft_upstream) -> str:
+                names = link_proxies(i, j)
+                for _ in range(CREATE_ATTEMPTS):
+                    listen = _PORT_RNG.randrange(*PORT_RANGE)
+                    ports = (listen, listen + raft_port_offset)
+                    if taken.intersection(ports) or not all(map(_port_free, ports)):
+                        continue
+                    with _API_LOCK:
+                        client.update_api_consumer(host.strip("[]"), int(port))
+                        try:
+                            proxy = client.create(
+                                upstream=addresses[j],
+                                name=names[0],
+                                listen=format_hostport("127.0.0.1", ports[0]),
+                            )
+                            client.create(
+                                upstream=raft_upstream,
+                                name=names[1],
+                                listen=format_hostport("127.0.0.1", ports[1]),
+                            )
+                        except KeyError:
+                            # A port was taken after all (the API answered 500, which
+                            # toxiproxy-python does not check: it fails reading the proxy
+                            # from the error). Drop whatever was made and try other ports.
+                            for name in names:
+                                made = client.get_proxy(name)
+                                if made is not None:
+                                    made.destroy()
+                            continue
+                    taken.update(ports)
+                    return str(proxy.listen)
+                raise TargetError(
+                    f"no two free ports {raft_port_offset} apart for {names[0]} and {names[1]} "
+                    f"after {CREATE_ATTEMPTS} tries"
+                )
 
-            out[(i, j)] = _bounded(create, timeout_s, f"create proxy {link_name(i, j)} at {api}")
+            out[(i, j)] = _bounded(
+                create, timeout_s, f"create proxies {' and '.join(link_proxies(i, j))} at {api}"
+            )
     return out
+
+
+def _port_free(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:`port` now (the proxy runs on this machine)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass

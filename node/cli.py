@@ -77,6 +77,14 @@ def node_cmd(
     cluster_id: Annotated[
         str | None, typer.Option("--cluster-id", envvar="LIFERAFT_CLUSTER_ID")
     ] = None,
+    raft_port_offset: Annotated[
+        int | None,
+        typer.Option(
+            "--raft-port-offset",
+            envvar="LIFERAFT_RAFT_PORT_OFFSET",
+            help="Every node's Raft transport listens on its gRPC port plus this (default 100).",
+        ),
+    ] = None,
     config_file: Annotated[
         Path | None,
         typer.Option("--config", envvar="LIFERAFT_CONFIG", help="A TOML file with these settings."),
@@ -102,6 +110,7 @@ def node_cmd(
             "peers": parse_peers(peers) if peers else None,
             "data_dir": data_dir,
             "cluster_id": cluster_id,
+            "raft_port_offset": raft_port_offset,
             "tick_ms": tick_ms,
             "election_ticks": election_ticks,
             "retention_check_ms": retention_check_ms,
@@ -151,7 +160,10 @@ def dev_up(
     nodes: Annotated[int, typer.Option("--nodes", help="How many nodes.")] = 3,
     data_dir: DataDirOpt = DEFAULT_DEV_DIR,
     base_port: Annotated[
-        int, typer.Option("--base-port", help="Node N listens on base-port + N - 1.")
+        int,
+        typer.Option(
+            "--base-port", help="Node N serves gRPC on base-port + N - 1, Raft on that + 100."
+        ),
     ] = 9092,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a healthy cluster.")] = 60.0,
 ) -> None:
@@ -299,7 +311,8 @@ def demo_cmd(
     base_port: Annotated[
         int | None,
         typer.Option(
-            "--base-port", help="Node N listens on base-port + N - 1 (default: free ports)."
+            "--base-port",
+            help="Node N serves gRPC on base-port + N - 1, Raft on that + 100 (default: free).",
         ),
     ] = None,
     records: Annotated[

@@ -4,9 +4,10 @@
     liferaft chaos run --target compose --bootstrap 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
 --target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
-process of its own) with a proxy on every node-to-node link, and three node processes whose
---peers point at those proxies (DevCluster's per-node peer overrides). Its data and logs go to
-OUT/cluster (node data is deleted afterwards unless --keep-data; logs stay).
+process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
+100 ports above it), and three node processes whose --peers point at those proxies (DevCluster's
+per-node peer overrides). Its data and logs go to OUT/cluster (node data is deleted afterwards
+unless --keep-data; logs stay).
 
 --target compose drives a running compose cluster started with the chaos-local (or chaos)
 profile: nodes by `docker kill/start/pause/unpause`, links through the proxy API published at
@@ -107,11 +108,14 @@ def local_chaos_cluster(
 ) -> Iterator[LocalChaosCluster]:
     """A local cluster whose every node-to-node link goes through a fault proxy.
 
-    Starts the proxy, creates the links node<i>_to_node<j> (upstream: node j), points node i's
-    --peers at them, starts the nodes and waits until they are healthy. On exit everything it
-    started is stopped (nodes with SIGTERM then SIGKILL, the proxy by its pid).
+    Starts the proxy, creates the links node<i>_to_node<j> (upstream: node j's gRPC port) and
+    node<i>_to_node<j>_raft (RAFT_PORT_OFFSET above it; upstream: node j's Raft transport),
+    points node i's --peers at the first (the node finds the second at the offset, as it would
+    node j's Raft port), starts the nodes and waits until they are healthy. On exit everything
+    it started is stopped (nodes with SIGTERM then SIGKILL, the proxy by its pid).
     """
     from chaos.network import create_links
+    from node.config import RAFT_PORT_OFFSET
 
     data_dir.mkdir(parents=True, exist_ok=True)
     proc, api = _start_proxy(data_dir / "proxy.log")
@@ -120,7 +124,7 @@ def local_chaos_cluster(
         cluster = DevCluster.create(data_dir, nodes, free_port_block(nodes), extra_args)
         cluster.cluster_id = f"chaos-{secrets.token_hex(3)}"
         addresses = {n: node.address for n, node in cluster.nodes.items()}
-        links = create_links(api, addresses)
+        links = create_links(api, addresses, raft_port_offset=RAFT_PORT_OFFSET)
         for (i, j), listen in links.items():
             cluster.peer_overrides.setdefault(i, {})[j] = listen
         cluster.start()

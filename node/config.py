@@ -53,6 +53,27 @@ def parse_peers(value: str) -> dict[int, str]:
     return peers
 
 
+RAFT_PORT_OFFSET = 100
+"""A node's Raft transport listens on its gRPC port plus this (9092 -> 9192), on the same host."""
+
+
+def raft_address(address: str, offset: int = RAFT_PORT_OFFSET) -> str:
+    """The Raft transport's HOST:PORT of the node whose gRPC address is `address`.
+
+    Peers are named by their gRPC address (--peers); their Raft transport is at a fixed offset
+    from it, as Kafka's controller listener sits beside its client listener. One list of
+    addresses thus says where to replicate and where to forward admin requests."""
+    host, port = parse_address(address)
+    if not 0 < port + offset < 65536:
+        raise ConfigError(
+            f"{address!r}: the Raft port {port} + {offset} is outside 1..65535; "
+            "pick another port or --raft-port-offset"
+        )
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port + offset}"
+
+
 @dataclass(slots=True)
 class NodeConfig:
     node_id: int
@@ -64,6 +85,8 @@ class NodeConfig:
     advertise: str = ""
     """The address clients are told to use; defaults to listen."""
     cluster_id: str = "liferaft"
+    raft_port_offset: int = RAFT_PORT_OFFSET
+    """The Raft transport of every node listens on its gRPC port plus this."""
     tick_ms: int = 20
     """One Raft tick. Elections time out after election_ticks..2*election_ticks ticks."""
     election_ticks: int = 10
@@ -103,6 +126,11 @@ class NodeConfig:
             raise ConfigError(
                 f"--peers does not contain this node's id {self.node_id}: list every node, this one included"
             )
+        if not 0 < self.raft_port_offset < 65535:
+            raise ConfigError(f"raft_port_offset must be in 1..65534, got {self.raft_port_offset}")
+        raft_address(self.listen, self.raft_port_offset)
+        for addr in self.peers.values():
+            raft_address(addr, self.raft_port_offset)
         if self.tick_ms < 1:
             raise ConfigError("tick_ms must be >= 1")
         if self.election_ticks <= self.heartbeat_ticks:

@@ -3,6 +3,10 @@
 The cluster's state lives in its data directory: `cluster.json` (nodes, ports, pids) and per node
 a data folder `node-N/` and a log `node-N.log`. Every `liferaft dev` command reads that file, so
 they work across invocations (and from tests, which use this module directly).
+
+Ports: node N listens on base-port + N - 1 for gRPC and, for its Raft transport, on that port
+plus RAFT_PORT_OFFSET (node.config: 9092 -> 9192), so a block of ports is only free when both
+halves are.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import grpc
 
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from node.config import RAFT_PORT_OFFSET
 
 STATE_FILE = "cluster.json"
 
@@ -39,6 +44,11 @@ class DevNode:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def raft_port(self) -> int:
+        """Where this node's Raft transport listens (node.config.raft_address of `address`)."""
+        return self.port + RAFT_PORT_OFFSET
+
 
 @dataclass(slots=True)
 class DevCluster:
@@ -57,9 +67,17 @@ class DevCluster:
     ) -> DevCluster:
         if n < 1:
             raise DevClusterError("--nodes must be at least 1")
-        if not 1024 <= base_port <= 65535 - n:
+        if n > RAFT_PORT_OFFSET:
+            # Node N's Raft port would be node N+offset's gRPC port.
             raise DevClusterError(
-                f"--base-port {base_port} must leave room for {n} ports below 65536"
+                f"--nodes must be at most {RAFT_PORT_OFFSET}: each node's Raft transport listens "
+                f"{RAFT_PORT_OFFSET} ports above its gRPC port"
+            )
+        last = base_port + n - 1 + RAFT_PORT_OFFSET
+        if base_port < 1024 or last > 65535:
+            raise DevClusterError(
+                f"--base-port {base_port} must be at least 1024 and leave room below 65536 for "
+                f"{n} gRPC ports and their Raft ports (+{RAFT_PORT_OFFSET}), up to {last}"
             )
         cluster = cls(data_dir=data_dir.resolve(), extra_args=list(extra_args or []))
         for i in range(1, n + 1):
@@ -175,6 +193,9 @@ class DevCluster:
         if self.is_running(node_id):
             raise DevClusterError(f"node {node_id} is already running (pid {n.pid})")
         _check_port_free(n.host, n.port)
+        _check_port_free(
+            n.host, n.raft_port, f"(node {node_id}'s Raft port, gRPC port + {RAFT_PORT_OFFSET})"
+        )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path(node_id), "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ)
@@ -272,14 +293,15 @@ class DevCluster:
         raise DevClusterError(f"cluster not healthy after {timeout_s:.0f}s ({last_error})")
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, what: str = "") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
             raise DevClusterError(
-                f"port {port} on {host} is in use; pick another --base-port"
+                f"port {port} on {host} {what + ' ' if what else ''}is in use; "
+                "pick another --base-port"
             ) from None
 
 
@@ -290,15 +312,23 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def free_port_block(n: int, start: int = 20000, end: int = 60000) -> int:
-    """A base port with n consecutive free ports (tests)."""
+def free_port_block(
+    n: int, start: int = 20000, end: int = 60000, *, raft_port_offset: int | None = RAFT_PORT_OFFSET
+) -> int:
+    """A base port with n consecutive free ports on 127.0.0.1 (tests, bench, demo, chaos).
+
+    Nodes given these ports also listen `raft_port_offset` above each (their Raft transport), so
+    those n ports must be free too; `raft_port_offset=None` asks for the n ports alone (for
+    processes that are not liferaft nodes)."""
     import random
 
+    offsets = [0] if raft_port_offset is None else [0, raft_port_offset]
     for _ in range(200):
         base = random.randrange(start, end - n)
         try:
-            for i in range(n):
-                _check_port_free("127.0.0.1", base + i)
+            for offset in offsets:
+                for i in range(n):
+                    _check_port_free("127.0.0.1", base + i + offset)
         except DevClusterError:
             continue
         return base

@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, raft_pb2, raft_pb2_grpc
+from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
@@ -115,6 +115,8 @@ class NodeServer:
             # gone (a broken stream says so at once; this is for a paused or cut-off peer).
             keepalive_s=timing.tick_s * timing.election_ticks / 2,
             dead_after_s=timing.tick_s * timing.election_ticks * 5,
+            listen=cfg.listen,
+            raft_port_offset=cfg.raft_port_offset,
         )
         self.driver = RaftDriver(cfg.node_id, self.store, self.transport, timing)
         self.transport.on_peer_change = self.driver.peer_changed
@@ -127,12 +129,10 @@ class NodeServer:
         broker_pb2_grpc.add_BrokerServicer_to_server(
             BrokerService(self.broker, self._peer_stub), server
         )
-        raft_pb2_grpc.add_RaftTransportServicer_to_server(self.transport, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
                 broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
-                raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -150,7 +150,7 @@ class NodeServer:
         await server.start()
         self.server = server
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.transport.start()
+        await self.transport.start()
         self.driver.start()
         self._housekeeping = asyncio.create_task(self._housekeep())
         log.info(

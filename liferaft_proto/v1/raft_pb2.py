@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cliferaft_proto/v1/raft.proto\x12\x0bliferaft.v1\"R\n\x05Hello\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tfrom_node\x18\x02 \x01(\r\x12\x0f\n\x07to_node\x18\x03 \x01(\r\x12\x11\n\tadvertise\x18\x04 \x01(\t\"\x8f\x01\n\tRaftFrame\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.liferaft.v1.HelloH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.liferaft.v1.RaftBatchH\x00\x12,\n\x07leaders\x18\x03 \x01(\x0b\x32\x19.liferaft.v1.LeaderStatesH\x00\x42\x06\n\x04kind\"K\n\x0cLeaderStates\x12\x11\n\tfrom_node\x18\x01 \x01(\r\x12(\n\x06states\x18\x02 \x03(\x0b\x32\x18.liferaft.v1.LeaderState\"z\n\x0bLeaderState\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0b\n\x03isr\x18\x04 \x03(\r\x12\x16\n\x0ehigh_watermark\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\"l\n\tRaftBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.liferaft.v1.GroupMessage\x12\x12\n\nheartbeats\x18\x04 \x01(\x0c\"J\n\x0cGroupMessage\x12\r\n\x05group\x18\x01 \x01(\t\x12%\n\x03msg\x18\x02 \x01(\x0b\x32\x18.liferaft.v1.RaftMessageJ\x04\x08\x03\x10\x04\"\xb6\x03\n\x0bRaftMessage\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x1d.liferaft.v1.RaftMessage.Type\x12\n\n\x02to\x18\x02 \x01(\r\x12\x0b\n\x03\x66rm\x18\x03 \x01(\r\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\'\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x16.liferaft.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12+\n\x08snapshot\x18\x0b \x01(\x0b\x32\x19.liferaft.v1.RaftSnapshot\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"\x95\x01\n\x04Type\x12\x07\n\x03\x41PP\x10\x00\x12\x0c\n\x08\x41PP_RESP\x10\x01\x12\x08\n\x04VOTE\x10\x02\x12\r\n\tVOTE_RESP\x10\x03\x12\x0c\n\x08PRE_VOTE\x10\x04\x12\x11\n\rPRE_VOTE_RESP\x10\x05\x12\r\n\tHEARTBEAT\x10\x06\x12\x12\n\x0eHEARTBEAT_RESP\x10\x07\x12\x08\n\x04SNAP\x10\x08\x12\x0f\n\x0bTIMEOUT_NOW\x10\t\"\x90\x01\n\tRaftEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.liferaft.v1.RaftEntry.Type\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"-\n\x04Type\x12\n\n\x06NORMAL\x10\x00\x12\x08\n\x04NOOP\x10\x01\x12\x0f\n\x0b\x43ONF_CHANGE\x10\x02\"I\n\x0cRaftSnapshot\x12+\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.liferaft.v1.RaftSnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"_\n\x10RaftSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12.\n\nconf_state\x18\x03 \x01(\x0b\x32\x1a.liferaft.v1.RaftConfState\"1\n\rRaftConfState\x12\x0e\n\x06voters\x18\x01 \x03(\r\x12\x10\n\x08learners\x18\x02 \x03(\r2M\n\rRaftTransport\x12<\n\x06Stream\x12\x16.liferaft.v1.RaftFrame\x1a\x16.liferaft.v1.RaftFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cliferaft_proto/v1/raft.proto\x12\x0bliferaft.v1\"R\n\x05Hello\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tfrom_node\x18\x02 \x01(\r\x12\x0f\n\x07to_node\x18\x03 \x01(\r\x12\x11\n\tadvertise\x18\x04 \x01(\t\"K\n\x0cLeaderStates\x12\x11\n\tfrom_node\x18\x01 \x01(\r\x12(\n\x06states\x18\x02 \x03(\x0b\x32\x18.liferaft.v1.LeaderState\"z\n\x0bLeaderState\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0b\n\x03isr\x18\x04 \x03(\r\x12\x16\n\x0ehigh_watermark\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\"I\n\x0cRaftSnapshot\x12+\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.liferaft.v1.RaftSnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"_\n\x10RaftSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12.\n\nconf_state\x18\x03 \x01(\x0b\x32\x1a.liferaft.v1.RaftConfState\"1\n\rRaftConfState\x12\x0e\n\x06voters\x18\x01 \x03(\r\x12\x10\n\x08learners\x18\x02 \x03(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,30 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO']._serialized_start=45
   _globals['_HELLO']._serialized_end=127
-  _globals['_RAFTFRAME']._serialized_start=130
-  _globals['_RAFTFRAME']._serialized_end=273
-  _globals['_LEADERSTATES']._serialized_start=275
-  _globals['_LEADERSTATES']._serialized_end=350
-  _globals['_LEADERSTATE']._serialized_start=352
-  _globals['_LEADERSTATE']._serialized_end=474
-  _globals['_RAFTBATCH']._serialized_start=476
-  _globals['_RAFTBATCH']._serialized_end=584
-  _globals['_GROUPMESSAGE']._serialized_start=586
-  _globals['_GROUPMESSAGE']._serialized_end=660
-  _globals['_RAFTMESSAGE']._serialized_start=663
-  _globals['_RAFTMESSAGE']._serialized_end=1101
-  _globals['_RAFTMESSAGE_TYPE']._serialized_start=952
-  _globals['_RAFTMESSAGE_TYPE']._serialized_end=1101
-  _globals['_RAFTENTRY']._serialized_start=1104
-  _globals['_RAFTENTRY']._serialized_end=1248
-  _globals['_RAFTENTRY_TYPE']._serialized_start=1203
-  _globals['_RAFTENTRY_TYPE']._serialized_end=1248
-  _globals['_RAFTSNAPSHOT']._serialized_start=1250
-  _globals['_RAFTSNAPSHOT']._serialized_end=1323
-  _globals['_RAFTSNAPSHOTMETA']._serialized_start=1325
-  _globals['_RAFTSNAPSHOTMETA']._serialized_end=1420
-  _globals['_RAFTCONFSTATE']._serialized_start=1422
-  _globals['_RAFTCONFSTATE']._serialized_end=1471
-  _globals['_RAFTTRANSPORT']._serialized_start=1473
-  _globals['_RAFTTRANSPORT']._serialized_end=1550
+  _globals['_LEADERSTATES']._serialized_start=129
+  _globals['_LEADERSTATES']._serialized_end=204
+  _globals['_LEADERSTATE']._serialized_start=206
+  _globals['_LEADERSTATE']._serialized_end=328
+  _globals['_RAFTSNAPSHOT']._serialized_start=330
+  _globals['_RAFTSNAPSHOT']._serialized_end=403
+  _globals['_RAFTSNAPSHOTMETA']._serialized_start=405
+  _globals['_RAFTSNAPSHOTMETA']._serialized_end=500
+  _globals['_RAFTCONFSTATE']._serialized_start=502
+  _globals['_RAFTCONFSTATE']._serialized_end=551
 # @@protoc_insertion_point(module_scope)

@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from liferaft_proto.v1 import raft_pb2 as liferaft__proto_dot_v1_dot_raft__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -23,75 +22,3 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
-
-
-class RaftTransportStub:
-    """Missing associated documentation comment in .proto file."""
-
-    def __init__(self, channel):
-        """Constructor.
-
-        Args:
-            channel: A grpc.Channel.
-        """
-        self.Stream = channel.stream_stream(
-                '/liferaft.v1.RaftTransport/Stream',
-                request_serializer=liferaft__proto_dot_v1_dot_raft__pb2.RaftFrame.SerializeToString,
-                response_deserializer=liferaft__proto_dot_v1_dot_raft__pb2.RaftFrame.FromString,
-                _registered_method=True)
-
-
-class RaftTransportServicer:
-    """Missing associated documentation comment in .proto file."""
-
-    def Stream(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-
-def add_RaftTransportServicer_to_server(servicer, server):
-    rpc_method_handlers = {
-            'Stream': grpc.stream_stream_rpc_method_handler(
-                    servicer.Stream,
-                    request_deserializer=liferaft__proto_dot_v1_dot_raft__pb2.RaftFrame.FromString,
-                    response_serializer=liferaft__proto_dot_v1_dot_raft__pb2.RaftFrame.SerializeToString,
-            ),
-    }
-    generic_handler = grpc.method_handlers_generic_handler(
-            'liferaft.v1.RaftTransport', rpc_method_handlers)
-    server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('liferaft.v1.RaftTransport', rpc_method_handlers)
-
-
- # This class is part of an EXPERIMENTAL API.
-class RaftTransport:
-    """Missing associated documentation comment in .proto file."""
-
-    @staticmethod
-    def Stream(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/liferaft.v1.RaftTransport/Stream',
-            liferaft__proto_dot_v1_dot_raft__pb2.RaftFrame.SerializeToString,
-            liferaft__proto_dot_v1_dot_raft__pb2.RaftFrame.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)

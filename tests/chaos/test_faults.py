@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+import chaos.network
 from chaos.faults import Faults
 from chaos.history import History
 from chaos.nemesis import (
@@ -26,19 +28,23 @@ from chaos.nemesis import (
     plan_faults,
 )
 from chaos.network import (
+    RAFT_PORT_OFFSET,
     NetworkState,
     ToxicSpec,
     ToxiproxyNetwork,
     create_links,
     link_name,
+    link_proxies,
     one_way_cuts,
     parse_link_name,
+    raft_link_name,
     ring_cuts,
     split_cuts,
     toxics_for,
 )
 from chaos.proxy import ToxiproxyServer, format_hostport, parse_hostport
 from chaos.targets import TargetError, parse_docker_time
+from node import config as node_config
 
 WAIT_S = 15.0
 NODES = (1, 2, 3)
@@ -82,32 +88,48 @@ def test_ring_of_five_every_node_sees_a_different_majority() -> None:
 
 def test_link_names_round_trip() -> None:
     assert link_name(1, 3) == "node1_to_node3"
+    assert raft_link_name(1, 3) == "node1_to_node3_raft"
+    assert link_proxies(1, 3) == ("node1_to_node3", "node1_to_node3_raft")
     assert parse_link_name("node12_to_node3") == (12, 3)
+    assert parse_link_name("node12_to_node3_raft") == (12, 3)
     assert parse_link_name("toxiproxy") is None
+    assert parse_link_name("node1_to_node3_grpc") is None
+
+
+def test_the_raft_port_offset_is_the_nodes() -> None:
+    """chaos/ does not import node/: its copy of the offset must match the nodes' default."""
+    assert RAFT_PORT_OFFSET == node_config.RAFT_PORT_OFFSET
+    assert node_config.raft_address("127.0.0.1:21012") == f"127.0.0.1:{21012 + RAFT_PORT_OFFSET}"
 
 
 def test_a_cut_holds_its_direction_on_both_proxies_of_the_pair() -> None:
     toxics = toxics_for(NetworkState(cuts=one_way_cuts(1, 2)), ALL_LINKS)
     timeout = ToxicSpec("timeout", "upstream", (("timeout", 0),))
-    # 1 -> 2 travels upstream where 1 dials 2, and downstream where 2 dials 1.
+    timeout_down = ToxicSpec("timeout", "downstream", (("timeout", 0),))
+    # 1 -> 2 travels upstream where 1 dials 2, and downstream where 2 dials 1; on the gRPC
+    # proxies and on the Raft transport's alike.
     assert toxics == {
         ("node1_to_node2", "cut_upstream"): timeout,
-        ("node2_to_node1", "cut_downstream"): ToxicSpec("timeout", "downstream", (("timeout", 0),)),
+        ("node1_to_node2_raft", "cut_upstream"): timeout,
+        ("node2_to_node1", "cut_downstream"): timeout_down,
+        ("node2_to_node1_raft", "cut_downstream"): timeout_down,
     }
     # Only the links that exist get toxics.
     assert toxics_for(NetworkState(cuts=one_way_cuts(1, 2)), [(1, 2)]) == {
-        ("node1_to_node2", "cut_upstream"): timeout
+        ("node1_to_node2", "cut_upstream"): timeout,
+        ("node1_to_node2_raft", "cut_upstream"): timeout,
     }
 
 
 def test_latency_and_bandwidth_cover_every_link_and_direction() -> None:
     toxics = toxics_for(NetworkState(latency_ms=50, jitter_ms=10, bandwidth_kbps=100), ALL_LINKS)
-    assert len(toxics) == len(ALL_LINKS) * 2 * 2
-    assert toxics[("node3_to_node1", "latency_downstream")].to_json() == {
-        "type": "latency",
-        "stream": "downstream",
-        "attributes": {"jitter": 10, "latency": 50},
-    }
+    assert len(toxics) == len(ALL_LINKS) * 2 * 2 * 2  # links, proxies, streams, toxics
+    for proxy in ("node3_to_node1", "node3_to_node1_raft"):
+        assert toxics[(proxy, "latency_downstream")].to_json() == {
+            "type": "latency",
+            "stream": "downstream",
+            "attributes": {"jitter": 10, "latency": 50},
+        }
     assert toxics_for(NetworkState(), ALL_LINKS) == {}
 
 
@@ -123,13 +145,15 @@ class Upstream:
             asyncio.Queue()
         )
         self.server: asyncio.Server | None = None
+        self.address = ""
 
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
         async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             await self.accepted.put((r, w))
 
-        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-        return format_hostport(*self.server.sockets[0].getsockname()[:2])
+        self.server = await asyncio.start_server(on_connect, "127.0.0.1", port)
+        self.address = format_hostport(*self.server.sockets[0].getsockname()[:2])
+        return self.address
 
     async def close(self) -> None:
         while not self.accepted.empty():
@@ -138,31 +162,134 @@ class Upstream:
             self.server.close()
 
 
+async def start_node(grpc: Upstream, raft: Upstream) -> str:
+    """Start a fake node: `grpc` on a free port, `raft` RAFT_PORT_OFFSET above it. Its address."""
+    for _ in range(50):
+        address = await grpc.start()
+        try:
+            await raft.start(parse_hostport(address)[1] + RAFT_PORT_OFFSET)
+        except OSError:
+            await grpc.close()
+            continue
+        return address
+    raise AssertionError("no two free ports RAFT_PORT_OFFSET apart")
+
+
+Nodes = dict[str, dict[int, Upstream]]
+"""{"grpc": node id -> its gRPC stand-in, "raft": node id -> its Raft transport's}."""
+
+
 @pytest.fixture
-async def links() -> AsyncIterator[
-    tuple[ToxiproxyServer, dict[tuple[int, int], str], dict[int, Upstream]]
-]:
-    """A proxy server with the six links of a three-node cluster; each node an Upstream."""
-    ups = {n: Upstream() for n in NODES}
-    addresses = {n: await u.start() for n, u in ups.items()}
+async def links() -> AsyncIterator[tuple[ToxiproxyServer, dict[tuple[int, int], str], Nodes]]:
+    """A proxy server with the six links (twelve proxies) of a three-node cluster; each node a
+    pair of Upstreams, its gRPC port and its Raft port RAFT_PORT_OFFSET above."""
+    ups: Nodes = {"grpc": {n: Upstream() for n in NODES}, "raft": {n: Upstream() for n in NODES}}
+    addresses = {n: await start_node(ups["grpc"][n], ups["raft"][n]) for n in NODES}
     async with ToxiproxyServer("127.0.0.1", 0, seed=3) as server:
         api = format_hostport(*server.address)
         made = await asyncio.wait_for(asyncio.to_thread(create_links, api, addresses), WAIT_S)
         yield server, made, ups
-    for u in ups.values():
-        await u.close()
+    for kind in ups.values():
+        for u in kind.values():
+            await u.close()
 
 
 async def blocking(fn: Any, *args: Any) -> Any:
     return await asyncio.wait_for(asyncio.to_thread(fn, *args), WAIT_S)
 
 
-async def test_create_links_makes_one_proxy_per_direction(links: Any) -> None:
-    server, made, _ = links
+def delete_proxy(api: str, name: str) -> None:
+    from toxiproxy import Toxiproxy
+
+    host, _, port = api.rpartition(":")
+    client = Toxiproxy()
+    client.update_api_consumer(host, int(port))
+    proxy = client.get_proxy(name)
+    assert proxy is not None
+    proxy.destroy()
+
+
+async def test_create_links_makes_two_proxies_per_direction(links: Any) -> None:
+    """node<i>_to_node<j> on P to j's gRPC port, node<i>_to_node<j>_raft on P + offset to j's
+    Raft port: node i, told its peer j is at P, dials j's Raft transport at P + offset."""
+    server, made, ups = links
     assert set(made) == ALL_LINKS
+    net = await blocking(ToxiproxyNetwork, format_hostport(*server.address))
+    assert set(net.proxies) == {name for link in ALL_LINKS for name in link_proxies(*link)}
     for (i, j), listen in made.items():
         assert server.proxy_listen(link_name(i, j)) == listen
         assert parse_hostport(listen)[1] != 0
+        assert server.proxy_listen(raft_link_name(i, j)) == node_config.raft_address(listen)
+        assert net.proxies[link_name(i, j)].upstream == ups["grpc"][j].address
+        assert net.proxies[raft_link_name(i, j)].upstream == ups["raft"][j].address
+    node_ports = {parse_hostport(u.address)[1] for kind in ups.values() for u in kind.values()}
+    proxy_ports = {parse_hostport(server.proxy_listen(p))[1] for p in net.proxies}
+    assert len(proxy_ports) == 12 and not proxy_ports & node_ports
+
+
+def free_pair() -> int:
+    """A port P with P and P + RAFT_PORT_OFFSET both free now."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + RAFT_PORT_OFFSET > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + RAFT_PORT_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free pair of ports")
+
+
+async def test_create_links_skips_taken_ports_and_cleans_up_after_a_clash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A candidate that is a node's port is never tried; one whose Raft port turns out taken
+    (the proxy answers 500) leaves no proxy behind, and the next candidate is used."""
+    ups = {"grpc": {n: Upstream() for n in (1, 2)}, "raft": {n: Upstream() for n in (1, 2)}}
+    addresses = {n: await start_node(ups["grpc"][n], ups["raft"][n]) for n in (1, 2)}
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    clash = int(squatter.getsockname()[1]) - RAFT_PORT_OFFSET  # its Raft port is taken
+    good = [free_pair(), free_pair()]
+    node_port = parse_hostport(addresses[2])[1]
+    candidates = iter([node_port, clash, good[0], good[1]])
+
+    class Scripted:
+        def randrange(self, start: int, stop: int) -> int:
+            return next(candidates)
+
+    monkeypatch.setattr(chaos.network, "_PORT_RNG", Scripted())
+    # Pretend every port looks free, so the clash reaches the proxy's API.
+    monkeypatch.setattr(chaos.network, "_port_free", lambda port: True)
+    try:
+        async with ToxiproxyServer("127.0.0.1", 0, seed=3) as server:
+            api = format_hostport(*server.address)
+            made = await blocking(create_links, api, addresses)
+            assert made == {(1, 2): f"127.0.0.1:{good[0]}", (2, 1): f"127.0.0.1:{good[1]}"}
+            net = await blocking(ToxiproxyNetwork, api)
+            assert sorted(net.proxies) == sorted(link_proxies(1, 2) + link_proxies(2, 1))
+            assert server.proxy_listen(raft_link_name(2, 1)) == (
+                f"127.0.0.1:{good[1] + RAFT_PORT_OFFSET}"
+            )
+    finally:
+        squatter.close()
+        for kind in ups.values():
+            for u in kind.values():
+                await u.close()
+
+
+async def test_network_refuses_a_link_without_its_raft_proxy(links: Any) -> None:
+    """Faults on the gRPC proxy alone would let the Raft traffic through: refuse to run."""
+    server, _, _ = links
+    api = format_hostport(*server.address)
+    await blocking(lambda: delete_proxy(api, raft_link_name(2, 3)))
+    with pytest.raises(TargetError, match="node2_to_node3_raft"):
+        await blocking(ToxiproxyNetwork, api)
 
 
 async def test_network_applies_a_state_and_heals(links: Any) -> None:
@@ -184,14 +311,17 @@ async def test_network_applies_a_state_and_heals(links: Any) -> None:
     assert all(not ts for ts in (await blocking(net.toxics)).values())
 
 
-async def test_one_way_cut_holds_one_direction_and_heals_intact(links: Any) -> None:
-    """Node 1 dials node 2 through node1_to_node2. one_way(1, 2): what 1 sends is held, what 2
-    sends still arrives; after the heal the held bytes arrive, in order."""
+@pytest.mark.parametrize("kind", ["grpc", "raft"])
+async def test_one_way_cut_holds_one_direction_and_heals_intact(links: Any, kind: str) -> None:
+    """Node 1 dials node 2 through node1_to_node2 (gRPC), and node2's Raft transport through
+    node1_to_node2_raft, RAFT_PORT_OFFSET above. one_way(1, 2): on either, what 1 sends is held,
+    what 2 sends still arrives; after the heal the held bytes arrive, in order."""
     server, made, ups = links
     net = await blocking(ToxiproxyNetwork, format_hostport(*server.address))
-    host, port = parse_hostport(made[(1, 2)])
+    address = made[(1, 2)] if kind == "grpc" else node_config.raft_address(made[(1, 2)])
+    host, port = parse_hostport(address)
     r1, w1 = await asyncio.wait_for(asyncio.open_connection(host, port), WAIT_S)
-    r2, w2 = await ups[2].accepted.get()
+    r2, w2 = await asyncio.wait_for(ups[kind][2].accepted.get(), WAIT_S)
 
     await blocking(net.apply, NetworkState(cuts=one_way_cuts(1, 2)))
     w1.write(b"from one")

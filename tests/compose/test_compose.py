@@ -497,8 +497,13 @@ def test_chaos_profile_cuts_a_node_off_and_heals(image: str) -> None:
     with running(ComposeCluster(image, chaos=True)) as cluster:
         proxies = proxy_api(cluster.proxy_port, "GET", "/proxies")
         assert isinstance(proxies, dict)
+        # Two proxies per direction: gRPC (the peers address) and Raft (100 above it).
         assert sorted(proxies) == sorted(
-            f"node{i}_to_node{j}" for i in NODES for j in NODES if i != j
+            f"node{i}_to_node{j}{kind}"
+            for i in NODES
+            for j in NODES
+            if i != j
+            for kind in ("", "_raft")
         )
 
         topic = "compose-chaos"
@@ -508,6 +513,7 @@ def test_chaos_profile_cuts_a_node_off_and_heals(image: str) -> None:
         cut = next(n for n in NODES if n != leader)
         links = [f"node{cut}_to_node{n}" for n in NODES if n != cut]
         links += [f"node{n}_to_node{cut}" for n in NODES if n != cut]
+        links += [f"{name}_raft" for name in links]  # the Raft transport's proxies too
 
         with Workload(cluster.bootstrap, topic, n_partitions=1) as work:
             work.wait_more(RECORDS_PER_PHASE, "before the cut")
