@@ -102,6 +102,9 @@ class NodeConfig:
     """How often a partition leader checks whether its preferred replica should lead instead."""
     retention_check_ms: int = 5000
     """How often each replica applies retention.ms / retention.bytes to its log."""
+    background_write_mb_s: int = 128
+    """How fast the storage's background flushes and compactions may write, MB/s (0: no cap).
+    Keeps WAL fsyncs fast under load; must stay well above the node's ingest rate."""
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -131,6 +134,8 @@ class NodeConfig:
         raft_address(self.listen, self.raft_port_offset)
         for addr in self.peers.values():
             raft_address(addr, self.raft_port_offset)
+        if self.background_write_mb_s < 0:
+            raise ConfigError("background_write_mb_s must be >= 0 (0: no cap)")
         if self.tick_ms < 1:
             raise ConfigError("tick_ms must be >= 1")
         if self.election_ticks <= self.heartbeat_ticks:

@@ -60,7 +60,7 @@ class NodeServer:
     def _open_store(self) -> NodeStore:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        store = NodeStore(cfg.data_dir / "raft.db")
+        store = NodeStore(cfg.data_dir / "raft.db", background_write_mb_s=cfg.background_write_mb_s)
         owner = store.get_meta(NODE_ID_KEY)
         cluster = store.get_meta(CLUSTER_ID_KEY)
         if owner is not None and int(owner) != cfg.node_id:
