@@ -3,12 +3,14 @@
     liferaft bench produce [--bootstrap ...] --records 200000 --record-size 1024 --acks all
     liferaft bench consume [--bootstrap ...] --records 200000
     liferaft bench compare --records 200000 --runs 3      # liferaft, then NATS JetStream R3
+    liferaft bench partitions --partitions 1000           # idle CPU and restart rejoin time
 
 Without --bootstrap a command starts its own three-node local cluster (and stops and deletes it
 afterwards). With --runs N it repeats the run N times on the same cluster (a fresh topic each
 time) and reports the median of each figure. --json prints one JSON object on stdout:
 records_per_s, mb_per_s (MB = 2**20 bytes, as Kafka's perf tools count), p50_ms, p99_ms,
-p999_ms and the settings that produced them. The progress bar goes to stderr.
+p999_ms and the settings that produced them. The progress bar goes to stderr. `partitions`
+(node/bench/scale.py) always starts its own cluster, since it kills and restarts a node.
 
 Registered on node/cli.py's app by `register(app)`.
 """
@@ -30,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from node.bench.clusters import NatsUnavailable, liferaft_cluster, nats_cluster
+from node.bench.scale import TARGET_IDLE_CPU_PCT, TARGET_REJOIN_S, ScaleResult, ScaleSpec, run_scale
 from node.bench.stats import BenchResult, median_of
 from node.bench.target_liferaft import BenchError, run_consume, run_produce
 from node.bench.target_nats import run_nats_consume, run_nats_produce
@@ -429,3 +432,104 @@ def compare(
                     _run_many("nats", runs, probe.total_records, nats_run, bar)
                 )
         _emit("produce, liferaft vs NATS JetStream (R3)", summaries, as_json)
+
+
+# -- liferaft bench partitions -----------------------------------------------------------------
+def _target(value: float | None, limit: float, unit: str) -> str:
+    if value is None:
+        return f"< {limit:g}{unit}"
+    verdict = "[green]ok[/]" if value < limit else "[red]over[/]"
+    return f"< {limit:g}{unit} {verdict}"
+
+
+def _print_scale(r: ScaleResult) -> None:
+    d = r.to_dict()
+    table = Table(
+        title="partitions: idle cost and restart (targets are for 1,000)", title_justify="left"
+    )
+    table.add_column("")
+    table.add_column("measured", justify="right")
+    table.add_column("target", justify="left")
+    table.add_row("partitions (RF 3)", _fmt(r.partitions), "")
+    table.add_row("ready (full ISRs)", _fmt(d["ready_s"], " s"), "")
+    for node_id, pct in sorted(r.idle_cpu_pct.items()):
+        table.add_row(
+            f"idle CPU node {node_id}",
+            _fmt(round(pct, 2), " %"),
+            _target(pct, TARGET_IDLE_CPU_PCT, " %"),
+        )
+    table.add_row("idle CPU median", _fmt(d["idle_cpu_pct_median"], " %"), "")
+    table.add_row("incomplete at restart", _fmt(r.incomplete_at_restart), "")
+    rejoin = d["rejoin_s"]
+    table.add_row(
+        f"rejoin node {r.settings['victim']} (all ISRs)",
+        _fmt(rejoin, " s"),
+        _target(rejoin, TARGET_REJOIN_S, " s") if rejoin is not None else "[red]timed out[/]",
+    )
+
+    def counts(c: dict[int, int]) -> str:
+        return " / ".join(f"n{n}: {k}" for n, k in sorted(c.items())) or "-"
+
+    table.add_row("leaders after rejoin", counts(r.leaders_after_rejoin), "")
+    table.add_row(f"leaders after {r.settings['balance_s']:g} s", counts(r.leaders_balanced), "")
+    console.print(table)
+    skip = ("topic", "nodes", "replication_factor")
+    settings = ", ".join(f"{k}={v}" for k, v in r.settings.items() if k not in skip)
+    console.print(f"[dim]CPU is percent of one core; {settings}[/]")
+
+
+@bench_app.command("partitions")
+def partitions_bench(
+    partitions: Annotated[
+        int, typer.Option("--partitions", help="Partitions of the topic (RF 3).")
+    ] = 1000,
+    settle_seconds: Annotated[
+        float, typer.Option("--settle-seconds", help="Quiet time before sampling idle CPU.")
+    ] = 5.0,
+    idle_seconds: Annotated[
+        float, typer.Option("--idle-seconds", help="How long idle CPU is sampled.")
+    ] = 10.0,
+    victim: Annotated[int, typer.Option("--victim", help="The node to kill and restart.")] = 3,
+    down_seconds: Annotated[
+        float, typer.Option("--down-seconds", help="How long the victim stays down.")
+    ] = 3.0,
+    balance_seconds: Annotated[
+        float,
+        typer.Option(
+            "--balance-seconds", help="After the rejoin: wait before counting leaders again."
+        ),
+    ] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for readiness, and for the rejoin.")
+    ] = 120.0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """On a fresh local three-node cluster: create N partitions (RF 3) and time until all have
+    full ISRs, sample each node's idle CPU, then kill -9 a node, restart it and time until it
+    is back in every ISR, and count leaders per node."""
+    with _errors():
+        spec = ScaleSpec(
+            partitions=partitions,
+            settle_s=settle_seconds,
+            idle_s=idle_seconds,
+            victim=victim,
+            down_s=down_seconds,
+            balance_s=balance_seconds,
+            timeout_s=timeout,
+        )
+        with ExitStack() as stack:
+            note: Callable[[str], None] | None = None
+            if not (quiet or as_json):
+                status = stack.enter_context(
+                    err_console.status("starting a local three-node liferaft cluster...")
+                )
+                note = status.update
+            dev = stack.enter_context(liferaft_cluster(spec.nodes))
+            result = asyncio.run(run_scale(dev, spec, note))
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        else:
+            _print_scale(result)
+        if result.error:
+            raise _fail(result.error)

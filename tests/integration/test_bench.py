@@ -89,6 +89,43 @@ def test_bench_consume_from_nats() -> None:
     _check(_bench("consume", "--system", "nats", "--records", "2000"))
 
 
+def test_bench_partitions_kills_restarts_and_reports() -> None:
+    # Its own cluster (it kills and restarts a node), a handful of partitions, short phases.
+    result = _bench(
+        "partitions",
+        "--partitions",
+        "6",
+        "--idle-seconds",
+        "1",
+        "--settle-seconds",
+        "1",
+        "--down-seconds",
+        "1",
+        "--balance-seconds",
+        "1",
+    )
+    for key in (
+        "partitions",
+        "ready_s",
+        "idle_cpu_pct",
+        "idle_cpu_pct_median",
+        "rejoin_s",
+        "leaders_after_rejoin",
+        "leaders_balanced",
+        "settings",
+    ):
+        assert key in result, f"{key} missing from {result}"
+    assert result["partitions"] == 6
+    idle = result["idle_cpu_pct"]
+    assert isinstance(idle, list) and len(idle) == 3
+    rejoin = result["rejoin_s"]
+    assert isinstance(rejoin, int | float) and rejoin > 0, result
+    for key in ("leaders_after_rejoin", "leaders_balanced"):
+        counts = result[key]
+        assert isinstance(counts, dict) and set(counts) == {"1", "2", "3"}, result
+        assert sum(counts.values()) == 6, result
+
+
 def test_missing_nats_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda _name: None)
     monkeypatch.setattr("node.bench.clusters.Path.exists", lambda _self: False)
