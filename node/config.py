@@ -102,7 +102,7 @@ class NodeConfig:
     """How often a partition leader checks whether its preferred replica should lead instead."""
     retention_check_ms: int = 5000
     """How often each replica applies retention.ms / retention.bytes to its log."""
-    background_write_mb_s: int = 128
+    background_write_mb_s: int = 100
     """How fast the storage's background flushes and compactions may write, MB/s (0: no cap).
     Keeps WAL fsyncs fast under load; must stay well above the node's ingest rate."""
     log_level: str = "info"
