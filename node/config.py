@@ -104,7 +104,8 @@ class NodeConfig:
     """How often each replica applies retention.ms / retention.bytes to its log."""
     background_write_mb_s: int = 100
     """How fast the storage's background flushes and compactions may write, MB/s (0: no cap).
-    Keeps WAL fsyncs fast under load; must stay well above the node's ingest rate."""
+    Keeps WAL fsyncs fast under load, and bounds what a node can ingest for long (every byte is
+    flushed once): raise it on a disk faster than a shared VM's (docs/performance.md)."""
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 
