@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
-from node.bench.target_liferaft import BenchError
+from node.bench.target_liferaft import BenchError, create_topic
 from node.devcluster import DevCluster
 
 __all__ = [
@@ -237,7 +237,7 @@ class MetadataPoller:
         self.addresses = dict(addresses)
         self._channels: dict[int, grpc.aio.Channel] = {}
 
-    def _stub(self, node_id: int) -> broker_pb2_grpc.BrokerStub:
+    def stub(self, node_id: int) -> broker_pb2_grpc.BrokerStub:
         ch = self._channels.get(node_id)
         if ch is None:
             ch = self._channels[node_id] = grpc.aio.insecure_channel(self.addresses[node_id])
@@ -245,7 +245,7 @@ class MetadataPoller:
 
     async def _one(self, node_id: int, topic: str) -> broker_pb2.MetadataResponse | None:
         try:
-            return await self._stub(node_id).Metadata(
+            return await self.stub(node_id).Metadata(
                 broker_pb2.MetadataRequest(topics=[topic]), timeout=RPC_TIMEOUT_S
             )
         except grpc.aio.AioRpcError:
@@ -304,28 +304,6 @@ async def _wait_complete(
 
 
 # -- the run -------------------------------------------------------------------------------------
-async def _create_topic(
-    address: str, topic: str, partitions: int, rf: int, timeout_s: float
-) -> None:
-    """CreateTopics, as target_liferaft.ensure_topic sends it (the node forwards it to the
-    controller), with room for many partitions. It returns once the topic exists (and waits at
-    most ten seconds for leaders); full ISRs are waited for by polling."""
-    req = broker_pb2.CreateTopicsRequest(
-        topics=[broker_pb2.NewTopic(name=topic, partitions=partitions, replication_factor=rf)],
-        timeout_ms=int(timeout_s * 1000),
-    )
-    async with grpc.aio.insecure_channel(address) as ch:
-        try:
-            resp = await broker_pb2_grpc.BrokerStub(ch).CreateTopics(req, timeout=timeout_s + 15)
-        except grpc.aio.AioRpcError as e:
-            raise BenchError(f"creating {topic!r}: {e.code().name}: {e.details()}") from None
-    err = resp.topics[0].error
-    if err.code != errors_pb2.NONE:
-        raise BenchError(
-            f"creating {topic!r}: {errors_pb2.ErrorCode.Name(err.code)}: {err.message}"
-        )
-
-
 def _alive(dev: DevCluster) -> Callable[[], None]:
     """A check that raises (with the log's tail) once a node process has exited."""
 
@@ -350,12 +328,12 @@ async def run_scale(dev: DevCluster, spec: ScaleSpec, note: Note | None = None) 
     try:
         say(f"creating {spec.partitions} partitions (RF {spec.replication_factor})...")
         t0 = time.monotonic()
-        await _create_topic(
-            dev.node(node_ids[0]).address,
+        await create_topic(
+            poller.stub(node_ids[0]),
             topic,
             spec.partitions,
             spec.replication_factor,
-            spec.timeout_s,
+            timeout_s=spec.timeout_s,
         )
         ready, ok = await _wait_complete(
             poller, topic, spec.partitions, max(0.0, t0 + spec.timeout_s - time.monotonic()), alive

@@ -33,7 +33,7 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
 from node.bench.stats import BenchResult, LatencyRecorder
 from node.bench.workload import Batch, ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
 
-__all__ = ["BenchError", "ensure_topic", "run_consume", "run_produce"]
+__all__ = ["BenchError", "create_topic", "ensure_topic", "run_consume", "run_produce"]
 
 T = TypeVar("T")
 
@@ -168,6 +168,37 @@ async def _call_leader(
         backoff = min(backoff * 2, 0.5)
 
 
+async def create_topic(
+    stub: broker_pb2_grpc.BrokerStub,
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    *,
+    timeout_s: float = 30.0,
+    exist_ok: bool = False,
+) -> None:
+    """CreateTopics through any node (it forwards to the controller); returns once the topic
+    exists. Raises BenchError with the broker's reason."""
+    req = broker_pb2.CreateTopicsRequest(
+        topics=[
+            broker_pb2.NewTopic(
+                name=topic, partitions=partitions, replication_factor=replication_factor
+            )
+        ],
+        timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        resp = await stub.CreateTopics(req, timeout=timeout_s + 15)
+    except grpc.aio.AioRpcError as e:
+        raise BenchError(f"creating {topic!r}: {_describe(e)}") from None
+    err = resp.topics[0].error
+    ok = (errors_pb2.NONE, errors_pb2.TOPIC_ALREADY_EXISTS) if exist_ok else (errors_pb2.NONE,)
+    if err.code not in ok:
+        raise BenchError(
+            f"creating {topic!r}: {errors_pb2.ErrorCode.Name(err.code)}: {err.message}"
+        )
+
+
 async def ensure_topic(
     bootstrap: list[str], topic: str, partitions: int, replication_factor: int
 ) -> None:
@@ -178,18 +209,9 @@ async def ensure_topic(
         md = await router.metadata([topic])
         tm = md.topics[0] if md.topics else None
         if tm is None or tm.error_code == errors_pb2.UNKNOWN_TOPIC_OR_PARTITION:
-            req = broker_pb2.CreateTopicsRequest(
-                topics=[
-                    broker_pb2.NewTopic(
-                        name=topic, partitions=partitions, replication_factor=replication_factor
-                    )
-                ],
-                timeout_ms=30_000,
+            await create_topic(
+                router.stub(bootstrap[0]), topic, partitions, replication_factor, exist_ok=True
             )
-            resp = await router.stub(bootstrap[0]).CreateTopics(req, timeout=40.0)
-            err = resp.topics[0].error
-            if err.code not in (errors_pb2.NONE, errors_pb2.TOPIC_ALREADY_EXISTS):
-                raise BenchError(f"creating {topic!r}: {err.message}")
         elif len(tm.partitions) < partitions:
             raise BenchError(
                 f"topic {topic!r} exists with {len(tm.partitions)} partitions, fewer than "
