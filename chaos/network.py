@@ -42,13 +42,13 @@ from __future__ import annotations
 import random
 import re
 import shlex
-import socket
 import subprocess
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from chaos.ports import listen_port_range, port_free
 from chaos.proxy import format_hostport, parse_hostport
 from chaos.targets import ComposeNodes, TargetError
 
@@ -80,8 +80,6 @@ RAFT_PORT_OFFSET = 100
 """A node's Raft transport listens this far above its gRPC port. The same value as
 node.config.RAFT_PORT_OFFSET (chaos/ does not import node/; a test checks they agree)."""
 
-PORT_RANGE = (20000, 60000)
-"""Where create_links looks for proxy ports (as node.devcluster.free_port_block does)."""
 
 CREATE_ATTEMPTS = 50
 """Ports tried per link before create_links gives up."""
@@ -356,7 +354,8 @@ def create_links(
             def create(i: int = i, j: int = j, raft_upstream: str = raft_upstream) -> str:
                 names = link_proxies(i, j)
                 for _ in range(CREATE_ATTEMPTS):
-                    listen = _PORT_RNG.randrange(*PORT_RANGE)
+                    start, stop = listen_port_range()
+                    listen = _PORT_RNG.randrange(start, stop - raft_port_offset)
                     ports = (listen, listen + raft_port_offset)
                     if taken.intersection(ports) or not all(map(_port_free, ports)):
                         continue
@@ -396,14 +395,8 @@ def create_links(
 
 
 def _port_free(port: int) -> bool:
-    """Whether a listener could bind 127.0.0.1:`port` now (the proxy runs on this machine)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    """Whether the proxy (on this machine) could listen on 127.0.0.1:`port` now."""
+    return port_free("127.0.0.1", port)
 
 
 @dataclass

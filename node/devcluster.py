@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from chaos.ports import listen_port_range, port_free
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.config import RAFT_PORT_OFFSET
 
@@ -294,15 +294,10 @@ class DevCluster:
 
 
 def _check_port_free(host: str, port: int, what: str = "") -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise DevClusterError(
-                f"port {port} on {host} {what + ' ' if what else ''}is in use; "
-                "pick another --base-port"
-            ) from None
+    if not port_free(host, port):
+        raise DevClusterError(
+            f"port {port} on {host} {what + ' ' if what else ''}is in use; pick another --base-port"
+        )
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -312,10 +307,9 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def free_port_block(
-    n: int, start: int = 20000, end: int = 60000, *, raft_port_offset: int | None = RAFT_PORT_OFFSET
-) -> int:
-    """A base port with n consecutive free ports on 127.0.0.1 (tests, bench, demo, chaos).
+def free_port_block(n: int, *, raft_port_offset: int | None = RAFT_PORT_OFFSET) -> int:
+    """A base port with n consecutive free ports on 127.0.0.1 (tests, bench, demo, chaos), below
+    the kernel's ephemeral range (chaos.ports says why).
 
     Nodes given these ports also listen `raft_port_offset` above each (their Raft transport), so
     those n ports must be free too; `raft_port_offset=None` asks for the n ports alone (for
@@ -323,8 +317,9 @@ def free_port_block(
     import random
 
     offsets = [0] if raft_port_offset is None else [0, raft_port_offset]
+    start, end = listen_port_range()
     for _ in range(200):
-        base = random.randrange(start, end - n)
+        base = random.randrange(start, end - n - max(offsets))
         try:
             for offset in offsets:
                 for i in range(n):
