@@ -7,7 +7,16 @@ unstable part first and fall back to storage. A conflicting append truncates the
 and may reach back below it; then `offset` moves back and the host overwrites the stale suffix it
 already holds (every storage append truncates what follows it).
 
-Invariants: applied <= committed <= last_index(); first_index() - 1 <= committed.
+Writes in flight. A host may take the next Ready before the previous one is durable (etcd's
+asynchronous storage writes): handing entries to the host moves `offset_in_progress` past them
+(and marks a snapshot in progress), so the next Ready carries only newer ones, and handing out
+committed entries moves `applying`, so none is applied twice. Entries stay in the unstable tail
+until the host reports them durable (`stable_to`); a report for an entry that a newer leader's
+append has replaced since is ignored, and that append moved `offset_in_progress` back so its
+entries go out in a later Ready.
+
+Invariants: applied <= applying <= committed <= last_index(); first_index() - 1 <= committed;
+offset <= offset_in_progress <= last_index() + 1.
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ from raft.types import Entry, Snapshot
 class Unstable:
     """Entries and a snapshot not yet persisted. entries[i] has index offset + i."""
 
-    __slots__ = ("entries", "offset", "snapshot")
+    __slots__ = ("entries", "offset", "offset_in_progress", "snapshot", "snapshot_in_progress")
 
     def __init__(self, offset: int) -> None:
         self.snapshot: Snapshot | None = None
         self.entries: list[Entry] = []
         self.offset = offset
+        self.offset_in_progress = offset
+        """Entries below this index were handed to the host in a Ready (writes in flight)."""
+        self.snapshot_in_progress = False
 
     def maybe_first_index(self) -> int | None:
         if self.snapshot is not None:
@@ -58,15 +70,36 @@ class Unstable:
         if index >= self.offset:
             del self.entries[: index + 1 - self.offset]
             self.offset = index + 1
+            self.offset_in_progress = max(self.offset_in_progress, self.offset)
 
     def stable_snap_to(self, index: int) -> None:
         if self.snapshot is not None and self.snapshot.meta.index == index:
             self.snapshot = None
+            self.snapshot_in_progress = False
 
     def restore(self, snap: Snapshot) -> None:
         self.offset = snap.meta.index + 1
+        self.offset_in_progress = self.offset
         self.entries = []
         self.snapshot = snap
+        self.snapshot_in_progress = False
+
+    def has_next_entries(self) -> bool:
+        return self.offset_in_progress < self.offset + len(self.entries)
+
+    def next_entries(self) -> list[Entry]:
+        """The entries not yet handed to the host."""
+        return self.entries[self.offset_in_progress - self.offset :]
+
+    def next_snapshot(self) -> Snapshot | None:
+        """The snapshot, unless it was already handed to the host."""
+        return None if self.snapshot_in_progress else self.snapshot
+
+    def accept_in_progress(self) -> None:
+        """The host took everything unstable in a Ready: it is being written now."""
+        self.offset_in_progress = self.offset + len(self.entries)
+        if self.snapshot is not None:
+            self.snapshot_in_progress = True
 
     def truncate_and_append(self, ents: list[Entry]) -> None:
         after = ents[0].index
@@ -76,10 +109,12 @@ class Unstable:
             # Replace everything unstable; the host's stored suffix from `after` is stale and
             # will be overwritten when these are persisted.
             self.offset = after
+            self.offset_in_progress = after
             self.entries = list(ents)
         else:
             del self.entries[after - self.offset :]
             self.entries.extend(ents)
+            self.offset_in_progress = min(self.offset_in_progress, after)
 
     def slice(self, lo: int, hi: int) -> list[Entry]:
         return self.entries[lo - self.offset : hi - self.offset]
@@ -92,13 +127,16 @@ class RaftLog:
         last = storage.last_index()
         self.unstable = Unstable(offset=last + 1)
         self.committed = first - 1  # committed <= last_index()
-        self.applied = first - 1  # applied <= committed
+        self.applied = first - 1  # applied <= committed: the host applied these and said so
+        self.applying = first - 1  # applied <= applying <= committed: handed out in a Ready
         self.max_applying_size = max_applying_size
 
     def __repr__(self) -> str:
         return (
-            f"RaftLog(committed={self.committed}, applied={self.applied}, "
-            f"unstable.offset={self.unstable.offset}, len(unstable)={len(self.unstable.entries)})"
+            f"RaftLog(committed={self.committed}, applying={self.applying}, "
+            f"applied={self.applied}, unstable.offset={self.unstable.offset}, "
+            f"in_progress={self.unstable.offset_in_progress}, "
+            f"len(unstable)={len(self.unstable.entries)})"
         )
 
     # -- bounds ------------------------------------------------------------------------------
@@ -223,18 +261,24 @@ class RaftLog:
                 f"applied {index} is out of range [applied {self.applied}, committed {self.committed}]"
             )
         self.applied = index
+        self.applying = max(self.applying, index)
+
+    def applying_to(self, index: int) -> None:
+        """The host took the committed entries up to index in a Ready (or a snapshot to it)."""
+        self.applying = max(self.applying, index)
 
     def has_next_committed_entries(self) -> bool:
-        return self.committed > max(self.applied, self.first_index() - 1)
+        return self.committed > max(self.applying, self.first_index() - 1)
 
     def next_committed_entries(self) -> list[Entry]:
-        lo = max(self.applied + 1, self.first_index())
+        lo = max(self.applying + 1, self.first_index())
         if self.committed < lo:
             return []
         return self.slice(lo, self.committed + 1, self.max_applying_size)
 
     # -- persistence feedback ----------------------------------------------------------------
     def unstable_entries(self) -> list[Entry]:
+        """Every entry not yet durable (handed out or not)."""
         return list(self.unstable.entries)
 
     def stable_to(self, index: int, term: int) -> None:

@@ -15,6 +15,17 @@ Steps 1 to 4 are the ordering contract; breaking it breaks Raft's guarantees (th
 plants exactly such breaks to prove it notices). Committed entries may include entries that are
 in rd.entries of the same Ready: they are committed by other nodes' copies, and step 2 makes
 ours durable before step 4 applies them.
+
+Writes in flight (etcd's asynchronous storage writes). The host need not wait for a Ready's
+write before it takes the next: it may call ready() again as soon as it has taken one, so a
+proposal or an append that arrives while the disk syncs goes out (step 1) and into the next
+write at once. The contract then holds per Ready, with one more rule: the host finishes the
+Readies in the order it took them. For each, in that order: its write is durable (its writes
+land in order, so every earlier one is too), then its persisted_messages go, then its committed
+entries are applied, then advance(rd). A Ready never repeats what an earlier one handed out
+(entries, snapshot, committed entries, messages), and committed entries may be in a write still
+in flight: finishing in order makes them durable before they are applied. A crash loses every
+write not yet durable, as it loses a Ready's write today.
 """
 
 from __future__ import annotations
@@ -149,9 +160,10 @@ class RawNode:
         # Called for every busy group every round: compare fields, build no state objects.
         r = self.raft
         log = r.log
-        if r.msgs or r.msgs_after_persist or log.unstable.entries:
+        unstable = log.unstable
+        if r.msgs or r.msgs_after_persist or unstable.has_next_entries():
             return True
-        if log.unstable.snapshot is not None or log.has_next_committed_entries():
+        if unstable.next_snapshot() is not None or log.has_next_committed_entries():
             return True
         soft, hard = self._prev_soft, self._prev_hard
         return (
@@ -164,15 +176,22 @@ class RawNode:
 
     def ready(self) -> Ready:
         r = self.raft
+        log = r.log
+        unstable = log.unstable
         rd = Ready(
-            entries=r.log.unstable_entries(),
-            snapshot=r.log.unstable.snapshot,
-            committed_entries=r.log.next_committed_entries(),
+            entries=unstable.next_entries(),
+            snapshot=unstable.next_snapshot(),
+            committed_entries=log.next_committed_entries(),
             messages=r.msgs,
             persisted_messages=r.msgs_after_persist,
         )
         r.msgs = []
         r.msgs_after_persist = []
+        unstable.accept_in_progress()
+        if rd.snapshot is not None:
+            log.applying_to(rd.snapshot.meta.index)
+        if rd.committed_entries:
+            log.applying_to(rd.committed_entries[-1].index)
         soft = r.soft_state()
         if soft != self._prev_soft:
             rd.soft_state = soft
@@ -184,12 +203,14 @@ class RawNode:
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """The host has done what rd asked (persisted, sent, applied)."""
+        """The host has done what rd asked (persisted, sent, applied); with several Readies
+        in flight, in the order they were taken."""
         log = self.raft.log
         if rd.snapshot is not None:
             log.stable_snap_to(rd.snapshot.meta.index)
             if rd.snapshot.meta.index > log.applied:
                 log.applied = rd.snapshot.meta.index
+                log.applying_to(log.applied)
         if rd.entries:
             last = rd.entries[-1]
             log.stable_to(last.index, last.term)

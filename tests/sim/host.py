@@ -16,7 +16,7 @@ RawNode over it, restores the state machine from its snapshot and lets Raft hand
 committed entries after it again. Step 2 is atomic (one write batch, one fsync): the simulation
 models losing everything after the last sync, not torn writes.
 
-Three things a real host (node/driver.py) does, and the world turns on per seed (HostPolicy):
+Four things a real host (node/driver.py) does, and the world turns on per seed (HostPolicy):
   lazy commit   a Ready whose only durable change is the commit index is written without an
                 fsync (rawnode.Ready.must_sync says it may be); a crash loses it, and the node
                 relearns its commit index after the restart. Any later sync (entries, a vote, a
@@ -25,6 +25,12 @@ Three things a real host (node/driver.py) does, and the world turns on per seed 
                 propose between ready() and advance()); the world proposes then (`syncing`).
   quiescence    an idle leader is asked to quiesce and quiesced nodes are not ticked; the
                 transport tells the host when a peer's node is lost or back (`peer_changed`).
+  pipeline      writes in flight (raft/rawnode.py): after step 1 a Ready's write joins a queue
+                and the host takes the next Ready at once; the disk finishes the queued writes
+                oldest first, all or a few at the end of each loop (the world decides: during
+                chaos often none, when calm all, as a disk is much faster than a tick), and
+                only then does the host do steps 3 to 5 for each. A crash loses every write
+                still queued.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -139,6 +146,8 @@ class HostPolicy:
     lazy_commit: bool = False
     quiesce_after: int = 0
     """A leader with no new entries for this many ticks is asked to quiesce (0: never)."""
+    pipeline: bool = False
+    """Take the next Ready while earlier ones are still being written (see the module doc)."""
 
 
 class HostEvents(Protocol):
@@ -152,6 +161,10 @@ class HostEvents(Protocol):
         """Step 2's fsync is pending: the world may propose on sn now (no Ready cycle)."""
         ...
 
+    def writes_done(self, sn: SimNode, queued: int) -> int:
+        """How many of sn's `queued` writes in flight the disk finishes now (pipeline)."""
+        ...
+
     def applying(self, sn: SimNode, e: Entry) -> None: ...
 
     def applied_conf_change(self, sn: SimNode, e: Entry, cc: ConfChange, cs: ConfState) -> None: ...
@@ -162,6 +175,14 @@ class HostEvents(Protocol):
 
 
 CrashDecider = Callable[["SimNode", Ready], CrashPoint]
+
+MAX_READIES_PER_CYCLE = 100_000
+"""A host loop that takes more Readies than this in one go never settles: the core keeps
+handing out the same work (it would spin, or fill memory with writes in flight, forever)."""
+
+
+class HostLoopError(RuntimeError):
+    pass
 
 
 class SimNode:
@@ -195,7 +216,12 @@ class SimNode:
         self.client_waiting = False  # a client batch to take during the next fsync
         self.unreachable: set[int] = set()  # peers the transport reports lost
         self.peer_lives: dict[int, int] = {}  # peer -> its life when last seen reachable
+        self.writes: deque[tuple[Ready, CrashPoint]] = deque()  # in flight (pipeline), oldest first
+        self.disk = random.Random(0)  # how many queued writes the disk finishes (pipeline)
+        self.disk_stalled = False  # a fault: the disk finishes nothing until it heals
         self.crashes = 0
+        self.pipelined = 0  # Readies taken while an earlier write was still in flight
+        self.stale_writes = 0  # writes finished after a newer leader replaced their entries
         self.snapshots_installed = 0
         self.snapshots_taken = 0
 
@@ -223,6 +249,7 @@ class SimNode:
             isr=IsrPolicy(),
         )
         self.node = RawNode(cfg, self.storage)
+        self.disk = random.Random(rng_seed ^ 0xD15C)  # its own: the world's draws stay as they are
         self.life += 1
         self.restart_at = None
         self.crash_armed = False
@@ -231,6 +258,7 @@ class SimNode:
     def crash(self, point: CrashPoint = CrashPoint.NONE) -> None:
         """Lose everything but what the MemoryStorage holds durably."""
         self.node = None
+        self.writes.clear()  # never reached the disk
         self.storage.set_hard_state(self.synced)  # an unsynced commit index is gone
         self.unreachable.clear()
         self.peer_lives.clear()
@@ -240,13 +268,18 @@ class SimNode:
         self.crash_armed = False
         self.events.crashed(self, point)
 
-    def cycle(self, decide: CrashDecider, max_readies: int = 1 << 30) -> None:
+    def cycle(self, decide: CrashDecider, max_readies: int = MAX_READIES_PER_CYCLE) -> None:
         """Run Ready cycles until the node has nothing more to do (or crashes), or for at most
         `max_readies` Readies: a host that does one round per wake-up, as node/'s driver does,
         leaves committed entries unapplied while it steps the next input."""
+        if self.policy.pipeline:
+            self._cycle_pipelined(decide, max_readies)
+            return
         self.dirty = False
+        limit = max_readies
         while self.node is not None and self.node.has_ready():
             if max_readies == 0:
+                self._unsettled(limit)
                 self.dirty = True
                 return
             max_readies -= 1
@@ -276,6 +309,72 @@ class SimNode:
                 self.crash(point)
                 return
             node.advance(rd)
+
+    def _cycle_pipelined(self, decide: CrashDecider, max_readies: int) -> None:
+        """cycle() with writes in flight: take every Ready (steps 1 and the start of 2), then
+        let the disk finish some queued writes and do steps 3 to 5 for each, in order. Taking
+        more follows when the disk finished everything and the node has more to say."""
+        self.dirty = False
+        ev = self.events
+        limit = max_readies
+        while True:
+            while self.node is not None and self.node.has_ready():
+                if max_readies == 0:
+                    self._unsettled(limit)
+                    self.dirty = True
+                    break
+                max_readies -= 1
+                rd = self.node.ready()
+                point = decide(self, rd)
+                if point == CrashPoint.BEFORE_SEND:
+                    self.crash(point)
+                    return
+                ev.send(self, rd.messages)
+                if point == CrashPoint.AFTER_SEND:
+                    self.crash(point)
+                    return
+                self.writes.append((rd, point))
+                self.pipelined += len(self.writes) > 1
+                ev.syncing(self)
+            queued = len(self.writes)
+            done = ev.writes_done(self, queued)
+            for _ in range(done):
+                if not self._finish_write():
+                    return
+            if done < queued or self.dirty or self.node is None or not self.node.has_ready():
+                return
+
+    def _unsettled(self, limit: int) -> None:
+        if limit >= MAX_READIES_PER_CYCLE:
+            raise HostLoopError(
+                f"node {self.id} still has a Ready after {limit:,} in one host loop: the core "
+                "hands out the same work again"
+            )
+
+    def _finish_write(self) -> bool:
+        """The oldest queued write is durable: steps 3 to 5 for its Ready. False: crashed."""
+        node = self.node
+        assert node is not None
+        rd, point = self.writes.popleft()
+        ev = self.events
+        if rd.entries:
+            last = rd.entries[-1]
+            self.stale_writes += node.raft.log.unstable.maybe_term(last.index) != last.term
+        self._persist(rd)
+        ev.persisted(self, rd)
+        if point == CrashPoint.AFTER_PERSIST:
+            self.crash(point)
+            return False
+        ev.send(self, rd.persisted_messages)
+        if point == CrashPoint.AFTER_PERSISTED_SEND:
+            self.crash(point)
+            return False
+        self._apply(node, rd)
+        if point == CrashPoint.AFTER_APPLY:
+            self.crash(point)
+            return False
+        node.advance(rd)
+        return True
 
     def _persist(self, rd: Ready) -> None:
         st = self.storage

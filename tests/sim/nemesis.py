@@ -58,8 +58,9 @@ _KINDS = [
     "crash",
     "crash_sync",
     "recover",
+    "stall",
 ]
-_KIND_WEIGHTS = [3, 2, 3, 3, 2, 2, 2, 1, 2, 2, 2, 1]
+_KIND_WEIGHTS = [3, 2, 3, 3, 2, 2, 2, 1, 2, 2, 2, 1, 2]
 
 
 @dataclass(slots=True)
@@ -121,6 +122,8 @@ class Nemesis:
         """Heal every fault at once (etcd's recover)."""
         w = self.world
         w.net.recover()
+        for sn in w.nodes.values():
+            sn.disk_stalled = False
         w.net.weather = w.profile.base_weather.copy() if w.chaos else Weather()
         if self.faults:
             w.emit("heal", "network recovered: every partition healed")
@@ -223,6 +226,22 @@ class Nemesis:
             else:
                 sn.crash_armed = True
                 w.emit("fault", f"node {n} will crash during its next disk write", (n,))
+        elif kind == "stall":
+            if not live or not p.host.pipeline:
+                return  # a host that writes in step has no writes in flight to hold
+            n = lead.id if lead is not None and rng.random() < 0.5 else rng.choice(live)
+            sn = w.nodes[n]
+            sn.disk_stalled = True
+
+            def unstall() -> None:
+                sn.disk_stalled = False
+
+            self.add(f"node {n}'s disk stalls: its writes stay in flight", heal_at, unstall, (n,))
+            if rng.random() < 0.5:
+                # Cut off for the first half of the stall, it may lose its leadership (or miss
+                # a new leader's entries) while its own writes wait: when it hears the new
+                # leader, entries it is still writing get replaced.
+                self.isolate(n, max(1, (heal_at - w.now) // 2))
         else:
             self.recover()
 

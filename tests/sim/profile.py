@@ -66,7 +66,8 @@ class Profile:
             f"duplicates, delays <= {w.max_delay}; faults {self.fault_rate}/tick; crashes "
             f"{self.crash_sync}/fsync ({self.crash_vote} when voting); deposing new leaders "
             f"{self.depose_rate:.0%}; host: lazy commit {'on' if self.host.lazy_commit else 'off'}, "
-            f"quiesce after {self.host.quiesce_after or 'never'}"
+            f"quiesce after {self.host.quiesce_after or 'never'}, writes in flight "
+            f"{'yes' if self.host.pipeline else 'no'}"
         )
 
     @classmethod
@@ -137,6 +138,7 @@ class Profile:
             host=HostPolicy(
                 lazy_commit=rng.random() < 0.5,
                 quiesce_after=rng.choice([0, 0, 3, 3 * et]),
+                pipeline=rng.random() < 0.5,
             ),
             propose_syncing=rng.choice([0.0, 0.3]),
         )

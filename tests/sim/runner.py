@@ -124,6 +124,8 @@ class Summary:
     crashes: int = 0
     messages: int = 0
     checks: int = 0
+    pipelined: int = 0
+    stale_writes: int = 0
     max_leader_ets: float = 0.0
     max_commit_ets: float = 0.0
     max_no_pre_vote_ets: float = 0.0
@@ -149,6 +151,8 @@ class Summary:
         self.faults += s.faults
         self.crashes += s.crashes
         self.messages += s.messages
+        self.pipelined += s.pipelined
+        self.stale_writes += s.stale_writes
         self.checks += s.checks
         if r.ok:
             et = s.election_tick
@@ -175,6 +179,8 @@ class Summary:
             f"membership changes  {self.conf_changes:,} applied, {self.conf_refused:,} refused",
             f"faults              {self.faults:,} injected, {self.crashes:,} crashes",
             f"messages delivered  {self.messages:,}",
+            f"writes in flight    {self.pipelined:,} Readies taken over one, "
+            f"{self.stale_writes:,} finished after their entries were replaced",
             f"safety checks       {self.checks:,} node-steps checked",
             "liveness (calm)     in election timeouts, worst seen (bound, seed): "
             f"leader {self.max_leader_ets:.1f} ({LEADER_BOUND_ETS}, {w[0]}), "

@@ -8,7 +8,8 @@ seeds), so a change to the world that makes a bug rarer fails here before it mak
 blind. Seeds run in order and the hunt stops at the first failure, so this file is quick.
 
 Beyond the four classic bugs, three more prove the checks no classic bug reaches can fire: log
-matching, commit monotonicity and leader append-only.
+matching, commit monotonicity and leader append-only; one more is a host-contract bug of writes
+in flight (a Ready that repeats committed entries).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def test_apply_past_the_commit_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """State machine safety: apply only committed entries."""
 
     def next_committed_entries(self: RaftLog) -> list[Entry]:
-        lo = max(self.applied + 1, self.first_index())
+        lo = max(self.applying + 1, self.first_index())
         if self.last_index() < lo:
             return []
         return self.slice(lo, self.last_index() + 1, self.max_applying_size)
@@ -134,6 +135,16 @@ def test_leader_that_overwrites_its_own_entry(monkeypatch: pytest.MonkeyPatch) -
     found = _hunt(budget=20)
     assert found.kind == "safety", found.error
     assert found.prop == "leader append-only", found.error
+
+
+def test_a_ready_that_hands_out_committed_entries_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes in flight: a Ready must not repeat what an earlier one handed out. Plant a log
+    that forgets which committed entries are already on their way to be applied."""
+    monkeypatch.setattr(RaftLog, "applying_to", lambda self, index: None)
+    found = _hunt(budget=20)
+    assert found.kind in {"safety", "exception"}, found.error
+    if found.kind == "safety":
+        assert found.prop == "state machine safety", found.error
 
 
 def test_a_failure_exits_1_with_the_replay_command(

@@ -44,7 +44,13 @@ from raft import (
 )
 from tests.sim import actors
 from tests.sim.checker import Checker, LivenessViolation
-from tests.sim.host import CRASH_POINT_NAMES, CrashPoint, RaftParams, SimNode
+from tests.sim.host import (
+    CRASH_POINT_NAMES,
+    MAX_READIES_PER_CYCLE,
+    CrashPoint,
+    RaftParams,
+    SimNode,
+)
 from tests.sim.nemesis import Nemesis, fmt_ids
 from tests.sim.network import Network
 from tests.sim.profile import Profile, SimOptions
@@ -120,6 +126,10 @@ class SeedStats:
     quiesces: int = 0
     wakeups: int = 0
     proposals_syncing: int = 0
+    pipelined: int = 0
+    """Readies a host took while an earlier write was still in flight (pipeline)."""
+    stale_writes: int = 0
+    """Writes that finished after a newer leader had replaced their entries (pipeline)."""
     leader_ticks: int = 0
     """Calm phase: ticks until a leader was elected."""
     commit_ticks: int = 0
@@ -210,7 +220,7 @@ class World:
         """Run sn's host loop (unless deferred) and check what the step changed."""
         if sn.node is not None and not defer:
             p = self.profile.one_ready
-            sn.cycle(self._decide, 1 if p and self.rng.random() < p else 1 << 30)
+            sn.cycle(self._decide, 1 if p and self.rng.random() < p else MAX_READIES_PER_CYCLE)
         c = self.checker
         if sn.node is not None:
             c.observe(sn)
@@ -272,6 +282,18 @@ class World:
             sn.client_waiting = False
             self.stats.proposals_syncing += 1
             actors.propose_to(self, sn)
+
+    def writes_done(self, sn: SimNode, queued: int) -> int:
+        # A slow disk is one more fault: during chaos it finishes all, a few or none of the
+        # writes in flight (the node's own generator draws, so the world's draws stay put);
+        # once calm it keeps up, as a real one does within a tick.
+        if not self.chaos:
+            return queued
+        if sn.disk_stalled:
+            return 0
+        if sn.disk.random() < 0.5:
+            return queued
+        return sn.disk.randint(0, queued)
 
     def applying(self, sn: SimNode, e: Entry) -> None:
         self.checker.applying(sn, e)
@@ -629,6 +651,8 @@ class World:
         s.committed = c.committed
         s.values_committed = len(c.value_index)
         s.snapshots_installed = sum(sn.snapshots_installed for sn in self.nodes.values())
+        s.pipelined = sum(sn.pipelined for sn in self.nodes.values())
+        s.stale_writes = sum(sn.stale_writes for sn in self.nodes.values())
         s.checks = c.checks
 
 

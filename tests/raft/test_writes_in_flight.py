@@ -1,0 +1,119 @@
+"""Writes in flight (raft/rawnode.py): the host takes the next Ready before the previous one is
+durable. A Ready never repeats what an earlier one handed out, a durable report for entries a new
+leader replaced meanwhile changes nothing, and the leader counts itself only for what is durable."""
+
+from __future__ import annotations
+
+from raft import Config, Entry, Message, MessageType, RawNode, Ready
+from raft.log import RaftLog
+from tests.raft.harness import storage_with
+
+APP = MessageType.APP
+APP_RESP = MessageType.APP_RESP
+
+
+def ents(*terms: int, start: int) -> tuple[Entry, ...]:
+    return tuple(Entry(index=start + i, term=t, data=b"x") for i, t in enumerate(terms))
+
+
+def finish(rn: RawNode, rd: Ready) -> None:
+    """What a host does once rd's write is durable: write it, apply, advance."""
+    st = rn.raft.log.storage
+    if rd.entries:
+        st.append(rd.entries)  # type: ignore[attr-defined]
+    if rd.hard_state is not None:
+        st.set_hard_state(rd.hard_state)  # type: ignore[attr-defined]
+    rn.advance(rd)
+
+
+def follower() -> RawNode:
+    """Node 2, a follower of node 1 in term 2, its log one entry long."""
+    rn = RawNode(Config(id=2), storage_with([1, 2, 3], [1]))
+    rn.step(Message(type=APP, to=2, frm=1, term=2, index=1, log_term=1, commit=1))
+    finish(rn, rn.ready())
+    return rn
+
+
+def test_the_next_ready_carries_only_what_is_new() -> None:
+    rn = follower()
+    rn.step(
+        Message(type=APP, to=2, frm=1, term=2, index=1, log_term=1, entries=ents(2, 2, start=2))
+    )
+    first = rn.ready()
+    assert [e.index for e in first.entries] == [2, 3]
+    assert not rn.has_ready()  # nothing new: the write is in flight, not forgotten
+    rn.step(
+        Message(
+            type=APP, to=2, frm=1, term=2, index=3, log_term=2, commit=3, entries=ents(2, start=4)
+        )
+    )
+    second = rn.ready()
+    assert [e.index for e in second.entries] == [4]
+    # Entries 2 and 3 are committed while still being written: handed out once, to be applied
+    # after the write that holds them (the host finishes Readies in order).
+    assert [e.index for e in second.committed_entries] == [2, 3]
+    assert [m.index for m in second.persisted_messages if m.type == APP_RESP] == [4]
+    assert not rn.has_ready()
+    finish(rn, first)
+    assert rn.raft.log.unstable.offset == 4
+    finish(rn, second)
+    assert rn.raft.log.applied == 3
+    assert rn.raft.log.unstable.entries == []
+    assert rn.raft.log.storage.last_index() == 4
+
+
+def test_entries_replaced_while_in_flight_are_written_again_and_the_stale_report_ignored() -> None:
+    rn = follower()
+    rn.step(
+        Message(type=APP, to=2, frm=1, term=2, index=1, log_term=1, entries=ents(2, 2, 2, start=2))
+    )
+    stale = rn.ready()
+    assert [e.index for e in stale.entries] == [2, 3, 4]
+    # A new leader (node 3, term 3) never had 3 and 4: its entries replace them mid-write.
+    rn.step(
+        Message(type=APP, to=2, frm=3, term=3, index=2, log_term=2, entries=ents(3, 3, start=3))
+    )
+    log = rn.raft.log
+    assert log.unstable.offset_in_progress == 3
+    fresh = rn.ready()
+    assert [(e.index, e.term) for e in fresh.entries] == [(3, 3), (4, 3)]
+    finish(rn, stale)  # durable now, but its 3 and 4 are no longer ours: the report is
+    assert log.last_persisted_index() == 1  # ignored whole (2 counts with the next one)
+    assert [(e.index, e.term) for e in log.unstable.entries] == [(2, 2), (3, 3), (4, 3)]
+    finish(rn, fresh)  # writes land in order: the storage now holds the new leader's 3 and 4
+    assert log.last_persisted_index() == 4
+    assert [log.storage.term(i) for i in (2, 3, 4)] == [2, 3, 3]
+    assert log.unstable.entries == []
+
+
+def test_a_leader_counts_itself_only_for_durable_entries() -> None:
+    rn = RawNode(Config(id=1), storage_with([1], [1]))
+    rn.campaign()
+    finish(rn, rn.ready())  # a single voter: it wins at once
+    finish(rn, rn.ready())  # the no-op of its term, committed by its own durable copy
+    committed = rn.raft.log.committed
+    rn.propose(b"a")
+    first = rn.ready()
+    rn.propose(b"b")
+    second = rn.ready()
+    assert [e.data for e in second.entries] == [b"b"]
+    assert rn.raft.log.committed == committed  # neither write is durable yet
+    finish(rn, first)
+    assert rn.raft.log.committed == committed + 1
+    assert not second.committed_entries
+    third = rn.ready()
+    assert [e.data for e in third.committed_entries] == [b"a"]
+    finish(rn, second)
+    finish(rn, third)
+    assert rn.raft.log.committed == committed + 2
+
+
+def test_applying_is_apart_from_applied() -> None:
+    log = RaftLog(storage_with([1], [1, 1, 1]))
+    log.commit_to(3)
+    assert [e.index for e in log.next_committed_entries()] == [1, 2, 3]
+    log.applying_to(3)
+    assert log.next_committed_entries() == [] and not log.has_next_committed_entries()
+    assert log.applied == 0
+    log.applied_to(3)
+    assert log.applied == 3
