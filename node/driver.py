@@ -8,14 +8,20 @@ is a RawNode. One asyncio task runs them all, round after round:
   3. take a Ready from every group that has one;
   4. send the messages that may go at once (leaders' appends: followers persist in parallel);
   5. write the snapshots, entries and hard states of ALL groups in ONE RocksDB write batch, then
-     ONE fsync of the write-ahead log, in a worker thread (in place for a small round, where
-     the hand-off would cost more than the fsync): the event loop keeps moving bytes
-     (the appends of step 4 leave while the disk syncs, produce requests come in) and what
-     arrives meanwhile rides in the next round's batch, so syncs per second stay flat as load
-     grows (group commit). A round that only moves commit indexes does not sync at all: the
-     commit index is recomputed after a restart, so losing its newest value costs nothing;
+     ONE fsync of the write-ahead log, in a worker thread (in place for a small round when the
+     disk is idle, where the hand-off would cost more than the fsync). A round that only moves
+     commit indexes does not sync at all: the commit index is recomputed after a restart, so
+     losing its newest value costs nothing;
   6. send the messages that had to wait for that sync (votes, acknowledgements);
   7. apply committed entries to each group's state machine; 8. advance every group.
+
+Writes in flight (raft/rawnode.py's contract). Steps 6 to 8 of a round wait for its fsync, but
+the next round does not: while the worker thread syncs, rounds go on stepping messages, sending
+appends and writing (unsynced) into RocksDB, and queue their Readies behind the sync. When it
+returns, one more fsync covers everything written meanwhile (group commit: syncs per second
+stay flat as load grows), and each queued round is finished, steps 6 to 8, in the order it was
+taken. So a proposal that arrives during a sync reaches the followers at once instead of after
+it, and a follower's next append is written while its previous one syncs.
 
 Only this task touches the RawNodes' Ready cycle; gRPC handlers call `propose` on a group between
 rounds, or while a round waits for its fsync (all on the one event loop thread, so no locks), and
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -130,6 +137,8 @@ class DriverStats:
     bytes_persisted: int = 0
     messages_stepped: int = 0
     sync_seconds: float = 0.0
+    rounds_over_sync: int = 0
+    """Rounds taken while a sync was in flight (writes in flight)."""
     quiesces: int = 0
     wakeups: int = 0
 
@@ -167,6 +176,10 @@ class RaftDriver:
         self._unreachable: set[int] = set()  # peers the transport says are gone
         self._ticks = 0
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-sync-{node_id}")
+        self._queued: list[tuple[Group, Ready]] = []
+        """Rounds written but not finished: they wait for the next sync (oldest first)."""
+        self._queued_sync = False  # whether something in _queued needs that sync
+        self._sync_task: asyncio.Task[None] | None = None  # the sync in flight, if any
         self._wake = asyncio.Event()
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
@@ -298,6 +311,8 @@ class RaftDriver:
             self._tick_handle.cancel()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._sync_task is not None:
+            await asyncio.gather(self._sync_task, return_exceptions=True)
         self._syncer.shutdown(wait=True)
 
     def _schedule_tick(self) -> None:
@@ -381,7 +396,9 @@ class RaftDriver:
         self.stats.messages_stepped += len(inbox)
 
     async def _round(self) -> bool:
-        """One Ready cycle over every dirty group. Returns whether anything was done."""
+        """One Ready cycle over every dirty group, up to its write; the rest (steps 6 to 8)
+        now or, with a sync in flight, after the next sync. Returns whether anything was done.
+        Never awaits: a round runs whole between two finishes."""
         dirty, self._dirty = self._dirty, set()
         readies: list[tuple[Group, Ready]] = []
         touched: list[Group] = []
@@ -443,38 +460,80 @@ class RaftDriver:
         if updates:
             t0 = time.perf_counter()
             self.store.write(updates, sync=False)
-            if sync:
-                # rocksdict releases the GIL while it syncs the WAL (not while it writes with
-                # sync=True): for a large round the loop sends, receives and takes requests
-                # meanwhile. A small round's fsync is shorter than the two thread hand-offs
-                # (~0.1 ms each, more when the GIL is contended), so it syncs in place.
-                if round_bytes < self.timing.inline_sync_bytes:
-                    self.store.sync_wal()
-                else:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._syncer, self.store.sync_wal
-                    )
-                self.stats.syncs += 1
             self.stats.sync_seconds += time.perf_counter() - t0
             self.stats.bytes_persisted += round_bytes
             for u in updates:
                 self.stats.entries_persisted += len(u.entries)
 
+        if self._sync_task is not None or self._queued:
+            # A sync is in flight: this round is finished after the next one, in order.
+            self.stats.rounds_over_sync += 1
+            self._queued.extend(readies)
+            self._queued_sync = self._queued_sync or sync
+        elif not sync or round_bytes < self.timing.inline_sync_bytes:
+            # rocksdict releases the GIL while it syncs the WAL (not while it writes with
+            # sync=True), so a large round syncs in the worker thread while the loop goes on.
+            # A small round's fsync is shorter than the two thread hand-offs (~0.1 ms each,
+            # more when the GIL is contended), so it syncs in place.
+            if sync:
+                t0 = time.perf_counter()
+                self.store.sync_wal()
+                self.stats.syncs += 1
+                self.stats.sync_seconds += time.perf_counter() - t0
+            self._finish(readies)
+        else:
+            self._queued.extend(readies)
+            self._queued_sync = True
+        if self._queued and self._sync_task is None:
+            self._sync_task = asyncio.get_running_loop().create_task(
+                self._sync_queued(), name=f"raft-sync-{self.node_id}"
+            )
+        for group in touched:
+            if not group.removed:
+                group.fsm.on_round()
+        return True
+
+    async def _sync_queued(self) -> None:
+        """Sync and finish the queued rounds until none is left: each sync covers every round
+        written before it started, and rounds written meanwhile wait for the next one."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queued and not self._stopped:
+                batch, self._queued = self._queued, []
+                sync, self._queued_sync = self._queued_sync, False
+                if sync:
+                    t0 = time.perf_counter()
+                    await loop.run_in_executor(self._syncer, self.store.sync_wal)
+                    self.stats.syncs += 1
+                    self.stats.sync_seconds += time.perf_counter() - t0
+                if self._stopped:
+                    return
+                self._finish(batch)
+                for group, _ in batch:
+                    if not group.removed:
+                        group.fsm.on_round()
+                self._wake.set()  # advances may have produced messages (commit broadcast)
+        except Exception:
+            # A failed fsync leaves writes of unknown durability behind Readies that were
+            # handed out: nothing safe remains to do but stop (as etcd and Redpanda do).
+            log.critical("raft driver: a WAL sync failed; stopping the node", exc_info=True)
+            os._exit(70)
+        finally:
+            self._sync_task = None
+
+    def _finish(self, readies: list[tuple[Group, Ready]]) -> None:
+        """Steps 6 to 8 for rounds whose writes are durable, in the order they were taken."""
+        out = self.outbox
         for group, rd in readies:
             for m in rd.persisted_messages:
                 out.send(m.to, group.id, m)
         out.flush()
-
         for group, rd in readies:
             if group.removed:
                 continue
             self._apply(group, rd)
             group.node.advance(rd)
             self._dirty.add(group.id)  # advance may have produced messages (commit broadcast)
-        for group in touched:
-            if not group.removed:
-                group.fsm.on_round()
-        return True
 
     def _apply(self, group: Group, rd: Ready) -> None:
         if rd.snapshot is not None:

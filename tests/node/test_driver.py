@@ -1,0 +1,192 @@
+"""node/driver.py's writes in flight, on a real RocksDB with the fsync held open: while one
+round's sync runs, the next round's appends still leave at once, nothing is acknowledged, counted
+or applied before the sync that covers it returns, and the queued rounds finish in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from node.driver import RaftDriver, RaftTiming
+from node.storage import NodeStore
+from raft import ConfState, Entry, EntryType, Message, MessageType, Role, Snapshot, SoftState
+
+GROUP = "g"
+BIG = 128 << 10  # above inline_sync_bytes: the round syncs in the worker thread
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def send(self, to: int, group: str, msg: Message) -> None:
+        self.sent.append(msg)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self, kind: MessageType) -> list[Message]:
+        got = [m for m in self.sent if m.type == kind]
+        self.sent = [m for m in self.sent if m.type != kind]
+        return got
+
+
+class Machine:
+    def __init__(self) -> None:
+        self.applied: list[bytes] = []
+
+    def apply(self, entries: list[Entry]) -> None:
+        self.applied += [e.data for e in entries if e.type == EntryType.NORMAL and e.data]
+
+    def restore(self, snapshot: Snapshot) -> None:
+        pass
+
+    def on_soft_state(self, soft: SoftState, term: int) -> None:
+        pass
+
+    def on_round(self) -> None:
+        pass
+
+    def on_tick(self) -> None:
+        pass
+
+
+class HeldSync:
+    """Wraps NodeStore.sync_wal: while held, a sync blocks in its thread until released."""
+
+    def __init__(self, real: Callable[[], None]) -> None:
+        self.real = real
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.entered.set()
+        self.gate.wait(10)
+        self.real()
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if cond():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def leader(tmp_path: Path) -> AsyncIterator[tuple[RaftDriver, Outbox, Machine, HeldSync]]:
+    """Node 1 of three, leading group g (nodes 2 and 3 are played by the test)."""
+    store = NodeStore(tmp_path / "raft.db")
+    held = HeldSync(store.sync_wal)
+    store.sync_wal = held  # type: ignore[method-assign]
+    out = Outbox()
+    driver = RaftDriver(1, store, out, RaftTiming(tick_s=3600))  # no ticks: the test drives
+    fsm = Machine()
+    group = driver.add_group(GROUP, fsm, ConfState(voters=frozenset({1, 2, 3})))
+    driver.start()
+    try:
+        group.node.campaign()
+        driver.touched(GROUP)
+        for ask, grant in (
+            (MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP),
+            (MessageType.VOTE, MessageType.VOTE_RESP),
+        ):
+            await until(lambda ask=ask: any(m.type == ask for m in out.sent), ask.name)
+            for m in out.take(ask):
+                driver.deliver(GROUP, Message(type=grant, to=1, frm=m.to, term=m.term))
+        await until(lambda: group.node.role == Role.LEADER, "leadership")
+        await until(lambda: any(m.type == MessageType.APP for m in out.sent), "the no-op")
+        ack(driver, out)
+        await until(lambda: group.node.raft.log.committed >= 1, "the no-op committed")
+        yield driver, out, fsm, held
+    finally:
+        held.gate.set()
+        await driver.stop()
+        store.close()
+
+
+def ack(driver: RaftDriver, out: Outbox, frm: int = 2) -> None:
+    """Node `frm` acknowledges every append the leader sent it so far."""
+    term = driver.groups[GROUP].node.term
+    for m in out.take(MessageType.APP):
+        if m.to == frm and m.entries:
+            driver.deliver(
+                GROUP,
+                Message(
+                    type=MessageType.APP_RESP, to=1, frm=frm, term=term, index=m.entries[-1].index
+                ),
+            )
+
+
+async def test_appends_leave_while_the_previous_round_syncs(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
+) -> None:
+    driver, out, fsm, held = leader
+    node = driver.groups[GROUP].node
+    committed = node.raft.log.committed
+    held.gate.clear()
+    held.entered.clear()
+    node.propose(b"a" * BIG)
+    driver.touched(GROUP)
+    await until(held.entered.is_set, "the first sync to start")
+    first = [m for m in out.sent if m.type == MessageType.APP and m.entries]
+    assert first, "the first round's appends left before its sync"
+    node.propose(b"b")
+    driver.touched(GROUP)
+    await until(
+        lambda: any(
+            m.type == MessageType.APP and any(e.data == b"b" for e in m.entries) for m in out.sent
+        ),
+        "the second append while the first sync is held",
+    )
+    assert driver.stats.rounds_over_sync >= 1
+    # Node 2 acknowledges both; with our own copy not durable, that is one vote of three.
+    ack(driver, out)
+    await asyncio.sleep(0.05)
+    assert node.raft.log.committed == committed
+    assert fsm.applied == []
+    held.gate.set()
+    await until(lambda: fsm.applied == [b"a" * BIG, b"b"], "both applied, in order")
+    assert node.raft.log.committed == committed + 2
+    assert held.calls >= 2  # the second round waited for a sync of its own
+
+
+async def test_a_vote_reply_waits_for_the_sync_that_covers_the_vote(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
+) -> None:
+    driver, out, _, held = leader
+    node = driver.groups[GROUP].node
+    held.gate.clear()
+    held.entered.clear()
+    node.propose(b"a" * BIG)
+    driver.touched(GROUP)
+    await until(held.entered.is_set, "the sync to start")
+    # A candidate of a higher term asks for our vote while our sync is held: the vote is
+    # written in a round queued behind that sync, and its reply waits for the next one.
+    term = node.term + 1
+    last = node.raft.log.last_index()
+    driver.deliver(
+        GROUP,
+        Message(
+            type=MessageType.VOTE,
+            to=1,
+            frm=3,
+            term=term,
+            index=last,
+            log_term=node.term,
+            context=b"transfer",  # past the leader's lease, as a leadership transfer is
+        ),
+    )
+    await until(lambda: node.term == term, "the new term")
+    await asyncio.sleep(0.05)
+    assert not [m for m in out.sent if m.type == MessageType.VOTE_RESP]
+    held.gate.set()
+    await until(lambda: any(m.type == MessageType.VOTE_RESP for m in out.sent), "the vote reply")
+    assert node.raft.vote == 3
