@@ -271,51 +271,15 @@ class SimNode:
     def cycle(self, decide: CrashDecider, max_readies: int = MAX_READIES_PER_CYCLE) -> None:
         """Run Ready cycles until the node has nothing more to do (or crashes), or for at most
         `max_readies` Readies: a host that does one round per wake-up, as node/'s driver does,
-        leaves committed entries unapplied while it steps the next input."""
-        if self.policy.pipeline:
-            self._cycle_pipelined(decide, max_readies)
-            return
-        self.dirty = False
-        limit = max_readies
-        while self.node is not None and self.node.has_ready():
-            if max_readies == 0:
-                self._unsettled(limit)
-                self.dirty = True
-                return
-            max_readies -= 1
-            node = self.node
-            rd = node.ready()
-            point = decide(self, rd)
-            if point == CrashPoint.BEFORE_SEND:
-                self.crash(point)
-                return
-            ev = self.events
-            ev.send(self, rd.messages)
-            if point == CrashPoint.AFTER_SEND:
-                self.crash(point)
-                return
-            self._persist(rd)
-            ev.syncing(self)
-            ev.persisted(self, rd)
-            if point == CrashPoint.AFTER_PERSIST:
-                self.crash(point)
-                return
-            ev.send(self, rd.persisted_messages)
-            if point == CrashPoint.AFTER_PERSISTED_SEND:
-                self.crash(point)
-                return
-            self._apply(node, rd)
-            if point == CrashPoint.AFTER_APPLY:
-                self.crash(point)
-                return
-            node.advance(rd)
+        leaves committed entries unapplied while it steps the next input.
 
-    def _cycle_pipelined(self, decide: CrashDecider, max_readies: int) -> None:
-        """cycle() with writes in flight: take every Ready (steps 1 and the start of 2), then
-        let the disk finish some queued writes and do steps 3 to 5 for each, in order. Taking
-        more follows when the disk finished everything and the node has more to say."""
+        Each Ready: step 1, then its write joins the queue. In step (the default) the write
+        finishes at once; with writes in flight (policy.pipeline) the host takes every Ready
+        first, then the disk finishes some queued writes, oldest first, and the host takes more
+        only when the disk finished everything and the node has more to say."""
         self.dirty = False
         ev = self.events
+        pipeline = self.policy.pipeline
         limit = max_readies
         while True:
             while self.node is not None and self.node.has_ready():
@@ -336,6 +300,10 @@ class SimNode:
                 self.writes.append((rd, point))
                 self.pipelined += len(self.writes) > 1
                 ev.syncing(self)
+                if not pipeline and not self._finish_write():
+                    return
+            if not pipeline:
+                return
             queued = len(self.writes)
             done = ev.writes_done(self, queued)
             for _ in range(done):
