@@ -48,9 +48,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from chaos.ports import listen_port_range, port_free
 from chaos.proxy import format_hostport, parse_hostport
 from chaos.targets import ComposeNodes, TargetError
+from liferaft.free_ports import listen_port_range, port_free
 
 __all__ = [
     "RAFT_PORT_OFFSET",

@@ -42,7 +42,7 @@ from typing import IO, Annotated, Any
 
 import typer
 
-from node.devcluster import DevCluster, DevClusterError, free_port_block
+from liferaft.launcher import DevCluster, DevClusterError, free_port_block
 
 __all__ = ["LocalChaosCluster", "chaos_app", "local_chaos_cluster", "register"]
 

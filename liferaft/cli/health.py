@@ -8,7 +8,7 @@ else (NOT_SERVING, unreachable, no answer in time), 2 bad usage.
 Without --address it dials the node's own LIFERAFT_LISTEN, with a wildcard host (0.0.0.0, ::)
 read as loopback, so the same command works inside any container whatever port it listens on.
 
-`python -m node.cli_health` is the same command with fewer imports than the whole `liferaft`
+`python -m liferaft.cli.health` is the same command with fewer imports than the whole `liferaft`
 CLI: a container runs it every few seconds (deploy/Dockerfile's HEALTHCHECK).
 """
 

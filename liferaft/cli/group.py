@@ -9,7 +9,7 @@ take --json. A cluster error prints one line, its code and message, and exits 1;
 exits 2. Record values are printed as text (UTF-8, undecodable bytes replaced); --json shows
 non-UTF-8 bytes as {"base64": ...}.
 
-Registered on node/cli.py's app by `register(app)`; this module does not import node/cli.py
+Registered on liferaft/cli/__init__.py's app by `register(app)`; this module does not import liferaft/cli/__init__.py
 (that would be a cycle).
 """
 

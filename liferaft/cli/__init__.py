@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from liferaft.launcher import DevCluster, DevClusterError
 from node.config import ConfigError, NodeConfig, load_toml, parse_peers
-from node.devcluster import DevCluster, DevClusterError
 
 app = typer.Typer(
     help="liferaft: a Raft-replicated message broker cluster.",
@@ -323,15 +323,15 @@ def demo_cmd(
     ] = False,
 ) -> None:
     """Start a local 3-node cluster, produce with acks=all, kill -9 a leader, read it all back."""
-    from node.demo import demo
+    from liferaft.demo import demo
 
     raise typer.Exit(demo(data_dir, base_port, records, keep))
 
 
-from node.cli_bench import register as register_bench  # noqa: E402
-from node.cli_chaos import register as register_chaos  # noqa: E402
-from node.cli_client import register  # noqa: E402
-from node.cli_health import health_cmd  # noqa: E402
+from liferaft.cli.bench import register as register_bench  # noqa: E402
+from liferaft.cli.chaos import register as register_chaos  # noqa: E402
+from liferaft.cli.group import register  # noqa: E402
+from liferaft.cli.health import health_cmd  # noqa: E402
 
 register(app)
 register_bench(app)

@@ -10,9 +10,9 @@ afterwards). With --runs N it repeats the run N times on the same cluster (a fre
 time) and reports the median of each figure. --json prints one JSON object on stdout:
 records_per_s, mb_per_s (MB = 2**20 bytes, as Kafka's perf tools count), p50_ms, p99_ms,
 p999_ms and the settings that produced them. The progress bar goes to stderr. `partitions`
-(node/bench/scale.py) always starts its own cluster, since it kills and restarts a node.
+(liferaft/bench/scale.py) always starts its own cluster, since it kills and restarts a node.
 
-Registered on node/cli.py's app by `register(app)`.
+Registered on liferaft/cli/__init__.py's app by `register(app)`.
 """
 
 from __future__ import annotations
@@ -31,13 +31,19 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from node.bench.clusters import NatsUnavailable, liferaft_cluster, nats_cluster
-from node.bench.scale import TARGET_IDLE_CPU_PCT, TARGET_REJOIN_S, ScaleResult, ScaleSpec, run_scale
-from node.bench.stats import BenchResult, median_of
-from node.bench.target_liferaft import BenchError, run_consume, run_produce
-from node.bench.target_nats import run_nats_consume, run_nats_produce
-from node.bench.workload import ConsumeSpec, ProduceSpec
-from node.devcluster import DevClusterError
+from liferaft.bench.clusters import NatsUnavailable, liferaft_cluster, nats_cluster
+from liferaft.bench.scale import (
+    TARGET_IDLE_CPU_PCT,
+    TARGET_REJOIN_S,
+    ScaleResult,
+    ScaleSpec,
+    run_scale,
+)
+from liferaft.bench.stats import BenchResult, median_of
+from liferaft.bench.target_liferaft import BenchError, run_consume, run_produce
+from liferaft.bench.target_nats import run_nats_consume, run_nats_produce
+from liferaft.bench.workload import ConsumeSpec, ProduceSpec
+from liferaft.launcher import DevClusterError
 
 __all__ = ["register"]
 

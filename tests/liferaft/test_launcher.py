@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from liferaft.launcher import DevCluster, DevClusterError, free_port_block
 from node.config import RAFT_PORT_OFFSET, raft_address
-from node.devcluster import DevCluster, DevClusterError, free_port_block
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from chaos.ports import listen_port_range, port_free
+from liferaft.free_ports import listen_port_range, port_free
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.config import RAFT_PORT_OFFSET
 
@@ -173,7 +173,7 @@ class DevCluster:
         return [
             sys.executable,
             "-m",
-            "node",
+            "liferaft",
             "node",
             "--node-id",
             str(node_id),
@@ -309,7 +309,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 def free_port_block(n: int, *, raft_port_offset: int | None = RAFT_PORT_OFFSET) -> int:
     """A base port with n consecutive free ports on 127.0.0.1 (tests, bench, demo, chaos), below
-    the kernel's ephemeral range (chaos.ports says why).
+    the kernel's ephemeral range (liferaft.free_ports says why).
 
     Nodes given these ports also listen `raft_port_offset` above each (their Raft transport), so
     those n ports must be free too; `raft_port_offset=None` asks for the n ports alone (for
