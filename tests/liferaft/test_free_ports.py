@@ -11,7 +11,7 @@ import pytest
 
 from liferaft.free_ports import ephemeral_range, listen_port_range, port_free
 from liferaft.launcher import free_port_block
-from node.config import RAFT_PORT_OFFSET
+from liferaft_proto.ports import RAFT_PORT_OFFSET
 
 
 def write_range(tmp_path: Path, text: str) -> Path:
