@@ -5,8 +5,8 @@
 
 --target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
 process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
-100 ports above it), and three node processes whose --peers point at those proxies (DevCluster's
-per-node peer overrides). Its data and logs go to OUT/cluster (node data is deleted afterwards
+RAFT_PORT_OFFSET ports above it, liferaft_proto/ports.py), and three node processes whose --peers
+point at those proxies (chaos/local.py). Its data and logs go to OUT/cluster (node data is deleted afterwards
 unless --keep-data; logs stay).
 
 --target compose drives a running compose cluster started with the chaos-local (or chaos)
