@@ -16,7 +16,7 @@ The link faults (partitions, latency, bandwidth) are chaos/network.py's; chaos/f
 the two together under one vocabulary.
 
 Processes: chaos/ does not import node/ (imports point node -> chaos), so the local target
-drives any object with DevCluster's methods (`ProcessCluster` below): node/cli_chaos.py hands it
+drives any object with DevCluster's methods (`ProcessCluster` below): liferaft/cli/chaos.py hands it
 a DevCluster.
 
 Containers: the services `node1`, `node2`, ... of one compose project, found by the labels
@@ -70,7 +70,7 @@ class NodeTarget(Protocol):
 
 
 class ProcessCluster(Protocol):
-    """What the local target needs of a cluster of node processes (node.devcluster.DevCluster)."""
+    """What the local target needs of a cluster of node processes (liferaft.launcher.DevCluster)."""
 
     def kill(self, node_id: int) -> None: ...
 

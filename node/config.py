@@ -10,25 +10,22 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from liferaft_proto import ports
+from liferaft_proto.address import parse_address as _parse_address
+from liferaft_proto.ports import RAFT_PORT_OFFSET as RAFT_PORT_OFFSET  # node/ reads it here
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says which and how to fix it."""
 
 
 def parse_address(value: str, what: str = "address") -> tuple[str, int]:
-    """HOST:PORT -> (host, port), refusing anything a socket would choke on later."""
-    host, sep, port_s = value.strip().rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"{what} {value!r} must look like HOST:PORT (for example 127.0.0.1:9092)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+    """HOST:PORT -> (host, port): liferaft_proto.address.parse_address, its ValueError as a
+    ConfigError."""
     try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(f"{what} {value!r}: port {port_s!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{what} {value!r}: port {port} is outside 1..65535")
-    return host, port
+        return _parse_address(value, what)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_peers(value: str) -> dict[int, str]:
@@ -53,25 +50,17 @@ def parse_peers(value: str) -> dict[int, str]:
     return peers
 
 
-RAFT_PORT_OFFSET = 100
-"""A node's Raft transport listens on its gRPC port plus this (9092 -> 9192), on the same host."""
-
-
 def raft_address(address: str, offset: int = RAFT_PORT_OFFSET) -> str:
     """The Raft transport's HOST:PORT of the node whose gRPC address is `address`.
 
     Peers are named by their gRPC address (--peers); their Raft transport is at a fixed offset
-    from it, as Kafka's controller listener sits beside its client listener. One list of
-    addresses thus says where to replicate and where to forward admin requests."""
-    host, port = parse_address(address)
-    if not 0 < port + offset < 65536:
-        raise ConfigError(
-            f"{address!r}: the Raft port {port} + {offset} is outside 1..65535; "
-            "pick another port or --raft-port-offset"
-        )
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port + offset}"
+    from it (liferaft_proto.ports, the one table of a node's listeners), as Kafka's controller
+    listener sits beside its client listener. One list of addresses thus says where to replicate
+    and where to forward admin requests."""
+    try:
+        return ports.listener_address(address, offset)
+    except ValueError as e:
+        raise ConfigError(f"{e} (the Raft port; see --raft-port-offset)") from None
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """The chaos suite against real local clusters: faults, acks=all traffic, and the history check.
 
 Every test starts its own three-node cluster whose node-to-node links all go through our
-Toxiproxy-compatible proxy (node.cli_chaos.local_chaos_cluster), runs producers and consumers on
+Toxiproxy-compatible proxy (chaos.local.local_chaos_cluster), runs producers and consumers on
 a 6-partition topic with replication factor 3 while a nemesis injects a fixed list of faults,
 heals, reads everything back and checks the history (chaos/checker.py).
 
@@ -35,13 +35,13 @@ import pytest
 
 from chaos.faults import Faults
 from chaos.history import History
+from chaos.local import local_chaos_cluster
 from chaos.nemesis import FAULT_KINDS, PlannedFault, plan_faults
 from chaos.network import ToxiproxyNetwork
 from chaos.summary import format_run_summary, hit_unavailability
 from chaos.targets import ProcessNodes
 from chaos.workload import RunResult, WorkloadConfig, run_chaos
-from node.cli_chaos import local_chaos_cluster
-from node.devcluster import DevCluster
+from liferaft.launcher import DevCluster
 from tests.chaos.regressions import REGRESSIONS, Regression
 
 LONG = os.environ.get("LIFERAFT_CHAOS_LONG") == "1"
@@ -169,7 +169,7 @@ def test_chaos_run_command(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "node",
+            "liferaft",
             "chaos",
             "run",
             "--faults",

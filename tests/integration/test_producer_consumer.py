@@ -39,10 +39,10 @@ from client import (
     TopicPartition,
 )
 from client.group import OffsetAndMetadata
+from liferaft.cli import app
+from liferaft.launcher import DevCluster
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.cli import app
-from node.devcluster import DevCluster
 from tests.integration.test_replication import (
     check_log,
     create_topic,

@@ -29,9 +29,9 @@ from client import (
     TopicPartition,
 )
 from client.admin import TopicDescription
+from liferaft.launcher import DevCluster
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.devcluster import DevCluster
 
 pytestmark = pytest.mark.asyncio
 

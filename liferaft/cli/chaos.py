@@ -5,8 +5,8 @@
 
 --target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
 process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
-100 ports above it), and three node processes whose --peers point at those proxies (DevCluster's
-per-node peer overrides). Its data and logs go to OUT/cluster (node data is deleted afterwards
+RAFT_PORT_OFFSET ports above it, liferaft_proto/ports.py), and three node processes whose --peers
+point at those proxies (chaos/local.py). Its data and logs go to OUT/cluster (node data is deleted afterwards
 unless --keep-data; logs stay).
 
 --target compose drives a running compose cluster started with the chaos-local (or chaos)
@@ -21,7 +21,8 @@ or phantom reads) or the log could not be read back whole, 3 when the run could 
 out (the cluster did not start, a fault could not be injected), 2 for bad usage. Duplicates do
 not fail a run: a producer without idempotence may write a retried send twice.
 
-This is node/ code because the local target needs DevCluster; chaos/ never imports node/.
+The local cluster is chaos/local.py's (it starts nodes with liferaft.launcher); this module is
+only the command, and imports chaos/ when it runs.
 """
 
 from __future__ import annotations
@@ -31,114 +32,20 @@ import os
 import random
 import secrets
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from node.devcluster import DevCluster, DevClusterError, free_port_block
+__all__ = ["app"]
 
-__all__ = ["LocalChaosCluster", "chaos_app", "local_chaos_cluster", "register"]
-
-chaos_app = typer.Typer(
+app = typer.Typer(
     help="Chaos runs: faults against a cluster, and a check that nothing acknowledged was lost.",
     no_args_is_help=True,
+    add_completion=False,
 )
-
-PROXY_START_TIMEOUT_S = 20.0
-
-
-@dataclass
-class LocalChaosCluster:
-    cluster: DevCluster
-    proxy_api: str
-    """HOST:PORT of the fault proxy's Toxiproxy API."""
-    proxy_pid: int
-
-    @property
-    def bootstrap(self) -> str:
-        return self.cluster.bootstrap
-
-    @property
-    def node_ids(self) -> list[int]:
-        return sorted(self.cluster.nodes)
-
-
-def _start_proxy(log_path: Path) -> tuple[subprocess.Popen[str], str]:
-    """python -m chaos.proxy on a free loopback port; (the process, its API address)."""
-    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chaos.proxy", "--listen", "127.0.0.1:0", "--log-level", "WARNING"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    log.close()
-    assert proc.stdout is not None
-    deadline = time.monotonic() + PROXY_START_TIMEOUT_S
-    line = ""
-    # The proxy prints one line once its API listens: "toxiproxy API listening on HOST:PORT".
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline and proc.poll() is None:
-        chunk = proc.stdout.readline()
-        if chunk:
-            line += chunk
-            if line.endswith("\n"):
-                break
-        else:
-            time.sleep(0.02)
-    if "listening on " not in line:
-        proc.kill()
-        proc.wait(5)
-        raise DevClusterError(f"the fault proxy did not start; see {log_path}")
-    return proc, line.rsplit("listening on ", 1)[1].strip()
-
-
-@contextmanager
-def local_chaos_cluster(
-    data_dir: Path, nodes: int = 3, extra_args: list[str] | None = None
-) -> Iterator[LocalChaosCluster]:
-    """A local cluster whose every node-to-node link goes through a fault proxy.
-
-    Starts the proxy, creates the links node<i>_to_node<j> (upstream: node j's gRPC port) and
-    node<i>_to_node<j>_raft (RAFT_PORT_OFFSET above it; upstream: node j's Raft transport),
-    points node i's --peers at the first (the node finds the second at the offset, as it would
-    node j's Raft port), starts the nodes and waits until they are healthy. On exit everything
-    it started is stopped (nodes with SIGTERM then SIGKILL, the proxy by its pid).
-    """
-    from chaos.network import create_links
-    from node.config import RAFT_PORT_OFFSET
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    proc, api = _start_proxy(data_dir / "proxy.log")
-    cluster: DevCluster | None = None
-    try:
-        cluster = DevCluster.create(data_dir, nodes, free_port_block(nodes), extra_args)
-        cluster.cluster_id = f"chaos-{secrets.token_hex(3)}"
-        addresses = {n: node.address for n, node in cluster.nodes.items()}
-        links = create_links(api, addresses, raft_port_offset=RAFT_PORT_OFFSET)
-        for (i, j), listen in links.items():
-            cluster.peer_overrides.setdefault(i, {})[j] = listen
-        cluster.start()
-        cluster.wait_healthy(60)
-        yield LocalChaosCluster(cluster=cluster, proxy_api=api, proxy_pid=proc.pid)
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -150,7 +57,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-@chaos_app.command("run")
+@app.command("run")
 def chaos_run(
     faults: Annotated[
         str,
@@ -203,11 +110,13 @@ def chaos_run(
     """Run a workload under a seeded nemesis, then check that nothing acknowledged was lost."""
     from chaos.faults import Faults
     from chaos.history import History
+    from chaos.local import local_chaos_cluster
     from chaos.nemesis import parse_fault_kinds, plan_faults
     from chaos.network import IptablesNetwork, Network, ToxiproxyNetwork
     from chaos.summary import format_run_summary, write_outputs
     from chaos.targets import ComposeNodes, ProcessNodes, TargetError
     from chaos.workload import WorkloadConfig, run_chaos
+    from liferaft.launcher import DevClusterError
 
     try:
         kinds = parse_fault_kinds(faults)
@@ -322,7 +231,3 @@ def chaos_run(
     _say("wrote " + ", ".join(str(p) for p in [out / "history.jsonl", *written]))
     _say(format_run_summary(result, run))
     raise typer.Exit(0 if result.ok else 1)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(chaos_app, name="chaos")

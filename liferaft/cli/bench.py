@@ -10,9 +10,9 @@ afterwards). With --runs N it repeats the run N times on the same cluster (a fre
 time) and reports the median of each figure. --json prints one JSON object on stdout:
 records_per_s, mb_per_s (MB = 2**20 bytes, as Kafka's perf tools count), p50_ms, p99_ms,
 p999_ms and the settings that produced them. The progress bar goes to stderr. `partitions`
-(node/bench/scale.py) always starts its own cluster, since it kills and restarts a node.
+(liferaft/bench/scale.py) always starts its own cluster, since it kills and restarts a node.
 
-Registered on node/cli.py's app by `register(app)`.
+Loaded by liferaft.cli when `liferaft bench` runs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,26 +31,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from node.bench.clusters import NatsUnavailable, liferaft_cluster, nats_cluster
-from node.bench.scale import TARGET_IDLE_CPU_PCT, TARGET_REJOIN_S, ScaleResult, ScaleSpec, run_scale
-from node.bench.stats import BenchResult, median_of
-from node.bench.target_liferaft import BenchError, run_consume, run_produce
-from node.bench.target_nats import run_nats_consume, run_nats_produce
-from node.bench.workload import ConsumeSpec, ProduceSpec
-from node.devcluster import DevClusterError
+if TYPE_CHECKING:
+    from liferaft.bench.scale import ScaleResult
+    from liferaft.bench.stats import BenchResult
+    from liferaft.bench.workload import ConsumeSpec, ProduceSpec
 
-__all__ = ["register"]
+__all__ = ["app"]
 
-bench_app = typer.Typer(
+app = typer.Typer(
     help="Measure throughput and latency (liferaft, and NATS JetStream side by side).",
     no_args_is_help=True,
+    add_completion=False,
 )
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(bench_app, name="bench")
 
 
 # -- options shared by the commands ----------------------------------------------------------
@@ -111,6 +105,10 @@ def _acks(value: str) -> int:
 
 @contextmanager
 def _errors() -> Iterator[None]:
+    from liferaft.bench.clusters import NatsUnavailable
+    from liferaft.bench.target_liferaft import BenchError
+    from liferaft.launcher import DevClusterError
+
     try:
         yield
     except (BenchError, DevClusterError, NatsUnavailable) as e:
@@ -135,7 +133,7 @@ def _progress_bar(quiet: bool) -> Progress | None:
     )
 
 
-Runner = Callable[[Callable[[int], None] | None, int], Awaitable[BenchResult]]
+Runner = Callable[[Callable[[int], None] | None, int], Awaitable["BenchResult"]]
 
 
 def _run_many(
@@ -166,6 +164,8 @@ def _run_many(
 
 
 def _summary(results: list[BenchResult]) -> dict[str, Any]:
+    from liferaft.bench.stats import median_of
+
     each = [r.to_dict() for r in results]
     if len(each) == 1:
         return each[0]
@@ -235,11 +235,13 @@ def _topic(topic: str | None, run: int) -> str:
 
 
 def _produce_spec(topic: str, **kw: Any) -> ProduceSpec:
+    from liferaft.bench.workload import ProduceSpec
+
     return ProduceSpec(topic=topic, **kw)
 
 
 # -- liferaft bench produce --------------------------------------------------------------------
-@bench_app.command("produce")
+@app.command("produce")
 def produce(
     bootstrap: BootstrapOpt = None,
     system: Annotated[str, typer.Option(help="liferaft or nats (a local NATS cluster).")] = (
@@ -265,6 +267,10 @@ def produce(
     quiet: QuietOpt = False,
 ) -> None:
     """Produce records as fast as the cluster takes them (or at --throughput) and report."""
+    from liferaft.bench.clusters import nats_cluster
+    from liferaft.bench.target_liferaft import run_produce
+    from liferaft.bench.target_nats import run_nats_produce
+
     if system not in ("liferaft", "nats"):
         raise _fail(f"--system must be liferaft or nats, not {system!r}", 2)
     with _errors():
@@ -306,6 +312,8 @@ def produce(
 
 
 def _addresses(bootstrap: str | None, stack: ExitStack) -> list[str]:
+    from liferaft.bench.clusters import liferaft_cluster
+
     if bootstrap:
         return [a.strip() for a in bootstrap.split(",") if a.strip()]
     with err_console.status("starting a local three-node liferaft cluster..."):
@@ -314,7 +322,7 @@ def _addresses(bootstrap: str | None, stack: ExitStack) -> list[str]:
 
 
 # -- liferaft bench consume --------------------------------------------------------------------
-@bench_app.command("consume")
+@app.command("consume")
 def consume(
     bootstrap: BootstrapOpt = None,
     system: Annotated[str, typer.Option(help="liferaft or nats (a local NATS cluster).")] = (
@@ -337,6 +345,11 @@ def consume(
 ) -> None:
     """Fill a topic (unmeasured), then read it from the start as fast as possible and report.
     Latency figures are per fetch request."""
+    from liferaft.bench.clusters import nats_cluster
+    from liferaft.bench.target_liferaft import run_consume
+    from liferaft.bench.target_nats import run_nats_consume
+    from liferaft.bench.workload import ConsumeSpec
+
     if system not in ("liferaft", "nats"):
         raise _fail(f"--system must be liferaft or nats, not {system!r}", 2)
     with _errors():
@@ -374,7 +387,7 @@ def consume(
 
 
 # -- liferaft bench compare --------------------------------------------------------------------
-@bench_app.command("compare")
+@app.command("compare")
 def compare(
     bootstrap: BootstrapOpt = None,
     record_size: RecordSizeOpt = 1024,
@@ -392,6 +405,10 @@ def compare(
     """The same produce workload (RF 3, acks=all) against liferaft and NATS JetStream R3, one
     after the other on this machine, side by side. NATS gets as many records in flight per
     producer as liferaft has (in-flight batches x records per batch)."""
+    from liferaft.bench.clusters import nats_cluster
+    from liferaft.bench.target_liferaft import run_produce
+    from liferaft.bench.target_nats import run_nats_produce
+
     with _errors():
         kw = dict(
             record_size=record_size,
@@ -443,6 +460,8 @@ def _target(value: float | None, limit: float, unit: str) -> str:
 
 
 def _print_scale(r: ScaleResult) -> None:
+    from liferaft.bench.scale import TARGET_IDLE_CPU_PCT, TARGET_REJOIN_S
+
     d = r.to_dict()
     table = Table(
         title="partitions: idle cost and restart (targets are for 1,000)", title_justify="left"
@@ -478,7 +497,7 @@ def _print_scale(r: ScaleResult) -> None:
     console.print(f"[dim]CPU is percent of one core; {settings}[/]")
 
 
-@bench_app.command("partitions")
+@app.command("partitions")
 def partitions_bench(
     partitions: Annotated[
         int, typer.Option("--partitions", help="Partitions of the topic (RF 3).")
@@ -508,6 +527,9 @@ def partitions_bench(
     """On a fresh local three-node cluster: create N partitions (RF 3) and time until all have
     full ISRs, sample each node's idle CPU, then kill -9 a node, restart it and time until it
     is back in every ISR, and count leaders per node."""
+    from liferaft.bench.clusters import liferaft_cluster
+    from liferaft.bench.scale import ScaleSpec, run_scale
+
     with _errors():
         spec = ScaleSpec(
             partitions=partitions,

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from liferaft_proto.v1 import broker_pb2, errors_pb2
-from node.bench.scale import (
+from liferaft.bench.scale import (
     ScaleSpec,
     authoritative_view,
     cpu_seconds,
     incomplete,
     leader_counts,
 )
+from liferaft_proto.v1 import broker_pb2, errors_pb2
 
 TOPIC = "t"
 

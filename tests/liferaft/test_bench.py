@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from node.bench.stats import MB, BenchResult, LatencyRecorder, median_of
-from node.bench.workload import Pacer, ProduceSpec, record_latencies_ms
+from liferaft.bench.stats import MB, BenchResult, LatencyRecorder, median_of
+from liferaft.bench.workload import Pacer, ProduceSpec, record_latencies_ms
 
 
 def test_percentiles_are_order_statistics_over_records() -> None:

@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.devcluster import DevCluster, DevClusterError, free_port_block
+from liferaft.launcher import DevCluster, DevClusterError, free_port_block
 
 __all__ = [
     "NATS_SERVER",
@@ -122,7 +122,7 @@ def nats_cluster(nodes: int = 3) -> Iterator[NatsCluster]:
     exe = nats_server_path()
     check_nats_client()
     tmp = Path(tempfile.mkdtemp(prefix="liferaft-bench-nats-"))
-    base = free_port_block(2 * nodes, raft_port_offset=None)  # NATS: no Raft ports beside
+    base = free_port_block(2 * nodes, for_nodes=False)  # NATS: no Raft ports beside
     clients = [base + i for i in range(nodes)]
     routes = [base + nodes + i for i in range(nodes)]
     procs: list[subprocess.Popen[bytes]] = []

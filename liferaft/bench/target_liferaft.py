@@ -27,11 +27,11 @@ from typing import TypeVar
 
 import grpc
 
+from liferaft.bench.stats import BenchResult, LatencyRecorder
+from liferaft.bench.workload import Batch, ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
 from liferaft_proto import records
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
-from node.bench.stats import BenchResult, LatencyRecorder
-from node.bench.workload import Batch, ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
 
 __all__ = ["BenchError", "create_topic", "ensure_topic", "run_consume", "run_produce"]
 

@@ -4,7 +4,7 @@ Produce: each producer is one connection whose JetStream context publishes async
 (`publish_async`, the Python twin of Go's PublishAsync) with at most `spec.records_in_flight`
 publishes unacknowledged — the records liferaft has in flight with the same spec — one message
 per record, since JetStream has no batch publish. A record's latency runs from its arrival (see
-node/bench/workload.py) to its PubAck. The stream is file-backed with three replicas.
+liferaft/bench/workload.py) to its PubAck. The stream is file-backed with three replicas.
 
 Consume: a pull consumer with no acks reads the stream from its first message, pulling
 `fetch_max_bytes // record_size` messages a request; latency figures are per pull.
@@ -19,9 +19,9 @@ import re
 import time
 from typing import Any
 
-from node.bench.stats import BenchResult, LatencyRecorder
-from node.bench.target_liferaft import BenchError, Progress
-from node.bench.workload import ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
+from liferaft.bench.stats import BenchResult, LatencyRecorder
+from liferaft.bench.target_liferaft import BenchError, Progress
+from liferaft.bench.workload import ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
 
 __all__ = ["run_nats_consume", "run_nats_produce"]
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import grpc
 
-from chaos.ports import listen_port_range, port_free
+from liferaft.free_ports import listen_port_range, port_free
+from liferaft_proto.ports import NODE_SPACING, RAFT_PORT_OFFSET, bound_offsets
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.config import RAFT_PORT_OFFSET
 
 STATE_FILE = "cluster.json"
 
@@ -67,13 +67,13 @@ class DevCluster:
     ) -> DevCluster:
         if n < 1:
             raise DevClusterError("--nodes must be at least 1")
-        if n > RAFT_PORT_OFFSET:
-            # Node N's Raft port would be node N+offset's gRPC port.
+        if n > NODE_SPACING:
+            # Node N's Raft port would be node N+spacing's gRPC port.
             raise DevClusterError(
-                f"--nodes must be at most {RAFT_PORT_OFFSET}: each node's Raft transport listens "
+                f"--nodes must be at most {NODE_SPACING}: each node's Raft transport listens "
                 f"{RAFT_PORT_OFFSET} ports above its gRPC port"
             )
-        last = base_port + n - 1 + RAFT_PORT_OFFSET
+        last = base_port + n - 1 + max(bound_offsets())
         if base_port < 1024 or last > 65535:
             raise DevClusterError(
                 f"--base-port {base_port} must be at least 1024 and leave room below 65536 for "
@@ -173,7 +173,7 @@ class DevCluster:
         return [
             sys.executable,
             "-m",
-            "node",
+            "liferaft",
             "node",
             "--node-id",
             str(node_id),
@@ -307,16 +307,16 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def free_port_block(n: int, *, raft_port_offset: int | None = RAFT_PORT_OFFSET) -> int:
+def free_port_block(n: int, *, for_nodes: bool = True) -> int:
     """A base port with n consecutive free ports on 127.0.0.1 (tests, bench, demo, chaos), below
-    the kernel's ephemeral range (chaos.ports says why).
+    the kernel's ephemeral range (liferaft.free_ports says why).
 
-    Nodes given these ports also listen `raft_port_offset` above each (their Raft transport), so
-    those n ports must be free too; `raft_port_offset=None` asks for the n ports alone (for
-    processes that are not liferaft nodes)."""
+    Nodes given these ports also listen at every offset of liferaft_proto.ports that they bind
+    (their Raft transport), so those n ports must be free too; `for_nodes=False` asks for the n
+    ports alone (for processes that are not liferaft nodes)."""
     import random
 
-    offsets = [0] if raft_port_offset is None else [0, raft_port_offset]
+    offsets = bound_offsets() if for_nodes else (0,)
     start, end = listen_port_range()
     for _ in range(200):
         base = random.randrange(start, end - n - max(offsets))

@@ -1,5 +1,5 @@
 """DevCluster's ports without starting a node: every node needs its gRPC port and, for its Raft
-transport, that port + RAFT_PORT_OFFSET (node.config.raft_address), so both must be free and
+transport, that port + RAFT_PORT_OFFSET (liferaft_proto.ports), so both must be free and
 both must fit below 65536."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from node.config import RAFT_PORT_OFFSET, raft_address
-from node.devcluster import DevCluster, DevClusterError, free_port_block
+from liferaft.launcher import DevCluster, DevClusterError, free_port_block
+from liferaft_proto.ports import RAFT_PORT_OFFSET
+from node.config import raft_address
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_free_port_block_without_raft_ports_checks_the_block_alone(
     """NATS servers (bench) are no liferaft nodes: only their own ports matter."""
     base = int(listener.getsockname()[1]) - RAFT_PORT_OFFSET
     monkeypatch.setattr(random, "randrange", lambda start, stop: base)
-    assert free_port_block(1, raft_port_offset=None) == base
+    assert free_port_block(1, for_nodes=False) == base
 
 
 def test_a_node_does_not_start_when_its_raft_port_is_taken(

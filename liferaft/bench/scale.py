@@ -32,9 +32,9 @@ from typing import Any
 
 import grpc
 
+from liferaft.bench.target_liferaft import BenchError, create_topic
+from liferaft.launcher import DevCluster
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
-from node.bench.target_liferaft import BenchError, create_topic
-from node.devcluster import DevCluster
 
 __all__ = [
     "TARGET_IDLE_CPU_PCT",

@@ -8,7 +8,7 @@ else (NOT_SERVING, unreachable, no answer in time), 2 bad usage.
 Without --address it dials the node's own LIFERAFT_LISTEN, with a wildcard host (0.0.0.0, ::)
 read as loopback, so the same command works inside any container whatever port it listens on.
 
-`python -m node.cli_health` is the same command with fewer imports than the whole `liferaft`
+`python -m liferaft.cli.health` is the same command with fewer imports than the whole `liferaft`
 CLI: a container runs it every few seconds (deploy/Dockerfile's HEALTHCHECK).
 """
 
@@ -23,9 +23,10 @@ import grpc
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.config import ConfigError, parse_address
+from liferaft_proto.address import parse_address
+from liferaft_proto.ports import DEFAULT_BASE_PORT
 
-DEFAULT_ADDRESS = "127.0.0.1:9092"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_BASE_PORT}"
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}
 
 
@@ -115,13 +116,17 @@ def health_cmd(
     """Exit 0 if the node's gRPC health service says SERVING, else 1 (container health checks)."""
     try:
         target = resolve_address(address, os.environ.get("LIFERAFT_LISTEN"))
-    except ConfigError as e:
+    except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     result = wait_serving(target, timeout, wait, service)
     if not quiet:
         typer.echo(str(result), err=not result.serving)
     raise typer.Exit(0 if result.serving else 1)
+
+
+app = typer.Typer(add_completion=False)
+app.command("health")(health_cmd)
 
 
 if __name__ == "__main__":

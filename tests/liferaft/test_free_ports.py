@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.ports import ephemeral_range, listen_port_range, port_free
-from node.config import RAFT_PORT_OFFSET
-from node.devcluster import free_port_block
+from liferaft.free_ports import ephemeral_range, listen_port_range, port_free
+from liferaft.launcher import free_port_block
+from liferaft_proto.ports import RAFT_PORT_OFFSET
 
 
 def write_range(tmp_path: Path, text: str) -> Path:

@@ -6,10 +6,10 @@
     clusters.py          throw-away local three-node clusters of either
     stats.py             what a run measured: records/s, MB/s, latency percentiles
 
-The command line is node/cli_bench.py; the README's "Benchmarks" section shows how to use it.
+The command line is liferaft/cli/bench.py; the README's "Benchmarks" section shows how to use it.
 """
 
-from node.bench.stats import BenchResult, LatencyRecorder, median_of
-from node.bench.workload import ConsumeSpec, ProduceSpec
+from liferaft.bench.stats import BenchResult, LatencyRecorder, median_of
+from liferaft.bench.workload import ConsumeSpec, ProduceSpec
 
 __all__ = ["BenchResult", "ConsumeSpec", "LatencyRecorder", "ProduceSpec", "median_of"]

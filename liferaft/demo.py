@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from client import AdminClient, Consumer, LiferaftError, Producer, TopicPartition
-from node.devcluster import DevCluster, DevClusterError, free_port_block
+from liferaft.launcher import DevCluster, DevClusterError, free_port_block
 
 TOPIC = "demo-orders"
 
