@@ -24,7 +24,7 @@ import grpc
 
 from chaos.ports import listen_port_range, port_free
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.config import RAFT_PORT_OFFSET
+from node.config import METRICS_PORT_OFFSET, RAFT_PORT_OFFSET
 
 STATE_FILE = "cluster.json"
 
@@ -316,7 +316,7 @@ def free_port_block(n: int, *, raft_port_offset: int | None = RAFT_PORT_OFFSET) 
     processes that are not liferaft nodes)."""
     import random
 
-    offsets = [0] if raft_port_offset is None else [0, raft_port_offset]
+    offsets = [0] if raft_port_offset is None else [0, raft_port_offset, METRICS_PORT_OFFSET]
     start, end = listen_port_range()
     for _ in range(200):
         base = random.randrange(start, end - n - max(offsets))
