@@ -77,7 +77,8 @@ class DevCluster:
         if base_port < 1024 or last > 65535:
             raise DevClusterError(
                 f"--base-port {base_port} must be at least 1024 and leave room below 65536 for "
-                f"{n} gRPC ports and their Raft ports (+{RAFT_PORT_OFFSET}), up to {last}"
+                f"{n} nodes' ports (gRPC, and the listeners above it: "
+                f"+{', +'.join(str(o) for o in bound_offsets() if o)}), up to {last}"
             )
         cluster = cls(data_dir=data_dir.resolve(), extra_args=list(extra_args or []))
         for i in range(1, n + 1):

@@ -10,7 +10,7 @@ another node's.
     grpc           +0   9092             liferaft clients; peers forwarding admin requests
     raft         +100   9192             the other nodes' Raft transports (node/transport.py)
     kafka        +200   9292 (reserved)  Kafka clients, once "Speak Kafka" lands
-    metrics      +300   9392 (reserved)  Prometheus, once the node exports metrics
+    metrics      +300   9392             Prometheus (GET /metrics; node/metrics.py)
 
 Kafka's users expect 9092 for the Kafka protocol. When the Kafka listener lands it takes the
 base port and gRPC moves to +200, the slot reserved here: the two rows trade offsets, so every
@@ -64,7 +64,7 @@ RAFT = Listener(name="raft", offset=1 * NODE_SPACING, dialled_by="the other node
 KAFKA = Listener(
     name="kafka", offset=2 * NODE_SPACING, dialled_by="Kafka clients (Speak Kafka)", reserved=True
 )
-METRICS = Listener(name="metrics", offset=3 * NODE_SPACING, dialled_by="Prometheus", reserved=True)
+METRICS = Listener(name="metrics", offset=3 * NODE_SPACING, dialled_by="Prometheus")
 LISTENERS = (GRPC, RAFT, KAFKA, METRICS)
 
 RAFT_PORT_OFFSET = RAFT.offset

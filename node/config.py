@@ -95,7 +95,13 @@ class NodeConfig:
     """How fast the storage's background flushes and compactions may write, MB/s (0: no cap).
     Keeps WAL fsyncs fast under load, and bounds what a node can ingest for long (every byte is
     flushed once): raise it on a disk faster than a shared VM's (docs/performance.md)."""
+    metrics_listen: str = ""
+    """Where GET /metrics is served, HOST:PORT; empty: the --listen host at its port + 300;
+    "off": nowhere."""
     log_level: str = "info"
+    log_format: str = "text"
+    """"text" for people, "json" for log pipelines (one object a line: node, logger, partition
+    and term where the message has them)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +130,12 @@ class NodeConfig:
         raft_address(self.listen, self.raft_port_offset)
         for addr in self.peers.values():
             raft_address(addr, self.raft_port_offset)
+        if self.metrics_listen not in ("", "off"):
+            parse_address(self.metrics_listen, "--metrics-listen")
+        else:
+            self.metrics_address()
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format must be text or json, got {self.log_format!r}")
         if self.background_write_mb_s < 0:
             raise ConfigError("background_write_mb_s must be >= 0 (0: no cap)")
         if self.tick_ms < 1:
@@ -133,6 +145,17 @@ class NodeConfig:
         if self.max_batch_bytes < 1024:
             raise ConfigError("max_batch_bytes must be at least 1024")
         return self
+
+    def metrics_address(self) -> str | None:
+        """HOST:PORT of the metrics endpoint, or None when it is off."""
+        if self.metrics_listen == "off":
+            return None
+        if self.metrics_listen:
+            return self.metrics_listen
+        try:
+            return ports.listener_address(self.listen, ports.METRICS.offset)
+        except ValueError as e:
+            raise ConfigError(f"{e} (the metrics port; see --metrics-listen)") from None
 
     @property
     def isr_max_lag_ticks(self) -> int:

@@ -170,6 +170,8 @@ class RaftDriver:
         self.rng = rng or random.Random()
         self.groups: dict[str, Group] = {}
         self.stats = DriverStats()
+        self.soft_state_listeners: list[Callable[[str, SoftState], None]] = []
+        """Told every group's leader or role change after its owner (the node's metrics)."""
         self._inbox: list[tuple[str, Message]] = []
         self._dirty: set[str] = set()
         self._awake: set[str] = set()  # groups that are not quiesced: the ones to tick
@@ -541,6 +543,8 @@ class RaftDriver:
             group.fsm.restore(rd.snapshot)
         if rd.soft_state is not None:
             group.fsm.on_soft_state(rd.soft_state, group.node.term)
+            for listener in self.soft_state_listeners:
+                listener(group.id, rd.soft_state)
         if rd.committed_entries:
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE:

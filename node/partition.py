@@ -449,6 +449,11 @@ class Partition:
         with the same timestamps, so the answer does not change with the leader."""
         if not self.is_leader:
             raise self._not_leader()
+        return self.local_lag(offset)
+
+    def local_lag(self, offset: int) -> tuple[int, int]:
+        """`lag` as this replica sees it, leader or not: from its own applied log (a follower's
+        high watermark may trail the leader's by a round; metrics take that)."""
         hw = self.high_watermark
         if offset < 0 or offset > hw:
             raise BrokerError(

@@ -22,6 +22,7 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
+from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetrics
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
 from node.transport import Transport
@@ -55,6 +56,8 @@ class NodeServer:
         self._housekeeping: asyncio.Task[None] | None = None
         self._peer_channels: dict[int, grpc.aio.Channel] = {}
         self._stopping = False
+        self.metrics = NodeMetrics(self.config.node_id)
+        self.metrics_server: MetricsServer | None = None
 
     # -- start ---------------------------------------------------------------------------------
     def _open_store(self) -> NodeStore:
@@ -118,7 +121,11 @@ class NodeServer:
             listen=cfg.listen,
             raft_port_offset=cfg.raft_port_offset,
         )
-        self.driver = RaftDriver(cfg.node_id, self.store, self.transport, timing)
+        self.store.on_sync = self.metrics.observe_fsync
+        self.driver = RaftDriver(
+            cfg.node_id, self.store, CountingOutbox(self.transport, self.metrics), timing
+        )
+        self.driver.soft_state_listeners.append(self.metrics.observe_soft_state)
         self.transport.on_peer_change = self.driver.peer_changed
         self.broker = Broker(cfg, self.driver)
         self.transport.on_peer_advertise = self._on_peer_advertise
@@ -127,7 +134,7 @@ class NodeServer:
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
         broker_pb2_grpc.add_BrokerServicer_to_server(
-            BrokerService(self.broker, self._peer_stub), server
+            BrokerService(self.broker, self._peer_stub, self.metrics), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -149,15 +156,28 @@ class NodeServer:
             )
         await server.start()
         self.server = server
+        self.metrics.registry.register(NodeCollector(self.broker, self.driver, self.transport))
+        metrics_address = cfg.metrics_address()
+        if metrics_address is not None:
+            mhost, mport = parse_address(metrics_address, "--metrics-listen")
+            self.metrics_server = MetricsServer(self.metrics)
+            try:
+                await self.metrics_server.start(mhost, mport)
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot serve metrics on {metrics_address}: {e} "
+                    "(is the port in use? --metrics-listen HOST:PORT or off)"
+                ) from None
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.transport.start()
         self.driver.start()
         self._housekeeping = asyncio.create_task(self._housekeep())
         log.info(
-            "node %d serving on %s (advertised %s), data in %s",
+            "node %d serving on %s (advertised %s), metrics on %s, data in %s",
             cfg.node_id,
             cfg.listen,
             cfg.advertise,
+            metrics_address or "nothing (off)",
             cfg.data_dir,
         )
 
@@ -236,6 +256,8 @@ class NodeServer:
             self._housekeeping.cancel()
         if self.server is not None:
             await self.server.stop(grace=0.5)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self.transport is not None:
             await self.transport.stop()
         if self.driver is not None:

@@ -24,6 +24,7 @@ from node.config import parse_address
 from node.controller import TopicInfo
 from node.errors import BrokerError, ErrorCode
 from node.groups import EMPTY, GroupCoordinator, OffsetEntry, validate_group_id
+from node.metrics import NodeMetrics
 from node.topic_config import TopicConfig
 
 log = logging.getLogger("liferaft.service")
@@ -51,15 +52,21 @@ def _detail(err: BrokerError) -> errors_pb2.ErrorDetail:
 def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Map BrokerError (and surprises) to a gRPC status with an ErrorDetail."""
 
+    api = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(self: BrokerService, request: Any, context: grpc.aio.ServicerContext) -> R:
+        t0 = time.perf_counter()
+        outcome = "OK"
         try:
             return await fn(self, request, context)
         except BrokerError as e:
+            outcome = e.code_name
             await context.abort_with_status(wire_status.error_status(_detail(e)))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as e:  # a bug: say so plainly, keep serving
+            outcome = "UNKNOWN_SERVER_ERROR"
             log.exception("%s failed", fn.__name__)
             detail = errors_pb2.ErrorDetail(
                 code=errors_pb2.UNKNOWN_SERVER_ERROR,
@@ -67,6 +74,9 @@ def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
                 retriable=False,
             )
             await context.abort_with_status(wire_status.error_status(detail))
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_request(api, outcome, time.perf_counter() - t0)
         raise AssertionError("unreachable")
 
     return wrapper
@@ -74,10 +84,14 @@ def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 
 class BrokerService(broker_pb2_grpc.BrokerServicer):
     def __init__(
-        self, broker: Broker, forward: Callable[[int], broker_pb2_grpc.BrokerStub | None]
+        self,
+        broker: Broker,
+        forward: Callable[[int], broker_pb2_grpc.BrokerStub | None],
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.broker = broker
         self._forward = forward  # node id -> stub to that node (for controller requests)
+        self.metrics = metrics
 
     # -- produce and fetch ---------------------------------------------------------------------
     @unary

@@ -49,6 +49,7 @@ import contextlib
 import itertools
 import os
 import struct
+import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -766,6 +767,8 @@ class NodeStore:
         self.path = os.fspath(path)
         self.tail_entries = tail_entries
         self.tail_bytes = tail_bytes
+        self.on_sync: Callable[[float], None] | None = None
+        """Told each WAL sync's duration in seconds (the node's metrics); any thread."""
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         # The log's values are record batches, stored as producers sent them (compressed by
@@ -907,7 +910,12 @@ class NodeStore:
         writes inline (a memcpy into the WAL's page cache) and runs this in a thread, and the
         event loop goes on moving bytes while the disk syncs. Safe to call from another thread
         than the loop's while the loop reads and writes (RocksDB allows it); not while closing."""
+        if self.on_sync is None:
+            self._live_db().flush_wal(True)
+            return
+        t0 = time.perf_counter()
         self._live_db().flush_wal(True)
+        self.on_sync(time.perf_counter() - t0)
 
     # -- host metadata -------------------------------------------------------------------------
     def get_meta(self, key: bytes) -> bytes | None:

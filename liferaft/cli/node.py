@@ -7,8 +7,6 @@ the rest of the CLI's tooling is loaded (tests/test_house.py checks a real proce
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,14 +16,6 @@ from liferaft.cli._common import fail
 from liferaft_proto.ports import RAFT_PORT_OFFSET
 
 app = typer.Typer(add_completion=False)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @app.command("node")
@@ -73,7 +63,20 @@ def node_cmd(
     retention_check_ms: Annotated[
         int | None, typer.Option("--retention-check-ms", envvar="LIFERAFT_RETENTION_CHECK_MS")
     ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            envvar="LIFERAFT_METRICS_LISTEN",
+            help="Where to serve Prometheus metrics (GET /metrics), HOST:PORT, or off "
+            "(default: the --listen host, its port + 300).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", envvar="LIFERAFT_LOG_FORMAT", help="text (default) or json."),
+    ] = None,
 ) -> None:
     """Run one node in the foreground until SIGINT/SIGTERM (then hand off leadership and stop)."""
     from node.config import ConfigError, NodeConfig, load_toml, parse_peers
@@ -93,6 +96,8 @@ def node_cmd(
             "tick_ms": tick_ms,
             "election_ticks": election_ticks,
             "retention_check_ms": retention_check_ms,
+            "metrics_listen": metrics_listen,
+            "log_format": log_format,
         }
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [
@@ -107,8 +112,10 @@ def node_cmd(
         cfg = NodeConfig(**settings).validate()
     except (ConfigError, TypeError) as e:
         raise fail(str(e), 2) from None
-    setup_logging(log_level)
+    from node import logs
     from node.server import serve
+
+    logs.configure(log_level, cfg.log_format, cfg.node_id)
 
     try:
         asyncio.run(serve(cfg))

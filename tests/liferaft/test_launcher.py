@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from liferaft.launcher import DevCluster, DevClusterError, free_port_block
-from liferaft_proto.ports import RAFT_PORT_OFFSET
+from liferaft_proto.ports import RAFT_PORT_OFFSET, bound_offsets
 from node.config import raft_address
 
 
@@ -36,13 +36,14 @@ def listener() -> Iterator[socket.socket]:
     raise AssertionError("no port found")
 
 
-def test_base_port_leaves_room_for_the_raft_ports(tmp_path: Path) -> None:
-    top = 65535 - RAFT_PORT_OFFSET - 2  # three nodes: the last Raft port is exactly 65535
+def test_base_port_leaves_room_for_every_listener(tmp_path: Path) -> None:
+    top = 65535 - max(bound_offsets()) - 2  # three nodes: the last node's top port is 65535
     cluster = DevCluster.create(tmp_path, 3, top)
-    assert [n.raft_port for n in cluster.nodes.values()] == [65533, 65534, 65535]
+    raft_top = top + RAFT_PORT_OFFSET
+    assert [n.raft_port for n in cluster.nodes.values()] == [raft_top, raft_top + 1, raft_top + 2]
     for n in cluster.nodes.values():
         assert raft_address(n.address) == f"127.0.0.1:{n.raft_port}"
-    with pytest.raises(DevClusterError, match="Raft ports"):
+    with pytest.raises(DevClusterError, match="up to 65536"):
         DevCluster.create(tmp_path, 3, top + 1)
     with pytest.raises(DevClusterError, match="at least 1024"):
         DevCluster.create(tmp_path, 3, 1023)

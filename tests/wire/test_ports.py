@@ -18,6 +18,7 @@ from liferaft_proto.ports import (
     DEFAULT_BASE_PORT,
     GRPC,
     LISTENERS,
+    METRICS,
     NODE_SPACING,
     RAFT,
     RAFT_PORT_OFFSET,
@@ -33,7 +34,9 @@ def test_the_table_leaves_room_for_every_node_of_a_dev_cluster() -> None:
     assert len(set(offsets)) == len(offsets)
     assert all(offset % NODE_SPACING == 0 for offset in offsets)
     assert len({listener.name for listener in LISTENERS}) == len(LISTENERS)
-    assert bound_offsets() == (GRPC.offset, RAFT.offset) == (0, RAFT_PORT_OFFSET)
+    assert (
+        bound_offsets() == (GRPC.offset, RAFT.offset, METRICS.offset) == (0, RAFT_PORT_OFFSET, 300)
+    )
 
 
 def test_listener_addresses() -> None:
