@@ -22,8 +22,10 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
+from node.errors import BrokerError
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
+from node.tasks import supervise
 from node.transport import Transport
 from raft import IsrPolicy, Role
 
@@ -117,6 +119,7 @@ class NodeServer:
             dead_after_s=timing.tick_s * timing.election_ticks * 5,
             listen=cfg.listen,
             raft_port_offset=cfg.raft_port_offset,
+            max_frame_bytes=cfg.max_raft_frame_bytes,
         )
         self.driver = RaftDriver(cfg.node_id, self.store, self.transport, timing)
         self.transport.on_peer_change = self.driver.peer_changed
@@ -152,7 +155,7 @@ class NodeServer:
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.transport.start()
         self.driver.start()
-        self._housekeeping = asyncio.create_task(self._housekeep())
+        self._housekeeping = supervise(self._housekeep, f"housekeeping-{cfg.node_id}", restart=True)
         log.info(
             "node %d serving on %s (advertised %s), data in %s",
             cfg.node_id,
@@ -185,8 +188,11 @@ class NodeServer:
             for states in broker.take_gossip():
                 transport.broadcast_leaders(states)
             for cmd in broker.registrations_due():
-                task = asyncio.create_task(broker.controller.propose(cmd))
-                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+                supervise(
+                    broker.controller.propose(cmd),
+                    f"register-broker-{cmd['node_id']}",
+                    expected=(BrokerError,),
+                )
             healthy = (
                 broker.controller_leader() != 0
                 and self.config.node_id in broker.controller.state.brokers
