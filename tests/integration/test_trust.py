@@ -14,7 +14,10 @@ change nothing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -28,8 +31,7 @@ from node.partition import group_id
 from node.raft_wire import FRAME_HEADER, HELLO, REFUSE, frame
 from node.server import NodeServer
 from raft import Entry, Message, MessageType, Role
-
-pytestmark = pytest.mark.asyncio
+from tests.integration.conftest import MakeCluster
 
 TOPIC = "solo"
 
@@ -79,6 +81,7 @@ def _metadata_view(md: broker_pb2.MetadataResponse) -> list[tuple[str, int, int,
     )
 
 
+@pytest.mark.asyncio
 async def test_forged_messages_gossip_and_hellos_change_nothing(tmp_path: Path) -> None:
     servers, peers = await _cluster(tmp_path)
     channel = grpc.aio.insecure_channel(peers[1])
@@ -187,3 +190,72 @@ async def test_forged_messages_gossip_and_hellos_change_nothing(tmp_path: Path) 
         await channel.close()
         for s in servers.values():
             await s.stop(graceful=False)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _flood(port: int, claimed: int, send_bytes: int) -> float:
+    """Claim a `claimed`-byte first frame and try to send `send_bytes` of it; returns how many
+    MiB the node took before it hung up."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            s.sendall(FRAME_HEADER.pack(claimed, HELLO))
+            chunk = b"\0" * (1 << 20)
+            while sent < send_bytes:
+                s.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # reset or broken pipe: the node refused the frame
+            pass
+    return sent / (1 << 20)
+
+
+def test_huge_first_frames_and_idle_connections_against_a_node_process(
+    make_cluster: MakeCluster,
+) -> None:
+    """A real node process: four first frames claiming 256 MiB each (the issue's attack took a
+    node from 245 to 1,478 MiB), then 500 connections that never say Hello."""
+    dev = make_cluster(1)
+    node = dev.nodes[1]
+    rss_before = _rss_mib(node.pid)
+    with ThreadPoolExecutor(4) as pool:
+        took = list(pool.map(lambda _: _flood(node.raft_port, 256 << 20, 256 << 20), range(4)))
+    time.sleep(0.5)
+    rss_after = _rss_mib(node.pid)
+    print(
+        f"RSS {rss_before:.0f} -> {rss_after:.0f} MiB; the node took {took} MiB before hanging up"
+    )
+    assert rss_after - rss_before < 64, (rss_before, rss_after)
+    assert all(t < 256 for t in took)  # refused long before the claimed size
+    dev.metadata(1, timeout_s=5)
+
+    conns = [socket.create_connection(("127.0.0.1", node.raft_port)) for _ in range(500)]
+    try:
+        # The node still serves clients while they hang.
+        with grpc.insecure_channel(node.address) as ch:
+            stub = broker_pb2_grpc.BrokerStub(ch)
+            created = stub.CreateTopics(
+                broker_pb2.CreateTopicsRequest(topics=[broker_pb2.NewTopic(name="idle")]),
+                timeout=30,
+            )
+            assert not created.topics[0].error.code
+            batch = records.build_batch([records.Record(value=b"still here")])
+            resp = stub.Produce(
+                broker_pb2.ProduceRequest(topic="idle", partition=0, records=batch), timeout=30
+            )
+            assert resp.base_offset == 0
+        # Every idle connection is closed by the handshake deadline (5 s), most of them at once.
+        deadline = time.monotonic() + 15
+        for c in conns:
+            c.settimeout(max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ConnectionResetError):
+                assert c.recv(1) == b""
+    finally:
+        for c in conns:
+            c.close()
+    dev.metadata(1, timeout_s=5)
