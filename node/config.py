@@ -5,6 +5,8 @@ Validation happens here, once, with messages a person can act on; the rest of no
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 from liferaft_proto import ports
 from liferaft_proto.address import parse_address as _parse_address
 from liferaft_proto.ports import RAFT_PORT_OFFSET as RAFT_PORT_OFFSET  # node/ reads it here
+from node.limits import MAX_ADDRESS_CHARS, MAX_FRAME_BYTES_DEFAULT, MAX_HELLO_BYTES
 
 
 class ConfigError(ValueError):
@@ -26,6 +29,31 @@ def parse_address(value: str, what: str = "address") -> tuple[str, int]:
         return _parse_address(value, what)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
+
+
+def parse_advertised(value: str, what: str = "advertised address") -> tuple[str, int]:
+    """An address a node gives for clients to dial (--advertise, a peer's Hello): HOST:PORT where
+    HOST is a DNS name or an IP address that is not a wildcard, checked before anything stores
+    it, as it ends up in cluster metadata that every client follows."""
+    if len(value) > MAX_ADDRESS_CHARS:
+        raise ConfigError(f"{what} of {len(value)} characters is not an address")
+    host, port = parse_address(value, what)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.match(host):
+            raise ConfigError(
+                f"{what} {value!r}: {host!r} is not a host name or IP address"
+            ) from None
+    else:
+        if ip.is_unspecified:
+            raise ConfigError(f"{what} {value!r} is a wildcard; give the address clients can reach")
+    return host, port
 
 
 def parse_peers(value: str) -> dict[int, str]:
@@ -83,6 +111,9 @@ class NodeConfig:
     isr_max_lag_ms: int = 1000
     """A follower that has not caught up within this time leaves the ISR (replica.lag.time.max.ms)."""
     isr_max_lag_entries: int = 4000
+    max_raft_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT
+    """Largest frame a peer may send on the Raft transport once its Hello is accepted (the
+    Hello itself may be at most a few KiB, node/limits.py)."""
     max_batch_bytes: int = 1 << 20
     """Largest record batch a producer may send (message.max.bytes)."""
     default_partitions: int = 3
@@ -112,11 +143,7 @@ class NodeConfig:
         if self.node_id < 1:
             raise ConfigError(f"--node-id must be >= 1, got {self.node_id}")
         parse_address(self.listen, "--listen")
-        ahost, _ = parse_address(self.advertise, "--advertise")
-        if ahost in ("0.0.0.0", "::"):
-            raise ConfigError(
-                f"--advertise {self.advertise!r} is a wildcard; give the address clients can reach"
-            )
+        parse_advertised(self.advertise, "--advertise")
         if not self.peers:
             raise ConfigError(
                 "--peers is empty: list every node, this one included (1@HOST:PORT,...)"
@@ -142,6 +169,11 @@ class NodeConfig:
             raise ConfigError("tick_ms must be >= 1")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks must be greater than heartbeat_ticks")
+        if not MAX_HELLO_BYTES <= self.max_raft_frame_bytes <= 1 << 30:
+            raise ConfigError(
+                f"max_raft_frame_bytes must be between {MAX_HELLO_BYTES} and {1 << 30}, "
+                f"got {self.max_raft_frame_bytes}"
+            )
         if self.max_batch_bytes < 1024:
             raise ConfigError("max_batch_bytes must be at least 1024")
         return self

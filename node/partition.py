@@ -213,6 +213,12 @@ class Partition:
             )
         if header.record_count <= 0:
             raise BrokerError(ErrorCode.INVALID_REQUEST, "record batch has no records")
+        if header.producer_id < records.NO_PRODUCER_ID:
+            raise BrokerError(
+                ErrorCode.INVALID_REQUEST,
+                f"record batch carries producer id {header.producer_id}: producer ids are >= 0 "
+                f"(or {records.NO_PRODUCER_ID} for a producer that is not idempotent)",
+            )
         node = self.group.node
         if acks == ACKS_ALL:
             isr = node.in_sync_replicas()

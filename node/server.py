@@ -22,9 +22,11 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
+from node.errors import BrokerError
 from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetrics
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
+from node.tasks import supervise
 from node.transport import Transport
 from raft import IsrPolicy, Role
 
@@ -120,6 +122,7 @@ class NodeServer:
             dead_after_s=timing.tick_s * timing.election_ticks * 5,
             listen=cfg.listen,
             raft_port_offset=cfg.raft_port_offset,
+            max_frame_bytes=cfg.max_raft_frame_bytes,
         )
         self.store.on_sync = self.metrics.observe_fsync
         self.driver = RaftDriver(
@@ -171,7 +174,7 @@ class NodeServer:
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.transport.start()
         self.driver.start()
-        self._housekeeping = asyncio.create_task(self._housekeep())
+        self._housekeeping = supervise(self._housekeep, f"housekeeping-{cfg.node_id}", restart=True)
         log.info(
             "node %d serving on %s (advertised %s), metrics on %s, data in %s",
             cfg.node_id,
@@ -205,8 +208,11 @@ class NodeServer:
             for states in broker.take_gossip():
                 transport.broadcast_leaders(states)
             for cmd in broker.registrations_due():
-                task = asyncio.create_task(broker.controller.propose(cmd))
-                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+                supervise(
+                    broker.controller.propose(cmd),
+                    f"register-broker-{cmd['node_id']}",
+                    expected=(BrokerError,),
+                )
             healthy = (
                 broker.controller_leader() != 0
                 and self.config.node_id in broker.controller.state.brokers
