@@ -156,18 +156,16 @@ class LazyDisk:
 
     def truncate(self, path: str, length: int, fd: int | None = None) -> None:
         with self.lock:
-            own = fd is None
-            if own:
-                fd = os.open(path, os.O_RDWR)
+            f = os.open(path, os.O_RDWR) if fd is None else fd
             try:
-                c = self._synced(fd, path)
-                size = os.fstat(fd).st_size
+                c = self._synced(f, path)
+                size = os.fstat(f).st_size
                 if length < size:
-                    self._keep_pages(fd, c, length, size)
-                os.ftruncate(fd, length)
+                    self._keep_pages(f, c, length, size)
+                os.ftruncate(f, length)
             finally:
-                if own:
-                    os.close(fd)
+                if fd is None:
+                    os.close(f)
 
     def fsync(self, fd: int) -> None:
         """The file's content is durable: forget how to undo it. (The backing file is not
@@ -190,9 +188,7 @@ class LazyDisk:
         """Record a file or directory just created at `path`."""
         with self.lock:
             step = ("rmdir" if directory else "remove", path, "")
-            self._names.append(
-                _NameChange(f"create {path}", [step], {_parent(path)})
-            )
+            self._names.append(_NameChange(f"create {path}", [step], {_parent(path)}))
 
     def unlink(self, path: str) -> None:
         with self.lock:
@@ -204,9 +200,7 @@ class LazyDisk:
     def rmdir(self, path: str) -> None:
         with self.lock:
             os.rmdir(path)
-            self._names.append(
-                _NameChange(f"rmdir {path}", [("mkdir", path, "")], {_parent(path)})
-            )
+            self._names.append(_NameChange(f"rmdir {path}", [("mkdir", path, "")], {_parent(path)}))
 
     def rename(self, old: str, new: str) -> None:
         with self.lock:
@@ -360,7 +354,9 @@ def _operations_class() -> type:
         def statfs(self, path: str) -> dict[str, int]:
             st = os.statvfs(self.root)
             keys = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree")
-            return {k: getattr(st, k) for k in (*keys, "f_files", "f_flag", "f_frsize", "f_namemax")}
+            return {
+                k: getattr(st, k) for k in (*keys, "f_files", "f_flag", "f_frsize", "f_namemax")
+            }
 
         def access(self, path: str, amode: int) -> int:
             if not self._is_control(path) and not os.access(self._path(path), amode):
@@ -529,9 +525,9 @@ def fuse_unavailable() -> str | None:
 class LazyFSMount:
     """One `python -m chaos.lazyfs ROOT MOUNTPOINT` process, mounted.
 
-        with LazyFSMount(root, mountpoint) as disk:
-            ...                  # a program uses mountpoint
-            disk.cut()           # after the program died: drop what it did not sync
+    with LazyFSMount(root, mountpoint) as disk:
+        ...                  # a program uses mountpoint
+        disk.cut()           # after the program died: drop what it did not sync
     """
 
     root: Path

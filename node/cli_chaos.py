@@ -7,7 +7,10 @@
 process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
 100 ports above it), and three node processes whose --peers point at those proxies (DevCluster's
 per-node peer overrides). Its data and logs go to OUT/cluster (node data is deleted afterwards
-unless --keep-data; logs stay).
+unless --keep-data; logs stay). With `power` among the faults, each node's data directory
+OUT/cluster/node-N is a power-loss disk: a FUSE mount (python -m chaos.lazyfs, one process per
+node) over OUT/cluster/node-N.disk that forgets every write not fsynced when the nemesis cuts the
+power (chaos/lazyfs.py). That needs /dev/fuse, libfuse2 and fusepy, and root (or fusermount).
 
 --target compose drives a running compose cluster started with the chaos-local (or chaos)
 profile: nodes by `docker kill/start/pause/unpause`, links through the proxy API published at
@@ -36,7 +39,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -60,6 +63,8 @@ class LocalChaosCluster:
     proxy_api: str
     """HOST:PORT of the fault proxy's Toxiproxy API."""
     proxy_pid: int
+    disks: dict[int, Any] = field(default_factory=dict)
+    """node id -> its chaos.lazyfs.LazyFSMount, when the nodes run on power-loss disks."""
 
     @property
     def bootstrap(self) -> str:
@@ -104,7 +109,11 @@ def _start_proxy(log_path: Path) -> tuple[subprocess.Popen[str], str]:
 
 @contextmanager
 def local_chaos_cluster(
-    data_dir: Path, nodes: int = 3, extra_args: list[str] | None = None
+    data_dir: Path,
+    nodes: int = 3,
+    extra_args: list[str] | None = None,
+    *,
+    power: bool = False,
 ) -> Iterator[LocalChaosCluster]:
     """A local cluster whose every node-to-node link goes through a fault proxy.
 
@@ -113,15 +122,27 @@ def local_chaos_cluster(
     points node i's --peers at the first (the node finds the second at the offset, as it would
     node j's Raft port), starts the nodes and waits until they are healthy. On exit everything
     it started is stopped (nodes with SIGTERM then SIGKILL, the proxy by its pid).
+
+    With `power`, every node's data directory is a power-loss disk (module docstring), mounted
+    before the node starts and unmounted after it stopped.
     """
+    from chaos.lazyfs import LazyFSMount
     from chaos.network import create_links
     from node.config import RAFT_PORT_OFFSET
 
     data_dir.mkdir(parents=True, exist_ok=True)
     proc, api = _start_proxy(data_dir / "proxy.log")
     cluster: DevCluster | None = None
+    disks: dict[int, LazyFSMount] = {}
     try:
         cluster = DevCluster.create(data_dir, nodes, free_port_block(nodes), extra_args)
+        if power:
+            for n in cluster.nodes:
+                disks[n] = LazyFSMount(
+                    cluster.data_dir / f"node-{n}.disk",
+                    cluster.data_dir / f"node-{n}",
+                    cluster.data_dir / f"lazyfs-{n}.log",
+                ).start()
         cluster.cluster_id = f"chaos-{secrets.token_hex(3)}"
         addresses = {n: node.address for n, node in cluster.nodes.items()}
         links = create_links(api, addresses, raft_port_offset=RAFT_PORT_OFFSET)
@@ -129,10 +150,12 @@ def local_chaos_cluster(
             cluster.peer_overrides.setdefault(i, {})[j] = listen
         cluster.start()
         cluster.wait_healthy(60)
-        yield LocalChaosCluster(cluster=cluster, proxy_api=api, proxy_pid=proc.pid)
+        yield LocalChaosCluster(cluster=cluster, proxy_api=api, proxy_pid=proc.pid, disks=disks)
     finally:
         if cluster is not None:
             cluster.stop()
+        for disk in disks.values():
+            disk.stop()
         proc.terminate()
         try:
             proc.wait(10)
@@ -155,7 +178,8 @@ def chaos_run(
     faults: Annotated[
         str,
         typer.Option(
-            help="Comma-separated fault kinds: kill, pause, partition, latency, bandwidth."
+            help="Comma-separated fault kinds: kill, pause, partition, power, latency, "
+            "bandwidth (power: local target, needs FUSE)."
         ),
     ] = "kill,pause,partition",
     duration: Annotated[float, typer.Option(help="Seconds the workload runs.")] = 60.0,
@@ -215,6 +239,14 @@ def chaos_run(
         raise _fail(str(e)) from None
     if target not in ("local", "compose"):
         raise _fail(f"--target must be local or compose, not {target!r}")
+    if "power" in kinds:
+        from chaos.lazyfs import fuse_unavailable
+
+        if target != "local":
+            raise _fail("power faults need --target local (its nodes run on FUSE disks)")
+        why = fuse_unavailable()
+        if why is not None:
+            raise _fail(f"power faults need FUSE: {why}")
     if network not in ("proxy", "iptables"):
         raise _fail(f"--network must be proxy or iptables, not {network!r}")
     if duration <= 0 or partitions < 1 or producers_per_partition < 1:
@@ -257,13 +289,13 @@ def chaos_run(
         history = History(stream_to=stream)
         try:
             if target == "local":
-                with local_chaos_cluster(out / "cluster", nodes) as local:
+                with local_chaos_cluster(out / "cluster", nodes, power="power" in kinds) as local:
                     _say(
                         f"local cluster: {local.bootstrap}, links through the proxy at "
                         f"{local.proxy_api}"
                     )
                     chaos = Faults(
-                        ProcessNodes(local.cluster, local.node_ids),
+                        ProcessNodes(local.cluster, local.node_ids, local.disks),
                         ToxiproxyNetwork(local.proxy_api),
                     )
                     try:
@@ -284,6 +316,7 @@ def chaos_run(
                 if not keep_data:
                     for n in local.node_ids:
                         shutil.rmtree(out / "cluster" / f"node-{n}", ignore_errors=True)
+                        shutil.rmtree(out / "cluster" / f"node-{n}.disk", ignore_errors=True)
                 run["bootstrap"] = local.bootstrap
             else:
                 compose_nodes = ComposeNodes(project=project)

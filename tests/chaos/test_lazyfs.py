@@ -171,3 +171,33 @@ def test_rocksdb_keeps_every_synced_write_through_a_cut(disk: LazyFSMount, cut: 
         assert keys == synced  # every synced write, and not one unsynced
     else:  # SIGKILL alone keeps what the process wrote, synced or not: why the cut is needed
         assert keys == synced + [b"k%04d" % i for i in range(500, 600)]
+
+
+_NODE_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from node.storage import GroupUpdate, NodeStore
+    from raft.types import Entry, HardState
+    store = NodeStore(sys.argv[1])  # a fresh data directory, as at a node's first start
+    g = store.group("p1.0")
+    for i in range(1, 201):
+        e = Entry(index=i, term=1, data=b"batch %d" % i)
+        store.write([GroupUpdate(group=g, entries=[e], hard_state=HardState(1, 1, i))])
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_fresh_node_store_keeps_its_synced_log_through_a_cut(disk: LazyFSMount) -> None:
+    """Regression: NodeStore made its directory without syncing its parent, so a power cut
+    soon after a node's first start took the whole database (every acknowledged entry)."""
+    from node.storage import NodeStore
+
+    path = disk.mountpoint / "raft.db"
+    done = subprocess.run([sys.executable, "-c", _NODE_WRITER, str(path)], timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    disk.cut()
+    with NodeStore(path) as store:
+        g = store.group("p1.0")
+        assert g.last_index() == 200
+        assert [e.data for e in g.entries(199, 201)] == [b"batch 199", b"batch 200"]
