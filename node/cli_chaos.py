@@ -17,10 +17,12 @@ profile: nodes by `docker kill/start/pause/unpause`, links through the proxy API
 --toxiproxy, or with --network iptables through DROP rules in the node containers' namespaces
 (for a cluster whose peers dial each other directly).
 
-The output folder gets history.jsonl, summary.json and plot.png. The last four lines printed are
-`lost: N`, `duplicated: N`, `inconsistent_offsets: N`, `aborted_reads: N`; the exit code is 1
-when anything acknowledged was lost or corrupted (lost, inconsistent offsets, aborted, wrong-offset
-or phantom reads) or the log could not be read back whole, 3 when the run could not be carried
+The output folder gets history.jsonl, summary.json and plot.png. The last five lines printed are
+`lost: N`, `duplicated: N`, `inconsistent_offsets: N`, `aborted_reads: N` and
+`replica_differences: N`; the exit code is 1 when anything acknowledged was lost or corrupted
+(lost, inconsistent offsets, aborted, wrong-offset or phantom reads), the log could not be read
+back whole, or the replicas differ (a partition log up to the high watermark, the controller or
+the groups state not the same on every node, chaos/replicas.py), 3 when the run could not be carried
 out (the cluster did not start, a fault could not be injected), 2 for bad usage. Duplicates do
 not fail a run: a producer without idempotence may write a retried send twice.
 
