@@ -124,6 +124,14 @@ async def test_produce_all_and_read_back(make_cluster: Callable[..., DevCluster]
         check_log(values, await read_all(cluster, tp, max(values.values()) + 1))
     report = await assert_replicas_identical(cluster)
     assert report.partitions == 3
+    # The debug RPC refuses a bad range with a clear error (and, read-only, changes nothing).
+    bad = broker_pb2.ReplicaStateRequest()
+    bad.ranges["orders/0"].from_offset = 5
+    bad.ranges["orders/0"].to_offset = 2
+    async with grpc.aio.insecure_channel(cluster.node(1).address) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await broker_pb2_grpc.BrokerStub(ch).ReplicaState(bad, timeout=5)
+    assert "bad range [5, 2) for orders/0" in str(err.value.details())
 
 
 async def produce_loop(
