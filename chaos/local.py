@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from chaos.network import create_links
 from liferaft.launcher import DevCluster, DevClusterError, free_port_block
@@ -35,6 +35,8 @@ class LocalChaosCluster:
     proxy_api: str
     """HOST:PORT of the fault proxy's Toxiproxy API."""
     proxy_pid: int
+    disks: dict[int, Any] = field(default_factory=dict)
+    """node id -> its chaos.lazyfs.LazyFSMount, when the nodes run on power-loss disks."""
 
     @property
     def bootstrap(self) -> str:
@@ -79,7 +81,11 @@ def _start_proxy(log_path: Path) -> tuple[subprocess.Popen[str], str]:
 
 @contextmanager
 def local_chaos_cluster(
-    data_dir: Path, nodes: int = 3, extra_args: list[str] | None = None
+    data_dir: Path,
+    nodes: int = 3,
+    extra_args: list[str] | None = None,
+    *,
+    power: bool = False,
 ) -> Iterator[LocalChaosCluster]:
     """A local cluster whose every node-to-node link goes through a fault proxy.
 
@@ -88,12 +94,27 @@ def local_chaos_cluster(
     points node i's --peers at the first (the node finds the second at the offset, as it would
     node j's Raft port), starts the nodes and waits until they are healthy. On exit everything
     it started is stopped (nodes with SIGTERM then SIGKILL, the proxy by its pid).
+
+    With `power`, every node's data directory OUT/node-N is a power-loss disk: a FUSE mount
+    (python -m chaos.lazyfs, one process per node) over OUT/node-N.disk that forgets every write
+    not fsynced when the nemesis cuts the power (chaos/lazyfs.py), mounted before the node
+    starts and unmounted after it stopped.
     """
+    from chaos.lazyfs import LazyFSMount
+
     data_dir.mkdir(parents=True, exist_ok=True)
     proc, api = _start_proxy(data_dir / "proxy.log")
     cluster: DevCluster | None = None
+    disks: dict[int, LazyFSMount] = {}
     try:
         cluster = DevCluster.create(data_dir, nodes, free_port_block(nodes), extra_args)
+        if power:
+            for n in cluster.nodes:
+                disks[n] = LazyFSMount(
+                    cluster.data_dir / f"node-{n}.disk",
+                    cluster.data_dir / f"node-{n}",
+                    cluster.data_dir / f"lazyfs-{n}.log",
+                ).start()
         cluster.cluster_id = f"chaos-{secrets.token_hex(3)}"
         addresses = {n: node.address for n, node in cluster.nodes.items()}
         links = create_links(api, addresses, raft_port_offset=RAFT_PORT_OFFSET)
@@ -101,10 +122,12 @@ def local_chaos_cluster(
             cluster.peer_overrides.setdefault(i, {})[j] = listen
         cluster.start()
         cluster.wait_healthy(60)
-        yield LocalChaosCluster(cluster=cluster, proxy_api=api, proxy_pid=proc.pid)
+        yield LocalChaosCluster(cluster=cluster, proxy_api=api, proxy_pid=proc.pid, disks=disks)
     finally:
         if cluster is not None:
             cluster.stop()
+        for disk in disks.values():
+            disk.stop()
         proc.terminate()
         try:
             proc.wait(10)

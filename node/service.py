@@ -644,6 +644,47 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             resp.offsets.append(_committed_pb(tp, entry))
         return resp
 
+    # -- debug ---------------------------------------------------------------------------------
+    @unary
+    async def ReplicaState(
+        self, request: broker_pb2.ReplicaStateRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ReplicaStateResponse:
+        """This node's replicas, summed up (node/replica_state.py). Read-only, synchronous
+        (one consistent view: nothing is applied while it runs)."""
+        from node import replica_state as rs
+
+        b = self.broker
+        resp = broker_pb2.ReplicaStateResponse(node_id=b.node_id)
+        for (topic, index), part in sorted(b.partitions.items()):
+            wanted = request.ranges.get(f"{topic}/{index}")
+            lo, hi = (wanted.from_offset, wanted.to_offset) if wanted else (0, 1 << 62)
+            if lo < 0 or hi < lo:
+                raise BrokerError(
+                    ErrorCode.INVALID_REQUEST, f"bad range [{lo}, {hi}) for {topic}/{index}"
+                )
+            got_from, got_to, digest = rs.partition_digest(part, lo, hi)
+            resp.partitions.append(
+                broker_pb2.PartitionReplicaState(
+                    topic=topic,
+                    partition=index,
+                    group_id=part.group_id,
+                    log_start_offset=part.log_start_offset,
+                    high_watermark=part.high_watermark,
+                    digest_from=got_from,
+                    digest_to=got_to,
+                    digest=digest,
+                    applied_index=part.group.node.status().applied,
+                )
+            )
+        for target, fsm, canonical in (
+            (resp.controller, b.controller, rs.controller_canonical),
+            (resp.groups, b.groups, rs.groups_canonical),
+        ):
+            target.group_id = fsm.group.id
+            target.applied_index = fsm.group.node.status().applied
+            target.digest = rs.canonical_digest(canonical(fsm.state.to_json()))
+        return resp
+
 
 def _missing_topic(name: str) -> BrokerError:
     """The error for a topic that is not there: INVALID_TOPIC if it could never be."""

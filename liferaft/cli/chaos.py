@@ -6,18 +6,23 @@
 --target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
 process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
 RAFT_PORT_OFFSET ports above it, liferaft_proto/ports.py), and three node processes whose --peers
-point at those proxies (chaos/local.py). Its data and logs go to OUT/cluster (node data is deleted afterwards
-unless --keep-data; logs stay).
+point at those proxies (chaos/local.py). Its data and logs go to OUT/cluster (node data is deleted
+afterwards unless --keep-data; logs stay). With `power` among the faults, each node's data
+directory OUT/cluster/node-N is a power-loss disk: a FUSE mount over OUT/cluster/node-N.disk that
+forgets every write not fsynced when the nemesis cuts the power (chaos/lazyfs.py). That needs
+/dev/fuse, libfuse2 and fusepy, and root (or fusermount).
 
 --target compose drives a running compose cluster started with the chaos-local (or chaos)
 profile: nodes by `docker kill/start/pause/unpause`, links through the proxy API published at
 --toxiproxy, or with --network iptables through DROP rules in the node containers' namespaces
 (for a cluster whose peers dial each other directly).
 
-The output folder gets history.jsonl, summary.json and plot.png. The last four lines printed are
-`lost: N`, `duplicated: N`, `inconsistent_offsets: N`, `aborted_reads: N`; the exit code is 1
-when anything acknowledged was lost or corrupted (lost, inconsistent offsets, aborted, wrong-offset
-or phantom reads) or the log could not be read back whole, 3 when the run could not be carried
+The output folder gets history.jsonl, summary.json and plot.png. The last five lines printed are
+`lost: N`, `duplicated: N`, `inconsistent_offsets: N`, `aborted_reads: N` and
+`replica_differences: N`; the exit code is 1 when anything acknowledged was lost or corrupted
+(lost, inconsistent offsets, aborted, wrong-offset or phantom reads), the log could not be read
+back whole, or the replicas differ (a partition log up to the high watermark, the controller or
+the groups state not the same on every node, chaos/replicas.py), 3 when the run could not be carried
 out (the cluster did not start, a fault could not be injected), 2 for bad usage. Duplicates do
 not fail a run: a producer without idempotence may write a retried send twice.
 
@@ -62,7 +67,8 @@ def chaos_run(
     faults: Annotated[
         str,
         typer.Option(
-            help="Comma-separated fault kinds: kill, pause, partition, latency, bandwidth."
+            help="Comma-separated fault kinds: kill, pause, partition, power, latency, "
+            "bandwidth (power: local target, needs FUSE)."
         ),
     ] = "kill,pause,partition",
     duration: Annotated[float, typer.Option(help="Seconds the workload runs.")] = 60.0,
@@ -124,6 +130,14 @@ def chaos_run(
         raise _fail(str(e)) from None
     if target not in ("local", "compose"):
         raise _fail(f"--target must be local or compose, not {target!r}")
+    if "power" in kinds:
+        from chaos.lazyfs import fuse_unavailable
+
+        if target != "local":
+            raise _fail("power faults need --target local (its nodes run on FUSE disks)")
+        why = fuse_unavailable()
+        if why is not None:
+            raise _fail(f"power faults need FUSE: {why}")
     if network not in ("proxy", "iptables"):
         raise _fail(f"--network must be proxy or iptables, not {network!r}")
     if duration <= 0 or partitions < 1 or producers_per_partition < 1:
@@ -166,13 +180,13 @@ def chaos_run(
         history = History(stream_to=stream)
         try:
             if target == "local":
-                with local_chaos_cluster(out / "cluster", nodes) as local:
+                with local_chaos_cluster(out / "cluster", nodes, power="power" in kinds) as local:
                     _say(
                         f"local cluster: {local.bootstrap}, links through the proxy at "
                         f"{local.proxy_api}"
                     )
                     chaos = Faults(
-                        ProcessNodes(local.cluster, local.node_ids),
+                        ProcessNodes(local.cluster, local.node_ids, local.disks),
                         ToxiproxyNetwork(local.proxy_api),
                     )
                     try:
@@ -193,6 +207,7 @@ def chaos_run(
                 if not keep_data:
                     for n in local.node_ids:
                         shutil.rmtree(out / "cluster" / f"node-{n}", ignore_errors=True)
+                        shutil.rmtree(out / "cluster" / f"node-{n}.disk", ignore_errors=True)
                 run["bootstrap"] = local.bootstrap
             else:
                 compose_nodes = ComposeNodes(project=project)
