@@ -49,6 +49,17 @@ Which messages must wait for persistence. Messages are split in two queues:
   `msgs_after_persist` everything else: votes and vote replies, append and heartbeat replies.
                        They promise something about durable state (a vote cast, entries held), so
                        they leave only after the hard state and entries are on disk.
+  `msgs_to_self`       a candidate's own vote. It is a promise like any other vote, so it counts
+                       only once durable: RawNode hands it out inside the Ready (never to the
+                       host) and steps it back in advance(), after that Ready's write. This is
+                       what keeps a single voter from leading a term it has not persisted: it
+                       wins on its own vote, so it becomes leader in advance(), with its term on
+                       disk, and none of its appends (which go before its writes, above) can
+                       carry a term a crash would let it reuse for different entries. etcd does
+                       the same (raft.go campaign, rawnode.go stepsOnAdvance). Holding a new
+                       leader's messages until its term is durable would also do, but would add
+                       a second rule to the two queues; this keeps "leaders' appends go at once"
+                       true without exception.
 """
 
 from __future__ import annotations
@@ -157,6 +168,9 @@ class Raft:
         self.pending_conf_index = 0  # a conf change at or below this index is not yet applied
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
+        # Messages to ourselves (our own vote): RawNode steps them back into us once the Ready
+        # they came with is durable (see "Our own vote" in the module docstring).
+        self.msgs_to_self: list[Message] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = cfg.election_tick
@@ -210,7 +224,9 @@ class Raft:
                 raise RaftError(f"term must be set when sending {m.type.name}")
         elif m.term == 0:
             m.term = self.term
-        if m.type in _SEND_NOW:
+        if m.to == self.id:
+            self.msgs_to_self.append(m)
+        elif m.type in _SEND_NOW:
             self.msgs.append(m)
         else:
             self.msgs_after_persist.append(m)
@@ -371,13 +387,18 @@ class Raft:
         else:
             self.become_candidate()
             vote_type, term = MessageType.VOTE, self.term
-        if self.poll(self.id, vote_type, True) == VoteResult.WON:
-            # Single-voter group: we won already.
-            if pre:
+        if pre:
+            # A pre-vote promises nothing durable: count our own at once (and in a single-voter
+            # group go straight on to the real election).
+            if self.poll(self.id, vote_type, True) == VoteResult.WON:
                 self.campaign(pre=False, transfer=transfer)
-            else:
-                self.become_leader()
-            return
+                return
+        else:
+            # Our own vote counts only once it is durable, like anyone else's: a reply to
+            # ourselves that RawNode steps back into us after the Ready holding our new term
+            # and vote is persisted (etcd's stepsOnAdvance). A single voter thus becomes
+            # leader only with its term on disk, so no append of that term can leave first.
+            self.send(Message(type=MessageType.VOTE_RESP, to=self.id, frm=self.id, term=term))
         last = self.log.last_index()
         last_term = self.log.last_term()
         for peer in sorted(self.tracker.voters):
@@ -819,7 +840,7 @@ class Raft:
             return True
         if self.role != Role.LEADER or self.lead_transferee != NONE:
             return False
-        if self.msgs or self.msgs_after_persist:
+        if self.msgs or self.msgs_after_persist or self.msgs_to_self:
             return False
         log = self.log
         last = log.last_index()
