@@ -236,9 +236,12 @@ class Raft:
         pr = self.tracker.progress[to]
         if pr.is_paused():
             return False
+        return self._send_append(to, pr, send_if_empty, with_entries=True)
+
+    def _send_append(self, to: int, pr: Progress, send_if_empty: bool, with_entries: bool) -> bool:
         try:
             prev_term = self.log.term(pr.next - 1)
-            ents = self.log.entries(pr.next, self.cfg.max_size_per_msg)
+            ents = self.log.entries(pr.next, self.cfg.max_size_per_msg) if with_entries else []
         except (CompactedError, UnavailableError):
             return self._send_snapshot(to, pr)
         if not ents and not send_if_empty:
@@ -254,6 +257,7 @@ class Raft:
                 commit=self.log.committed,
             )
         )
+        pr.sent_commit = self.log.committed
         if ents:
             pr.sent_entries(ents[-1].index)
         elif pr.state == ProgressState.PROBE:
@@ -276,8 +280,10 @@ class Raft:
         return True
 
     def send_heartbeat(self, to: int) -> None:
-        commit = min(self.tracker.progress[to].match, self.log.committed)
+        pr = self.tracker.progress[to]
+        commit = min(pr.match, self.log.committed)
         self.send(Message(type=MessageType.HEARTBEAT, to=to, frm=self.id, commit=commit))
+        pr.sent_commit = commit
 
     def bcast_append(self) -> None:
         for peer in self.tracker.progress:
@@ -517,7 +523,6 @@ class Raft:
                         pr.become_probe()
                     self.maybe_send_append(m.frm)
                 return
-            was_paused = pr.is_paused()
             # An acknowledgment of exactly `match` while probing (the answer to an empty
             # probe of a follower that was in fact caught up) also proves where the logs
             # agree: resume pipelining now rather than stay paused until a heartbeat answer.
@@ -535,7 +540,10 @@ class Raft:
                     pr.inflights.free_le(m.index)
                 if self.maybe_commit():
                     self.bcast_append()
-                elif was_paused:
+                elif pr.can_bump_commit(self.log.committed):
+                    # The follower may lack our commit index: tell it now rather than at the
+                    # next heartbeat. Only then: an acknowledgment that moves nothing (the
+                    # answer to a probe that carried our commit) needs no reply (etcd).
                     self.maybe_send_append(m.frm)
                 while self.maybe_send_append(m.frm, send_if_empty=False):
                     pass
@@ -552,8 +560,16 @@ class Raft:
                 # The snapshot was probably lost; the follower is alive, so try again.
                 pr.become_probe()
             if pr.state == ProgressState.REPLICATE and pr.inflights.full():
-                pr.inflights.free_first_one()
-            if pr.match < self.log.last_index():
+                # Its acknowledgments may all have been lost, or it is just slow. Either way
+                # the window stays shut to new data (it bounds what a slow follower costs us):
+                # send an empty append after the last one in flight, whose answer frees the
+                # window or, if appends were lost, sends us back to probing (etcd#14633).
+                self._send_append(m.frm, pr, send_if_empty=True, with_entries=False)
+            elif pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
+                # Behind, or probing (after report_unreachable, say) though caught up: an
+                # append, empty if need be, whose answer puts it back in REPLICATE, without
+                # which an idle group could never quiesce (etcd's
+                # heartbeat_resp_recovers_from_probing.txt).
                 self.maybe_send_append(m.frm)
 
     def step_candidate(self, m: Message) -> None:
