@@ -25,6 +25,9 @@ Consensus Algorithm", extended version) and thesis (Ongaro 2014) sections:
   - quiescence (CockroachDB's): an idle, fully replicated group stops ticking, so a node can
     host thousands of groups that cost nothing while nobody writes to them (see below).
 
+Where this core deliberately differs from etcd-io/raft, and what it took from etcd's scenarios,
+is listed in raft/README.md.
+
 Quiescence. A host with many groups asks an idle leader to `maybe_quiesce`. It agrees only when
 nothing is in flight: every member acknowledged the last index, which is committed and applied,
 and answered its last heartbeats (members the host reports unreachable may be left out once they
