@@ -43,7 +43,7 @@ holds (CheckQuorum and PreVote work as without quiescence); a dead leader cannot
 followers, ticking again, elect a new one after an election timeout. Hosts must therefore wake
 the followers of a leader whose node they lose contact with: a quiesced group hears nothing.
 
-Which messages must wait for persistence. Messages are split in two queues:
+Which messages must wait for persistence. Messages are split in three queues:
   `msgs`               may be sent at once, before the host persists this step's state: a
                        leader's appends, heartbeats, snapshots and TimeoutNow, and PreVote
                        requests. A leader may replicate entries it has not yet written itself
@@ -172,7 +172,7 @@ class Raft:
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
         # Messages to ourselves (our own vote): RawNode steps them back into us once the Ready
-        # they came with is durable (see "Our own vote" in the module docstring).
+        # they came with is durable (see `msgs_to_self` in the module docstring).
         self.msgs_to_self: list[Message] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
