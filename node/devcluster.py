@@ -24,7 +24,7 @@ import grpc
 
 from chaos.ports import listen_port_range, port_free
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.config import RAFT_PORT_OFFSET
+from node.config import KAFKA_PORT_OFFSET, RAFT_PORT_OFFSET
 
 STATE_FILE = "cluster.json"
 
@@ -48,6 +48,11 @@ class DevNode:
     def raft_port(self) -> int:
         """Where this node's Raft transport listens (node.config.raft_address of `address`)."""
         return self.port + RAFT_PORT_OFFSET
+
+    @property
+    def kafka_address(self) -> str:
+        """Where Kafka clients reach this node (gRPC port + node.config.KAFKA_PORT_OFFSET)."""
+        return f"{self.host}:{self.port + KAFKA_PORT_OFFSET}"
 
 
 @dataclass(slots=True)
@@ -316,7 +321,7 @@ def free_port_block(n: int, *, raft_port_offset: int | None = RAFT_PORT_OFFSET) 
     processes that are not liferaft nodes)."""
     import random
 
-    offsets = [0] if raft_port_offset is None else [0, raft_port_offset]
+    offsets = [0] if raft_port_offset is None else [0, raft_port_offset, KAFKA_PORT_OFFSET]
     start, end = listen_port_range()
     for _ in range(200):
         base = random.randrange(start, end - n - max(offsets))

@@ -22,6 +22,8 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
+from node.kafka.server import KafkaListener
+from node.kafka.wire import Ctx as KafkaCtx
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
 from node.transport import Transport
@@ -51,6 +53,7 @@ class NodeServer:
         self.broker: Broker | None = None
         self.driver: RaftDriver | None = None
         self.transport: Transport | None = None
+        self.kafka: KafkaListener | None = None
         self.health = health.aio.HealthServicer()
         self._housekeeping: asyncio.Task[None] | None = None
         self._peer_channels: dict[int, grpc.aio.Channel] = {}
@@ -149,6 +152,20 @@ class NodeServer:
             )
         await server.start()
         self.server = server
+        if cfg.kafka_port_offset:
+            host, port = parse_address(cfg.listen)
+            self.kafka = KafkaListener(
+                KafkaCtx(self.broker, cfg.kafka_port_offset, self._peer_stub),
+                host,
+                port + cfg.kafka_port_offset,
+            )
+            try:
+                await self.kafka.start()
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot listen for Kafka clients on {host}:{port + cfg.kafka_port_offset}: "
+                    f"{e.strerror} (gRPC port + kafka_port_offset {cfg.kafka_port_offset})"
+                ) from None
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.transport.start()
         self.driver.start()
@@ -234,6 +251,8 @@ class NodeServer:
         await self.health.enter_graceful_shutdown()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        if self.kafka is not None:
+            await self.kafka.stop()
         if self.server is not None:
             await self.server.stop(grace=0.5)
         if self.transport is not None:

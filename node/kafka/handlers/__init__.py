@@ -1,0 +1,35 @@
+"""One module per Kafka API: decode (kio did), call the broker, encode (kio will).
+
+Each module exports `API`, its key, name, the versions served and the handler; this table is
+what ApiVersions advertises and what the listener routes by.
+"""
+
+from __future__ import annotations
+
+from node.kafka.handlers import (
+    api_versions,
+    create_topics,
+    delete_topics,
+    fetch,
+    find_coordinator,
+    init_producer_id,
+    list_offsets,
+    metadata,
+    produce,
+)
+from node.kafka.wire import Api
+
+APIS: dict[int, Api] = {
+    m.API.key: m.API
+    for m in (
+        api_versions,
+        create_topics,
+        delete_topics,
+        fetch,
+        find_coordinator,
+        init_producer_id,
+        list_offsets,
+        metadata,
+        produce,
+    )
+}
