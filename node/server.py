@@ -22,6 +22,7 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
+from node.kafka.classic import ClassicGroups
 from node.kafka.server import KafkaListener
 from node.kafka.wire import Ctx as KafkaCtx
 from node.service import BrokerService
@@ -154,8 +155,12 @@ class NodeServer:
         self.server = server
         if cfg.kafka_port_offset:
             host, port = parse_address(cfg.listen)
+            broker = self.broker
+            classic = ClassicGroups(broker.groups, broker.advertised_address)
+            # A liferaft member may not join a group whose members speak Kafka's protocol.
+            broker.groups.foreign_members = classic.has_members
             self.kafka = KafkaListener(
-                KafkaCtx(self.broker, cfg.kafka_port_offset, self._peer_stub),
+                KafkaCtx(broker, cfg.kafka_port_offset, self._peer_stub, classic),
                 host,
                 port + cfg.kafka_port_offset,
             )

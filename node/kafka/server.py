@@ -34,6 +34,7 @@ from node.kafka.wire import (
 
 log = logging.getLogger("liferaft.kafka")
 
+SWEEP_EVERY_S = 0.1
 MAX_IN_FLIGHT = 32
 """Requests of one connection started and not yet answered (Kafka clients keep <= 5 in flight
 per partition leader; librdkafka's default max.in.flight is 1000000 but it is bounded here)."""
@@ -46,14 +47,27 @@ class KafkaListener:
         self.port = port
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._accept, self.host, self.port, reuse_address=True
         )
+        self._sweeper = asyncio.create_task(self._sweep())
         log.info("Kafka listener on %s:%d", self.host, self.port)
 
+    async def _sweep(self) -> None:
+        """End the sessions and rebalances of classic groups that ran out of time."""
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            try:
+                self.ctx.classic.sweep()
+            except Exception:  # a bug: say so, and keep sweeping
+                log.exception("sweeping the classic consumer groups failed")
+
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):

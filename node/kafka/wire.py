@@ -32,6 +32,7 @@ from liferaft_proto.v1 import broker_pb2_grpc
 from node.broker import Broker
 from node.config import parse_address
 from node.errors import BrokerError
+from node.kafka.classic import ClassicGroups
 
 MAX_FRAME_BYTES = 64 << 20
 """The largest request accepted (Kafka's socket.request.max.bytes is 100 MiB; gRPC's limit here
@@ -57,6 +58,8 @@ class Ctx:
     """Every node's Kafka listener is at its advertised gRPC port plus this."""
     forward: Callable[[int], broker_pb2_grpc.BrokerStub | None]
     """node id -> a gRPC stub to that node (requests only the controller leader may serve)."""
+    classic: ClassicGroups
+    """Kafka's classic consumer groups on this node while it coordinates (node/kafka/classic.py)."""
 
     def kafka_address(self, node_id: int) -> tuple[str, int] | None:
         """The (host, port) of a node's Kafka listener, as metadata advertises it."""

@@ -9,13 +9,22 @@ from __future__ import annotations
 from node.kafka.handlers import (
     api_versions,
     create_topics,
+    delete_groups,
     delete_topics,
+    describe_groups,
     fetch,
     find_coordinator,
+    heartbeat,
     init_producer_id,
+    join_group,
+    leave_group,
+    list_groups,
     list_offsets,
     metadata,
+    offset_commit,
+    offset_fetch,
     produce,
+    sync_group,
 )
 from node.kafka.wire import Api
 
@@ -24,12 +33,21 @@ APIS: dict[int, Api] = {
     for m in (
         api_versions,
         create_topics,
+        delete_groups,
         delete_topics,
+        describe_groups,
         fetch,
         find_coordinator,
+        heartbeat,
         init_producer_id,
+        join_group,
+        leave_group,
+        list_groups,
         list_offsets,
         metadata,
+        offset_commit,
+        offset_fetch,
         produce,
+        sync_group,
     )
 }
