@@ -350,3 +350,32 @@ def test_the_node_log_shows_no_handler_failure(cluster: DevCluster) -> None:
     for node_id in cluster.nodes:
         text = Path(cluster.log_path(node_id)).read_text(errors="replace")
         assert "failed; closing the connection" not in text, text[-3000:]
+
+
+def test_confluent_admin_describes_topic_configs_and_the_cluster(cluster: DevCluster) -> None:
+    from confluent_kafka.admin import AdminClient as CkAdmin
+    from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
+
+    topic = unique("cfg")
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin_kp = KafkaAdminClient(bootstrap_servers=kafka_bootstrap(cluster))
+    try:
+        admin_kp.create_topics([NewTopic(topic, 1, 3, topic_configs={"retention.ms": "3600000"})])
+    finally:
+        admin_kp.close()
+    admin = CkAdmin({"bootstrap.servers": kafka_bootstrap(cluster)})
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    configs = admin.describe_configs([resource], request_timeout=20)[resource].result()
+    assert configs["retention.ms"].value == "3600000"
+    assert configs["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert configs["max.message.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+    missing = ConfigResource(ResourceType.TOPIC, unique("none"))
+    with pytest.raises(Exception, match="UNKNOWN_TOPIC_OR_PART"):
+        admin.describe_configs([missing], request_timeout=20)[missing].result()
+    described = admin.describe_cluster(request_timeout=20).result()
+    assert described.cluster_id == cluster.cluster_id
+    assert {n.id: f"{n.host}:{n.port}" for n in described.nodes} == {
+        n.node_id: n.kafka_address for n in cluster.nodes.values()
+    }
+    assert described.controller.id in cluster.nodes

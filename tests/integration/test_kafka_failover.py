@@ -6,9 +6,13 @@ own, from NOT_LEADER_OR_FOLLOWER, a dropped connection and fresh metadata, as wi
 
 from __future__ import annotations
 
+import io
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -99,12 +103,14 @@ def test_idempotent_confluent_producer_survives_a_leader_kill(cluster: DevCluste
     )
     consumer.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
     log: list[tuple[int, bytes]] = []
+    epochs: dict[int, int] = {}  # offset -> the leader epoch stamped in its batch
     end = max(acked.values()) + 1
     deadline = time.monotonic() + 60
     while (not log or log[-1][0] < end - 1) and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
         if msg is not None and msg.error() is None:
             log.append((msg.offset(), msg.value()))
+            epochs[msg.offset()] = msg.leader_epoch()
     consumer.close()
     offsets = [o for o, _ in log]
     assert offsets == list(range(len(offsets))), "offsets are dense from 0"
@@ -114,3 +120,68 @@ def test_idempotent_confluent_producer_survives_a_leader_kill(cluster: DevCluste
     assert not [v for v in acked if v not in where], "acknowledged records lost"
     assert not [v for v, o in where.items() if len(o) > 1], "records written twice"
     assert all(where[v] == [o] for v, o in acked.items()), "records not at their acked offset"
+
+    # The batches carry the epoch of the leader that wrote them; the kill moved to a later one,
+    # and OffsetForLeaderEpoch says where each epoch ended: where the next one's first batch is.
+    seen = sorted(set(epochs.values()))
+    assert len(seen) >= 2 and all(e > 0 for e in seen), seen
+    hw = len(log)
+    for epoch in seen:
+        later = [o for o, e in epochs.items() if e > epoch]
+        expected_end = min(later) if later else hw
+        assert offset_for_leader_epoch(cluster, topic, epoch) == (epoch, expected_end)
+
+
+def offset_for_leader_epoch(cluster: DevCluster, topic: str, epoch: int) -> tuple[int, int]:
+    """Ask every live node (one leads the partition) with a request kio encodes."""
+    from kio.schema.offset_for_leader_epoch.v4 import request as q
+    from kio.schema.offset_for_leader_epoch.v4.response import OffsetForLeaderEpochResponse
+
+    req = q.OffsetForLeaderEpochRequest(
+        replica_id=-1,
+        topics=(
+            q.OffsetForLeaderTopic(
+                topic=topic,
+                partitions=(
+                    q.OffsetForLeaderPartition(
+                        partition=0, current_leader_epoch=-1, leader_epoch=epoch
+                    ),
+                ),
+            ),
+        ),
+    )
+    for node_id, node in cluster.nodes.items():
+        if not cluster.is_running(node_id):
+            continue
+        resp = kafka_request(node.kafka_address, req, OffsetForLeaderEpochResponse)
+        (part,) = resp.topics[0].partitions
+        if part.error_code == 0:
+            return int(part.leader_epoch), int(part.end_offset)
+    raise AssertionError("no node answered OffsetForLeaderEpoch")
+
+
+def kafka_request(address: str, request: Any, response_type: type[Any]) -> Any:
+    """One request over a fresh connection, encoded and decoded by kio."""
+    from kio.schema.request_header.v2.header import RequestHeader
+    from kio.serial import entity_reader, entity_writer
+
+    buf = io.BytesIO()
+    header = RequestHeader(
+        request_api_key=request.__api_key__,
+        request_api_version=request.__version__,
+        correlation_id=1,
+        client_id="test",
+    )
+    entity_writer(RequestHeader)(buf, header)
+    entity_writer(type(request))(buf, request)
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", buf.tell()) + buf.getvalue())
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = s.recv(65536)
+            assert chunk, "the node closed the connection"
+            data += chunk
+    # Size, correlation id, the empty tagged fields of a flexible response header, the body.
+    resp, _ = entity_reader(response_type)(data[9:], 0)
+    return resp

@@ -11,6 +11,8 @@ from node.kafka.handlers import (
     create_topics,
     delete_groups,
     delete_topics,
+    describe_cluster,
+    describe_configs,
     describe_groups,
     fetch,
     find_coordinator,
@@ -23,6 +25,7 @@ from node.kafka.handlers import (
     metadata,
     offset_commit,
     offset_fetch,
+    offset_for_leader_epoch,
     produce,
     sync_group,
 )
@@ -35,6 +38,8 @@ APIS: dict[int, Api] = {
         create_topics,
         delete_groups,
         delete_topics,
+        describe_cluster,
+        describe_configs,
         describe_groups,
         fetch,
         find_coordinator,
@@ -47,6 +52,7 @@ APIS: dict[int, Api] = {
         metadata,
         offset_commit,
         offset_fetch,
+        offset_for_leader_epoch,
         produce,
         sync_group,
     )
