@@ -346,12 +346,6 @@ def test_an_api_versions_request_newer_than_served_gets_the_table(cluster: DevCl
     assert served[18] == (0, 3) and 0 in served and 1 in served
 
 
-def test_the_node_log_shows_no_handler_failure(cluster: DevCluster) -> None:
-    for node_id in cluster.nodes:
-        text = Path(cluster.log_path(node_id)).read_text(errors="replace")
-        assert "failed; closing the connection" not in text, text[-3000:]
-
-
 def test_confluent_admin_describes_topic_configs_and_the_cluster(cluster: DevCluster) -> None:
     from confluent_kafka.admin import AdminClient as CkAdmin
     from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
@@ -379,3 +373,35 @@ def test_confluent_admin_describes_topic_configs_and_the_cluster(cluster: DevClu
         n.node_id: n.kafka_address for n in cluster.nodes.values()
     }
     assert described.controller.id in cluster.nodes
+
+
+def test_kafka_admin_adds_partitions_that_take_records(cluster: DevCluster) -> None:
+    import confluent_kafka as ck
+    from confluent_kafka.admin import AdminClient as CkAdmin
+    from confluent_kafka.admin import NewPartitions
+
+    topic = unique("grow")
+    create_with_kafka_python(cluster, topic, partitions=1)
+    b = kafka_bootstrap(cluster)
+    admin = CkAdmin({"bootstrap.servers": b})
+    admin.create_partitions([NewPartitions(topic, 3)], request_timeout=20)[topic].result()
+    fewer = admin.create_partitions([NewPartitions(topic, 2)], request_timeout=20)[topic]
+    with pytest.raises(ck.KafkaException, match="INVALID_PARTITIONS"):
+        fewer.result()
+    producer = ck.Producer({"bootstrap.servers": b, "enable.idempotence": True})
+    for p in range(3):
+        producer.produce(topic, value=b"p%d" % p, partition=p)
+    assert producer.flush(30) == 0
+    meta = admin.list_topics(topic, timeout=10).topics[topic]
+    assert sorted(meta.partitions) == [0, 1, 2]
+    consumer = ck.Consumer({"bootstrap.servers": b, "group.id": unique("g")})
+    for p in range(3):
+        assert consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=20) == (0, 1)
+    consumer.close()
+
+
+# Last in the file: the tests above ran on this cluster.
+def test_the_node_log_shows_no_handler_failure(cluster: DevCluster) -> None:
+    for node_id in cluster.nodes:
+        text = Path(cluster.log_path(node_id)).read_text(errors="replace")
+        assert "failed; closing the connection" not in text, text[-3000:]

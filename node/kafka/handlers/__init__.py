@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from node.kafka.handlers import (
     api_versions,
+    create_partitions,
     create_topics,
     delete_groups,
     delete_topics,
@@ -35,6 +36,7 @@ APIS: dict[int, Api] = {
     m.API.key: m.API
     for m in (
         api_versions,
+        create_partitions,
         create_topics,
         delete_groups,
         delete_topics,

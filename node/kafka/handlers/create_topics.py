@@ -20,7 +20,7 @@ DEFAULT_TIMEOUT_MS = 15_000
 LEADERS_WAIT_S = 10.0
 
 
-async def _wait_for_leaders(ctx: Ctx, name: str, timeout: float) -> None:
+async def wait_for_leaders(ctx: Ctx, name: str, timeout: float) -> None:
     """Until every partition of the new topic has a leader (bounded), so a client that creates
     then produces does not meet LEADER_NOT_AVAILABLE."""
     deadline = time.monotonic() + min(timeout, LEADERS_WAIT_S)
@@ -69,7 +69,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
             cmd = ctl.plan_create_topic(t.name, partitions, rf, configs)
             if not request.validate_only:
                 await asyncio.wait_for(ctl.propose(cmd), timeout)
-                await _wait_for_leaders(ctx, t.name, timeout)
+                await wait_for_leaders(ctx, t.name, timeout)
         except BrokerError as e:
             code, message = error_code_of(e), e.message
         except TimeoutError:
