@@ -24,6 +24,7 @@ from node.kafka.handlers import APIS
 from node.kafka.handlers.api_versions import unsupported_version_response
 from node.kafka.wire import (
     MAX_FRAME_BYTES,
+    CloseConnection,
     Ctx,
     ProtocolError,
     Request,
@@ -185,6 +186,9 @@ class Connection:
             response = await task
         except asyncio.CancelledError:
             raise
+        except CloseConnection as e:
+            log.info("Kafka client %s: %s; closing the connection", self.peer, e)
+            raise ProtocolError(str(e)) from None
         except Exception:
             log.exception(
                 "Kafka %s v%d from %s (client %r) failed; closing the connection",

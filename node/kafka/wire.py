@@ -49,6 +49,11 @@ class ProtocolError(Exception):
     """The peer broke the protocol: the connection is closed (after a log line)."""
 
 
+class CloseConnection(Exception):
+    """A handler's way to answer by closing the connection: Kafka's signal to an acks=0
+    producer that a batch failed (it gets no answer, so it reconnects and refreshes metadata)."""
+
+
 @dataclass(slots=True, frozen=True)
 class Ctx:
     """What every handler may use: the node's broker and how to reach its peers."""

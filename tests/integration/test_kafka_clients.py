@@ -10,6 +10,7 @@ their own topics); every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
 import socket
@@ -397,6 +398,56 @@ def test_kafka_admin_adds_partitions_that_take_records(cluster: DevCluster) -> N
     consumer = ck.Consumer({"bootstrap.servers": b, "group.id": unique("g")})
     for p in range(3):
         assert consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=20) == (0, 1)
+    consumer.close()
+
+
+def test_a_failed_acks0_produce_closes_the_connection(cluster: DevCluster) -> None:
+    """acks=0 gets no answer, so Kafka tells a producer its batch failed by closing the
+    connection (the client reconnects and refreshes metadata); a good one stays open."""
+    from confluent_kafka.admin import AdminClient as CkAdmin
+    from kio.schema.produce.v9 import request as q
+    from kio.schema.request_header.v2.header import RequestHeader
+    from kio.serial import entity_writer
+
+    from liferaft_proto.records import Record, build_batch
+
+    topic = unique("acks0")
+    create_with_kafka_python(cluster, topic, partitions=1)
+    meta = CkAdmin({"bootstrap.servers": kafka_bootstrap(cluster)}).list_topics(topic, timeout=10)
+    leader = meta.topics[topic].partitions[0].leader
+    batch = build_batch([Record(key=None, value=b"x")])
+
+    def produce_acks0(address: str) -> bytes:
+        request = q.ProduceRequest(
+            transactional_id=None,
+            acks=0,
+            timeout=__import__("datetime").timedelta(seconds=5),
+            topic_data=(
+                q.TopicProduceData(
+                    name=topic, partition_data=(q.PartitionProduceData(index=0, records=batch),)
+                ),
+            ),
+        )
+        buf = io.BytesIO()
+        entity_writer(RequestHeader)(
+            buf,
+            RequestHeader(
+                request_api_key=0, request_api_version=9, correlation_id=1, client_id="t"
+            ),
+        )
+        entity_writer(q.ProduceRequest)(buf, request)
+        return _send_frame(address, buf.getvalue())
+
+    follower = next(n for n in cluster.nodes.values() if n.node_id != leader)
+    assert produce_acks0(follower.kafka_address) == b""
+    text = cluster.log_path(follower.node_id).read_text(errors="replace")
+    assert "acks=0 produce failed on 1 partitions" in text
+    # To the leader: written, no answer, and the connection stays open until the client goes.
+    assert produce_acks0(cluster.nodes[leader].kafka_address) == b""
+    import confluent_kafka as ck
+
+    consumer = ck.Consumer({"bootstrap.servers": kafka_bootstrap(cluster), "group.id": "x"})
+    assert consumer.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=20) == (0, 1)
     consumer.close()
 
 

@@ -15,7 +15,15 @@ from kio.schema.errors import ErrorCode as KafkaErrorCode
 
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import timeout_s
-from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
+from node.kafka.wire import (
+    NO_THROTTLE,
+    NONE,
+    Api,
+    CloseConnection,
+    Ctx,
+    Responses,
+    error_code_of,
+)
 from node.partition import Partition
 
 DEFAULT_TIMEOUT_MS = 30_000
@@ -65,6 +73,11 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
                 slot.fail(e)
         topics.append((t.name, slots))
     if acks == 0:
+        failed = [s for _, slots in topics for s in slots if s.error != NONE]
+        if failed:
+            raise CloseConnection(
+                f"acks=0 produce failed on {len(failed)} partitions ({failed[0].message})"
+            )
         return None
     waiting = [s for _, slots in topics for s in slots if s.future is not None]
     if waiting:
