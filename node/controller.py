@@ -119,6 +119,17 @@ def assign_replicas(broker_ids: list[int], partitions: int, rf: int, salt: int) 
     return [[ids[(salt + p + i) % n] for i in range(rf)] for p in range(partitions)]
 
 
+def _merge_configs(configs: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    """A topic's configs with `changes` applied: a value sets a key, None removes it."""
+    merged = dict(configs)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 class Controller:
     def __init__(self, node_id: int, voters: list[int], driver: RaftDriver) -> None:
         self.node_id = node_id
@@ -223,6 +234,22 @@ class Controller:
             "replicas": placed,
         }
 
+    def plan_alter_topic_configs(self, name: str, changes: dict[str, str | None]) -> dict[str, Any]:
+        """Validate setting (a value) or removing (None) topic configs; return the command."""
+        info = self.state.topics.get(name)
+        if info is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        merged = _merge_configs(info.configs, changes)
+        parse_topic_config(merged, len(info.replicas[0]))
+        return {
+            "op": "alter_topic_configs",
+            "name": name,
+            "topic_id": info.topic_id,
+            "changes": changes,
+        }
+
     # -- the state machine ---------------------------------------------------------------------
     def apply(self, entries: list[Entry]) -> None:
         changed = False
@@ -293,6 +320,16 @@ class Controller:
                 )
             grown.replicas.extend([list(r) for r in cmd["replicas"]])
             return grown.partitions
+        if op == "alter_topic_configs":
+            altered = st.topics.get(cmd["name"])
+            if altered is None or altered.topic_id != int(cmd["topic_id"]):
+                raise BrokerError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd['name']!r} does not exist"
+                )
+            merged = _merge_configs(altered.configs, cmd["changes"])
+            parse_topic_config(merged, len(altered.replicas[0]))
+            altered.configs = merged
+            return None
         if op == "delete_topic":
             name = cmd["name"]
             if st.topics.pop(name, None) is None:

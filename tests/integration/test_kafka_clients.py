@@ -451,6 +451,49 @@ def test_a_failed_acks0_produce_closes_the_connection(cluster: DevCluster) -> No
     consumer.close()
 
 
+def test_kafka_admin_alters_topic_configs_and_the_partitions_follow(cluster: DevCluster) -> None:
+    import confluent_kafka as ck
+    from confluent_kafka.admin import AdminClient as CkAdmin
+    from confluent_kafka.admin import (
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    topic = unique("alter")
+    create_with_kafka_python(cluster, topic, partitions=1)
+    b = kafka_bootstrap(cluster)
+    admin = CkAdmin({"bootstrap.servers": b})
+
+    def alter(*entries: ConfigEntry) -> None:
+        resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=list(entries))
+        admin.incremental_alter_configs([resource], request_timeout=20)[resource].result()
+
+    def described() -> dict[str, str]:
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        got = admin.describe_configs([resource], request_timeout=20)[resource].result()
+        return {k: v.value for k, v in got.items()}
+
+    alter(ConfigEntry("max.message.bytes", "2048", incremental_operation=AlterConfigOpType.SET))
+    assert described()["max.message.bytes"] == "2048"
+    with pytest.raises(ck.KafkaException, match="INVALID_CONFIG"):
+        alter(ConfigEntry("retention.ms", "-7", incremental_operation=AlterConfigOpType.SET))
+    assert described()["retention.ms"] == "604800000"  # unchanged by the refused request
+    # The leader now refuses a batch over the new limit.
+    producer = ck.Producer({"bootstrap.servers": b, "enable.idempotence": True})
+    errors: list[str] = []
+    producer.produce(topic, value=b"x" * 4000, on_delivery=lambda e, m: errors.append(str(e)))
+    producer.flush(30)
+    assert errors and "MSG_SIZE_TOO_LARGE" in errors[0]
+    alter(ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE))
+    assert described()["max.message.bytes"] == str(1 << 20)
+    errors.clear()
+    producer.produce(topic, value=b"x" * 4000, on_delivery=lambda e, m: errors.append(str(e)))
+    producer.flush(30)
+    assert errors == ["None"]
+
+
 # Last in the file: the tests above ran on this cluster.
 def test_the_node_log_shows_no_handler_failure(cluster: DevCluster) -> None:
     for node_id in cluster.nodes:
