@@ -43,12 +43,15 @@ class _Slot:
         self.leader: tuple[int, int] | None = None
 
 
-def _read(ctx: Ctx, topics: list[tuple[str, list[_Slot]]], max_bytes: int) -> int:
+def _read(ctx: Ctx, topics: list[tuple[str | None, Any, list[_Slot]]], max_bytes: int) -> int:
     """Read every partition once; return the bytes gathered."""
     total = 0
-    for name, slots in topics:
+    for name, _, slots in topics:
         for s in slots:
             if s.error != NONE:
+                continue
+            if name is None:
+                s.error = KafkaErrorCode.unknown_topic_id
                 continue
             try:
                 part = s.part or ctx.broker.leader_partition(name, s.index)
@@ -101,17 +104,17 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
             session_id=0,
             responses=(),
         )
-    topics = [(t.topic, [_Slot(p.partition, p) for p in t.partitions]) for t in request.topics]
+    topics = _topics(ctx, request, version)
     max_bytes = min(max(request.max_bytes, 1), MAX_RESPONSE_BYTES)
     max_wait_s = min(max(int(request.max_wait.total_seconds() * 1000), 0), MAX_WAIT_MS) / 1000
     deadline = time.monotonic() + max_wait_s
     while True:
         total = _read(ctx, topics, max_bytes)
         remaining = deadline - time.monotonic()
-        errors = any(s.error != NONE for _, slots in topics for s in slots)
+        errors = any(s.error != NONE for _, _, slots in topics for s in slots)
         if errors or total >= request.min_bytes or remaining <= 0:
             break
-        await _wait_for_data((s for _, slots in topics for s in slots), remaining)
+        await _wait_for_data((s for _, _, slots in topics for s in slots), remaining)
     return r(
         throttle_time=NO_THROTTLE,
         error_code=NONE,
@@ -120,11 +123,29 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
             r.make(
                 "FetchableTopicResponse",
                 topic=name,
+                topic_id=topic_id,
                 partitions=tuple(_partition(r, s) for s in slots),
             )
-            for name, slots in topics
+            for name, topic_id, slots in topics
         ),
     )
+
+
+def _topics(ctx: Ctx, request: Any, version: int) -> list[tuple[str | None, Any, list[_Slot]]]:
+    """(name, topic id, partitions) as asked: by name up to v12, by topic id from v13 (a name
+    of None: no topic has that id, UNKNOWN_TOPIC_ID)."""
+    if version < 13:
+        return [
+            (t.topic, None, [_Slot(p.partition, p) for p in t.partitions]) for t in request.topics
+        ]
+    by_id = {
+        ctx.topic_uuid(info.name, info.topic_id): info.name
+        for info in ctx.broker.controller.state.topics.values()
+    }
+    return [
+        (by_id.get(t.topic_id), t.topic_id, [_Slot(p.partition, p) for p in t.partitions])
+        for t in request.topics
+    ]
 
 
 def _partition(r: Responses, s: _Slot) -> Any:
@@ -147,4 +168,4 @@ def _partition(r: Responses, s: _Slot) -> Any:
     )
 
 
-API = Api(key=1, name="Fetch", min_version=4, max_version=12, handle=handle)
+API = Api(key=1, name="Fetch", min_version=4, max_version=16, handle=handle)
