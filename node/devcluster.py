@@ -130,6 +130,11 @@ class DevCluster:
         return ",".join(n.address for n in self.nodes.values())
 
     @property
+    def kafka_bootstrap(self) -> str:
+        """Every node's Kafka listener, for Kafka clients and tools (docs/kafka.md)."""
+        return ",".join(n.kafka_address for n in self.nodes.values())
+
+    @property
     def peers(self) -> str:
         """Every node at its own address: what a node dials its peers at, unless overridden."""
         return ",".join(f"{n.node_id}@{n.address}" for n in self.nodes.values())
@@ -200,6 +205,11 @@ class DevCluster:
         _check_port_free(n.host, n.port)
         _check_port_free(
             n.host, n.raft_port, f"(node {node_id}'s Raft port, gRPC port + {RAFT_PORT_OFFSET})"
+        )
+        _check_port_free(
+            n.host,
+            n.port + KAFKA_PORT_OFFSET,
+            f"(node {node_id}'s Kafka port, gRPC port + {KAFKA_PORT_OFFSET})",
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path(node_id), "ab")  # noqa: SIM115 - handed to the child

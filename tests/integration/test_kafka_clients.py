@@ -48,7 +48,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
 
 
 def kafka_bootstrap(dev: DevCluster) -> str:
-    return ",".join(n.kafka_address for n in dev.nodes.values())
+    return dev.kafka_bootstrap
 
 
 def unique(prefix: str) -> str:
