@@ -9,6 +9,8 @@ import io
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.metadata.v1.request import MetadataRequest as MetadataRequestV1
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
@@ -120,3 +122,23 @@ def test_topic_ids_differ_per_incarnation_and_agree_across_nodes() -> None:
     assert topic_uuid("c", "t", 1) == topic_uuid("c", "t", 1)
     assert topic_uuid("c", "t", 1) != topic_uuid("c", "t", 2)  # deleted and created again
     assert topic_uuid("c", "t", 1) != topic_uuid("d", "t", 1)
+
+
+@given(
+    api=st.sampled_from(sorted(APIS)),
+    version=st.integers(-2, 20),
+    body=st.binary(max_size=300),
+    flexible_header=st.booleans(),
+)
+@settings(max_examples=400, deadline=None)
+def test_no_frame_makes_the_decoder_raise_anything_but_a_protocol_error(
+    api: int, version: int, body: bytes, flexible_header: bool
+) -> None:
+    """Random bodies behind a well-formed route: a request, or the connection is closed."""
+    client_id = b"\x00\x01c" + (b"\x00" if flexible_header else b"")
+    frame = struct.pack(">hhi", api, version, 3) + client_id + body
+    try:
+        req = decode_request(frame, APIS)
+    except (ProtocolError, UnsupportedApiVersions):
+        return
+    assert req.api.key == api and req.correlation_id == 3
