@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from liferaft.free_ports import listen_port_range, port_free
-from liferaft_proto.ports import NODE_SPACING, RAFT_PORT_OFFSET, bound_offsets
+from liferaft_proto.ports import KAFKA, NODE_SPACING, RAFT_PORT_OFFSET, bound_offsets
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 STATE_FILE = "cluster.json"
@@ -48,6 +48,11 @@ class DevNode:
     def raft_port(self) -> int:
         """Where this node's Raft transport listens (node.config.raft_address of `address`)."""
         return self.port + RAFT_PORT_OFFSET
+
+    @property
+    def kafka_address(self) -> str:
+        """Where Kafka clients reach this node (gRPC port + node.config.KAFKA.offset)."""
+        return f"{self.host}:{self.port + KAFKA.offset}"
 
 
 @dataclass(slots=True)
@@ -126,6 +131,11 @@ class DevCluster:
         return ",".join(n.address for n in self.nodes.values())
 
     @property
+    def kafka_bootstrap(self) -> str:
+        """Every node's Kafka listener, for Kafka clients and tools (docs/kafka.md)."""
+        return ",".join(n.kafka_address for n in self.nodes.values())
+
+    @property
     def peers(self) -> str:
         """Every node at its own address: what a node dials its peers at, unless overridden."""
         return ",".join(f"{n.node_id}@{n.address}" for n in self.nodes.values())
@@ -196,6 +206,11 @@ class DevCluster:
         _check_port_free(n.host, n.port)
         _check_port_free(
             n.host, n.raft_port, f"(node {node_id}'s Raft port, gRPC port + {RAFT_PORT_OFFSET})"
+        )
+        _check_port_free(
+            n.host,
+            n.port + KAFKA.offset,
+            f"(node {node_id}'s Kafka port, gRPC port + {KAFKA.offset})",
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path(node_id), "ab")  # noqa: SIM115 - handed to the child

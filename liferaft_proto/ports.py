@@ -61,9 +61,7 @@ GRPC = Listener(
     name="grpc", offset=0, dialled_by="liferaft clients; peers forwarding admin requests"
 )
 RAFT = Listener(name="raft", offset=1 * NODE_SPACING, dialled_by="the other nodes' Raft transports")
-KAFKA = Listener(
-    name="kafka", offset=2 * NODE_SPACING, dialled_by="Kafka clients (Speak Kafka)", reserved=True
-)
+KAFKA = Listener(name="kafka", offset=2 * NODE_SPACING, dialled_by="Kafka clients (node/kafka/)")
 METRICS = Listener(name="metrics", offset=3 * NODE_SPACING, dialled_by="Prometheus")
 LISTENERS = (GRPC, RAFT, KAFKA, METRICS)
 

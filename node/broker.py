@@ -94,6 +94,11 @@ class Broker:
             if key not in wanted or info is None or info.topic_id != part.topic_id:
                 self._close_partition(key, destroy=True)
         for key, (topic, replicas) in wanted.items():
+            if key in self.partitions:
+                # A topic's configs can change (IncrementalAlterConfigs): live partitions follow.
+                if self.partitions[key].config != topic.config:
+                    self.partitions[key].config = topic.config
+                continue
             if key not in self.partitions:
                 self.partitions[key] = Partition(
                     node_id=self.node_id,

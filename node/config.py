@@ -78,6 +78,11 @@ def parse_peers(value: str) -> dict[int, str]:
     return peers
 
 
+KAFKA_PORT_OFFSET = ports.KAFKA.offset
+"""A node's Kafka listener is on its gRPC port plus this (9092 -> 9292), on the same host, and
+metadata advertises it at the advertised gRPC port plus this (docs/kafka.md). 0: no listener."""
+
+
 def raft_address(address: str, offset: int = RAFT_PORT_OFFSET) -> str:
     """The Raft transport's HOST:PORT of the node whose gRPC address is `address`.
 
@@ -104,6 +109,8 @@ class NodeConfig:
     cluster_id: str = "liferaft"
     raft_port_offset: int = RAFT_PORT_OFFSET
     """The Raft transport of every node listens on its gRPC port plus this."""
+    kafka_port_offset: int = KAFKA_PORT_OFFSET
+    """The Kafka listener of every node is on its gRPC port plus this; 0 turns it off."""
     tick_ms: int = 20
     """One Raft tick. Elections time out after election_ticks..2*election_ticks ticks."""
     election_ticks: int = 10
@@ -155,6 +162,11 @@ class NodeConfig:
         if not 0 < self.raft_port_offset < 65535:
             raise ConfigError(f"raft_port_offset must be in 1..65534, got {self.raft_port_offset}")
         raft_address(self.listen, self.raft_port_offset)
+        if self.kafka_port_offset:
+            if self.kafka_port_offset == self.raft_port_offset:
+                raise ConfigError("kafka_port_offset must differ from raft_port_offset")
+            raft_address(self.listen, self.kafka_port_offset)
+            raft_address(self.advertise, self.kafka_port_offset)
         for addr in self.peers.values():
             raft_address(addr, self.raft_port_offset)
         if self.metrics_listen not in ("", "off"):

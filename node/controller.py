@@ -121,6 +121,17 @@ def assign_replicas(broker_ids: list[int], partitions: int, rf: int, salt: int) 
     return [[ids[(salt + p + i) % n] for i in range(rf)] for p in range(partitions)]
 
 
+def _merge_configs(configs: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    """A topic's configs with `changes` applied: a value sets a key, None removes it."""
+    merged = dict(configs)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 class Controller:
     def __init__(self, node_id: int, voters: list[int], driver: RaftDriver) -> None:
         self.node_id = node_id
@@ -190,6 +201,57 @@ class Controller:
             "configs": dict(configs),
         }
 
+    def plan_create_partitions(self, name: str, count: int) -> dict[str, Any]:
+        """Validate growing a topic to `count` partitions; return the command to propose. New
+        partitions are placed like a new topic's, continuing its round-robin."""
+        info = self.state.topics.get(name)
+        if info is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        if count <= info.partitions:
+            raise BrokerError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"topic {name!r} has {info.partitions} partitions: a new count must be larger, "
+                f"not {count} (partitions are never removed)",
+            )
+        if count > MAX_PARTITIONS:
+            raise BrokerError(
+                ErrorCode.INVALID_PARTITIONS, f"partitions must be at most {MAX_PARTITIONS}"
+            )
+        brokers = sorted(self.state.brokers)
+        rf = len(info.replicas[0])
+        if rf > len(brokers):
+            raise BrokerError(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                f"replication factor {rf} is impossible with {len(brokers)} registered brokers",
+            )
+        salt = sum(name.encode()) % len(brokers)
+        placed = assign_replicas(brokers, count, rf, salt)[info.partitions :]
+        return {
+            "op": "create_partitions",
+            "name": name,
+            "topic_id": info.topic_id,
+            "from": info.partitions,
+            "replicas": placed,
+        }
+
+    def plan_alter_topic_configs(self, name: str, changes: dict[str, str | None]) -> dict[str, Any]:
+        """Validate setting (a value) or removing (None) topic configs; return the command."""
+        info = self.state.topics.get(name)
+        if info is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        merged = _merge_configs(info.configs, changes)
+        parse_topic_config(merged, len(info.replicas[0]))
+        return {
+            "op": "alter_topic_configs",
+            "name": name,
+            "topic_id": info.topic_id,
+            "changes": changes,
+        }
+
     # -- the state machine ---------------------------------------------------------------------
     def apply(self, entries: list[Entry]) -> None:
         changed = False
@@ -247,6 +309,29 @@ class Controller:
             first = st.next_producer_id
             st.next_producer_id += count
             return first
+        if op == "create_partitions":
+            grown = st.topics.get(cmd["name"])
+            if grown is None or grown.topic_id != int(cmd["topic_id"]):
+                raise BrokerError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd['name']!r} does not exist"
+                )
+            if grown.partitions != int(cmd["from"]):
+                raise BrokerError(
+                    ErrorCode.INVALID_PARTITIONS,
+                    f"topic {grown.name!r} changed while its partitions were being added; retry",
+                )
+            grown.replicas.extend([list(r) for r in cmd["replicas"]])
+            return grown.partitions
+        if op == "alter_topic_configs":
+            altered = st.topics.get(cmd["name"])
+            if altered is None or altered.topic_id != int(cmd["topic_id"]):
+                raise BrokerError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd['name']!r} does not exist"
+                )
+            merged = _merge_configs(altered.configs, cmd["changes"])
+            parse_topic_config(merged, len(altered.replicas[0]))
+            altered.configs = merged
+            return None
         if op == "delete_topic":
             name = cmd["name"]
             if st.topics.pop(name, None) is None:

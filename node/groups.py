@@ -221,6 +221,9 @@ class GroupCoordinator:
         self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._applied_since_snapshot = 0
         self._leading = False
+        # Whether a group has live members of another protocol (Kafka's classic groups, on the
+        # Kafka listener): a group is one kind or the other.
+        self.foreign_members: Callable[[str], bool] = lambda _group_id: False
         self.group: Group = driver.add_group(
             GROUPS_GROUP, self, bootstrap=ConfState(voters=frozenset(voters))
         )
@@ -323,6 +326,12 @@ class GroupCoordinator:
         self.expire_members()
         group = self.live_group(group_id)
         if not member_id:
+            if self.foreign_members(group_id):
+                raise BrokerError(
+                    ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+                    f"group {group_id!r} has members using Kafka's consumer protocol: "
+                    "a liferaft consumer cannot join it (use another group id)",
+                )
             if len(group.members) >= MAX_MEMBERS:
                 raise BrokerError(
                     ErrorCode.GROUP_MAX_SIZE_REACHED,
@@ -560,6 +569,9 @@ class GroupCoordinator:
     def _apply_command(self, cmd: dict[str, Any]) -> Any:
         op = cmd.get("op")
         gid = str(cmd.get("group", ""))
+        if op == "delete":  # DeleteGroups (Kafka listener): an empty group's offsets go
+            self.state.groups.pop(gid, None)
+            return None
         rec = self.state.groups.get(gid)
         if rec is None:
             rec = self.state.groups[gid] = GroupRecord()

@@ -240,7 +240,9 @@ class Partition:
             )
             if decision.duplicate is not None:
                 return self._answer_duplicate(decision.duplicate, acks)
-        stamped = records.stamp_base_offset(batch, base)
+        # The leader epoch (the Raft term) goes into the batch, as Kafka stamps it: consumers
+        # validate their position with it after a leader change (KIP-320).
+        stamped = records.stamp_base_offset(batch, base, leader_epoch=node.term)
         try:
             index = node.propose(stamped)
         except NotLeaderError:

@@ -23,6 +23,9 @@ from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
 from node.errors import BrokerError
+from node.kafka.classic import ClassicGroups
+from node.kafka.server import KafkaListener
+from node.kafka.wire import Ctx as KafkaCtx
 from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetrics
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
@@ -54,6 +57,7 @@ class NodeServer:
         self.broker: Broker | None = None
         self.driver: RaftDriver | None = None
         self.transport: Transport | None = None
+        self.kafka: KafkaListener | None = None
         self.health = health.aio.HealthServicer()
         self._housekeeping: asyncio.Task[None] | None = None
         self._peer_channels: dict[int, grpc.aio.Channel] = {}
@@ -171,6 +175,24 @@ class NodeServer:
                     f"cannot serve metrics on {metrics_address}: {e} "
                     "(is the port in use? --metrics-listen HOST:PORT or off)"
                 ) from None
+        if cfg.kafka_port_offset:
+            host, port = parse_address(cfg.listen)
+            broker = self.broker
+            classic = ClassicGroups(broker.groups, broker.advertised_address)
+            # A liferaft member may not join a group whose members speak Kafka's protocol.
+            broker.groups.foreign_members = classic.has_members
+            self.kafka = KafkaListener(
+                KafkaCtx(broker, cfg.kafka_port_offset, self._peer_stub, classic),
+                host,
+                port + cfg.kafka_port_offset,
+            )
+            try:
+                await self.kafka.start()
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot listen for Kafka clients on {host}:{port + cfg.kafka_port_offset}: "
+                    f"{e.strerror} (gRPC port + kafka_port_offset {cfg.kafka_port_offset})"
+                ) from None
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.transport.start()
         self.driver.start()
@@ -260,6 +282,8 @@ class NodeServer:
         await self.health.enter_graceful_shutdown()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        if self.kafka is not None:
+            await self.kafka.stop()
         if self.server is not None:
             await self.server.stop(grace=0.5)
         if self.metrics_server is not None:

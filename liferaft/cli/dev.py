@@ -77,6 +77,7 @@ def dev_up(
     console.print(f"[green]cluster up[/]: {nodes} nodes, data and logs in {cluster.data_dir}")
     console.print(f"bootstrap: [bold]{cluster.bootstrap}[/]")
     console.print(f"[dim]export LIFERAFT_BOOTSTRAP={cluster.bootstrap}[/]")
+    console.print(f"kafka: [bold]{cluster.kafka_bootstrap}[/] (docs/kafka.md)")
 
 
 @app.command("status")

@@ -17,6 +17,7 @@ from liferaft_proto.address import format_address, parse_address
 from liferaft_proto.ports import (
     DEFAULT_BASE_PORT,
     GRPC,
+    KAFKA,
     LISTENERS,
     METRICS,
     NODE_SPACING,
@@ -34,9 +35,8 @@ def test_the_table_leaves_room_for_every_node_of_a_dev_cluster() -> None:
     assert len(set(offsets)) == len(offsets)
     assert all(offset % NODE_SPACING == 0 for offset in offsets)
     assert len({listener.name for listener in LISTENERS}) == len(LISTENERS)
-    assert (
-        bound_offsets() == (GRPC.offset, RAFT.offset, METRICS.offset) == (0, RAFT_PORT_OFFSET, 300)
-    )
+    assert bound_offsets() == (GRPC.offset, RAFT.offset, KAFKA.offset, METRICS.offset)
+    assert bound_offsets() == (0, RAFT_PORT_OFFSET, 200, 300)
 
 
 def test_listener_addresses() -> None:
