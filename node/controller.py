@@ -22,6 +22,7 @@ from typing import Any
 
 from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
+from node.limits import shown
 from node.topic_config import TopicConfig, parse_topic_config
 from raft import (
     ConfState,
@@ -124,7 +125,8 @@ def validate_topic_name(name: str) -> None:
     if not name or len(name) > 249 or name in (".", "..") or not set(name) <= _TOPIC_CHARS:
         raise BrokerError(
             ErrorCode.INVALID_TOPIC,
-            f"invalid topic name {name!r}: use 1-249 characters from a-z, A-Z, 0-9, '.', '_', '-'",
+            f"invalid topic name {shown(name)}: use 1-249 characters from a-z, A-Z, 0-9, '.', "
+            "'_', '-'",
         )
 
 

@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from node.storage import GroupStorage, GroupUpdate, NodeStore
+from node.tasks import fail_stop, supervise
 from raft import (
     ConfChange,
     Config,
@@ -181,6 +182,8 @@ class DriverStats:
     """Rounds taken while a sync was in flight (writes in flight)."""
     quiesces: int = 0
     wakeups: int = 0
+    messages_from_non_members: int = 0
+    """Messages dropped because their sender is not a voter or learner of the group."""
 
 
 def snapshot_and_trim(group: Group, index: int, data: bytes, keep_entries: int) -> None:
@@ -226,6 +229,8 @@ class RaftDriver:
         self.rng = rng or random.Random()
         self.groups: dict[str, Group] = {}
         self.stats = DriverStats()
+        self.soft_state_listeners: list[Callable[[str, SoftState], None]] = []
+        """Told every group's leader or role change after its owner (the node's metrics)."""
         self._inbox: list[tuple[str, Message]] = []
         self._dirty: set[str] = set()
         self._awake: set[str] = set()  # groups that are not quiesced: the ones to tick
@@ -361,7 +366,7 @@ class RaftDriver:
         loop = asyncio.get_running_loop()
         self._next_tick = loop.time() + self.timing.tick_s
         self._schedule_tick()
-        self._task = loop.create_task(self._run(), name=f"raft-driver-{self.node_id}")
+        self._task = supervise(self._run(), f"raft-driver-{self.node_id}", on_failure=fail_stop)
 
     async def stop(self) -> None:
         self._stopped = True
@@ -466,6 +471,18 @@ class RaftDriver:
             group = self.groups.get(group_id)
             if group is None:
                 continue
+            cs = group.conf_state  # Only members speak: a non-member's message is dropped.
+            if msg.frm not in cs.voters and msg.frm not in cs.learners:
+                self.stats.messages_from_non_members += 1
+                if self.stats.messages_from_non_members % 1000 == 1:
+                    log.warning(
+                        "group %s: dropped a %s from node %d, not a member (%d dropped)",
+                        group_id,
+                        msg.type.name,
+                        msg.frm,
+                        self.stats.messages_from_non_members,
+                    )
+                continue
             try:
                 group.node.step(msg)
             except RaftError:
@@ -567,8 +584,8 @@ class RaftDriver:
             self._queued.extend(readies)
             self._queued_sync = True
         if self._queued and self._sync_task is None:
-            self._sync_task = asyncio.get_running_loop().create_task(
-                self._sync_queued(), name=f"raft-sync-{self.node_id}"
+            self._sync_task = supervise(
+                self._sync_queued(), f"raft-sync-{self.node_id}", on_failure=fail_stop
             )
         self._doing = "resolving waiters"
         for group in touched:
@@ -625,6 +642,8 @@ class RaftDriver:
             group.fsm.restore(rd.snapshot)
         if rd.soft_state is not None:
             group.fsm.on_soft_state(rd.soft_state, group.node.term)
+            for listener in self.soft_state_listeners:
+                listener(group.id, rd.soft_state)
         if rd.committed_entries:
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE:

@@ -41,6 +41,14 @@ from node.assignor import TP, assign
 from node.controller import fail_covered_waiters
 from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
+from node.limits import (
+    MAX_GROUP_ID_CHARS,
+    MAX_OFFSET_METADATA_BYTES,
+    MAX_SESSION_TIMEOUT_MS,
+    MIN_SESSION_TIMEOUT_MS,
+    shown,
+)
+from node.tasks import supervise
 from raft import (
     ConfState,
     Entry,
@@ -56,10 +64,8 @@ log = logging.getLogger("liferaft.groups")
 
 GROUPS_GROUP = "__groups"
 SNAPSHOT_EVERY = 2000
-MIN_SESSION_TIMEOUT_MS = 500
-MAX_SESSION_TIMEOUT_MS = 300_000
-MAX_METADATA_BYTES = 4096
-MAX_GROUP_ID = 249
+MAX_METADATA_BYTES = MAX_OFFSET_METADATA_BYTES
+MAX_GROUP_ID = MAX_GROUP_ID_CHARS
 MAX_MEMBERS = 1000
 RECONCILE_HEARTBEAT_MS = 100
 """How soon a member waiting for partitions (or holding ones to give up) should heartbeat."""
@@ -71,7 +77,7 @@ def validate_group_id(group_id: str) -> None:
     if not group_id or len(group_id) > MAX_GROUP_ID or not group_id.isprintable():
         raise BrokerError(
             ErrorCode.INVALID_GROUP_ID,
-            f"invalid group id {group_id!r}: use 1-{MAX_GROUP_ID} printable characters",
+            f"invalid group id {shown(group_id)}: use 1-{MAX_GROUP_ID} printable characters",
         )
 
 
@@ -290,8 +296,7 @@ class GroupCoordinator:
 
     def _propose_later(self, command: dict[str, Any]) -> None:
         """Log a command without waiting (leaves and expiries: losing one is safe)."""
-        task = asyncio.ensure_future(self.propose(command))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        supervise(self.propose(command), f"groups-{command['op']}", expected=(BrokerError,))
 
     # -- heartbeats ----------------------------------------------------------------------------
     async def heartbeat(

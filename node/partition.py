@@ -228,6 +228,12 @@ class Partition:
             )
         if header.record_count <= 0:
             raise BrokerError(ErrorCode.INVALID_REQUEST, "record batch has no records")
+        if header.producer_id < records.NO_PRODUCER_ID:
+            raise BrokerError(
+                ErrorCode.INVALID_REQUEST,
+                f"record batch carries producer id {header.producer_id}: producer ids are >= 0 "
+                f"(or {records.NO_PRODUCER_ID} for a producer that is not idempotent)",
+            )
         node = self.group.node
         if acks == ACKS_ALL:
             isr = node.in_sync_replicas()
@@ -464,6 +470,11 @@ class Partition:
         with the same timestamps, so the answer does not change with the leader."""
         if not self.is_leader:
             raise self._not_leader()
+        return self.local_lag(offset)
+
+    def local_lag(self, offset: int) -> tuple[int, int]:
+        """`lag` as this replica sees it, leader or not: from its own applied log (a follower's
+        high watermark may trail the leader's by a round; metrics take that)."""
         hw = self.high_watermark
         if offset < 0 or offset > hw:
             raise BrokerError(

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
+from liferaft_proto.ports import RAFT_PORT_OFFSET
 from liferaft_proto.v1 import raft_pb2
-from node.config import RAFT_PORT_OFFSET
 from node.transport import Transport
 from raft import Entry, Message, MessageType
 
