@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from node.storage import GroupStorage, GroupUpdate, NodeStore
-from node.tasks import fail_stop, supervise
+from node.tasks import FAIL_STOP_EXIT_CODE, fail_stop, supervise
 from raft import (
     ConfChange,
     Config,
@@ -84,8 +84,8 @@ from raft import (
 
 log = logging.getLogger("liferaft.driver")
 
-EXIT_STORAGE_FAILURE = 70
-"""The exit code of a node stopped by fail-stop (EX_SOFTWARE, as before)."""
+EXIT_STORAGE_FAILURE = FAIL_STOP_EXIT_CODE
+"""The exit code of a node stopped by fail-stop (node/tasks.py's, as a vital task's failure)."""
 
 
 def exit_process(cause: str) -> None:
