@@ -104,6 +104,23 @@ class ControllerState:
         return st
 
 
+def fail_covered_waiters(
+    waiters: dict[int, tuple[int, asyncio.Future[Any]]], snapshot: Snapshot, code: int
+) -> None:
+    """A snapshot from the leader replaced the entries at these waiters' indexes: whether their
+    proposals were written is not known here (nor their results), so say so."""
+    for index in [i for i in waiters if i <= snapshot.meta.index]:
+        _term, fut = waiters.pop(index)
+        if not fut.done():
+            fut.set_exception(
+                BrokerError(
+                    code,
+                    f"the outcome of the proposal at index {index} is unknown here (a snapshot "
+                    "replaced the log): it may have been applied",
+                )
+            )
+
+
 def validate_topic_name(name: str) -> None:
     if not name or len(name) > 249 or name in (".", "..") or not set(name) <= _TOPIC_CHARS:
         raise BrokerError(
@@ -256,14 +273,21 @@ class Controller:
     def apply(self, entries: list[Entry]) -> None:
         changed = False
         for e in entries:
+            waiter = self._waiters.pop(e.index, None)
             if e.type != EntryType.NORMAL:
+                if waiter is not None and not waiter[1].done():
+                    # A new leader's no-op (or a conf change) took the proposal's place.
+                    waiter[1].set_exception(
+                        BrokerError(
+                            ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry"
+                        )
+                    )
                 continue
             try:
                 result: Any = self._apply_command(json.loads(e.data))
                 changed = True
             except BrokerError as err:
                 result = err
-            waiter = self._waiters.pop(e.index, None)
             if waiter is not None:
                 term, fut = waiter
                 if fut.done():
@@ -347,23 +371,17 @@ class Controller:
 
     def restore(self, snapshot: Snapshot) -> None:
         self.state = ControllerState.from_json(snapshot.data)
+        fail_covered_waiters(self._waiters, snapshot, ErrorCode.REQUEST_TIMED_OUT)
         for listener in self.listeners:
             listener()
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
+        # Pending proposals are not failed when this node stops leading: each may still be
+        # committed (a hand-off commits them all), so each learns its fate from the entry
+        # applied at its index (its own: the result; another: NOT_CONTROLLER, not written), or
+        # its caller's deadline ends it as REQUEST_TIMED_OUT (outcome unknown).
         if soft.role == Role.LEADER:
             log.info("node %d is the controller leader (term %d)", self.node_id, term)
-        else:
-            for _index, (_term, fut) in list(self._waiters.items()):
-                if not fut.done():
-                    fut.set_exception(
-                        BrokerError(
-                            ErrorCode.NOT_CONTROLLER,
-                            "controller leadership changed; retry",
-                            leader_id=soft.leader,
-                        )
-                    )
-            self._waiters.clear()
 
     def on_round(self) -> None:
         pass

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.assignor import TP, assign
+from node.controller import fail_covered_waiters
 from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
 from node.limits import (
@@ -543,13 +544,18 @@ class GroupCoordinator:
     # -- the state machine ---------------------------------------------------------------------
     def apply(self, entries: list[Entry]) -> None:
         for e in entries:
+            waiter = self._waiters.pop(e.index, None)
             if e.type != EntryType.NORMAL:
+                if waiter is not None and not waiter[1].done():
+                    # A new leader's no-op (or a conf change) took the proposal's place.
+                    waiter[1].set_exception(
+                        BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
+                    )
                 continue
             try:
                 result: Any = self._apply_command(json.loads(e.data))
             except BrokerError as err:
                 result = err
-            waiter = self._waiters.pop(e.index, None)
             if waiter is not None:
                 term, fut = waiter
                 if fut.done():
@@ -599,22 +605,15 @@ class GroupCoordinator:
 
     def restore(self, snapshot: Snapshot) -> None:
         self.state = GroupsState.from_json(snapshot.data)
+        fail_covered_waiters(self._waiters, snapshot, ErrorCode.REQUEST_TIMED_OUT)
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
         leading = soft.role == Role.LEADER
         if leading and not self._leading:
             log.info("node %d is the group coordinator (term %d)", self.node_id, term)
         if not leading:
-            for _index, (_term, fut) in list(self._waiters.items()):
-                if not fut.done():
-                    fut.set_exception(
-                        BrokerError(
-                            ErrorCode.NOT_COORDINATOR,
-                            "the group coordinator changed; retry",
-                            leader_id=soft.leader,
-                        )
-                    )
-            self._waiters.clear()
+            # Pending proposals are not failed here: each may still be committed, so each
+            # learns its fate from the entry applied at its index (see Controller.on_soft_state).
             self.live.clear()
             self._leading = False
         # Leading starts in on_round, once this node has applied everything committed before
