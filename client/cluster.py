@@ -94,6 +94,9 @@ class ClientConfig:
     metadata_request_timeout_ms: int = 5_000
     """How long to wait for one node's Metadata answer before asking the next one. Metadata is
     served from memory, so a node this slow is as good as down."""
+    interceptors: tuple[Any, ...] = ()
+    """grpc.aio client interceptors for every channel (tracing, or the chaos suite's fault that
+    loses answers on their way back)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -150,7 +153,8 @@ class Cluster:
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._conns = connections or Connections(
-            reconnect_backoff_max_ms=max(100, config.retry_backoff_max_ms)
+            reconnect_backoff_max_ms=max(100, config.retry_backoff_max_ms),
+            interceptors=config.interceptors,
         )
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
         self._suspect_for_s = max(config.retry_backoff_max_ms, 100) / 1000

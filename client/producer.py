@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from client.accumulator import BATCH_OVERHEAD, ProducerBatch, RecordAccumulator, estimate_size
 from client.cluster import ClientConfig, Cluster
@@ -112,7 +113,8 @@ class Producer:
     acks ("all", 1, 0), enable_idempotence (default: on with acks="all"), linger_ms, batch_size,
     buffer_memory, max_block_ms, delivery_timeout_ms, request_timeout_ms,
     max_in_flight_requests_per_partition (at most 5 with idempotence), max_request_size,
-    compression_type (None, "lz4", "zstd"), partitioner.
+    compression_type (None, "lz4", "zstd"), partitioner; grpc_interceptors (grpc.aio client
+    interceptors for every channel).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class Producer:
         retry_backoff_max_ms: int = 1_000,
         metadata_max_age_ms: int = 300_000,
         partitioner: Partitioner | None = None,
+        grpc_interceptors: Iterable[Any] = (),
     ) -> None:
         self.acks = parse_acks(acks)
         if enable_idempotence is None:
@@ -179,6 +182,7 @@ class Producer:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
+            interceptors=tuple(grpc_interceptors),
         )
         self.partitioner: Partitioner = partitioner or DefaultPartitioner()
         self._cluster: Cluster | None = None

@@ -155,7 +155,7 @@ def chaos_run(
     faults: Annotated[
         str,
         typer.Option(
-            help="Comma-separated fault kinds: kill, pause, partition, latency, bandwidth."
+            help="Comma-separated fault kinds: kill, pause, partition, latency, bandwidth, answers."
         ),
     ] = "kill,pause,partition",
     duration: Annotated[float, typer.Option(help="Seconds the workload runs.")] = 60.0,
