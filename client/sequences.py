@@ -37,6 +37,12 @@ epoch's sequences only in order, so nothing after a hole was written). Until the
 wait, the batches that may be written are sent again to learn their fate, and the others wait.
 Then every batch in flight is renumbered from 0 in the new epoch, in order, and sending goes on.
 
+A fresh producer id has one cost an epoch does not: the leader fences a late copy of an old
+epoch's batch (INVALID_PRODUCER_EPOCH), but nothing fences another id. So a batch that failed at
+its delivery timeout as "may have been written" can still land after newer records if a copy of
+it arrives late; it is written at most once, and acknowledged records keep their order. This
+happens only after INVALID_PRODUCER_EPOCH or 32767 epochs on one partition.
+
 So no record is acknowledged unless the leader said it was written; no record is failed as "not
 written" unless it certainly was not; no batch is written twice; and a lost answer, a leader
 that forgot us, a gap or an exhausted epoch each recover by themselves.
