@@ -106,6 +106,7 @@ def assert_safe_and_recovered(result: RunResult) -> None:
         if op.f == "send" and op.type == "ok" and op.time_ns > last_end
     )
     assert acked_after > 0, "no write was acknowledged after the last fault"
+    assert not result.stuck, f"producers stuck after the final heal: {result.stuck}"
 
 
 def spaced(
@@ -154,6 +155,17 @@ def test_ring_partition(tmp_path: Path) -> None:
     result = run_local(tmp_path, plan, duration)
     assert_safe_and_recovered(result)
     assert all(e.affected_partitions == tuple(range(6)) for e in result.events)
+
+
+def test_lost_produce_answers(tmp_path: Path) -> None:
+    """Every produce answer lost for a while (the batches are written): the idempotent producers
+    retry, are told "written already", and go on; nothing is written twice, nobody wedges."""
+    plan, duration = spaced([("answers", 0), ("answers", 0)], hold_s=3.0)
+    result = run_local(tmp_path, plan, duration)
+    assert_safe_and_recovered(result)
+    assert result.answers_dropped > 0
+    assert result.stuck == []
+    assert result.report.duplicated == ()
 
 
 def test_chaos_run_command(tmp_path: Path) -> None:
