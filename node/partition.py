@@ -36,7 +36,7 @@ from liferaft_proto import records
 from node.driver import Group, RaftDriver, take_snapshot
 from node.errors import BrokerError, ErrorCode
 from node.offset_index import OffsetIndex
-from node.producer_state import BatchRecord, ProducerStateTable
+from node.producer_state import BatchRecord, ProducerStateTable, check_batch
 from node.topic_config import TopicConfig
 from raft import (
     NONE,
@@ -246,12 +246,15 @@ class Partition:
                 )
         base, table = self._leader_tail()
         if header.is_idempotent:
-            decision = table.check(
+            decision = check_batch(
+                table,
+                self.producers,
                 header.producer_id,
                 header.producer_epoch,
                 header.base_sequence,
                 header.record_count,
                 f"{self.topic}-{self.index}",
+                need_commit=acks == ACKS_ALL,
             )
             if decision.duplicate is not None:
                 return self._answer_duplicate(decision.duplicate, acks)

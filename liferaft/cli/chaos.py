@@ -68,7 +68,7 @@ def chaos_run(
         str,
         typer.Option(
             help="Comma-separated fault kinds: kill, pause, partition, power, latency, "
-            "bandwidth (power: local target, needs FUSE)."
+            "bandwidth, answers (power: local target, needs FUSE)."
         ),
     ] = "kill,pause,partition",
     duration: Annotated[float, typer.Option(help="Seconds the workload runs.")] = 60.0,
