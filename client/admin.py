@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -106,9 +107,16 @@ class TopicDescription:
 class ClusterDescription:
     cluster_id: str
     controller_id: int
-    """The controller leader's node id, 0 while there is none."""
+    """The controller leader's node id, 0 while there is none (or it did not answer)."""
     brokers: tuple[BrokerMetadata, ...]
     topics: Mapping[str, TopicMetadata]
+    """Each partition's leader is one confirmed by that node's own answer; 0 otherwise."""
+    down: Mapping[int, str] = field(default_factory=dict)
+    """Nodes that did not answer when asked directly: node id -> why (the error)."""
+
+    @property
+    def live(self) -> tuple[int, ...]:
+        return tuple(b.node_id for b in self.brokers if b.node_id not in self.down)
 
     def leaders_by_node(self) -> dict[int, list[TopicPartition]]:
         """node id -> the partitions it leads (every broker listed, leading or not)."""
@@ -472,19 +480,30 @@ class AdminClient:
             )
 
     # -- cluster -------------------------------------------------------------------------------
-    async def describe_cluster(self) -> ClusterDescription:
-        """Nodes, the controller leader, and every topic's partition leaders.
+    async def describe_cluster(self, *, probe_timeout_ms: int = 3_000) -> ClusterDescription:
+        """Nodes (which answered, which are down and why), the controller leader, and every
+        topic's partition leaders.
 
-        Every node is asked: the topic list comes from the controller leader (it applied the
-        latest changes first), each partition from its leader's own answer (best_view).
+        Every registered node is asked directly, each with `probe_timeout_ms`: one that does
+        not answer in time is down (a metadata answer from another node cannot tell, as a
+        node's view of the others is only as fresh as its last word from them). The topic list
+        comes from the controller leader (it applied the latest changes first); a partition's
+        leader, ISR and high watermark from its leader's own answer (best_view). A leader, or
+        controller leader, that other nodes name but that does not itself answer as one is not
+        shown: during a loss of quorum a dead node is still somebody's last known leader.
         """
         cluster = await self._ready()
         md = await cluster.refresh_metadata()
-        answers = await _ask_every_node(cluster, "Metadata", broker_pb2.MetadataRequest())
+        answers, down = await _probe_every_node(
+            cluster, "Metadata", broker_pb2.MetadataRequest(), probe_timeout_ms
+        )
         if not answers:
-            raise BrokerUnavailableError(None, "no node answered a Metadata request")
+            why = "; ".join(f"node {n}: {e}" for n, e in sorted(down.items()))
+            raise BrokerUnavailableError(None, f"no node answered a Metadata request ({why})")
         by_node = dict(answers)
-        base = by_node.get(md.controller_id) or answers[0][1]
+        confirmed_ctl = [n for n, r in answers if r.controller_id == n]
+        controller = confirmed_ctl[0] if confirmed_ctl else 0
+        base = by_node.get(controller) or answers[0][1]
         views: dict[tuple[str, int], list[tuple[int, PartitionMetadata]]] = {}
         for node, response in answers:
             for tm in response.topics:
@@ -497,20 +516,25 @@ class AdminClient:
                 continue
             first = TopicMetadata.from_pb(tm)
             parts = tuple(
-                best_view(views.get((tm.name, p.partition), [])) or p for p in first.partitions
+                _confirmed(views.get((tm.name, p.partition), []), p) for p in first.partitions
             )
             topics[tm.name] = TopicMetadata(
                 name=tm.name, partitions=parts, is_internal=first.is_internal
             )
-        brokers = sorted(base.brokers, key=lambda b: b.node_id)
+        brokers = {b.node_id: b for b in base.brokers}
+        for b in md.brokers.values():  # a node the answering one has not registered yet
+            brokers.setdefault(
+                b.node_id, broker_pb2.BrokerInfo(node_id=b.node_id, host=b.host, port=b.port)
+            )
         return ClusterDescription(
             cluster_id=base.cluster_id or md.cluster_id,
-            controller_id=base.controller_id,
+            controller_id=controller,
             brokers=tuple(
                 BrokerMetadata(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
-                for b in brokers
+                for b in sorted(brokers.values(), key=lambda b: b.node_id)
             ),
             topics=MappingProxyType(topics),
+            down=MappingProxyType(dict(sorted(down.items()))),
         )
 
     metadata = describe_cluster
@@ -663,6 +687,41 @@ class AdminClient:
             CoordinatorClient(cluster, group_id), tps, self.config.delivery_timeout_ms
         )
         return {tp: om.offset for tp, om in found.items()}
+
+
+def _confirmed(
+    views: list[tuple[int, PartitionMetadata]], fallback: PartitionMetadata
+) -> PartitionMetadata:
+    """The partition as its leader itself describes it; without such an answer, no leader
+    (a node that did not answer, or no longer leads, is nobody's leader to show)."""
+    for node, view in sorted(views, key=lambda nv: -nv[1].leader_epoch):
+        if view.leader and view.leader == node:
+            return view
+    shown = best_view(views) or fallback
+    return dataclasses.replace(shown, leader=0, isr=())
+
+
+async def _probe_every_node(
+    cluster: Cluster, rpc: str, request: Message, timeout_ms: int
+) -> tuple[list[tuple[int, Any]], dict[int, str]]:
+    """One attempt of `rpc` at every registered node, each within timeout_ms: the answers,
+    and node id -> why for those that gave none."""
+    nodes = sorted(cluster.metadata.brokers.values(), key=lambda b: b.node_id)
+
+    async def ask(node: BrokerMetadata) -> Any:
+        return await cluster.call_address(node.address, rpc, request, timeout_ms=timeout_ms)
+
+    found = await asyncio.gather(*(ask(b) for b in nodes), return_exceptions=True)
+    answers: list[tuple[int, Any]] = []
+    down: dict[int, str] = {}
+    for b, answer in zip(nodes, found, strict=True):
+        if isinstance(answer, LiferaftError):
+            down[b.node_id] = f"{answer.code_name}: {answer.message}"
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            answers.append((b.node_id, answer))
+    return answers, down
 
 
 async def _ask_every_node(cluster: Cluster, rpc: str, request: Message) -> list[tuple[int, Any]]:

@@ -409,8 +409,8 @@ class SyncAdminClient(_SyncFacade):
     def list_topics(self, *, internal: bool = False) -> list[str]:
         return self._run(self._admin.list_topics(internal=internal))
 
-    def describe_cluster(self) -> ClusterDescription:
-        return self._run(self._admin.describe_cluster())
+    def describe_cluster(self, *, probe_timeout_ms: int = 3_000) -> ClusterDescription:
+        return self._run(self._admin.describe_cluster(probe_timeout_ms=probe_timeout_ms))
 
     def list_groups(self) -> list[GroupOverview]:
         return self._run(self._admin.list_groups())

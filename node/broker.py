@@ -298,3 +298,34 @@ class Broker:
 
     def controller_leader(self) -> int:
         return self.controller.leader
+
+    def waiting_for(self) -> str:
+        """What this node lacks to serve (a controller leader, its registration, peers), in
+        words an operator can act on: logged while it waits, and told to clients it refuses."""
+        return waiting_for(
+            self.node_id,
+            self.config.peers,
+            self.reachable(),
+            self.controller.leader,
+            self.node_id in self.controller.state.brokers,
+        )
+
+
+def waiting_for(
+    node_id: int, peers: dict[int, str], reachable: set[int], controller: int, registered: bool
+) -> str:
+    """What a node that is not serving waits for, in words an operator can act on."""
+    others = sorted(n for n in peers if n != node_id)
+    missing = [n for n in others if n not in reachable]
+    need = len(peers) // 2 + 1
+    parts: list[str] = []
+    if not controller:
+        parts.append(
+            f"no controller leader (electing one needs {need} of the {len(peers)} nodes; "
+            f"this node reaches {1 + len(others) - len(missing)})"
+        )
+    elif not registered:
+        parts.append(f"not yet registered by the controller leader (node {controller})")
+    if missing:
+        parts.append("unreachable peers: " + ", ".join(f"node {n} at {peers[n]}" for n in missing))
+    return "; ".join(parts) or "the next health update"

@@ -292,7 +292,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         stub = self._forward(leader) if leader else None
         if stub is None:
             raise BrokerError(
-                ErrorCode.NOT_CONTROLLER, "the controller has no leader right now; retry shortly"
+                ErrorCode.NOT_CONTROLLER,
+                f"the controller has no leader right now ({self.broker.waiting_for()}); "
+                "retry shortly",
             )
         try:
             return await getattr(stub, method)(request, timeout=ADMIN_TIMEOUT_MS / 1000)

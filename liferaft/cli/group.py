@@ -10,13 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from liferaft.cli._client import (
+    DEFAULT_TIMEOUT_S,
     BootstrapOpt,
     JsonOpt,
-    _bootstrap,
+    TimeoutOpt,
     _client_errors,
     _fail,
     _print_json,
+    admin_client,
     console,
+    plural,
 )
 
 app = typer.Typer(
@@ -37,30 +40,31 @@ def _age(ms: int) -> str:
 
 
 @app.command("list")
-def group_list(bootstrap: BootstrapOpt = None, json_out: JsonOpt = False) -> None:
+def group_list(
+    bootstrap: BootstrapOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
     """Every consumer group, with its state and how many members are alive."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         groups = admin.list_groups()
     if json_out:
         _print_json([{"group": g.group_id, "state": g.state, "members": g.members} for g in groups])
         return
     for g in groups:
-        typer.echo(f"{g.group_id}\t{g.state}\t{g.members} members")
+        typer.echo(f"{g.group_id}\t{g.state}\t{plural(g.members, 'member')}")
 
 
 @app.command("describe")
 def group_describe(
     group: Annotated[str, typer.Argument(help="The consumer group.")],
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Members, their partitions, and per partition the committed offset and the lag (records,
     and the age of the oldest unconsumed record, as the partition leader computes it)."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         desc = admin.describe_group(group)
     if json_out:
         _print_json(
@@ -97,7 +101,7 @@ def group_describe(
         return
     console.print(
         f"group [bold]{escape(desc.group_id)}[/]: {desc.state}, generation {desc.generation}, "
-        f"{len(desc.members)} members, coordinator node {desc.coordinator_id}"
+        f"{plural(len(desc.members), 'member')}, coordinator node {desc.coordinator_id}"
     )
     table = Table("topic", "partition", "committed", "high watermark", "lag", "lag time", "member")
     for p in desc.partitions:
@@ -137,12 +141,11 @@ def group_reset_offsets(
         bool, typer.Option("--execute", help="Commit the new offsets (default: show the plan).")
     ] = False,
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Move a group's committed offsets for a topic. A dry run unless --execute; refused while
     the group has live members (they would overwrite the offsets)."""
-    from client import SyncAdminClient
-
     chosen = [to_earliest, to_latest, to_offset is not None, to_datetime is not None]
     if sum(chosen) != 1:
         raise _fail(
@@ -167,11 +170,11 @@ def group_reset_offsets(
         if when.tzinfo is None:
             when = when.astimezone()  # local time, as Kafka's tool reads it
         spec = int(when.timestamp() * 1000)
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         live = {g.group_id: g for g in admin.list_groups()}.get(group)
         if live is not None and live.members:
             raise _fail(
-                f"NON_EMPTY_GROUP: group {group!r} has {live.members} live members; stop them "
+                f"NON_EMPTY_GROUP: group {group!r} has {plural(live.members, 'live member')}; stop them "
                 "before resetting its offsets"
             )
         plan = admin.plan_offset_reset(group, topic, spec, offset)

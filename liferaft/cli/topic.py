@@ -9,15 +9,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from liferaft.cli._client import (
+    DEFAULT_TIMEOUT_S,
     BootstrapOpt,
     JsonOpt,
-    _bootstrap,
+    TimeoutOpt,
     _client_errors,
     _ids,
     _parse_configs,
     _partition_json,
     _print_json,
+    admin_client,
     console,
+    plural,
 )
 
 app = typer.Typer(
@@ -27,7 +30,9 @@ app = typer.Typer(
 
 @app.command("create")
 def topic_create(
-    name: Annotated[str, typer.Argument(help="The topic's name: [a-zA-Z0-9._-], 1-249 chars.")],
+    name: Annotated[
+        str, typer.Argument(help="The topic's name: 1-249 characters of \\[a-zA-Z0-9._-].")
+    ],
     partitions: Annotated[
         int, typer.Option("--partitions", "-p", help="How many partitions (0: the default).")
     ] = 0,
@@ -47,13 +52,12 @@ def topic_create(
         bool, typer.Option("--validate-only", help="Check everything, create nothing.")
     ] = False,
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a topic."""
-    from client import SyncAdminClient
-
     configs = _parse_configs(config)
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         created = admin.create_topic(
             name, partitions, replication_factor, configs, validate_only=validate_only
         )
@@ -69,17 +73,19 @@ def topic_create(
         return
     verb = "would create" if validate_only else "created"
     console.print(
-        f"{verb} topic [bold]{escape(created.name)}[/]: {created.partitions} partitions, "
+        f"{verb} topic [bold]{escape(created.name)}[/]: {plural(created.partitions, 'partition')}, "
         f"replication factor {created.replication_factor}"
     )
 
 
 @app.command("list")
-def topic_list(bootstrap: BootstrapOpt = None, json_out: JsonOpt = False) -> None:
+def topic_list(
+    bootstrap: BootstrapOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
     """The cluster's topics, one per line."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         names = admin.list_topics()
     if json_out:
         _print_json(names)
@@ -92,16 +98,22 @@ def topic_list(bootstrap: BootstrapOpt = None, json_out: JsonOpt = False) -> Non
 def topic_describe(
     name: Annotated[str, typer.Argument(help="The topic.")],
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Per partition: leader, replicas, ISR, high watermark, log start; and the topic's config."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         desc = admin.describe_topics([name])[name]
     if json_out:
         _print_json(
-            {"name": desc.name, "partitions": [_partition_json(p) for p in desc.partitions]}
+            {
+                "name": desc.name,
+                "replication_factor": desc.replication_factor,
+                "partitions": [_partition_json(p) for p in desc.partitions],
+                "configs": {
+                    k: {"value": v.value, "source": v.source} for k, v in desc.configs.items()
+                },
+            }
         )
         return
     table = Table(
@@ -138,10 +150,9 @@ def topic_describe(
 def topic_delete(
     name: Annotated[str, typer.Argument(help="The topic.")],
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Delete a topic and all its records."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         admin.delete_topic(name)
     console.print(f"deleted topic [bold]{escape(name)}[/]")
