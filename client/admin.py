@@ -32,6 +32,7 @@ from client.consumer import partition_lag
 from client.errors import (
     BrokerUnavailableError,
     LiferaftError,
+    UnknownTopicOrPartitionError,
     error_from_detail,
 )
 from client.group import CoordinatorClient, OffsetAndMetadata, fetch_committed, tps_from_pb
@@ -54,6 +55,7 @@ __all__ = [
     "NewTopic",
     "OffsetSpec",
     "PartitionOffsetLag",
+    "ReplicaDescription",
     "TopicDescription",
 ]
 
@@ -177,6 +179,38 @@ class GroupDescription:
     @property
     def total_lag(self) -> int:
         return sum(p.lag_records for p in self.partitions if p.lag_records > 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaDescription:
+    """One replica's own view of a partition, and of one offset in it (DescribeReplica)."""
+
+    node_id: int
+    leader_id: int
+    term: int
+    is_leader: bool
+    log_start_offset: int
+    high_watermark: int
+    """One past its last committed, applied record (the leader's is the partition's)."""
+    log_end_offset: int
+    """One past the last record in its log, committed or not."""
+    commit_index: int
+    applied_index: int
+    persisted_index: int
+    """The last Raft index known to be on this replica's disk (fsynced)."""
+    last_index: int
+    found: bool
+    """The offset asked about is in this replica's log."""
+    batch_base_offset: int
+    batch_record_count: int
+    raft_index: int
+    raft_term: int
+    committed: bool
+    persisted: bool
+
+    @classmethod
+    def from_pb(cls, r: broker_pb2.DescribeReplicaResponse) -> ReplicaDescription:
+        return cls(**{f: getattr(r, f) for f in cls.__dataclass_fields__})
 
 
 def _error(detail: ErrorDetail) -> LiferaftError | None:
@@ -679,6 +713,51 @@ class AdminClient:
         await CoordinatorClient(cluster, group_id).call(
             "CommitOffsets", request, timeout_ms=self.config.delivery_timeout_ms
         )
+
+    async def describe_replicas(
+        self, topic: str, partition: int, offset: int, *, timeout_ms: int = 3_000
+    ) -> dict[int, ReplicaDescription | LiferaftError]:
+        """Ask every replica of a partition, each directly and within timeout_ms, for its own
+        view of its log and of `offset` in it: node id -> its answer, or why it gave none."""
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        cluster = await self._ready()
+        tm = await cluster.topic_metadata(topic)
+        if not 0 <= partition < len(tm.partitions):
+            raise UnknownTopicOrPartitionError(
+                None, f"topic {topic!r} has partitions 0..{len(tm.partitions) - 1}, not {partition}"
+            )
+        replicas = tm.partitions[partition].replicas
+        request = broker_pb2.DescribeReplicaRequest(topic=topic, partition=partition, offset=offset)
+
+        async def ask(node: int) -> ReplicaDescription | LiferaftError:
+            broker = cluster.metadata.broker(node)
+            if broker is None:
+                return BrokerUnavailableError(None, f"node {node} is not in the cluster metadata")
+            try:
+                answer = await cluster.call_address(
+                    broker.address, "DescribeReplica", request, timeout_ms=timeout_ms
+                )
+            except LiferaftError as e:
+                return e
+            return ReplicaDescription.from_pb(answer)
+
+        found = await asyncio.gather(*(ask(n) for n in replicas))
+        return dict(zip(replicas, found, strict=True))
+
+    async def committed_by_groups(self, tp: TopicPartition | tuple[str, int]) -> dict[str, int]:
+        """Every consumer group's committed offset of one partition (groups with none left
+        out): group id -> the next offset it will read."""
+        cluster = await self._ready()
+        tp = TopicPartition(*tp)
+        groups = await self.list_groups()
+
+        async def one(group_id: str) -> tuple[str, int | None]:
+            got = await self._committed(cluster, group_id, [tp])
+            return group_id, got.get(tp)
+
+        found = await asyncio.gather(*(one(g.group_id) for g in groups))
+        return {g: o for g, o in sorted(found) if o is not None}
 
     async def _committed(
         self, cluster: Cluster, group_id: str, tps: list[TopicPartition]

@@ -32,6 +32,7 @@ from client.admin import (
     GroupDescription,
     GroupOverview,
     NewTopic,
+    ReplicaDescription,
     TopicDescription,
 )
 from client.consumer import Consumer
@@ -411,6 +412,16 @@ class SyncAdminClient(_SyncFacade):
 
     def describe_cluster(self, *, probe_timeout_ms: int = 3_000) -> ClusterDescription:
         return self._run(self._admin.describe_cluster(probe_timeout_ms=probe_timeout_ms))
+
+    def describe_replicas(
+        self, topic: str, partition: int, offset: int, *, timeout_ms: int = 3_000
+    ) -> dict[int, ReplicaDescription | LiferaftError]:
+        return self._run(
+            self._admin.describe_replicas(topic, partition, offset, timeout_ms=timeout_ms)
+        )
+
+    def committed_by_groups(self, tp: TP) -> dict[str, int]:
+        return self._run(self._admin.committed_by_groups(tp))
 
     def list_groups(self) -> list[GroupOverview]:
         return self._run(self._admin.list_groups())

@@ -55,6 +55,7 @@ FAMILIES = {
     "Metadata": "metadata",
     "DescribeTopics": "metadata",
     "DescribeCluster": "metadata",
+    "DescribeReplica": "metadata",
     "CreateTopics": "admin",
     "DeleteTopics": "admin",
     "InitProducerId": "produce",

@@ -434,6 +434,51 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             leader_epoch=part.state().leader_epoch,
         )
 
+    # -- one replica ---------------------------------------------------------------------------
+    @unary
+    async def DescribeReplica(
+        self, request: broker_pb2.DescribeReplicaRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.DescribeReplicaResponse:
+        info = self.broker.topic(request.topic)
+        if not 0 <= request.partition < info.partitions:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                f"topic {request.topic!r} has partitions 0..{info.partitions - 1}, "
+                f"not {request.partition}",
+            )
+        if request.offset < 0:
+            raise BrokerError(ErrorCode.OFFSET_OUT_OF_RANGE, f"offset {request.offset} is negative")
+        part = self.broker.partitions.get((request.topic, request.partition))
+        if part is None:
+            replicas = info.replicas[request.partition]
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                f"node {self.broker.node_id} holds no replica of "
+                f"{request.topic}-{request.partition} (its replicas: {replicas})",
+            )
+        v = part.describe_offset(request.offset)
+        node = part.group.node
+        return broker_pb2.DescribeReplicaResponse(
+            node_id=self.broker.node_id,
+            leader_id=node.leader,
+            term=node.term,
+            is_leader=part.is_leader,
+            log_start_offset=v.log_start_offset,
+            high_watermark=v.high_watermark,
+            log_end_offset=v.log_end_offset,
+            commit_index=v.commit_index,
+            applied_index=v.applied_index,
+            persisted_index=v.persisted_index,
+            last_index=v.last_index,
+            found=v.found,
+            batch_base_offset=v.batch_base_offset,
+            batch_record_count=v.batch_record_count,
+            raft_index=v.raft_index,
+            raft_term=v.raft_term,
+            committed=v.committed,
+            persisted=v.persisted,
+        )
+
     # -- consumer groups -----------------------------------------------------------------------
     def _coordinator(self) -> GroupCoordinator:
         coord = self.broker.groups

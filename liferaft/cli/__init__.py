@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-COMMANDS = ("node", "demo", "produce", "consume", "health")
+COMMANDS = ("node", "demo", "produce", "consume", "trace", "health")
 """Sub-commands that are one command each: liferaft/cli/<name>.py's `app` holds just that one."""
 
 GROUPS = ("dev", "topic", "cluster", "group", "bench", "chaos")

@@ -84,6 +84,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.FromString,
                 _registered_method=True)
+        self.DescribeReplica = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeReplica',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaResponse.FromString,
+                _registered_method=True)
         self.FindCoordinator = channel.unary_unary(
                 '/liferaft.v1.Broker/FindCoordinator',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.FindCoordinatorRequest.SerializeToString,
@@ -197,6 +202,16 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeReplica(self, request, context):
+        """One replica's own view of one partition and of one offset in it, from the node asked and
+        only from it (it is never forwarded, and any replica answers, leader or not): where its
+        log starts and ends, what it has on disk and committed, and whether it holds `offset`.
+        Read-only. `liferaft trace` asks every replica, to show where one record is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FindCoordinator(self, request, context):
         """Consumer groups (docs/consumer-groups.md). One coordinator serves every group: the leader of
         the replicated `__groups` Raft group, over all nodes. FindCoordinator is answered by any node;
@@ -298,6 +313,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.PartitionLag,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.SerializeToString,
+            ),
+            'DescribeReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeReplica,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaResponse.SerializeToString,
             ),
             'FindCoordinator': grpc.unary_unary_rpc_method_handler(
                     servicer.FindCoordinator,
@@ -605,6 +625,33 @@ class Broker:
             '/liferaft.v1.Broker/PartitionLag',
             liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeReplica',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaResponse.FromString,
             options,
             channel_credentials,
             insecure,

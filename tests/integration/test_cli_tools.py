@@ -263,3 +263,77 @@ def test_cluster_health_exit_codes_and_info_marks_dead_nodes(make_cluster: MakeC
     nothing = run(b, "cluster", "health", "--timeout", "2", "--json")
     assert nothing.returncode == 4
     assert json.loads(nothing.stdout)["findings"][0]["kind"] == "no_node"
+
+
+def test_trace_finds_a_record_before_and_after_a_leader_kill(make_cluster: MakeCluster) -> None:
+    dev = make_cluster(3)
+    b = dev.bootstrap
+    ok(b, "topic", "create", "tr", "-p", "1", "-r", "3")
+    ok(b, "produce", "tr", stdin=b"".join(b"r%d\n" % i for i in range(10)))
+    ok(b, "consume", "tr", "-g", "tr-g", "--from-beginning", "-n", "6")  # commits 6
+
+    before = json.loads(ok(b, "trace", "tr", "0", "4", "--json"))
+    assert before["status"] == "committed" and before["high_watermark"] == 10
+    assert before["same_entry_everywhere"]
+    assert [r["node_id"] for r in before["replicas"] if r["found"]] != []
+    assert all(r["reachable"] and r["found"] and r["committed"] for r in before["replicas"])
+    assert sum(r["is_leader"] for r in before["replicas"]) == 1
+    assert before["groups_past"] == {"tr-g": 6}
+    assert json.loads(ok(b, "trace", "tr", "0", "7", "--json"))["groups_not_past"] == {"tr-g": 6}
+    beyond = json.loads(ok(b, "trace", "tr", "0", "10", "--json"))
+    assert beyond["status"] == "not_written" and not any(r["found"] for r in beyond["replicas"])
+
+    leader = before["leader"]
+    dev.kill(leader)
+    deadline = time.monotonic() + 20
+    while True:
+        after = json.loads(ok(b, "trace", "tr", "0", "4", "--json"))
+        if after["leader"] not in (None, leader) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert after["leader"] not in (None, leader), after
+    assert after["status"] == "committed" and after["high_watermark"] == 10
+    dead = [r for r in after["replicas"] if r["node_id"] == leader]
+    assert dead and dead[0]["reachable"] is False and dead[0]["error"]
+    live = [r for r in after["replicas"] if r["reachable"]]
+    assert len(live) == 2 and all(r["found"] and r["committed"] for r in live)
+    text = ok(b, "trace", "tr", "0", "4").decode()
+    assert "committed" in text and "unreachable" in text
+
+    # Bad input: a clear error, its exit code.
+    unknown = run(b, "trace", "no-such", "0", "0")
+    assert unknown.returncode == 1 and b"UNKNOWN_TOPIC_OR_PARTITION" in unknown.stderr
+    wrong_partition = run(b, "trace", "tr", "3", "0")
+    assert wrong_partition.returncode == 1 and b"partitions 0..0" in wrong_partition.stderr
+    assert run(b, "trace", "tr", "0", "-1").returncode == 2
+
+
+def test_describe_replica_refuses_bad_requests(bootstrap: str) -> None:
+    import grpc
+
+    from liferaft_proto import status as wire_status
+    from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+
+    ok(bootstrap, "topic", "create", "dr", "-p", "1", "-r", "3")
+    with grpc.insecure_channel(bootstrap.split(",")[0]) as channel:
+        stub = broker_pb2_grpc.BrokerStub(channel)
+        for request, code in [
+            (broker_pb2.DescribeReplicaRequest(topic="nope", partition=0, offset=0), "UNKNOWN"),
+            (broker_pb2.DescribeReplicaRequest(topic="dr", partition=1, offset=0), "UNKNOWN"),
+            (broker_pb2.DescribeReplicaRequest(topic="dr", partition=0, offset=-5), "OFFSET"),
+        ]:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.DescribeReplica(request, timeout=5)
+            detail = wire_status.error_detail(err.value)
+            assert detail is not None
+            assert code in errors_name(detail.code)
+        fine = stub.DescribeReplica(
+            broker_pb2.DescribeReplicaRequest(topic="dr", partition=0, offset=0), timeout=5
+        )
+        assert not fine.found and fine.high_watermark == 0 and fine.log_end_offset == 0
+
+
+def errors_name(code: int) -> str:
+    from liferaft_proto.v1 import errors_pb2
+
+    return str(errors_pb2.ErrorCode.Name(code))
