@@ -424,6 +424,33 @@ class AdminClient:
             pending = [i for i in pending if name_of(i) in retry]
         return results
 
+    async def alter_topic_config(
+        self,
+        topic: str,
+        set_: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+    ) -> dict[str, ConfigValue]:
+        """Set some of a topic's settings and return others to their defaults, all at once
+        or (a bad value: InvalidConfigError) not at all; returns every setting then in force.
+        The controller applies it; each replica takes it up as it applies the change."""
+        cluster = await self._ready()
+        budget = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        request = broker_pb2.AlterConfigsRequest(
+            topic=topic,
+            set=dict(set_ or {}),
+            delete=list(delete),
+            validate_only=validate_only,
+            timeout_ms=server_timeout_ms(min(budget, self.config.request_timeout_ms)),
+        )
+        response = await cluster.call_any("AlterConfigs", request, timeout_ms=budget)
+        return {
+            c.name: ConfigValue(value=c.value, source=_CONFIG_SOURCES.get(c.source, "unknown"))
+            for c in response.configs
+        }
+
     async def list_topics(self, *, internal: bool = False) -> list[str]:
         """Names of the cluster's topics, sorted (internal ones only if asked)."""
         cluster = await self._ready()

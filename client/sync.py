@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from client.admin import (
     AdminClient,
     ClusterDescription,
+    ConfigValue,
     CreatedTopic,
     GroupDescription,
     GroupOverview,
@@ -404,6 +405,21 @@ class SyncAdminClient(_SyncFacade):
                 list(names) if names is not None else None,
                 from_leaders=from_leaders,
                 raise_on_error=raise_on_error,
+            )
+        )
+
+    def alter_topic_config(
+        self,
+        topic: str,
+        set_: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+    ) -> dict[str, ConfigValue]:
+        return self._run(
+            self._admin.alter_topic_config(
+                topic, set_, delete, validate_only=validate_only, timeout_ms=timeout_ms
             )
         )
 

@@ -22,6 +22,7 @@ from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.groups import GroupCoordinator
 from node.partition import Partition, PartitionState, group_id
+from node.topic_config import TopicConfig
 from raft import NONE, Role
 
 log = logging.getLogger("liferaft.broker")
@@ -82,8 +83,14 @@ class Broker:
             info = topics.get(key[0])
             if key not in wanted or info is None or info.topic_id != part.topic_id:
                 self._close_partition(key, destroy=True)
+        configs: dict[str, TopicConfig] = {}
         for key, (topic, replicas) in wanted.items():
-            if key not in self.partitions:
+            if key in self.partitions:
+                # A changed config (alter-config) reaches the replicas already open.
+                if topic.name not in configs:
+                    configs[topic.name] = topic.config
+                self.partitions[key].config = configs[topic.name]
+            else:
                 self.partitions[key] = Partition(
                     node_id=self.node_id,
                     topic=topic.name,

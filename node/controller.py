@@ -188,6 +188,26 @@ class Controller:
             "configs": dict(configs),
         }
 
+    def plan_alter_configs(
+        self, name: str, set_: dict[str, str], delete: list[str]
+    ) -> dict[str, Any]:
+        """Validate a config change of one topic; return the command to propose (it carries
+        the topic's whole new config, so applying it is a plain replace)."""
+        info = self.state.topics.get(name)
+        if info is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        both = sorted(set(set_) & set(delete))
+        if both:
+            raise BrokerError(
+                ErrorCode.INVALID_CONFIG, f"{', '.join(both)}: both set and deleted; choose one"
+            )
+        configs = {k: v for k, v in info.configs.items() if k not in delete}
+        configs.update(set_)
+        parse_topic_config(configs, len(info.replicas[0]))
+        return {"op": "alter_configs", "name": name, "configs": configs}
+
     # -- the state machine ---------------------------------------------------------------------
     def apply(self, entries: list[Entry]) -> None:
         changed = False
@@ -245,6 +265,15 @@ class Controller:
             first = st.next_producer_id
             st.next_producer_id += count
             return first
+        if op == "alter_configs":
+            name = cmd["name"]
+            altered = st.topics.get(name)
+            if altered is None:
+                raise BrokerError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+                )
+            altered.configs = dict(cmd["configs"])
+            return None
         if op == "delete_topic":
             name = cmd["name"]
             if st.topics.pop(name, None) is None:

@@ -58,6 +58,7 @@ FAMILIES = {
     "DescribeReplica": "metadata",
     "CreateTopics": "admin",
     "DeleteTopics": "admin",
+    "AlterConfigs": "admin",
     "InitProducerId": "produce",
     "PartitionLag": "groups",
     "FindCoordinator": "groups",

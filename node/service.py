@@ -25,7 +25,7 @@ from node.controller import TopicInfo
 from node.errors import BrokerError, ErrorCode
 from node.groups import EMPTY, GroupCoordinator, OffsetEntry, validate_group_id
 from node.metrics import NodeMetrics
-from node.topic_config import TopicConfig
+from node.topic_config import TopicConfig, parse_topic_config
 
 log = logging.getLogger("liferaft.service")
 
@@ -270,15 +270,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             desc = broker_pb2.TopicDescription(name=name, replication_factor=len(info.replicas[0]))
             for p in range(info.partitions):
                 desc.partitions.append(self._partition_pb(self.broker.partition_view(info, p)))
-            effective = info.config.to_dict()
-            for key in sorted(effective):
-                src = (
-                    broker_pb2.ConfigEntry.TOPIC
-                    if key in info.configs
-                    else broker_pb2.ConfigEntry.DEFAULT
-                )
-                value = effective[key] if key in info.configs else defaults[key]
-                desc.configs.append(broker_pb2.ConfigEntry(name=key, value=value, source=src))
+            desc.configs.extend(_config_entries(info.config, info.configs, defaults))
             resp.topics.append(desc)
         return resp
 
@@ -352,6 +344,33 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 )
             resp.topics.append(result)
         return resp
+
+    @unary
+    async def AlterConfigs(
+        self, request: broker_pb2.AlterConfigsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.AlterConfigsResponse:
+        forwarded = await self._on_controller("AlterConfigs", request)
+        if forwarded is not None:
+            return forwarded
+        ctl = self.broker.controller
+        cmd = ctl.plan_alter_configs(request.topic, dict(request.set), list(request.delete))
+        if not request.validate_only:
+            try:
+                await asyncio.wait_for(
+                    ctl.propose(cmd), (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
+                )
+            except TimeoutError:
+                raise BrokerError(
+                    ErrorCode.REQUEST_TIMED_OUT,
+                    f"the config change of {request.topic!r} was not applied in time; it may "
+                    "still be",
+                ) from None
+        configs = cmd["configs"]
+        info = ctl.state.topics[request.topic]
+        config = parse_topic_config(configs, len(info.replicas[0]))
+        return broker_pb2.AlterConfigsResponse(
+            configs=_config_entries(config, configs, TopicConfig().to_dict())
+        )
 
     async def _wait_for_leaders(self, name: str, timeout_s: float) -> None:
         """Wait (bounded) until every partition of a new topic has a leader, so a producer
@@ -681,6 +700,24 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         for tp, entry in sorted(coord.committed(request.group_id).items()):
             resp.offsets.append(_committed_pb(tp, entry))
         return resp
+
+
+def _config_entries(
+    config: TopicConfig, overrides: dict[str, str], defaults: dict[str, str]
+) -> list[broker_pb2.ConfigEntry]:
+    """Every setting in force, each with where it comes from (set on the topic, or default)."""
+    effective = config.to_dict()
+    out = []
+    for key in sorted(effective):
+        own = key in overrides
+        out.append(
+            broker_pb2.ConfigEntry(
+                name=key,
+                value=effective[key] if own else defaults[key],
+                source=broker_pb2.ConfigEntry.TOPIC if own else broker_pb2.ConfigEntry.DEFAULT,
+            )
+        )
+    return out
 
 
 def _tps(items: Iterable[broker_pb2.TopicPartitions]) -> set[tuple[str, int]]:

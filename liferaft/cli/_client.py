@@ -116,14 +116,12 @@ def _ids(ids: tuple[int, ...]) -> str:
     return ",".join(map(str, ids)) or "-"
 
 
-def _parse_configs(items: list[str] | None) -> dict[str, str]:
+def _parse_configs(items: list[str] | None, flag: str = "--config") -> dict[str, str]:
     configs: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise _fail(
-                f"--config {item!r} must look like NAME=VALUE, e.g. retention.ms=3600000", 2
-            )
+            raise _fail(f"{flag} {item!r} must look like NAME=VALUE, e.g. retention.ms=3600000", 2)
         configs[key.strip()] = value.strip()
     return configs
 

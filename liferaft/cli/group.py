@@ -200,3 +200,69 @@ def group_reset_offsets(
         console.print(f"offsets of group [bold]{escape(group)}[/] reset")
     else:
         console.print("dry run: nothing changed (add --execute to commit these offsets)")
+
+
+@app.command("seek")
+def group_seek(
+    group: Annotated[str, typer.Argument(help="The consumer group.")],
+    topic: Annotated[str, typer.Option("--topic", "-t", help="The topic.")],
+    to_offset: Annotated[
+        int, typer.Option("--to-offset", help="The next offset the group will read.")
+    ],
+    partition: Annotated[
+        list[int] | None,
+        typer.Option("--partition", "-p", help="Only this partition (repeatable; default: all)."),
+    ] = None,
+    bootstrap: BootstrapOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Set a group's committed offset of a topic's partitions to exactly --to-offset (rpk's
+    `group seek`): refused, changing nothing, if the offset is outside any partition's log
+    (use reset-offsets to clamp) or while the group has live members."""
+    from client import TopicPartition
+
+    if to_offset < 0:
+        raise _fail("--to-offset must be >= 0", 2)
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
+        all_partitions = admin.describe_topics([topic])[topic].partitions
+        known = [p.partition for p in all_partitions]
+        chosen = sorted(set(partition)) if partition else known
+        unknown = [p for p in chosen if p not in known]
+        if unknown:
+            raise _fail(
+                f"topic {topic!r} has partitions 0..{len(known) - 1}, not {_join(unknown)}; "
+                "nothing changed"
+            )
+        live = {g.group_id: g for g in admin.list_groups()}.get(group)
+        if live is not None and live.members:
+            raise _fail(
+                f"NON_EMPTY_GROUP: group {group!r} has {plural(live.members, 'live member')}; "
+                "stop them before moving its offsets; nothing changed"
+            )
+        tps = [TopicPartition(topic, p) for p in chosen]
+        starts = admin.list_offsets({tp: "earliest" for tp in tps})
+        ends = admin.list_offsets({tp: "latest" for tp in tps})
+        outside = [
+            f"{tp.partition} [{starts[tp].offset}, {ends[tp].offset}]"
+            for tp in tps
+            if not starts[tp].offset <= to_offset <= ends[tp].offset
+        ]
+        if outside:
+            raise _fail(
+                f"offset {to_offset} is outside the log of partition(s) "
+                f"{', '.join(outside)} (log start, high watermark); nothing changed",
+                1,
+            )
+        admin.reset_offsets(group, {tp: to_offset for tp in tps})
+    if json_out:
+        _print_json({"group": group, "topic": topic, "offset": to_offset, "partitions": chosen})
+        return
+    console.print(
+        f"group [bold]{escape(group)}[/] will read {escape(topic)} partition(s) "
+        f"{_join(chosen)} from offset {to_offset}"
+    )
+
+
+def _join(items: list[int]) -> str:
+    return ", ".join(map(str, items))

@@ -1,4 +1,4 @@
-"""`liferaft topic`: create, list, describe and delete topics."""
+"""`liferaft topic`: create, list, describe, alter the config of, and delete topics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from liferaft.cli._client import (
     JsonOpt,
     TimeoutOpt,
     _client_errors,
+    _fail,
     _ids,
     _parse_configs,
     _partition_json,
@@ -144,6 +145,45 @@ def topic_describe(
         console.print(
             "config: " + ", ".join(f"{escape(k)}={escape(v.value)}" for k, v in overrides.items())
         )
+
+
+@app.command("alter-config")
+def topic_alter_config(
+    name: Annotated[str, typer.Argument(help="The topic.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="A setting NAME=VALUE to set (repeatable)."),
+    ] = None,
+    delete: Annotated[
+        list[str] | None,
+        typer.Option("--delete", "-d", help="A setting to return to its default (repeatable)."),
+    ] = None,
+    validate_only: Annotated[
+        bool, typer.Option("--validate-only", help="Check the change, make none.")
+    ] = False,
+    bootstrap: BootstrapOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Change a topic's settings (retention.ms, retention.bytes, min.insync.replicas,
+    max.message.bytes, ...): all of them, or (a bad value) none."""
+    if not set_ and not delete:
+        raise _fail("nothing to change: give --set NAME=VALUE or --delete NAME", 2)
+    configs = _parse_configs(set_, "--set")
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
+        now = admin.alter_topic_config(name, configs, delete or [], validate_only=validate_only)
+    if json_out:
+        _print_json(
+            {
+                "name": name,
+                "validate_only": validate_only,
+                "configs": {k: {"value": v.value, "source": v.source} for k, v in now.items()},
+            }
+        )
+        return
+    verb = "would set" if validate_only else "set"
+    own = ", ".join(f"{k}={v.value}" for k, v in now.items() if v.source == "topic")
+    console.print(f"{verb} topic [bold]{escape(name)}[/]'s config: {escape(own) or 'all defaults'}")
 
 
 @app.command("delete")

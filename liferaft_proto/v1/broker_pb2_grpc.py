@@ -69,6 +69,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsResponse.FromString,
                 _registered_method=True)
+        self.AlterConfigs = channel.unary_unary(
+                '/liferaft.v1.Broker/AlterConfigs',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsResponse.FromString,
+                _registered_method=True)
         self.ListOffsets = channel.unary_unary(
                 '/liferaft.v1.Broker/ListOffsets',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
@@ -172,6 +177,15 @@ class BrokerServicer:
 
     def DescribeTopics(self, request, context):
         """Topics with their configuration and per-partition detail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AlterConfigs(self, request, context):
+        """Change one topic's settings (answered by any node, which forwards it to the controller).
+        Fails with a gRPC status carrying an ErrorDetail; on success answers with the settings now
+        in force.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -298,6 +312,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DescribeTopics,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsResponse.SerializeToString,
+            ),
+            'AlterConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterConfigs,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsResponse.SerializeToString,
             ),
             'ListOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOffsets,
@@ -544,6 +563,33 @@ class Broker:
             '/liferaft.v1.Broker/DescribeTopics',
             liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/AlterConfigs',
+            liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsResponse.FromString,
             options,
             channel_credentials,
             insecure,

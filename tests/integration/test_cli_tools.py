@@ -216,6 +216,76 @@ def test_consume_bad_usage_exits_2(bootstrap: str) -> None:
         assert done.stderr.startswith(b"error:") or b"Error" in done.stderr
 
 
+# -- topic alter-config, group seek -------------------------------------------------------------
+def test_topic_alter_config_takes_effect_and_bad_values_change_nothing(bootstrap: str) -> None:
+    b = bootstrap
+    ok(b, "topic", "create", "ac", "-p", "1", "-r", "3", "-c", "retention.ms=600000")
+    big = b"x" * 4000 + b"\n"
+    ok(b, "produce", "ac", stdin=big)
+    done = json.loads(
+        ok(
+            b,
+            "topic",
+            "alter-config",
+            "ac",
+            "-s",
+            "max.message.bytes=2048",
+            "-d",
+            "retention.ms",
+            "--json",
+        )
+    )
+    assert done["configs"]["max.message.bytes"] == {"value": "2048", "source": "topic"}
+    assert done["configs"]["retention.ms"]["source"] == "default"
+    described = json.loads(ok(b, "topic", "describe", "ac", "--json"))
+    assert described["configs"]["max.message.bytes"]["value"] == "2048"
+    # The leader's replica took the change up: a batch over the new limit is refused.
+    refused = run(b, "produce", "ac", stdin=big)
+    assert refused.returncode == 1 and b"MESSAGE_TOO_LARGE" in refused.stderr
+
+    before = json.loads(ok(b, "topic", "describe", "ac", "--json"))["configs"]
+    for args, code, why in [
+        (["-s", "retention.ms=soon"], 1, b"INVALID_CONFIG"),
+        (["-s", "min.insync.replicas=4"], 1, b"INVALID_CONFIG"),
+        (["-s", "retention.ms=5", "-d", "retention.ms"], 1, b"both set and deleted"),
+        (["-s", "novalue"], 2, b"NAME=VALUE"),
+        ([], 2, b"nothing to change"),
+    ]:
+        bad = run(b, "topic", "alter-config", "ac", *args)
+        assert bad.returncode == code and why in bad.stderr, (args, bad.stderr)
+    unknown = run(b, "topic", "alter-config", "ac-none", "-s", "retention.ms=5")
+    assert unknown.returncode == 1 and b"UNKNOWN_TOPIC_OR_PARTITION" in unknown.stderr
+    dry = run(b, "topic", "alter-config", "ac", "-s", "retention.ms=5", "--validate-only")
+    assert dry.returncode == 0 and b"would set" in dry.stdout
+    assert json.loads(ok(b, "topic", "describe", "ac", "--json"))["configs"] == before
+
+
+def test_group_seek_sets_exact_offsets_or_nothing(bootstrap: str) -> None:
+    b = bootstrap
+    ok(b, "topic", "create", "gs", "-p", "2", "-r", "3")
+    ok(b, "produce", "gs", "-p", "0", stdin=b"a\nb\nc\n")
+    ok(b, "produce", "gs", "-p", "1", stdin=b"d\ne\n")
+    ok(b, "consume", "gs", "-g", "gs-g", "--from-beginning", "-n", "5")
+
+    def committed() -> dict[int, int | None]:
+        with SyncAdminClient(b) as admin:
+            return {p.partition: p.committed for p in admin.describe_group("gs-g").partitions}
+
+    assert committed() == {0: 3, 1: 2}
+    ok(b, "group", "seek", "gs-g", "-t", "gs", "--to-offset", "1", "-p", "0")
+    assert committed() == {0: 1, 1: 2}
+    again = ok(b, "consume", "gs", "-g", "gs-g", "-n", "2")
+    assert again.splitlines() == [b"b", b"c"]
+    for args, code, why in [
+        (["--to-offset", "3"], 1, b"outside the log"),  # partition 1 ends at 2: neither moves
+        (["--to-offset", "0", "-p", "7"], 1, b"not 7"),
+        (["--to-offset", "-1"], 2, b">= 0"),
+    ]:
+        bad = run(b, "group", "seek", "gs-g", "-t", "gs", *args)
+        assert bad.returncode == code and why in bad.stderr, (args, bad.stderr)
+    assert committed() == {0: 3, 1: 2}
+
+
 # -- health (last: it kills nodes, on a cluster of its own) -----------------------------------
 def test_cluster_health_exit_codes_and_info_marks_dead_nodes(make_cluster: MakeCluster) -> None:
     dev = make_cluster(3)
