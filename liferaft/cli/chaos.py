@@ -150,6 +150,13 @@ def chaos_run(
         raise _fail("--duration, --partitions and --producers-per-partition must be positive")
     if seed is None:
         seed = random.SystemRandom().randrange(1, 1_000_000)
+    plan = plan_faults(kinds, duration, seed, partitions=partitions)
+    if not plan:
+        raise _fail(
+            f"--duration {duration:g} leaves no room for a fault (the first starts at 4 s, one "
+            "lasts up to 5 s, and the last ends 6 s before the run does): a run that injects "
+            "nothing proves nothing; give --duration 15 or more"
+        )
     out = out or Path(f"chaos-{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     topic = f"chaos-s{seed}-{secrets.token_hex(2)}"
@@ -163,13 +170,6 @@ def chaos_run(
         retry_backoff_max_ms=retry_backoff_max_ms,
         recover_timeout_s=90.0 if target == "local" else 120.0,
     )
-    plan = plan_faults(kinds, duration, seed, partitions=partitions)
-    if not plan:
-        raise _fail(
-            f"--duration {duration:g} leaves no room for a fault (the first starts at 4 s, one "
-            "lasts up to 5 s, and the last ends 6 s before the run does): a run that injects "
-            "nothing proves nothing; give --duration 15 or more"
-        )
     run: dict[str, Any] = {
         "target": target,
         "faults": ",".join(kinds),
