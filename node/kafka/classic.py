@@ -18,7 +18,10 @@ coordinator term and dropped when the term changes.
 States (Kafka's names): Empty -> PreparingRebalance (a join or a leave; waits until every member
 has rejoined, or the rebalance timeout drops those that did not) -> CompletingRebalance (the
 generation is bumped, joins answered; waits for the leader's SyncGroup) -> Stable. Sessions end
-after session_timeout_ms without a heartbeat (the sweep), which starts a rebalance.
+after session_timeout_ms without a heartbeat (the sweep), which starts a rebalance. A member that
+joins again with unchanged protocols while the group is stable (or awaits the leader's
+assignment) is told the current generation; for the leader, whose join Kafka always takes as a
+rebalance request, its next SyncGroup decides: a different assignment starts the rebalance.
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ class ClassicGroup:
     rebalance_deadline: float = 0.0
     initial_until: float = 0.0
     """A new group's first generation waits until then for more members."""
+    leader_resync: bool = False
+    """The leader joined again in Stable with nothing new and was told the current generation:
+    its next SyncGroup says whether its assignment changed (then the group rebalances)."""
 
     def all_joined(self) -> bool:
         return all(m.joining is not None for m in self.members.values())
@@ -218,9 +224,17 @@ class ClassicGroups:
             # Kafka's rules for a member that joins again with the same protocols: while the
             # leader's assignment is awaited, or (for a follower) once the group is stable, it is
             # told the current generation again; a rebalance would only start over.
-            if unchanged and (
-                g.state == COMPLETING or (g.state == STABLE and member_id != g.leader)
-            ):
+            #
+            # Kafka rebalances whenever the leader joins in Stable, so that a leader that saw
+            # topic metadata change (which its protocols do not show) gets a new assignment to
+            # everyone. Here the leader is told the current generation too, and its next
+            # SyncGroup decides: a different assignment starts the rebalance (see sync), the
+            # same one changes nothing. Why not Kafka's rule: kafka-python 3 finishes a join on
+            # its I/O thread while the application is outside poll(), then sends the same join
+            # again on the next poll(); each of them restarted the group, which never settled.
+            if unchanged and g.state in (COMPLETING, STABLE):
+                if g.state == STABLE and member_id == g.leader:
+                    g.leader_resync = True
                 done: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
                 done.set_result(self._join_result(g, member))
                 return done
@@ -274,6 +288,7 @@ class ClassicGroups:
                     )
                 m.syncing = None
         g.state = PREPARING
+        g.leader_resync = False
         timeout_s = max((m.rebalance_timeout_ms for m in g.members.values()), default=0) / 1000
         delay = INITIAL_REBALANCE_DELAY_S if initial else 0.0
         g.rebalance_deadline = self.clock() + max(timeout_s, delay)
@@ -340,6 +355,20 @@ class ClassicGroups:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         m.deadline = self.clock() + m.session_timeout_ms / 1000
         if g.state == STABLE:
+            if member_id == g.leader and g.leader_resync:
+                g.leader_resync = False
+                current = {o.member_id: o.assignment for o in g.members.values()}
+                if {mid: assignments.get(mid, b"") for mid in current} != current:
+                    log.info(
+                        "classic group %s: leader %s assigns anew: rebalancing",
+                        group_id,
+                        member_id,
+                    )
+                    self._prepare_rebalance(g)
+                    raise BrokerError(
+                        ErrorCode.REBALANCE_IN_PROGRESS,
+                        "the leader's assignment changed: the group is rebalancing, rejoin",
+                    )
             fut.set_result(m.assignment)
             return fut
         m.syncing = fut
