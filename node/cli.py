@@ -96,6 +96,37 @@ def node_cmd(
     retention_check_ms: Annotated[
         int | None, typer.Option("--retention-check-ms", envvar="LIFERAFT_RETENTION_CHECK_MS")
     ] = None,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-dir",
+            envvar="LIFERAFT_TLS_DIR",
+            help="This node's ca.crt, node.crt, node.key (or DIR/node-N/ of "
+            "`liferaft certs create`): mutual TLS with the other nodes.",
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca", envvar="LIFERAFT_TLS_CA", help="The cluster CA (else in --tls-dir)."
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", envvar="LIFERAFT_TLS_CERT", help="This node's certificate."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", envvar="LIFERAFT_TLS_KEY", help="Its key.")
+    ] = None,
+    insecure_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-plaintext-between-nodes",
+            envvar="LIFERAFT_INSECURE_PLAINTEXT_BETWEEN_NODES",
+            help="UNSAFE: no TLS between nodes; anyone who reaches the Raft port can forge "
+            "replication. Only where every process on the network is trusted.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
 ) -> None:
     """Run one node in the foreground until SIGINT/SIGTERM (then hand off leadership and stop)."""
@@ -114,6 +145,11 @@ def node_cmd(
             "tick_ms": tick_ms,
             "election_ticks": election_ticks,
             "retention_check_ms": retention_check_ms,
+            "tls_dir": tls_dir,
+            "tls_ca": tls_ca,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "insecure_plaintext_between_nodes": insecure_plaintext or None,
         }
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [
@@ -326,6 +362,54 @@ def demo_cmd(
     from node.demo import demo
 
     raise typer.Exit(demo(data_dir, base_port, records, keep))
+
+
+# -- liferaft certs ---------------------------------------------------------------------------------
+certs_app = typer.Typer(
+    help="Certificates for mutual TLS between nodes (docs/security.md).", no_args_is_help=True
+)
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("create")
+def certs_create(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to write the CA and the node-N/ folders.")
+    ],
+    nodes: Annotated[str, typer.Option("--nodes", help="Node ids: 1,2,3 or 1-5.")],
+    hosts: Annotated[
+        str,
+        typer.Option(
+            "--hosts",
+            help="Host names or addresses to add to every node certificate, comma-separated "
+            "(for tools that check a host name; a node is known by its id alone).",
+        ),
+    ] = "",
+    cluster: Annotated[
+        str, typer.Option("--cluster-id", help="Named in the CA's subject.")
+    ] = "liferaft",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Make a new key and certificate for nodes that have one."),
+    ] = False,
+) -> None:
+    """Make a cluster CA (or reuse the one in --dir) and a certificate and key per node."""
+    from liferaft.certs import CertsError, create_certs, parse_node_ids
+
+    try:
+        ids = parse_node_ids(nodes)
+        host_list = [h.strip() for h in hosts.split(",") if h.strip()]
+        done = create_certs(directory, ids, host_list, cluster=cluster, force=force)
+    except CertsError as e:
+        raise fail(str(e), 2) from None
+    except OSError as e:
+        raise fail(f"cannot write to {directory}: {e}") from None
+    ca = "made" if done.ca_created else "reused"
+    console.print(f"CA {ca}: {directory / 'ca.crt'} (keep {directory / 'ca.key'} off the nodes)")
+    for node_id in done.made:
+        console.print(f"node {node_id}: {directory / f'node-{node_id}'}/ made")
+    for node_id in done.kept:
+        console.print(f"node {node_id}: {directory / f'node-{node_id}'}/ kept (--force remakes it)")
 
 
 from node.cli_bench import register as register_bench  # noqa: E402

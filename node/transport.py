@@ -22,6 +22,12 @@ silently joining. A broken connection is dialled again with backoff and jitter; 
 peer without a connection are dropped, which Raft tolerates (it retransmits), and what may wait
 in a connection's write buffer is bounded, so a dead or slow peer cannot take the node's memory.
 
+Who a peer is. With TLS (the default; node/tls.py), both ends present a certificate of the
+cluster CA and each reads the other's node id from it: the accepting side takes a Hello only from
+the node its certificate names, and the dialling side checks that the node it reached is the one
+it dialled before it sends its own Hello. Without TLS (--insecure-plaintext-between-nodes) a
+peer is whoever its Hello claims to be, which only a network of trusted processes can afford.
+
 Liveness. Quiesced Raft groups send nothing, so the connection itself says whether a peer is
 there: a node sends an empty batch to a peer it has sent nothing to for `keepalive_s`, and
 considers a peer gone when its connection breaks or nothing came from it for `dead_after_s`.
@@ -35,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +59,7 @@ from node.raft_wire import (
     encode_message,
     frame,
 )
+from node.tls import PeerIdentityError, PeerTls, peer_node_id
 from raft import Message
 
 log = logging.getLogger("liferaft.transport")
@@ -117,10 +125,14 @@ class Transport:
         *,
         listen: str = "",
         raft_port_offset: int = RAFT_PORT_OFFSET,
+        tls: PeerTls | None = None,
     ) -> None:
         """`peers` and `listen` are gRPC addresses (as in --peers, --listen): the Raft
-        transport of each is at its port plus `raft_port_offset`."""
+        transport of each is at its port plus `raft_port_offset`. With `tls`, every connection
+        is mutual TLS and a peer is who its certificate says (node/tls.py); without it,
+        plaintext, and a peer is whoever its Hello claims to be."""
         self.node_id = node_id
+        self.tls = tls
         self.advertise = advertise
         self.keepalive_s = keepalive_s
         self.dead_after_s = dead_after_s
@@ -221,7 +233,13 @@ class Transport:
             host, port = parse_address(self.listen, "Raft listener")
             try:
                 self._server = await asyncio.start_server(
-                    self._accept, host, port, limit=READ_LIMIT, reuse_address=True
+                    self._accept,
+                    host,
+                    port,
+                    limit=READ_LIMIT,
+                    reuse_address=True,
+                    ssl=self.tls.server if self.tls is not None else None,
+                    ssl_handshake_timeout=HELLO_TIMEOUT_S if self.tls is not None else None,
                 )
             except OSError as e:
                 raise ConfigError(
@@ -285,7 +303,8 @@ class Transport:
         if expect_from is not None and h.from_node != expect_from:
             raise TransportRefused(
                 errors_pb2.INCONSISTENT_NODE_ID,
-                f"expected node {expect_from} at this address but node {h.from_node} answered",
+                f"expected node {expect_from} (by its address or its certificate) but the Hello "
+                f"is from node {h.from_node}",
             )
         if h.from_node not in self.links:
             raise TransportRefused(
@@ -359,7 +378,8 @@ class Transport:
         try:
             try:
                 kind, payload = await asyncio.wait_for(self._read_frame(reader), HELLO_TIMEOUT_S)
-                peer = self._check_hello(kind, payload, None)
+                # Over TLS the certificate says who dialled, and the Hello must agree with it.
+                peer = self._check_hello(kind, payload, self._certified_peer(writer))
             except TransportRefused as e:
                 log.warning("refused a Raft connection: %s", e)
                 detail = errors_pb2.ErrorDetail(code=e.code, message=str(e))  # type: ignore[arg-type]
@@ -378,6 +398,18 @@ class Transport:
             writer.close()
             raise
 
+    def _certified_peer(self, writer: asyncio.StreamWriter) -> int | None:
+        """The node id the other end's certificate names (None without TLS); TransportRefused
+        if its certificate names no node (TLS already refused any not signed by our CA)."""
+        if self.tls is None:
+            return None
+        try:
+            return peer_node_id(writer.get_extra_info("ssl_object"))
+        except PeerIdentityError as e:
+            raise TransportRefused(
+                errors_pb2.INCONSISTENT_NODE_ID, f"not a node's certificate: {e}"
+            ) from None
+
     # -- dialling side -------------------------------------------------------------------------
     async def _dial_forever(self, link: PeerLink) -> None:
         backoff = 0.05
@@ -386,9 +418,23 @@ class Transport:
             writer: asyncio.StreamWriter | None = None
             try:
                 reader, conn = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, limit=READ_LIMIT), HELLO_TIMEOUT_S
+                    asyncio.open_connection(
+                        host,
+                        port,
+                        limit=READ_LIMIT,
+                        ssl=self.tls.client if self.tls is not None else None,
+                        ssl_handshake_timeout=HELLO_TIMEOUT_S if self.tls is not None else None,
+                    ),
+                    HELLO_TIMEOUT_S,
                 )
                 writer = conn
+                # The node we reached proves it is the one we dialled before we say a word.
+                certified = self._certified_peer(conn)
+                if certified is not None and certified != link.peer_id:
+                    raise TransportRefused(
+                        errors_pb2.INCONSISTENT_NODE_ID,
+                        f"it presented node {certified}'s certificate, not node {link.peer_id}'s",
+                    )
                 conn.write(self._hello(link.peer_id))
                 kind, payload = await asyncio.wait_for(self._read_frame(reader), HELLO_TIMEOUT_S)
                 if kind == REFUSE:
@@ -402,6 +448,11 @@ class Transport:
                 await self._serve_link(link, reader, conn)
             except TransportRefused as e:
                 log.error("node %d at %s refused: %s", link.peer_id, link.address, e)
+                backoff = 2.0
+            except ssl.SSLError as e:  # a certificate refused, by either side
+                log.error(
+                    "TLS with node %d at %s failed: %s", link.peer_id, link.address, e.reason or e
+                )
                 backoff = 2.0
             except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
                 log.debug("Raft connection to node %d failed: %s", link.peer_id, e)

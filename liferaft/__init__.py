@@ -1,0 +1,1 @@
+"""The `liferaft` command's own modules (the operator's tools); the broker process imports none."""
