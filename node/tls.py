@@ -22,9 +22,12 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.config import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = [
     "NODE_URI_PREFIX",
@@ -144,19 +147,17 @@ def _context(purpose: ssl.Purpose, files: TlsFiles) -> ssl.SSLContext:
 def _check_own_cert(files: TlsFiles, node_id: int) -> None:
     """Refuse, at start, a certificate that would make every peer refuse this node later."""
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
 
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
-        ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
+        # ca.crt may hold several CAs (while a CA is rotated: docs/security.md).
+        cas = x509.load_pem_x509_certificates(files.ca.read_bytes())
     except ValueError as e:
         raise ConfigError(f"{files.cert} or {files.ca} is not a PEM certificate: {e}") from None
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+    if not any(_issued_by(cert, ca) for ca in cas):
         raise ConfigError(
             f"{files.cert} is not signed by the CA in {files.ca}: peers would refuse this node"
-        ) from None
+        )
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = san.get_values_for_type(x509.UniformResourceIdentifier)
@@ -181,6 +182,16 @@ def _check_own_cert(files: TlsFiles, node_id: int) -> None:
             f"{files.cert} is valid from {cert.not_valid_before_utc:%Y-%m-%d} to "
             f"{cert.not_valid_after_utc:%Y-%m-%d}, not now: make a new one"
         )
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 class PeerTls:
