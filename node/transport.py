@@ -357,7 +357,7 @@ class Transport:
             while True:
                 kind, payload = await self._read_frame(reader)
                 self._handle(link, kind, payload)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             log.info("node %d: the Raft connection with node %d closed", self.node_id, link.peer_id)
         except ValueError as e:
             log.warning(
@@ -388,7 +388,7 @@ class Transport:
                     await writer.drain()
                 writer.close()
                 return
-            except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+            except (TimeoutError, ValueError, asyncio.IncompleteReadError, OSError):
                 writer.close()
                 return
             writer.write(self._hello(peer))
