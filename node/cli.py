@@ -220,6 +220,8 @@ def dev_up(
     except DevClusterError as e:
         raise fail(str(e)) from None
     console.print(f"[green]cluster up[/]: {nodes} nodes, data and logs in {cluster.data_dir}")
+    if cluster.tls:
+        console.print(f"mutual TLS between the nodes; certificates in {cluster.tls_dir}")
     console.print(f"bootstrap: [bold]{cluster.bootstrap}[/]")
     console.print(f"[dim]export LIFERAFT_BOOTSTRAP={cluster.bootstrap}[/]")
 
