@@ -3,6 +3,7 @@
     faults = Faults(ProcessNodes(dev_cluster, [1, 2, 3]), ToxiproxyNetwork("127.0.0.1:8474"))
     faults.kill(2); faults.restart(2)          # SIGKILL / docker kill, then start again
     faults.pause(1); faults.resume(1)          # SIGSTOP / docker pause, then continue
+    faults.power([1, 2, 3]); faults.restart(1) # power loss: killed, unsynced writes gone
     faults.isolate(3)                          # node 3 alone, both directions
     faults.split([1])                          # a minority and the rest (both directions)
     faults.one_way(1, 2)                       # what 1 sends stops reaching 2; 2 -> 1 flows
@@ -67,6 +68,28 @@ class Faults:
         if forget is not None:
             forget([node])
             self._apply(self.state)  # cuts in force apply to the new process too
+
+    def power(self, nodes: Iterable[int]) -> float | None:
+        """Power loss of `nodes` at once: each dies and loses every write it had not fsynced
+        (the target's power-loss disks, chaos/lazyfs.py). `restart` brings each back. Returns
+        when the power went, if the target knows."""
+        down = sorted(set(nodes))
+        if not down:
+            raise TargetError("a power cut needs at least one node")
+        for n in down:
+            self._check(n)
+            if n in self.killed:
+                raise TargetError(f"node {n} is already down")
+        cut = getattr(self.nodes, "power_cut", None)
+        if cut is None:
+            raise TargetError("this target cannot cut the power (only --target local can)")
+        try:
+            at: float | None = cut(down)
+        finally:  # even half done, they are down (or we cannot tell): recover restarts them
+            for n in down:
+                self.paused.discard(n)
+                self.killed.add(n)
+        return at
 
     def pause(self, node: int) -> float | None:
         """SIGSTOP / docker pause: frozen, connections open, silent. Returns when it froze if

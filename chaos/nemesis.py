@@ -14,6 +14,10 @@ Fault kinds (the CLI's --faults names on the left):
                split     a minority (size (n-1)//2) holding the leader, both directions
                one_way   the leader's messages stop reaching every other node; it still hears
                ring      Jepsen's majorities ring (chaos/network.py)
+  power      power loss (local target, nodes on chaos/lazyfs.py disks): one of
+               power      the leader of partition p loses power: killed, and every write it
+                          had not fsynced is gone; it starts again after `hold_s`
+               power_all  every node at once, the same way; all start again after `hold_s`
   latency    latency_ms +- jitter_ms on every node-to-node link
   bandwidth  every node-to-node link limited to kbps KB/s
 Each fault is healed (restart, resume, heal) after its hold time, before the next one starts.
@@ -49,6 +53,7 @@ from chaos.targets import TargetError
 __all__ = [
     "FAULT_KINDS",
     "PARTITION_KINDS",
+    "POWER_KINDS",
     "FaultEvent",
     "Nemesis",
     "PlannedFault",
@@ -58,9 +63,10 @@ __all__ = [
 
 log = logging.getLogger("liferaft.chaos")
 
-FAULT_KINDS = ("kill", "pause", "partition", "latency", "bandwidth")
+FAULT_KINDS = ("kill", "pause", "partition", "power", "latency", "bandwidth")
 PARTITION_KINDS = ("isolate", "split", "one_way", "ring")
-NODE_KINDS = ("kill", "pause", "isolate", "split", "one_way")
+POWER_KINDS = ("power", "power_all")
+NODE_KINDS = ("kill", "pause", "isolate", "split", "one_way", "power")
 """Kinds aimed at the leader of one partition (the others hit every link)."""
 
 LATENCY_MS = (20, 50, 100, 150)
@@ -85,7 +91,7 @@ class PlannedFault:
     at_s: float
     """Earliest start, in seconds after the run began."""
     kind: str
-    """kill, pause, isolate, split, one_way, ring, latency or bandwidth."""
+    """kill, pause, isolate, split, one_way, ring, power, power_all, latency or bandwidth."""
     hold_s: float
     partition: int = 0
     """The fault is aimed at this partition's leader (node kinds)."""
@@ -107,6 +113,8 @@ class PlannedFault:
             return f"bandwidth {self.kbps} KB/s for {self.hold_s:.1f}s"
         if self.kind == "ring":
             return f"ring for {self.hold_s:.1f}s"
+        if self.kind == "power_all":
+            return f"power loss of every node for {self.hold_s:.1f}s"
         return f"{self.kind} the leader of partition {self.partition} for {self.hold_s:.1f}s"
 
 
@@ -135,6 +143,8 @@ def plan_faults(
         kind = rng.choice(list(kinds))
         if kind == "partition":
             kind = rng.choice(PARTITION_KINDS)
+        elif kind == "power":  # drawn only for power: the plans of other kinds stay as they were
+            kind = rng.choice(POWER_KINDS)
         hold = round(rng.uniform(*hold_s), 3)
         partition = rng.randrange(partitions)
         latency = jitter = kbps = 0
@@ -317,6 +327,16 @@ class Nemesis:
             return (lambda: f.kill(leader)), (lambda: f.restart(leader)), (leader,)
         if kind == "pause":
             return (lambda: f.pause(leader)), (lambda: f.resume(leader)), (leader,)
+        if kind == "power":
+            return (lambda: f.power([leader])), (lambda: f.restart(leader)), (leader,)
+        if kind == "power_all":
+            everyone = tuple(f.node_ids)
+
+            def restart_all() -> None:
+                for n in everyone:
+                    f.restart(n)
+
+            return (lambda: f.power(everyone)), restart_all, everyone
         if kind == "isolate":
             return (lambda: f.isolate(leader)), f.heal, (leader,)
         if kind == "split":

@@ -11,7 +11,7 @@ target creates the same twelve):
                            for j is this proxy, and forwarded admin calls take it;
   node<i>_to_node<j>_raft  listens on P + RAFT_PORT_OFFSET, forwards to j's Raft transport (its
                            gRPC port + RAFT_PORT_OFFSET): a node dials a peer's Raft transport at
-                           the peer's --peers address plus the offset (node.config.raft_address),
+                           the peer's --peers address plus the offset (liferaft_proto.ports),
                            which lands here.
 Whichever node of a pair dials, the bytes of i -> j travel either "upstream" on i's proxies to j
 (i dialled) or "downstream" on j's proxies to i (j dialled). Cutting (i, j) therefore holds
@@ -48,9 +48,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from chaos.ports import listen_port_range, port_free
 from chaos.proxy import format_hostport, parse_hostport
 from chaos.targets import ComposeNodes, TargetError
+from liferaft.free_ports import listen_port_range, port_free
+from liferaft_proto.ports import RAFT_PORT_OFFSET
 
 __all__ = [
     "RAFT_PORT_OFFSET",
@@ -75,11 +76,6 @@ Cut = tuple[int, int]
 
 API_TIMEOUT_S = 10.0
 """Bound on one call to the proxy's HTTP API (toxiproxy-python sets no timeout of its own)."""
-
-RAFT_PORT_OFFSET = 100
-"""A node's Raft transport listens this far above its gRPC port. The same value as
-node.config.RAFT_PORT_OFFSET (chaos/ does not import node/; a test checks they agree)."""
-
 
 CREATE_ATTEMPTS = 50
 """Ports tried per link before create_links gives up."""

@@ -27,6 +27,8 @@ KIND_COLOURS = {
     "split": "#8c564b",
     "one_way": "#e377c2",
     "ring": "#17becf",
+    "power": "#000000",
+    "power_all": "#2ca02c",
     "latency": "#bcbd22",
     "bandwidth": "#7f7f7f",
 }

@@ -129,6 +129,17 @@ def summary_dict(result: RunResult, run: Mapping[str, Any]) -> dict[str, Any]:
         "duplicated": len(result.report.duplicated),
         "inconsistent_offsets": len(result.report.inconsistent_offsets),
         "aborted_reads": len(result.report.aborted_reads),
+        "replica_differences": result.replica_differences,
+        "replicas": (
+            None
+            if result.replicas is None
+            else {
+                "partitions": result.replicas.partitions,
+                "state_machines": result.replicas.state_machines,
+                "attempts": result.replicas.attempts,
+                "differences": result.replicas.differences,
+            }
+        ),
         "checker": result.report.to_dict(),
     }
 
@@ -138,8 +149,9 @@ def _secs(v: float | None) -> str:
 
 
 def format_run_summary(result: RunResult, run: Mapping[str, Any]) -> str:
-    """The text the chaos command prints. Its last four lines are the checker's:
-    `lost: N`, `duplicated: N`, `inconsistent_offsets: N`, `aborted_reads: N`."""
+    """The text the chaos command prints. Its last five lines: the checker's `lost: N`,
+    `duplicated: N`, `inconsistent_offsets: N`, `aborted_reads: N`, then
+    `replica_differences: N` (chaos/replicas.py)."""
     ops = operation_counts(result)
     injected = [e for e in result.events if e.start_ns and not e.skipped]
     by_kind = Counter(e.kind for e in injected)
@@ -176,7 +188,13 @@ def format_run_summary(result: RunResult, run: Mapping[str, Any]) -> str:
     )
     for problem in result.problems:
         lines.append(f"PROBLEM: {problem}")
+    if result.replicas is None:
+        lines.append("replicas: not compared")
+    else:
+        for difference in result.replicas.differences:
+            lines.append(f"REPLICA DIFFERENCE: {difference}")
     lines.append(format_summary(result.report))
+    lines.append(f"replica_differences: {result.replica_differences}")
     return "\n".join(lines)
 
 

@@ -12,11 +12,17 @@ docker records the moment a killed container exited. Otherwise they return None.
 takes a few hundred milliseconds from call to return, so "before the call" would count writes
 that succeeded before the node died as writes after its death.)
 
+The local target answers a fifth when its nodes run on power-loss disks (chaos/lazyfs.py, one
+FUSE mount under each node's data directory): `power_cut(nodes)` SIGKILLs every one of `nodes`
+first (all of them before any disk is touched: one power failure, not a sequence of crashes),
+then drops every write each of them had not fsynced. `restart` brings a node back on what its
+disk kept. The compose target has no such disks and refuses it.
+
 The link faults (partitions, latency, bandwidth) are chaos/network.py's; chaos/faults.py puts
 the two together under one vocabulary.
 
 Processes: chaos/ does not import node/ (imports point node -> chaos), so the local target
-drives any object with DevCluster's methods (`ProcessCluster` below): node/cli_chaos.py hands it
+drives any object with DevCluster's methods (`ProcessCluster` below): liferaft/cli/chaos.py hands it
 a DevCluster.
 
 Containers: the services `node1`, `node2`, ... of one compose project, found by the labels
@@ -30,7 +36,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -38,6 +44,7 @@ from typing import Protocol
 __all__ = [
     "ComposeNodes",
     "NodeTarget",
+    "PowerLossDisk",
     "ProcessCluster",
     "ProcessNodes",
     "TargetError",
@@ -69,8 +76,14 @@ class NodeTarget(Protocol):
     def resume(self, node_id: int) -> None: ...
 
 
+class PowerLossDisk(Protocol):
+    """A disk that can lose what was not synced (chaos.lazyfs.LazyFSMount)."""
+
+    def cut(self) -> None: ...
+
+
 class ProcessCluster(Protocol):
-    """What the local target needs of a cluster of node processes (node.devcluster.DevCluster)."""
+    """What the local target needs of a cluster of node processes (liferaft.launcher.DevCluster)."""
 
     def kill(self, node_id: int) -> None: ...
 
@@ -85,6 +98,8 @@ class ProcessNodes:
 
     cluster: ProcessCluster
     ids: Sequence[int]
+    disks: Mapping[int, PowerLossDisk] = field(default_factory=dict)
+    """node id -> the power-loss disk under its data directory (empty: no power faults)."""
 
     @property
     def node_ids(self) -> Sequence[int]:
@@ -97,6 +112,24 @@ class ProcessNodes:
 
     def restart(self, node_id: int) -> None:
         self._do(self.cluster.start_node, node_id, "restart")
+
+    def power_cut(self, node_ids: Sequence[int]) -> float | None:
+        """Power loss of `node_ids` at once: kill them all, then drop what their disks had not
+        synced. Returns when the power went (the first kill)."""
+        missing = [n for n in node_ids if n not in self.disks]
+        if missing:
+            raise TargetError(
+                f"node(s) {missing} have no power-loss disk: start the cluster with power faults"
+            )
+        at = time.time()
+        for n in node_ids:
+            self._do(self.cluster.kill, n, "power cut (kill)")
+        for n in node_ids:
+            try:
+                self.disks[n].cut()
+            except (OSError, RuntimeError) as e:  # LazyFSError is a RuntimeError
+                raise TargetError(f"power cut of node {n}'s disk: {e}") from e
+        return at
 
     def pause(self, node_id: int) -> float | None:
         at = time.time()

@@ -11,7 +11,8 @@ In the spirit of Jepsen's Kafka queue workload. One run:
   4. at the end: stop the clients, undo every fault (heal, resume, restart), wait until every
      replica is back in sync, and read every partition back from offset 0 to its high watermark
      (the final read);
-  5. check the history (chaos/checker.py).
+  5. check the history (chaos/checker.py), and compare the replicas of every partition, of the
+     controller and of the groups across the nodes (chaos/replicas.py).
 
 Outcomes. A send is `ok` with the offset the broker acknowledged; `fail` only when the broker
 refused it for a reason that means "not written" (an unknown topic, a bad record); `info`
@@ -36,6 +37,7 @@ from chaos.checker import Report, check_history
 from chaos.faults import Faults
 from chaos.history import History, Value
 from chaos.nemesis import FaultEvent, Nemesis, PlannedFault
+from chaos.replicas import ReplicaReport, compare_replicas
 from client import (
     AdminClient,
     Consumer,
@@ -310,11 +312,18 @@ class RunResult:
     """What the final recovery undid (restart 2, heal, ...)."""
     problems: list[str] = field(default_factory=list)
     """Anything that kept the run from being checked completely (empty for a clean run)."""
+    replicas: ReplicaReport | None = None
+    """The replicas compared after the run (None: not compared, the run did not get there)."""
+
+    @property
+    def replica_differences(self) -> int:
+        return len(self.replicas.differences) if self.replicas is not None else 0
 
     @property
     def ok(self) -> bool:
-        """Nothing acknowledged lost or corrupted, and the whole log was read back."""
-        return self.report.ok and not self.problems
+        """Nothing acknowledged lost or corrupted, the whole log was read back, and every
+        replica holds the same log and state."""
+        return self.report.ok and not self.problems and self.replica_differences == 0
 
 
 async def run_chaos(
@@ -341,6 +350,7 @@ async def run_chaos(
     events: list[FaultEvent] = []
     problems: list[str] = []
     recovery: list[str] = []
+    replicas: ReplicaReport | None = None
     try:
         await workload.create_topic()
         took = await workload.wait_in_sync(config.settle_timeout_s)
@@ -406,6 +416,11 @@ async def run_chaos(
             + "; reading every partition back"
         )
         problems += await workload.final_reads()
+        replicas = await compare_replicas([a.strip() for a in bootstrap.split(",") if a.strip()])
+        say(
+            f"replicas compared: {replicas.partitions} partitions, the controller and the groups"
+            f" on every node: {len(replicas.differences)} differences"
+        )
     finally:
         await workload.close()
     return RunResult(
@@ -419,4 +434,5 @@ async def run_chaos(
         settled_after_s=settled,
         recovery=recovery,
         problems=problems,
+        replicas=replicas,
     )

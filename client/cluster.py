@@ -48,8 +48,9 @@ from client.errors import (
     UnknownTopicOrPartitionError,
     from_rpc_error,
 )
-from client.metadata import ClusterMetadata, TopicMetadata, parse_address
+from client.metadata import ClusterMetadata, TopicMetadata
 from client.retry import RetryPolicy, RetryState
+from liferaft_proto.address import parse_address
 from liferaft_proto.v1 import broker_pb2
 
 __all__ = ["ClientConfig", "Cluster", "order_nodes", "parse_bootstrap"]

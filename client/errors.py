@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 import grpc
 
+from liferaft_proto.codes import is_retriable
 from liferaft_proto.status import error_detail
 from liferaft_proto.v1.errors_pb2 import ErrorCode, ErrorDetail
 
@@ -103,6 +104,13 @@ class LiferaftError(Exception):
     transport: bool = False
     """No node described this failure: the call failed below liferaft (connection, deadline)."""
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # A class's default `retriable` is the wire contract's (liferaft_proto.codes), the one
+        # table the node answers from too; a class may still say otherwise (the give-up errors).
+        if "code" in cls.__dict__ and "retriable" not in cls.__dict__:
+            cls.retriable = is_retriable(cls.code)
+
     def __init__(
         self,
         code: int | None = None,
@@ -165,7 +173,7 @@ def _rebuild(
 
 # -- one class per code a program may want to catch --------------------------------------------
 # Defaults for `retriable` matter only when no node said (it always says when it sends a
-# detail); `invalid_metadata` is the client's own knowledge.
+# detail) and come from liferaft_proto.codes; `invalid_metadata` is the client's own knowledge.
 
 
 class UnknownServerError(LiferaftError):
@@ -201,7 +209,6 @@ class LeaderNotAvailableError(LiferaftError):
     """The partition has no leader right now (an election is under way)."""
 
     code = ErrorCode.LEADER_NOT_AVAILABLE
-    retriable = True
     invalid_metadata = True
 
 
@@ -209,7 +216,6 @@ class NotLeaderError(LiferaftError):
     """The node asked does not lead the partition; `leader_id`/`leader_address` say who does."""
 
     code = ErrorCode.NOT_LEADER
-    retriable = True
     invalid_metadata = True
 
 
@@ -217,14 +223,12 @@ class RequestTimedOutError(LiferaftError):
     """A request (or, with no detail, the gRPC deadline of one attempt) ran out of time."""
 
     code = ErrorCode.REQUEST_TIMED_OUT
-    retriable = True
 
 
 class BrokerNotAvailableError(LiferaftError):
     """The node named is down or not (yet) part of the cluster."""
 
     code = ErrorCode.BROKER_NOT_AVAILABLE
-    retriable = True
     invalid_metadata = True
 
 
@@ -235,7 +239,6 @@ class BrokerUnavailableError(BrokerNotAvailableError):
 
 class ReplicaNotAvailableError(LiferaftError):
     code = ErrorCode.REPLICA_NOT_AVAILABLE
-    retriable = True
     invalid_metadata = True
 
 
@@ -255,14 +258,12 @@ class NotEnoughReplicasError(LiferaftError):
     """acks=all while the ISR is below min.insync.replicas; nothing was written."""
 
     code = ErrorCode.NOT_ENOUGH_REPLICAS
-    retriable = True
 
 
 class NotEnoughReplicasAfterAppendError(LiferaftError):
     """Written, but the ISR shrank before the batch reached all of it; a retry may duplicate."""
 
     code = ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
-    retriable = True
 
 
 class InvalidRequiredAcksError(LiferaftError):
@@ -305,7 +306,6 @@ class NotControllerError(LiferaftError):
     """No controller leader could take the request right now."""
 
     code = ErrorCode.NOT_CONTROLLER
-    retriable = True
     invalid_metadata = True
 
 
@@ -317,19 +317,16 @@ class InvalidRequestError(LiferaftError):
 
 class StorageError(LiferaftError):
     code = ErrorCode.STORAGE_ERROR
-    retriable = True
     invalid_metadata = True
 
 
 class FencedLeaderEpochError(LiferaftError):
     code = ErrorCode.FENCED_LEADER_EPOCH
-    retriable = True
     invalid_metadata = True
 
 
 class UnknownLeaderEpochError(LiferaftError):
     code = ErrorCode.UNKNOWN_LEADER_EPOCH
-    retriable = True
     invalid_metadata = True
 
 
@@ -339,7 +336,6 @@ class UnsupportedCompressionTypeError(LiferaftError):
 
 class OffsetNotAvailableError(LiferaftError):
     code = ErrorCode.OFFSET_NOT_AVAILABLE
-    retriable = True
     invalid_metadata = True
 
 
@@ -385,18 +381,15 @@ class OffsetMetadataTooLargeError(LiferaftError):
 
 class CoordinatorLoadInProgressError(LiferaftError):
     code = ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
-    retriable = True
 
 
 class CoordinatorNotAvailableError(LiferaftError):
     code = ErrorCode.COORDINATOR_NOT_AVAILABLE
-    retriable = True
     invalid_metadata = True
 
 
 class NotCoordinatorError(LiferaftError):
     code = ErrorCode.NOT_COORDINATOR
-    retriable = True
     invalid_metadata = True
 
 

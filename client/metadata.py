@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from liferaft_proto.address import format_address, parse_address
 from liferaft_proto.v1 import broker_pb2
 from liferaft_proto.v1.errors_pb2 import ErrorCode
 
@@ -38,20 +39,6 @@ __all__ = [
 NO_LEADER = 0
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """HOST:PORT (IPv6 as [::1]:PORT) -> (host, port); ValueError with a readable message."""
-    host, sep, port_s = address.strip().rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"address {address!r} must look like HOST:PORT, e.g. 127.0.0.1:9092")
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ValueError(f"address {address!r}: port {port_s!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"address {address!r}: port {port} is outside 1..65535")
-    return host.removeprefix("[").removesuffix("]"), port
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerMetadata:
     node_id: int
@@ -61,8 +48,7 @@ class BrokerMetadata:
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return format_address(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

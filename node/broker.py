@@ -16,11 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from liferaft_proto.v1 import raft_pb2
-from node.config import NodeConfig, parse_address
+from node.config import ConfigError, NodeConfig, parse_advertised
 from node.controller import Controller, TopicInfo
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.groups import GroupCoordinator
+from node.limits import (
+    MAX_GOSSIP_EPOCH,
+    MAX_GOSSIP_EPOCH_STEP,
+    MAX_GOSSIP_UNKNOWN_GROUPS,
+    MAX_NODE_ID,
+    shown,
+)
 from node.partition import Partition, PartitionState, group_id
 from raft import NONE, Role
 
@@ -63,6 +70,10 @@ class Broker:
         self._by_group: dict[str, Partition] = {}
         self._gossip_rounds = 0
         self._register_pending = False
+        self._topic_by_id: dict[int, TopicInfo] = {}
+        self._live_groups: set[str] = set()
+        self.gossip_dropped = 0
+        """Leader states from peers that were not believed (Broker._gossip_fault)."""
         # Peers this node currently has a transport stream to (set by the server).
         self.reachable: Callable[[], set[int]] = set
         self.controller.listeners.append(self.sync_partitions)
@@ -83,6 +94,11 @@ class Broker:
             if key not in wanted or info is None or info.topic_id != part.topic_id:
                 self._close_partition(key, destroy=True)
         for key, (topic, replicas) in wanted.items():
+            if key in self.partitions:
+                # A topic's configs can change (IncrementalAlterConfigs): live partitions follow.
+                if self.partitions[key].config != topic.config:
+                    self.partitions[key].config = topic.config
+                continue
             if key not in self.partitions:
                 self.partitions[key] = Partition(
                     node_id=self.node_id,
@@ -98,7 +114,8 @@ class Broker:
                 )
                 self._by_group[self.partitions[key].group_id] = self.partitions[key]
         self._topic_ids = {t.name: t.topic_id for t in topics.values()}
-        live_groups = {
+        self._topic_by_id = {t.topic_id: t for t in topics.values()}
+        live_groups = self._live_groups = {
             group_id(t.topic_id, p) for t in topics.values() for p in range(t.partitions)
         }
         for gid in list(self._gossip):
@@ -198,8 +215,59 @@ class Broker:
         return PartitionView(info.name, p, replicas, state)
 
     # -- gossip of leader states ---------------------------------------------------------------
+    def _gossip_fault(self, peer: int, s: raft_pb2.LeaderState) -> str:
+        """Why a gossiped leader state cannot be believed ("" if it can). A node speaks only
+        for itself, about a partition it is a replica of, with an epoch not absurdly ahead of
+        what this node knows of that partition (a forged 2^63-1 would outrank every real
+        epoch for good; 2^64-1 would not even fit the metadata's int64)."""
+        if s.leader != peer:
+            return f"names node {s.leader} as the leader"
+        current = self._gossip.get(s.group)
+        known = current.leader_epoch if current is not None else 0
+        info: TopicInfo | None = None
+        part = self._by_group.get(s.group)
+        if part is not None:
+            known = max(known, part.state().leader_epoch)
+        tid, _, p = s.group[1:].partition(".") if s.group.startswith("p") else ("", "", "")
+        if tid.isdigit() and p.isdigit():
+            info = self._topic_by_id.get(int(tid))
+            if info is not None and int(p) >= info.partitions:
+                return f"{s.group} is not a partition of topic {info.name!r}"
+        else:
+            return "names no partition"
+        if not 0 < s.epoch <= min(MAX_GOSSIP_EPOCH, known + MAX_GOSSIP_EPOCH_STEP):
+            return f"claims epoch {s.epoch} where this node knows epoch {known}"
+        if not 0 <= s.log_start_offset <= s.high_watermark:
+            return f"claims offsets {s.log_start_offset}..{s.high_watermark}"
+        if any(not 0 < r <= MAX_NODE_ID for r in s.isr):
+            return f"claims in-sync replicas {list(s.isr)}"
+        if info is not None:
+            replicas = info.replicas[int(p)]
+            if peer not in replicas or not set(s.isr) <= set(replicas):
+                return f"claims in-sync replicas {list(s.isr)} of replicas {replicas}"
+        elif current is None and len(self._gossip) >= len(self._live_groups) + (
+            MAX_GOSSIP_UNKNOWN_GROUPS
+        ):
+            return "is about a partition this node does not know, and it knows many such"
+        return ""
+
     def on_leaders(self, peer: int, states: raft_pb2.LeaderStates) -> None:
+        """Leader gossip from a peer's own (authenticated) link: believed only as far as that
+        peer can know it (_gossip_fault); a state that cannot be is dropped and counted."""
         for s in states.states:
+            fault = self._gossip_fault(peer, s)
+            if fault:
+                self.gossip_dropped += 1
+                if self.gossip_dropped % 1000 == 1:
+                    log.warning(
+                        "node %d: dropped leader gossip from node %d for %s: it %s (%d dropped)",
+                        self.node_id,
+                        peer,
+                        shown(s.group),
+                        fault,
+                        self.gossip_dropped,
+                    )
+                continue
             current = self._gossip.get(s.group)
             if current is None or s.epoch >= current.leader_epoch:
                 self._gossip[s.group] = PartitionState(
@@ -290,7 +358,11 @@ class Broker:
         for node_id, address in sorted(self.advertised.items()):
             b = brokers.get(node_id)
             if b is None or b.address != address:
-                host, port = parse_address(address)
+                try:
+                    host, port = parse_advertised(address)
+                except ConfigError as e:  # the transport checks first; never stop for this
+                    log.error("node %d: not registering node %d: %s", self.node_id, node_id, e)
+                    continue
                 cmds.append(
                     {"op": "register_broker", "node_id": node_id, "host": host, "port": port}
                 )

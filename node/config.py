@@ -5,10 +5,17 @@ Validation happens here, once, with messages a person can act on; the rest of no
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from liferaft_proto import ports
+from liferaft_proto.address import parse_address as _parse_address
+from liferaft_proto.ports import RAFT_PORT_OFFSET as RAFT_PORT_OFFSET  # node/ reads it here
+from node.limits import MAX_ADDRESS_CHARS, MAX_FRAME_BYTES_DEFAULT, MAX_HELLO_BYTES
 
 
 class ConfigError(ValueError):
@@ -16,18 +23,36 @@ class ConfigError(ValueError):
 
 
 def parse_address(value: str, what: str = "address") -> tuple[str, int]:
-    """HOST:PORT -> (host, port), refusing anything a socket would choke on later."""
-    host, sep, port_s = value.strip().rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"{what} {value!r} must look like HOST:PORT (for example 127.0.0.1:9092)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+    """HOST:PORT -> (host, port): liferaft_proto.address.parse_address, its ValueError as a
+    ConfigError."""
     try:
-        port = int(port_s)
+        return _parse_address(value, what)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
+
+
+def parse_advertised(value: str, what: str = "advertised address") -> tuple[str, int]:
+    """An address a node gives for clients to dial (--advertise, a peer's Hello): HOST:PORT where
+    HOST is a DNS name or an IP address that is not a wildcard, checked before anything stores
+    it, as it ends up in cluster metadata that every client follows."""
+    if len(value) > MAX_ADDRESS_CHARS:
+        raise ConfigError(f"{what} of {len(value)} characters is not an address")
+    host, port = parse_address(value, what)
+    try:
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        raise ConfigError(f"{what} {value!r}: port {port_s!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{what} {value!r}: port {port} is outside 1..65535")
+        if not _HOST_NAME.match(host):
+            raise ConfigError(
+                f"{what} {value!r}: {host!r} is not a host name or IP address"
+            ) from None
+    else:
+        if ip.is_unspecified:
+            raise ConfigError(f"{what} {value!r} is a wildcard; give the address clients can reach")
     return host, port
 
 
@@ -53,25 +78,22 @@ def parse_peers(value: str) -> dict[int, str]:
     return peers
 
 
-RAFT_PORT_OFFSET = 100
-"""A node's Raft transport listens on its gRPC port plus this (9092 -> 9192), on the same host."""
+KAFKA_PORT_OFFSET = ports.KAFKA.offset
+"""A node's Kafka listener is on its gRPC port plus this (9092 -> 9292), on the same host, and
+metadata advertises it at the advertised gRPC port plus this (docs/kafka.md). 0: no listener."""
 
 
 def raft_address(address: str, offset: int = RAFT_PORT_OFFSET) -> str:
     """The Raft transport's HOST:PORT of the node whose gRPC address is `address`.
 
     Peers are named by their gRPC address (--peers); their Raft transport is at a fixed offset
-    from it, as Kafka's controller listener sits beside its client listener. One list of
-    addresses thus says where to replicate and where to forward admin requests."""
-    host, port = parse_address(address)
-    if not 0 < port + offset < 65536:
-        raise ConfigError(
-            f"{address!r}: the Raft port {port} + {offset} is outside 1..65535; "
-            "pick another port or --raft-port-offset"
-        )
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port + offset}"
+    from it (liferaft_proto.ports, the one table of a node's listeners), as Kafka's controller
+    listener sits beside its client listener. One list of addresses thus says where to replicate
+    and where to forward admin requests."""
+    try:
+        return ports.listener_address(address, offset)
+    except ValueError as e:
+        raise ConfigError(f"{e} (the Raft port; see --raft-port-offset)") from None
 
 
 @dataclass(slots=True)
@@ -87,6 +109,8 @@ class NodeConfig:
     cluster_id: str = "liferaft"
     raft_port_offset: int = RAFT_PORT_OFFSET
     """The Raft transport of every node listens on its gRPC port plus this."""
+    kafka_port_offset: int = KAFKA_PORT_OFFSET
+    """The Kafka listener of every node is on its gRPC port plus this; 0 turns it off."""
     tick_ms: int = 20
     """One Raft tick. Elections time out after election_ticks..2*election_ticks ticks."""
     election_ticks: int = 10
@@ -94,6 +118,9 @@ class NodeConfig:
     isr_max_lag_ms: int = 1000
     """A follower that has not caught up within this time leaves the ISR (replica.lag.time.max.ms)."""
     isr_max_lag_entries: int = 4000
+    max_raft_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT
+    """Largest frame a peer may send on the Raft transport once its Hello is accepted (the
+    Hello itself may be at most a few KiB, node/limits.py)."""
     max_batch_bytes: int = 1 << 20
     """Largest record batch a producer may send (message.max.bytes)."""
     default_partitions: int = 3
@@ -106,6 +133,9 @@ class NodeConfig:
     """How fast the storage's background flushes and compactions may write, MB/s (0: no cap).
     Keeps WAL fsyncs fast under load, and bounds what a node can ingest for long (every byte is
     flushed once): raise it on a disk faster than a shared VM's (docs/performance.md)."""
+    metrics_listen: str = ""
+    """Where GET /metrics is served, HOST:PORT; empty: the --listen host at its port + 300;
+    "off": nowhere."""
     tls_dir: Path | None = None
     """Where this node's ca.crt, node.crt and node.key are (or DIR/node-N/): node/tls.py."""
     tls_ca: Path | None = None
@@ -115,6 +145,9 @@ class NodeConfig:
     """Run the Raft transport without TLS: any process that reaches the port can speak for any
     node. Only on a network where every process is trusted, and only when asked by name."""
     log_level: str = "info"
+    log_format: str = "text"
+    """"text" for people, "json" for log pipelines (one object a line: node, logger, partition
+    and term where the message has them)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -125,11 +158,7 @@ class NodeConfig:
         if self.node_id < 1:
             raise ConfigError(f"--node-id must be >= 1, got {self.node_id}")
         parse_address(self.listen, "--listen")
-        ahost, _ = parse_address(self.advertise, "--advertise")
-        if ahost in ("0.0.0.0", "::"):
-            raise ConfigError(
-                f"--advertise {self.advertise!r} is a wildcard; give the address clients can reach"
-            )
+        parse_advertised(self.advertise, "--advertise")
         if not self.peers:
             raise ConfigError(
                 "--peers is empty: list every node, this one included (1@HOST:PORT,...)"
@@ -141,8 +170,19 @@ class NodeConfig:
         if not 0 < self.raft_port_offset < 65535:
             raise ConfigError(f"raft_port_offset must be in 1..65534, got {self.raft_port_offset}")
         raft_address(self.listen, self.raft_port_offset)
+        if self.kafka_port_offset:
+            if self.kafka_port_offset == self.raft_port_offset:
+                raise ConfigError("kafka_port_offset must differ from raft_port_offset")
+            raft_address(self.listen, self.kafka_port_offset)
+            raft_address(self.advertise, self.kafka_port_offset)
         for addr in self.peers.values():
             raft_address(addr, self.raft_port_offset)
+        if self.metrics_listen not in ("", "off"):
+            parse_address(self.metrics_listen, "--metrics-listen")
+        else:
+            self.metrics_address()
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format must be text or json, got {self.log_format!r}")
         tls_given = [
             f"--tls-{n}"
             for n in ("dir", "ca", "cert", "key")
@@ -165,9 +205,25 @@ class NodeConfig:
             raise ConfigError("tick_ms must be >= 1")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks must be greater than heartbeat_ticks")
+        if not MAX_HELLO_BYTES <= self.max_raft_frame_bytes <= 1 << 30:
+            raise ConfigError(
+                f"max_raft_frame_bytes must be between {MAX_HELLO_BYTES} and {1 << 30}, "
+                f"got {self.max_raft_frame_bytes}"
+            )
         if self.max_batch_bytes < 1024:
             raise ConfigError("max_batch_bytes must be at least 1024")
         return self
+
+    def metrics_address(self) -> str | None:
+        """HOST:PORT of the metrics endpoint, or None when it is off."""
+        if self.metrics_listen == "off":
+            return None
+        if self.metrics_listen:
+            return self.metrics_listen
+        try:
+            return ports.listener_address(self.listen, ports.METRICS.offset)
+        except ValueError as e:
+            raise ConfigError(f"{e} (the metrics port; see --metrics-listen)") from None
 
     @property
     def isr_max_lag_ticks(self) -> int:

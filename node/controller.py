@@ -22,6 +22,7 @@ from typing import Any
 
 from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
+from node.limits import shown
 from node.topic_config import TopicConfig, parse_topic_config
 from raft import (
     ConfState,
@@ -103,11 +104,29 @@ class ControllerState:
         return st
 
 
+def fail_covered_waiters(
+    waiters: dict[int, tuple[int, asyncio.Future[Any]]], snapshot: Snapshot, code: int
+) -> None:
+    """A snapshot from the leader replaced the entries at these waiters' indexes: whether their
+    proposals were written is not known here (nor their results), so say so."""
+    for index in [i for i in waiters if i <= snapshot.meta.index]:
+        _term, fut = waiters.pop(index)
+        if not fut.done():
+            fut.set_exception(
+                BrokerError(
+                    code,
+                    f"the outcome of the proposal at index {index} is unknown here (a snapshot "
+                    "replaced the log): it may have been applied",
+                )
+            )
+
+
 def validate_topic_name(name: str) -> None:
     if not name or len(name) > 249 or name in (".", "..") or not set(name) <= _TOPIC_CHARS:
         raise BrokerError(
             ErrorCode.INVALID_TOPIC,
-            f"invalid topic name {name!r}: use 1-249 characters from a-z, A-Z, 0-9, '.', '_', '-'",
+            f"invalid topic name {shown(name)}: use 1-249 characters from a-z, A-Z, 0-9, '.', "
+            "'_', '-'",
         )
 
 
@@ -117,6 +136,17 @@ def assign_replicas(broker_ids: list[int], partitions: int, rf: int, salt: int) 
     ids = sorted(broker_ids)
     n = len(ids)
     return [[ids[(salt + p + i) % n] for i in range(rf)] for p in range(partitions)]
+
+
+def _merge_configs(configs: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    """A topic's configs with `changes` applied: a value sets a key, None removes it."""
+    merged = dict(configs)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 class Controller:
@@ -188,18 +218,76 @@ class Controller:
             "configs": dict(configs),
         }
 
+    def plan_create_partitions(self, name: str, count: int) -> dict[str, Any]:
+        """Validate growing a topic to `count` partitions; return the command to propose. New
+        partitions are placed like a new topic's, continuing its round-robin."""
+        info = self.state.topics.get(name)
+        if info is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        if count <= info.partitions:
+            raise BrokerError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"topic {name!r} has {info.partitions} partitions: a new count must be larger, "
+                f"not {count} (partitions are never removed)",
+            )
+        if count > MAX_PARTITIONS:
+            raise BrokerError(
+                ErrorCode.INVALID_PARTITIONS, f"partitions must be at most {MAX_PARTITIONS}"
+            )
+        brokers = sorted(self.state.brokers)
+        rf = len(info.replicas[0])
+        if rf > len(brokers):
+            raise BrokerError(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                f"replication factor {rf} is impossible with {len(brokers)} registered brokers",
+            )
+        salt = sum(name.encode()) % len(brokers)
+        placed = assign_replicas(brokers, count, rf, salt)[info.partitions :]
+        return {
+            "op": "create_partitions",
+            "name": name,
+            "topic_id": info.topic_id,
+            "from": info.partitions,
+            "replicas": placed,
+        }
+
+    def plan_alter_topic_configs(self, name: str, changes: dict[str, str | None]) -> dict[str, Any]:
+        """Validate setting (a value) or removing (None) topic configs; return the command."""
+        info = self.state.topics.get(name)
+        if info is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        merged = _merge_configs(info.configs, changes)
+        parse_topic_config(merged, len(info.replicas[0]))
+        return {
+            "op": "alter_topic_configs",
+            "name": name,
+            "topic_id": info.topic_id,
+            "changes": changes,
+        }
+
     # -- the state machine ---------------------------------------------------------------------
     def apply(self, entries: list[Entry]) -> None:
         changed = False
         for e in entries:
+            waiter = self._waiters.pop(e.index, None)
             if e.type != EntryType.NORMAL:
+                if waiter is not None and not waiter[1].done():
+                    # A new leader's no-op (or a conf change) took the proposal's place.
+                    waiter[1].set_exception(
+                        BrokerError(
+                            ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry"
+                        )
+                    )
                 continue
             try:
                 result: Any = self._apply_command(json.loads(e.data))
                 changed = True
             except BrokerError as err:
                 result = err
-            waiter = self._waiters.pop(e.index, None)
             if waiter is not None:
                 term, fut = waiter
                 if fut.done():
@@ -245,6 +333,29 @@ class Controller:
             first = st.next_producer_id
             st.next_producer_id += count
             return first
+        if op == "create_partitions":
+            grown = st.topics.get(cmd["name"])
+            if grown is None or grown.topic_id != int(cmd["topic_id"]):
+                raise BrokerError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd['name']!r} does not exist"
+                )
+            if grown.partitions != int(cmd["from"]):
+                raise BrokerError(
+                    ErrorCode.INVALID_PARTITIONS,
+                    f"topic {grown.name!r} changed while its partitions were being added; retry",
+                )
+            grown.replicas.extend([list(r) for r in cmd["replicas"]])
+            return grown.partitions
+        if op == "alter_topic_configs":
+            altered = st.topics.get(cmd["name"])
+            if altered is None or altered.topic_id != int(cmd["topic_id"]):
+                raise BrokerError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd['name']!r} does not exist"
+                )
+            merged = _merge_configs(altered.configs, cmd["changes"])
+            parse_topic_config(merged, len(altered.replicas[0]))
+            altered.configs = merged
+            return None
         if op == "delete_topic":
             name = cmd["name"]
             if st.topics.pop(name, None) is None:
@@ -260,23 +371,17 @@ class Controller:
 
     def restore(self, snapshot: Snapshot) -> None:
         self.state = ControllerState.from_json(snapshot.data)
+        fail_covered_waiters(self._waiters, snapshot, ErrorCode.REQUEST_TIMED_OUT)
         for listener in self.listeners:
             listener()
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
+        # Pending proposals are not failed when this node stops leading: each may still be
+        # committed (a hand-off commits them all), so each learns its fate from the entry
+        # applied at its index (its own: the result; another: NOT_CONTROLLER, not written), or
+        # its caller's deadline ends it as REQUEST_TIMED_OUT (outcome unknown).
         if soft.role == Role.LEADER:
             log.info("node %d is the controller leader (term %d)", self.node_id, term)
-        else:
-            for _index, (_term, fut) in list(self._waiters.items()):
-                if not fut.done():
-                    fut.set_exception(
-                        BrokerError(
-                            ErrorCode.NOT_CONTROLLER,
-                            "controller leadership changed; retry",
-                            leader_id=soft.leader,
-                        )
-                    )
-            self._waiters.clear()
 
     def on_round(self) -> None:
         pass

@@ -39,6 +39,17 @@ followers of a dead leader elect a new one; a leader with a dead follower ticks 
 follower leaves the ISR, then quiesces without it; a leader whose follower came back heartbeats
 it back into the ISR. A live leader woken by a follower resumes heartbeats at once, so its
 lease, CheckQuorum and PreVote work as they do without quiescence.
+
+Fail-stop. A write, a sync or an apply that raises leaves Readies taken and not finished, and
+writes of unknown durability behind them: the RawNodes now believe things the disk may not
+hold. Nothing safe remains but to stop the node (etcd panics, Redpanda asserts): `halt` logs one
+CRITICAL line naming the cause and exits the process with EXIT_STORAGE_FAILURE. It never logs
+and carries on. A test injects its own `halt` to see the driver stop instead of the process.
+
+Restart. A group reopens at its snapshot: the state machine restores it and the RawNode starts
+with applied = the snapshot's index, so only entries after it are applied again. (The log keeps
+entries below the snapshot for followers slightly behind; they must not be re-applied: the
+controller's and the groups' commands are not idempotent.)
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from node.storage import GroupStorage, GroupUpdate, NodeStore
+from node.tasks import FAIL_STOP_EXIT_CODE, fail_stop, supervise
 from raft import (
     ConfChange,
     Config,
@@ -71,6 +83,16 @@ from raft import (
 )
 
 log = logging.getLogger("liferaft.driver")
+
+EXIT_STORAGE_FAILURE = FAIL_STOP_EXIT_CODE
+"""The exit code of a node stopped by fail-stop (node/tasks.py's, as a vital task's failure)."""
+
+
+def exit_process(cause: str) -> None:
+    """The production `halt`: the process ends at once, without running cleanups that would
+    touch the untrusted store again."""
+    logging.shutdown()
+    os._exit(EXIT_STORAGE_FAILURE)
 
 
 class StateMachine(Protocol):
@@ -127,6 +149,25 @@ class Group:
     removed: bool = False
     busy_tick: int = 0
     """The driver's tick count when the group last had new or committed entries."""
+    conf_changes: list[tuple[int, ConfState]] = field(default_factory=list)
+    """(index, membership after it) of the conf changes applied since the last snapshot, in
+    order: what `conf_state_at` answers from."""
+
+    def conf_state_at(self, index: int) -> ConfState:
+        """The membership as of applied `index` (at or after the snapshot's): a snapshot taken
+        at an index older than the applied one must carry that index's membership."""
+        base = self.storage.snapshot()
+        if index < base.meta.index:
+            raise ValueError(
+                f"group {self.id}: membership at {index} is older than the snapshot at "
+                f"{base.meta.index}"
+            )
+        cs = base.meta.conf_state
+        for at, after in self.conf_changes:
+            if at > index:
+                break
+            cs = after
+        return cs
 
 
 @dataclass(slots=True)
@@ -141,6 +182,8 @@ class DriverStats:
     """Rounds taken while a sync was in flight (writes in flight)."""
     quiesces: int = 0
     wakeups: int = 0
+    messages_from_non_members: int = 0
+    """Messages dropped because their sender is not a voter or learner of the group."""
 
 
 def snapshot_and_trim(group: Group, index: int, data: bytes, keep_entries: int) -> None:
@@ -148,10 +191,20 @@ def snapshot_and_trim(group: Group, index: int, data: bytes, keep_entries: int) 
     keeping the last `keep_entries` entries so a follower slightly behind catches up from the
     log rather than from a snapshot."""
     storage = group.storage
-    storage.create_snapshot(index, group.conf_state, data)
+    take_snapshot(group, index, data)
     keep_from = index - keep_entries
     if keep_from > storage.first_index():
         storage.compact(min(keep_from, index))
+
+
+def take_snapshot(group: Group, index: int, data: bytes) -> None:
+    """Record `data`, the state machine as of applied `index`, as the group's snapshot, with
+    the membership of that index; forget the conf changes it now covers."""
+    if index <= group.storage.snapshot().meta.index:
+        return  # it holds this index already (a newer one came from the leader, say)
+    group.storage.create_snapshot(index, group.conf_state_at(index), data)
+    snap_index = group.storage.snapshot().meta.index
+    group.conf_changes = [(i, c) for i, c in group.conf_changes if i > snap_index]
 
 
 class RaftDriver:
@@ -162,14 +215,22 @@ class RaftDriver:
         outbox: Outbox,
         timing: RaftTiming,
         rng: random.Random | None = None,
+        halt: Callable[[str], None] = exit_process,
     ) -> None:
         self.node_id = node_id
+        self.halt = halt
+        """Called once, with the cause, when the node must stop (fail-stop); ends the process
+        in production. The driver has stopped by then either way."""
+        self.failure: str | None = None
+        """Why the driver stopped, if fail-stop stopped it."""
         self.store = store
         self.outbox = outbox
         self.timing = timing
         self.rng = rng or random.Random()
         self.groups: dict[str, Group] = {}
         self.stats = DriverStats()
+        self.soft_state_listeners: list[Callable[[str, SoftState], None]] = []
+        """Told every group's leader or role change after its owner (the node's metrics)."""
         self._inbox: list[tuple[str, Message]] = []
         self._dirty: set[str] = set()
         self._awake: set[str] = set()  # groups that are not quiesced: the ones to tick
@@ -182,6 +243,7 @@ class RaftDriver:
         self._sync_task: asyncio.Task[None] | None = None  # the sync in flight, if any
         self._wake = asyncio.Event()
         self._stopped = False
+        self._doing = "idle"  # the stage of the round under way, for the fail-stop message
         self._task: asyncio.Task[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
@@ -212,12 +274,14 @@ class RaftDriver:
         snap = storage.snapshot()
         if not snap.is_empty():
             fsm.restore(snap)
+        # Restart at the snapshot, not at the log start below it: the entries in between are
+        # in the restored state already, and applying them again would apply them twice.
         cfg = Config(
             id=self.node_id,
             election_tick=self.timing.election_ticks,
             heartbeat_tick=self.timing.heartbeat_ticks,
             rng=random.Random(self.rng.random()),
-            applied=storage.first_index() - 1,
+            applied=snap.meta.index,
             max_size_per_msg=self.timing.max_size_per_msg,
             max_inflight_msgs=self.timing.max_inflight_msgs,
             isr=self.timing.isr,
@@ -302,7 +366,7 @@ class RaftDriver:
         loop = asyncio.get_running_loop()
         self._next_tick = loop.time() + self.timing.tick_s
         self._schedule_tick()
-        self._task = loop.create_task(self._run(), name=f"raft-driver-{self.node_id}")
+        self._task = supervise(self._run(), f"raft-driver-{self.node_id}", on_failure=fail_stop)
 
     async def stop(self) -> None:
         self._stopped = True
@@ -328,14 +392,35 @@ class RaftDriver:
                 # Keep going while rounds produce work (a leader that commits after persisting
                 # its own entries broadcasts the new commit index), ticking on time throughout.
                 while not self._stopped:
+                    self._doing = "ticking"
                     self._maybe_tick(loop.time())
+                    self._doing = "stepping messages"
                     self._step_inbox()
+                    self._doing = "taking Readies"
                     if not await self._round():
                         break
                     await asyncio.sleep(0)  # let handlers and the transport run between rounds
-            except Exception:
-                log.exception("raft driver round failed; continuing")
-                await asyncio.sleep(self.timing.tick_s)
+            except Exception as e:
+                self._fail_stop(f"a raft round failed while {self._doing}: {e!r}")
+                return
+
+    def _fail_stop(self, cause: str) -> None:
+        """Stop for good: Readies were taken and not finished, and what the disk holds is
+        unknown. No round runs again; nothing more is sent, acknowledged or applied."""
+        if self.failure is not None:
+            return
+        self.failure = cause
+        self._stopped = True
+        self._wake.set()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        log.critical(
+            "node %d: STORAGE FAILURE, stopping the node (fail-stop): %s",
+            self.node_id,
+            cause,
+            exc_info=True,
+        )
+        self.halt(cause)
 
     def _maybe_tick(self, now: float) -> None:
         if now < self._next_tick:
@@ -385,6 +470,18 @@ class RaftDriver:
         for group_id, msg in inbox:
             group = self.groups.get(group_id)
             if group is None:
+                continue
+            cs = group.conf_state  # Only members speak: a non-member's message is dropped.
+            if msg.frm not in cs.voters and msg.frm not in cs.learners:
+                self.stats.messages_from_non_members += 1
+                if self.stats.messages_from_non_members % 1000 == 1:
+                    log.warning(
+                        "group %s: dropped a %s from node %d, not a member (%d dropped)",
+                        group_id,
+                        msg.type.name,
+                        msg.frm,
+                        self.stats.messages_from_non_members,
+                    )
                 continue
             try:
                 group.node.step(msg)
@@ -459,6 +556,7 @@ class RaftDriver:
             )
         if updates:
             t0 = time.perf_counter()
+            self._doing = "writing a round to storage"
             self.store.write(updates, sync=False)
             self.stats.sync_seconds += time.perf_counter() - t0
             self.stats.bytes_persisted += round_bytes
@@ -477,6 +575,7 @@ class RaftDriver:
             # more when the GIL is contended), so it syncs in place.
             if sync:
                 t0 = time.perf_counter()
+                self._doing = "syncing the WAL"
                 self.store.sync_wal()
                 self.stats.syncs += 1
                 self.stats.sync_seconds += time.perf_counter() - t0
@@ -485,9 +584,10 @@ class RaftDriver:
             self._queued.extend(readies)
             self._queued_sync = True
         if self._queued and self._sync_task is None:
-            self._sync_task = asyncio.get_running_loop().create_task(
-                self._sync_queued(), name=f"raft-sync-{self.node_id}"
+            self._sync_task = supervise(
+                self._sync_queued(), f"raft-sync-{self.node_id}", on_failure=fail_stop
             )
+        self._doing = "resolving waiters"
         for group in touched:
             if not group.removed:
                 group.fsm.on_round()
@@ -513,11 +613,10 @@ class RaftDriver:
                     if not group.removed:
                         group.fsm.on_round()
                 self._wake.set()  # advances may have produced messages (commit broadcast)
-        except Exception:
+        except Exception as e:
             # A failed fsync leaves writes of unknown durability behind Readies that were
             # handed out: nothing safe remains to do but stop (as etcd and Redpanda do).
-            log.critical("raft driver: a WAL sync failed; stopping the node", exc_info=True)
-            os._exit(70)
+            self._fail_stop(f"a WAL sync (or the rounds it finishes) failed: {e!r}")
         finally:
             self._sync_task = None
 
@@ -531,6 +630,7 @@ class RaftDriver:
         for group, rd in readies:
             if group.removed:
                 continue
+            self._doing = f"applying committed entries of group {group.id}"
             self._apply(group, rd)
             group.node.advance(rd)
             self._dirty.add(group.id)  # advance may have produced messages (commit broadcast)
@@ -538,11 +638,15 @@ class RaftDriver:
     def _apply(self, group: Group, rd: Ready) -> None:
         if rd.snapshot is not None:
             group.conf_state = rd.snapshot.meta.conf_state
+            group.conf_changes = []
             group.fsm.restore(rd.snapshot)
         if rd.soft_state is not None:
             group.fsm.on_soft_state(rd.soft_state, group.node.term)
+            for listener in self.soft_state_listeners:
+                listener(group.id, rd.soft_state)
         if rd.committed_entries:
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE:
                     group.conf_state = group.node.apply_conf_change(ConfChange.decode(e.data))
+                    group.conf_changes.append((e.index, group.conf_state))
             group.fsm.apply(rd.committed_entries)

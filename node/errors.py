@@ -6,25 +6,10 @@ wrapper; inside node/ code raises them like any exception.
 
 from __future__ import annotations
 
+from liferaft_proto.codes import is_retriable
 from liferaft_proto.v1.errors_pb2 import ErrorCode
 
 __all__ = ["BrokerError", "ErrorCode"]
-
-_RETRIABLE = frozenset(
-    {
-        ErrorCode.NOT_LEADER,
-        ErrorCode.LEADER_NOT_AVAILABLE,
-        ErrorCode.NOT_ENOUGH_REPLICAS,
-        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-        ErrorCode.REQUEST_TIMED_OUT,
-        ErrorCode.BROKER_NOT_AVAILABLE,
-        # The controller or group coordinator is moving: the same request works once it has.
-        ErrorCode.NOT_CONTROLLER,
-        ErrorCode.NOT_COORDINATOR,
-        ErrorCode.COORDINATOR_NOT_AVAILABLE,
-        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
-    }
-)
 
 
 class BrokerError(Exception):
@@ -46,7 +31,7 @@ class BrokerError(Exception):
 
     @property
     def retriable(self) -> bool:
-        return self.code in _RETRIABLE
+        return is_retriable(self.code)
 
     @property
     def code_name(self) -> str:

@@ -38,8 +38,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.assignor import TP, assign
+from node.controller import fail_covered_waiters
 from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
+from node.limits import (
+    MAX_GROUP_ID_CHARS,
+    MAX_OFFSET_METADATA_BYTES,
+    MAX_SESSION_TIMEOUT_MS,
+    MIN_SESSION_TIMEOUT_MS,
+    shown,
+)
+from node.tasks import supervise
 from raft import (
     ConfState,
     Entry,
@@ -55,10 +64,8 @@ log = logging.getLogger("liferaft.groups")
 
 GROUPS_GROUP = "__groups"
 SNAPSHOT_EVERY = 2000
-MIN_SESSION_TIMEOUT_MS = 500
-MAX_SESSION_TIMEOUT_MS = 300_000
-MAX_METADATA_BYTES = 4096
-MAX_GROUP_ID = 249
+MAX_METADATA_BYTES = MAX_OFFSET_METADATA_BYTES
+MAX_GROUP_ID = MAX_GROUP_ID_CHARS
 MAX_MEMBERS = 1000
 RECONCILE_HEARTBEAT_MS = 100
 """How soon a member waiting for partitions (or holding ones to give up) should heartbeat."""
@@ -70,7 +77,7 @@ def validate_group_id(group_id: str) -> None:
     if not group_id or len(group_id) > MAX_GROUP_ID or not group_id.isprintable():
         raise BrokerError(
             ErrorCode.INVALID_GROUP_ID,
-            f"invalid group id {group_id!r}: use 1-{MAX_GROUP_ID} printable characters",
+            f"invalid group id {shown(group_id)}: use 1-{MAX_GROUP_ID} printable characters",
         )
 
 
@@ -215,6 +222,9 @@ class GroupCoordinator:
         self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._applied_since_snapshot = 0
         self._leading = False
+        # Whether a group has live members of another protocol (Kafka's classic groups, on the
+        # Kafka listener): a group is one kind or the other.
+        self.foreign_members: Callable[[str], bool] = lambda _group_id: False
         self.group: Group = driver.add_group(
             GROUPS_GROUP, self, bootstrap=ConfState(voters=frozenset(voters))
         )
@@ -289,8 +299,7 @@ class GroupCoordinator:
 
     def _propose_later(self, command: dict[str, Any]) -> None:
         """Log a command without waiting (leaves and expiries: losing one is safe)."""
-        task = asyncio.ensure_future(self.propose(command))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        supervise(self.propose(command), f"groups-{command['op']}", expected=(BrokerError,))
 
     # -- heartbeats ----------------------------------------------------------------------------
     async def heartbeat(
@@ -318,6 +327,12 @@ class GroupCoordinator:
         self.expire_members()
         group = self.live_group(group_id)
         if not member_id:
+            if self.foreign_members(group_id):
+                raise BrokerError(
+                    ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+                    f"group {group_id!r} has members using Kafka's consumer protocol: "
+                    "a liferaft consumer cannot join it (use another group id)",
+                )
             if len(group.members) >= MAX_MEMBERS:
                 raise BrokerError(
                     ErrorCode.GROUP_MAX_SIZE_REACHED,
@@ -529,13 +544,18 @@ class GroupCoordinator:
     # -- the state machine ---------------------------------------------------------------------
     def apply(self, entries: list[Entry]) -> None:
         for e in entries:
+            waiter = self._waiters.pop(e.index, None)
             if e.type != EntryType.NORMAL:
+                if waiter is not None and not waiter[1].done():
+                    # A new leader's no-op (or a conf change) took the proposal's place.
+                    waiter[1].set_exception(
+                        BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
+                    )
                 continue
             try:
                 result: Any = self._apply_command(json.loads(e.data))
             except BrokerError as err:
                 result = err
-            waiter = self._waiters.pop(e.index, None)
             if waiter is not None:
                 term, fut = waiter
                 if fut.done():
@@ -555,6 +575,9 @@ class GroupCoordinator:
     def _apply_command(self, cmd: dict[str, Any]) -> Any:
         op = cmd.get("op")
         gid = str(cmd.get("group", ""))
+        if op == "delete":  # DeleteGroups (Kafka listener): an empty group's offsets go
+            self.state.groups.pop(gid, None)
+            return None
         rec = self.state.groups.get(gid)
         if rec is None:
             rec = self.state.groups[gid] = GroupRecord()
@@ -582,22 +605,15 @@ class GroupCoordinator:
 
     def restore(self, snapshot: Snapshot) -> None:
         self.state = GroupsState.from_json(snapshot.data)
+        fail_covered_waiters(self._waiters, snapshot, ErrorCode.REQUEST_TIMED_OUT)
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
         leading = soft.role == Role.LEADER
         if leading and not self._leading:
             log.info("node %d is the group coordinator (term %d)", self.node_id, term)
         if not leading:
-            for _index, (_term, fut) in list(self._waiters.items()):
-                if not fut.done():
-                    fut.set_exception(
-                        BrokerError(
-                            ErrorCode.NOT_COORDINATOR,
-                            "the group coordinator changed; retry",
-                            leader_id=soft.leader,
-                        )
-                    )
-            self._waiters.clear()
+            # Pending proposals are not failed here: each may still be committed, so each
+            # learns its fate from the entry applied at its index (see Controller.on_soft_state).
             self.live.clear()
             self._leading = False
         # Leading starts in on_round, once this node has applied everything committed before

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from liferaft_proto import records
-from node.driver import Group, RaftDriver
+from node.driver import Group, RaftDriver, take_snapshot
 from node.errors import BrokerError, ErrorCode
 from node.offset_index import OffsetIndex
 from node.producer_state import BatchRecord, ProducerStateTable
@@ -66,6 +66,10 @@ class _Waiter:
     """The producer stamped an id and sequence: a retry is deduplicated, so this waiter may be
     answered NOT_LEADER as soon as this node stops leading (its fate may stay unknown here for
     long, e.g. when the node is cut off) without risking a duplicate."""
+    written: bool | None = None
+    """Its fate, settled when the entry at its index is applied (or a snapshot covers it):
+    whether that entry is the one proposed (the same term). Kept here, because retention may
+    drop the entry from the log before the waiter is answered (acks=all waits for the ISR)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -126,6 +130,7 @@ class Partition:
         # Leader only: `producers` plus the uncommitted tail; None until needed in this term.
         self._leader_producers: ProducerStateTable | None = None
         self._hw_changed = asyncio.Event()
+        self._applied_term = 0  # the term of the last entry applied (or of the snapshot)
         self._ticks = 0
         self._retention_ticks = 0
         self.group: Group = driver.add_group(
@@ -146,7 +151,13 @@ class Partition:
 
     @property
     def is_leader(self) -> bool:
-        return self.group.node.role == Role.LEADER
+        """Whether this replica leads and may serve: it has applied an entry of its own term
+        (its no-op), so it has applied every entry a previous leader committed and its high
+        watermark is at least any one reported before. A new leader that has not is not one
+        yet to clients (LEADER_NOT_AVAILABLE, retriable): its high watermark may still be
+        behind the previous leader's, and positions consumers hold would look out of range."""
+        node = self.group.node
+        return node.role == Role.LEADER and self._applied_term == node.term
 
     @property
     def high_watermark(self) -> int:
@@ -158,9 +169,13 @@ class Partition:
 
     def state(self) -> PartitionState:
         node = self.group.node
-        isr = tuple(sorted(node.in_sync_replicas())) if self.is_leader else ()
+        leading = self.is_leader
+        isr = tuple(sorted(node.in_sync_replicas())) if leading else ()
+        leader = node.leader
+        if leader == self.node_id and not leading:
+            leader = NONE  # elected, not serving yet (see is_leader)
         return PartitionState(
-            leader=node.leader,
+            leader=leader,
             leader_epoch=node.term,
             isr=isr,
             high_watermark=self.high_watermark,
@@ -213,6 +228,12 @@ class Partition:
             )
         if header.record_count <= 0:
             raise BrokerError(ErrorCode.INVALID_REQUEST, "record batch has no records")
+        if header.producer_id < records.NO_PRODUCER_ID:
+            raise BrokerError(
+                ErrorCode.INVALID_REQUEST,
+                f"record batch carries producer id {header.producer_id}: producer ids are >= 0 "
+                f"(or {records.NO_PRODUCER_ID} for a producer that is not idempotent)",
+            )
         node = self.group.node
         if acks == ACKS_ALL:
             isr = node.in_sync_replicas()
@@ -234,7 +255,9 @@ class Partition:
             )
             if decision.duplicate is not None:
                 return self._answer_duplicate(decision.duplicate, acks)
-        stamped = records.stamp_base_offset(batch, base)
+        # The leader epoch (the Raft term) goes into the batch, as Kafka stamps it: consumers
+        # validate their position with it after a leader change (KIP-320).
+        stamped = records.stamp_base_offset(batch, base, leader_epoch=node.term)
         try:
             index = node.propose(stamped)
         except NotLeaderError:
@@ -309,7 +332,9 @@ class Partition:
                     if h.base_offset < offset:
                         continue  # covered by a snapshot
                     offset = h.base_offset + h.record_count
-                    if h.is_idempotent:
+                    if h.is_idempotent and h.base_offset >= self._producers_as_of:
+                        # Below that, the restored snapshot's table has it already (as apply
+                        # knows): recording it again would push a remembered batch out.
                         table.record(
                             h.producer_id,
                             h.producer_epoch,
@@ -344,7 +369,6 @@ class Partition:
         node = self.group.node
         raft = node.raft
         leading = raft.role == Role.LEADER
-        applied = raft.log.applied
         persisted = raft.log.last_persisted_index()
         isr_floor: int | None = None
         if not leading and any(w.idempotent for w in self._waiters):
@@ -353,7 +377,7 @@ class Partition:
             err = self._not_leader()
             kept: deque[_Waiter] = deque()
             for w in self._waiters:
-                if w.idempotent and applied < w.index and not w.future.done():
+                if w.idempotent and w.written is None and not w.future.done():
                     w.future.set_exception(err)
                 else:
                     kept.append(w)
@@ -363,9 +387,8 @@ class Partition:
             if w.future.done():
                 self._waiters.popleft()
                 continue
-            if applied >= w.index:
-                committed_term = raft.log.term_or_zero(w.index)
-                if committed_term != w.term:
+            if w.written is not None:
+                if not w.written:
                     self._waiters.popleft()
                     w.future.set_exception(
                         BrokerError(
@@ -449,6 +472,11 @@ class Partition:
         with the same timestamps, so the answer does not change with the leader."""
         if not self.is_leader:
             raise self._not_leader()
+        return self.local_lag(offset)
+
+    def local_lag(self, offset: int) -> tuple[int, int]:
+        """`lag` as this replica sees it, leader or not: from its own applied log (a follower's
+        high watermark may trail the leader's by a round; metrics take that)."""
         hw = self.high_watermark
         if offset < 0 or offset > hw:
             raise BrokerError(
@@ -505,6 +533,11 @@ class Partition:
 
     # -- the state machine (called by the driver) ---------------------------------------------
     def apply(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        if self._waiters:
+            self._settle_waiters(entries)
+        self._applied_term = entries[-1].term
         advanced = False
         for e in entries:
             if e.type != EntryType.NORMAL:
@@ -530,7 +563,39 @@ class Partition:
             self._hw_changed.set()
             self._hw_changed = asyncio.Event()
 
+    def _settle_waiters(self, entries: list[Entry]) -> None:
+        """Record the fate of the waiters whose index these (consecutive) entries cover."""
+        lo, hi = entries[0].index, entries[-1].index
+        for w in self._waiters:
+            if w.written is None and lo <= w.index <= hi:
+                w.written = entries[w.index - lo].term == w.term
+
+    def _settle_waiters_by_snapshot(self, snapshot: Snapshot) -> None:
+        """A snapshot from the leader covers entries this replica never applied. A waiter at
+        or below its index was written if its term is the snapshot's (the leader of that term
+        made the snapshot's last entry after it, and its log is the committed one up to there),
+        not written if newer (no committed entry there can have a newer term); if older, its
+        fate is unknown here: REQUEST_TIMED_OUT, as for a deadline (never NOT_LEADER, "not
+        written", which a plain producer would retry into a duplicate)."""
+        meta = snapshot.meta
+        for w in self._waiters:
+            if w.written is not None or w.index > meta.index or w.future.done():
+                continue
+            if w.index == meta.index or w.term >= meta.term:
+                w.written = w.term == meta.term
+            else:
+                w.future.set_exception(
+                    BrokerError(
+                        ErrorCode.REQUEST_TIMED_OUT,
+                        f"the batch proposed at offset {w.base_offset} of {self.topic}-"
+                        f"{self.index} may or may not have been written: this replica caught "
+                        "up from a snapshot that covers it",
+                    )
+                )
+
     def restore(self, snapshot: Snapshot) -> None:
+        self._settle_waiters_by_snapshot(snapshot)
+        self._applied_term = snapshot.meta.term
         state = json.loads(snapshot.data or b"{}")
         next_offset = int(state.get("next_offset", 0))
         self.offsets.reset(next_offset)
@@ -607,7 +672,7 @@ class Partition:
                 "producers_as_of": self.offsets.end_offset,
             }
         ).encode()
-        self.group.storage.create_snapshot(last.raft_index, self.group.conf_state, data)
+        take_snapshot(self.group, last.raft_index, data)
         self.group.storage.compact(last.raft_index)
         log.info(
             "%s-%d: retention dropped %d batches; log now starts at offset %d",

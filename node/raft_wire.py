@@ -15,7 +15,9 @@ one TCP connection. This module is the one place that knows how they look on tha
   snapshot := liferaft.v1.RaftSnapshot (protobuf; voters and learners sorted)
   entry    := index u64, term u64, type u8, data length u32 · data
 
-Integers are big-endian; the type numbers are raft.types.MessageType's and EntryType's.
+Integers are big-endian; the type numbers are raft.types.MessageType's and EntryType's. How
+large a frame may be is the transport's decision (node/limits.py: a few KiB for the Hello, a
+configured size after it).
 
 Why not protobuf for the messages, as before: a record batch went from the log into a RaftEntry,
 then into a serialized frame, then into gRPC's buffers, and back out the same way on the other
@@ -47,7 +49,6 @@ __all__ = [
     "FRAME_HEADER",
     "HELLO",
     "LEADERS",
-    "MAX_FRAME_BYTES",
     "REFUSE",
     "decode_batch",
     "decode_message",
@@ -58,8 +59,6 @@ __all__ = [
 HELLO, REFUSE, BATCH, LEADERS = 1, 2, 3, 4
 FRAME_HEADER = struct.Struct(">IB")
 """length of what follows (kind + payload), kind."""
-MAX_FRAME_BYTES = 256 << 20
-"""A frame claiming more than this is garbage (a wrong peer, a corrupt stream): drop the link."""
 
 _MSG = struct.Struct(">BBIIQQQQQHIII")
 _ENTRY = struct.Struct(">QQBI")

@@ -22,8 +22,14 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
+from node.errors import BrokerError
+from node.kafka.classic import ClassicGroups
+from node.kafka.server import KafkaListener
+from node.kafka.wire import Ctx as KafkaCtx
+from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetrics
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
+from node.tasks import supervise
 from node.tls import PeerTls, TlsFiles
 from node.transport import Transport
 from raft import IsrPolicy, Role
@@ -52,10 +58,13 @@ class NodeServer:
         self.broker: Broker | None = None
         self.driver: RaftDriver | None = None
         self.transport: Transport | None = None
+        self.kafka: KafkaListener | None = None
         self.health = health.aio.HealthServicer()
         self._housekeeping: asyncio.Task[None] | None = None
         self._peer_channels: dict[int, grpc.aio.Channel] = {}
         self._stopping = False
+        self.metrics = NodeMetrics(self.config.node_id)
+        self.metrics_server: MetricsServer | None = None
 
     # -- start ---------------------------------------------------------------------------------
     def _open_store(self) -> NodeStore:
@@ -137,8 +146,13 @@ class NodeServer:
             listen=cfg.listen,
             raft_port_offset=cfg.raft_port_offset,
             tls=tls,
+            max_frame_bytes=cfg.max_raft_frame_bytes,
         )
-        self.driver = RaftDriver(cfg.node_id, self.store, self.transport, timing)
+        self.store.on_sync = self.metrics.observe_fsync
+        self.driver = RaftDriver(
+            cfg.node_id, self.store, CountingOutbox(self.transport, self.metrics), timing
+        )
+        self.driver.soft_state_listeners.append(self.metrics.observe_soft_state)
         self.transport.on_peer_change = self.driver.peer_changed
         self.broker = Broker(cfg, self.driver)
         self.transport.on_peer_advertise = self._on_peer_advertise
@@ -147,7 +161,7 @@ class NodeServer:
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
         broker_pb2_grpc.add_BrokerServicer_to_server(
-            BrokerService(self.broker, self._peer_stub), server
+            BrokerService(self.broker, self._peer_stub, self.metrics), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -169,15 +183,46 @@ class NodeServer:
             )
         await server.start()
         self.server = server
+        self.metrics.registry.register(NodeCollector(self.broker, self.driver, self.transport))
+        metrics_address = cfg.metrics_address()
+        if metrics_address is not None:
+            mhost, mport = parse_address(metrics_address, "--metrics-listen")
+            self.metrics_server = MetricsServer(self.metrics)
+            try:
+                await self.metrics_server.start(mhost, mport)
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot serve metrics on {metrics_address}: {e} "
+                    "(is the port in use? --metrics-listen HOST:PORT or off)"
+                ) from None
+        if cfg.kafka_port_offset:
+            host, port = parse_address(cfg.listen)
+            broker = self.broker
+            classic = ClassicGroups(broker.groups, broker.advertised_address)
+            # A liferaft member may not join a group whose members speak Kafka's protocol.
+            broker.groups.foreign_members = classic.has_members
+            self.kafka = KafkaListener(
+                KafkaCtx(broker, cfg.kafka_port_offset, self._peer_stub, classic),
+                host,
+                port + cfg.kafka_port_offset,
+            )
+            try:
+                await self.kafka.start()
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot listen for Kafka clients on {host}:{port + cfg.kafka_port_offset}: "
+                    f"{e.strerror} (gRPC port + kafka_port_offset {cfg.kafka_port_offset})"
+                ) from None
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.transport.start()
         self.driver.start()
-        self._housekeeping = asyncio.create_task(self._housekeep())
+        self._housekeeping = supervise(self._housekeep, f"housekeeping-{cfg.node_id}", restart=True)
         log.info(
-            "node %d serving on %s (advertised %s), data in %s",
+            "node %d serving on %s (advertised %s), metrics on %s, data in %s",
             cfg.node_id,
             cfg.listen,
             cfg.advertise,
+            metrics_address or "nothing (off)",
             cfg.data_dir,
         )
 
@@ -205,8 +250,11 @@ class NodeServer:
             for states in broker.take_gossip():
                 transport.broadcast_leaders(states)
             for cmd in broker.registrations_due():
-                task = asyncio.create_task(broker.controller.propose(cmd))
-                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+                supervise(
+                    broker.controller.propose(cmd),
+                    f"register-broker-{cmd['node_id']}",
+                    expected=(BrokerError,),
+                )
             healthy = (
                 broker.controller_leader() != 0
                 and self.config.node_id in broker.controller.state.brokers
@@ -254,8 +302,12 @@ class NodeServer:
         await self.health.enter_graceful_shutdown()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        if self.kafka is not None:
+            await self.kafka.stop()
         if self.server is not None:
             await self.server.stop(grace=0.5)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self.transport is not None:
             await self.transport.stop()
         if self.driver is not None:

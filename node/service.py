@@ -19,11 +19,14 @@ import grpc
 from liferaft_proto import records
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
+from node import validate
 from node.broker import Broker, PartitionView
 from node.config import parse_address
-from node.controller import TopicInfo
+from node.controller import TopicInfo, validate_topic_name
 from node.errors import BrokerError, ErrorCode
-from node.groups import EMPTY, GroupCoordinator, OffsetEntry, validate_group_id
+from node.groups import EMPTY, GroupCoordinator, OffsetEntry
+from node.limits import MAX_ADDRESS_CHARS, MAX_ERROR_MESSAGE_CHARS, shown
+from node.metrics import NodeMetrics
 from node.topic_config import TopicConfig
 
 log = logging.getLogger("liferaft.service")
@@ -37,12 +40,20 @@ ADMIN_TIMEOUT_MS = 15_000
 R = TypeVar("R")
 
 
+def _cut(message: str) -> str:
+    """Error messages leave the node at most MAX_ERROR_MESSAGE_CHARS long: a status trailer
+    past a client's metadata limit (16 KiB by default) would hide the real error."""
+    if len(message) <= MAX_ERROR_MESSAGE_CHARS:
+        return message
+    return message[: MAX_ERROR_MESSAGE_CHARS - 20] + f"... ({len(message)} chars)"
+
+
 def _detail(err: BrokerError) -> errors_pb2.ErrorDetail:
     return errors_pb2.ErrorDetail(
         code=err.code,  # type: ignore[arg-type]
-        message=err.message,
+        message=_cut(err.message),
         leader_id=err.leader_id,
-        leader_address=err.leader_address,
+        leader_address=err.leader_address[:MAX_ADDRESS_CHARS],
         retriable=err.retriable,
         leader_epoch=err.leader_epoch,
     )
@@ -51,22 +62,31 @@ def _detail(err: BrokerError) -> errors_pb2.ErrorDetail:
 def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Map BrokerError (and surprises) to a gRPC status with an ErrorDetail."""
 
+    api = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(self: BrokerService, request: Any, context: grpc.aio.ServicerContext) -> R:
+        t0 = time.perf_counter()
+        outcome = "OK"
         try:
             return await fn(self, request, context)
         except BrokerError as e:
+            outcome = e.code_name
             await context.abort_with_status(wire_status.error_status(_detail(e)))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as e:  # a bug: say so plainly, keep serving
+            outcome = "UNKNOWN_SERVER_ERROR"
             log.exception("%s failed", fn.__name__)
             detail = errors_pb2.ErrorDetail(
                 code=errors_pb2.UNKNOWN_SERVER_ERROR,
-                message=f"{type(e).__name__}: {e}",
+                message=_cut(f"{type(e).__name__}: {e}"),
                 retriable=False,
             )
             await context.abort_with_status(wire_status.error_status(detail))
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_request(api, outcome, time.perf_counter() - t0)
         raise AssertionError("unreachable")
 
     return wrapper
@@ -74,21 +94,22 @@ def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 
 class BrokerService(broker_pb2_grpc.BrokerServicer):
     def __init__(
-        self, broker: Broker, forward: Callable[[int], broker_pb2_grpc.BrokerStub | None]
+        self,
+        broker: Broker,
+        forward: Callable[[int], broker_pb2_grpc.BrokerStub | None],
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.broker = broker
         self._forward = forward  # node id -> stub to that node (for controller requests)
+        self.metrics = metrics
 
     # -- produce and fetch ---------------------------------------------------------------------
     @unary
     async def Produce(
         self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ProduceResponse:
+        validate.produce(request)
         acks = request.acks if request.HasField("acks") else -1
-        if acks not in (0, 1, -1):
-            raise BrokerError(
-                ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1 (all), got {acks}"
-            )
         part = self.broker.leader_partition(request.topic, request.partition)
         base, fut = part.produce(request.records, acks)
         if fut is not None:
@@ -125,6 +146,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def Fetch(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.FetchResponse:
+        validate.fetch(request)
         max_bytes, max_wait = self._fetch_limits(request)
         part = self.broker.leader_partition(request.topic, request.partition)
         res = await part.fetch(request.offset, max_bytes, max_wait, request.min_bytes)
@@ -139,6 +161,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[broker_pb2.FetchResponse]:
         try:
+            validate.fetch(request)
             max_bytes, max_wait = self._fetch_limits(request)
             offset = request.offset
             while True:
@@ -162,6 +185,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def ListOffsets(
         self, request: broker_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ListOffsetsResponse:
+        validate.list_offsets(request)
         spec = request.spec
         if spec == broker_pb2.ListOffsetsRequest.UNSPECIFIED:
             raise BrokerError(
@@ -212,6 +236,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def Metadata(
         self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.MetadataResponse:
+        validate.metadata(request)
         st = self.broker.controller.state
         resp = broker_pb2.MetadataResponse(
             controller_id=self.broker.controller_leader(), cluster_id=self.broker.config.cluster_id
@@ -223,9 +248,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             info = st.topics.get(name)
             if info is None:
                 resp.topics.append(
-                    broker_pb2.TopicMetadata(
-                        name=name, error_code=errors_pb2.UNKNOWN_TOPIC_OR_PARTITION
-                    )
+                    broker_pb2.TopicMetadata(name=name, error_code=_missing_topic(name).code)  # type: ignore[arg-type]
                 )
             else:
                 resp.topics.append(self._topic_pb(info))
@@ -235,6 +258,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def DescribeTopics(
         self, request: broker_pb2.DescribeTopicsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.DescribeTopicsResponse:
+        validate.topic_names(request.names)
         st = self.broker.controller.state
         resp = broker_pb2.DescribeTopicsResponse()
         defaults = TopicConfig().to_dict()
@@ -242,15 +266,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             info = st.topics.get(name)
             if info is None:
                 resp.topics.append(
-                    broker_pb2.TopicDescription(
-                        name=name,
-                        error=_detail(
-                            BrokerError(
-                                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                                f"topic {name!r} does not exist",
-                            )
-                        ),
-                    )
+                    broker_pb2.TopicDescription(name=name, error=_detail(_missing_topic(name)))
                 )
                 continue
             desc = broker_pb2.TopicDescription(name=name, replication_factor=len(info.replicas[0]))
@@ -295,6 +311,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def CreateTopics(
         self, request: broker_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.CreateTopicsResponse:
+        validate.create_topics(request)
         forwarded = await self._on_controller("CreateTopics", request)
         if forwarded is not None:
             return forwarded
@@ -313,9 +330,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             try:
                 if t.name in seen:
                     raise BrokerError(
-                        ErrorCode.INVALID_REQUEST, f"topic {t.name!r} appears twice in the request"
+                        ErrorCode.INVALID_REQUEST,
+                        f"topic {shown(t.name)} appears twice in the request",
                     )
                 seen.add(t.name)
+                validate.new_topic(t)
                 cmd = ctl.plan_create_topic(t.name, partitions, rf, dict(t.configs))
                 if not request.validate_only:
                     await asyncio.wait_for(
@@ -354,6 +373,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def DeleteTopics(
         self, request: broker_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.DeleteTopicsResponse:
+        validate.delete_topics(request)
         forwarded = await self._on_controller("DeleteTopics", request)
         if forwarded is not None:
             return forwarded
@@ -363,9 +383,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             result = broker_pb2.DeleteTopicResult(name=name)
             try:
                 if name not in ctl.state.topics:
-                    raise BrokerError(
-                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
-                    )
+                    raise _missing_topic(name)
                 await asyncio.wait_for(
                     ctl.propose({"op": "delete_topic", "name": name}),
                     (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000,
@@ -375,7 +393,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             except TimeoutError:
                 result.error.CopyFrom(
                     _detail(
-                        BrokerError(ErrorCode.REQUEST_TIMED_OUT, f"deleting {name!r} timed out")
+                        BrokerError(
+                            ErrorCode.REQUEST_TIMED_OUT, f"deleting {shown(name)} timed out"
+                        )
                     )
                 )
             resp.topics.append(result)
@@ -405,6 +425,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def PartitionLag(
         self, request: broker_pb2.PartitionLagRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.PartitionLagResponse:
+        validate.partition_lag(request)
         part = self.broker.leader_partition(request.topic, request.partition)
         lag_records, first_ts = part.lag(request.offset)
         now_ms = int(time.time() * 1000)
@@ -428,7 +449,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def FindCoordinator(
         self, request: broker_pb2.FindCoordinatorRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.FindCoordinatorResponse:
-        validate_group_id(request.group_id)
+        validate.find_coordinator(request)
         leader = self.broker.groups.leader
         address = self.broker.advertised_address(leader) if leader else ""
         if not address:
@@ -443,6 +464,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def GroupHeartbeat(
         self, request: broker_pb2.GroupHeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.GroupHeartbeatResponse:
+        validate.group_heartbeat(request)
         coord = self._coordinator()
         try:
             answer = await asyncio.wait_for(
@@ -473,8 +495,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def LeaveGroup(
         self, request: broker_pb2.LeaveGroupRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.LeaveGroupResponse:
+        validate.leave_group(request)
         coord = self._coordinator()
-        validate_group_id(request.group_id)
         coord.leave(request.group_id, request.member_id)
         return broker_pb2.LeaveGroupResponse()
 
@@ -482,6 +504,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def CommitOffsets(
         self, request: broker_pb2.CommitOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.CommitOffsetsResponse:
+        validate.commit_offsets(request)
         coord = self._coordinator()
         offsets = [(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets]
         if not offsets:
@@ -558,8 +581,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def FetchOffsets(
         self, request: broker_pb2.FetchOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.FetchOffsetsResponse:
+        validate.fetch_offsets(request)
         coord = self._coordinator()
-        validate_group_id(request.group_id)
         committed = coord.committed(request.group_id)
         wanted = sorted(_tps(request.partitions)) if request.partitions else sorted(committed)
         resp = broker_pb2.FetchOffsetsResponse()
@@ -590,8 +613,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def DescribeGroup(
         self, request: broker_pb2.DescribeGroupRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.DescribeGroupResponse:
+        validate.describe_group(request)
         coord = self._coordinator()
-        validate_group_id(request.group_id)
         coord.expire_members()
         if not coord.exists(request.group_id):
             raise BrokerError(
@@ -620,6 +643,56 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         for tp, entry in sorted(coord.committed(request.group_id).items()):
             resp.offsets.append(_committed_pb(tp, entry))
         return resp
+
+    # -- debug ---------------------------------------------------------------------------------
+    @unary
+    async def ReplicaState(
+        self, request: broker_pb2.ReplicaStateRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ReplicaStateResponse:
+        """This node's replicas, summed up (node/replica_state.py). Read-only, synchronous
+        (one consistent view: nothing is applied while it runs)."""
+        from node import replica_state as rs
+
+        b = self.broker
+        resp = broker_pb2.ReplicaStateResponse(node_id=b.node_id)
+        for (topic, index), part in sorted(b.partitions.items()):
+            wanted = request.ranges.get(f"{topic}/{index}")
+            lo, hi = (wanted.from_offset, wanted.to_offset) if wanted else (0, 1 << 62)
+            if lo < 0 or hi < lo:
+                raise BrokerError(
+                    ErrorCode.INVALID_REQUEST, f"bad range [{lo}, {hi}) for {topic}/{index}"
+                )
+            got_from, got_to, digest = rs.partition_digest(part, lo, hi)
+            resp.partitions.append(
+                broker_pb2.PartitionReplicaState(
+                    topic=topic,
+                    partition=index,
+                    group_id=part.group_id,
+                    log_start_offset=part.log_start_offset,
+                    high_watermark=part.high_watermark,
+                    digest_from=got_from,
+                    digest_to=got_to,
+                    digest=digest,
+                    applied_index=part.group.node.status().applied,
+                )
+            )
+        for target, fsm, canonical in (
+            (resp.controller, b.controller, rs.controller_canonical),
+            (resp.groups, b.groups, rs.groups_canonical),
+        ):
+            target.group_id = fsm.group.id
+            target.applied_index = fsm.group.node.status().applied
+            target.digest = rs.canonical_digest(canonical(fsm.state.to_json()))
+        return resp
+
+
+def _missing_topic(name: str) -> BrokerError:
+    """The error for a topic that is not there: INVALID_TOPIC if it could never be."""
+    try:
+        validate_topic_name(name)
+    except BrokerError as e:
+        return e
+    return BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist")
 
 
 def _tps(items: Iterable[broker_pb2.TopicPartitions]) -> set[tuple[str, int]]:

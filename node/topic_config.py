@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node.errors import BrokerError, ErrorCode
+from node.limits import shown
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -54,14 +55,18 @@ def parse_topic_config(raw: dict[str, str], replication_factor: int) -> TopicCon
         if field_name is None:
             known = ", ".join(sorted(_KEYS))
             raise BrokerError(
-                ErrorCode.INVALID_CONFIG, f"unknown topic config {key!r}; known: {known}"
+                ErrorCode.INVALID_CONFIG, f"unknown topic config {shown(key)}; known: {known}"
             )
         try:
             value = int(str(text).strip())
         except ValueError:
             raise BrokerError(
-                ErrorCode.INVALID_CONFIG, f"topic config {key}={text!r} is not a whole number"
+                ErrorCode.INVALID_CONFIG, f"topic config {key}={shown(text)} is not a whole number"
             ) from None
+        if not -(1 << 63) <= value < 1 << 63:
+            raise BrokerError(
+                ErrorCode.INVALID_CONFIG, f"topic config {key}={shown(text)} is not a 64-bit number"
+            )
         values[field_name] = value
     cfg = TopicConfig(**values)
     if cfg.retention_ms == 0 or cfg.retention_ms < -1:

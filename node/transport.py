@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import ssl
@@ -47,18 +48,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liferaft_proto.v1 import errors_pb2, raft_pb2
-from node.config import RAFT_PORT_OFFSET, ConfigError, parse_address, raft_address
+from node.config import (
+    RAFT_PORT_OFFSET,
+    ConfigError,
+    parse_address,
+    parse_advertised,
+    raft_address,
+)
+from node.limits import (
+    HELLO_DEADLINE_S,
+    MAX_FRAME_BYTES_DEFAULT,
+    MAX_HELLO_BYTES,
+    MAX_UNAUTHENTICATED_CONNECTIONS,
+    shown,
+)
 from node.raft_wire import (
     BATCH,
     FRAME_HEADER,
     HELLO,
     LEADERS,
-    MAX_FRAME_BYTES,
     REFUSE,
     decode_batch,
     encode_message,
     frame,
 )
+from node.tasks import supervise
 from node.tls import PeerIdentityError, PeerTls, peer_node_id
 from raft import Message
 
@@ -67,8 +81,11 @@ log = logging.getLogger("liferaft.transport")
 MAX_BUFFERED_BYTES = 64 << 20
 """A connection whose unsent bytes exceed this drops new frames until it drains."""
 READ_LIMIT = 8 << 20
-"""asyncio's read buffer high-water mark: large, so big frames do not pause reading per 128 KiB."""
-HELLO_TIMEOUT_S = 5.0
+"""asyncio's read buffer high-water mark once a peer is known: large, so big frames do not pause
+reading per 128 KiB."""
+HELLO_READ_LIMIT = MAX_HELLO_BYTES
+"""The same before the Hello: a stranger cannot make the node buffer more than about twice this."""
+HELLO_TIMEOUT_S = HELLO_DEADLINE_S
 _KEEPALIVE = FRAME_HEADER.pack(1, BATCH)
 
 
@@ -79,6 +96,17 @@ class LinkStats:
     frames_dropped: int = 0
     messages_received: int = 0
     connects: int = 0
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """What the accepting side refused, by reason (every refusal is also logged)."""
+
+    connections_over_limit: int = 0
+    """Closed at once: MAX_UNAUTHENTICATED_CONNECTIONS were already waiting for their Hello."""
+    handshakes_timed_out: int = 0
+    handshakes_refused: int = 0
+    """A first frame that is not a valid Hello (too large, garbage, wrong cluster or node)."""
 
 
 @dataclass(slots=True)
@@ -105,6 +133,27 @@ class PeerLink:
         return self.writer is not None
 
 
+def _raise_read_limit(reader: asyncio.StreamReader) -> None:
+    """Let an accepted peer's reader buffer READ_LIMIT, as the dialled side's does: it was
+    opened with HELLO_READ_LIMIT so that nothing is buffered for a stranger. asyncio has no
+    public setter for a StreamReader's limit; the attribute has been there since 3.4."""
+    if getattr(reader, "_limit", READ_LIMIT) < READ_LIMIT:
+        reader._limit = READ_LIMIT  # type: ignore[attr-defined]
+
+
+class _TlsGate(asyncio.Protocol):
+    """A TLS connection's protocol until the Transport admits it: it reads nothing, so the
+    handshake (loop.start_tls) gets the socket whole, from its first byte."""
+
+    def __init__(self, admit: Callable[[asyncio.Transport], None]) -> None:
+        self._admit = admit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        self._admit(transport)
+
+
 class TransportRefused(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -125,6 +174,9 @@ class Transport:
         *,
         listen: str = "",
         raft_port_offset: int = RAFT_PORT_OFFSET,
+        max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED_CONNECTIONS,
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
         tls: PeerTls | None = None,
     ) -> None:
         """`peers` and `listen` are gRPC addresses (as in --peers, --listen): the Raft
@@ -148,6 +200,13 @@ class Transport:
             for pid, addr in peers.items()
             if pid != node_id
         }
+        self.max_frame_bytes = max_frame_bytes
+        """Frames after the Hello; the Hello itself may claim at most MAX_HELLO_BYTES."""
+        self.max_unauthenticated = max_unauthenticated
+        self.hello_timeout_s = hello_timeout_s
+        self.stats = TransportStats()
+        self._handshaking = 0
+        """Accepted connections whose Hello has not been accepted yet."""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
@@ -232,15 +291,16 @@ class Transport:
         if self.listen:
             host, port = parse_address(self.listen, "Raft listener")
             try:
-                self._server = await asyncio.start_server(
-                    self._accept,
-                    host,
-                    port,
-                    limit=READ_LIMIT,
-                    reuse_address=True,
-                    ssl=self.tls.server if self.tls is not None else None,
-                    ssl_handshake_timeout=HELLO_TIMEOUT_S if self.tls is not None else None,
-                )
+                if self.tls is None:
+                    self._server = await asyncio.start_server(
+                        self._accept, host, port, limit=HELLO_READ_LIMIT, reuse_address=True
+                    )
+                else:
+                    # Not start_server(ssl=...): that starts a handshake (and its buffers) for
+                    # every connection before any count of them could close the surplus.
+                    self._server = await asyncio.get_running_loop().create_server(
+                        lambda: _TlsGate(self._admit_tls), host, port, reuse_address=True
+                    )
             except OSError as e:
                 raise ConfigError(
                     f"cannot listen for Raft peers on {self.listen}: {e.strerror or e} (the "
@@ -248,8 +308,11 @@ class Transport:
                 ) from None
         for link in self.links.values():
             if self.node_id < link.peer_id:
-                self._spawn(self._dial_forever(link))
-        self._spawn(self._watch())
+                self._spawn(
+                    functools.partial(self._dial_forever, link),
+                    f"raft-dial-{self.node_id}-{link.peer_id}",
+                )
+        self._spawn(self._watch, f"raft-watch-{self.node_id}")
 
     async def stop(self) -> None:
         self._stopped = True
@@ -263,8 +326,9 @@ class Transport:
                 link.writer.close()
                 link.writer = None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, make: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """A loop that runs until stop: supervised, so a bug in it is logged and it restarts."""
+        task = supervise(make, name, restart=True)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -291,7 +355,7 @@ class Transport:
         if h.cluster_id != self.cluster_id:
             raise TransportRefused(
                 errors_pb2.INCONSISTENT_CLUSTER_ID,
-                f"node {h.from_node} belongs to cluster {h.cluster_id!r} but node {self.node_id} "
+                f"node {h.from_node} belongs to cluster {shown(h.cluster_id)} but node {self.node_id} "
                 f"belongs to {self.cluster_id!r}: check --peers and the cluster id",
             )
         if h.to_node != self.node_id:
@@ -311,17 +375,29 @@ class Transport:
                 errors_pb2.INCONSISTENT_NODE_ID,
                 f"node {h.from_node} is not in node {self.node_id}'s --peers",
             )
-        if self.on_peer_advertise is not None and h.advertise:
-            self.on_peer_advertise(int(h.from_node), h.advertise)
+        if h.advertise:
+            # Checked before anything stores it: it becomes the node's address in metadata.
+            # Only this (the peer's own) link can set the peer's address.
+            try:
+                parse_advertised(h.advertise, f"node {h.from_node}'s advertised address")
+            except ConfigError as e:
+                raise TransportRefused(errors_pb2.INVALID_REQUEST, str(e)) from None
+            if self.on_peer_advertise is not None:
+                self.on_peer_advertise(int(h.from_node), h.advertise)
         return int(h.from_node)
 
     @staticmethod
-    async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-        """The next frame's kind and payload. Raises ValueError on a frame that cannot be one,
+    async def _read_frame(
+        reader: asyncio.StreamReader, max_bytes: int = MAX_HELLO_BYTES
+    ) -> tuple[int, bytes]:
+        """The next frame's kind and payload. Raises ValueError on a frame that claims more than
+        `max_bytes` (before a byte of it is buffered) or cannot be one,
         asyncio.IncompleteReadError when the peer closes."""
         size, kind = FRAME_HEADER.unpack(await reader.readexactly(FRAME_HEADER.size))
-        if not 1 <= size <= MAX_FRAME_BYTES:
-            raise ValueError(f"a frame of {size} bytes is not a Raft frame")
+        if not 1 <= size <= max_bytes:
+            raise ValueError(
+                f"a frame of {size} bytes is not a Raft frame here (at most {max_bytes})"
+            )
         return kind, await reader.readexactly(size - 1) if size > 1 else b""
 
     def _handle(self, link: PeerLink, kind: int, payload: bytes) -> None:
@@ -329,16 +405,24 @@ class Transport:
         if not link.alive:
             self._set_alive(link, True)
         if kind == BATCH:
-            deliver, peer, n = self.deliver, link.peer_id, 0
+            deliver, peer, me, n = self.deliver, link.peer_id, self.node_id, 0
             for group, msg in decode_batch(payload):
-                if msg.frm != peer:
-                    raise ValueError(f"node {peer} sent a message from node {msg.frm}")
+                if msg.frm != peer or msg.to != me:
+                    raise ValueError(
+                        f"node {peer} sent a message from node {msg.frm} to node {msg.to}"
+                    )
                 deliver(group, msg)
                 n += 1
             link.stats.messages_received += n
         elif kind == LEADERS:
+            try:
+                states = raft_pb2.LeaderStates.FromString(payload)
+            except Exception:  # protobuf's DecodeError
+                raise ValueError("a LEADERS frame that does not parse") from None
+            if states.from_node != link.peer_id:
+                raise ValueError(f"node {link.peer_id} sent gossip as node {states.from_node}")
             if self.on_leaders is not None:
-                self.on_leaders(link.peer_id, raft_pb2.LeaderStates.FromString(payload))
+                self.on_leaders(link.peer_id, states)
         else:
             raise ValueError(f"unexpected frame kind {kind} after the Hello")
 
@@ -353,9 +437,11 @@ class Transport:
             old.close()
         link.parts, link.pending_bytes, link.pending_count = [], 0, 0
         link.stats.connects += 1
+        _raise_read_limit(reader)
+        max_bytes = self.max_frame_bytes
         try:
             while True:
-                kind, payload = await self._read_frame(reader)
+                kind, payload = await self._read_frame(reader, max_bytes)
                 self._handle(link, kind, payload)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             log.info("node %d: the Raft connection with node %d closed", self.node_id, link.peer_id)
@@ -374,21 +460,110 @@ class Transport:
                 self._set_alive(link, False)
 
     # -- accepting side ------------------------------------------------------------------------
+    def _over_limit(self) -> bool:
+        """Whether a new connection must be closed at once: `max_unauthenticated` connections
+        are waiting for their TLS handshake or Hello already."""
+        if self._handshaking < self.max_unauthenticated:
+            return False
+        self.stats.connections_over_limit += 1
+        if self.stats.connections_over_limit % 100 == 1:
+            log.warning(
+                "node %d: %d Raft connections are waiting for their Hello already; closing "
+                "new ones (%d so far)",
+                self.node_id,
+                self._handshaking,
+                self.stats.connections_over_limit,
+            )
+        return True
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A plaintext connection from anyone: at most `max_unauthenticated` of them wait for
+        their Hello, each for at most `hello_timeout_s` and MAX_HELLO_BYTES, before it is
+        trusted."""
+        if self._over_limit():
+            writer.close()
+            return
+        self._handshaking += 1
+        await self._greet(reader, writer)
+
+    def _admit_tls(self, raw: asyncio.Transport) -> None:
+        """A TLS connection from anyone, before its handshake: admitted under the same bound as
+        a plaintext one (a handshake costs memory too), then the handshake and the Hello."""
+        if self._stopped or self._over_limit():
+            raw.close()
+            return
+        self._handshaking += 1
+        task = asyncio.create_task(self._tls_accept(raw))
+        self._tasks.add(task)  # cancelled by stop(), as the links are
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tls_accept(self, raw: asyncio.Transport) -> None:
+        assert self.tls is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=HELLO_READ_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            secured = await loop.start_tls(
+                raw,
+                protocol,
+                self.tls.server,
+                server_side=True,
+                ssl_handshake_timeout=self.hello_timeout_s,
+            )
+        except BaseException as e:
+            self._handshaking -= 1
+            raw.close()
+            if isinstance(e, ssl.SSLError):  # no certificate, another CA's, not TLS at all
+                self.stats.handshakes_refused += 1
+                log.warning(
+                    "refused a Raft connection from %s: TLS: %s",
+                    raw.get_extra_info("peername"),
+                    e.reason or e,
+                )
+            elif isinstance(e, ConnectionAbortedError | TimeoutError):
+                self.stats.handshakes_timed_out += 1
+            if not isinstance(e, Exception):  # cancelled: the transport stops
+                raise
+            return
+        if secured is None:  # typeshed's: the loop had no TLS to give
+            self._handshaking -= 1
+            raw.close()
+            return
+        protocol.connection_made(secured)
+        await self._greet(reader, asyncio.StreamWriter(secured, protocol, reader, loop))
+
+    async def _greet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Take the Hello of an admitted connection (counted in `_handshaking` until then) and
+        serve the link it opens."""
         try:
             try:
-                kind, payload = await asyncio.wait_for(self._read_frame(reader), HELLO_TIMEOUT_S)
-                # Over TLS the certificate says who dialled, and the Hello must agree with it.
-                peer = self._check_hello(kind, payload, self._certified_peer(writer))
+                try:
+                    kind, payload = await asyncio.wait_for(
+                        self._read_frame(reader), self.hello_timeout_s
+                    )
+                    # Over TLS the certificate says who dialled, and the Hello must agree.
+                    peer = self._check_hello(kind, payload, self._certified_peer(writer))
+                finally:
+                    self._handshaking -= 1
             except TransportRefused as e:
+                self.stats.handshakes_refused += 1
                 log.warning("refused a Raft connection: %s", e)
                 detail = errors_pb2.ErrorDetail(code=e.code, message=str(e))  # type: ignore[arg-type]
                 writer.write(frame(REFUSE, detail.SerializeToString()))
                 with contextlib.suppress(ConnectionError):
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), self.hello_timeout_s)
                 writer.close()
                 return
-            except (TimeoutError, ValueError, asyncio.IncompleteReadError, OSError):
+            except TimeoutError:
+                self.stats.handshakes_timed_out += 1
+                writer.close()
+                return
+            except ValueError as e:
+                self.stats.handshakes_refused += 1
+                log.warning("refused a Raft connection: %s", e)
+                writer.close()
+                return
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
                 writer.close()
                 return
             writer.write(self._hello(peer))
@@ -397,6 +572,9 @@ class Transport:
         except asyncio.CancelledError:
             writer.close()
             raise
+        except Exception:  # a bug: asyncio would only print it, and the link must not leak
+            log.exception("node %d: a Raft connection failed", self.node_id)
+            writer.close()
 
     def _certified_peer(self, writer: asyncio.StreamWriter) -> int | None:
         """The node id the other end's certificate names (None without TLS); TransportRefused

@@ -25,6 +25,9 @@ Consensus Algorithm", extended version) and thesis (Ongaro 2014) sections:
   - quiescence (CockroachDB's): an idle, fully replicated group stops ticking, so a node can
     host thousands of groups that cost nothing while nobody writes to them (see below).
 
+Where this core deliberately differs from etcd-io/raft, and what it took from etcd's scenarios,
+is listed in raft/README.md.
+
 Quiescence. A host with many groups asks an idle leader to `maybe_quiesce`. It agrees only when
 nothing is in flight: every member acknowledged the last index, which is committed and applied,
 and answered its last heartbeats (members the host reports unreachable may be left out once they
@@ -40,7 +43,7 @@ holds (CheckQuorum and PreVote work as without quiescence); a dead leader cannot
 followers, ticking again, elect a new one after an election timeout. Hosts must therefore wake
 the followers of a leader whose node they lose contact with: a quiesced group hears nothing.
 
-Which messages must wait for persistence. Messages are split in two queues:
+Which messages must wait for persistence. Messages are split in three queues:
   `msgs`               may be sent at once, before the host persists this step's state: a
                        leader's appends, heartbeats, snapshots and TimeoutNow, and PreVote
                        requests. A leader may replicate entries it has not yet written itself
@@ -49,6 +52,17 @@ Which messages must wait for persistence. Messages are split in two queues:
   `msgs_after_persist` everything else: votes and vote replies, append and heartbeat replies.
                        They promise something about durable state (a vote cast, entries held), so
                        they leave only after the hard state and entries are on disk.
+  `msgs_to_self`       a candidate's own vote. It is a promise like any other vote, so it counts
+                       only once durable: RawNode hands it out inside the Ready (never to the
+                       host) and steps it back in advance(), after that Ready's write. This is
+                       what keeps a single voter from leading a term it has not persisted: it
+                       wins on its own vote, so it becomes leader in advance(), with its term on
+                       disk, and none of its appends (which go before its writes, above) can
+                       carry a term a crash would let it reuse for different entries. etcd does
+                       the same (raft.go campaign, rawnode.go stepsOnAdvance). Holding a new
+                       leader's messages until its term is durable would also do, but would add
+                       a second rule to the two queues; this keeps "leaders' appends go at once"
+                       true without exception.
 """
 
 from __future__ import annotations
@@ -157,6 +171,9 @@ class Raft:
         self.pending_conf_index = 0  # a conf change at or below this index is not yet applied
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
+        # Messages to ourselves (our own vote): RawNode steps them back into us once the Ready
+        # they came with is durable (see `msgs_to_self` in the module docstring).
+        self.msgs_to_self: list[Message] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = cfg.election_tick
@@ -210,7 +227,9 @@ class Raft:
                 raise RaftError(f"term must be set when sending {m.type.name}")
         elif m.term == 0:
             m.term = self.term
-        if m.type in _SEND_NOW:
+        if m.to == self.id:
+            self.msgs_to_self.append(m)
+        elif m.type in _SEND_NOW:
             self.msgs.append(m)
         else:
             self.msgs_after_persist.append(m)
@@ -220,9 +239,12 @@ class Raft:
         pr = self.tracker.progress[to]
         if pr.is_paused():
             return False
+        return self._send_append(to, pr, send_if_empty, with_entries=True)
+
+    def _send_append(self, to: int, pr: Progress, send_if_empty: bool, with_entries: bool) -> bool:
         try:
             prev_term = self.log.term(pr.next - 1)
-            ents = self.log.entries(pr.next, self.cfg.max_size_per_msg)
+            ents = self.log.entries(pr.next, self.cfg.max_size_per_msg) if with_entries else []
         except (CompactedError, UnavailableError):
             return self._send_snapshot(to, pr)
         if not ents and not send_if_empty:
@@ -238,6 +260,7 @@ class Raft:
                 commit=self.log.committed,
             )
         )
+        pr.sent_commit = self.log.committed
         if ents:
             pr.sent_entries(ents[-1].index)
         elif pr.state == ProgressState.PROBE:
@@ -260,8 +283,10 @@ class Raft:
         return True
 
     def send_heartbeat(self, to: int) -> None:
-        commit = min(self.tracker.progress[to].match, self.log.committed)
+        pr = self.tracker.progress[to]
+        commit = min(pr.match, self.log.committed)
         self.send(Message(type=MessageType.HEARTBEAT, to=to, frm=self.id, commit=commit))
+        pr.sent_commit = commit
 
     def bcast_append(self) -> None:
         for peer in self.tracker.progress:
@@ -371,13 +396,18 @@ class Raft:
         else:
             self.become_candidate()
             vote_type, term = MessageType.VOTE, self.term
-        if self.poll(self.id, vote_type, True) == VoteResult.WON:
-            # Single-voter group: we won already.
-            if pre:
+        if pre:
+            # A pre-vote promises nothing durable: count our own at once (and in a single-voter
+            # group go straight on to the real election).
+            if self.poll(self.id, vote_type, True) == VoteResult.WON:
                 self.campaign(pre=False, transfer=transfer)
-            else:
-                self.become_leader()
-            return
+                return
+        else:
+            # Our own vote counts only once it is durable, like anyone else's: a reply to
+            # ourselves that RawNode steps back into us after the Ready holding our new term
+            # and vote is persisted (etcd's stepsOnAdvance). A single voter thus becomes
+            # leader only with its term on disk, so no append of that term can leave first.
+            self.send(Message(type=MessageType.VOTE_RESP, to=self.id, frm=self.id, term=term))
         last = self.log.last_index()
         last_term = self.log.last_term()
         for peer in sorted(self.tracker.voters):
@@ -496,7 +526,6 @@ class Raft:
                         pr.become_probe()
                     self.maybe_send_append(m.frm)
                 return
-            was_paused = pr.is_paused()
             # An acknowledgment of exactly `match` while probing (the answer to an empty
             # probe of a follower that was in fact caught up) also proves where the logs
             # agree: resume pipelining now rather than stay paused until a heartbeat answer.
@@ -514,7 +543,10 @@ class Raft:
                     pr.inflights.free_le(m.index)
                 if self.maybe_commit():
                     self.bcast_append()
-                elif was_paused:
+                elif pr.can_bump_commit(self.log.committed):
+                    # The follower may lack our commit index: tell it now rather than at the
+                    # next heartbeat. Only then: an acknowledgment that moves nothing (the
+                    # answer to a probe that carried our commit) needs no reply (etcd).
                     self.maybe_send_append(m.frm)
                 while self.maybe_send_append(m.frm, send_if_empty=False):
                     pass
@@ -531,8 +563,16 @@ class Raft:
                 # The snapshot was probably lost; the follower is alive, so try again.
                 pr.become_probe()
             if pr.state == ProgressState.REPLICATE and pr.inflights.full():
-                pr.inflights.free_first_one()
-            if pr.match < self.log.last_index():
+                # Its acknowledgments may all have been lost, or it is just slow. Either way
+                # the window stays shut to new data (it bounds what a slow follower costs us):
+                # send an empty append after the last one in flight, whose answer frees the
+                # window or, if appends were lost, sends us back to probing (etcd#14633).
+                self._send_append(m.frm, pr, send_if_empty=True, with_entries=False)
+            elif pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
+                # Behind, or probing (after report_unreachable, say) though caught up: an
+                # append, empty if need be, whose answer puts it back in REPLICATE, without
+                # which an idle group could never quiesce (etcd's
+                # heartbeat_resp_recovers_from_probing.txt).
                 self.maybe_send_append(m.frm)
 
     def step_candidate(self, m: Message) -> None:
@@ -819,7 +859,7 @@ class Raft:
             return True
         if self.role != Role.LEADER or self.lead_transferee != NONE:
             return False
-        if self.msgs or self.msgs_after_persist:
+        if self.msgs or self.msgs_after_persist or self.msgs_to_self:
             return False
         log = self.log
         last = log.last_index()

@@ -5,6 +5,9 @@ A follower is in one of three states (as in etcd):
              next moves back on every rejection (by whole terms, see RaftLog.find_conflict_by_term).
   REPLICATE  the logs agree up to match; appends are pipelined, next moves ahead optimistically,
              bounded by the in-flight window so a slow follower cannot eat the leader's memory.
+             A full window stays full until acknowledgments free it; if they were lost, the
+             follower's heartbeat answer makes the leader send one empty append (no new data),
+             whose answer frees the window or sends the leader back to probing (etcd#14633).
   SNAPSHOT   the follower is behind the log start; a snapshot is on its way and nothing else is
              sent until the follower acknowledges an index at or past it.
 """
@@ -62,6 +65,7 @@ class Progress:
         "pending_snapshot",
         "probe_sent",
         "responded",
+        "sent_commit",
         "snapshot_sent_tick",
         "state",
     )
@@ -79,6 +83,10 @@ class Progress:
         # follower as in sync on faith: it may be the node whose crash caused the election.
         self.responded = False
         self.snapshot_sent_tick = 0  # leader tick when the pending snapshot was sent
+        # The highest commit index sent to the follower (in an append, heartbeat or snapshot),
+        # so the leader sends a commit-only append when it tells the follower something new,
+        # not after every acknowledgment. Lowered when appends may have been lost (probing).
+        self.sent_commit = 0
 
     def __repr__(self) -> str:
         return (
@@ -101,6 +109,7 @@ class Progress:
         else:
             self._reset_state(ProgressState.PROBE)
             self.next = self.match + 1
+        self.sent_commit = min(self.sent_commit, self.next - 1)
 
     def become_replicate(self) -> None:
         self._reset_state(ProgressState.REPLICATE)
@@ -109,6 +118,7 @@ class Progress:
     def become_snapshot(self, snapshot_index: int) -> None:
         self._reset_state(ProgressState.SNAPSHOT)
         self.pending_snapshot = snapshot_index
+        self.sent_commit = snapshot_index  # a snapshot is committed state
 
     def maybe_update(self, index: int) -> bool:
         """An acknowledgment up to index. Returns whether match moved."""
@@ -128,12 +138,20 @@ class Progress:
             if rejected <= self.match:
                 return False
             self.next = self.match + 1
+            self.sent_commit = min(self.sent_commit, self.next - 1)
             return True
         if self.next - 1 != rejected:
             return False
         self.next = max(min(rejected, match_hint + 1), self.match + 1, 1)
+        self.sent_commit = min(self.sent_commit, self.next - 1)
         self.probe_sent = False
         return True
+
+    def can_bump_commit(self, commit: int) -> bool:
+        """Whether an append carrying `commit` could move the follower's commit index: it is
+        more than we sent, and what we sent does not already reach the end of what the
+        follower has or is being sent (next - 1), as far as a commit index can go there."""
+        return commit > self.sent_commit and self.sent_commit < self.next - 1
 
     def sent_entries(self, last_index: int) -> None:
         """Record an append of entries up to last_index."""

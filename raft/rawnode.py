@@ -11,6 +11,10 @@ The host loop (node/ in production, tests/sim in simulation) is, in this order:
         apply(rd.snapshot, rd.committed_entries)          # 4. after 2
         node.advance(rd)                  # 5. before the next ready()
 
+advance() may itself give the node more to do (a commit it can now count, or its own vote,
+now durable, that makes a candidate leader: rd.steps_on_advance), so the host asks has_ready()
+again after it rather than wait for the next input.
+
 Steps 1 to 4 are the ordering contract; breaking it breaks Raft's guarantees (the simulation
 plants exactly such breaks to prove it notices). Committed entries may include entries that are
 in rd.entries of the same Ready: they are committed by other nodes' copies, and step 2 makes
@@ -64,6 +68,9 @@ class Ready:
     """Messages that may be sent before the rest of this Ready is persisted."""
     persisted_messages: list[Message] = field(default_factory=list)
     """Messages to send only after this Ready's hard state, entries and snapshot are durable."""
+    steps_on_advance: list[Message] = field(default_factory=list)
+    """Not for the host: the node's messages to itself (a candidate's own vote), which
+    advance(rd) steps back into it once this Ready is durable."""
 
     def must_sync(self) -> bool:
         """Whether step 2 needs an fsync: new entries, a new vote or term, or a snapshot.
@@ -78,6 +85,8 @@ class PeerProgress:
     state: ProgressState
     ticks_since_ack: int
     is_learner: bool
+    inflight: int = 0
+    """Appends sent and not yet acknowledged (REPLICATE; bounded by max_inflight_msgs)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -161,7 +170,7 @@ class RawNode:
         r = self.raft
         log = r.log
         unstable = log.unstable
-        if r.msgs or r.msgs_after_persist or unstable.has_next_entries():
+        if r.msgs or r.msgs_after_persist or r.msgs_to_self or unstable.has_next_entries():
             return True
         if unstable.next_snapshot() is not None or log.has_next_committed_entries():
             return True
@@ -184,9 +193,11 @@ class RawNode:
             committed_entries=log.next_committed_entries(),
             messages=r.msgs,
             persisted_messages=r.msgs_after_persist,
+            steps_on_advance=r.msgs_to_self,
         )
         r.msgs = []
         r.msgs_after_persist = []
+        r.msgs_to_self = []
         unstable.accept_in_progress()
         if rd.snapshot is not None:
             log.applying_to(rd.snapshot.meta.index)
@@ -218,6 +229,9 @@ class RawNode:
             log.applied_to(rd.committed_entries[-1].index)
         if rd.entries or rd.snapshot is not None:
             self.raft.on_persisted(log.last_persisted_index())
+        for m in rd.steps_on_advance:
+            # Our own vote, now durable: a single voter becomes leader here.
+            self.raft.step(m)
 
     # -- views ---------------------------------------------------------------------------------
     def status(self) -> Status:
@@ -232,6 +246,7 @@ class RawNode:
                     state=pr.state,
                     ticks_since_ack=0 if node == r.id else r.now - pr.last_ack_tick,
                     is_learner=pr.is_learner,
+                    inflight=pr.inflights.count(),
                 )
             isr = frozenset(r.in_sync_replicas())
         return Status(

@@ -492,3 +492,68 @@ class DescribeGroupResponse(_message.Message):
     offsets: _containers.RepeatedCompositeFieldContainer[CommittedOffset]
     coordinator_id: int
     def __init__(self, group_id: _Optional[str] = ..., state: _Optional[str] = ..., generation: _Optional[int] = ..., members: _Optional[_Iterable[_Union[GroupMemberDescription, _Mapping]]] = ..., offsets: _Optional[_Iterable[_Union[CommittedOffset, _Mapping]]] = ..., coordinator_id: _Optional[int] = ...) -> None: ...
+
+class OffsetRange(_message.Message):
+    __slots__ = ("from_offset", "to_offset")
+    FROM_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TO_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    from_offset: int
+    to_offset: int
+    def __init__(self, from_offset: _Optional[int] = ..., to_offset: _Optional[int] = ...) -> None: ...
+
+class ReplicaStateRequest(_message.Message):
+    __slots__ = ("ranges",)
+    class RangesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: OffsetRange
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[OffsetRange, _Mapping]] = ...) -> None: ...
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    ranges: _containers.MessageMap[str, OffsetRange]
+    def __init__(self, ranges: _Optional[_Mapping[str, OffsetRange]] = ...) -> None: ...
+
+class PartitionReplicaState(_message.Message):
+    __slots__ = ("topic", "partition", "group_id", "log_start_offset", "high_watermark", "digest_from", "digest_to", "digest", "applied_index")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    LOG_START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FROM_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_TO_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    group_id: str
+    log_start_offset: int
+    high_watermark: int
+    digest_from: int
+    digest_to: int
+    digest: str
+    applied_index: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., group_id: _Optional[str] = ..., log_start_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ..., digest_from: _Optional[int] = ..., digest_to: _Optional[int] = ..., digest: _Optional[str] = ..., applied_index: _Optional[int] = ...) -> None: ...
+
+class StateMachineReplicaState(_message.Message):
+    __slots__ = ("group_id", "applied_index", "digest")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    applied_index: int
+    digest: str
+    def __init__(self, group_id: _Optional[str] = ..., applied_index: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class ReplicaStateResponse(_message.Message):
+    __slots__ = ("node_id", "partitions", "controller", "groups")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionReplicaState]
+    controller: StateMachineReplicaState
+    groups: StateMachineReplicaState
+    def __init__(self, node_id: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionReplicaState, _Mapping]]] = ..., controller: _Optional[_Union[StateMachineReplicaState, _Mapping]] = ..., groups: _Optional[_Union[StateMachineReplicaState, _Mapping]] = ...) -> None: ...

@@ -119,6 +119,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.FromString,
                 _registered_method=True)
+        self.ReplicaState = channel.unary_unary(
+                '/liferaft.v1.Broker/ReplicaState',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -246,6 +251,15 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplicaState(self, request, context):
+        """Debug, read-only: this node's own replicas, to compare them with the other nodes' (the
+        chaos run and the integration tests do, docs/semantics.md). Answered by every node from its
+        own state, whoever leads; changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -333,6 +347,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DescribeGroup,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.SerializeToString,
+            ),
+            'ReplicaState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaState,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -794,6 +813,33 @@ class Broker:
             '/liferaft.v1.Broker/DescribeGroup',
             liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/ReplicaState',
+            liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,7 @@
 """The chaos suite against real local clusters: faults, acks=all traffic, and the history check.
 
 Every test starts its own three-node cluster whose node-to-node links all go through our
-Toxiproxy-compatible proxy (node.cli_chaos.local_chaos_cluster), runs producers and consumers on
+Toxiproxy-compatible proxy (chaos.local.local_chaos_cluster), runs producers and consumers on
 a 6-partition topic with replication factor 3 while a nemesis injects a fixed list of faults,
 heals, reads everything back and checks the history (chaos/checker.py).
 
@@ -15,7 +15,8 @@ The short form (four scenarios, about two and a half minutes) runs in CI:
   - repeated leader kills (kill -9, restart);
   - a leader paused for longer than the election timeout (400 ms at most here);
   - a minority partition containing the leader;
-  - Jepsen's majorities ring.
+  - Jepsen's majorities ring;
+  - power loss (chaos/lazyfs.py: unsynced writes gone) of one leader, then of every node.
 The long form (every fault kind, seeded schedules, minutes each) runs with LIFERAFT_CHAOS_LONG=1
 (LIFERAFT_CHAOS_SEEDS, LIFERAFT_CHAOS_DURATION tune it). Seeds that ever failed are replayed
 from tests/chaos/regressions.py. The `liferaft chaos run` command is tested end to end once.
@@ -35,13 +36,14 @@ import pytest
 
 from chaos.faults import Faults
 from chaos.history import History
+from chaos.lazyfs import fuse_unavailable
+from chaos.local import local_chaos_cluster
 from chaos.nemesis import FAULT_KINDS, PlannedFault, plan_faults
 from chaos.network import ToxiproxyNetwork
 from chaos.summary import format_run_summary, hit_unavailability
 from chaos.targets import ProcessNodes
 from chaos.workload import RunResult, WorkloadConfig, run_chaos
-from node.cli_chaos import local_chaos_cluster
-from node.devcluster import DevCluster
+from liferaft.launcher import DevCluster
 from tests.chaos.regressions import REGRESSIONS, Regression
 
 LONG = os.environ.get("LIFERAFT_CHAOS_LONG") == "1"
@@ -51,15 +53,22 @@ waits for a settled cluster first, which on a loaded machine takes a while)."""
 
 
 def run_local(
-    tmp_path: Path, plan: list[PlannedFault], duration_s: float, *, complete_plan: bool = True
+    tmp_path: Path,
+    plan: list[PlannedFault],
+    duration_s: float,
+    *,
+    complete_plan: bool = True,
+    power: bool = False,
 ) -> RunResult:
-    """One chaos run on a fresh local cluster; prints its summary (and node logs on failure)."""
+    """One chaos run on a fresh local cluster; prints its summary (and node logs on failure).
+    With `power`, the nodes run on power-loss disks (chaos/lazyfs.py)."""
     with (
-        local_chaos_cluster(tmp_path / "cluster") as local,
+        local_chaos_cluster(tmp_path / "cluster", power=power) as local,
         open(tmp_path / "history.jsonl", "w", encoding="utf-8") as stream,
     ):
         faults = Faults(
-            ProcessNodes(local.cluster, local.node_ids), ToxiproxyNetwork(local.proxy_api)
+            ProcessNodes(local.cluster, local.node_ids, local.disks),
+            ToxiproxyNetwork(local.proxy_api),
         )
         try:
             result = asyncio.run(
@@ -88,6 +97,8 @@ def assert_safe_and_recovered(result: RunResult) -> None:
     """The pass rule of the issue, plus: every fault happened, and the cluster came back."""
     report = result.report
     assert not result.problems, result.problems
+    assert result.replicas is not None, "replicas not compared"
+    assert result.replicas.differences == [], result.replicas.differences
     assert report.ok, (
         f"lost {len(report.lost)}, inconsistent {len(report.inconsistent_offsets)}, aborted "
         f"{len(report.aborted_reads)}, wrong offset {len(report.wrong_offset)}, phantom "
@@ -156,6 +167,28 @@ def test_ring_partition(tmp_path: Path) -> None:
     assert all(e.affected_partitions == tuple(range(6)) for e in result.events)
 
 
+_no_fuse = fuse_unavailable()
+needs_fuse = pytest.mark.skipif(
+    _no_fuse is not None and os.environ.get("LIFERAFT_REQUIRE_FUSE") != "1",
+    reason=f"FUSE not usable here: {_no_fuse}",
+)
+
+
+@needs_fuse
+def test_power_loss_of_every_node_and_of_a_leader(tmp_path: Path) -> None:
+    """Power cuts (chaos/lazyfs.py: each node's unsynced writes are gone): every node at once,
+    then one leader (which also gives the cluster time to take writes after the first). The
+    cluster comes back with every acknowledged record, and every replica identical."""
+    plan, duration = spaced([("power_all", 0), ("power", 1)], hold_s=2.5)
+    result = run_local(tmp_path, plan, duration, power=True)
+    assert_safe_and_recovered(result)
+    assert [e.kind for e in result.events] == ["power_all", "power"]
+    assert result.events[0].nodes == (1, 2, 3) and len(result.events[1].nodes) == 1
+    for n in (1, 2, 3):  # every cut reached its disk
+        cuts = (tmp_path / "cluster" / f"lazyfs-{n}.log").read_text().count("power cut #")
+        assert cuts == (2 if n in result.events[1].nodes else 1)
+
+
 def test_chaos_run_command(tmp_path: Path) -> None:
     """`liferaft chaos run` end to end: its files, its last lines and its exit code."""
     out = tmp_path / "out"
@@ -169,7 +202,7 @@ def test_chaos_run_command(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "node",
+            "liferaft",
             "chaos",
             "run",
             "--faults",
@@ -189,14 +222,19 @@ def test_chaos_run_command(tmp_path: Path) -> None:
     )
     print(done.stdout[-5000:], done.stderr[-3000:])
     assert done.returncode == 0
-    last = done.stdout.strip().splitlines()[-4:]
+    last = done.stdout.strip().splitlines()[-5:]
     assert [re.sub(r"\d+", "N", line) for line in last] == [
         "lost: N",
         "duplicated: N",
         "inconsistent_offsets: N",
         "aborted_reads: N",
+        "replica_differences: N",
     ]
-    assert last[0] == "lost: 0" and last[2:] == ["inconsistent_offsets: 0", "aborted_reads: 0"]
+    assert last[0] == "lost: 0" and last[2:] == [
+        "inconsistent_offsets: 0",
+        "aborted_reads: 0",
+        "replica_differences: 0",
+    ]
     history = History.load(out / "history.jsonl")
     assert history.ops and len(history.final_reads) == 6
     summary = json.loads((out / "summary.json").read_text())

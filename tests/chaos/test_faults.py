@@ -96,9 +96,9 @@ def test_link_names_round_trip() -> None:
     assert parse_link_name("node1_to_node3_grpc") is None
 
 
-def test_the_raft_port_offset_is_the_nodes() -> None:
-    """chaos/ does not import node/: its copy of the offset must match the nodes' default."""
-    assert RAFT_PORT_OFFSET == node_config.RAFT_PORT_OFFSET
+def test_the_raft_links_sit_where_a_node_dials_its_peers_raft_transport() -> None:
+    """A node finds a peer's Raft transport RAFT_PORT_OFFSET above the peer's --peers address,
+    so the Raft proxy of a link must listen that far above the gRPC proxy."""
     assert node_config.raft_address("127.0.0.1:21012") == f"127.0.0.1:{21012 + RAFT_PORT_OFFSET}"
 
 

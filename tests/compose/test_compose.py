@@ -43,6 +43,7 @@ import pytest
 from client import LiferaftError, SyncAdminClient, SyncProducer
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from node.config import KAFKA_PORT_OFFSET
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("LIFERAFT_COMPOSE_TEST") != "1",
@@ -163,6 +164,8 @@ class ComposeCluster:
         env["LIFERAFT_CLUSTER_ID"] = self.project
         for n, port in self.ports.items():
             env[f"LIFERAFT_NODE{n}_PORT"] = str(port)
+            # The Kafka listener is published where metadata says it is: the port + the offset.
+            env[f"LIFERAFT_NODE{n}_KAFKA_PORT"] = str(port + KAFKA_PORT_OFFSET)
         head = [*self.command, "-f", str(COMPOSE_FILE), "-p", self.project]
         if self.chaos:
             head += ["--env-file", str(CHAOS_ENV), "--profile", "chaos-local"]

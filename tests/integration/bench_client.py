@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from client import AdminClient, Consumer, Producer, TopicPartition
-from node.devcluster import DevCluster, free_port_block
+from liferaft.launcher import DevCluster, free_port_block
 
 
 async def run(

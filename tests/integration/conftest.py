@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.devcluster import DevCluster, free_port_block
+from liferaft.launcher import DevCluster, free_port_block
 
 MakeCluster = Callable[..., DevCluster]
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from node.bench.clusters import NatsUnavailable, check_nats_client, nats_server_path
+from liferaft.bench.clusters import NatsUnavailable, check_nats_client, nats_server_path
 from tests.integration.conftest import MakeCluster
 
 FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms")
@@ -25,7 +25,7 @@ FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms")
 def _bench(*args: str, timeout: float = 180) -> dict[str, object]:
     env = dict(os.environ, GRPC_VERBOSITY="ERROR")
     proc = subprocess.run(
-        [sys.executable, "-m", "node", "bench", *args, "--json"],
+        [sys.executable, "-m", "liferaft", "bench", *args, "--json"],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -128,6 +128,6 @@ def test_bench_partitions_kills_restarts_and_reports() -> None:
 
 def test_missing_nats_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    monkeypatch.setattr("node.bench.clusters.Path.exists", lambda _self: False)
+    monkeypatch.setattr("liferaft.bench.clusters.Path.exists", lambda _self: False)
     with pytest.raises(NatsUnavailable, match="apt-get install nats-server"):
         nats_server_path()

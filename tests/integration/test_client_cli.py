@@ -1,6 +1,6 @@
 """The Python client and the `liferaft` client commands against a real three-node cluster.
 
-One cluster of real node processes (node.devcluster) serves the whole module; each test uses
+One cluster of real node processes (liferaft.launcher) serves the whole module; each test uses
 its own topics. The tests go end to end: create a topic, produce with acks=all, consume it back
 in order, describe, the errors bad input must raise (and must leave the cluster as it was),
 the blocking facade, the CLI in-process and as a subprocess, and, last, failover when a
@@ -45,10 +45,10 @@ from client import (
 )
 from client.errors import from_rpc_error
 from client.partitioner import partition_for_key
+from liferaft.cli import app
+from liferaft.launcher import DevCluster, free_port_block
 from liferaft_proto.records import build_batch
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.cli import app
-from node.devcluster import DevCluster, free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TIMEOUT_S = 30
@@ -409,7 +409,7 @@ def test_cli_as_a_process(bootstrap: str) -> None:
 
     def liferaft(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "node", *args],
+            [sys.executable, "-m", "liferaft", *args],
             input=stdin,
             capture_output=True,
             text=True,

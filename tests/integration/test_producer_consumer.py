@@ -39,10 +39,11 @@ from client import (
     TopicPartition,
 )
 from client.group import OffsetAndMetadata
+from liferaft.cli import app
+from liferaft.launcher import DevCluster
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.cli import app
-from node.devcluster import DevCluster
+from tests.integration.replicas import assert_replicas_identical
 from tests.integration.test_replication import (
     check_log,
     create_topic,
@@ -372,6 +373,7 @@ async def test_commit_resume_and_bad_input(make_cluster: Callable[..., DevCluste
     async with AdminClient(cluster.bootstrap) as admin:
         (part,) = (await admin.describe_group("books")).partitions
         assert (part.committed, part.lag_records) == (2, 9)
+    await assert_replicas_identical(cluster)  # the group's commits too, on every node
 
 
 async def test_lag_is_the_same_across_a_leader_change(

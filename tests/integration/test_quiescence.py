@@ -18,8 +18,8 @@ import pytest
 
 from client import AdminClient, Producer
 from liferaft.certs import create_certs
+from liferaft.launcher import DevCluster, free_port_block
 from node.config import NodeConfig
-from node.devcluster import DevCluster, free_port_block
 from node.partition import group_id
 from node.server import NodeServer
 from raft import Role

@@ -29,9 +29,10 @@ from client import (
     TopicPartition,
 )
 from client.admin import TopicDescription
+from liferaft.launcher import DevCluster
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.devcluster import DevCluster
+from tests.integration.replicas import assert_replicas_identical
 
 pytestmark = pytest.mark.asyncio
 
@@ -121,6 +122,16 @@ async def test_produce_all_and_read_back(make_cluster: Callable[..., DevCluster]
         assert sorted(p.isr) == [1, 2, 3]
     for tp, values in acked.items():
         check_log(values, await read_all(cluster, tp, max(values.values()) + 1))
+    report = await assert_replicas_identical(cluster)
+    assert report.partitions == 3
+    # The debug RPC refuses a bad range with a clear error (and, read-only, changes nothing).
+    bad = broker_pb2.ReplicaStateRequest()
+    bad.ranges["orders/0"].from_offset = 5
+    bad.ranges["orders/0"].to_offset = 2
+    async with grpc.aio.insecure_channel(cluster.node(1).address) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await broker_pb2_grpc.BrokerStub(ch).ReplicaState(bad, timeout=5)
+    assert "bad range [5, 2) for orders/0" in str(err.value.details())
 
 
 async def produce_loop(
@@ -175,6 +186,7 @@ async def test_leader_kill_failover_loses_nothing_and_node_rejoins_isr(
         return old.leader in (await describe(cluster, "payments")).partitions[0].isr
 
     await wait_for(f"node {old.leader} back in the ISR", back_in_isr, 60)
+    await assert_replicas_identical(cluster)
 
 
 async def test_two_of_three_down_acks_all_writes_nothing(
@@ -237,6 +249,7 @@ async def test_two_of_three_down_acks_all_writes_nothing(
     log = await read_all(cluster, tp, after.offset + 1)
     assert [v for _, v in log] == [b"before", b"after"], "a refused write reached the log"
     assert log[0][0] == first.offset and log[1][0] == first.offset + 1
+    await assert_replicas_identical(cluster)
 
 
 async def test_acks_1_with_one_node_down(make_cluster: Callable[..., DevCluster]) -> None:
@@ -321,6 +334,7 @@ async def test_offsets_stay_dense_across_leader_changes(
     log = await read_all(cluster, tp, max(acked.values()) + 1)
     check_log(acked, log, once=True)
     assert log[0][0] == 0
+    await assert_replicas_identical(cluster)
 
 
 async def test_retention_drops_the_log_start_and_a_lagging_replica_catches_up(
@@ -358,3 +372,4 @@ async def test_retention_drops_the_log_start_and_a_lagging_replica_catches_up(
     log = await read_all(cluster, tp, 60)
     assert log[0][0] == start and log[-1][0] == 59
     assert log[-1][1] is not None and log[-1][1].startswith(b"59-")
+    await assert_replicas_identical(cluster)  # compared from the largest log start on

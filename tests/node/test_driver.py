@@ -5,13 +5,17 @@ or applied before the sync that covers it returns, and the queued rounds finish 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from node.driver import RaftDriver, RaftTiming
+from node.driver import EXIT_STORAGE_FAILURE, RaftDriver, RaftTiming
 from node.storage import NodeStore
 from raft import ConfState, Entry, EntryType, Message, MessageType, Role, Snapshot, SoftState
 
@@ -190,3 +194,150 @@ async def test_a_vote_reply_waits_for_the_sync_that_covers_the_vote(
     held.gate.set()
     await until(lambda: any(m.type == MessageType.VOTE_RESP for m in out.sent), "the vote reply")
     assert node.raft.vote == 3
+
+
+# -- fail-stop (issue 10, finding 2) -------------------------------------------------------------
+def _eio() -> None:
+    raise OSError(errno.EIO, "injected EIO")
+
+
+async def _fails_stop(
+    driver: RaftDriver, out: Outbox, fsm: Machine, halts: list[str], cause: str
+) -> None:
+    """The driver stopped at once with one CRITICAL cause, and nothing moves after it: acks
+    that would commit what it proposed, and a new proposal, change nothing."""
+    await until(lambda: bool(halts), "the node to stop")
+    assert len(halts) == 1 and cause in halts[0] and "injected EIO" in halts[0]
+    assert driver.failure == halts[0]
+    assert driver._task is not None
+    await until(driver._task.done, "the driver loop to end")
+    node = driver.groups[GROUP].node
+    ack(driver, out, 2)
+    ack(driver, out, 3)
+    node.propose(b"after")
+    driver.touched(GROUP)
+    await asyncio.sleep(0.1)
+    assert fsm.applied == []
+    assert not [m for m in out.sent if m.type == MessageType.APP_RESP]
+    assert not [
+        m
+        for m in out.sent
+        if m.type == MessageType.APP and any(e.data == b"after" for e in m.entries)
+    ]
+
+
+async def test_a_failed_inline_sync_stops_the_node(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync], caplog: pytest.LogCaptureFixture
+) -> None:
+    driver, out, fsm, held = leader
+    halts: list[str] = []
+    driver.halt = halts.append
+    held.real = _eio  # the disk fails the next sync (a small round: synced on the loop)
+    driver.groups[GROUP].node.propose(b"x")
+    driver.touched(GROUP)
+    await _fails_stop(driver, out, fsm, halts, "syncing the WAL")
+    critical = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(critical) == 1 and "STORAGE FAILURE" in critical[0].getMessage()
+    assert not [r for r in caplog.records if "continuing" in r.getMessage()]
+
+
+async def test_a_failed_sync_in_the_worker_thread_stops_the_node(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
+) -> None:
+    driver, out, fsm, held = leader
+    halts: list[str] = []
+    driver.halt = halts.append
+    held.real = _eio
+    driver.groups[GROUP].node.propose(b"x" * BIG)  # a large round: synced in the thread
+    driver.touched(GROUP)
+    await _fails_stop(driver, out, fsm, halts, "WAL sync")
+
+
+async def test_a_failed_write_stops_the_node(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, out, fsm, _ = leader
+    halts: list[str] = []
+    driver.halt = halts.append
+    monkeypatch.setattr(driver.store, "write", lambda *_a, **_k: _eio())
+    driver.groups[GROUP].node.propose(b"x")
+    driver.touched(GROUP)
+    await _fails_stop(driver, out, fsm, halts, "writing a round to storage")
+
+
+async def test_a_failed_apply_stops_the_node(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
+) -> None:
+    driver, out, fsm, _ = leader
+    halts: list[str] = []
+    driver.halt = halts.append
+    node = driver.groups[GROUP].node
+    real_apply = fsm.apply
+
+    def failing_apply(entries: list[Entry]) -> None:
+        if any(e.data == b"x" for e in entries):
+            _eio()
+        real_apply(entries)
+
+    fsm.apply = failing_apply  # type: ignore[method-assign]
+    node.propose(b"x")
+    driver.touched(GROUP)
+    await until(lambda: any(m.type == MessageType.APP and m.entries for m in out.sent), "x sent")
+    ack(driver, out)  # x commits; applying it fails
+    await until(lambda: bool(halts), "the node to stop")
+    assert "applying committed entries of group g" in halts[0]
+    assert driver._task is not None
+    await until(driver._task.done, "the driver loop to end")
+    node.propose(b"after")
+    driver.touched(GROUP)
+    await asyncio.sleep(0.1)
+    assert fsm.applied == []
+
+
+_EXITS = """
+import asyncio, logging, sys
+from node.driver import RaftDriver, RaftTiming
+from node.storage import NodeStore
+from raft import ConfState
+
+class Fsm:
+    def apply(self, entries): pass
+    def restore(self, snapshot): pass
+    def on_soft_state(self, soft, term): pass
+    def on_round(self): pass
+    def on_tick(self): pass
+
+class Outbox:
+    def send(self, to, group, msg): pass
+    def flush(self): pass
+
+def eio():
+    raise OSError(5, "injected EIO")
+
+async def main():
+    store = NodeStore(sys.argv[1])
+    store.sync_wal = eio
+    driver = RaftDriver(1, store, Outbox(), RaftTiming(tick_s=0.01))
+    driver.add_group("g", Fsm(), ConfState(voters=frozenset({1})), campaign=True)
+    driver.start()
+    await asyncio.sleep(10)
+    print("still running")
+
+logging.basicConfig(level=logging.INFO)
+asyncio.run(main())
+"""
+
+
+def test_fail_stop_ends_the_process_with_a_critical_line(tmp_path: Path) -> None:
+    """The production halt: a single-voter group's first synced round fails its sync."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXITS, str(tmp_path / "db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == EXIT_STORAGE_FAILURE, proc.stderr
+    assert "still running" not in proc.stdout
+    critical = [line for line in proc.stderr.splitlines() if line.startswith("CRITICAL")]
+    assert len(critical) == 1 and "STORAGE FAILURE" in critical[0], proc.stderr
+    assert "injected EIO" in critical[0]

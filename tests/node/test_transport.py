@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from liferaft.certs import create_certs
+from liferaft_proto.ports import RAFT_PORT_OFFSET
 from liferaft_proto.v1 import errors_pb2, raft_pb2
-from node.config import RAFT_PORT_OFFSET, ConfigError, raft_address
+from node.config import ConfigError, raft_address
 from node.raft_wire import BATCH, FRAME_HEADER, HELLO, REFUSE, encode_message, frame
 from node.tls import PeerTls, TlsFiles, cert_node_ids
 from node.transport import Transport
@@ -355,3 +356,35 @@ def test_only_a_node_uri_names_a_node() -> None:
     assert cert_node_ids(san(("DNS", "node-3"), ("URI", "liferaft://node/3x"))) == set()
     assert cert_node_ids(san(("URI", "liferaft://node/0"), ("URI", "http://node/3"))) == set()
     assert cert_node_ids(san(("URI", "liferaft://node/1"), ("URI", "liferaft://node/2"))) == {1, 2}
+
+
+async def test_tls_handshakes_count_against_the_bound_on_strangers(certs: Path) -> None:
+    """Connections that never start their TLS handshake hold a slot each, as plaintext ones
+    waiting for their Hello do: beyond `max_unauthenticated` they are closed at once (before
+    asyncio gives them TLS buffers), the rest at the deadline; a real peer then gets in."""
+    peers = _peers()
+    a = Node(1, "c", peers, _tls(certs, 1))
+    a.t.max_unauthenticated = 5
+    a.t.hello_timeout_s = 0.5
+    await a.t.start()
+    b: Node | None = None
+    host, port = raft_address(peers[1]).rsplit(":", 1)
+    conns = [await asyncio.open_connection(host, int(port)) for _ in range(20)]
+    try:
+
+        async def closed(reader: asyncio.StreamReader) -> bytes:
+            return await asyncio.wait_for(reader.read(), 5.0)
+
+        assert await asyncio.gather(*(closed(r) for r, _ in conns)) == [b""] * 20
+        assert a.t.stats.connections_over_limit == 15
+        assert a.t.stats.handshakes_timed_out == 5
+        assert a.t._handshaking == 0
+        b = Node(2, "c", peers, _tls(certs, 2))
+        await b.t.start()
+        await _until(lambda: a.t.connected_peers() == [2])
+    finally:
+        for _, w in conns:
+            w.close()
+        await a.t.stop()
+        if b is not None:
+            await b.t.stop()

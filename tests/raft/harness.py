@@ -230,6 +230,9 @@ class Solo:
             for v in others:
                 if self.raft.role == Role.PRE_CANDIDATE:
                     self.step(MessageType.PRE_VOTE_RESP, v, term=term)
+        # Persist the new term and our vote: our own vote counts only then (a single voter
+        # wins here).
+        self.drain()
         term = self.raft.term
         for v in others:
             if self.raft.role == Role.CANDIDATE:

@@ -26,10 +26,11 @@ Notation in the output:
 
 Commands (ids are node ids; `id...` means one or more, none meaning every node):
   add-nodes N [voters=(1,2,3)] [learners=(..)] [index=I] [prevote=true] [checkquorum=true]
-            [lag-entries=E] [lag-ticks=T]
+            [lag-entries=E] [lag-ticks=T] [inflight=M]
       create N nodes with the next free ids. With index=I the log starts after a snapshot at
       I@1 holding the membership (so a later joiner needs InstallSnapshot); without voters=
-      the nodes start with no membership, as a node does that is about to join.
+      the nodes start with no membership, as a node does that is about to join. inflight=M
+      is max_inflight_msgs.
   campaign id                   start an election on id now
   tick-election id...           advance the clocks by one election timeout (3 ticks)
   tick-heartbeat id...          advance the clocks by one heartbeat interval (1 tick)
@@ -37,13 +38,19 @@ Commands (ids are node ids; `id...` means one or more, none meaning every node):
   propose-conf-change id v4|l4|r3
   transfer-leadership from=1 to=2
   process-ready id...           run one host loop iteration on each node that has a Ready
+                                (first finishing any Ready that take-ready left in flight)
+  take-ready id                 take a Ready and send its `messages` (step 1), but leave its
+                                write in flight: nothing of it is durable yet
+  restart id                    crash and restart: lose everything not persisted (writes in
+                                flight included) and boot from the node's storage
+  report-unreachable id peer    the host of id tells it that peer could not be reached
   deliver-msgs [drop=(ids)] id...   step the messages addressed to id; those addressed to a
                                 node in drop= are lost instead
   stabilize [id...]             process Readies and deliver messages until nothing moves
   isolate id / cut a b / recover    lose every message to and from id / between a and b;
                                 recover heals every cut
   compact id index              snapshot id's applied state at index and drop the log up to it
-  status id / raft-log id / raft-state
+  status id / raft-log id / raft-state / applied [id...] (what the state machines applied)
 
 Election timeouts are not randomized here (every node uses exactly election_tick) so that a
 reader can tell which node times out when; the randomization itself is tested in
@@ -52,6 +59,7 @@ test_paper.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -236,6 +244,8 @@ class Node:
     """(index, data) of every applied entry that carries data: the host's state machine."""
     confs: list[tuple[int, ConfState]] = field(default_factory=list)
     """Membership as of each applied index where it changed, to snapshot it at any index."""
+    in_flight: list[Ready] = field(default_factory=list)
+    """Readies taken (take-ready) whose writes are not durable yet, oldest first."""
 
     def conf_at(self, index: int) -> ConfState:
         cs = ConfState()
@@ -299,6 +309,10 @@ class InteractionEnv:
             "propose-conf-change": self.cmd_propose_conf_change,
             "transfer-leadership": self.cmd_transfer_leadership,
             "process-ready": self.cmd_process_ready,
+            "take-ready": self.cmd_take_ready,
+            "restart": self.cmd_restart,
+            "report-unreachable": self.cmd_report_unreachable,
+            "applied": self.cmd_applied,
             "deliver-msgs": self.cmd_deliver_msgs,
             "stabilize": self.cmd_stabilize,
             "isolate": self.cmd_isolate,
@@ -358,6 +372,7 @@ class InteractionEnv:
                 pre_vote=cmd.kw_bool("prevote", True),
                 check_quorum=cmd.kw_bool("checkquorum", True),
                 isr=isr,
+                max_inflight_msgs=cmd.kw_int("inflight", 256),
                 logger=self.logger,
             )
             self.nodes[node_id] = Node(
@@ -417,7 +432,7 @@ class InteractionEnv:
         ids = self._ids(cmd)
         for node_id in ids:
             n = self.node(node_id)
-            if not n.raw.has_ready():
+            if not n.raw.has_ready() and not n.in_flight:
                 continue
             if len(ids) > 1:
                 self._print(f"> {node_id} handling Ready")
@@ -425,13 +440,62 @@ class InteractionEnv:
             self.process_ready(node_id)
             self._indent = ""
 
+    def cmd_take_ready(self, cmd: Command) -> None:
+        node_id = cmd.one_id()
+        n = self.node(node_id)
+        if not n.raw.has_ready():
+            return
+        rd = n.raw.ready()
+        self._print_ready(rd)
+        self._send(rd.messages)
+        n.in_flight.append(rd)
+
+    def cmd_restart(self, cmd: Command) -> None:
+        n = self.node(cmd.one_id())
+        lost = len(n.in_flight)
+        n.in_flight.clear()
+        # The state machine is volatile: rebuild it from the snapshot; Raft hands out the
+        # committed entries after it again.
+        snap = n.storage.snapshot()
+        meta = snap.meta
+        n.applied = [(meta.index, d) for d in snap.data.decode().split(",") if d]
+        n.confs = [(meta.index, meta.conf_state)]
+        cfg = dataclasses.replace(n.raw.raft.cfg, rng=NoJitter(), applied=meta.index)
+        n.raw = RawNode(cfg, n.storage)
+        hs = n.storage.hard_state
+        ahead = f", {lost} write(s) in flight lost" if lost else ""
+        self._print(
+            f"restarted from storage: {fmt_hard_state(hs)} last={n.storage.last_index()}{ahead}"
+        )
+
+    def cmd_report_unreachable(self, cmd: Command) -> None:
+        ids = cmd.int_args()
+        if len(ids) != 2:
+            raise ScenarioError("usage: report-unreachable id peer")
+        self.node(ids[0]).raw.report_unreachable(ids[1])
+
+    def cmd_applied(self, cmd: Command) -> None:
+        for node_id in self._ids(cmd):
+            n = self.node(node_id)
+            body = ", ".join(f"{i}:{d}" for i, d in n.applied)
+            self._print(f"{node_id}: [{body}]")
+
     def process_ready(self, node_id: int) -> None:
         """One iteration of the host loop of raft/rawnode.py, printing the Ready."""
         n = self.node(node_id)
+        while n.in_flight:
+            self._print("(a write in flight is durable)")
+            self._finish(n, n.in_flight.pop(0))
+        if not n.raw.has_ready():
+            return
         rd = n.raw.ready()
         self._print_ready(rd)
         # 1. Messages that may leave before anything is persisted.
         self._send(rd.messages)
+        self._finish(n, rd)
+
+    def _finish(self, n: Node, rd: Ready) -> None:
+        """Steps 2 to 5 of the host loop for rd, whose messages were sent."""
         # 2. Persist.
         if rd.snapshot is not None:
             n.storage.apply_snapshot(rd.snapshot)
@@ -531,7 +595,8 @@ class InteractionEnv:
         for _ in range(MAX_STABILIZE_ROUNDS):
             moved = False
             for node_id in ids:
-                if self.node(node_id).raw.has_ready():
+                n = self.node(node_id)
+                if n.raw.has_ready() or n.in_flight:
                     moved = True
                     self._print(f"> {node_id} handling Ready")
                     self._indent = "  "
@@ -587,7 +652,10 @@ class InteractionEnv:
         for peer, pr in sorted(st.progress.items()):
             kind = " learner" if pr.is_learner else ""
             acked = "" if peer == st.id else f" acked {pr.ticks_since_ack} ticks ago"
-            self._print(f"  {peer}: match={pr.match} next={pr.next} {pr.state.name}{kind}{acked}")
+            inflight = f" inflight={pr.inflight}" if pr.inflight else ""
+            self._print(
+                f"  {peer}: match={pr.match} next={pr.next} {pr.state.name}{kind}{inflight}{acked}"
+            )
         if st.progress:
             self._print(f"in sync: {fmt_ids(st.in_sync)}")
         if st.lead_transferee:

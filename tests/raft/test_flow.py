@@ -56,15 +56,43 @@ def test_the_in_flight_window_bounds_unacknowledged_appends() -> None:
     assert [e.data for m in apps_to(s.drain(), 2) for e in m.entries] == [b"c", b"d"]
 
 
-def test_a_heartbeat_response_frees_one_slot_of_a_full_window() -> None:
+def test_a_heartbeat_response_to_a_full_window_sends_an_empty_append_not_new_data() -> None:
     # If acknowledgments were lost the window would stay full forever; a heartbeat answer
-    # shows the follower is alive, so one more append may go.
+    # shows the follower is alive, so the leader asks where it is with an empty append after
+    # the last one in flight. New data waits: the window bounds what a slow follower that
+    # still answers heartbeats costs the leader (etcd#14633, replicate_pause.txt). The old
+    # rule freed a slot per heartbeat answer and sent one more full append each time.
+    s = leader(max_inflight_msgs=2)
+    first = s.raft.log.last_index() + 1
+    for i in range(12):
+        s.rn.propose(b"v%d" % i)
+    sent = apps_to(s.drain(), 2)
+    assert [len(m.entries) for m in sent] == [1, 1]
+    for _ in range(10):
+        s.step(MessageType.HEARTBEAT_RESP, 2, term=s.raft.term)
+        (beacon,) = apps_to(s.drain(), 2)
+        assert (beacon.index, beacon.entries) == (first + 1, ())
+    pr = s.raft.tracker.progress[2]
+    assert (pr.state, pr.inflights.count(), pr.next) == (ProgressState.REPLICATE, 2, first + 2)
+    # The follower had both appends: its answer to the empty one frees the window.
+    s.step(APP_RESP, 2, term=s.raft.term, index=first + 1)
+    rest = [e.index for m in apps_to(s.drain(), 2) for e in m.entries]
+    assert rest == list(range(first + 2, first + 12))
+
+
+def test_a_rejected_empty_append_after_lost_appends_goes_back_to_probing() -> None:
     s = leader(max_inflight_msgs=1)
+    match = s.raft.tracker.progress[2].match
     s.rn.propose(b"a")
     s.rn.propose(b"b")
-    assert len(apps_to(s.drain(), 2)) == 1
+    assert len(apps_to(s.drain(), 2)) == 1  # "a", lost on the way
     s.step(MessageType.HEARTBEAT_RESP, 2, term=s.raft.term)
-    assert [e.data for m in apps_to(s.drain(), 2) for e in m.entries] == [b"b"]
+    (beacon,) = apps_to(s.drain(), 2)
+    assert beacon.entries == ()
+    s.step(APP_RESP, 2, term=s.raft.term, index=beacon.index, reject=True, reject_hint=match)
+    (probe,) = apps_to(s.drain(), 2)
+    assert (probe.index, [e.data for e in probe.entries]) == (match, [b"a", b"b"])
+    assert s.raft.tracker.progress[2].state == ProgressState.PROBE
 
 
 def test_a_rejection_in_replicate_falls_back_to_probing_from_match() -> None:
@@ -150,3 +178,62 @@ def test_report_snapshot_failure_probes_again_from_match() -> None:
     s.rn.report_snapshot(2, failed=True)
     assert (pr.state, pr.next) == (ProgressState.PROBE, pr.match + 1)
     assert pr.is_paused()  # until 2 answers something
+
+
+def test_a_heartbeat_response_recovers_a_caught_up_follower_left_probing() -> None:
+    # After report_unreachable a caught-up follower is in PROBE with nothing to send it. Its
+    # heartbeat answer gets an empty append, whose answer puts it back in REPLICATE, even while
+    # nobody writes (etcd's heartbeat_resp_recovers_from_probing.txt).
+    s = leader()
+    pr = s.raft.tracker.progress[2]
+    match = pr.match
+    s.rn.report_unreachable(2)
+    s.step(MessageType.HEARTBEAT_RESP, 2, term=s.raft.term)
+    (probe,) = apps_to(s.drain(), 2)
+    assert (probe.index, probe.entries) == (match, ())
+    s.step(APP_RESP, 2, term=s.raft.term, index=match)
+    assert pr.state == ProgressState.REPLICATE
+    assert not apps_to(s.drain(), 2)
+
+
+def test_an_acknowledgment_that_moves_nothing_gets_no_reply() -> None:
+    # The answer to a probe that carried our commit index tells the follower nothing new; the
+    # old rule ("it was paused, so send") answered it with an empty append, and that append's
+    # answer with nothing: two wasted messages per recovering follower (etcd tracks the commit
+    # index it sent instead, probe_and_replicate.txt).
+    s = leader()
+    pr = s.raft.tracker.progress[2]
+    match = pr.match
+    s.rn.report_unreachable(2)
+    s.tick(s.raft.cfg.heartbeat_tick)
+    s.drain()
+    s.step(MessageType.HEARTBEAT_RESP, 2, term=s.raft.term)
+    (probe,) = apps_to(s.drain(), 2)
+    assert probe.commit == s.raft.log.committed
+    s.step(APP_RESP, 2, term=s.raft.term, index=match)
+    assert pr.state == ProgressState.REPLICATE
+    assert not apps_to(s.drain(), 2)
+    # But a commit index the follower has not been sent yet is sent at once.
+    index = s.rn.propose(b"a")
+    s.drain()
+    s.step(APP_RESP, 3, term=s.raft.term, index=index)  # commits a; 2 has not answered
+    assert [m.commit for m in apps_to(s.drain(), 2)] == [index]
+
+
+def test_a_snapshot_acknowledgment_that_moves_nothing_gets_no_reply() -> None:
+    # The snapshot carried the commit index (its own index): once the follower installs it
+    # and is caught up, there is nothing to tell it (snapshot_succeed_via_app_resp.txt).
+    s = Solo(terms=[1, 1, 1], term=1, commit=3)
+    s.make_leader()  # no-op 4@2, appended to 2 and 3 after index 3
+    last = s.raft.log.last_index()
+    s.step(APP_RESP, 3, term=s.raft.term, index=last)  # commits it
+    s.drain()
+    s.storage.create_snapshot(last, s.raft.tracker.conf_state(), b"")
+    s.storage.compact(last)
+    # 2 has nothing: the leader needs entry 1 for it, which is compacted.
+    s.step(APP_RESP, 2, term=s.raft.term, index=3, reject=True, reject_hint=0)
+    pr = s.raft.tracker.progress[2]
+    assert [m.type for m in s.drain() if m.to == 2] == [MessageType.SNAP]
+    s.step(APP_RESP, 2, term=s.raft.term, index=last)
+    assert pr.state == ProgressState.REPLICATE
+    assert not apps_to(s.drain(), 2)

@@ -134,3 +134,19 @@ def test_inflights_free_le_and_free_first_one() -> None:
     assert inf.count() == 0
     inf.free_first_one()  # on empty: no error
     assert inf.count() == 0
+
+
+def test_sent_commit_falls_back_with_next_and_says_when_a_commit_is_news() -> None:
+    pr = Progress(next_index=6, max_inflight=4)
+    pr.match = 5
+    pr.become_replicate()
+    pr.sent_entries(9)  # entries 6..9 in flight
+    pr.sent_commit = 8
+    assert pr.can_bump_commit(9)  # 9 is news, and the follower may hold up to 9
+    assert not pr.can_bump_commit(8)  # sent already
+    pr.sent_commit = 9
+    assert not pr.can_bump_commit(12)  # what we sent reaches all the follower may hold
+    assert pr.maybe_decr_to(9, 5)  # a rejection: what we sent probably never arrived
+    assert (pr.next, pr.sent_commit) == (6, 5)
+    pr.become_snapshot(20)
+    assert pr.sent_commit == 20  # a snapshot is committed state up to its index

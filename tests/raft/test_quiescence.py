@@ -180,3 +180,14 @@ def test_leader_quiesces_without_an_unreachable_follower_once_it_left_the_isr() 
 def test_no_quiescence_without_a_quorum_of_reachable_members() -> None:
     c = _cluster()
     assert not c.nodes[1].maybe_quiesce(frozenset({2, 3}))
+
+
+def test_an_idle_group_quiesces_after_a_caught_up_follower_was_reported_unreachable() -> None:
+    # report_unreachable puts 2 in PROBE though it has everything. Heartbeat answers recover it
+    # (an empty append, whose answer means REPLICATE again), so the idle group can go quiet;
+    # before, 2 stayed probing until someone wrote, and maybe_quiesce refused all along.
+    c = _cluster()
+    c.nodes[1].report_unreachable(2)
+    assert not c.nodes[1].maybe_quiesce()
+    _run(c, 2)  # one heartbeat round trip (heartbeat_tick=2)
+    _quiesce(c)

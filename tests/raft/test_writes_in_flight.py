@@ -4,7 +4,9 @@ leader replaced meanwhile changes nothing, and the leader counts itself only for
 
 from __future__ import annotations
 
-from raft import Config, Entry, Message, MessageType, RawNode, Ready
+import pytest
+
+from raft import Config, Entry, Message, MessageType, NotLeaderError, RawNode, Ready, Role
 from raft.log import RaftLog
 from tests.raft.harness import storage_with
 
@@ -117,3 +119,31 @@ def test_applying_is_apart_from_applied() -> None:
     assert log.applied == 0
     log.applied_to(3)
     assert log.applied == 3
+
+
+def test_a_single_voter_leads_only_once_its_term_is_durable() -> None:
+    # Its own vote counts once persisted (etcd's single_node.txt): before, it is a candidate,
+    # refuses proposals and sends nothing, so nothing of a term it could forget leaves it.
+    rn = RawNode(Config(id=1), storage_with([1], learners=[2]))
+    rn.campaign()
+    assert rn.role == Role.CANDIDATE
+    rd = rn.ready()
+    assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (1, 1)
+    assert not rd.messages and not rd.persisted_messages
+    assert rn.role == Role.CANDIDATE  # taken, not yet durable
+    with pytest.raises(NotLeaderError):
+        rn.propose(b"x")
+    finish(rn, rd)
+    assert rn.role == Role.LEADER
+    assert rn.has_ready()  # its no-op, and the append of it to the learner
+
+
+def test_a_vote_that_becomes_durable_after_a_newer_term_counts_for_nothing() -> None:
+    rn = RawNode(Config(id=1), storage_with([1], learners=[2]))
+    rn.campaign()
+    rd = rn.ready()
+    # While the write is in flight the node hears of term 5 (a leader that its learner
+    # followed after a reconfiguration, say): the durable vote of term 1 is stale by then.
+    rn.step(Message(type=MessageType.HEARTBEAT, to=1, frm=2, term=5))
+    finish(rn, rd)
+    assert (rn.role, rn.term) == (Role.FOLLOWER, 5)

@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 
 MAX_MEMBERS = 8
 MIN_VOTERS = 3
-"""The operator keeps at least this many voters, so a single failure never stops the group."""
+"""The operator keeps at least this many voters, so a single failure never stops the group;
+in a world that starts with fewer (Profile.voters), at least that many."""
+
+
+def min_voters(w: World) -> int:
+    return min(MIN_VOTERS, w.profile.voters or MIN_VOTERS)
 
 
 def propose(w: World) -> None:
@@ -105,7 +110,8 @@ def change_membership(w: World) -> None:
         options.append("add")
     if learners:
         options.append("promote")
-    if len(voters) > MIN_VOTERS or learners:
+    keep = min_voters(w)
+    if len(voters) > keep or learners:
         options.append("remove")
     if not options:
         return
@@ -131,7 +137,7 @@ def change_membership(w: World) -> None:
     elif choice == "promote":
         cc = ConfChange(ConfChangeType.ADD_VOTER, rng.choice(sorted(learners)))
     else:
-        pool = sorted(learners) + (sorted(voters) if len(voters) > MIN_VOTERS else [])
+        pool = sorted(learners) + (sorted(voters) if len(voters) > keep else [])
         cc = ConfChange(ConfChangeType.REMOVE_NODE, rng.choice(pool))
     w.begin_step()
     try:

@@ -5,7 +5,8 @@ links (both ways or one way), isolated nodes, majority/minority splits, bridge a
 partitions, flaky nodes, lost message types, storms of loss, duplication and delay, crashes, and
 an occasional `recover` that heals everything (etcd raft_test.go's verbs). And aimed, where
 Raft is delicate: crashes concentrate on Readies that cast a vote or move to a new term, and new
-leaders are crashed or cut off before they replicated much (`depose`). Each fault knows how to
+leaders are crashed or cut off before they replicated much (`depose`), and a leader that
+sends entries while the write of its term is still in flight dies right after sending. Each fault knows how to
 undo itself and when; the network reference-counts cuts, so overlapping faults compose.
 """
 
@@ -85,11 +86,24 @@ class Nemesis:
             return CrashPoint.NONE
         p = w.profile
         chance = p.crash_sync
-        hs = rd.hard_state
-        if hs is not None and p.crash_vote:
+        if p.crash_vote and sn.node is not None:
+            # A Ready that moves the durable term or vote, or any Ready taken while such a
+            # write is still in flight (writes in flight): what the node says then rests on a
+            # term its disk does not hold yet.
             durable = sn.storage.hard_state
-            if hs.term != durable.term or hs.vote != durable.vote:
+            r = sn.node.raft
+            if r.term != durable.term or r.vote != durable.vote:
                 chance = max(chance, p.crash_vote)
+                if (
+                    any(m.entries for m in rd.messages)
+                    and any(q.hard_state and q.hard_state.term == r.term for q, _ in sn.writes)
+                    and w.rng.random() < p.crash_vote
+                ):
+                    # Entries of a term whose write is still in flight leave the node, and it
+                    # dies before that write lands: it may lead the term again with other
+                    # entries. A correct core never gets here: a leader's term is durable
+                    # before it leads (issue 11).
+                    return CrashPoint.AFTER_SEND
         if sn.crash_armed or w.rng.random() < chance:
             return w.rng.choices(CRASH_POINTS, CRASH_WEIGHTS)[0]
         return CrashPoint.NONE

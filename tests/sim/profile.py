@@ -5,11 +5,16 @@ in an average mix."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
 from tests.sim.host import HostPolicy, RaftParams
 from tests.sim.network import Weather
+
+ONE_VOTER = 1
+ONE_VOTER_ODDS = 0.15
+"""Share of seeds whose group starts with one voter and learners (Profile.voters)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,6 +58,11 @@ class Profile:
     proposals_per_tick: int = 1  # client batches tried per tick (each with propose_rate)
     host: HostPolicy = field(default_factory=HostPolicy)
     propose_syncing: float = 0.0  # probability a leader takes a proposal while it fsyncs
+    voters: int = 0
+    """How many of the nodes start as voters, the rest as learners (0: all). A single voter
+    with learners is a broker partition of replication factor 1 whose replica is being moved:
+    the voter elects itself, and only the durability of its own vote keeps it from sending
+    appends of a term a crash could make it reuse (issue 11)."""
 
     def describe(self) -> str:
         """One line for a person replaying the seed."""
@@ -68,6 +78,7 @@ class Profile:
             f"{self.depose_rate:.0%}; host: lazy commit {'on' if self.host.lazy_commit else 'off'}, "
             f"quiesce after {self.host.quiesce_after or 'never'}, writes in flight "
             f"{'yes' if self.host.pipeline else 'no'}"
+            + (f"; {self.voters} voter(s), the rest learners" if self.voters else "")
         )
 
     @classmethod
@@ -107,7 +118,7 @@ class Profile:
                 member_rate=0.0,
                 defer_ready=0.0,
             )
-        return cls(
+        profile = cls(
             nodes=nodes,
             spares=3,
             raft=raft,
@@ -141,4 +152,16 @@ class Profile:
                 pipeline=rng.random() < 0.5,
             ),
             propose_syncing=rng.choice([0.0, 0.3]),
+            voters=ONE_VOTER if rng.random() < ONE_VOTER_ODDS else 0,
         )
+        if profile.voters:
+            # A single voter is hurt by a crash while its new term is still being written and
+            # appends of that term are already out: that takes writes in flight (node/driver.py
+            # always has them) and crashes aimed at an undurable term.
+            profile = dataclasses.replace(
+                profile,
+                host=dataclasses.replace(profile.host, pipeline=True),
+                crash_vote=max(profile.crash_vote, 0.2),
+                propose_syncing=max(profile.propose_syncing, 0.3),
+            )
+        return profile

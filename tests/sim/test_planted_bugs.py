@@ -9,7 +9,8 @@ blind. Seeds run in order and the hunt stops at the first failure, so this file 
 
 Beyond the four classic bugs, three more prove the checks no classic bug reaches can fire: log
 matching, commit monotonicity and leader append-only; one more is a host-contract bug of writes
-in flight (a Ready that repeats committed entries).
+in flight (a Ready that repeats committed entries), and one is issue 11's single voter that
+leads a term before it is durable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pytest
 
 import raft.core
 from raft.log import RaftLog
-from raft.types import Entry, MessageType
+from raft.quorum import VoteResult
+from raft.types import Entry, Message, MessageType
 from tests.sim.cli import main
 from tests.sim.profile import SimOptions
 from tests.sim.runner import SeedResult, first_failure
@@ -145,6 +147,28 @@ def test_a_ready_that_hands_out_committed_entries_again(monkeypatch: pytest.Monk
     assert found.kind in {"safety", "exception"}, found.error
     if found.kind == "safety":
         assert found.prop == "state machine safety", found.error
+
+
+def test_a_single_voter_that_leads_before_its_term_is_durable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11: a candidate's own vote is a promise like any other and counts only once
+    durable. Plant the old rule (a single voter counts its vote and leads inside campaign()):
+    its appends, sent while its term's write is in flight, reach a learner; it crashes, leads
+    the same term again, and writes other entries at the same (index, term). Found only in the
+    one-voter worlds (Profile.voters), with writes in flight."""
+    send = raft.core.Raft.send
+
+    def counting_own_vote_at_once(self: raft.core.Raft, m: Message) -> None:
+        if m.to != self.id:
+            send(self, m)
+        elif self.poll(self.id, MessageType.VOTE, True) == VoteResult.WON:
+            self.become_leader()
+
+    monkeypatch.setattr(raft.core.Raft, "send", counting_own_vote_at_once)
+    found = _hunt(budget=500)  # CI's budget: python -m tests.sim --seeds 500
+    assert found.kind == "safety", found.error
+    assert found.prop in {"log matching", "state machine safety"}, found.error
 
 
 def test_a_failure_exits_1_with_the_replay_command(

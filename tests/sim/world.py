@@ -16,6 +16,9 @@ After every step the node it touched runs its host loop (raft/rawnode.py's contr
 tests/sim/host.py), unless the world lets inputs pile up first, as node/'s driver does under load,
 and the checker (tests/sim/checker.py) checks that node.
 
+Most worlds start with every node a voter; some (Profile.voters) with one voter and the rest
+learners, a broker partition of replication factor 1 whose replica is being moved.
+
 A run has two phases. Chaos: the faults above. Calm: every partition healed, every crashed member
 restarted, no loss; then a leader must emerge and a fresh proposal commit on every member within
 bounds derived from the election timeout (LEADER_BOUND_ETS and COMMIT_BOUND_ETS below).
@@ -183,7 +186,10 @@ class World:
         )
         self.nodes: dict[int, SimNode] = {}
         n = self.profile.nodes
-        self.initial_conf = ConfState(voters=frozenset(range(1, n + 1)))
+        v = self.profile.voters or n
+        self.initial_conf = ConfState(
+            voters=frozenset(range(1, v + 1)), learners=frozenset(range(v + 1, n + 1))
+        )
         self.conf = self.initial_conf  # the latest configuration applied anywhere
         self.conf_index = 0
         self.next_id = n + 1
@@ -231,6 +237,11 @@ class World:
     def _elected(self, sn: SimNode) -> None:
         assert sn.node is not None
         self.emit("elect", f"node {sn.id} leads term {sn.node.term}", (sn.id,))
+        p = self.profile.propose_syncing
+        if p and self.rng.random() < p:
+            # A client that found no leader retries as soon as its metadata names one: its
+            # batch reaches the new leader while that leader's first write is in flight.
+            sn.client_waiting = True
         if self.chaos and self.rng.random() < self.profile.depose_rate:
             self.nemesis.depose(sn)
 

@@ -1,0 +1,129 @@
+"""What the `liferaft` commands that talk to a cluster as a client share: topic, cluster, group,
+produce, consume.
+
+They use the Python client's blocking facade (client.sync), so the main thread reads stdin and
+prints while the client's event loop runs on its own thread, and Ctrl-C cancels cleanly. Each
+imports the client inside its command function, so loading the CLI loads no client.
+
+Every command takes --bootstrap HOST:PORT,... (or LIFERAFT_BOOTSTRAP); those that print data
+take --json. A cluster error prints one line, its code and message, and exits 1; bad usage
+exits 2. Record values are printed as text (UTF-8, undecodable bytes replaced); --json shows
+non-UTF-8 bytes as {"base64": ...}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from client import ConsumerRecord, PartitionMetadata
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        "-b",
+        envvar="LIFERAFT_BOOTSTRAP",
+        help="Any nodes of the cluster: HOST:PORT,HOST:PORT,...",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _bootstrap(value: str | None) -> str:
+    if not value or not value.strip():
+        raise _fail("no cluster given: pass --bootstrap HOST:PORT,... or set LIFERAFT_BOOTSTRAP", 2)
+    return value
+
+
+@contextmanager
+def _client_errors() -> Iterator[None]:
+    """The CLI's one error boundary: cluster errors exit 1, bad arguments exit 2."""
+    from client import LiferaftError
+
+    try:
+        yield
+    except LiferaftError as e:
+        raise _fail(f"{e.code_name}: {e.message}") from None
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data))
+
+
+def _node(node_id: int) -> int | None:
+    return node_id if node_id > 0 else None
+
+
+def _partition_json(p: PartitionMetadata) -> dict[str, Any]:
+    return {
+        "partition": p.partition,
+        "leader": _node(p.leader),
+        "leader_epoch": p.leader_epoch,
+        "replicas": list(p.replicas),
+        "isr": list(p.isr),
+        "high_watermark": p.high_watermark,
+        "log_start_offset": p.log_start_offset,
+    }
+
+
+def _ids(ids: tuple[int, ...]) -> str:
+    return ",".join(map(str, ids)) or "-"
+
+
+def _parse_configs(items: list[str] | None) -> dict[str, str]:
+    configs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _fail(
+                f"--config {item!r} must look like NAME=VALUE, e.g. retention.ms=3600000", 2
+            )
+        configs[key.strip()] = value.strip()
+    return configs
+
+
+def _bytes_json(value: bytes | None) -> str | dict[str, str] | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(value).decode("ascii")}
+
+
+def _text(value: bytes | None) -> str:
+    return "null" if value is None else value.decode("utf-8", errors="replace")
+
+
+def _record_json(r: ConsumerRecord) -> dict[str, Any]:
+    return {
+        "topic": r.topic,
+        "partition": r.partition,
+        "offset": r.offset,
+        "timestamp_ms": r.timestamp_ms,
+        "key": _bytes_json(r.key),
+        "value": _bytes_json(r.value),
+        "headers": [[k, _bytes_json(v)] for k, v in r.headers],
+    }

@@ -1,0 +1,248 @@
+"""`liferaft chaos run`: a seeded nemesis against a local or compose cluster, and the history check.
+
+    liferaft chaos run --faults kill,pause,partition --duration 120 --seed 7 --out chaos-out
+    liferaft chaos run --target compose --bootstrap 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
+
+--target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
+process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
+RAFT_PORT_OFFSET ports above it, liferaft_proto/ports.py), and three node processes whose --peers
+point at those proxies (chaos/local.py). Its data and logs go to OUT/cluster (node data is deleted
+afterwards unless --keep-data; logs stay). With `power` among the faults, each node's data
+directory OUT/cluster/node-N is a power-loss disk: a FUSE mount over OUT/cluster/node-N.disk that
+forgets every write not fsynced when the nemesis cuts the power (chaos/lazyfs.py). That needs
+/dev/fuse, libfuse2 and fusepy, and root (or fusermount).
+
+--target compose drives a running compose cluster started with the chaos-local (or chaos)
+profile: nodes by `docker kill/start/pause/unpause`, links through the proxy API published at
+--toxiproxy, or with --network iptables through DROP rules in the node containers' namespaces
+(for a cluster whose peers dial each other directly).
+
+The output folder gets history.jsonl, summary.json and plot.png. The last five lines printed are
+`lost: N`, `duplicated: N`, `inconsistent_offsets: N`, `aborted_reads: N` and
+`replica_differences: N`; the exit code is 1 when anything acknowledged was lost or corrupted
+(lost, inconsistent offsets, aborted, wrong-offset or phantom reads), the log could not be read
+back whole, or the replicas differ (a partition log up to the high watermark, the controller or
+the groups state not the same on every node, chaos/replicas.py), 3 when the run could not be carried
+out (the cluster did not start, a fault could not be injected), 2 for bad usage. Duplicates do
+not fail a run: a producer without idempotence may write a retried send twice.
+
+The local cluster is chaos/local.py's (it starts nodes with liferaft.launcher); this module is
+only the command, and imports chaos/ when it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Chaos runs: faults against a cluster, and a check that nothing acknowledged was lost.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+@app.command("run")
+def chaos_run(
+    faults: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated fault kinds: kill, pause, partition, power, latency, "
+            "bandwidth (power: local target, needs FUSE)."
+        ),
+    ] = "kill,pause,partition",
+    duration: Annotated[float, typer.Option(help="Seconds the workload runs.")] = 60.0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the fault schedule (default: random, printed).")
+    ] = None,
+    target: Annotated[str, typer.Option(help="local (own processes) or compose.")] = "local",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default chaos-<seed>-<time>).")
+    ] = None,
+    bootstrap: Annotated[
+        str,
+        typer.Option(envvar="LIFERAFT_BOOTSTRAP", help="compose: the nodes' host addresses."),
+    ] = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
+    toxiproxy: Annotated[
+        str, typer.Option(help="compose: the fault proxy's API (HOST:PORT).")
+    ] = "127.0.0.1:8474",
+    network: Annotated[
+        str, typer.Option(help="compose: link faults via 'proxy' or 'iptables'.")
+    ] = "proxy",
+    project: Annotated[
+        str | None, typer.Option(help="compose: the project name (default: the only one).")
+    ] = None,
+    nodes: Annotated[int, typer.Option(help="local: how many nodes.")] = 3,
+    partitions: Annotated[int, typer.Option(help="Partitions of the topic.")] = 6,
+    producers_per_partition: Annotated[int, typer.Option()] = 1,
+    rate: Annotated[
+        float, typer.Option(help="Most sends per second per producer (0: no limit).")
+    ] = 0.0,
+    request_timeout_ms: Annotated[
+        int, typer.Option(help="Clients' per-attempt deadline (a paused leader costs this).")
+    ] = 3_000,
+    retry_backoff_ms: Annotated[
+        int, typer.Option(help="Clients' first retry backoff (doubles per retry).")
+    ] = 100,
+    retry_backoff_max_ms: Annotated[int, typer.Option(help="Clients' largest backoff.")] = 1_000,
+    settle: Annotated[
+        bool, typer.Option(help="Wait for every replica in sync before each fault.")
+    ] = True,
+    plot: Annotated[bool, typer.Option(help="Write plot.png (needs matplotlib).")] = True,
+    keep_data: Annotated[
+        bool, typer.Option(help="local: keep the nodes' data folders afterwards.")
+    ] = False,
+) -> None:
+    """Run a workload under a seeded nemesis, then check that nothing acknowledged was lost."""
+    from chaos.faults import Faults
+    from chaos.history import History
+    from chaos.local import local_chaos_cluster
+    from chaos.nemesis import parse_fault_kinds, plan_faults
+    from chaos.network import IptablesNetwork, Network, ToxiproxyNetwork
+    from chaos.summary import format_run_summary, write_outputs
+    from chaos.targets import ComposeNodes, ProcessNodes, TargetError
+    from chaos.workload import WorkloadConfig, run_chaos
+    from liferaft.launcher import DevClusterError
+
+    try:
+        kinds = parse_fault_kinds(faults)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    if target not in ("local", "compose"):
+        raise _fail(f"--target must be local or compose, not {target!r}")
+    if "power" in kinds:
+        from chaos.lazyfs import fuse_unavailable
+
+        if target != "local":
+            raise _fail("power faults need --target local (its nodes run on FUSE disks)")
+        why = fuse_unavailable()
+        if why is not None:
+            raise _fail(f"power faults need FUSE: {why}")
+    if network not in ("proxy", "iptables"):
+        raise _fail(f"--network must be proxy or iptables, not {network!r}")
+    if duration <= 0 or partitions < 1 or producers_per_partition < 1:
+        raise _fail("--duration, --partitions and --producers-per-partition must be positive")
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 1_000_000)
+    out = out or Path(f"chaos-{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    topic = f"chaos-s{seed}-{secrets.token_hex(2)}"
+    config = WorkloadConfig(
+        topic=topic,
+        partitions=partitions,
+        producers_per_partition=producers_per_partition,
+        rate_per_producer=rate,
+        request_timeout_ms=request_timeout_ms,
+        retry_backoff_ms=retry_backoff_ms,
+        retry_backoff_max_ms=retry_backoff_max_ms,
+        recover_timeout_s=90.0 if target == "local" else 120.0,
+    )
+    plan = plan_faults(kinds, duration, seed, partitions=partitions)
+    run: dict[str, Any] = {
+        "target": target,
+        "faults": ",".join(kinds),
+        "duration_s": duration,
+        "seed": seed,
+        "topic": topic,
+    }
+    if (request_timeout_ms, retry_backoff_ms, retry_backoff_max_ms) != (3_000, 100, 1_000):
+        run["client"] = (
+            f"request={request_timeout_ms}ms,backoff={retry_backoff_ms}..{retry_backoff_max_ms}ms"
+        )
+    _say(
+        "chaos run: "
+        + " ".join(f"{k}={v}" for k, v in run.items())
+        + f"; {len(plan)} faults planned; output in {out}"
+    )
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+    with open(out / "history.jsonl", "w", encoding="utf-8") as stream:
+        history = History(stream_to=stream)
+        try:
+            if target == "local":
+                with local_chaos_cluster(out / "cluster", nodes, power="power" in kinds) as local:
+                    _say(
+                        f"local cluster: {local.bootstrap}, links through the proxy at "
+                        f"{local.proxy_api}"
+                    )
+                    chaos = Faults(
+                        ProcessNodes(local.cluster, local.node_ids, local.disks),
+                        ToxiproxyNetwork(local.proxy_api),
+                    )
+                    try:
+                        result = asyncio.run(
+                            run_chaos(
+                                local.bootstrap,
+                                chaos,
+                                plan,
+                                history,
+                                config,
+                                duration,
+                                settle=settle,
+                                say=_say,
+                            )
+                        )
+                    finally:
+                        chaos.close()
+                if not keep_data:
+                    for n in local.node_ids:
+                        shutil.rmtree(out / "cluster" / f"node-{n}", ignore_errors=True)
+                        shutil.rmtree(out / "cluster" / f"node-{n}.disk", ignore_errors=True)
+                run["bootstrap"] = local.bootstrap
+            else:
+                compose_nodes = ComposeNodes(project=project)
+                link_net: Network = (
+                    ToxiproxyNetwork(toxiproxy)
+                    if network == "proxy"
+                    else IptablesNetwork(compose_nodes)
+                )
+                chaos = Faults(compose_nodes, link_net)
+                try:
+                    result = asyncio.run(
+                        run_chaos(
+                            bootstrap,
+                            chaos,
+                            plan,
+                            history,
+                            config,
+                            duration,
+                            settle=settle,
+                            say=_say,
+                        )
+                    )
+                finally:
+                    chaos.close()
+                run["bootstrap"] = bootstrap
+                run["project"] = compose_nodes.project
+                run["network"] = network
+        except (DevClusterError, TargetError, RuntimeError, OSError) as e:
+            raise _fail(f"the chaos run could not complete: {e}", 3) from None
+
+    try:
+        written = write_outputs(result, run, out, plot=plot)
+    except ImportError as e:
+        written = write_outputs(result, run, out, plot=False)
+        _say(f"no plot: {e} (pip install matplotlib)")
+    _say("wrote " + ", ".join(str(p) for p in [out / "history.jsonl", *written]))
+    _say(format_run_summary(result, run))
+    raise typer.Exit(0 if result.ok else 1)

@@ -1,0 +1,161 @@
+"""`liferaft node`: run one broker in the foreground.
+
+The broker process is this module, liferaft.cli's app and node/: nothing of the client, chaos or
+the rest of the CLI's tooling is loaded (tests/test_house.py checks a real process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from liferaft.cli._common import fail
+from liferaft_proto.ports import RAFT_PORT_OFFSET
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command("node")
+def node_cmd(
+    node_id: Annotated[
+        int | None,
+        typer.Option("--node-id", envvar="LIFERAFT_NODE_ID", help="This node's id (>= 1)."),
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(envvar="LIFERAFT_LISTEN", help="HOST:PORT to serve on.")
+    ] = None,
+    advertise: Annotated[
+        str | None, typer.Option(envvar="LIFERAFT_ADVERTISE", help="HOST:PORT clients should use.")
+    ] = None,
+    peers: Annotated[
+        str | None,
+        typer.Option(envvar="LIFERAFT_PEERS", help="Every node: 1@HOST:PORT,2@HOST:PORT,..."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", envvar="LIFERAFT_DATA_DIR", help="Where this node keeps its data."
+        ),
+    ] = None,
+    cluster_id: Annotated[
+        str | None, typer.Option("--cluster-id", envvar="LIFERAFT_CLUSTER_ID")
+    ] = None,
+    raft_port_offset: Annotated[
+        int | None,
+        typer.Option(
+            "--raft-port-offset",
+            envvar="LIFERAFT_RAFT_PORT_OFFSET",
+            help="Every node's Raft transport listens on its gRPC port plus this "
+            f"(default {RAFT_PORT_OFFSET}).",
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="LIFERAFT_CONFIG", help="A TOML file with these settings."),
+    ] = None,
+    tick_ms: Annotated[int | None, typer.Option("--tick-ms", envvar="LIFERAFT_TICK_MS")] = None,
+    election_ticks: Annotated[
+        int | None, typer.Option("--election-ticks", envvar="LIFERAFT_ELECTION_TICKS")
+    ] = None,
+    retention_check_ms: Annotated[
+        int | None, typer.Option("--retention-check-ms", envvar="LIFERAFT_RETENTION_CHECK_MS")
+    ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            envvar="LIFERAFT_METRICS_LISTEN",
+            help="Where to serve Prometheus metrics (GET /metrics), HOST:PORT, or off "
+            "(default: the --listen host, its port + 300).",
+        ),
+    ] = None,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-dir",
+            envvar="LIFERAFT_TLS_DIR",
+            help="This node's ca.crt, node.crt, node.key (or DIR/node-N/ of "
+            "`liferaft certs create`): mutual TLS with the other nodes.",
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca", envvar="LIFERAFT_TLS_CA", help="The cluster CA (else in --tls-dir)."
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", envvar="LIFERAFT_TLS_CERT", help="This node's certificate."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", envvar="LIFERAFT_TLS_KEY", help="Its key.")
+    ] = None,
+    insecure_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-plaintext-between-nodes",
+            envvar="LIFERAFT_INSECURE_PLAINTEXT_BETWEEN_NODES",
+            help="UNSAFE: no TLS between nodes; anyone who reaches the Raft port can forge "
+            "replication. Only where every process on the network is trusted.",
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", envvar="LIFERAFT_LOG_FORMAT", help="text (default) or json."),
+    ] = None,
+) -> None:
+    """Run one node in the foreground until SIGINT/SIGTERM (then hand off leadership and stop)."""
+    from node.config import ConfigError, NodeConfig, load_toml, parse_peers
+
+    settings: dict[str, Any] = {}
+    try:
+        if config_file is not None:
+            settings.update(load_toml(config_file))
+        given = {
+            "node_id": node_id,
+            "listen": listen,
+            "advertise": advertise,
+            "peers": parse_peers(peers) if peers else None,
+            "data_dir": data_dir,
+            "cluster_id": cluster_id,
+            "raft_port_offset": raft_port_offset,
+            "tick_ms": tick_ms,
+            "election_ticks": election_ticks,
+            "retention_check_ms": retention_check_ms,
+            "metrics_listen": metrics_listen,
+            "log_format": log_format,
+            "tls_dir": tls_dir,
+            "tls_ca": tls_ca,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "insecure_plaintext_between_nodes": insecure_plaintext or None,
+        }
+        settings.update({k: v for k, v in given.items() if v is not None})
+        missing = [
+            f"--{k.replace('_', '-')}"
+            for k in ("node_id", "listen", "peers", "data_dir")
+            if k not in settings
+        ]
+        if missing:
+            raise ConfigError(
+                f"missing {', '.join(missing)} (flags, LIFERAFT_* variables or --config)"
+            )
+        cfg = NodeConfig(**settings).validate()
+    except (ConfigError, TypeError) as e:
+        raise fail(str(e), 2) from None
+    from node import logs
+    from node.server import serve
+
+    logs.configure(log_level, cfg.log_format, cfg.node_id)
+
+    try:
+        asyncio.run(serve(cfg))
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,92 @@
+"""CreateTopics (key 19): through the controller, as the gRPC CreateTopics does.
+
+Kafka clients send admin requests to the controller that Metadata names (the controller's Raft
+leader); a node that is not it answers NOT_CONTROLLER, and the client refreshes its metadata and
+goes there. Partitions are placed by the controller: explicit replica assignments are refused.
+-1 partitions or replication factor means the node's defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from node.errors import BrokerError, ErrorCode
+from node.kafka.handlers._common import timeout_s
+from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
+
+DEFAULT_TIMEOUT_MS = 15_000
+LEADERS_WAIT_S = 10.0
+
+
+async def wait_for_leaders(ctx: Ctx, name: str, timeout: float) -> None:
+    """Until every partition of the new topic has a leader (bounded), so a client that creates
+    then produces does not meet LEADER_NOT_AVAILABLE."""
+    deadline = time.monotonic() + min(timeout, LEADERS_WAIT_S)
+    while time.monotonic() < deadline:
+        info = ctx.broker.controller.state.topics.get(name)
+        if info is None:
+            return
+        views = [ctx.broker.partition_view(info, p) for p in range(info.partitions)]
+        if all(v.state is not None and v.state.leader for v in views):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def handle(ctx: Ctx, request: Any, version: int) -> Any:
+    r = Responses(API.key, version)
+    ctl = ctx.broker.controller
+    cfg = ctx.broker.config
+    timeout = timeout_s(request.timeout, DEFAULT_TIMEOUT_MS)
+    results = []
+    seen: set[str] = set()
+    for t in request.topics:
+        partitions = t.num_partitions if t.num_partitions != -1 else cfg.default_partitions
+        rf = (
+            t.replication_factor
+            if t.replication_factor != -1
+            else min(cfg.default_replication_factor, max(1, len(ctl.state.brokers)))
+        )
+        code, message = NONE, None
+        try:
+            if not ctl.is_leader:
+                raise BrokerError(
+                    ErrorCode.NOT_CONTROLLER,
+                    f"node {ctx.broker.node_id} is not the controller; node {ctl.leader} is",
+                )
+            if t.name in seen:
+                raise BrokerError(
+                    ErrorCode.INVALID_REQUEST, f"topic {t.name!r} appears twice in the request"
+                )
+            seen.add(t.name)
+            if t.assignments:
+                raise BrokerError(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    "liferaft places replicas itself: give partitions and replication factor",
+                )
+            configs = {c.name: c.value for c in t.configs if c.value is not None}
+            cmd = ctl.plan_create_topic(t.name, partitions, rf, configs)
+            if not request.validate_only:
+                await asyncio.wait_for(ctl.propose(cmd), timeout)
+                await wait_for_leaders(ctx, t.name, timeout)
+        except BrokerError as e:
+            code, message = error_code_of(e), e.message
+        except TimeoutError:
+            code = error_code_of(BrokerError(ErrorCode.REQUEST_TIMED_OUT, ""))
+            message = f"topic {t.name!r} was not created in time"
+        results.append(
+            r.make(
+                "CreatableTopicResult",
+                name=t.name,
+                error_code=code,
+                error_message=message,
+                num_partitions=partitions if code == NONE else -1,
+                replication_factor=rf if code == NONE else -1,
+                configs=() if code == NONE else None,
+            )
+        )
+    return r(throttle_time=NO_THROTTLE, topics=tuple(results))
+
+
+API = Api(key=19, name="CreateTopics", min_version=2, max_version=5, handle=handle)

@@ -1,0 +1,308 @@
+"""Kafka's classic consumer groups against a real three-node liferaft cluster (issue 15).
+
+A group of two members (confluent-kafka with the range and the cooperative-sticky assignors,
+kafka-python, aiokafka) splits a topic's partitions, rebalances to the survivor when one leaves,
+and a new member resumes from the committed offsets: every record is read, none twice after a
+commit. Groups are listed, described and deleted with Kafka's admin clients, and a group id is
+either classic or liferaft's own, never both at once. One cluster serves the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+
+from client import Consumer
+from liferaft.launcher import DevCluster, free_port_block
+from liferaft_proto import status as wire_status
+from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
+from tests.integration.test_kafka_clients import create_with_kafka_python, kafka_bootstrap
+
+RECORDS = 60
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    dev = DevCluster.create(tmp_path_factory.mktemp("kafka-groups"), 3, free_port_block(3), [])
+    dev.start()
+    try:
+        dev.wait_healthy(60)
+        yield dev
+    finally:
+        dev.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def produce(cluster: DevCluster, topic: str, start: int, count: int) -> None:
+    import confluent_kafka as ck
+
+    producer = ck.Producer({"bootstrap.servers": kafka_bootstrap(cluster), "acks": "all"})
+    for i in range(start, start + count):
+        producer.produce(topic, key=b"k%d" % i, value=b"%d" % i)
+    assert producer.flush(30) == 0
+
+
+def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+
+
+# -- librdkafka ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_confluent_group_rebalances_and_resumes_from_commits(
+    cluster: DevCluster, strategy: str
+) -> None:
+    import confluent_kafka as ck
+
+    topic, group = unique("cg"), unique("grp")
+    create_with_kafka_python(cluster, topic)
+    produce(cluster, topic, 0, RECORDS)
+
+    def member() -> ck.Consumer:
+        c = ck.Consumer(
+            {
+                "bootstrap.servers": kafka_bootstrap(cluster),
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 300,
+                "partition.assignment.strategy": strategy,
+            }
+        )
+        c.subscribe([topic])
+        return c
+
+    read: list[bytes] = []
+
+    def poll(c: ck.Consumer) -> None:
+        m = c.poll(0.1)
+        if m is not None and m.error() is None:
+            read.append(m.value())
+            c.commit(m, asynchronous=False)
+
+    a, b = member(), member()
+
+    def split() -> bool:
+        poll(a)
+        poll(b)
+        pa = {tp.partition for tp in a.assignment()}
+        pb = {tp.partition for tp in b.assignment()}
+        return len(read) >= RECORDS // 2 and bool(pa) and bool(pb) and pa | pb == {0, 1, 2}
+
+    until(split, 40, "both members to hold partitions")
+    pa = {tp.partition for tp in a.assignment()}
+    pb = {tp.partition for tp in b.assignment()}
+    assert not pa & pb, (pa, pb)
+    b.close()  # LeaveGroup: a takes over at once
+    until(lambda: poll(a) or len(a.assignment()) == 3, 30, "the survivor to hold all three")
+    until(lambda: poll(a) or len(set(read)) == RECORDS, 30, "every record to be read")
+    a.close()
+    assert sorted(set(read), key=int) == [b"%d" % i for i in range(RECORDS)]
+    # Everything read was committed: a new member reads only what comes next.
+    produce(cluster, topic, RECORDS, 9)
+    c = member()
+    read.clear()
+    until(lambda: poll(c) or len(read) >= 9, 40, "the new member to read the new records")
+    time.sleep(0.5)
+    poll(c)
+    c.close()
+    assert sorted(read, key=int) == [b"%d" % i for i in range(RECORDS, RECORDS + 9)]
+
+
+# -- kafka-python --------------------------------------------------------------------------------
+def test_kafka_python_group_rebalances_and_resumes_from_commits(cluster: DevCluster) -> None:
+    from kafka import KafkaConsumer
+    from kafka.errors import CommitFailedError, RebalanceInProgressError
+
+    topic, group = unique("kpg"), unique("grp")
+    create_with_kafka_python(cluster, topic)
+    produce(cluster, topic, 0, RECORDS)
+
+    def member() -> KafkaConsumer:
+        return KafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap(cluster),
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=300,
+        )
+
+    read: list[bytes] = []
+
+    def poll(c: KafkaConsumer) -> None:
+        got = c.poll(timeout_ms=100)
+        for msgs in got.values():
+            read.extend(m.value for m in msgs)
+        if got:
+            # A rebalance may be under way: the records come again to whoever holds them next
+            # (at least once), as with Kafka.
+            with contextlib.suppress(CommitFailedError, RebalanceInProgressError):
+                c.commit()
+
+    a, b = member(), member()
+    until(
+        lambda: poll(a) or poll(b) or (bool(a.assignment()) and bool(b.assignment())),
+        40,
+        "both members to hold partitions",
+    )
+    assert not {tp.partition for tp in a.assignment()} & {tp.partition for tp in b.assignment()}
+    b.close()
+    until(lambda: poll(a) or len(a.assignment()) == 3, 30, "the survivor to hold all three")
+    until(lambda: poll(a) or len(set(read)) == RECORDS, 30, "every record to be read")
+    a.close()
+    produce(cluster, topic, RECORDS, 9)
+    c = member()
+    read.clear()
+    until(lambda: poll(c) or len(read) >= 9, 40, "the new member to read the new records")
+    c.close()
+    assert sorted(read, key=int) == [b"%d" % i for i in range(RECORDS, RECORDS + 9)]
+
+
+# -- aiokafka ------------------------------------------------------------------------------------
+async def test_aiokafka_group_member_commits_and_a_successor_resumes(cluster: DevCluster) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    topic, group = unique("aiog"), unique("grp")
+    create_with_kafka_python(cluster, topic)
+    await asyncio.to_thread(produce, cluster, topic, 0, RECORDS)
+
+    async def consume(want: int) -> list[bytes]:
+        c = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap(cluster),
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await c.start()
+        got: list[bytes] = []
+        try:
+            deadline = time.monotonic() + 40
+            while len(got) < want and time.monotonic() < deadline:
+                for msgs in (await c.getmany(timeout_ms=200)).values():
+                    got.extend(m.value for m in msgs)
+                await c.commit()
+        finally:
+            await c.stop()
+        return got
+
+    first = await consume(RECORDS)
+    assert sorted(first, key=int) == [b"%d" % i for i in range(RECORDS)]
+    await asyncio.to_thread(produce, cluster, topic, RECORDS, 5)
+    second = await consume(5)
+    assert sorted(second, key=int) == [b"%d" % i for i in range(RECORDS, RECORDS + 5)]
+
+
+# -- admin and the two kinds of group -------------------------------------------------------------
+def test_groups_are_listed_described_and_deleted_by_kafka_admin(cluster: DevCluster) -> None:
+    import confluent_kafka as ck
+    from confluent_kafka.admin import AdminClient
+
+    topic, group = unique("adm"), unique("grp")
+    create_with_kafka_python(cluster, topic)
+    produce(cluster, topic, 0, 6)
+    c = ck.Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap(cluster),
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    until(lambda: c.poll(0.1) is not None and bool(c.assignment()), 30, "an assignment")
+    c.commit(asynchronous=False)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap(cluster)})
+    listed = admin.list_consumer_groups(request_timeout=20).result()
+    assert group in {g.group_id for g in listed.valid}
+    desc = admin.describe_consumer_groups([group], request_timeout=20)[group].result()
+    assert str(desc.state).endswith("STABLE") and len(desc.members) == 1
+    assert {tp.partition for tp in desc.members[0].assignment.topic_partitions} == {0, 1, 2}
+    busy = admin.delete_consumer_groups([group], request_timeout=20)[group]
+    with pytest.raises(ck.KafkaException, match="NON_EMPTY_GROUP"):
+        busy.result()
+    c.close()
+    admin.delete_consumer_groups([group], request_timeout=20)[group].result()
+    gone = admin.describe_consumer_groups([group], request_timeout=20)[group].result()
+    assert str(gone.state).endswith("DEAD")
+
+
+async def test_a_group_is_classic_or_liferaft_never_both(cluster: DevCluster) -> None:
+    import confluent_kafka as ck
+
+    topic, group = unique("mix"), unique("grp")
+    create_with_kafka_python(cluster, topic)
+    kafka_member = ck.Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap(cluster),
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
+    kafka_member.subscribe([topic])
+    await asyncio.to_thread(
+        until,
+        lambda: kafka_member.poll(0.1) is None and bool(kafka_member.assignment()),
+        30,
+        "the Kafka member's assignment",
+    )
+    try:
+        # A liferaft member asks every node to join; the coordinator refuses it, the others
+        # send it there.
+        codes = set()
+        for node in cluster.nodes.values():
+            async with grpc.aio.insecure_channel(node.address) as channel:
+                stub = broker_pb2_grpc.BrokerStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GroupHeartbeat(
+                        broker_pb2.GroupHeartbeatRequest(
+                            group_id=group, topics=[topic], session_timeout_ms=10_000
+                        ),
+                        timeout=10,
+                    )
+                detail = wire_status.error_detail(caught.value)
+                assert detail is not None
+                codes.add(errors_pb2.ErrorCode.Name(detail.code))
+                if detail.code == errors_pb2.INCONSISTENT_GROUP_PROTOCOL:
+                    assert "Kafka's consumer protocol" in detail.message
+        assert codes == {"INCONSISTENT_GROUP_PROTOCOL", "NOT_COORDINATOR"}
+    finally:
+        await asyncio.to_thread(kafka_member.close)
+    # And the other way round: a group with a live liferaft member refuses a Kafka client.
+    async with Consumer(cluster.bootstrap, group_id=group) as ours:
+        ours.subscribe([topic])
+        await ours.wait_for_assignment(20_000)
+        late = ck.Consumer(
+            {
+                "bootstrap.servers": kafka_bootstrap(cluster),
+                "group.id": group,
+                "enable.auto.commit": False,
+            }
+        )
+        late.subscribe([topic])
+        errors: list[str] = []
+
+        def refused() -> bool:
+            msg = late.poll(0.2)
+            if msg is not None and msg.error() is not None:
+                errors.append(msg.error().name())
+            return bool(errors)
+
+        try:
+            await asyncio.to_thread(until, refused, 30, "the Kafka client to be refused")
+        finally:
+            await asyncio.to_thread(late.close)
+        assert "INCONSISTENT_GROUP_PROTOCOL" in errors
