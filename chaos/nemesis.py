@@ -20,6 +20,8 @@ Fault kinds (the CLI's --faults names on the left):
                power_all  every node at once, the same way; all start again after `hold_s`
   latency    latency_ms +- jitter_ms on every node-to-node link
   bandwidth  every node-to-node link limited to kbps KB/s
+  answers    every produce answer is lost on its way back to the producers (the batch is
+             written; the producer sees a broken connection): chaos/answers.py
 Each fault is healed (restart, resume, heal) after its hold time, before the next one starts.
 
 Execution. Before each fault the nemesis waits (bounded) until the cluster is settled (every
@@ -46,6 +48,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chaos.answers import AnswerDropper
 from chaos.faults import Faults
 from chaos.history import History
 from chaos.targets import TargetError
@@ -63,7 +66,7 @@ __all__ = [
 
 log = logging.getLogger("liferaft.chaos")
 
-FAULT_KINDS = ("kill", "pause", "partition", "power", "latency", "bandwidth")
+FAULT_KINDS = ("kill", "pause", "partition", "power", "latency", "bandwidth", "answers")
 PARTITION_KINDS = ("isolate", "split", "one_way", "ring")
 POWER_KINDS = ("power", "power_all")
 NODE_KINDS = ("kill", "pause", "isolate", "split", "one_way", "power")
@@ -115,6 +118,8 @@ class PlannedFault:
             return f"ring for {self.hold_s:.1f}s"
         if self.kind == "power_all":
             return f"power loss of every node for {self.hold_s:.1f}s"
+        if self.kind == "answers":
+            return f"lose every produce answer for {self.hold_s:.1f}s"
         return f"{self.kind} the leader of partition {self.partition} for {self.hold_s:.1f}s"
 
 
@@ -223,8 +228,10 @@ class Nemesis:
         settled: Callable[[], Awaitable[bool]] | None = None,
         settle_timeout_s: float = 30.0,
         on_event: Callable[[str], None] | None = None,
+        answers: AnswerDropper | None = None,
     ) -> None:
         self.faults = faults
+        self.answers = answers
         self.history = history
         self.plan = list(plan)
         self.leaders = leaders
@@ -358,6 +365,15 @@ class Nemesis:
             return f.ring, f.heal, ()
         if kind == "latency":
             return (lambda: f.latency(planned.latency_ms, planned.jitter_ms)), f.heal, ()
+        if kind == "answers":
+            dropper = self.answers
+            if dropper is None:
+                raise ValueError("the 'answers' fault needs the workload's AnswerDropper")
+
+            def lose() -> None:
+                dropper.start()
+
+            return lose, dropper.stop, ()
         if kind == "bandwidth":
             return (lambda: f.bandwidth(planned.kbps)), f.heal, ()
         raise ValueError(f"unknown fault kind {kind!r}")

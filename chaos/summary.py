@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.checker import format_summary
-from chaos.workload import RunResult
+from chaos.workload import STUCK_AFTER_HEAL_S, RunResult
 
 __all__ = [
     "HitStats",
@@ -125,6 +125,8 @@ def summary_dict(result: RunResult, run: Mapping[str, Any]) -> dict[str, Any]:
         "recovery": result.recovery,
         "settled_after_s": result.settled_after_s,
         "problems": result.problems,
+        "stuck_producers": result.stuck,
+        "answers_dropped": result.answers_dropped,
         "lost": len(result.report.lost),
         "duplicated": len(result.report.duplicated),
         "inconsistent_offsets": len(result.report.inconsistent_offsets),
@@ -186,6 +188,13 @@ def format_run_summary(result: RunResult, run: Mapping[str, Any]) -> str:
             else "; replicas NOT back in sync"
         )
     )
+    if result.answers_dropped:
+        lines.append(f"produce answers lost by the 'answers' fault: {result.answers_dropped}")
+    if result.stuck is not None:
+        lines.append(
+            f"stuck producers (no new ack within {STUCK_AFTER_HEAL_S:.0f}s of the final heal): "
+            + (", ".join(result.stuck) if result.stuck else "none")
+        )
     for problem in result.problems:
         lines.append(f"PROBLEM: {problem}")
     if result.replicas is None:

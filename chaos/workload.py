@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from chaos.answers import AnswerDropper
 from chaos.checker import Report, check_history
 from chaos.faults import Faults
 from chaos.history import History, Value
@@ -56,6 +57,9 @@ from client import (
 __all__ = ["RunResult", "Workload", "WorkloadConfig", "run_chaos"]
 
 log = logging.getLogger("liferaft.chaos")
+
+STUCK_AFTER_HEAL_S = 10.0
+"""After the final heal, every producer must have a new record acknowledged within this."""
 
 DEFINITE_FAILURES = (
     UnknownTopicOrPartitionError,
@@ -100,6 +104,9 @@ class Workload:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._admin: AdminClient | None = None
+        self.answers = AnswerDropper()
+        """The producers' answers pass through it (the nemesis's `answers` fault)."""
+        self.producers: list[str] = []
 
     # -- the cluster's view ----------------------------------------------------------------------
     async def admin(self) -> AdminClient:
@@ -147,6 +154,7 @@ class Workload:
         for tp in self.tps:
             for _ in range(self.config.producers_per_partition):
                 self._tasks.append(asyncio.create_task(self._produce(f"p{n}", tp)))
+                self.producers.append(f"p{n}")
                 n += 1
         for i, tp in enumerate(self.tps):
             self._tasks.append(asyncio.create_task(self._consume(f"c{i}", tp)))
@@ -170,6 +178,7 @@ class Workload:
             request_timeout_ms=cfg.request_timeout_ms,
             retry_backoff_ms=cfg.retry_backoff_ms,
             retry_backoff_max_ms=cfg.retry_backoff_max_ms,
+            grpc_interceptors=[self.answers],
         )
         interval = 1.0 / cfg.rate_per_producer if cfg.rate_per_producer > 0 else 0.0
         seq = 0
@@ -273,11 +282,43 @@ class Workload:
                 if (await admin.list_offsets({tp: "latest"}))[tp].offset == end:
                     return rows
 
+    async def wait_unstuck(self, since_ns: int, within_s: float) -> list[str]:
+        """Wait (at most until `within_s` after `since_ns`, the final heal) until every producer
+        has had a send acknowledged that it invoked after `since_ns`; returns the producers
+        that had none by then: stuck."""
+        deadline_ns = since_ns + int(within_s * 1e9)
+        while True:
+            stuck = stuck_producers(self.history, self.producers, since_ns, deadline_ns)
+            left_s = (deadline_ns - self.history.now()) / 1e9
+            if not stuck or left_s <= 0:
+                return stuck
+            await asyncio.sleep(min(0.2, left_s))
+
     async def close(self) -> None:
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 await self._admin.close()
             self._admin = None
+
+
+def stuck_producers(
+    history: History, producers: Sequence[str], since_ns: int, until_ns: int
+) -> list[str]:
+    """Producers with no send invoked after `since_ns` and acknowledged by `until_ns`."""
+    unstuck: set[str] = set()
+    last_invoke: dict[str, int] = {}
+    for op in history.ops:
+        if op.f != "send" or not isinstance(op.process, str):
+            continue
+        if op.type == "invoke":
+            last_invoke[op.process] = op.time_ns
+        elif (
+            op.type == "ok"
+            and since_ns <= last_invoke.get(op.process, -1) <= until_ns
+            and op.time_ns <= until_ns
+        ):
+            unstuck.add(op.process)
+    return [p for p in producers if p not in unstuck]
 
 
 def _rows(records: Sequence[ConsumerRecord]) -> list[tuple[int, Value]]:
@@ -314,6 +355,11 @@ class RunResult:
     """Anything that kept the run from being checked completely (empty for a clean run)."""
     replicas: ReplicaReport | None = None
     """The replicas compared after the run (None: not compared, the run did not get there)."""
+    stuck: list[str] | None = None
+    """Producers with no new record acknowledged within STUCK_AFTER_HEAL_S of the final heal
+    (None: no fault was healed, nothing to check)."""
+    answers_dropped: int = 0
+    """Produce answers the `answers` fault lost."""
 
     @property
     def replica_differences(self) -> int:
@@ -321,9 +367,14 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """Nothing acknowledged lost or corrupted, the whole log was read back, and every
-        replica holds the same log and state."""
-        return self.report.ok and not self.problems and self.replica_differences == 0
+        """Nothing acknowledged lost or corrupted, the whole log was read back, every replica
+        holds the same log and state, and no producer stuck after the faults."""
+        return (
+            self.report.ok
+            and not self.problems
+            and self.replica_differences == 0
+            and not self.stuck
+        )
 
 
 async def run_chaos(
@@ -347,6 +398,7 @@ async def run_chaos(
     nemesis waited for a settled cluster in between (at most 10 x duration_s).
     """
     workload = Workload(bootstrap, history, config)
+    stuck: list[str] | None = None
     events: list[FaultEvent] = []
     problems: list[str] = []
     recovery: list[str] = []
@@ -377,6 +429,7 @@ async def run_chaos(
                 settled=workload.in_sync if settle else None,
                 settle_timeout_s=config.settle_timeout_s,
                 on_event=say,
+                answers=workload.answers,
             )
             nemesis_task = asyncio.create_task(
                 nemesis.run(started, None if complete_plan else duration_s)
@@ -395,6 +448,14 @@ async def run_chaos(
             with contextlib.suppress(asyncio.CancelledError):
                 await nemesis_task
             events = nemesis.events
+        healed = [e.end_ns for e in events if e.end_ns]
+        if healed:
+            stuck = await workload.wait_unstuck(max(healed), STUCK_AFTER_HEAL_S)
+            if stuck:
+                say(
+                    f"STUCK: {len(stuck)} producers had no new record acknowledged within "
+                    f"{STUCK_AFTER_HEAL_S:.0f}s of the final heal: {', '.join(stuck)}"
+                )
         ran_s = time.monotonic() - started
         say(f"[{ran_s:6.1f}s] stopping the clients")
         await workload.stop_clients(grace_s=config.delivery_timeout_ms / 1000 + 5)
@@ -435,4 +496,6 @@ async def run_chaos(
         recovery=recovery,
         problems=problems,
         replicas=replicas,
+        stuck=stuck,
+        answers_dropped=workload.answers.dropped,
     )

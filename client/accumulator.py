@@ -54,6 +54,8 @@ class ProducerBatch:
     """The built record batch (with producer id, epoch and sequence when idempotent)."""
     epoch: int = -1
     base_sequence: int = -1
+    stamp: object = None
+    """The sequence stamp `data` carries (client/sequences.py's Stamp), when idempotent."""
     version: int = 0
     """Bumped whenever the batch is renumbered, so an answer to an older copy is told apart."""
     done: asyncio.Event = field(default_factory=asyncio.Event)

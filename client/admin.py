@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,7 @@ from client.consumer import partition_lag
 from client.errors import (
     BrokerUnavailableError,
     LiferaftError,
+    UnknownTopicOrPartitionError,
     error_from_detail,
 )
 from client.group import CoordinatorClient, OffsetAndMetadata, fetch_committed, tps_from_pb
@@ -53,6 +55,7 @@ __all__ = [
     "NewTopic",
     "OffsetSpec",
     "PartitionOffsetLag",
+    "ReplicaDescription",
     "TopicDescription",
 ]
 
@@ -106,9 +109,16 @@ class TopicDescription:
 class ClusterDescription:
     cluster_id: str
     controller_id: int
-    """The controller leader's node id, 0 while there is none."""
+    """The controller leader's node id, 0 while there is none (or it did not answer)."""
     brokers: tuple[BrokerMetadata, ...]
     topics: Mapping[str, TopicMetadata]
+    """Each partition's leader is one confirmed by that node's own answer; 0 otherwise."""
+    down: Mapping[int, str] = field(default_factory=dict)
+    """Nodes that did not answer when asked directly: node id -> why (the error)."""
+
+    @property
+    def live(self) -> tuple[int, ...]:
+        return tuple(b.node_id for b in self.brokers if b.node_id not in self.down)
 
     def leaders_by_node(self) -> dict[int, list[TopicPartition]]:
         """node id -> the partitions it leads (every broker listed, leading or not)."""
@@ -169,6 +179,38 @@ class GroupDescription:
     @property
     def total_lag(self) -> int:
         return sum(p.lag_records for p in self.partitions if p.lag_records > 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaDescription:
+    """One replica's own view of a partition, and of one offset in it (DescribeReplica)."""
+
+    node_id: int
+    leader_id: int
+    term: int
+    is_leader: bool
+    log_start_offset: int
+    high_watermark: int
+    """One past its last committed, applied record (the leader's is the partition's)."""
+    log_end_offset: int
+    """One past the last record in its log, committed or not."""
+    commit_index: int
+    applied_index: int
+    persisted_index: int
+    """The last Raft index known to be on this replica's disk (fsynced)."""
+    last_index: int
+    found: bool
+    """The offset asked about is in this replica's log."""
+    batch_base_offset: int
+    batch_record_count: int
+    raft_index: int
+    raft_term: int
+    committed: bool
+    persisted: bool
+
+    @classmethod
+    def from_pb(cls, r: broker_pb2.DescribeReplicaResponse) -> ReplicaDescription:
+        return cls(**{f: getattr(r, f) for f in cls.__dataclass_fields__})
 
 
 def _error(detail: ErrorDetail) -> LiferaftError | None:
@@ -382,6 +424,33 @@ class AdminClient:
             pending = [i for i in pending if name_of(i) in retry]
         return results
 
+    async def alter_topic_config(
+        self,
+        topic: str,
+        set_: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+    ) -> dict[str, ConfigValue]:
+        """Set some of a topic's settings and return others to their defaults, all at once
+        or (a bad value: InvalidConfigError) not at all; returns every setting then in force.
+        The controller applies it; each replica takes it up as it applies the change."""
+        cluster = await self._ready()
+        budget = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        request = broker_pb2.AlterConfigsRequest(
+            topic=topic,
+            set=dict(set_ or {}),
+            delete=list(delete),
+            validate_only=validate_only,
+            timeout_ms=server_timeout_ms(min(budget, self.config.request_timeout_ms)),
+        )
+        response = await cluster.call_any("AlterConfigs", request, timeout_ms=budget)
+        return {
+            c.name: ConfigValue(value=c.value, source=_CONFIG_SOURCES.get(c.source, "unknown"))
+            for c in response.configs
+        }
+
     async def list_topics(self, *, internal: bool = False) -> list[str]:
         """Names of the cluster's topics, sorted (internal ones only if asked)."""
         cluster = await self._ready()
@@ -472,19 +541,30 @@ class AdminClient:
             )
 
     # -- cluster -------------------------------------------------------------------------------
-    async def describe_cluster(self) -> ClusterDescription:
-        """Nodes, the controller leader, and every topic's partition leaders.
+    async def describe_cluster(self, *, probe_timeout_ms: int = 3_000) -> ClusterDescription:
+        """Nodes (which answered, which are down and why), the controller leader, and every
+        topic's partition leaders.
 
-        Every node is asked: the topic list comes from the controller leader (it applied the
-        latest changes first), each partition from its leader's own answer (best_view).
+        Every registered node is asked directly, each with `probe_timeout_ms`: one that does
+        not answer in time is down (a metadata answer from another node cannot tell, as a
+        node's view of the others is only as fresh as its last word from them). The topic list
+        comes from the controller leader (it applied the latest changes first); a partition's
+        leader, ISR and high watermark from its leader's own answer (best_view). A leader, or
+        controller leader, that other nodes name but that does not itself answer as one is not
+        shown: during a loss of quorum a dead node is still somebody's last known leader.
         """
         cluster = await self._ready()
         md = await cluster.refresh_metadata()
-        answers = await _ask_every_node(cluster, "Metadata", broker_pb2.MetadataRequest())
+        answers, down = await _probe_every_node(
+            cluster, "Metadata", broker_pb2.MetadataRequest(), probe_timeout_ms
+        )
         if not answers:
-            raise BrokerUnavailableError(None, "no node answered a Metadata request")
+            why = "; ".join(f"node {n}: {e}" for n, e in sorted(down.items()))
+            raise BrokerUnavailableError(None, f"no node answered a Metadata request ({why})")
         by_node = dict(answers)
-        base = by_node.get(md.controller_id) or answers[0][1]
+        confirmed_ctl = [n for n, r in answers if r.controller_id == n]
+        controller = confirmed_ctl[0] if confirmed_ctl else 0
+        base = by_node.get(controller) or answers[0][1]
         views: dict[tuple[str, int], list[tuple[int, PartitionMetadata]]] = {}
         for node, response in answers:
             for tm in response.topics:
@@ -497,20 +577,25 @@ class AdminClient:
                 continue
             first = TopicMetadata.from_pb(tm)
             parts = tuple(
-                best_view(views.get((tm.name, p.partition), [])) or p for p in first.partitions
+                _confirmed(views.get((tm.name, p.partition), []), p) for p in first.partitions
             )
             topics[tm.name] = TopicMetadata(
                 name=tm.name, partitions=parts, is_internal=first.is_internal
             )
-        brokers = sorted(base.brokers, key=lambda b: b.node_id)
+        brokers = {b.node_id: b for b in base.brokers}
+        for b in md.brokers.values():  # a node the answering one has not registered yet
+            brokers.setdefault(
+                b.node_id, broker_pb2.BrokerInfo(node_id=b.node_id, host=b.host, port=b.port)
+            )
         return ClusterDescription(
             cluster_id=base.cluster_id or md.cluster_id,
-            controller_id=base.controller_id,
+            controller_id=controller,
             brokers=tuple(
                 BrokerMetadata(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
-                for b in brokers
+                for b in sorted(brokers.values(), key=lambda b: b.node_id)
             ),
             topics=MappingProxyType(topics),
+            down=MappingProxyType(dict(sorted(down.items()))),
         )
 
     metadata = describe_cluster
@@ -656,6 +741,51 @@ class AdminClient:
             "CommitOffsets", request, timeout_ms=self.config.delivery_timeout_ms
         )
 
+    async def describe_replicas(
+        self, topic: str, partition: int, offset: int, *, timeout_ms: int = 3_000
+    ) -> dict[int, ReplicaDescription | LiferaftError]:
+        """Ask every replica of a partition, each directly and within timeout_ms, for its own
+        view of its log and of `offset` in it: node id -> its answer, or why it gave none."""
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        cluster = await self._ready()
+        tm = await cluster.topic_metadata(topic)
+        if not 0 <= partition < len(tm.partitions):
+            raise UnknownTopicOrPartitionError(
+                None, f"topic {topic!r} has partitions 0..{len(tm.partitions) - 1}, not {partition}"
+            )
+        replicas = tm.partitions[partition].replicas
+        request = broker_pb2.DescribeReplicaRequest(topic=topic, partition=partition, offset=offset)
+
+        async def ask(node: int) -> ReplicaDescription | LiferaftError:
+            broker = cluster.metadata.broker(node)
+            if broker is None:
+                return BrokerUnavailableError(None, f"node {node} is not in the cluster metadata")
+            try:
+                answer = await cluster.call_address(
+                    broker.address, "DescribeReplica", request, timeout_ms=timeout_ms
+                )
+            except LiferaftError as e:
+                return e
+            return ReplicaDescription.from_pb(answer)
+
+        found = await asyncio.gather(*(ask(n) for n in replicas))
+        return dict(zip(replicas, found, strict=True))
+
+    async def committed_by_groups(self, tp: TopicPartition | tuple[str, int]) -> dict[str, int]:
+        """Every consumer group's committed offset of one partition (groups with none left
+        out): group id -> the next offset it will read."""
+        cluster = await self._ready()
+        tp = TopicPartition(*tp)
+        groups = await self.list_groups()
+
+        async def one(group_id: str) -> tuple[str, int | None]:
+            got = await self._committed(cluster, group_id, [tp])
+            return group_id, got.get(tp)
+
+        found = await asyncio.gather(*(one(g.group_id) for g in groups))
+        return {g: o for g, o in sorted(found) if o is not None}
+
     async def _committed(
         self, cluster: Cluster, group_id: str, tps: list[TopicPartition]
     ) -> dict[TopicPartition, int]:
@@ -663,6 +793,41 @@ class AdminClient:
             CoordinatorClient(cluster, group_id), tps, self.config.delivery_timeout_ms
         )
         return {tp: om.offset for tp, om in found.items()}
+
+
+def _confirmed(
+    views: list[tuple[int, PartitionMetadata]], fallback: PartitionMetadata
+) -> PartitionMetadata:
+    """The partition as its leader itself describes it; without such an answer, no leader
+    (a node that did not answer, or no longer leads, is nobody's leader to show)."""
+    for node, view in sorted(views, key=lambda nv: -nv[1].leader_epoch):
+        if view.leader and view.leader == node:
+            return view
+    shown = best_view(views) or fallback
+    return dataclasses.replace(shown, leader=0, isr=())
+
+
+async def _probe_every_node(
+    cluster: Cluster, rpc: str, request: Message, timeout_ms: int
+) -> tuple[list[tuple[int, Any]], dict[int, str]]:
+    """One attempt of `rpc` at every registered node, each within timeout_ms: the answers,
+    and node id -> why for those that gave none."""
+    nodes = sorted(cluster.metadata.brokers.values(), key=lambda b: b.node_id)
+
+    async def ask(node: BrokerMetadata) -> Any:
+        return await cluster.call_address(node.address, rpc, request, timeout_ms=timeout_ms)
+
+    found = await asyncio.gather(*(ask(b) for b in nodes), return_exceptions=True)
+    answers: list[tuple[int, Any]] = []
+    down: dict[int, str] = {}
+    for b, answer in zip(nodes, found, strict=True):
+        if isinstance(answer, LiferaftError):
+            down[b.node_id] = f"{answer.code_name}: {answer.message}"
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            answers.append((b.node_id, answer))
+    return answers, down
 
 
 async def _ask_every_node(cluster: Cluster, rpc: str, request: Message) -> list[tuple[int, Any]]:

@@ -95,6 +95,9 @@ class ClientConfig:
     metadata_request_timeout_ms: int = 5_000
     """How long to wait for one node's Metadata answer before asking the next one. Metadata is
     served from memory, so a node this slow is as good as down."""
+    interceptors: tuple[Any, ...] = ()
+    """grpc.aio client interceptors for every channel (tracing, or the chaos suite's fault that
+    loses answers on their way back)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -151,7 +154,8 @@ class Cluster:
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._conns = connections or Connections(
-            reconnect_backoff_max_ms=max(100, config.retry_backoff_max_ms)
+            reconnect_backoff_max_ms=max(100, config.retry_backoff_max_ms),
+            interceptors=config.interceptors,
         )
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
         self._suspect_for_s = max(config.retry_backoff_max_ms, 100) / 1000
@@ -274,12 +278,13 @@ class Cluster:
         *,
         timeout_ms: int | None = None,
         extra_attempt_ms: int = 0,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> Any:
         """Send `rpc` to the partition's leader, failing over until it succeeds, fails for good,
         or `timeout_ms` (default: delivery_timeout_ms) runs out.
 
         extra_attempt_ms: added to each attempt's gRPC deadline for calls the node may hold on
-        purpose (a Fetch's max_wait_ms).
+        purpose (a Fetch's max_wait_ms). on_retry: told of every failed attempt that is retried.
         """
         budget_ms = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
         deadline = time.monotonic() + budget_ms / 1000
@@ -290,7 +295,9 @@ class Cluster:
                 topic, partition, rpc, request, deadline, extra_attempt_ms, state
             )
 
-        return await self._retrying(budget_ms, state, f"{rpc} to {topic}-{partition}")(attempt)
+        return await self._retrying(budget_ms, state, f"{rpc} to {topic}-{partition}", on_retry)(
+            attempt
+        )
 
     async def _leader_attempt(
         self,
@@ -402,11 +409,19 @@ class Cluster:
             raise err from e
 
     # -- helpers -------------------------------------------------------------------------------
-    def _retrying(self, budget_ms: int, state: RetryState, what: str) -> AsyncRetrying:
+    def _retrying(
+        self,
+        budget_ms: int,
+        state: RetryState,
+        what: str,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> AsyncRetrying:
         started = time.monotonic()
 
         def wait(rs: RetryCallState) -> float:
             error = rs.outcome.exception() if rs.outcome is not None else None
+            if on_retry is not None and error is not None:
+                on_retry(error)
             if isinstance(error, LiferaftError) and not error.transport:
                 state.last_node_error = error
             return self.policy.wait_s(error, state, self._rng)

@@ -11,6 +11,9 @@ loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 
 from liferaft_proto.v1 import broker_pb2_grpc
@@ -42,8 +45,11 @@ def channel_options(reconnect_backoff_max_ms: int) -> list[tuple[str, int]]:
 class Connections:
     """The channel and Broker stub per node address."""
 
-    def __init__(self, *, reconnect_backoff_max_ms: int = 1000) -> None:
+    def __init__(
+        self, *, reconnect_backoff_max_ms: int = 1000, interceptors: Sequence[Any] = ()
+    ) -> None:
         self._options = channel_options(reconnect_backoff_max_ms)
+        self._interceptors = list(interceptors)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
         self._closed = False
@@ -53,7 +59,9 @@ class Connections:
         if stub is None:
             if self._closed:
                 raise RuntimeError("the client is closed")
-            channel = grpc.aio.insecure_channel(address, options=self._options)
+            channel = grpc.aio.insecure_channel(
+                address, options=self._options, interceptors=self._interceptors or None
+            )
             self._channels[address] = channel
             stub = self._stubs[address] = broker_pb2_grpc.BrokerStub(channel)
         return stub

@@ -26,14 +26,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-from client.accumulator import BATCH_OVERHEAD, RecordAccumulator, estimate_size
+from client.accumulator import BATCH_OVERHEAD, ProducerBatch, RecordAccumulator, estimate_size
 from client.cluster import ClientConfig, Cluster
-from client.errors import MessageTooLargeError, UnknownTopicOrPartitionError
+from client.errors import (
+    MessageTooLargeError,
+    UnknownServerError,
+    UnknownTopicOrPartitionError,
+    UnsupportedCompressionTypeError,
+)
 from client.partitioner import DefaultPartitioner, Partitioner
 from client.sender import ACKS_ALL, PartitionSender, ProducerIdentity, Sender, parse_acks
 from client.types import Header, RecordMetadata, TopicPartition
-from liferaft_proto.records import Record, compression_codec
+from liferaft_proto.records import COMPRESSION_NONE, Record, compress, compression_codec
 from liferaft_proto.v1 import broker_pb2
 
 __all__ = ["Producer", "Record"]
@@ -64,8 +70,40 @@ def _headers(headers: HeadersIn | None) -> tuple[Header, ...]:
     return tuple(out)
 
 
+# The PyPI package each codec needs (both come with `pip install 'liferaft[compression]'`).
+_CODEC_PACKAGES = {"zstd": "zstandard", "lz4": "lz4"}
+
+
+def _check_codec(name: str | None, codec: int) -> None:
+    """Refuse a codec whose library is missing now, at construction, as aiokafka does: found
+    at the first batch instead, it could only fail records one by one."""
+    if codec == COMPRESSION_NONE:
+        return
+    try:
+        compress(codec, b"")
+    except ImportError:
+        label = str(name).strip().lower()
+        package = _CODEC_PACKAGES.get(label, label)
+        raise UnsupportedCompressionTypeError(
+            None,
+            f"compression_type={label!r} needs the {package!r} package, which is not "
+            f"installed: pip install 'liferaft[compression]' (or pip install {package})",
+        ) from None
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+_GRACE_MS = 5_000
+"""How long past the delivery timeout flush() and close() wait by default: the last batch
+ends at its delivery timeout, and its answer or failure needs a moment to arrive."""
+
+
+def _left(batches: list[ProducerBatch]) -> str:
+    records = sum(b.count for b in batches)
+    parts = sorted({f"{b.tp.topic}-{b.tp.partition}" for b in batches})
+    return f"{records} records for {', '.join(parts[:5])}{' ...' if len(parts) > 5 else ''}"
 
 
 class Producer:
@@ -75,7 +113,8 @@ class Producer:
     acks ("all", 1, 0), enable_idempotence (default: on with acks="all"), linger_ms, batch_size,
     buffer_memory, max_block_ms, delivery_timeout_ms, request_timeout_ms,
     max_in_flight_requests_per_partition (at most 5 with idempotence), max_request_size,
-    compression_type (None, "lz4", "zstd"), partitioner.
+    compression_type (None, "lz4", "zstd"), partitioner; grpc_interceptors (grpc.aio client
+    interceptors for every channel).
     """
 
     def __init__(
@@ -97,6 +136,7 @@ class Producer:
         retry_backoff_max_ms: int = 1_000,
         metadata_max_age_ms: int = 300_000,
         partitioner: Partitioner | None = None,
+        grpc_interceptors: Iterable[Any] = (),
     ) -> None:
         self.acks = parse_acks(acks)
         if enable_idempotence is None:
@@ -134,6 +174,7 @@ class Producer:
         self.max_in_flight = max_in_flight_requests_per_partition
         self.max_request_size = max_request_size
         self.compression = compression_codec(compression_type)
+        _check_codec(compression_type, self.compression)
         self.config = ClientConfig.build(
             bootstrap,
             request_timeout_ms=request_timeout_ms,
@@ -141,6 +182,7 @@ class Producer:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
+            interceptors=tuple(grpc_interceptors),
         )
         self.partitioner: Partitioner = partitioner or DefaultPartitioner()
         self._cluster: Cluster | None = None
@@ -180,40 +222,68 @@ class Producer:
 
     async def flush(self, timeout_ms: int | None = None) -> None:
         """Send everything buffered now (no lingering) and wait until every record sent so far
-        is acknowledged or failed. Failures stay on their futures; flush does not raise them."""
+        is acknowledged or failed. Failures stay on their futures; flush does not raise them.
+
+        Every record ends within delivery_timeout_ms of its send(), so that (plus a little) is
+        the default deadline; past the deadline flush raises TimeoutError naming what is left.
+        """
         if self._acc is None:
             return
         acc = self._acc
-        pending = [b.done.wait() for b in list(acc.incomplete)]
-        if not pending:
+        batches = list(acc.incomplete)
+        if not batches:
             return
+        if timeout_ms is None:
+            timeout_ms = self.config.delivery_timeout_ms + _GRACE_MS
         acc.flushing += 1
         try:
             for s in self._senders.values():
                 s.wake()
-            waiting = asyncio.gather(*pending)
-            if timeout_ms is None:
-                await waiting
-            else:
+            waiting = asyncio.gather(*(b.done.wait() for b in batches))
+            try:
                 await asyncio.wait_for(waiting, timeout_ms / 1000)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"flush: {_left(batches)} still not acknowledged nor failed after "
+                    f"{timeout_ms} ms"
+                ) from None
         finally:
             acc.flushing -= 1
 
-    async def close(self) -> None:
-        """Deliver what is buffered (within the delivery timeout), then disconnect."""
+    async def close(self, timeout_ms: int | None = None) -> None:
+        """Deliver what is buffered (within the delivery timeout), then disconnect.
+
+        Waits at most timeout_ms (default: delivery_timeout_ms and a little more, by which time
+        every record has ended); what is still pending then fails with an error saying so."""
         if self._closed:
             return
         self._closed = True
+        if timeout_ms is None:
+            timeout_ms = self.config.delivery_timeout_ms + _GRACE_MS
         try:
             for s in self._senders.values():
                 s.closing = True
                 s.wake()
             tasks = [s.task for s in self._senders.values() if s.task is not None]
             if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+                _, late = await asyncio.wait(tasks, timeout=timeout_ms / 1000)
+                if late:
+                    self._abandon(timeout_ms)
         finally:
             if self._cluster is not None:
                 await self._cluster.close()
+
+    def _abandon(self, timeout_ms: int) -> None:
+        """close() ran out of time: fail what is left, stop the send loops."""
+        assert self._acc is not None
+        left = list(self._acc.incomplete)
+        error = UnknownServerError(
+            None,
+            f"the producer was closed with {_left(left)} not acknowledged after {timeout_ms} "
+            "ms: they may or may not have been written",
+        )
+        for s in self._senders.values():
+            s.abandon(error)
 
     async def __aenter__(self) -> Producer:
         await self.start()
@@ -271,10 +341,12 @@ class Producer:
                 f"{self.max_request_size}",
             )
         tp = await self._choose(cluster, topic, partition, record.key)
+        sender = self._partition_sender(tp)
         await acc.reserve(size, self.max_block_ms / 1000)
         fut, wake = acc.append(tp, record, size)
         if wake:
-            self._partition_sender(tp).wake()
+            sender.wake()
+        sender.fail_queued_if_dead()
         return fut
 
     async def send_and_wait(
@@ -322,9 +394,11 @@ class Producer:
                 f"a batch of about {size} bytes is larger than max_request_size="
                 f"{self.max_request_size}",
             )
+        sender = self._partition_sender(tp)
         await acc.reserve(size, self.max_block_ms / 1000)
         futures = acc.append_batch(tp, batch_records, size)
-        self._partition_sender(tp).wake()
+        sender.wake()
+        sender.fail_queued_if_dead()
         first = await futures[0]
         await asyncio.gather(*futures[1:])
         return RecordMetadata(
@@ -337,7 +411,13 @@ class Producer:
         )
 
     def _partition_sender(self, tp: TopicPartition) -> PartitionSender:
+        """tp's sender (started on first use). Raises what killed it, if it died: its sequence
+        state died with it, so records for tp cannot be sent exactly once any more."""
         s = self._senders.get(tp)
+        if s is not None and s.failure is not None:
+            raise UnknownServerError(
+                None, f"the producer's sender for {tp} failed earlier: {s.failure!r}"
+            )
         if s is None:
             assert self._sender is not None and self._acc is not None
             s = self._senders[tp] = PartitionSender(
@@ -347,9 +427,20 @@ class Producer:
                 max_in_flight=self.max_in_flight,
                 compression=self.compression,
                 identity=self._identity,
+                fresh_identity=self._fresh_identity,
             )
             s.start()
         return s
+
+    async def _fresh_identity(self) -> ProducerIdentity:
+        """A new producer id, for a partition whose epoch cannot go on (client/sequences.py)."""
+        assert self._cluster is not None
+        resp = await self._cluster.call_any(
+            "InitProducerId",
+            broker_pb2.InitProducerIdRequest(),
+            timeout_ms=self.config.request_timeout_ms,
+        )
+        return ProducerIdentity(resp.producer_id, resp.producer_epoch)
 
     @staticmethod
     def _normalize(records: Iterable[Record | Bytes | None]) -> list[Record]:
@@ -377,7 +468,7 @@ class Producer:
             if partition < 0:
                 raise ValueError(f"partition must be >= 0, got {partition}")
             if partition not in partitions:
-                tm = await cluster.topic_metadata(topic)
+                tm = await asyncio.wait_for(cluster.topic_metadata(topic), self.max_block_ms / 1000)
                 if partition not in tm.partition_ids:
                     raise UnknownTopicOrPartitionError(
                         None,

@@ -11,12 +11,14 @@ is stamped, when it is taken, with the producer id, the partition's epoch and th
 number; the same bytes are sent on every retry, so the leader writes a batch once however often
 it arrives (it answers a known batch with the offset it was written at).
 
-Order across retries is Kafka's rule: a batch that the leader refuses as out of order while an
-earlier batch of the partition is still on its way waits for that one, then is sent again. A
-batch the leader refused for good (too large, say) was not written: the batches behind it are
-renumbered to close the gap. A batch whose fate is unknown when its delivery timeout ends (it may
-have been written) fails, and the partition starts a new epoch at sequence 0 for what follows,
-which the leader accepts as a reset of this producer on this partition.
+What the leader's answers mean for the sequence numbers, and how every way they can go wrong
+recovers (a new epoch, or a fresh producer id), is client/sequences.py's SequenceBook: plain
+decisions that this module's loop asks for, then awaits. Two rules matter most: a batch keeps its
+stamp for as long as a copy of it may be written (so it is never written twice), and the answer
+DUPLICATE_SEQUENCE_NUMBER means written (the records are acknowledged with offset -1).
+
+No silent hang: every batch ends at its delivery timeout at the latest, and if the loop or a
+call's bookkeeping raises, every batch of the partition fails with the cause.
 """
 
 from __future__ import annotations
@@ -25,17 +27,21 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from client.accumulator import ProducerBatch, RecordAccumulator
 from client.cluster import Cluster
-from client.errors import (
-    DeliveryTimeoutError,
-    InvalidProducerEpochError,
-    LiferaftError,
-    OutOfOrderSequenceNumberError,
-    UnknownProducerIdError,
-    UnknownServerError,
+from client.errors import DeliveryTimeoutError, LiferaftError, UnknownServerError
+from client.sequences import (
+    MAX_EPOCH,
+    SEQ_MODULUS,
+    Bump,
+    Complete,
+    Fail,
+    SequenceBook,
+    Stamp,
+    Verdict,
 )
 from client.types import TopicPartition
 from liferaft_proto import records
@@ -43,6 +49,9 @@ from liferaft_proto.v1 import broker_pb2
 
 __all__ = [
     "ACKS_ALL",
+    "MAX_EPOCH",
+    "SEQ_MODULUS",
+    "IdentitySource",
     "PartitionSender",
     "ProduceResult",
     "ProducerIdentity",
@@ -52,9 +61,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("liferaft.producer")
-
-SEQ_MODULUS = 1 << 31
-MAX_EPOCH = (1 << 15) - 1
 
 ACKS_ALL = -1
 
@@ -110,13 +116,21 @@ class Sender:
         )
 
     async def send(
-        self, topic: str, partition: int, batch: bytes, *, timeout_ms: int | None = None
+        self,
+        topic: str,
+        partition: int,
+        batch: bytes,
+        *,
+        timeout_ms: int | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> ProduceResult:
         """Deliver one record batch (bytes from records.build_batch) to a partition.
 
         Retries retriable failures within timeout_ms (default delivery_timeout_ms). Without
         idempotence a retry after a lost answer may write the batch twice (at-least-once, as in
         Kafka); an idempotent batch (producer id and sequence set) is written once.
+        on_retry hears every failed attempt that is retried (the sequence book needs to know
+        whether a copy may have been written).
         """
         response = await self.cluster.call_leader(
             topic,
@@ -124,6 +138,7 @@ class Sender:
             "Produce",
             lambda attempt_ms: self.build_request(topic, partition, batch, attempt_ms),
             timeout_ms=timeout_ms if timeout_ms is not None else self.delivery_timeout_ms,
+            on_retry=on_retry,
         )
         return self.handle_response(response)
 
@@ -136,21 +151,22 @@ class ProducerIdentity:
     epoch: int
 
 
-# Errors after which the batch was certainly not written (the leader refused it on sight).
-_NOT_WRITTEN = (
-    "CORRUPT_MESSAGE",
-    "MESSAGE_TOO_LARGE",
-    "INVALID_RECORD",
-    "UNSUPPORTED_COMPRESSION_TYPE",
-    "INVALID_REQUIRED_ACKS",
-    "INVALID_REQUEST",
-    "UNKNOWN_TOPIC_OR_PARTITION",
-    "DUPLICATE_SEQUENCE_NUMBER",
-)
+_CALL_GRACE_S = 1.0
+"""How long past its budget a Produce call may run before the sender gives up on it."""
+
+IdentitySource = Callable[[], Awaitable[ProducerIdentity]]
+"""Fetches a fresh producer id (InitProducerId), for a partition whose epoch cannot go on."""
 
 
 class PartitionSender:
-    """Sends one partition's batches, in order, at most max_in_flight at a time."""
+    """Sends one partition's batches, in order, at most max_in_flight at a time.
+
+    The loop in `_run` decides (with client/sequences.py's SequenceBook for an idempotent
+    producer) and starts one task per send call; each call's answer goes back to the book,
+    which says what it means, and wakes the loop. Every batch ends: acknowledged, or failed
+    with its cause, at the latest at its delivery timeout; if the loop itself dies, every
+    batch of the partition fails with the cause (no future is left pending).
+    """
 
     def __init__(
         self,
@@ -161,6 +177,7 @@ class PartitionSender:
         max_in_flight: int,
         compression: int,
         identity: ProducerIdentity | None,
+        fresh_identity: IdentitySource | None = None,
     ) -> None:
         self.tp = tp
         self.sender = sender
@@ -168,16 +185,27 @@ class PartitionSender:
         self.max_in_flight = max_in_flight
         self.compression = compression
         self.identity = identity
-        self.epoch = identity.epoch if identity is not None else records.NO_PRODUCER_EPOCH
-        self.next_seq = 0
-        self.in_flight: list[ProducerBatch] = []  # taken, not yet done; in sequence order
+        self.fresh_identity = fresh_identity
+        self.book = (
+            SequenceBook(identity.producer_id, identity.epoch, max_in_flight)
+            if identity is not None
+            else None
+        )
+        self.in_flight: list[ProducerBatch] = []  # taken, not yet done; in order
         self.wakeup = asyncio.Event()
         self.closing = False
         self.task: asyncio.Task[None] | None = None
-        self._reset_needed = False
+        self._calls: set[asyncio.Task[None]] = set()
+        self._sending: set[ProducerBatch] = set()  # without idempotence: a call under way
+        self._renewing: asyncio.Task[None] | None = None
+        self._renew_after = 0.0
+        self._error: LiferaftError | None = None  # what batches fail with once it died
+        self.failure: BaseException | None = None
+        """Why the loop died, if it did (every batch of the partition failed with it)."""
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
+        self.task.add_done_callback(self._loop_ended)
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -186,152 +214,252 @@ class PartitionSender:
     def idle(self) -> bool:
         return not self.in_flight and self.acc.ready_at(self.tp, self.closing) is None
 
+    # -- the loop: decide, then start what was decided -----------------------------------------
     async def _run(self) -> None:
         while True:
             self.wakeup.clear()
             now = time.monotonic()
             for batch in self.acc.expired(self.tp, now):
                 self._finish(batch, DeliveryTimeoutError(self._expired_message(batch, sent=False)))
+            self._expire_held(now)
+            self._maybe_bump(now)
             ready = self.acc.ready_at(self.tp, self.closing)
-            if ready is not None and ready <= now and len(self.in_flight) < self.max_in_flight:
+            while ready is not None and ready <= now and self._may_take():
                 batch = self.acc.take(self.tp)
+                self.in_flight.append(batch)  # first: if sealing fails, _die fails it too
                 self._seal(batch)
-                self.in_flight.append(batch)
-                task = asyncio.ensure_future(self._deliver(batch))
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
-                continue
+                ready = self.acc.ready_at(self.tp, self.closing)
+            for batch in self._to_send():
+                self._start_call(batch)
             if self.closing and self.idle:
                 return
             timeout = None
-            if ready is not None and len(self.in_flight) < self.max_in_flight:
+            if ready is not None and self._may_take():
                 timeout = max(0.0, ready - now)
+            deadlines = [b.deadline for b in self.in_flight]
             q = self.acc.queues.get(self.tp)
             if q:
-                expiry = max(0.0, q[0].deadline - now)
+                deadlines.append(q[0].deadline)
+            if self._renew_after > now:
+                deadlines.append(self._renew_after)
+            if deadlines:
+                expiry = max(0.0, min(deadlines) - now)
                 timeout = expiry if timeout is None else min(timeout, expiry)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), timeout)
 
+    def _may_take(self) -> bool:
+        if self.book is not None:
+            return self.book.may_stamp()
+        return len(self.in_flight) < self.max_in_flight
+
+    def _to_send(self) -> list[ProducerBatch]:
+        if self.book is not None:
+            return self.book.to_send()
+        return [b for b in self.in_flight if b not in self._sending]
+
+    def _expire_held(self, now: float) -> None:
+        """Batches past their delivery timeout with no call under way (a call ends by itself
+        at the deadline)."""
+        if self.book is None:
+            return
+        for batch in list(self.in_flight):
+            if batch.deadline <= now and batch in self.book.to_expire():
+                sent = self.book.is_ambiguous(batch)
+                err = DeliveryTimeoutError(self._expired_message(batch, sent=sent))
+                self._apply(batch, self.book.expire(batch, err))
+
+    def _maybe_bump(self, now: float) -> None:
+        book = self.book
+        if book is None:
+            return
+        step = book.maybe_bump()
+        if step is Bump.EPOCH:
+            log.info("%s: starting producer epoch %d at sequence 0", self.tp, book.epoch)
+        elif step is Bump.FRESH_ID and self._renewing is None and now >= self._renew_after:
+            self._renewing = asyncio.ensure_future(self._renew())
+
+    async def _renew(self) -> None:
+        """KIP-360: a fresh producer id for this partition, when its epoch cannot go on."""
+        assert self.book is not None
+        try:
+            if self.fresh_identity is None:
+                raise UnknownServerError(None, "no way to fetch a fresh producer id")
+            identity = await self.fresh_identity()
+        except Exception as e:  # retried from the loop after a pause; batches time out meanwhile
+            log.warning("%s: could not get a fresh producer id: %s", self.tp, e)
+            self._renew_after = time.monotonic() + 1.0
+        else:
+            if not self.book.sending:
+                log.info(
+                    "%s: producer id %d, epoch %d (fresh)",
+                    self.tp,
+                    identity.producer_id,
+                    identity.epoch,
+                )
+                self.book.adopt(identity.producer_id, identity.epoch)
+        finally:
+            self._renewing = None
+            self.wake()
+
     # -- stamping ------------------------------------------------------------------------------
     def _seal(self, batch: ProducerBatch) -> None:
         """Build the batch's bytes once; an idempotent one takes the next sequence numbers."""
-        if self.identity is None:
+        if self.book is None:
             batch.data = records.build_batch(batch.records, compression=self.compression)
             return
-        batch.epoch = self.epoch
-        batch.base_sequence = self.next_seq
-        self.next_seq = (self.next_seq + batch.count) % SEQ_MODULUS
+        stamp = self.book.stamp(batch)
+        batch.epoch, batch.base_sequence = stamp.epoch, stamp.base_sequence
         batch.data = records.build_batch(
             batch.records,
-            producer_id=self.identity.producer_id,
-            producer_epoch=batch.epoch,
-            base_sequence=batch.base_sequence,
+            producer_id=stamp.producer_id,
+            producer_epoch=stamp.epoch,
+            base_sequence=stamp.base_sequence,
             compression=self.compression,
         )
+        batch.stamp = stamp
 
-    def _renumber(self, start: int, epoch: int, batches: list[ProducerBatch]) -> None:
-        """Give batches that were never written new sequences from `start` (restamp: one
-        re-hash each, no re-encoding)."""
-        assert self.identity is not None
-        seq = start
-        for b in batches:
-            assert b.data is not None
-            b.epoch, b.base_sequence = epoch, seq
-            b.data = records.restamp_producer(
-                b.data,
-                producer_id=self.identity.producer_id,
-                producer_epoch=epoch,
-                base_sequence=seq,
+    def _bytes(self, batch: ProducerBatch, stamp: Stamp | None) -> bytes:
+        """The batch's bytes with its current stamp (restamped, one re-hash, when renumbered)."""
+        assert batch.data is not None
+        if stamp is not None and stamp != batch.stamp:
+            batch.data = records.restamp_producer(
+                batch.data,
+                producer_id=stamp.producer_id,
+                producer_epoch=stamp.epoch,
+                base_sequence=stamp.base_sequence,
             )
-            b.version += 1
-            seq = (seq + b.count) % SEQ_MODULUS
-        self.next_seq = seq
-        self.epoch = epoch
+            batch.epoch, batch.base_sequence, batch.stamp = stamp.epoch, stamp.base_sequence, stamp
+            batch.version += 1
+        return batch.data
 
-    # -- delivering ----------------------------------------------------------------------------
-    async def _deliver(self, batch: ProducerBatch) -> None:
+    # -- sending -------------------------------------------------------------------------------
+    def _start_call(self, batch: ProducerBatch) -> None:
+        stamp = self.book.started(batch) if self.book is not None else None
+        if self.book is None:
+            self._sending.add(batch)
+        task = asyncio.ensure_future(self._call(batch, stamp))
+        self._calls.add(task)
+        task.add_done_callback(self._call_ended)
+
+    async def _call(self, batch: ProducerBatch, stamp: Stamp | None) -> None:
+        outcome: Complete | LiferaftError
         try:
-            while True:
-                remaining_ms = int((batch.deadline - time.monotonic()) * 1000)
-                if remaining_ms <= 0:
-                    raise DeliveryTimeoutError(self._expired_message(batch, sent=True))
-                version = batch.version
-                assert batch.data is not None
-                try:
-                    result = await self.sender.send(
-                        self.tp.topic, self.tp.partition, batch.data, timeout_ms=remaining_ms
-                    )
-                except (OutOfOrderSequenceNumberError, UnknownProducerIdError) as e:
-                    if batch.version != version:
-                        continue  # renumbered while this copy was on its way: send the new one
-                    earlier = self._earlier(batch)
-                    if earlier:
-                        # Kafka's rule: an earlier batch is still on its way (being retried);
-                        # this one follows it, then goes again.
-                        await asyncio.wait([asyncio.ensure_future(b.done.wait()) for b in earlier])
-                        continue
-                    if self._reset_needed:
-                        self._start_new_epoch()
-                        continue
-                    raise e
-                self._finish(batch, None, result)
-                return
+            remaining_ms = int((batch.deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise DeliveryTimeoutError(self._expired_message(batch, sent=True))
+            data = self._bytes(batch, stamp)
+            book = self.book
+            on_retry = (lambda e: book.attempt_failed(batch, e)) if book is not None else None
+            # The call keeps to its budget by itself; this deadline only makes sure of it.
+            result = await asyncio.wait_for(
+                self.sender.send(
+                    self.tp.topic,
+                    self.tp.partition,
+                    data,
+                    timeout_ms=remaining_ms,
+                    on_retry=on_retry,
+                ),
+                remaining_ms / 1000 + _CALL_GRACE_S,
+            )
+            outcome = Complete(
+                result.base_offset, result.log_start_offset, result.log_append_time_ms
+            )
         except LiferaftError as e:
-            self._failed(batch, e)
-        except Exception as e:  # a bug: fail the records rather than hang their futures
+            outcome = e
+        except TimeoutError:
+            outcome = DeliveryTimeoutError(
+                f"{self._expired_message(batch, sent=True)}: the Produce call did not end"
+            )
+        except Exception as e:  # a bug: fail the records with it rather than hang their futures
             log.exception("sending a batch to %s failed", self.tp)
-            self._failed(batch, UnknownServerError(None, f"{type(e).__name__}: {e}"))
+            outcome = UnknownServerError(None, f"{type(e).__name__}: {e}")
+        if isinstance(outcome, DeliveryTimeoutError) and not outcome.message.startswith(
+            f"{batch.count} records"
+        ):
+            outcome = DeliveryTimeoutError(
+                f"{self._expired_message(batch, sent=True)}: {outcome.message}",
+                outcome.last_error,
+            )
+        if self.book is None:
+            self._sending.discard(batch)
+            verdict: Verdict = outcome if isinstance(outcome, Complete) else Fail(outcome)
+        else:
+            verdict = self.book.answered(batch, outcome)
+        self._apply(batch, verdict)
 
-    def _earlier(self, batch: ProducerBatch) -> list[ProducerBatch]:
-        out = []
-        for b in self.in_flight:
-            if b is batch:
-                break
-            if not b.done.is_set():
-                out.append(b)
-        return out
-
-    def _failed(self, batch: ProducerBatch, error: LiferaftError) -> None:
-        later: list[ProducerBatch] = []
-        if batch in self.in_flight:
-            later = self.in_flight[self.in_flight.index(batch) + 1 :]
-        self._finish(batch, error)
-        if self.identity is None or batch.epoch != self.epoch:
-            return
-        if error.code_name in _NOT_WRITTEN and not isinstance(error, DeliveryTimeoutError):
-            # Certainly not written: close the gap it leaves.
-            self._renumber(batch.base_sequence, self.epoch, later)
-        elif not isinstance(error, InvalidProducerEpochError):
-            # It may have been written: what follows starts a new epoch at sequence 0, as soon
-            # as nothing earlier is in the air (at once if nothing is).
-            self._reset_needed = True
-            if not later:
-                self._start_new_epoch()
-
-    def _start_new_epoch(self) -> None:
-        self._reset_needed = False
-        pending = [b for b in self.in_flight if not b.done.is_set()]
-        epoch = self.epoch + 1 if self.epoch < MAX_EPOCH else 0
-        log.info("%s: starting producer epoch %d at sequence 0", self.tp, epoch)
-        self._renumber(0, epoch, pending)
+    def _apply(self, batch: ProducerBatch, verdict: Verdict) -> None:
+        if isinstance(verdict, Complete):
+            self._finish(batch, None, verdict)
+        elif isinstance(verdict, Fail):
+            self._finish(batch, verdict.error)
+        self.wake()
 
     def _finish(
-        self, batch: ProducerBatch, error: BaseException | None, result: ProduceResult | None = None
+        self, batch: ProducerBatch, error: BaseException | None, result: Complete | None = None
     ) -> None:
         if error is not None:
             batch.fail(error)
         else:
             assert result is not None
             batch.complete(result.base_offset, result.log_start_offset, result.log_append_time_ms)
-            if batch.epoch == self.epoch and not self._earlier(batch):
-                self._reset_needed = False  # what went before it was written after all
         if batch in self.in_flight:
             self.in_flight.remove(batch)
         self.acc.release(batch)
         self.wake()
 
+    def _call_ended(self, task: asyncio.Task[None]) -> None:
+        self._calls.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._die(task.exception())
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            self._die(asyncio.CancelledError("the producer's send loop was cancelled"))
+        elif task.exception() is not None:
+            self._die(task.exception())
+
+    def _die(self, cause: BaseException | None, *, quiet: bool = False) -> None:
+        """The loop (or a call's bookkeeping) failed: fail every batch of the partition with the
+        cause, so that no future waits forever, and stop."""
+        if self.failure is not None:
+            return
+        self.failure = cause
+        if isinstance(cause, LiferaftError) and quiet:
+            err = cause
+        else:
+            if not isinstance(cause, asyncio.CancelledError):
+                log.error("the sender of %s died: %r", self.tp, cause, exc_info=cause)
+            err = UnknownServerError(
+                None,
+                f"the producer's sender for {self.tp} failed: {type(cause).__name__}: {cause}",
+            )
+            err.__cause__ = cause
+        self._error = err
+        for batch in list(self.in_flight):
+            self._finish(batch, err)
+        self.fail_queued_if_dead()
+        for task in list(self._calls):
+            task.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def fail_queued_if_dead(self) -> None:
+        """Records queued for a sender that died (while their send() waited for buffer space)
+        fail with what killed it."""
+        if self._error is None:
+            return
+        q = self.acc.queues.get(self.tp)
+        while q:
+            self._finish(q.popleft(), self._error)
+
+    def abandon(self, error: LiferaftError) -> None:
+        """Fail every batch of the partition with `error` and stop (the producer's close ran
+        out of time)."""
+        self._die(error, quiet=True)
+
     def _expired_message(self, batch: ProducerBatch, *, sent: bool) -> str:
-        where = "sent but not acknowledged" if sent else "not sent"
+        where = "sent but not acknowledged (they may have been written)" if sent else "not written"
         return (
             f"{batch.count} records for {self.tp} were {where} within delivery_timeout_ms="
             f"{int(self.acc.delivery_timeout_s * 1000)}"

@@ -28,10 +28,12 @@ from typing import Any, TypeVar
 from client.admin import (
     AdminClient,
     ClusterDescription,
+    ConfigValue,
     CreatedTopic,
     GroupDescription,
     GroupOverview,
     NewTopic,
+    ReplicaDescription,
     TopicDescription,
 )
 from client.consumer import Consumer
@@ -406,11 +408,36 @@ class SyncAdminClient(_SyncFacade):
             )
         )
 
+    def alter_topic_config(
+        self,
+        topic: str,
+        set_: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+    ) -> dict[str, ConfigValue]:
+        return self._run(
+            self._admin.alter_topic_config(
+                topic, set_, delete, validate_only=validate_only, timeout_ms=timeout_ms
+            )
+        )
+
     def list_topics(self, *, internal: bool = False) -> list[str]:
         return self._run(self._admin.list_topics(internal=internal))
 
-    def describe_cluster(self) -> ClusterDescription:
-        return self._run(self._admin.describe_cluster())
+    def describe_cluster(self, *, probe_timeout_ms: int = 3_000) -> ClusterDescription:
+        return self._run(self._admin.describe_cluster(probe_timeout_ms=probe_timeout_ms))
+
+    def describe_replicas(
+        self, topic: str, partition: int, offset: int, *, timeout_ms: int = 3_000
+    ) -> dict[int, ReplicaDescription | LiferaftError]:
+        return self._run(
+            self._admin.describe_replicas(topic, partition, offset, timeout_ms=timeout_ms)
+        )
+
+    def committed_by_groups(self, tp: TP) -> dict[str, int]:
+        return self._run(self._admin.committed_by_groups(tp))
 
     def list_groups(self) -> list[GroupOverview]:
         return self._run(self._admin.list_groups())

@@ -95,24 +95,24 @@ class Broker:
                 self._close_partition(key, destroy=True)
         for key, (topic, replicas) in wanted.items():
             if key in self.partitions:
-                # A topic's configs can change (IncrementalAlterConfigs): live partitions follow.
+                # A topic's configs can change (alter-config, IncrementalAlterConfigs): the
+                # replicas already open follow.
                 if self.partitions[key].config != topic.config:
                     self.partitions[key].config = topic.config
                 continue
-            if key not in self.partitions:
-                self.partitions[key] = Partition(
-                    node_id=self.node_id,
-                    topic=topic.name,
-                    topic_id=topic.topic_id,
-                    index=key[1],
-                    replicas=replicas,
-                    config=topic.config,
-                    driver=self.driver,
-                    rebalance_ticks=max(1, self.config.leader_rebalance_ms // self.config.tick_ms),
-                    retention_ticks=max(1, self.config.retention_check_ms // self.config.tick_ms),
-                    address_of=self.advertised_address,
-                )
-                self._by_group[self.partitions[key].group_id] = self.partitions[key]
+            self.partitions[key] = Partition(
+                node_id=self.node_id,
+                topic=topic.name,
+                topic_id=topic.topic_id,
+                index=key[1],
+                replicas=replicas,
+                config=topic.config,
+                driver=self.driver,
+                rebalance_ticks=max(1, self.config.leader_rebalance_ms // self.config.tick_ms),
+                retention_ticks=max(1, self.config.retention_check_ms // self.config.tick_ms),
+                address_of=self.advertised_address,
+            )
+            self._by_group[self.partitions[key].group_id] = self.partitions[key]
         self._topic_ids = {t.name: t.topic_id for t in topics.values()}
         self._topic_by_id = {t.topic_id: t for t in topics.values()}
         live_groups = self._live_groups = {
@@ -370,3 +370,34 @@ class Broker:
 
     def controller_leader(self) -> int:
         return self.controller.leader
+
+    def waiting_for(self) -> str:
+        """What this node lacks to serve (a controller leader, its registration, peers), in
+        words an operator can act on: logged while it waits, and told to clients it refuses."""
+        return waiting_for(
+            self.node_id,
+            self.config.peers,
+            self.reachable(),
+            self.controller.leader,
+            self.node_id in self.controller.state.brokers,
+        )
+
+
+def waiting_for(
+    node_id: int, peers: dict[int, str], reachable: set[int], controller: int, registered: bool
+) -> str:
+    """What a node that is not serving waits for, in words an operator can act on."""
+    others = sorted(n for n in peers if n != node_id)
+    missing = [n for n in others if n not in reachable]
+    need = len(peers) // 2 + 1
+    parts: list[str] = []
+    if not controller:
+        parts.append(
+            f"no controller leader (electing one needs {need} of the {len(peers)} nodes; "
+            f"this node reaches {1 + len(others) - len(missing)})"
+        )
+    elif not registered:
+        parts.append(f"not yet registered by the controller leader (node {controller})")
+    if missing:
+        parts.append("unreachable peers: " + ", ".join(f"node {n} at {peers[n]}" for n in missing))
+    return "; ".join(parts) or "the next health update"

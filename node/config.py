@@ -99,14 +99,17 @@ def raft_address(address: str, offset: int = RAFT_PORT_OFFSET) -> str:
 @dataclass(slots=True)
 class NodeConfig:
     node_id: int
+    """This node's id, >= 1, unique in the cluster and listed in peers."""
     listen: str
     """Where this node's gRPC server binds (clients and peers), HOST:PORT."""
     peers: dict[int, str]
     """Every controller voter, this node included: id -> address peers dial."""
     data_dir: Path
+    """Where this node keeps its RocksDB store (the Raft logs of every group it hosts)."""
     advertise: str = ""
     """The address clients are told to use; defaults to listen."""
     cluster_id: str = "liferaft"
+    """The cluster's name: a peer of another cluster is refused at the Raft transport."""
     raft_port_offset: int = RAFT_PORT_OFFSET
     """The Raft transport of every node listens on its gRPC port plus this."""
     kafka_port_offset: int = KAFKA_PORT_OFFSET
@@ -114,17 +117,22 @@ class NodeConfig:
     tick_ms: int = 20
     """One Raft tick. Elections time out after election_ticks..2*election_ticks ticks."""
     election_ticks: int = 10
+    """Ticks without a leader's word before a follower stands for election (more than heartbeat_ticks)."""
     heartbeat_ticks: int = 2
+    """Ticks between a leader's heartbeats."""
     isr_max_lag_ms: int = 1000
     """A follower that has not caught up within this time leaves the ISR (replica.lag.time.max.ms)."""
     isr_max_lag_entries: int = 4000
+    """A follower this many entries behind the leader's log end leaves the ISR."""
     max_raft_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT
     """Largest frame a peer may send on the Raft transport once its Hello is accepted (the
     Hello itself may be at most a few KiB, node/limits.py)."""
     max_batch_bytes: int = 1 << 20
     """Largest record batch a producer may send (message.max.bytes)."""
     default_partitions: int = 3
+    """Partitions of a topic created without a count (num.partitions)."""
     default_replication_factor: int = 3
+    """Replicas per partition of a topic created without one, capped at the registered nodes."""
     leader_rebalance_ms: int = 3000
     """How often a partition leader checks whether its preferred replica should lead instead."""
     retention_check_ms: int = 5000
@@ -139,16 +147,21 @@ class NodeConfig:
     tls_dir: Path | None = None
     """Where this node's ca.crt, node.crt and node.key are (or DIR/node-N/): node/tls.py."""
     tls_ca: Path | None = None
+    """The cluster CA's certificate(s), PEM; instead of tls_dir's ca.crt."""
     tls_cert: Path | None = None
+    """This node's certificate, naming liferaft://node/N; instead of tls_dir's node.crt."""
     tls_key: Path | None = None
+    """Its private key; instead of tls_dir's node.key."""
     insecure_plaintext_between_nodes: bool = False
     """Run the Raft transport without TLS: any process that reaches the port can speak for any
     node. Only on a network where every process is trusted, and only when asked by name."""
     log_level: str = "info"
+    """debug, info, warning or error."""
     log_format: str = "text"
     """"text" for people, "json" for log pipelines (one object a line: node, logger, partition
     and term where the message has them)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """A table no setting of this release reads: a config file may carry keys for later ones."""
 
     def __post_init__(self) -> None:
         if not self.advertise:

@@ -138,7 +138,7 @@ def assign_replicas(broker_ids: list[int], partitions: int, rf: int, salt: int) 
     return [[ids[(salt + p + i) % n] for i in range(rf)] for p in range(partitions)]
 
 
-def _merge_configs(configs: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+def merge_configs(configs: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
     """A topic's configs with `changes` applied: a value sets a key, None removes it."""
     merged = dict(configs)
     for key, value in changes.items():
@@ -260,7 +260,7 @@ class Controller:
             raise BrokerError(
                 ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
             )
-        merged = _merge_configs(info.configs, changes)
+        merged = merge_configs(info.configs, changes)
         parse_topic_config(merged, len(info.replicas[0]))
         return {
             "op": "alter_topic_configs",
@@ -352,7 +352,7 @@ class Controller:
                 raise BrokerError(
                     ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd['name']!r} does not exist"
                 )
-            merged = _merge_configs(altered.configs, cmd["changes"])
+            merged = merge_configs(altered.configs, cmd["changes"])
             parse_topic_config(merged, len(altered.replicas[0]))
             altered.configs = merged
             return None

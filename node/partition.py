@@ -36,7 +36,7 @@ from liferaft_proto import records
 from node.driver import Group, RaftDriver, take_snapshot
 from node.errors import BrokerError, ErrorCode
 from node.offset_index import OffsetIndex
-from node.producer_state import BatchRecord, ProducerStateTable
+from node.producer_state import BatchRecord, ProducerStateTable, check_batch
 from node.topic_config import TopicConfig
 from raft import (
     NONE,
@@ -88,6 +88,37 @@ class PartitionState:
     isr: tuple[int, ...]
     high_watermark: int
     log_start_offset: int
+
+
+@dataclass(slots=True)
+class ReplicaView:
+    """One replica's log, in offsets and Raft indexes, and where one offset sits in it."""
+
+    log_start_offset: int
+    high_watermark: int
+    log_end_offset: int
+    commit_index: int
+    applied_index: int
+    persisted_index: int
+    last_index: int
+    found: bool = False
+    batch_base_offset: int = -1
+    batch_record_count: int = 0
+    raft_index: int = 0
+    raft_term: int = 0
+
+    def found_in(self, base_offset: int, record_count: int, raft_index: int, term: int) -> None:
+        self.found = True
+        self.batch_base_offset, self.batch_record_count = base_offset, record_count
+        self.raft_index, self.raft_term = raft_index, term
+
+    @property
+    def committed(self) -> bool:
+        return self.found and self.raft_index <= self.commit_index
+
+    @property
+    def persisted(self) -> bool:
+        return self.found and self.raft_index <= self.persisted_index
 
 
 def group_id(topic_id: int, partition: int) -> str:
@@ -246,12 +277,15 @@ class Partition:
                 )
         base, table = self._leader_tail()
         if header.is_idempotent:
-            decision = table.check(
+            decision = check_batch(
+                table,
+                self.producers,
                 header.producer_id,
                 header.producer_epoch,
                 header.base_sequence,
                 header.record_count,
                 f"{self.topic}-{self.index}",
+                need_commit=acks == ACKS_ALL,
             )
             if decision.duplicate is not None:
                 return self._answer_duplicate(decision.duplicate, acks)
@@ -347,6 +381,36 @@ class Partition:
             self._next_offset = offset
             self._leader_producers = table
         return self._next_offset, self._leader_producers
+
+    def describe_offset(self, offset: int) -> ReplicaView:
+        """This replica's own view of its log and of `offset` in it (`liferaft trace`).
+        Read-only: it looks at the uncommitted tail's headers and changes nothing."""
+        raft_log = self.group.node.raft.log
+        view = ReplicaView(
+            log_start_offset=self.offsets.start_offset,
+            high_watermark=self.offsets.end_offset,
+            log_end_offset=self.offsets.end_offset,
+            commit_index=raft_log.committed,
+            applied_index=raft_log.applied,
+            persisted_index=raft_log.last_persisted_index(),
+            last_index=raft_log.last_index(),
+        )
+        at = self.offsets.locate(offset)
+        if at is not None:
+            view.found_in(
+                at.base_offset, at.record_count, at.raft_index, raft_log.term_or_zero(at.raft_index)
+            )
+        lo, hi = raft_log.applied + 1, raft_log.last_index() + 1
+        for e in raft_log.slice(lo, hi, None) if lo < hi else []:
+            if e.type != EntryType.NORMAL:
+                continue
+            h = records.read_header(e.data)
+            if h.base_offset + h.record_count <= view.log_end_offset:
+                continue  # already counted (covered by a snapshot or the index)
+            view.log_end_offset = h.base_offset + h.record_count
+            if h.base_offset <= offset < view.log_end_offset and at is None:
+                view.found_in(h.base_offset, h.record_count, e.index, e.term)
+        return view
 
     def cancel_waiter(self, fut: asyncio.Future[int]) -> None:
         for w in list(self._waiters):

@@ -8,7 +8,10 @@ from 0. The partition remembers, per producer id, the epoch and the last few bat
   - the next one (first sequence = last sequence + 1): append it;
   - one of the remembered batches again (a retry whose first answer was lost): do not append,
     answer with the offset it was written at (Kafka's behaviour: the producer sees success);
-  - older than what is remembered: DUPLICATE_SEQUENCE_NUMBER (written, offset forgotten);
+  - older than what is remembered: DUPLICATE_SEQUENCE_NUMBER (written, offset forgotten; the
+    producer counts it as written, with offset -1, as Kafka's does). For acks=all the leader
+    says so only once the batch is committed (`check_batch`): the tail that proves it may
+    still be overwritten;
   - further ahead (a gap: a batch in between was lost): OUT_OF_ORDER_SEQUENCE_NUMBER;
   - of an older epoch: INVALID_PRODUCER_EPOCH. A newer epoch must start at sequence 0 and
     replaces the old one (the producer reset its sequences).
@@ -33,7 +36,7 @@ from typing import Any
 
 from node.errors import BrokerError, ErrorCode
 
-__all__ = ["BatchRecord", "Decision", "ProducerEntry", "ProducerStateTable"]
+__all__ = ["BatchRecord", "Decision", "ProducerEntry", "ProducerStateTable", "check_batch"]
 
 SEQ_MODULUS = 1 << 31
 """Sequences are int32 >= 0 and wrap to 0 after 2**31 - 1, as in Kafka."""
@@ -219,3 +222,42 @@ class ProducerStateTable:
                 )
             table.producers[int(pid)] = entry
         return table
+
+
+def check_batch(
+    leader: ProducerStateTable,
+    committed: ProducerStateTable,
+    producer_id: int,
+    epoch: int,
+    first_seq: int,
+    count: int,
+    where: str,
+    *,
+    need_commit: bool,
+) -> Decision:
+    """The leader's decision on a batch: `leader` is its whole log's table (uncommitted tail
+    included), `committed` the applied one.
+
+    DUPLICATE_SEQUENCE_NUMBER tells the producer "written" (it completes the records), so with
+    need_commit (acks=all) it is said only when the committed table says it too. When only the
+    uncommitted tail proves it (the batch sits further back than the tail's remembered window),
+    the answer is a retriable REQUEST_TIMED_OUT: the retry gets the right answer once the tail
+    commits, or is written again (or refused as out of order) if a new leader overwrote it."""
+    try:
+        return leader.check(producer_id, epoch, first_seq, count, where)
+    except BrokerError as e:
+        if e.code != ErrorCode.DUPLICATE_SEQUENCE_NUMBER or not need_commit:
+            raise
+    try:
+        decision = committed.check(producer_id, epoch, first_seq, count, where)
+    except BrokerError as e:
+        if e.code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER:
+            raise
+    else:
+        if decision.duplicate is not None:
+            return decision  # committed, and its offset still remembered there
+    raise BrokerError(
+        ErrorCode.REQUEST_TIMED_OUT,
+        f"producer {producer_id} resent sequences {first_seq}..{last_sequence(first_seq, count)} "
+        f"to {where}: they are in its log but not yet committed; retry to learn their fate",
+    )

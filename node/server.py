@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from contextlib import suppress
 
 import grpc
@@ -48,6 +49,10 @@ GRPC_OPTIONS = [
 ]
 NODE_ID_KEY = b"node/id"
 CLUSTER_ID_KEY = b"node/cluster_id"
+
+
+WAIT_LOG_EVERY_S = 5.0
+"""How often a node that is not serving says what it waits for."""
 
 
 class NodeServer:
@@ -245,6 +250,7 @@ class NodeServer:
         assert self.broker is not None and self.transport is not None
         broker, transport = self.broker, self.transport
         serving = False
+        next_wait_log = time.monotonic() + WAIT_LOG_EVERY_S
         while not self._stopping:
             await asyncio.sleep(self.config.tick_ms / 1000 * 2)
             for states in broker.take_gossip():
@@ -259,7 +265,22 @@ class NodeServer:
                 broker.controller_leader() != 0
                 and self.config.node_id in broker.controller.state.brokers
             )
+            now = time.monotonic()
+            if not healthy and now >= next_wait_log:
+                next_wait_log = now + WAIT_LOG_EVERY_S
+                log.warning(
+                    "node %d is not serving yet: %s",
+                    self.config.node_id,
+                    broker.waiting_for(),
+                )
             if healthy != serving:
+                if healthy:
+                    log.info(
+                        "node %d is serving: controller leader is node %d",
+                        self.config.node_id,
+                        broker.controller_leader(),
+                    )
+                    next_wait_log = now + WAIT_LOG_EVERY_S
                 serving = healthy
                 await self.health.set(
                     "",

@@ -22,12 +22,12 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
 from node import validate
 from node.broker import Broker, PartitionView
 from node.config import parse_address
-from node.controller import TopicInfo, validate_topic_name
+from node.controller import TopicInfo, merge_configs, validate_topic_name
 from node.errors import BrokerError, ErrorCode
 from node.groups import EMPTY, GroupCoordinator, OffsetEntry
 from node.limits import MAX_ADDRESS_CHARS, MAX_ERROR_MESSAGE_CHARS, shown
 from node.metrics import NodeMetrics
-from node.topic_config import TopicConfig
+from node.topic_config import TopicConfig, parse_topic_config
 
 log = logging.getLogger("liferaft.service")
 
@@ -272,15 +272,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             desc = broker_pb2.TopicDescription(name=name, replication_factor=len(info.replicas[0]))
             for p in range(info.partitions):
                 desc.partitions.append(self._partition_pb(self.broker.partition_view(info, p)))
-            effective = info.config.to_dict()
-            for key in sorted(effective):
-                src = (
-                    broker_pb2.ConfigEntry.TOPIC
-                    if key in info.configs
-                    else broker_pb2.ConfigEntry.DEFAULT
-                )
-                value = effective[key] if key in info.configs else defaults[key]
-                desc.configs.append(broker_pb2.ConfigEntry(name=key, value=value, source=src))
+            desc.configs.extend(_config_entries(info.config, info.configs, defaults))
             resp.topics.append(desc)
         return resp
 
@@ -294,7 +286,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         stub = self._forward(leader) if leader else None
         if stub is None:
             raise BrokerError(
-                ErrorCode.NOT_CONTROLLER, "the controller has no leader right now; retry shortly"
+                ErrorCode.NOT_CONTROLLER,
+                f"the controller has no leader right now ({self.broker.waiting_for()}); "
+                "retry shortly",
             )
         try:
             return await getattr(stub, method)(request, timeout=ADMIN_TIMEOUT_MS / 1000)
@@ -355,6 +349,41 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 )
             resp.topics.append(result)
         return resp
+
+    @unary
+    async def AlterConfigs(
+        self, request: broker_pb2.AlterConfigsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.AlterConfigsResponse:
+        forwarded = await self._on_controller("AlterConfigs", request)
+        if forwarded is not None:
+            return forwarded
+        ctl = self.broker.controller
+        both = sorted(set(request.set) & set(request.delete))
+        if both:
+            raise BrokerError(
+                ErrorCode.INVALID_CONFIG,
+                f"{', '.join(shown(k) for k in both)}: both set and deleted; choose one",
+            )
+        changes: dict[str, str | None] = {k: None for k in request.delete}
+        changes.update(request.set)
+        cmd = ctl.plan_alter_topic_configs(request.topic, changes)
+        info = ctl.state.topics[request.topic]
+        configs = merge_configs(info.configs, changes)
+        if not request.validate_only:
+            try:
+                await asyncio.wait_for(
+                    ctl.propose(cmd), (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
+                )
+            except TimeoutError:
+                raise BrokerError(
+                    ErrorCode.REQUEST_TIMED_OUT,
+                    f"the config change of {request.topic!r} was not applied in time; it may "
+                    "still be",
+                ) from None
+        config = parse_topic_config(configs, len(info.replicas[0]))
+        return broker_pb2.AlterConfigsResponse(
+            configs=_config_entries(config, configs, TopicConfig().to_dict())
+        )
 
     async def _wait_for_leaders(self, name: str, timeout_s: float) -> None:
         """Wait (bounded) until every partition of a new topic has a leader, so a producer
@@ -437,6 +466,51 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             lag_ms=max(0, now_ms - first_ts) if first_ts >= 0 else 0,
             now_ms=now_ms,
             leader_epoch=part.state().leader_epoch,
+        )
+
+    # -- one replica ---------------------------------------------------------------------------
+    @unary
+    async def DescribeReplica(
+        self, request: broker_pb2.DescribeReplicaRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.DescribeReplicaResponse:
+        info = self.broker.topic(request.topic)
+        if not 0 <= request.partition < info.partitions:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                f"topic {request.topic!r} has partitions 0..{info.partitions - 1}, "
+                f"not {request.partition}",
+            )
+        if request.offset < 0:
+            raise BrokerError(ErrorCode.OFFSET_OUT_OF_RANGE, f"offset {request.offset} is negative")
+        part = self.broker.partitions.get((request.topic, request.partition))
+        if part is None:
+            replicas = info.replicas[request.partition]
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                f"node {self.broker.node_id} holds no replica of "
+                f"{request.topic}-{request.partition} (its replicas: {replicas})",
+            )
+        v = part.describe_offset(request.offset)
+        node = part.group.node
+        return broker_pb2.DescribeReplicaResponse(
+            node_id=self.broker.node_id,
+            leader_id=node.leader,
+            term=node.term,
+            is_leader=part.is_leader,
+            log_start_offset=v.log_start_offset,
+            high_watermark=v.high_watermark,
+            log_end_offset=v.log_end_offset,
+            commit_index=v.commit_index,
+            applied_index=v.applied_index,
+            persisted_index=v.persisted_index,
+            last_index=v.last_index,
+            found=v.found,
+            batch_base_offset=v.batch_base_offset,
+            batch_record_count=v.batch_record_count,
+            raft_index=v.raft_index,
+            raft_term=v.raft_term,
+            committed=v.committed,
+            persisted=v.persisted,
         )
 
     # -- consumer groups -----------------------------------------------------------------------
@@ -693,6 +767,24 @@ def _missing_topic(name: str) -> BrokerError:
     except BrokerError as e:
         return e
     return BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist")
+
+
+def _config_entries(
+    config: TopicConfig, overrides: dict[str, str], defaults: dict[str, str]
+) -> list[broker_pb2.ConfigEntry]:
+    """Every setting in force, each with where it comes from (set on the topic, or default)."""
+    effective = config.to_dict()
+    out = []
+    for key in sorted(effective):
+        own = key in overrides
+        out.append(
+            broker_pb2.ConfigEntry(
+                name=key,
+                value=effective[key] if own else defaults[key],
+                source=broker_pb2.ConfigEntry.TOPIC if own else broker_pb2.ConfigEntry.DEFAULT,
+            )
+        )
+    return out
 
 
 def _tps(items: Iterable[broker_pb2.TopicPartitions]) -> set[tuple[str, int]]:

@@ -163,7 +163,8 @@ def test_every_sub_command_has_its_module() -> None:
 
     modules = {p.stem for p in (ROOT / "liferaft" / "cli").glob("*.py")}
     assert set(SUBCOMMANDS) <= modules
-    assert modules - set(SUBCOMMANDS) == {"__init__", "_common", "_client"}
+    # The rest are the helpers the sub-commands share, private by their leading underscore.
+    assert all(m.startswith("_") for m in modules - set(SUBCOMMANDS))
 
 
 def test_the_checker_sees_a_wrong_arrow(tmp_path: Path) -> None:

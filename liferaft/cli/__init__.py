@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-COMMANDS = ("node", "demo", "produce", "consume", "health")
+COMMANDS = ("node", "demo", "produce", "consume", "trace", "health")
 """Sub-commands that are one command each: liferaft/cli/<name>.py's `app` holds just that one."""
 
 GROUPS = ("dev", "topic", "cluster", "group", "bench", "chaos", "certs")
@@ -29,8 +29,45 @@ SUBCOMMANDS = (*COMMANDS, *GROUPS)
 """In the order `liferaft --help` lists them."""
 
 
+def _flags_take_no_value(command: Any) -> Any:
+    """Show boolean flags (--json, --help) without typer's `<bool>` placeholder: they take no
+    value, and a placeholder tells a reader they do. Applied to a command and its sub-commands."""
+    for param in getattr(command, "params", ()):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    if not getattr(command, "_liferaft_quiet_help", False):
+        make_help = command.get_help_option
+
+        def get_help_option(ctx: Any) -> Any:
+            option = make_help(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = get_help_option
+        command._liferaft_quiet_help = True
+    for sub in getattr(command, "commands", {}).values():
+        _flags_take_no_value(sub)
+    return command
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("liferaft")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 class LazyGroup(TyperGroup):
     """A click group that imports a sub-command's module when that sub-command is asked for."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
 
     def list_commands(self, ctx: Any) -> list[str]:
         return [*SUBCOMMANDS, *(n for n in super().list_commands(ctx) if n not in SUBCOMMANDS)]
@@ -42,7 +79,7 @@ class LazyGroup(TyperGroup):
         # get_group keeps a group of one command (`cluster info`) a group.
         command = typer.main.get_group(sub) if cmd_name in GROUPS else typer.main.get_command(sub)
         command.name = cmd_name
-        return command
+        return _flags_take_no_value(command)
 
 
 app = typer.Typer(
@@ -54,8 +91,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"liferaft {_version()}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_print_version,
+            is_eager=True,
+            metavar="",
+            help="Print liferaft's version and exit.",
+        ),
+    ] = False,
+) -> None:
     # Sub-commands come from LazyGroup; typer needs a callback to build a group with none of its own.
     pass
 

@@ -7,7 +7,7 @@ imports the client inside its command function, so loading the CLI loads no clie
 
 Every command takes --bootstrap HOST:PORT,... (or LIFERAFT_BOOTSTRAP); those that print data
 take --json. A cluster error prints one line, its code and message, and exits 1; bad usage
-exits 2. Record values are printed as text (UTF-8, undecodable bytes replaced); --json shows
+exits 2. Record values are printed as their raw bytes (liferaft/cli/_formats.py); --json shows
 non-UTF-8 bytes as {"base64": ...}.
 """
 
@@ -40,6 +40,25 @@ BootstrapOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0.5,
+        help="Seconds the command may take, retries included; then it says what was missing.",
+    ),
+]
+DEFAULT_TIMEOUT_S = 15.0
+"""Admin commands give up after this long (retrying what the cluster says may pass: no
+controller leader for a moment), with the last error the cluster gave."""
+
+
+def admin_client(bootstrap: str | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """A SyncAdminClient whose every call ends within timeout_s."""
+    from client import SyncAdminClient
+
+    ms = int(timeout_s * 1000)
+    return SyncAdminClient(_bootstrap(bootstrap), timeout_ms=ms, request_timeout_ms=min(ms, 10_000))
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -88,18 +107,21 @@ def _partition_json(p: PartitionMetadata) -> dict[str, Any]:
     }
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 partition", "3 partitions": a count with its noun in the right number."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def _ids(ids: tuple[int, ...]) -> str:
     return ",".join(map(str, ids)) or "-"
 
 
-def _parse_configs(items: list[str] | None) -> dict[str, str]:
+def _parse_configs(items: list[str] | None, flag: str = "--config") -> dict[str, str]:
     configs: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise _fail(
-                f"--config {item!r} must look like NAME=VALUE, e.g. retention.ms=3600000", 2
-            )
+            raise _fail(f"{flag} {item!r} must look like NAME=VALUE, e.g. retention.ms=3600000", 2)
         configs[key.strip()] = value.strip()
     return configs
 
@@ -113,10 +135,6 @@ def _bytes_json(value: bytes | None) -> str | dict[str, str] | None:
         return {"base64": base64.b64encode(value).decode("ascii")}
 
 
-def _text(value: bytes | None) -> str:
-    return "null" if value is None else value.decode("utf-8", errors="replace")
-
-
 def _record_json(r: ConsumerRecord) -> dict[str, Any]:
     return {
         "topic": r.topic,
@@ -125,5 +143,6 @@ def _record_json(r: ConsumerRecord) -> dict[str, Any]:
         "timestamp_ms": r.timestamp_ms,
         "key": _bytes_json(r.key),
         "value": _bytes_json(r.value),
+        "tombstone": r.value is None,
         "headers": [[k, _bytes_json(v)] for k, v in r.headers],
     }

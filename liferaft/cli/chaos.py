@@ -62,13 +62,26 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _missing_chaos_extra(target: str, network: str) -> list[str]:
+    """The chaos extra's libraries this run would import and cannot (matplotlib is optional:
+    without it a run writes no plot)."""
+    import importlib.util
+
+    needs_proxy = target == "local" or network == "proxy"
+    return [
+        lib
+        for lib in (["toxiproxy"] if needs_proxy else [])
+        if importlib.util.find_spec(lib) is None
+    ]
+
+
 @app.command("run")
 def chaos_run(
     faults: Annotated[
         str,
         typer.Option(
             help="Comma-separated fault kinds: kill, pause, partition, power, latency, "
-            "bandwidth (power: local target, needs FUSE)."
+            "bandwidth, answers (power: local target, needs FUSE)."
         ),
     ] = "kill,pause,partition",
     duration: Annotated[float, typer.Option(help="Seconds the workload runs.")] = 60.0,
@@ -114,6 +127,13 @@ def chaos_run(
     ] = False,
 ) -> None:
     """Run a workload under a seeded nemesis, then check that nothing acknowledged was lost."""
+    missing = _missing_chaos_extra(target, network)
+    if missing:
+        raise _fail(
+            f"chaos runs need {', '.join(missing)}, which this install lacks: "
+            "pip install 'liferaft[chaos]' (or pip install -e '.[chaos]' in a clone)",
+            3,
+        )
     from chaos.faults import Faults
     from chaos.history import History
     from chaos.local import local_chaos_cluster
@@ -144,6 +164,13 @@ def chaos_run(
         raise _fail("--duration, --partitions and --producers-per-partition must be positive")
     if seed is None:
         seed = random.SystemRandom().randrange(1, 1_000_000)
+    plan = plan_faults(kinds, duration, seed, partitions=partitions)
+    if not plan:
+        raise _fail(
+            f"--duration {duration:g} leaves no room for a fault (the first starts at 4 s, one "
+            "lasts up to 5 s, and the last ends 6 s before the run does): a run that injects "
+            "nothing proves nothing; give --duration 15 or more"
+        )
     out = out or Path(f"chaos-{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     topic = f"chaos-s{seed}-{secrets.token_hex(2)}"
@@ -157,7 +184,6 @@ def chaos_run(
         retry_backoff_max_ms=retry_backoff_max_ms,
         recover_timeout_s=90.0 if target == "local" else 120.0,
     )
-    plan = plan_faults(kinds, duration, seed, partitions=partitions)
     run: dict[str, Any] = {
         "target": target,
         "faults": ",".join(kinds),

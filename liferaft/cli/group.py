@@ -10,13 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from liferaft.cli._client import (
+    DEFAULT_TIMEOUT_S,
     BootstrapOpt,
     JsonOpt,
-    _bootstrap,
+    TimeoutOpt,
     _client_errors,
     _fail,
     _print_json,
+    admin_client,
     console,
+    plural,
 )
 
 app = typer.Typer(
@@ -37,30 +40,31 @@ def _age(ms: int) -> str:
 
 
 @app.command("list")
-def group_list(bootstrap: BootstrapOpt = None, json_out: JsonOpt = False) -> None:
+def group_list(
+    bootstrap: BootstrapOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
     """Every consumer group, with its state and how many members are alive."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         groups = admin.list_groups()
     if json_out:
         _print_json([{"group": g.group_id, "state": g.state, "members": g.members} for g in groups])
         return
     for g in groups:
-        typer.echo(f"{g.group_id}\t{g.state}\t{g.members} members")
+        typer.echo(f"{g.group_id}\t{g.state}\t{plural(g.members, 'member')}")
 
 
 @app.command("describe")
 def group_describe(
     group: Annotated[str, typer.Argument(help="The consumer group.")],
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Members, their partitions, and per partition the committed offset and the lag (records,
     and the age of the oldest unconsumed record, as the partition leader computes it)."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         desc = admin.describe_group(group)
     if json_out:
         _print_json(
@@ -97,7 +101,7 @@ def group_describe(
         return
     console.print(
         f"group [bold]{escape(desc.group_id)}[/]: {desc.state}, generation {desc.generation}, "
-        f"{len(desc.members)} members, coordinator node {desc.coordinator_id}"
+        f"{plural(len(desc.members), 'member')}, coordinator node {desc.coordinator_id}"
     )
     table = Table("topic", "partition", "committed", "high watermark", "lag", "lag time", "member")
     for p in desc.partitions:
@@ -137,12 +141,11 @@ def group_reset_offsets(
         bool, typer.Option("--execute", help="Commit the new offsets (default: show the plan).")
     ] = False,
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Move a group's committed offsets for a topic. A dry run unless --execute; refused while
     the group has live members (they would overwrite the offsets)."""
-    from client import SyncAdminClient
-
     chosen = [to_earliest, to_latest, to_offset is not None, to_datetime is not None]
     if sum(chosen) != 1:
         raise _fail(
@@ -167,11 +170,11 @@ def group_reset_offsets(
         if when.tzinfo is None:
             when = when.astimezone()  # local time, as Kafka's tool reads it
         spec = int(when.timestamp() * 1000)
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         live = {g.group_id: g for g in admin.list_groups()}.get(group)
         if live is not None and live.members:
             raise _fail(
-                f"NON_EMPTY_GROUP: group {group!r} has {live.members} live members; stop them "
+                f"NON_EMPTY_GROUP: group {group!r} has {plural(live.members, 'live member')}; stop them "
                 "before resetting its offsets"
             )
         plan = admin.plan_offset_reset(group, topic, spec, offset)
@@ -197,3 +200,69 @@ def group_reset_offsets(
         console.print(f"offsets of group [bold]{escape(group)}[/] reset")
     else:
         console.print("dry run: nothing changed (add --execute to commit these offsets)")
+
+
+@app.command("seek")
+def group_seek(
+    group: Annotated[str, typer.Argument(help="The consumer group.")],
+    topic: Annotated[str, typer.Option("--topic", "-t", help="The topic.")],
+    to_offset: Annotated[
+        int, typer.Option("--to-offset", help="The next offset the group will read.")
+    ],
+    partition: Annotated[
+        list[int] | None,
+        typer.Option("--partition", "-p", help="Only this partition (repeatable; default: all)."),
+    ] = None,
+    bootstrap: BootstrapOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Set a group's committed offset of a topic's partitions to exactly --to-offset (rpk's
+    `group seek`): refused, changing nothing, if the offset is outside any partition's log
+    (use reset-offsets to clamp) or while the group has live members."""
+    from client import TopicPartition
+
+    if to_offset < 0:
+        raise _fail("--to-offset must be >= 0", 2)
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
+        all_partitions = admin.describe_topics([topic])[topic].partitions
+        known = [p.partition for p in all_partitions]
+        chosen = sorted(set(partition)) if partition else known
+        unknown = [p for p in chosen if p not in known]
+        if unknown:
+            raise _fail(
+                f"topic {topic!r} has partitions 0..{len(known) - 1}, not {_join(unknown)}; "
+                "nothing changed"
+            )
+        live = {g.group_id: g for g in admin.list_groups()}.get(group)
+        if live is not None and live.members:
+            raise _fail(
+                f"NON_EMPTY_GROUP: group {group!r} has {plural(live.members, 'live member')}; "
+                "stop them before moving its offsets; nothing changed"
+            )
+        tps = [TopicPartition(topic, p) for p in chosen]
+        starts = admin.list_offsets({tp: "earliest" for tp in tps})
+        ends = admin.list_offsets({tp: "latest" for tp in tps})
+        outside = [
+            f"{tp.partition} [{starts[tp].offset}, {ends[tp].offset}]"
+            for tp in tps
+            if not starts[tp].offset <= to_offset <= ends[tp].offset
+        ]
+        if outside:
+            raise _fail(
+                f"offset {to_offset} is outside the log of partition(s) "
+                f"{', '.join(outside)} (log start, high watermark); nothing changed",
+                1,
+            )
+        admin.reset_offsets(group, {tp: to_offset for tp in tps})
+    if json_out:
+        _print_json({"group": group, "topic": topic, "offset": to_offset, "partitions": chosen})
+        return
+    console.print(
+        f"group [bold]{escape(group)}[/] will read {escape(topic)} partition(s) "
+        f"{_join(chosen)} from offset {to_offset}"
+    )
+
+
+def _join(items: list[int]) -> str:
+    return ", ".join(map(str, items))

@@ -1,4 +1,4 @@
-"""`liferaft topic`: create, list, describe and delete topics."""
+"""`liferaft topic`: create, list, describe, alter the config of, and delete topics."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from liferaft.cli._client import (
+    DEFAULT_TIMEOUT_S,
     BootstrapOpt,
     JsonOpt,
-    _bootstrap,
+    TimeoutOpt,
     _client_errors,
+    _fail,
     _ids,
     _parse_configs,
     _partition_json,
     _print_json,
+    admin_client,
     console,
+    plural,
 )
 
 app = typer.Typer(
@@ -27,7 +31,9 @@ app = typer.Typer(
 
 @app.command("create")
 def topic_create(
-    name: Annotated[str, typer.Argument(help="The topic's name: [a-zA-Z0-9._-], 1-249 chars.")],
+    name: Annotated[
+        str, typer.Argument(help="The topic's name: 1-249 characters of \\[a-zA-Z0-9._-].")
+    ],
     partitions: Annotated[
         int, typer.Option("--partitions", "-p", help="How many partitions (0: the default).")
     ] = 0,
@@ -47,13 +53,12 @@ def topic_create(
         bool, typer.Option("--validate-only", help="Check everything, create nothing.")
     ] = False,
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a topic."""
-    from client import SyncAdminClient
-
     configs = _parse_configs(config)
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         created = admin.create_topic(
             name, partitions, replication_factor, configs, validate_only=validate_only
         )
@@ -69,17 +74,19 @@ def topic_create(
         return
     verb = "would create" if validate_only else "created"
     console.print(
-        f"{verb} topic [bold]{escape(created.name)}[/]: {created.partitions} partitions, "
+        f"{verb} topic [bold]{escape(created.name)}[/]: {plural(created.partitions, 'partition')}, "
         f"replication factor {created.replication_factor}"
     )
 
 
 @app.command("list")
-def topic_list(bootstrap: BootstrapOpt = None, json_out: JsonOpt = False) -> None:
+def topic_list(
+    bootstrap: BootstrapOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
     """The cluster's topics, one per line."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         names = admin.list_topics()
     if json_out:
         _print_json(names)
@@ -92,16 +99,22 @@ def topic_list(bootstrap: BootstrapOpt = None, json_out: JsonOpt = False) -> Non
 def topic_describe(
     name: Annotated[str, typer.Argument(help="The topic.")],
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Per partition: leader, replicas, ISR, high watermark, log start; and the topic's config."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         desc = admin.describe_topics([name])[name]
     if json_out:
         _print_json(
-            {"name": desc.name, "partitions": [_partition_json(p) for p in desc.partitions]}
+            {
+                "name": desc.name,
+                "replication_factor": desc.replication_factor,
+                "partitions": [_partition_json(p) for p in desc.partitions],
+                "configs": {
+                    k: {"value": v.value, "source": v.source} for k, v in desc.configs.items()
+                },
+            }
         )
         return
     table = Table(
@@ -134,14 +147,52 @@ def topic_describe(
         )
 
 
+@app.command("alter-config")
+def topic_alter_config(
+    name: Annotated[str, typer.Argument(help="The topic.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="A setting NAME=VALUE to set (repeatable)."),
+    ] = None,
+    delete: Annotated[
+        list[str] | None,
+        typer.Option("--delete", "-d", help="A setting to return to its default (repeatable)."),
+    ] = None,
+    validate_only: Annotated[
+        bool, typer.Option("--validate-only", help="Check the change, make none.")
+    ] = False,
+    bootstrap: BootstrapOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Change a topic's settings (retention.ms, retention.bytes, min.insync.replicas,
+    max.message.bytes, ...): all of them, or (a bad value) none."""
+    if not set_ and not delete:
+        raise _fail("nothing to change: give --set NAME=VALUE or --delete NAME", 2)
+    configs = _parse_configs(set_, "--set")
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
+        now = admin.alter_topic_config(name, configs, delete or [], validate_only=validate_only)
+    if json_out:
+        _print_json(
+            {
+                "name": name,
+                "validate_only": validate_only,
+                "configs": {k: {"value": v.value, "source": v.source} for k, v in now.items()},
+            }
+        )
+        return
+    verb = "would set" if validate_only else "set"
+    own = ", ".join(f"{k}={v.value}" for k, v in now.items() if v.source == "topic")
+    console.print(f"{verb} topic [bold]{escape(name)}[/]'s config: {escape(own) or 'all defaults'}")
+
+
 @app.command("delete")
 def topic_delete(
     name: Annotated[str, typer.Argument(help="The topic.")],
     bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Delete a topic and all its records."""
-    from client import SyncAdminClient
-
-    with _client_errors(), SyncAdminClient(_bootstrap(bootstrap)) as admin:
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
         admin.delete_topic(name)
     console.print(f"deleted topic [bold]{escape(name)}[/]")

@@ -239,6 +239,33 @@ class DescribeTopicsResponse(_message.Message):
     topics: _containers.RepeatedCompositeFieldContainer[TopicDescription]
     def __init__(self, topics: _Optional[_Iterable[_Union[TopicDescription, _Mapping]]] = ...) -> None: ...
 
+class AlterConfigsRequest(_message.Message):
+    __slots__ = ("topic", "set", "delete", "validate_only", "timeout_ms")
+    class SetEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    set: _containers.ScalarMap[str, str]
+    delete: _containers.RepeatedScalarFieldContainer[str]
+    validate_only: bool
+    timeout_ms: int
+    def __init__(self, topic: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., delete: _Optional[_Iterable[str]] = ..., validate_only: _Optional[bool] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class AlterConfigsResponse(_message.Message):
+    __slots__ = ("configs",)
+    CONFIGS_FIELD_NUMBER: _ClassVar[int]
+    configs: _containers.RepeatedCompositeFieldContainer[ConfigEntry]
+    def __init__(self, configs: _Optional[_Iterable[_Union[ConfigEntry, _Mapping]]] = ...) -> None: ...
+
 class ListOffsetsRequest(_message.Message):
     __slots__ = ("topic", "partition", "spec", "timestamp_ms")
     class Spec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -310,6 +337,56 @@ class PartitionLagResponse(_message.Message):
     now_ms: int
     leader_epoch: int
     def __init__(self, high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ..., lag_records: _Optional[int] = ..., first_unconsumed_timestamp_ms: _Optional[int] = ..., lag_ms: _Optional[int] = ..., now_ms: _Optional[int] = ..., leader_epoch: _Optional[int] = ...) -> None: ...
+
+class DescribeReplicaRequest(_message.Message):
+    __slots__ = ("topic", "partition", "offset")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    offset: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DescribeReplicaResponse(_message.Message):
+    __slots__ = ("node_id", "leader_id", "term", "is_leader", "log_start_offset", "high_watermark", "log_end_offset", "commit_index", "applied_index", "persisted_index", "last_index", "found", "batch_base_offset", "batch_record_count", "raft_index", "raft_term", "committed", "persisted")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    IS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    LOG_START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    LOG_END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    BATCH_BASE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BATCH_RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RAFT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    RAFT_TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    leader_id: int
+    term: int
+    is_leader: bool
+    log_start_offset: int
+    high_watermark: int
+    log_end_offset: int
+    commit_index: int
+    applied_index: int
+    persisted_index: int
+    last_index: int
+    found: bool
+    batch_base_offset: int
+    batch_record_count: int
+    raft_index: int
+    raft_term: int
+    committed: bool
+    persisted: bool
+    def __init__(self, node_id: _Optional[int] = ..., leader_id: _Optional[int] = ..., term: _Optional[int] = ..., is_leader: _Optional[bool] = ..., log_start_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ..., log_end_offset: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., persisted_index: _Optional[int] = ..., last_index: _Optional[int] = ..., found: _Optional[bool] = ..., batch_base_offset: _Optional[int] = ..., batch_record_count: _Optional[int] = ..., raft_index: _Optional[int] = ..., raft_term: _Optional[int] = ..., committed: _Optional[bool] = ..., persisted: _Optional[bool] = ...) -> None: ...
 
 class TopicPartitions(_message.Message):
     __slots__ = ("topic", "partitions")

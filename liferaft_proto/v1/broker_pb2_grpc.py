@@ -69,6 +69,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsResponse.FromString,
                 _registered_method=True)
+        self.AlterConfigs = channel.unary_unary(
+                '/liferaft.v1.Broker/AlterConfigs',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsResponse.FromString,
+                _registered_method=True)
         self.ListOffsets = channel.unary_unary(
                 '/liferaft.v1.Broker/ListOffsets',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
@@ -83,6 +88,11 @@ class BrokerStub:
                 '/liferaft.v1.Broker/PartitionLag',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.FromString,
+                _registered_method=True)
+        self.DescribeReplica = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeReplica',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaResponse.FromString,
                 _registered_method=True)
         self.FindCoordinator = channel.unary_unary(
                 '/liferaft.v1.Broker/FindCoordinator',
@@ -177,6 +187,15 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterConfigs(self, request, context):
+        """Change one topic's settings (answered by any node, which forwards it to the controller).
+        Fails with a gRPC status carrying an ErrorDetail; on success answers with the settings now
+        in force.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOffsets(self, request, context):
         """Translate EARLIEST / LATEST / a timestamp into an offset of one partition.
         """
@@ -197,6 +216,16 @@ class BrokerServicer:
         """Lag of one partition behind an offset (a group's committed offset, a consumer's position),
         computed by the partition leader from the replicated log, so the answer does not depend on
         which node leads: in records, and in time since the first record not yet consumed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeReplica(self, request, context):
+        """One replica's own view of one partition and of one offset in it, from the node asked and
+        only from it (it is never forwarded, and any replica answers, leader or not): where its
+        log starts and ends, what it has on disk and committed, and whether it holds `offset`.
+        Read-only. `liferaft trace` asks every replica, to show where one record is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -298,6 +327,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsResponse.SerializeToString,
             ),
+            'AlterConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterConfigs,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsResponse.SerializeToString,
+            ),
             'ListOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOffsets,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ListOffsetsRequest.FromString,
@@ -312,6 +346,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.PartitionLag,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.SerializeToString,
+            ),
+            'DescribeReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeReplica,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaResponse.SerializeToString,
             ),
             'FindCoordinator': grpc.unary_unary_rpc_method_handler(
                     servicer.FindCoordinator,
@@ -554,6 +593,33 @@ class Broker:
             _registered_method=True)
 
     @staticmethod
+    def AlterConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/AlterConfigs',
+            liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.AlterConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListOffsets(request,
             target,
             options=(),
@@ -624,6 +690,33 @@ class Broker:
             '/liferaft.v1.Broker/PartitionLag',
             liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.PartitionLagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeReplica',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeReplicaResponse.FromString,
             options,
             channel_credentials,
             insecure,

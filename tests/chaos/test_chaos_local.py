@@ -117,6 +117,7 @@ def assert_safe_and_recovered(result: RunResult) -> None:
         if op.f == "send" and op.type == "ok" and op.time_ns > last_end
     )
     assert acked_after > 0, "no write was acknowledged after the last fault"
+    assert not result.stuck, f"producers stuck after the final heal: {result.stuck}"
 
 
 def spaced(
@@ -187,6 +188,17 @@ def test_power_loss_of_every_node_and_of_a_leader(tmp_path: Path) -> None:
     for n in (1, 2, 3):  # every cut reached its disk
         cuts = (tmp_path / "cluster" / f"lazyfs-{n}.log").read_text().count("power cut #")
         assert cuts == (2 if n in result.events[1].nodes else 1)
+
+
+def test_lost_produce_answers(tmp_path: Path) -> None:
+    """Every produce answer lost for a while (the batches are written): the idempotent producers
+    retry, are told "written already", and go on; nothing is written twice, nobody wedges."""
+    plan, duration = spaced([("answers", 0), ("answers", 0)], hold_s=3.0)
+    result = run_local(tmp_path, plan, duration)
+    assert_safe_and_recovered(result)
+    assert result.answers_dropped > 0
+    assert result.stuck == []
+    assert result.report.duplicated == ()
 
 
 def test_chaos_run_command(tmp_path: Path) -> None:

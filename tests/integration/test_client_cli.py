@@ -326,7 +326,11 @@ def test_cli_topic_commands(bootstrap: str) -> None:
     described = cli(f"topic describe cli-t --json --bootstrap {b}")  # the flag, not the env
     assert described.exit_code == 0, described.output
     doc = json.loads(described.stdout)
-    assert set(doc) == {"name", "partitions"} and doc["name"] == "cli-t"
+    assert set(doc) == {"name", "replication_factor", "partitions", "configs"}
+    assert doc["name"] == "cli-t" and doc["replication_factor"] == 3
+    # The config the text shows is in the JSON too, with where each value comes from.
+    assert doc["configs"]["retention.ms"] == {"value": "600000", "source": "topic"}
+    assert doc["configs"]["max.message.bytes"]["source"] == "default"
     assert [p["partition"] for p in doc["partitions"]] == [0, 1]
     for p in doc["partitions"]:
         assert set(p) == {
@@ -368,7 +372,7 @@ def test_cli_produce_and_consume(bootstrap: str) -> None:
     assert [(m["partition"], m["offset"]) for m in metas] == [(home, 0), (home, 1), (home, 2)]
 
     other = 1 - home
-    to_other = cli(f"produce cli-io --partition {other} --acks 1", input="four\n", bootstrap=b)
+    to_other = cli(f"produce cli-io --partition {other} --acks 1 -v", input="four\n", bootstrap=b)
     assert to_other.stdout.strip() == f"cli-io partition {other} offset 0"
 
     consumed = cli("consume cli-io --from-beginning --count 4", bootstrap=b)
@@ -419,7 +423,7 @@ def test_cli_as_a_process(bootstrap: str) -> None:
         )
 
     assert liferaft("topic", "create", "proc-t", "-p", "1", "-r", "3").returncode == 0
-    produced = liferaft("produce", "proc-t", "--acks", "all", stdin="alpha\nbeta\n")
+    produced = liferaft("produce", "proc-t", "--acks", "all", "-v", stdin="alpha\nbeta\n")
     assert produced.returncode == 0, produced.stderr
     assert produced.stdout.splitlines() == [
         "proc-t partition 0 offset 0",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from node.errors import BrokerError, ErrorCode
-from node.producer_state import BATCHES_KEPT, SEQ_MODULUS, ProducerStateTable
+from node.producer_state import BATCHES_KEPT, SEQ_MODULUS, ProducerStateTable, check_batch
 
 PID = 7
 
@@ -71,3 +71,33 @@ def test_snapshot_round_trip_is_the_same_table() -> None:
     again = ProducerStateTable.from_json(t.to_json())
     assert again.to_json() == t.to_json()
     assert list(again.producers) == list(t.producers)  # eviction order survives
+
+
+def test_written_long_ago_is_said_for_acks_all_only_once_committed() -> None:
+    """DUPLICATE_SEQUENCE_NUMBER makes the producer count its records written, so with acks=all
+    the leader says it only when the committed table proves it; a batch that only the
+    uncommitted tail proves gets a retriable answer (the tail may still be overwritten)."""
+    committed = ProducerStateTable()
+    write(committed, 0, 1, base=0)
+    leader = committed.copy()
+    for i in range(1, BATCHES_KEPT + 2):  # uncommitted: sequence 0 leaves the tail's window
+        write(leader, i, 1, base=i)
+
+    def decide(table: ProducerStateTable, first: int, need_commit: bool) -> int:
+        try:
+            d = check_batch(leader, table, PID, 0, first, 1, "t-0", need_commit=need_commit)
+        except BrokerError as e:
+            return e.code
+        assert d.duplicate is not None
+        return -d.duplicate.base_offset - 1
+
+    # Committed and still in the committed table's window: answered with its offset.
+    assert decide(committed, 0, need_commit=True) == -1
+    assert decide(committed, 0, need_commit=False) == ErrorCode.DUPLICATE_SEQUENCE_NUMBER
+    # Only the tail knows sequence 1 (and no longer remembers it): not yet "written" for acks=all.
+    assert decide(committed, 1, need_commit=True) == ErrorCode.REQUEST_TIMED_OUT
+    assert decide(committed, 1, need_commit=False) == ErrorCode.DUPLICATE_SEQUENCE_NUMBER
+    # Once committed past the window: DUPLICATE_SEQUENCE_NUMBER.
+    for i in range(1, BATCHES_KEPT + 2):
+        committed.record(PID, 0, i, 1, i, raft_index=i + 1, term=1)
+    assert decide(committed, 0, need_commit=True) == ErrorCode.DUPLICATE_SEQUENCE_NUMBER

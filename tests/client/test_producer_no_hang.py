@@ -1,0 +1,150 @@
+"""No silent hang in the producer (issue 16, part 1): a missing codec is refused when the
+producer is built; a send loop that dies fails its records with the cause; flush() and close()
+have deadlines and say what they waited for. No cluster: the Sender (the part that makes gRPC
+calls) is replaced by a small stand-in, everything above it is the client's own code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest
+
+import client.sender as sender_module
+from client.accumulator import RecordAccumulator
+from client.errors import DeliveryTimeoutError, UnknownServerError, UnsupportedCompressionTypeError
+from client.producer import Producer
+from client.sender import PartitionSender, ProduceResult, ProducerIdentity
+from client.types import TopicPartition
+from liferaft_proto import records
+
+TP = TopicPartition("t", 0)
+pytestmark = pytest.mark.asyncio
+
+
+class AnswersAll:
+    """A Sender that writes everything at once."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    async def send(self, topic: str, partition: int, batch: bytes, **_: Any) -> ProduceResult:
+        base = self.offset
+        self.offset += records.read_header(batch).record_count
+        return ProduceResult(base_offset=base, log_append_time_ms=-1, log_start_offset=0)
+
+
+class NeverAnswers:
+    """A Sender whose calls never end (a cluster that swallows requests)."""
+
+    async def send(self, topic: str, partition: int, batch: bytes, **_: Any) -> ProduceResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def partition_sender(sender: Any, delivery_timeout_ms: int = 60_000) -> PartitionSender:
+    acc = RecordAccumulator(
+        batch_size=1 << 16,
+        linger_ms=0,
+        buffer_memory=1 << 20,
+        delivery_timeout_ms=delivery_timeout_ms,
+    )
+    ps = PartitionSender(
+        TP,
+        sender,
+        acc,
+        max_in_flight=5,
+        compression=records.COMPRESSION_NONE,
+        identity=ProducerIdentity(1, 0),
+    )
+    ps.start()
+    return ps
+
+
+def queue(ps: PartitionSender, *values: bytes) -> list[asyncio.Future[Any]]:
+    futures = ps.acc.append_batch(TP, [records.Record(v) for v in values], 100)
+    ps.wake()
+    return futures
+
+
+@pytest.mark.parametrize(("codec", "module"), [("zstd", "zstandard"), ("lz4", "lz4")])
+async def test_a_missing_codec_is_refused_when_the_producer_is_built(
+    monkeypatch: pytest.MonkeyPatch, codec: str, module: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import zstandard` now raises ImportError
+    monkeypatch.delitem(sys.modules, "lz4.frame", raising=False)
+    with pytest.raises(UnsupportedCompressionTypeError) as err:
+        Producer("127.0.0.1:1", compression_type=codec)
+    assert "pip install 'liferaft[compression]'" in str(err.value)
+    assert module in str(err.value)
+
+
+async def test_an_installed_codec_and_none_are_accepted() -> None:
+    Producer("127.0.0.1:1", compression_type=None)
+    Producer("127.0.0.1:1", compression_type="zstd")  # the test extra installs both
+
+
+async def test_a_send_loop_that_dies_fails_its_records_with_the_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ps = partition_sender(AnswersAll())
+    ok = queue(ps, b"a")
+    assert (await asyncio.wait_for(ok[0], 5)).offset == 0
+
+    def broken(*args: Any, **kwargs: Any) -> bytes:
+        raise ImportError("zstd batches need the 'zstandard' package: pip install zstandard")
+
+    monkeypatch.setattr(sender_module.records, "build_batch", broken)
+    futures = queue(ps, b"b", b"c")
+    later = queue(ps, b"d")
+    for fut in futures + later:
+        with pytest.raises(UnknownServerError) as err:
+            await asyncio.wait_for(fut, 5)
+        assert "pip install zstandard" in str(err.value)
+        assert isinstance(err.value.__cause__, ImportError)
+    assert isinstance(ps.failure, ImportError)
+    # Records queued for it afterwards fail too, with the same cause, rather than wait.
+    (queued,) = ps.acc.append_batch(TP, [records.Record(b"e")], 100)
+    ps.fail_queued_if_dead()
+    assert not ps.acc.queues[TP]
+    with pytest.raises(UnknownServerError):
+        await queued
+
+
+async def test_an_unanswered_batch_fails_at_its_delivery_timeout() -> None:
+    ps = partition_sender(NeverAnswers(), delivery_timeout_ms=200)
+    fut = queue(ps, b"a")[0]
+
+    # The stand-in never returns, as a call whose budget the sender gives it would not either;
+    # the sender's own deadline still ends the batch.
+    async def answered_by_deadline() -> None:
+        with pytest.raises(DeliveryTimeoutError):
+            await fut
+
+    task = asyncio.ensure_future(answered_by_deadline())
+    done, _ = await asyncio.wait([task], timeout=10)
+    if not done:
+        ps.abandon(UnknownServerError(None, "test: gave up"))
+        await task
+    if ps.task is not None:
+        ps.task.cancel()
+
+
+async def test_flush_and_close_have_deadlines_and_say_what_they_wait_for() -> None:
+    p = Producer("127.0.0.1:1", delivery_timeout_ms=60_000)
+    acc = RecordAccumulator(
+        batch_size=1 << 16, linger_ms=0, buffer_memory=1 << 20, delivery_timeout_ms=60_000
+    )
+    p._acc, p._sender = acc, NeverAnswers()  # type: ignore[assignment]
+    p._identity = ProducerIdentity(1, 0)
+    ps = p._partition_sender(TP)
+    futures = queue(ps, b"a", b"b")
+    with pytest.raises(TimeoutError) as err:
+        await p.flush(timeout_ms=50)
+    assert "2 records for t-0 still not acknowledged" in str(err.value)
+    await asyncio.wait_for(p.close(timeout_ms=50), 5)
+    for fut in futures:
+        with pytest.raises(UnknownServerError) as closed:
+            await fut
+        assert "closed with 2 records for t-0 not acknowledged" in str(closed.value)
