@@ -7,6 +7,12 @@ they work across invocations (and from tests, which use this module directly).
 Ports: node N listens on base-port + N - 1 for gRPC and, for its Raft transport, on that port
 plus RAFT_PORT_OFFSET (node.config: 9092 -> 9192), so a block of ports is only free when both
 halves are.
+
+TLS: nodes talk to each other over mutual TLS, as a real cluster does by default. The cluster's
+CA and node certificates are made in `tls/` of the data directory the first time a node starts
+(liferaft/certs.py, the same code as `liferaft certs create`), and node N is started with
+`--tls-dir tls/node-N`. `tls=False` starts the nodes with --insecure-plaintext-between-nodes
+instead (a benchmark's baseline).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from liferaft_proto.ports import KAFKA, NODE_SPACING, RAFT_PORT_OFFSET, bound_of
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 STATE_FILE = "cluster.json"
+TLS_DIR = "tls"
 
 
 class DevClusterError(RuntimeError):
@@ -64,11 +71,19 @@ class DevCluster:
     peer_overrides: dict[int, dict[int, str]] = field(default_factory=dict)
     """node id -> {peer id: address}: where that node dials those peers instead of their own
     address (the chaos suite puts a fault proxy on every node-to-node link this way)."""
+    tls: bool = True
+    """Mutual TLS between the nodes (certificates in tls/); False: plaintext, said to be unsafe."""
 
     # -- state file ----------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, data_dir: Path, n: int, base_port: int, extra_args: list[str] | None = None
+        cls,
+        data_dir: Path,
+        n: int,
+        base_port: int,
+        extra_args: list[str] | None = None,
+        *,
+        tls: bool = True,
     ) -> DevCluster:
         if n < 1:
             raise DevClusterError("--nodes must be at least 1")
@@ -85,7 +100,7 @@ class DevCluster:
                 f"{n} nodes' ports (gRPC, and the listeners above it: "
                 f"+{', +'.join(str(o) for o in bound_offsets() if o)}), up to {last}"
             )
-        cluster = cls(data_dir=data_dir.resolve(), extra_args=list(extra_args or []))
+        cluster = cls(data_dir=data_dir.resolve(), extra_args=list(extra_args or []), tls=tls)
         for i in range(1, n + 1):
             cluster.nodes[i] = DevNode(node_id=i, port=base_port + i - 1)
         return cluster
@@ -100,6 +115,7 @@ class DevCluster:
             data_dir=Path(raw["data_dir"]),
             cluster_id=raw.get("cluster_id", "liferaft-dev"),
             extra_args=list(raw.get("extra_args", [])),
+            tls=bool(raw.get("tls", True)),
             peer_overrides={
                 int(node): {int(peer): str(addr) for peer, addr in peers.items()}
                 for node, peers in raw.get("peer_overrides", {}).items()
@@ -115,6 +131,7 @@ class DevCluster:
             "data_dir": str(self.data_dir),
             "cluster_id": self.cluster_id,
             "extra_args": self.extra_args,
+            "tls": self.tls,
             "peer_overrides": {
                 str(node): {str(peer): addr for peer, addr in peers.items()}
                 for node, peers in self.peer_overrides.items()
@@ -146,6 +163,26 @@ class DevCluster:
         return ",".join(
             f"{n.node_id}@{overrides.get(n.node_id, n.address)}" for n in self.nodes.values()
         )
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / TLS_DIR
+
+    def ensure_certs(self) -> None:
+        """Make the CA and every node's certificate that is missing (never remakes one)."""
+        from liferaft.certs import CertsError, create_certs
+
+        try:
+            create_certs(
+                self.tls_dir,
+                sorted(self.nodes),
+                ["127.0.0.1", "localhost"],
+                cluster=self.cluster_id,
+            )
+        except (CertsError, OSError) as e:
+            raise DevClusterError(
+                f"cannot make the cluster's certificates in {self.tls_dir}: {e}"
+            ) from e
 
     def log_path(self, node_id: int) -> Path:
         return self.data_dir / f"node-{node_id}.log"
@@ -196,6 +233,11 @@ class DevCluster:
             str(self.data_dir / f"node-{node_id}"),
             "--cluster-id",
             self.cluster_id,
+            *(
+                ["--tls-dir", str(self.tls_dir / f"node-{node_id}")]
+                if self.tls
+                else ["--insecure-plaintext-between-nodes"]
+            ),
             *self.extra_args,
         ]
 
@@ -213,6 +255,8 @@ class DevCluster:
             f"(node {node_id}'s Kafka port, gRPC port + {KAFKA.offset})",
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.ensure_certs()
         log = open(self.log_path(node_id), "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")

@@ -144,6 +144,17 @@ class NodeConfig:
     metrics_listen: str = ""
     """Where GET /metrics is served, HOST:PORT; empty: the --listen host at its port + 300;
     "off": nowhere."""
+    tls_dir: Path | None = None
+    """Where this node's ca.crt, node.crt and node.key are (or DIR/node-N/): node/tls.py."""
+    tls_ca: Path | None = None
+    """The cluster CA's certificate(s), PEM; instead of tls_dir's ca.crt."""
+    tls_cert: Path | None = None
+    """This node's certificate, naming liferaft://node/N; instead of tls_dir's node.crt."""
+    tls_key: Path | None = None
+    """Its private key; instead of tls_dir's node.key."""
+    insecure_plaintext_between_nodes: bool = False
+    """Run the Raft transport without TLS: any process that reaches the port can speak for any
+    node. Only on a network where every process is trusted, and only when asked by name."""
     log_level: str = "info"
     """debug, info, warning or error."""
     log_format: str = "text"
@@ -185,6 +196,22 @@ class NodeConfig:
             self.metrics_address()
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format must be text or json, got {self.log_format!r}")
+        tls_given = [
+            f"--tls-{n}"
+            for n in ("dir", "ca", "cert", "key")
+            if getattr(self, f"tls_{n}") is not None
+        ]
+        if tls_given and self.insecure_plaintext_between_nodes:
+            raise ConfigError(
+                f"{', '.join(tls_given)} and --insecure-plaintext-between-nodes contradict each "
+                "other: give one"
+            )
+        if not tls_given and not self.insecure_plaintext_between_nodes:
+            raise ConfigError(
+                "nodes talk to each other over mutual TLS: give --tls-dir DIR (make one with "
+                "`liferaft certs create --dir DIR --nodes 1,2,3`), or, only on a network where "
+                "every process is trusted, --insecure-plaintext-between-nodes"
+            )
         if self.background_write_mb_s < 0:
             raise ConfigError("background_write_mb_s must be >= 0 (0: no cap)")
         if self.tick_ms < 1:
@@ -238,7 +265,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                 value = {int(k): str(v) for k, v in value.items()}
             else:
                 raise ConfigError(f"config file {p}: peers must be a string or a table")
-        if name == "data_dir":
+        if name in ("data_dir", "tls_dir", "tls_ca", "tls_cert", "tls_key"):
             value = Path(value)
+        if name == "insecure_plaintext_between_nodes" and not isinstance(value, bool):
+            raise ConfigError(f"config file {p}: {key} must be true or false")
         out[name] = value
     return out

@@ -31,6 +31,7 @@ from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetri
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
 from node.tasks import supervise
+from node.tls import PeerTls, TlsFiles
 from node.transport import Transport
 from raft import IsrPolicy, Role
 
@@ -105,8 +106,26 @@ class NodeServer:
             )
         return store
 
+    def _peer_tls(self) -> PeerTls | None:
+        cfg = self.config
+        if cfg.insecure_plaintext_between_nodes:
+            log.warning(
+                "UNSAFE: node %d talks to its peers in plaintext (--insecure-plaintext-between-"
+                "nodes): anyone who reaches its Raft port can act as any node and forge "
+                "replicated data",
+                cfg.node_id,
+            )
+            return None
+        files = TlsFiles.find(cfg.node_id, cfg.tls_dir, cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+        tls = PeerTls(files, cfg.node_id)
+        log.info(
+            "node %d: mutual TLS between nodes with %s (CA %s)", cfg.node_id, files.cert, files.ca
+        )
+        return tls
+
     async def start(self) -> None:
         cfg = self.config
+        tls = self._peer_tls()  # before anything is opened: a bad file is a config error
         self.store = self._open_store()
         timing = RaftTiming(
             tick_s=cfg.tick_ms / 1000,
@@ -131,6 +150,7 @@ class NodeServer:
             dead_after_s=timing.tick_s * timing.election_ticks * 5,
             listen=cfg.listen,
             raft_port_offset=cfg.raft_port_offset,
+            tls=tls,
             max_frame_bytes=cfg.max_raft_frame_bytes,
         )
         self.store.on_sync = self.metrics.observe_fsync

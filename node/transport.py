@@ -22,6 +22,12 @@ silently joining. A broken connection is dialled again with backoff and jitter; 
 peer without a connection are dropped, which Raft tolerates (it retransmits), and what may wait
 in a connection's write buffer is bounded, so a dead or slow peer cannot take the node's memory.
 
+Who a peer is. With TLS (the default; node/tls.py), both ends present a certificate of the
+cluster CA and each reads the other's node id from it: the accepting side takes a Hello only from
+the node its certificate names, and the dialling side checks that the node it reached is the one
+it dialled before it sends its own Hello. Without TLS (--insecure-plaintext-between-nodes) a
+peer is whoever its Hello claims to be, which only a network of trusted processes can afford.
+
 Liveness. Quiesced Raft groups send nothing, so the connection itself says whether a peer is
 there: a node sends an empty batch to a peer it has sent nothing to for `keepalive_s`, and
 considers a peer gone when its connection breaks or nothing came from it for `dead_after_s`.
@@ -36,6 +42,7 @@ import contextlib
 import functools
 import logging
 import random
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +73,7 @@ from node.raft_wire import (
     frame,
 )
 from node.tasks import supervise
+from node.tls import PeerIdentityError, PeerTls, peer_node_id
 from raft import Message
 
 log = logging.getLogger("liferaft.transport")
@@ -133,6 +141,19 @@ def _raise_read_limit(reader: asyncio.StreamReader) -> None:
         reader._limit = READ_LIMIT  # type: ignore[attr-defined]
 
 
+class _TlsGate(asyncio.Protocol):
+    """A TLS connection's protocol until the Transport admits it: it reads nothing, so the
+    handshake (loop.start_tls) gets the socket whole, from its first byte."""
+
+    def __init__(self, admit: Callable[[asyncio.Transport], None]) -> None:
+        self._admit = admit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        self._admit(transport)
+
+
 class TransportRefused(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -156,10 +177,14 @@ class Transport:
         max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT,
         max_unauthenticated: int = MAX_UNAUTHENTICATED_CONNECTIONS,
         hello_timeout_s: float = HELLO_TIMEOUT_S,
+        tls: PeerTls | None = None,
     ) -> None:
         """`peers` and `listen` are gRPC addresses (as in --peers, --listen): the Raft
-        transport of each is at its port plus `raft_port_offset`."""
+        transport of each is at its port plus `raft_port_offset`. With `tls`, every connection
+        is mutual TLS and a peer is who its certificate says (node/tls.py); without it,
+        plaintext, and a peer is whoever its Hello claims to be."""
         self.node_id = node_id
+        self.tls = tls
         self.advertise = advertise
         self.keepalive_s = keepalive_s
         self.dead_after_s = dead_after_s
@@ -266,9 +291,16 @@ class Transport:
         if self.listen:
             host, port = parse_address(self.listen, "Raft listener")
             try:
-                self._server = await asyncio.start_server(
-                    self._accept, host, port, limit=HELLO_READ_LIMIT, reuse_address=True
-                )
+                if self.tls is None:
+                    self._server = await asyncio.start_server(
+                        self._accept, host, port, limit=HELLO_READ_LIMIT, reuse_address=True
+                    )
+                else:
+                    # Not start_server(ssl=...): that starts a handshake (and its buffers) for
+                    # every connection before any count of them could close the surplus.
+                    self._server = await asyncio.get_running_loop().create_server(
+                        lambda: _TlsGate(self._admit_tls), host, port, reuse_address=True
+                    )
             except OSError as e:
                 raise ConfigError(
                     f"cannot listen for Raft peers on {self.listen}: {e.strerror or e} (the "
@@ -335,7 +367,8 @@ class Transport:
         if expect_from is not None and h.from_node != expect_from:
             raise TransportRefused(
                 errors_pb2.INCONSISTENT_NODE_ID,
-                f"expected node {expect_from} at this address but node {h.from_node} answered",
+                f"expected node {expect_from} (by its address or its certificate) but the Hello "
+                f"is from node {h.from_node}",
             )
         if h.from_node not in self.links:
             raise TransportRefused(
@@ -410,7 +443,7 @@ class Transport:
             while True:
                 kind, payload = await self._read_frame(reader, max_bytes)
                 self._handle(link, kind, payload)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             log.info("node %d: the Raft connection with node %d closed", self.node_id, link.peer_id)
         except ValueError as e:
             log.warning(
@@ -427,29 +460,89 @@ class Transport:
                 self._set_alive(link, False)
 
     # -- accepting side ------------------------------------------------------------------------
+    def _over_limit(self) -> bool:
+        """Whether a new connection must be closed at once: `max_unauthenticated` connections
+        are waiting for their TLS handshake or Hello already."""
+        if self._handshaking < self.max_unauthenticated:
+            return False
+        self.stats.connections_over_limit += 1
+        if self.stats.connections_over_limit % 100 == 1:
+            log.warning(
+                "node %d: %d Raft connections are waiting for their Hello already; closing "
+                "new ones (%d so far)",
+                self.node_id,
+                self._handshaking,
+                self.stats.connections_over_limit,
+            )
+        return True
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A connection from anyone: at most `max_unauthenticated` of them wait for their Hello,
-        each for at most `hello_timeout_s` and MAX_HELLO_BYTES, before it is trusted."""
-        if self._handshaking >= self.max_unauthenticated:
-            self.stats.connections_over_limit += 1
-            if self.stats.connections_over_limit % 100 == 1:
-                log.warning(
-                    "node %d: %d Raft connections are waiting for their Hello already; closing "
-                    "new ones (%d so far)",
-                    self.node_id,
-                    self._handshaking,
-                    self.stats.connections_over_limit,
-                )
+        """A plaintext connection from anyone: at most `max_unauthenticated` of them wait for
+        their Hello, each for at most `hello_timeout_s` and MAX_HELLO_BYTES, before it is
+        trusted."""
+        if self._over_limit():
             writer.close()
             return
+        self._handshaking += 1
+        await self._greet(reader, writer)
+
+    def _admit_tls(self, raw: asyncio.Transport) -> None:
+        """A TLS connection from anyone, before its handshake: admitted under the same bound as
+        a plaintext one (a handshake costs memory too), then the handshake and the Hello."""
+        if self._stopped or self._over_limit():
+            raw.close()
+            return
+        self._handshaking += 1
+        task = asyncio.create_task(self._tls_accept(raw))
+        self._tasks.add(task)  # cancelled by stop(), as the links are
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tls_accept(self, raw: asyncio.Transport) -> None:
+        assert self.tls is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=HELLO_READ_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
-            self._handshaking += 1
+            secured = await loop.start_tls(
+                raw,
+                protocol,
+                self.tls.server,
+                server_side=True,
+                ssl_handshake_timeout=self.hello_timeout_s,
+            )
+        except BaseException as e:
+            self._handshaking -= 1
+            raw.close()
+            if isinstance(e, ssl.SSLError):  # no certificate, another CA's, not TLS at all
+                self.stats.handshakes_refused += 1
+                log.warning(
+                    "refused a Raft connection from %s: TLS: %s",
+                    raw.get_extra_info("peername"),
+                    e.reason or e,
+                )
+            elif isinstance(e, ConnectionAbortedError | TimeoutError):
+                self.stats.handshakes_timed_out += 1
+            if not isinstance(e, Exception):  # cancelled: the transport stops
+                raise
+            return
+        if secured is None:  # typeshed's: the loop had no TLS to give
+            self._handshaking -= 1
+            raw.close()
+            return
+        protocol.connection_made(secured)
+        await self._greet(reader, asyncio.StreamWriter(secured, protocol, reader, loop))
+
+    async def _greet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Take the Hello of an admitted connection (counted in `_handshaking` until then) and
+        serve the link it opens."""
+        try:
             try:
                 try:
                     kind, payload = await asyncio.wait_for(
                         self._read_frame(reader), self.hello_timeout_s
                     )
-                    peer = self._check_hello(kind, payload, None)
+                    # Over TLS the certificate says who dialled, and the Hello must agree.
+                    peer = self._check_hello(kind, payload, self._certified_peer(writer))
                 finally:
                     self._handshaking -= 1
             except TransportRefused as e:
@@ -470,7 +563,7 @@ class Transport:
                 log.warning("refused a Raft connection: %s", e)
                 writer.close()
                 return
-            except (asyncio.IncompleteReadError, ConnectionError):
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
                 writer.close()
                 return
             writer.write(self._hello(peer))
@@ -483,6 +576,18 @@ class Transport:
             log.exception("node %d: a Raft connection failed", self.node_id)
             writer.close()
 
+    def _certified_peer(self, writer: asyncio.StreamWriter) -> int | None:
+        """The node id the other end's certificate names (None without TLS); TransportRefused
+        if its certificate names no node (TLS already refused any not signed by our CA)."""
+        if self.tls is None:
+            return None
+        try:
+            return peer_node_id(writer.get_extra_info("ssl_object"))
+        except PeerIdentityError as e:
+            raise TransportRefused(
+                errors_pb2.INCONSISTENT_NODE_ID, f"not a node's certificate: {e}"
+            ) from None
+
     # -- dialling side -------------------------------------------------------------------------
     async def _dial_forever(self, link: PeerLink) -> None:
         backoff = 0.05
@@ -491,9 +596,23 @@ class Transport:
             writer: asyncio.StreamWriter | None = None
             try:
                 reader, conn = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, limit=READ_LIMIT), HELLO_TIMEOUT_S
+                    asyncio.open_connection(
+                        host,
+                        port,
+                        limit=READ_LIMIT,
+                        ssl=self.tls.client if self.tls is not None else None,
+                        ssl_handshake_timeout=HELLO_TIMEOUT_S if self.tls is not None else None,
+                    ),
+                    HELLO_TIMEOUT_S,
                 )
                 writer = conn
+                # The node we reached proves it is the one we dialled before we say a word.
+                certified = self._certified_peer(conn)
+                if certified is not None and certified != link.peer_id:
+                    raise TransportRefused(
+                        errors_pb2.INCONSISTENT_NODE_ID,
+                        f"it presented node {certified}'s certificate, not node {link.peer_id}'s",
+                    )
                 conn.write(self._hello(link.peer_id))
                 kind, payload = await asyncio.wait_for(self._read_frame(reader), HELLO_TIMEOUT_S)
                 if kind == REFUSE:
@@ -507,6 +626,11 @@ class Transport:
                 await self._serve_link(link, reader, conn)
             except TransportRefused as e:
                 log.error("node %d at %s refused: %s", link.peer_id, link.address, e)
+                backoff = 2.0
+            except ssl.SSLError as e:  # a certificate refused, by either side
+                log.error(
+                    "TLS with node %d at %s failed: %s", link.peer_id, link.address, e.reason or e
+                )
                 backoff = 2.0
             except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
                 log.debug("Raft connection to node %d failed: %s", link.peer_id, e)

@@ -4,7 +4,7 @@
     node                   raft, liferaft_proto
     client                 liferaft_proto
     chaos                  client, liferaft_proto, and liferaft's launcher (it starts local nodes)
-    liferaft's tooling     the launcher: liferaft_proto only; demo and bench: client too
+    liferaft's tooling     the launcher: liferaft_proto and certs only; demo and bench: client too
     liferaft.cli.*         anything, but only inside command functions (a broker process is one)
 
 so nothing imports chaos or a CLI sub-command module but the CLI and tests. Read from the source
@@ -29,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("raft", "node", "client", "chaos", "liferaft", "liferaft_proto", "tests")
-LAUNCHER = ("liferaft.launcher", "liferaft.free_ports")
+LAUNCHER = ("liferaft.launcher", "liferaft.free_ports", "liferaft.certs")
 
 RULES: dict[str, tuple[str, ...]] = {
     "raft": ("raft",),
@@ -39,6 +39,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "chaos": ("chaos", "client", "liferaft_proto", *LAUNCHER),
     "liferaft.launcher": ("liferaft_proto", *LAUNCHER),
     "liferaft.free_ports": (),
+    "liferaft.certs": (),  # makes the certificates the launcher's clusters use
     "liferaft.demo": ("client", "liferaft_proto", *LAUNCHER),
     "liferaft.bench": ("liferaft.bench", "client", "liferaft_proto", *LAUNCHER),
     "liferaft.cli": OURS,
@@ -186,7 +187,10 @@ def test_a_broker_process_loads_neither_client_nor_chaos_nor_the_tooling(tmp_pat
     address = f"127.0.0.1:{free_port_block(1)}"
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
     args = ["--node-id", "1", "--listen", address, "--peers", f"1@{address}"]
-    args += ["--data-dir", str(tmp_path / "d")]
+    args += ["--data-dir", str(tmp_path / "d"), "--tls-dir", str(tmp_path / "tls")]
+    from liferaft.certs import create_certs  # here, so the broker must load them without it
+
+    create_certs(tmp_path / "tls", [1])
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "liferaft", "node", *args],
         stdout=subprocess.DEVNULL,

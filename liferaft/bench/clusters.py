@@ -41,10 +41,13 @@ class NatsUnavailable(RuntimeError):
 
 
 @contextmanager
-def liferaft_cluster(nodes: int = 3, extra_args: list[str] | None = None) -> Iterator[DevCluster]:
-    """A fresh local liferaft cluster (node processes as `liferaft dev` runs them)."""
+def liferaft_cluster(
+    nodes: int = 3, extra_args: list[str] | None = None, *, tls: bool = True
+) -> Iterator[DevCluster]:
+    """A fresh local liferaft cluster (node processes as `liferaft dev` runs them), with mutual
+    TLS between its nodes unless `tls=False`."""
     tmp = Path(tempfile.mkdtemp(prefix="liferaft-bench-"))
-    dev = DevCluster.create(tmp, nodes, free_port_block(nodes), list(extra_args or []))
+    dev = DevCluster.create(tmp, nodes, free_port_block(nodes), list(extra_args or []), tls=tls)
     try:
         dev.start()
         dev.wait_healthy(60)

@@ -64,6 +64,7 @@ def config_table() -> str:
     for f in dataclasses.fields(config.NodeConfig):
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         meaning = " ".join(docs.get(f.name, "").split()).replace("|", "\\|")
+        kind = kind.replace("|", "\\|")  # `Path | None`: a pipe would end the cell
         rows.append(f"| `{f.name}` | `{kind}` | {_default(f)} | {meaning} |")
     return "\n".join(rows)
 

@@ -87,6 +87,13 @@ ThroughputOpt = Annotated[
 RunsOpt = Annotated[int, typer.Option("--runs", help="Repeat and report the medians.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+PlaintextOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-plaintext-between-nodes",
+        help="Start the local cluster without TLS between its nodes (to measure what TLS costs).",
+    ),
+]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -265,6 +272,7 @@ def produce(
     runs: RunsOpt = 1,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    plaintext: PlaintextOpt = False,
 ) -> None:
     """Produce records as fast as the cluster takes them (or at --throughput) and report."""
     from liferaft.bench.clusters import nats_cluster
@@ -301,7 +309,13 @@ def produce(
 
                 results = _run_many("nats produce", runs, probe.total_records, nats_run, bar)
             else:
-                addresses = _addresses(bootstrap, stack)
+                if plaintext and bootstrap:
+                    raise _fail(
+                        "--insecure-plaintext-between-nodes is for the local cluster: "
+                        "leave out --bootstrap",
+                        2,
+                    )
+                addresses = _addresses(bootstrap, stack, tls=not plaintext)
 
                 async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
                     spec = _produce_spec(_topic(topic, run), **kw)
@@ -311,13 +325,14 @@ def produce(
         _emit("produce", {system: _summary(results)}, as_json)
 
 
-def _addresses(bootstrap: str | None, stack: ExitStack) -> list[str]:
+def _addresses(bootstrap: str | None, stack: ExitStack, *, tls: bool = True) -> list[str]:
     from liferaft.bench.clusters import liferaft_cluster
 
     if bootstrap:
         return [a.strip() for a in bootstrap.split(",") if a.strip()]
-    with err_console.status("starting a local three-node liferaft cluster..."):
-        dev = stack.enter_context(liferaft_cluster())
+    what = "" if tls else " (plaintext between nodes)"
+    with err_console.status(f"starting a local three-node liferaft cluster{what}..."):
+        dev = stack.enter_context(liferaft_cluster(tls=tls))
     return dev.bootstrap.split(",")
 
 

@@ -75,6 +75,8 @@ def dev_up(
     except DevClusterError as e:
         raise fail(str(e)) from None
     console.print(f"[green]cluster up[/]: {nodes} nodes, data and logs in {cluster.data_dir}")
+    if cluster.tls:
+        console.print(f"mutual TLS between the nodes; certificates in {cluster.tls_dir}")
     console.print(f"bootstrap: [bold]{cluster.bootstrap}[/]")
     console.print(f"[dim]export LIFERAFT_BOOTSTRAP={cluster.bootstrap}[/]")
     console.print(f"kafka: [bold]{cluster.kafka_bootstrap}[/] (docs/kafka.md)")

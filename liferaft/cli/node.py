@@ -72,6 +72,37 @@ def node_cmd(
             "(default: the --listen host, its port + 300).",
         ),
     ] = None,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-dir",
+            envvar="LIFERAFT_TLS_DIR",
+            help="This node's ca.crt, node.crt, node.key (or DIR/node-N/ of "
+            "`liferaft certs create`): mutual TLS with the other nodes.",
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca", envvar="LIFERAFT_TLS_CA", help="The cluster CA (else in --tls-dir)."
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", envvar="LIFERAFT_TLS_CERT", help="This node's certificate."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", envvar="LIFERAFT_TLS_KEY", help="Its key.")
+    ] = None,
+    insecure_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-plaintext-between-nodes",
+            envvar="LIFERAFT_INSECURE_PLAINTEXT_BETWEEN_NODES",
+            help="UNSAFE: no TLS between nodes; anyone who reaches the Raft port can forge "
+            "replication. Only where every process on the network is trusted.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
     log_format: Annotated[
         str | None,
@@ -98,6 +129,11 @@ def node_cmd(
             "retention_check_ms": retention_check_ms,
             "metrics_listen": metrics_listen,
             "log_format": log_format,
+            "tls_dir": tls_dir,
+            "tls_ca": tls_ca,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "insecure_plaintext_between_nodes": insecure_plaintext or None,
         }
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [

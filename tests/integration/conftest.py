@@ -1,4 +1,5 @@
-"""Real clusters for integration tests: node processes on loopback ports, real RocksDB, real gRPC.
+"""Real clusters for integration tests: node processes on loopback ports, real RocksDB, real gRPC,
+and mutual TLS between the nodes (DevCluster makes the certificates), as a real cluster runs.
 
 `make_cluster(n, *extra_node_args)` starts a fresh cluster in a temporary directory and stops it
 (SIGTERM, then SIGKILL) when the test ends, whatever happened; a failing test's node logs are

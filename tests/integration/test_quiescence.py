@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from client import AdminClient, Producer
+from liferaft.certs import create_certs
 from liferaft.launcher import DevCluster, free_port_block
 from node.config import NodeConfig
 from node.partition import group_id
@@ -60,6 +61,7 @@ def _leader(servers: dict[int, NodeServer], group: str) -> int:
 async def test_idle_partitions_quiesce_and_fail_over_in_process(tmp_path: Path) -> None:
     base = free_port_block(3)
     peers = {i: f"127.0.0.1:{base + i - 1}" for i in (1, 2, 3)}
+    create_certs(tmp_path / "tls", list(peers), cluster="quiet-test")
     servers = {
         i: NodeServer(
             NodeConfig(
@@ -68,6 +70,7 @@ async def test_idle_partitions_quiesce_and_fail_over_in_process(tmp_path: Path) 
                 peers=peers,
                 data_dir=tmp_path / f"n{i}",
                 cluster_id="quiet-test",
+                tls_dir=tmp_path / "tls",
             )
         )
         for i in peers

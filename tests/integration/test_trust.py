@@ -56,6 +56,10 @@ async def _cluster(tmp_path: Path) -> tuple[dict[int, NodeServer], dict[int, str
                 peers=peers,
                 data_dir=tmp_path / f"n{i}",
                 cluster_id="trust-test",
+                # Plaintext on purpose: these are the checks behind authentication, which must
+                # hold against a node whose certificate is real (a compromised or buggy node);
+                # tests/node/test_transport.py shows TLS keeping strangers out before them.
+                insecure_plaintext_between_nodes=True,
             )
         )
         for i in peers

@@ -87,3 +87,22 @@ def test_a_node_does_not_start_when_its_raft_port_is_taken(
     with pytest.raises(DevClusterError, match="Raft port"):
         cluster.start_node(1)
     assert cluster.node(1).pid == 0 and not cluster.is_running(1)
+
+
+def test_nodes_get_their_own_certificates_unless_the_cluster_is_plaintext(tmp_path: Path) -> None:
+    from node.tls import PeerTls, TlsFiles
+
+    cluster = DevCluster.create(tmp_path / "a", 3, 20000)
+    cluster.ensure_certs()
+    for node_id in (1, 2, 3):
+        cmd = cluster.command(node_id)
+        tls_dir = Path(cmd[cmd.index("--tls-dir") + 1])
+        assert tls_dir == cluster.tls_dir / f"node-{node_id}"
+        assert "--insecure-plaintext-between-nodes" not in cmd
+        PeerTls(TlsFiles.find(node_id, tls_dir), node_id)  # what the node will load
+    cluster.save()
+    assert DevCluster.load(tmp_path / "a").tls
+    plain = DevCluster.create(tmp_path / "b", 3, 20000, tls=False)
+    plain.save()
+    cmd = DevCluster.load(tmp_path / "b").command(1)
+    assert "--insecure-plaintext-between-nodes" in cmd and "--tls-dir" not in cmd
