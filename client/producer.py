@@ -31,8 +31,9 @@ partitions_for(); AIOKafkaProducer is this class under aiokafka's name.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -98,6 +99,27 @@ def _check_codec(name: str | None, codec: int) -> None:
             f"compression_type={label!r} needs the {package!r} package, which is not "
             f"installed: pip install 'liferaft[compression]' (or pip install {package})",
         ) from None
+
+
+def _adapt_partitioner(partitioner: Any) -> Partitioner | None:
+    """liferaft's partitioners take (topic, key, partitions, available); aiokafka's take
+    (key, all_partitions, available_partitions). Accept either."""
+    if partitioner is None:
+        return None
+    try:
+        params = inspect.signature(partitioner).parameters.values()
+    except (TypeError, ValueError):
+        return partitioner
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) != 3:
+        return partitioner
+
+    def aiokafka_style(
+        topic: str, key: bytes | None, partitions: Sequence[int], available: Sequence[int]
+    ) -> int:
+        return int(partitioner(key, list(partitions), list(available)))
+
+    return aiokafka_style
 
 
 def _now_ms() -> int:
@@ -285,7 +307,7 @@ class Producer:
             metadata_max_age_ms=metadata_max_age_ms,
             interceptors=tuple(grpc_interceptors),
         )
-        self.partitioner: Partitioner = partitioner or DefaultPartitioner()
+        self.partitioner: Partitioner = _adapt_partitioner(partitioner) or DefaultPartitioner()
         self._cluster: Cluster | None = None
         self._sender: Sender | None = None
         self._acc: RecordAccumulator | None = None

@@ -314,3 +314,14 @@ async def test_unsubscribe_leaves_the_group_and_commits(
 async def _len_is(c: Consumer, n: int) -> bool:
     await c.getmany(timeout_ms=100)
     return len(c.assignment()) == n
+
+
+def test_a_partitioner_of_either_shape_is_accepted() -> None:
+    """aiokafka calls partitioner(key, all_partitions, available); liferaft adds the topic."""
+    from client.producer import _adapt_partitioner
+
+    ours = Producer("a:1", partitioner=lambda topic, key, parts, avail: parts[0]).partitioner
+    theirs = Producer("a:1", partitioner=lambda key, parts, avail: parts[-1]).partitioner
+    assert ours("t", b"k", (0, 1, 2), ()) == 0
+    assert theirs("t", b"k", (0, 1, 2), ()) == 2
+    assert _adapt_partitioner(None) is None
