@@ -2,6 +2,9 @@
 
     from client import Producer, Consumer, AdminClient          # asyncio
     from client import SyncProducer, SyncConsumer, SyncAdminClient  # scripts
+    from client import AIOKafkaConsumer, AIOKafkaProducer          # aiokafka's names
+
+The clients are shaped like aiokafka's (docs/client.md has the parity table).
 
 Everything public is re-exported here; the submodules are implementation detail. The client
 depends on the wire contract (liferaft_proto) only, never on the node's code.
@@ -20,6 +23,7 @@ from client.admin import (
     TopicDescription,
 )
 from client.cluster import ClientConfig
+from client.compat import AIOKafkaAdminClient, AIOKafkaConsumer, AIOKafkaProducer, KafkaError
 from client.consumer import AutoOffsetReset, Consumer
 from client.errors import (
     BrokerNotAvailableError,
@@ -46,6 +50,7 @@ from client.errors import (
     LiferaftError,
     MessageTooLargeError,
     NonEmptyGroupError,
+    NoOffsetForPartitionError,
     NotControllerError,
     NotCoordinatorError,
     NotEnoughReplicasAfterAppendError,
@@ -67,14 +72,18 @@ from client.group import ConsumerRebalanceListener, OffsetAndMetadata
 from client.metadata import BrokerMetadata, PartitionMetadata, TopicMetadata
 from client.offsets import OffsetSpec
 from client.partitioner import DefaultPartitioner, Partitioner, murmur2
-from client.producer import Producer
+from client.producer import BatchBuilder, Producer
 from client.sync import SyncAdminClient, SyncConsumer, SyncProducer
 from client.types import ConsumerRecord, Lag, OffsetAndTimestamp, RecordMetadata, TopicPartition
 from liferaft_proto.records import Record
 
 __all__ = [
+    "AIOKafkaAdminClient",
+    "AIOKafkaConsumer",
+    "AIOKafkaProducer",
     "AdminClient",
     "AutoOffsetReset",
+    "BatchBuilder",
     "BrokerMetadata",
     "BrokerNotAvailableError",
     "BrokerUnavailableError",
@@ -107,11 +116,13 @@ __all__ = [
     "InvalidRequiredAcksError",
     "InvalidSessionTimeoutError",
     "InvalidTopicError",
+    "KafkaError",
     "Lag",
     "LeaderNotAvailableError",
     "LiferaftError",
     "MessageTooLargeError",
     "NewTopic",
+    "NoOffsetForPartitionError",
     "NonEmptyGroupError",
     "NotControllerError",
     "NotCoordinatorError",

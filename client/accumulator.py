@@ -77,6 +77,7 @@ class ProducerBatch:
                     offset=base_offset + i if base_offset >= 0 else -1,
                     timestamp_ms=ts if ts is not None else -1,
                     log_start_offset=log_start_offset,
+                    timestamp_type=1 if append_time_ms >= 0 else 0,
                 )
             )
         self.acked = True

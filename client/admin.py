@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from google.protobuf.message import Message
 
-from client.cluster import ClientConfig, Cluster
+from client.cluster import ClientConfig, Cluster, resolve_bootstrap
 from client.consumer import partition_lag
 from client.errors import (
     BrokerUnavailableError,
@@ -68,15 +68,53 @@ _CONFIG_SOURCES = {
 }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, init=False)
 class NewTopic:
+    """A topic to create. liferaft's names (partitions=, configs=) or aiokafka's and
+    kafka-python's (NewTopic(name, num_partitions, replication_factor, topic_configs=)); -1 or 0
+    for a count means the cluster's default."""
+
     name: str
-    partitions: int = 0
+    partitions: int
     """0: the cluster's default."""
-    replication_factor: int = 0
+    replication_factor: int
     """0: the cluster's default."""
-    configs: Mapping[str, str] = field(default_factory=dict)
+    configs: Mapping[str, str]
     """Kafka names: retention.ms, retention.bytes, min.insync.replicas, max.message.bytes."""
+
+    def __init__(
+        self,
+        name: str,
+        num_partitions: int | None = None,
+        replication_factor: int = 0,
+        replica_assignments: Mapping[int, list[int]] | None = None,
+        topic_configs: Mapping[str, str] | None = None,
+        *,
+        partitions: int | None = None,
+        configs: Mapping[str, str] | None = None,
+    ) -> None:
+        if num_partitions is not None and partitions is not None:
+            raise ValueError("give the partition count once: partitions= or num_partitions")
+        if topic_configs is not None and configs is not None:
+            raise ValueError("give the configs once: configs= or topic_configs=")
+        if replica_assignments:
+            raise ValueError("replica_assignments is not supported: the controller places replicas")
+        count = partitions if partitions is not None else num_partitions
+        put = object.__setattr__
+        put(self, "name", name)
+        put(self, "partitions", 0 if count is None or count == -1 else count)
+        put(self, "replication_factor", 0 if replication_factor == -1 else replication_factor)
+        put(self, "configs", dict(configs if configs is not None else topic_configs or {}))
+
+    @property
+    def num_partitions(self) -> int:
+        """aiokafka's (kafka-python's) name for partitions."""
+        return self.partitions
+
+    @property
+    def topic_configs(self) -> Mapping[str, str]:
+        """aiokafka's (kafka-python's) name for configs."""
+        return self.configs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,15 +260,18 @@ class AdminClient:
 
     def __init__(
         self,
-        bootstrap: str | Iterable[str],
+        bootstrap: str | Iterable[str] | None = None,
         *,
+        bootstrap_servers: str | Iterable[str] | None = None,
+        client_id: str = "liferaft-admin",
         timeout_ms: int = 60_000,
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
     ) -> None:
+        self.client_id = client_id
         self.config = ClientConfig.build(
-            bootstrap,
+            resolve_bootstrap(bootstrap, bootstrap_servers),
             request_timeout_ms=request_timeout_ms,
             delivery_timeout_ms=timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
@@ -257,6 +298,10 @@ class AdminClient:
         self._closed = True
         if self._cluster is not None:
             await self._cluster.close()
+
+    async def stop(self) -> None:
+        """The same as close() (the producer's and consumer's aiokafka name)."""
+        await self.close()
 
     async def __aenter__(self) -> AdminClient:
         await self.start()

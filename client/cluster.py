@@ -53,7 +53,7 @@ from client.retry import RetryPolicy, RetryState
 from liferaft_proto.address import parse_address
 from liferaft_proto.v1 import broker_pb2
 
-__all__ = ["ClientConfig", "Cluster", "order_nodes", "parse_bootstrap"]
+__all__ = ["ClientConfig", "Cluster", "order_nodes", "parse_bootstrap", "resolve_bootstrap"]
 
 log = logging.getLogger("liferaft.client")
 
@@ -77,6 +77,30 @@ def parse_bootstrap(value: str | Iterable[str]) -> tuple[str, ...]:
     if not out:
         raise ValueError("bootstrap needs at least one HOST:PORT (any node of the cluster)")
     return tuple(out)
+
+
+DEFAULT_PORT = 9092
+"""The port of a bootstrap entry given without one ("localhost"), as aiokafka assumes."""
+
+
+def resolve_bootstrap(
+    bootstrap: str | Iterable[str] | None, bootstrap_servers: str | Iterable[str] | None
+) -> tuple[str, ...]:
+    """The clients' first argument (liferaft's) or bootstrap_servers= (aiokafka's name); one of
+    the two. An entry without a port gets 9092, as in aiokafka."""
+    if bootstrap is not None and bootstrap_servers is not None:
+        raise ValueError("give the bootstrap addresses once: bootstrap or bootstrap_servers=")
+    value = bootstrap if bootstrap is not None else bootstrap_servers
+    if value is None:
+        value = "localhost"
+    items = value.split(",") if isinstance(value, str) else list(value)
+    with_ports = []
+    for raw in items:
+        entry = raw.strip()
+        if entry and (":" not in entry or entry.endswith("]")):  # "host" or "[::1]"
+            entry = f"{entry}:{DEFAULT_PORT}"
+        with_ports.append(entry)
+    return parse_bootstrap(with_ports)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,6 +60,7 @@ __all__ = [
     "LiferaftError",
     "MemberIdRequiredError",
     "MessageTooLargeError",
+    "NoOffsetForPartitionError",
     "NonEmptyGroupError",
     "NotControllerError",
     "NotCoordinatorError",
@@ -186,6 +187,12 @@ class OffsetOutOfRangeError(LiferaftError):
     """The offset asked for is below the log start or past the log end."""
 
     code = ErrorCode.OFFSET_OUT_OF_RANGE
+
+
+class NoOffsetForPartitionError(OffsetOutOfRangeError):
+    """A partition has no position, no committed offset, and auto_offset_reset is "none": the
+    consumer will not guess where to start (aiokafka's NoOffsetForPartitionError). A client-side
+    error: it carries OFFSET_OUT_OF_RANGE's code, and catching OffsetOutOfRangeError catches it."""
 
 
 class CorruptMessageError(LiferaftError):
@@ -472,6 +479,7 @@ def _collect_codes() -> MappingProxyType[int, type[LiferaftError]]:
             DeliveryTimeoutError,
             BufferFullError,
             CommitFailedError,
+            NoOffsetForPartitionError,
         ):
             continue
         if cls.code in by_code:

@@ -18,18 +18,27 @@ cluster and numbers its records per partition; a retry after a lost answer or a 
 is recognised by the leader and not written twice, and order holds across retries. A record that
 is not acknowledged within `delivery_timeout_ms` of its send() fails with DeliveryTimeoutError.
 
-Values, keys and header values are bytes; a str is encoded as UTF-8 for convenience.
+Values, keys and header values are bytes; a str is encoded as UTF-8 for convenience. With a
+key_serializer / value_serializer (aiokafka's), send() takes anything they take: each is
+called on every key (value) sent, None included, as in aiokafka.
+
+It is shaped like aiokafka's AIOKafkaProducer (docs/client.md has the table): bootstrap_servers=,
+client_id, the serializers, max_batch_size (liferaft: batch_size), start()/stop(), send(),
+send_and_wait(), create_batch() and send_batch(batch, topic, partition=), flush(),
+partitions_for(); AIOKafkaProducer is this class under aiokafka's name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
 
 from client.accumulator import BATCH_OVERHEAD, ProducerBatch, RecordAccumulator, estimate_size
-from client.cluster import ClientConfig, Cluster
+from client.cluster import ClientConfig, Cluster, resolve_bootstrap
 from client.errors import (
     MessageTooLargeError,
     UnknownServerError,
@@ -42,10 +51,11 @@ from client.types import Header, RecordMetadata, TopicPartition
 from liferaft_proto.records import COMPRESSION_NONE, Record, compress, compression_codec
 from liferaft_proto.v1 import broker_pb2
 
-__all__ = ["Producer", "Record"]
+__all__ = ["BatchBuilder", "Producer", "Record"]
 
 Bytes = bytes | bytearray | memoryview | str
 HeadersIn = Mapping[str, Bytes | None] | Iterable[tuple[str, Bytes | None]]
+Serializer = Callable[[Any], Bytes | None]
 
 
 def _as_bytes(value: Bytes | None, what: str) -> bytes | None:
@@ -91,6 +101,27 @@ def _check_codec(name: str | None, codec: int) -> None:
         ) from None
 
 
+def _adapt_partitioner(partitioner: Any) -> Partitioner | None:
+    """liferaft's partitioners take (topic, key, partitions, available); aiokafka's take
+    (key, all_partitions, available_partitions). Accept either."""
+    if partitioner is None:
+        return None
+    try:
+        params = inspect.signature(partitioner).parameters.values()
+    except (TypeError, ValueError):
+        return partitioner
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) != 3:
+        return partitioner
+
+    def aiokafka_style(
+        topic: str, key: bytes | None, partitions: Sequence[int], available: Sequence[int]
+    ) -> int:
+        return int(partitioner(key, list(partitions), list(available)))
+
+    return aiokafka_style
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -106,6 +137,77 @@ def _left(batches: list[ProducerBatch]) -> str:
     return f"{records} records for {', '.join(parts[:5])}{' ...' if len(parts) > 5 else ''}"
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRecordMetadata:
+    """What BatchBuilder.append says about a record it took (aiokafka's BatchBuilder answer)."""
+
+    offset: int
+    """The record's place in the batch (its offset once written: base offset + this)."""
+    size: int
+    timestamp: int
+    crc: None = None
+
+
+class BatchBuilder:
+    """Records gathered by the caller to be sent as one batch (aiokafka's create_batch()):
+
+        batch = producer.create_batch()
+        while batch.append(key=None, value=b"...", timestamp=None) is not None: ...
+        fut = await producer.send_batch(batch, "orders", partition=0)
+
+    append() returns None once the batch is full (max_batch_size), as aiokafka's does."""
+
+    def __init__(
+        self, max_size: int, key_serializer: Serializer | None, value_serializer: Serializer | None
+    ) -> None:
+        self._max_size = max_size
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self._records: list[Record] = []
+        self._size = BATCH_OVERHEAD
+        self._closed = False
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: Any,
+        value: Any,
+        headers: HeadersIn | None = None,
+    ) -> BatchRecordMetadata | None:
+        if self._closed:
+            raise RuntimeError("the batch was sent already")
+        if self._key_serializer is not None:
+            key = self._key_serializer(key)
+        if self._value_serializer is not None:
+            value = self._value_serializer(value)
+        ts = timestamp if timestamp is not None else _now_ms()
+        record = Record(
+            value=_as_bytes(value, "value"),
+            key=_as_bytes(key, "key"),
+            headers=_headers(headers),
+            timestamp_ms=ts,
+        )
+        size = estimate_size(record)
+        if self._records and self._size + size > self._max_size:
+            return None
+        self._records.append(record)
+        self._size += size
+        return BatchRecordMetadata(offset=len(self._records) - 1, size=size, timestamp=ts)
+
+    def size(self) -> int:
+        return self._size
+
+    def record_count(self) -> int:
+        return len(self._records)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def records(self) -> list[Record]:
+        return list(self._records)
+
+
 class Producer:
     """Sends records to a liferaft cluster. Use `async with`, or start() and close().
 
@@ -114,13 +216,19 @@ class Producer:
     buffer_memory, max_block_ms, delivery_timeout_ms, request_timeout_ms,
     max_in_flight_requests_per_partition (at most 5 with idempotence), max_request_size,
     compression_type (None, "lz4", "zstd"), partitioner; grpc_interceptors (grpc.aio client
-    interceptors for every channel).
+    interceptors for every channel). aiokafka's names: bootstrap_servers (instead of the first
+    argument), client_id, key_serializer, value_serializer, max_batch_size (= batch_size);
+    api_version and security_protocol="PLAINTEXT" are accepted for porting.
     """
 
     def __init__(
         self,
-        bootstrap: str | Iterable[str],
+        bootstrap: str | Iterable[str] | None = None,
         *,
+        bootstrap_servers: str | Iterable[str] | None = None,
+        client_id: str = "liferaft-producer",
+        key_serializer: Serializer | None = None,
+        value_serializer: Serializer | None = None,
         acks: str | int = "all",
         enable_idempotence: bool | None = None,
         linger_ms: int = 5,
@@ -137,7 +245,22 @@ class Producer:
         metadata_max_age_ms: int = 300_000,
         partitioner: Partitioner | None = None,
         grpc_interceptors: Iterable[Any] = (),
+        max_batch_size: int | None = None,
+        api_version: str | None = None,
+        security_protocol: str = "PLAINTEXT",
     ) -> None:
+        if security_protocol != "PLAINTEXT":
+            raise ValueError(
+                f"security_protocol={security_protocol!r}: this client speaks plaintext gRPC only"
+            )
+        for what, serializer in (("key", key_serializer), ("value", value_serializer)):
+            if serializer is not None and not callable(serializer):
+                raise TypeError(f"{what}_serializer must be callable")
+        if max_batch_size is not None:
+            batch_size = max_batch_size
+        self.client_id = client_id
+        self.key_serializer = key_serializer
+        self.value_serializer = value_serializer
         self.acks = parse_acks(acks)
         if enable_idempotence is None:
             enable_idempotence = self.acks == ACKS_ALL
@@ -176,7 +299,7 @@ class Producer:
         self.compression = compression_codec(compression_type)
         _check_codec(compression_type, self.compression)
         self.config = ClientConfig.build(
-            bootstrap,
+            resolve_bootstrap(bootstrap, bootstrap_servers),
             request_timeout_ms=request_timeout_ms,
             delivery_timeout_ms=delivery_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
@@ -184,7 +307,7 @@ class Producer:
             metadata_max_age_ms=metadata_max_age_ms,
             interceptors=tuple(grpc_interceptors),
         )
-        self.partitioner: Partitioner = partitioner or DefaultPartitioner()
+        self.partitioner: Partitioner = _adapt_partitioner(partitioner) or DefaultPartitioner()
         self._cluster: Cluster | None = None
         self._sender: Sender | None = None
         self._acc: RecordAccumulator | None = None
@@ -285,6 +408,10 @@ class Producer:
         for s in self._senders.values():
             s.abandon(error)
 
+    async def stop(self) -> None:
+        """aiokafka's name for close()."""
+        await self.close()
+
     async def __aenter__(self) -> Producer:
         await self.start()
         return self
@@ -313,8 +440,8 @@ class Producer:
     async def send(
         self,
         topic: str,
-        value: Bytes | None = None,
-        key: Bytes | None = None,
+        value: Any = None,
+        key: Any = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
         headers: HeadersIn | None = None,
@@ -327,6 +454,10 @@ class Producer:
         DeliveryTimeoutError, MessageTooLargeError, UnknownTopicOrPartitionError, ...
         """
         cluster, acc = await self._ready()
+        if self.key_serializer is not None:
+            key = self.key_serializer(key)
+        if self.value_serializer is not None:
+            value = self.value_serializer(value)
         record = Record(
             value=_as_bytes(value, "value"),
             key=_as_bytes(key, "key"),
@@ -352,8 +483,8 @@ class Producer:
     async def send_and_wait(
         self,
         topic: str,
-        value: Bytes | None = None,
-        key: Bytes | None = None,
+        value: Any = None,
+        key: Any = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
         headers: HeadersIn | None = None,
@@ -362,21 +493,76 @@ class Producer:
         fut = await self.send(topic, value, key, partition, timestamp_ms, headers)
         return await fut
 
+    def create_batch(self) -> BatchBuilder:
+        """An empty batch to fill with append() and send with send_batch(batch, topic,
+        partition=) (aiokafka's); its records go through the serializers as they are added."""
+        return BatchBuilder(self.batch_size, self.key_serializer, self.value_serializer)
+
+    @overload
+    async def send_batch(
+        self, batch: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[RecordMetadata]: ...
+
+    @overload
     async def send_batch(
         self,
-        topic: str,
-        records: Iterable[Record | Bytes | None],
+        batch: str,
+        topic: Iterable[Record | Bytes | None],
         partition: int | None = None,
-    ) -> RecordMetadata:
-        """Send records to one partition as one batch, all or nothing, and wait for it; returns
-        the first record's metadata (offsets are consecutive: the i-th record is at offset + i).
+    ) -> RecordMetadata: ...
 
-        Items are `Record`s (liferaft_proto.records.Record: value, key, headers, timestamp) or
-        bare values. partition None: the partitioner chooses from the records' keys, which must
-        then all map to one partition. The batch keeps its place in the partition's order.
-        """
+    async def send_batch(
+        self,
+        batch: BatchBuilder | str,
+        topic: str | Iterable[Record | Bytes | None],
+        partition: int | None = None,
+    ) -> asyncio.Future[RecordMetadata] | RecordMetadata:
+        """Send records to one partition as one batch, all or nothing. Two forms:
+
+          - aiokafka's: send_batch(batch, topic, partition=) with a BatchBuilder from
+            create_batch(); returns a future of the first record's RecordMetadata.
+          - liferaft's: send_batch(topic, records, partition=None) waits for the batch and
+            returns the first record's metadata. Items are `Record`s (value, key, headers,
+            timestamp) or bare values. partition None: the partitioner chooses from the
+            records' keys, which must then all map to one partition.
+
+        Offsets are consecutive: the i-th record is at offset + i. The batch keeps its place in
+        the partition's order."""
+        if isinstance(batch, BatchBuilder):
+            if not isinstance(topic, str) or partition is None:
+                raise TypeError(
+                    "send_batch(batch, topic, partition=...) needs a topic and partition"
+                )
+            batch.close()
+            futures, count = await self._queue_batch(topic, batch.records(), partition)
+            return asyncio.ensure_future(self._batch_metadata(futures, count))
+        if isinstance(topic, str):
+            raise TypeError("send_batch(topic, records): records must be an iterable of records")
+        futures, count = await self._queue_batch(batch, self._normalize(topic), partition)
+        return await self._batch_metadata(futures, count)
+
+    @staticmethod
+    async def _batch_metadata(
+        futures: list[asyncio.Future[RecordMetadata]], count: int
+    ) -> RecordMetadata:
+        first = await futures[0]
+        await asyncio.gather(*futures[1:])
+        return RecordMetadata(
+            topic=first.topic,
+            partition=first.partition,
+            offset=first.offset,
+            timestamp_ms=first.timestamp_ms,
+            log_start_offset=first.log_start_offset,
+            record_count=count,
+            timestamp_type=first.timestamp_type,
+        )
+
+    async def _queue_batch(
+        self, topic: str, batch_records: list[Record], partition: int | None
+    ) -> tuple[list[asyncio.Future[RecordMetadata]], int]:
+        if not batch_records:
+            raise ValueError("send_batch needs at least one record")
         cluster, acc = await self._ready()
-        batch_records = self._normalize(records)
         if partition is None:
             keys = list(dict.fromkeys(r.key for r in batch_records))
             chosen = {(await self._choose(cluster, topic, None, k)).partition for k in keys}
@@ -399,16 +585,7 @@ class Producer:
         futures = acc.append_batch(tp, batch_records, size)
         sender.wake()
         sender.fail_queued_if_dead()
-        first = await futures[0]
-        await asyncio.gather(*futures[1:])
-        return RecordMetadata(
-            topic=first.topic,
-            partition=first.partition,
-            offset=first.offset,
-            timestamp_ms=first.timestamp_ms,
-            log_start_offset=first.log_start_offset,
-            record_count=len(batch_records),
-        )
+        return futures, len(batch_records)
 
     def _partition_sender(self, tp: TopicPartition) -> PartitionSender:
         """tp's sender (started on first use). Raises what killed it, if it died: its sequence
@@ -453,8 +630,6 @@ class Producer:
                 out.append(item)
             else:
                 out.append(Record(value=_as_bytes(item, "value"), timestamp_ms=now))
-        if not out:
-            raise ValueError("send_batch needs at least one record")
         return out
 
     async def _choose(

@@ -38,7 +38,7 @@ from client.admin import (
 )
 from client.consumer import Consumer
 from client.errors import LiferaftError
-from client.group import OffsetAndMetadata
+from client.group import ConsumerRebalanceListener, OffsetAndMetadata
 from client.offsets import OffsetSpec
 from client.producer import Bytes, HeadersIn, Producer
 from client.types import ConsumerRecord, Lag, OffsetAndTimestamp, RecordMetadata, TopicPartition
@@ -123,7 +123,7 @@ class SyncProducer(_SyncFacade):
 
     _name = "liferaft-producer"
 
-    def __init__(self, bootstrap: str | Iterable[str], **settings: Any) -> None:
+    def __init__(self, bootstrap: str | Iterable[str] | None = None, **settings: Any) -> None:
         self._producer = Producer(bootstrap, **settings)  # checks settings before a thread starts
         super().__init__()
 
@@ -205,7 +205,7 @@ class SyncConsumer(_SyncFacade):
 
     _name = "liferaft-consumer"
 
-    def __init__(self, bootstrap: str | Iterable[str], **settings: Any) -> None:
+    def __init__(self, bootstrap: str | Iterable[str] | None = None, **settings: Any) -> None:
         self._consumer = Consumer(bootstrap, **settings)
         super().__init__()
 
@@ -274,15 +274,57 @@ class SyncConsumer(_SyncFacade):
 
     poll = getmany
 
-    def subscribe(self, topics: Iterable[str]) -> None:
+    def subscribe(
+        self,
+        topics: Iterable[str] = (),
+        pattern: str | None = None,
+        listener: ConsumerRebalanceListener | None = None,
+    ) -> None:
         names = list(topics)
 
         async def subscribe() -> None:
-            self._consumer.subscribe(names)
+            self._consumer.subscribe(names, pattern=pattern, listener=listener)
 
         self._run(subscribe())
 
-    def commit(self, offsets: Mapping[TP, int | OffsetAndMetadata] | None = None) -> None:
+    def unsubscribe(self) -> None:
+        async def unsubscribe() -> None:
+            self._consumer.unsubscribe()
+
+        self._run(unsubscribe())
+
+    def subscription(self) -> set[str]:
+        async def subscription() -> set[str]:
+            return self._consumer.subscription()
+
+        return self._run(subscription())
+
+    def paused(self) -> set[TopicPartition]:
+        async def paused() -> set[TopicPartition]:
+            return self._consumer.paused()
+
+        return self._run(paused())
+
+    def topics(self) -> set[str]:
+        return self._run(self._consumer.topics())
+
+    def seek_to_committed(self, *partitions: TP) -> dict[TopicPartition, int | None]:
+        return self._run(self._consumer.seek_to_committed(*partitions))
+
+    def beginning_offsets(self, partitions: Iterable[TP]) -> dict[TopicPartition, int]:
+        return self._run(self._consumer.beginning_offsets(list(partitions)))
+
+    def end_offsets(self, partitions: Iterable[TP]) -> dict[TopicPartition, int]:
+        return self._run(self._consumer.end_offsets(list(partitions)))
+
+    def offsets_for_times(
+        self, timestamps: Mapping[TP, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        return self._run(self._consumer.offsets_for_times(dict(timestamps)))
+
+    def commit(
+        self, offsets: Mapping[TP, int | OffsetAndMetadata | tuple[int, str]] | None = None
+    ) -> None:
         self._run(self._consumer.commit(dict(offsets) if offsets is not None else None))
 
     def committed(self, tp: TP) -> int | None:
@@ -322,7 +364,7 @@ class SyncAdminClient(_SyncFacade):
 
     _name = "liferaft-admin"
 
-    def __init__(self, bootstrap: str | Iterable[str], **settings: Any) -> None:
+    def __init__(self, bootstrap: str | Iterable[str] | None = None, **settings: Any) -> None:
         self._admin = AdminClient(bootstrap, **settings)
         super().__init__()
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from client.consumer import decode_fetch
 from client.errors import CorruptMessageError
+from client.fetcher import decode_fetch
 from client.types import TopicPartition
 from liferaft_proto.records import Record, build_batch, stamp_base_offset
 

@@ -1,0 +1,400 @@
+"""The consumer's fetcher: fills a buffer per assigned partition from its leader and hands the
+records out in offset order (aiokafka's fetcher.py). It also finds positions: the group's
+committed offset, auto_offset_reset, seeks, and the offset look-ups (beginning, end, by time).
+
+Theory of operation. Each assigned partition has a position (client/subscription_state.py): the
+offset of the next record to hand to the user. `getmany` returns buffered records first; when a
+partition's buffer is empty it starts one Fetch for it at the partition's position, through the
+cluster core (leader routing, failover, retries). A fetch still running when `getmany` times
+out keeps running and fills the buffer for the next call (prefetch), so at most one fetch per
+partition is in flight and at most one fetch's worth of records is buffered: backpressure for
+free.
+
+A fetch returns whole batches starting with the one that holds the offset asked for, so records
+below it are skipped. A seek cancels the partition's fetch and drops its buffer; a fetch that
+finishes for an offset that is no longer the next one, or for an earlier assignment of the
+partition (the TopicPartitionState it started for is not the current one), is discarded.
+
+Positions: a partition starts without one and gets one from the group's committed offset, else
+from `auto_offset_reset` ("earliest": the log start, "latest": the high watermark, as in Kafka;
+"none" (or its older liferaft name "error"): raise NoOffsetForPartitionError), or from a seek.
+The same policy applies when a fetch answers OFFSET_OUT_OF_RANGE (the log start moved past us
+under retention, say); with "none" that OffsetOutOfRangeError is raised to the caller.
+
+Deserializers run as records are handed out, so one that raises does so from getmany/getone
+(as in aiokafka), and the record it failed on stays next in line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from client.cluster import Cluster
+from client.errors import (
+    CorruptMessageError,
+    InvalidRecordError,
+    LiferaftError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
+from client.offsets import OffsetSpec, list_offset
+from client.subscription_state import SubscriptionState, TopicPartitionState
+from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
+from liferaft_proto import records
+from liferaft_proto.v1 import broker_pb2
+
+__all__ = ["AutoOffsetReset", "Deserializer", "Fetcher", "decode_fetch"]
+
+AutoOffsetReset = Literal["earliest", "latest", "none", "error"]
+RESETS: tuple[str, ...] = ("earliest", "latest", "none", "error")
+Deserializer = Callable[[bytes | None], Any]
+
+_FetchResult = tuple[int, broker_pb2.FetchResponse]
+CommittedLookup = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+
+
+def decode_fetch(tp: TopicPartition, offset: int, data: bytes) -> list[ConsumerRecord[Any, Any]]:
+    """Records of a Fetch answer at or after `offset`. The first batch may start earlier."""
+    out: list[ConsumerRecord[Any, Any]] = []
+    try:
+        for r in records.iter_records(data):
+            if r.offset < offset:
+                continue
+            out.append(
+                ConsumerRecord(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=r.offset,
+                    timestamp=r.timestamp_ms,
+                    timestamp_type=r.timestamp_type,
+                    key=r.key,
+                    value=r.value,
+                    serialized_key_size=len(r.key) if r.key is not None else -1,
+                    serialized_value_size=len(r.value) if r.value is not None else -1,
+                    headers=r.headers,
+                )
+            )
+    except records.UnsupportedBatchError as e:
+        raise InvalidRecordError(None, f"{tp} at offset {offset}: {e}") from e
+    except records.CorruptBatchError as e:
+        raise CorruptMessageError(None, f"{tp} at offset {offset}: {e}") from e
+    return out
+
+
+@dataclass(slots=True)
+class _PartitionFetch:
+    """The fetcher's part of one assigned partition (its position lives in `owner`)."""
+
+    owner: TopicPartitionState
+    buffer: deque[ConsumerRecord[Any, Any]] = field(default_factory=deque)
+    """Fetched records not yet handed out, contiguous from owner.position."""
+    task: asyncio.Task[_FetchResult] | None = None
+    error: BaseException | None = None
+    """A fetch's failure, raised by the next getmany for this partition."""
+
+    def next_fetch_offset(self) -> int | None:
+        if self.buffer:
+            return self.buffer[-1].offset + 1
+        return self.owner.position
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+
+class Fetcher:
+    """Fetches, buffers and hands out records of the assigned partitions; finds positions."""
+
+    def __init__(
+        self,
+        ready: Callable[[], Awaitable[Cluster]],
+        subscription: SubscriptionState,
+        *,
+        auto_offset_reset: AutoOffsetReset,
+        fetch_max_wait_ms: int,
+        fetch_max_bytes: int,
+        fetch_min_bytes: int,
+        max_poll_records: int,
+        key_deserializer: Deserializer | None = None,
+        value_deserializer: Deserializer | None = None,
+    ) -> None:
+        self._ready = ready
+        self._subscription = subscription
+        self.auto_offset_reset: AutoOffsetReset = auto_offset_reset
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_max_bytes = fetch_max_bytes
+        self.fetch_min_bytes = fetch_min_bytes
+        self.max_poll_records = max_poll_records
+        self._key_deserializer = key_deserializer
+        self._value_deserializer = value_deserializer
+        self.committed_lookup: CommittedLookup | None = None
+        """How to read the group's committed offsets (set by the consumer when it has a group)."""
+        self._parts: dict[TopicPartition, _PartitionFetch] = {}
+        self.wakeup = asyncio.Event()
+        """Set when a fetch lands, the assignment changes, or the consumer closes."""
+        self._rotation = 0  # which partition getmany drains first, for fairness
+        self.closed = False
+
+    # -- keeping up with the assignment ----------------------------------------------------------
+    def _part(self, tp: TopicPartition) -> _PartitionFetch | None:
+        """tp's fetch state for its current assignment (None if not assigned)."""
+        owner = self._subscription.state_or_none(tp)
+        if owner is None:
+            return None
+        pf = self._parts.get(tp)
+        if pf is None or pf.owner is not owner:
+            if pf is not None:
+                pf.cancel()
+            pf = self._parts[tp] = _PartitionFetch(owner)
+        return pf
+
+    def prune(self) -> None:
+        """Drop the fetches and buffers of partitions no longer assigned (or assigned anew)."""
+        for tp, pf in list(self._parts.items()):
+            if self._subscription.state_or_none(tp) is not pf.owner:
+                pf.cancel()
+                del self._parts[tp]
+        self.wakeup.set()
+
+    def pause(self, tp: TopicPartition) -> None:
+        """Stop fetching tp (what is buffered stays for resume)."""
+        pf = self._part(tp)
+        if pf is not None:
+            pf.cancel()
+
+    async def close(self) -> None:
+        self.closed = True
+        tasks = [pf.task for pf in self._parts.values() if pf.task is not None]
+        for pf in self._parts.values():
+            pf.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.wakeup.set()
+
+    # -- positions -------------------------------------------------------------------------------
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read `tp` from `offset` next: drop what was fetched for the old position."""
+        self._subscription.seek(tp, offset)
+        pf = self._part(tp)
+        assert pf is not None
+        pf.cancel()
+        pf.buffer.clear()
+        pf.error = None
+        self.wakeup.set()
+
+    async def seek_to(
+        self, where: Literal["earliest", "latest"], tps: Iterable[TopicPartition]
+    ) -> None:
+        todo = list(tps)
+        for tp in todo:
+            self._subscription.state(tp)
+        cluster = await self._ready()
+        found = await asyncio.gather(*(list_offset(cluster, tp, where) for tp in todo))
+        for tp, answer in zip(todo, found, strict=True):
+            if self._subscription.is_assigned(tp):
+                self.seek(tp, answer.offset)
+
+    async def position(self, tp: TopicPartition) -> int:
+        st = self._subscription.state(tp)
+        if st.position is None:
+            await self.resolve_positions([tp])
+        st = self._subscription.state(tp)
+        assert st.position is not None
+        return st.position
+
+    async def resolve_positions(self, tps: Iterable[TopicPartition]) -> None:
+        """Give a position to each of `tps` that has none: the group's committed offset, else
+        per auto_offset_reset."""
+        sub = self._subscription
+
+        def unresolved() -> list[TopicPartition]:
+            return [tp for tp in tps if (st := sub.state_or_none(tp)) and st.position is None]
+
+        todo = unresolved()
+        if not todo:
+            return
+        cluster = await self._ready()
+        if self.committed_lookup is not None:
+            committed = await self.committed_lookup(todo)
+            for tp, offset in committed.items():
+                st = sub.state_or_none(tp)
+                if st is not None and st.position is None:
+                    st.position = offset
+                    st.last_committed = offset
+            todo = unresolved()
+            if not todo:
+                return
+        policy = self.auto_offset_reset
+        if policy in ("none", "error"):
+            raise NoOffsetForPartitionError(
+                None,
+                f"{', '.join(map(str, todo))}: no committed offset and auto_offset_reset is "
+                f"{policy!r}: seek first (or commit an offset for the group)",
+            )
+        spec: Literal["earliest", "latest"] = "earliest" if policy == "earliest" else "latest"
+        found = await asyncio.gather(*(list_offset(cluster, tp, spec) for tp in todo))
+        for tp, answer in zip(todo, found, strict=True):
+            st = sub.state_or_none(tp)
+            if st is not None and st.position is None:  # not re-seeked meanwhile
+                st.position = answer.offset
+
+    # -- offset look-ups (no change of position) -------------------------------------------------
+    async def list_offsets(
+        self, specs: Mapping[TopicPartition, OffsetSpec]
+    ) -> dict[TopicPartition, OffsetAndTimestamp]:
+        cluster = await self._ready()
+        tps = list(specs)
+        found = await asyncio.gather(*(list_offset(cluster, tp, specs[tp]) for tp in tps))
+        return dict(zip(tps, found, strict=True))
+
+    # -- fetching --------------------------------------------------------------------------------
+    async def getmany(
+        self, explicit: list[TopicPartition], timeout_ms: int, max_records: int | None
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        cluster = await self._ready()
+        for tp in explicit:
+            self._subscription.state(tp)
+        limit = max_records if max_records is not None else self.max_poll_records
+        if limit < 1:
+            raise ValueError("max_records must be >= 1")
+        self._subscription.begin_poll()
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000
+        while True:
+            self.prune()
+            self.wakeup.clear()
+            # A group member's partitions may change while it waits: look again each time.
+            tps = self._subscription.fetchable(
+                explicit or [tp for tp, _ in self._subscription.items()]
+            )
+            drained = self._drain(tps, limit)
+            if drained:
+                return drained
+            self._raise_errors(tps)
+            if self.closed:
+                return {}
+            await self.resolve_positions(tps)
+            self._start_fetches(cluster, self._subscription.fetchable(tps))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), remaining)
+
+    def _deserialize(self, rec: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+        kd, vd = self._key_deserializer, self._value_deserializer
+        if kd is None and vd is None:
+            return rec
+        # As aiokafka: a deserializer sees every key (value), None included.
+        key = kd(rec.key) if kd is not None else rec.key
+        value = vd(rec.value) if vd is not None else rec.value
+        return dataclasses.replace(rec, key=key, value=value)
+
+    def _drain(
+        self, tps: list[TopicPartition], limit: int
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        out: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+        if not tps:
+            return out
+        start = self._rotation % len(tps)
+        self._rotation += 1
+        for tp in tps[start:] + tps[:start]:
+            pf = self._part(tp)
+            if pf is None or not pf.buffer:
+                continue
+            taken: list[ConsumerRecord[Any, Any]] = []
+            failed = False
+            while pf.buffer and limit > 0:
+                try:
+                    rec = self._deserialize(pf.buffer[0])
+                except Exception:
+                    if out or taken:
+                        failed = True  # hand out what came before; the next call raises
+                        break
+                    raise
+                pf.buffer.popleft()
+                taken.append(rec)
+                limit -= 1
+            if taken:
+                pf.owner.position = taken[-1].offset + 1
+                out[tp] = taken
+            if limit == 0 or failed:
+                break
+        return out
+
+    def _raise_errors(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            pf = self._part(tp)
+            if pf is not None and pf.error is not None:
+                error, pf.error = pf.error, None
+                raise error
+
+    def _start_fetches(self, cluster: Cluster, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            pf = self._part(tp)
+            if (
+                pf is None
+                or pf.task is not None
+                or pf.buffer
+                or pf.error is not None
+                or pf.owner.position is None
+            ):
+                continue
+            offset = pf.owner.position
+            task = asyncio.ensure_future(self._fetch(cluster, tp, offset))
+            pf.task = task
+            task.add_done_callback(functools.partial(self._on_fetched, tp, pf))
+
+    async def _fetch(self, cluster: Cluster, tp: TopicPartition, offset: int) -> _FetchResult:
+        request = broker_pb2.FetchRequest(
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=offset,
+            max_bytes=self.fetch_max_bytes,
+            max_wait_ms=self.fetch_max_wait_ms,
+            min_bytes=self.fetch_min_bytes,
+        )
+        response = await cluster.call_leader(
+            tp.topic, tp.partition, "Fetch", request, extra_attempt_ms=self.fetch_max_wait_ms
+        )
+        return offset, response
+
+    def _on_fetched(
+        self, tp: TopicPartition, pf: _PartitionFetch, task: asyncio.Task[_FetchResult]
+    ) -> None:
+        """A fetch finished: keep its records if they are still wanted; wake getmany."""
+        if pf.task is task:
+            pf.task = None
+        if task.cancelled() or self._parts.get(tp) is not pf:
+            return  # seeked, unassigned or closed meanwhile
+        if self._subscription.state_or_none(tp) is not pf.owner:
+            return
+        self.wakeup.set()
+        error = task.exception()
+        if error is not None:
+            if isinstance(error, OffsetOutOfRangeError) and self.auto_offset_reset in (
+                "earliest",
+                "latest",
+            ):
+                pf.owner.position = None  # getmany resolves it per the policy
+                pf.buffer.clear()
+            else:
+                pf.error = error
+            return
+        offset, response = task.result()
+        if offset != pf.next_fetch_offset() or pf.buffer:
+            return  # a stale answer: the partition moved on
+        pf.owner.highwater = response.high_watermark
+        pf.owner.log_start_offset = response.log_start_offset
+        pf.owner.last_poll_timestamp_ms = int(time.time() * 1000)
+        try:
+            pf.buffer.extend(decode_fetch(tp, offset, response.records))
+        except LiferaftError as e:
+            pf.error = e
