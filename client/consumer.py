@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Unpack
 
 from client.cluster import ClientConfig, Cluster
 from client.errors import (
@@ -61,6 +61,7 @@ from client.group import (
     fetch_committed,
 )
 from client.offsets import list_offset
+from client.security import Security, SecurityOptions
 from client.types import ConsumerRecord, Lag, TopicPartition
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
@@ -153,6 +154,7 @@ class Consumer:
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
         session_timeout_ms: int = 10_000,
+        **security: Unpack[SecurityOptions],
     ) -> None:
         if group_id is not None and not group_id:
             raise ValueError("group_id must be a non-empty string (or None: no group)")
@@ -180,6 +182,7 @@ class Consumer:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
+            security=Security.from_options(security),
         )
         self._cluster: Cluster | None = None
         self._parts: dict[TopicPartition, _PartitionState] = {}

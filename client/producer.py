@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from client.accumulator import BATCH_OVERHEAD, ProducerBatch, RecordAccumulator, estimate_size
 from client.cluster import ClientConfig, Cluster
@@ -37,6 +37,7 @@ from client.errors import (
     UnsupportedCompressionTypeError,
 )
 from client.partitioner import DefaultPartitioner, Partitioner
+from client.security import Security, SecurityOptions
 from client.sender import ACKS_ALL, PartitionSender, ProducerIdentity, Sender, parse_acks
 from client.types import Header, RecordMetadata, TopicPartition
 from liferaft_proto.records import COMPRESSION_NONE, Record, compress, compression_codec
@@ -137,6 +138,7 @@ class Producer:
         metadata_max_age_ms: int = 300_000,
         partitioner: Partitioner | None = None,
         grpc_interceptors: Iterable[Any] = (),
+        **security: Unpack[SecurityOptions],
     ) -> None:
         self.acks = parse_acks(acks)
         if enable_idempotence is None:
@@ -183,6 +185,7 @@ class Producer:
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             interceptors=tuple(grpc_interceptors),
+            security=Security.from_options(security),
         )
         self.partitioner: Partitioner = partitioner or DefaultPartitioner()
         self._cluster: Cluster | None = None
