@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Unpack
 
 from google.protobuf.message import Message
 
@@ -39,6 +39,7 @@ from client.group import CoordinatorClient, OffsetAndMetadata, fetch_committed, 
 from client.metadata import BrokerMetadata, PartitionMetadata, TopicMetadata, best_view
 from client.offsets import OffsetSpec, list_offset
 from client.retry import RetryState
+from client.security import Security, SecurityOptions
 from client.sender import server_timeout_ms
 from client.types import OffsetAndTimestamp, TopicPartition
 from liferaft_proto.v1 import broker_pb2
@@ -268,6 +269,7 @@ class AdminClient:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
+        **security: Unpack[SecurityOptions],
     ) -> None:
         self.client_id = client_id
         self.config = ClientConfig.build(
@@ -276,6 +278,7 @@ class AdminClient:
             delivery_timeout_ms=timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
+            security=Security.from_options(security),
         )
         self._cluster: Cluster | None = None
         self._closed = False

@@ -30,7 +30,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -50,6 +50,7 @@ from client.errors import (
 )
 from client.metadata import ClusterMetadata, TopicMetadata
 from client.retry import RetryPolicy, RetryState
+from client.security import Security
 from liferaft_proto.address import parse_address
 from liferaft_proto.v1 import broker_pb2
 
@@ -122,6 +123,8 @@ class ClientConfig:
     interceptors: tuple[Any, ...] = ()
     """grpc.aio client interceptors for every channel (tracing, or the chaos suite's fault that
     loses answers on their way back)."""
+    security: Security = field(default_factory=Security)
+    """Plaintext or TLS to the nodes (client/security.py)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -180,6 +183,7 @@ class Cluster:
         self._conns = connections or Connections(
             reconnect_backoff_max_ms=max(100, config.retry_backoff_max_ms),
             interceptors=config.interceptors,
+            credentials=config.security.channel_credentials(),
         )
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
         self._suspect_for_s = max(config.retry_backoff_max_ms, 100) / 1000

@@ -46,8 +46,13 @@ class Connections:
     """The channel and Broker stub per node address."""
 
     def __init__(
-        self, *, reconnect_backoff_max_ms: int = 1000, interceptors: Sequence[Any] = ()
+        self,
+        *,
+        reconnect_backoff_max_ms: int = 1000,
+        interceptors: Sequence[Any] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        self._credentials = credentials
         self._options = channel_options(reconnect_backoff_max_ms)
         self._interceptors = list(interceptors)
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -59,8 +64,15 @@ class Connections:
         if stub is None:
             if self._closed:
                 raise RuntimeError("the client is closed")
-            channel = grpc.aio.insecure_channel(
-                address, options=self._options, interceptors=self._interceptors or None
+            interceptors = self._interceptors or None
+            channel = (
+                grpc.aio.secure_channel(
+                    address, self._credentials, options=self._options, interceptors=interceptors
+                )
+                if self._credentials is not None
+                else grpc.aio.insecure_channel(
+                    address, options=self._options, interceptors=interceptors
+                )
             )
             self._channels[address] = channel
             stub = self._stubs[address] = broker_pb2_grpc.BrokerStub(channel)

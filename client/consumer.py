@@ -36,13 +36,14 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from client.cluster import ClientConfig, Cluster, resolve_bootstrap
 from client.coordinator import GroupCoordinator, NoGroupCoordinator, as_offset_and_metadata
 from client.fetcher import RESETS, AutoOffsetReset, Deserializer, Fetcher, decode_fetch
 from client.group import ConsumerRebalanceListener, OffsetAndMetadata
 from client.offsets import OffsetSpec, list_offset
+from client.security import Security, SecurityOptions
 from client.subscription_state import SubscriptionState
 from client.types import ConsumerRecord, Lag, OffsetAndTimestamp, TopicPartition
 from liferaft_proto.v1 import broker_pb2
@@ -96,7 +97,7 @@ class Consumer:
         isolation_level: str = "read_uncommitted",
         check_crcs: bool = True,
         api_version: str | None = None,
-        security_protocol: str = "PLAINTEXT",
+        **security: Unpack[SecurityOptions],
     ) -> None:
         if group_id is not None and not group_id:
             raise ValueError("group_id must be a non-empty string (or None: no group)")
@@ -122,10 +123,6 @@ class Consumer:
                 "isolation_level must be 'read_uncommitted' or 'read_committed', "
                 f"not {isolation_level!r}"
             )
-        if security_protocol != "PLAINTEXT":
-            raise ValueError(
-                f"security_protocol={security_protocol!r}: this client speaks plaintext gRPC only"
-            )
         for key, deserializer in (("key", key_deserializer), ("value", value_deserializer)):
             if deserializer is not None and not callable(deserializer):
                 raise TypeError(f"{key}_deserializer must be callable")
@@ -137,6 +134,7 @@ class Consumer:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
+            security=Security.from_options(security),
         )
         self.group_id = group_id
         self.client_id = client_id

@@ -35,7 +35,7 @@ import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Unpack, overload
 
 from client.accumulator import BATCH_OVERHEAD, ProducerBatch, RecordAccumulator, estimate_size
 from client.cluster import ClientConfig, Cluster, resolve_bootstrap
@@ -46,6 +46,7 @@ from client.errors import (
     UnsupportedCompressionTypeError,
 )
 from client.partitioner import DefaultPartitioner, Partitioner
+from client.security import Security, SecurityOptions
 from client.sender import ACKS_ALL, PartitionSender, ProducerIdentity, Sender, parse_acks
 from client.types import Header, RecordMetadata, TopicPartition
 from liferaft_proto.records import COMPRESSION_NONE, Record, compress, compression_codec
@@ -218,7 +219,7 @@ class Producer:
     compression_type (None, "lz4", "zstd"), partitioner; grpc_interceptors (grpc.aio client
     interceptors for every channel). aiokafka's names: bootstrap_servers (instead of the first
     argument), client_id, key_serializer, value_serializer, max_batch_size (= batch_size);
-    api_version and security_protocol="PLAINTEXT" are accepted for porting.
+    api_version is accepted for porting; security_protocol and ssl_* are client/security.py's.
     """
 
     def __init__(
@@ -247,12 +248,8 @@ class Producer:
         grpc_interceptors: Iterable[Any] = (),
         max_batch_size: int | None = None,
         api_version: str | None = None,
-        security_protocol: str = "PLAINTEXT",
+        **security: Unpack[SecurityOptions],
     ) -> None:
-        if security_protocol != "PLAINTEXT":
-            raise ValueError(
-                f"security_protocol={security_protocol!r}: this client speaks plaintext gRPC only"
-            )
         for what, serializer in (("key", key_serializer), ("value", value_serializer)):
             if serializer is not None and not callable(serializer):
                 raise TypeError(f"{what}_serializer must be callable")
@@ -306,6 +303,7 @@ class Producer:
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             interceptors=tuple(grpc_interceptors),
+            security=Security.from_options(security),
         )
         self.partitioner: Partitioner = _adapt_partitioner(partitioner) or DefaultPartitioner()
         self._cluster: Cluster | None = None

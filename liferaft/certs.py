@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "CertsError",
     "CreatedCerts",
     "create_certs",
+    "create_client_cert",
     "node_dir",
     "parse_node_ids",
 ]
@@ -53,6 +55,11 @@ NODE_CERT = "node.crt"
 NODE_KEY = "node.key"
 NODE_URI = "liferaft://node/{}"
 """The URI SAN that names a node (node/tls.py: NODE_URI_PREFIX reads it back)."""
+
+CLIENT_CERT = "client.crt"
+CLIENT_KEY = "client.key"
+CLIENT_DAYS = 397
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 CA_DAYS = 3650
 NODE_DAYS = 825
@@ -287,3 +294,54 @@ def create_certs(
         _write_public(folder / CA_CERT, ca_pem)
         made.append(node_id)
     return CreatedCerts(directory, ca_created, tuple(made), tuple(kept))
+
+
+def client_dir(directory: Path, name: str) -> Path:
+    return directory / "clients" / name
+
+
+def create_client_cert(directory: Path, name: str, *, force: bool = False) -> Path:
+    """Sign a client certificate `CN=name` with the CA in `directory` (which must exist) and
+    write DIR/clients/NAME/{client.crt, client.key, ca.crt}; returns that folder.
+
+    A client certificate names no node (no `liferaft://node/N`), so it never passes for a node
+    on the Raft port; on a client listener that requires certificates its principal is
+    `User:CN=name`, as Kafka's default principal builder writes it."""
+    if not _CLIENT_NAME.fullmatch(name):
+        raise CertsError(
+            f"--name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    if not (directory / CA_CERT).exists():
+        raise CertsError(
+            f"no CA in {directory}: make one with `liferaft certs create --dir {directory} "
+            "--nodes 1,2,3`"
+        )
+    ca_key, ca_cert = _load_ca(directory)
+    folder = client_dir(directory, name)
+    if (folder / CLIENT_CERT).exists() and not force:
+        raise CertsError(f"{folder / CLIENT_CERT} exists: pass --force to make a new one")
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    key = _new_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CLIENT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(folder / CLIENT_KEY, _pem_key(key))
+    _write_public(folder / CLIENT_CERT, _pem_cert(cert))
+    _write_public(folder / CA_CERT, _pem_cert(ca_cert))
+    return folder

@@ -320,10 +320,29 @@ class DevCluster:
 
     # -- health --------------------------------------------------------------------------------
     def metadata(self, node_id: int, timeout_s: float = 1.0) -> broker_pb2.MetadataResponse:
-        with grpc.insecure_channel(self.node(node_id).address) as ch:
+        with self._channel(node_id) as ch:
             return broker_pb2_grpc.BrokerStub(ch).Metadata(
                 broker_pb2.MetadataRequest(), timeout=timeout_s
             )
+
+    @property
+    def client_tls(self) -> bool:
+        """The nodes serve clients over TLS (--client-tls among the extra arguments)."""
+        return "--client-tls" in self.extra_args
+
+    def _channel(self, node_id: int) -> grpc.Channel:
+        """A channel to a node's gRPC port; with client TLS the launcher shows that node's own
+        certificate (accepted even where client certificates are required)."""
+        address = self.node(node_id).address
+        if not self.client_tls:
+            return grpc.insecure_channel(address)
+        folder = self.tls_dir / f"node-{node_id}"
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=(folder / "ca.crt").read_bytes(),
+            private_key=(folder / "node.key").read_bytes(),
+            certificate_chain=(folder / "node.crt").read_bytes(),
+        )
+        return grpc.secure_channel(address, creds)
 
     def wait_healthy(self, timeout_s: float = 30.0, nodes: list[int] | None = None) -> None:
         """Until every running node sees a controller leader and every node registered."""

@@ -152,6 +152,12 @@ class NodeConfig:
     """This node's certificate, naming liferaft://node/N; instead of tls_dir's node.crt."""
     tls_key: Path | None = None
     """Its private key; instead of tls_dir's node.key."""
+    client_tls: bool = False
+    """TLS on the client listeners (gRPC and Kafka) with the node's certificate (node/tls.py:
+    ClientTls); off, clients speak plaintext (docs/security.md says what that leaves open)."""
+    client_tls_auth: str = "none"
+    """With client_tls: `required` makes clients present a certificate signed by the cluster
+    CA (mutual TLS); `none` asks for none."""
     insecure_plaintext_between_nodes: bool = False
     """Run the Raft transport without TLS: any process that reaches the port can speak for any
     node. Only on a network where every process is trusted, and only when asked by name."""
@@ -212,6 +218,17 @@ class NodeConfig:
                 "`liferaft certs create --dir DIR --nodes 1,2,3`), or, only on a network where "
                 "every process is trusted, --insecure-plaintext-between-nodes"
             )
+        if self.client_tls and self.insecure_plaintext_between_nodes:
+            raise ConfigError(
+                "--client-tls serves the node's certificate: give --tls-dir (not "
+                "--insecure-plaintext-between-nodes)"
+            )
+        if self.client_tls_auth not in ("none", "required"):
+            raise ConfigError(
+                f"--client-tls-auth must be none or required, got {self.client_tls_auth!r}"
+            )
+        if self.client_tls_auth == "required" and not self.client_tls:
+            raise ConfigError("--client-tls-auth required needs --client-tls")
         if self.background_write_mb_s < 0:
             raise ConfigError("background_write_mb_s must be >= 0 (0: no cap)")
         if self.tick_ms < 1:

@@ -23,6 +23,7 @@ from typing import Any
 from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
 from node.limits import shown
+from node.scram import Users, apply_user_command, users_from_json, users_to_json
 from node.topic_config import TopicConfig, parse_topic_config
 from raft import (
     ConfState,
@@ -77,6 +78,8 @@ class ControllerState:
     topics: dict[str, TopicInfo] = field(default_factory=dict)
     next_topic_id: int = 1
     next_producer_id: int = 1
+    users: Users = field(default_factory=dict)
+    """SCRAM credentials by user and mechanism (node/scram.py); never a password."""
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -85,6 +88,7 @@ class ControllerState:
                 "topics": [asdict(t) for t in self.topics.values()],
                 "next_topic_id": self.next_topic_id,
                 "next_producer_id": self.next_producer_id,
+                "users": users_to_json(self.users),
             }
         ).encode()
 
@@ -94,6 +98,7 @@ class ControllerState:
         st = cls(
             next_topic_id=int(raw.get("next_topic_id", 1)),
             next_producer_id=int(raw.get("next_producer_id", 1)),
+            users=users_from_json(raw.get("users", [])),
         )
         for b in raw.get("brokers", []):
             st.brokers[int(b["node_id"])] = BrokerInfo(int(b["node_id"]), b["host"], int(b["port"]))
@@ -362,6 +367,9 @@ class Controller:
                 raise BrokerError(
                     ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
                 )
+            return None
+        if op in ("upsert_user", "delete_user"):
+            apply_user_command(st.users, cmd)
             return None
         raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown controller command {op!r}")
 

@@ -31,7 +31,7 @@ from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetri
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
 from node.tasks import supervise
-from node.tls import PeerTls, TlsFiles
+from node.tls import ClientTls, PeerTls, TlsFiles
 from node.transport import Transport
 from raft import IsrPolicy, Role
 
@@ -64,6 +64,7 @@ class NodeServer:
         self.driver: RaftDriver | None = None
         self.transport: Transport | None = None
         self.kafka: KafkaListener | None = None
+        self.client_tls: ClientTls | None = None
         self.health = health.aio.HealthServicer()
         self._housekeeping: asyncio.Task[None] | None = None
         self._peer_channels: dict[int, grpc.aio.Channel] = {}
@@ -126,6 +127,14 @@ class NodeServer:
     async def start(self) -> None:
         cfg = self.config
         tls = self._peer_tls()  # before anything is opened: a bad file is a config error
+        if cfg.client_tls:
+            assert tls is not None  # NodeConfig.validate: client TLS needs the node's files
+            self.client_tls = ClientTls(tls.files, cfg.client_tls_auth)
+            log.info(
+                "node %d: TLS on the client listeners (client certificates: %s)",
+                cfg.node_id,
+                cfg.client_tls_auth,
+            )
         self.store = self._open_store()
         timing = RaftTiming(
             tick_s=cfg.tick_ms / 1000,
@@ -179,7 +188,11 @@ class NodeServer:
         )
         parse_address(cfg.listen, "--listen")
         try:
-            bound = server.add_insecure_port(cfg.listen)
+            bound = (
+                server.add_secure_port(cfg.listen, self.client_tls.grpc_server_credentials())
+                if self.client_tls is not None
+                else server.add_insecure_port(cfg.listen)
+            )
         except RuntimeError as e:
             raise ConfigError(f"cannot listen on {cfg.listen}: {e} (is the port in use?)") from None
         if bound == 0:
@@ -210,6 +223,7 @@ class NodeServer:
                 KafkaCtx(broker, cfg.kafka_port_offset, self._peer_stub, classic),
                 host,
                 port + cfg.kafka_port_offset,
+                ssl=self.client_tls.kafka if self.client_tls is not None else None,
             )
             try:
                 await self.kafka.start()
@@ -241,7 +255,13 @@ class NodeServer:
             return None
         channel = self._peer_channels.get(node_id)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+            channel = (
+                grpc.aio.secure_channel(
+                    address, self.client_tls.grpc_peer_credentials(), options=GRPC_OPTIONS
+                )
+                if self.client_tls is not None
+                else grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+            )
             self._peer_channels[node_id] = channel
         return broker_pb2_grpc.BrokerStub(channel)
 

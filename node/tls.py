@@ -203,3 +203,68 @@ class PeerTls:
         self.node_id = node_id
         self.server = _context(ssl.Purpose.CLIENT_AUTH, files)
         self.client = _context(ssl.Purpose.SERVER_AUTH, files)
+
+
+CLIENT_AUTH_MODES = ("none", "required")
+"""How the client listeners check clients: `none` (TLS encrypts, the client proves nothing) or
+`required` (mutual TLS: a client presents a certificate signed by the cluster CA, as
+`liferaft certs create-client` makes). gRPC's server credentials offer exactly these two, so the
+Kafka listener offers the same and neither listener is more open than the other."""
+
+
+class ClientTls:
+    """TLS for the two client listeners (gRPC and Kafka), with the node's own certificate.
+
+    The node certificate names the host names and addresses given to `liferaft certs create
+    --hosts`, which is what a client checks; its node-id URI means nothing to a client. One
+    certificate per node keeps rotation one step (docs/security.md). Clients may speak TLS 1.2
+    (librdkafka, older JVMs); between nodes it is 1.3 only.
+    """
+
+    def __init__(self, files: TlsFiles, client_auth: str) -> None:
+        if client_auth not in CLIENT_AUTH_MODES:
+            raise ConfigError(
+                f"client_tls_auth must be one of {', '.join(CLIENT_AUTH_MODES)}, "
+                f"got {client_auth!r}"
+            )
+        self.files = files
+        self.require_client_cert = client_auth == "required"
+        try:
+            self._ca = files.ca.read_bytes()
+            self._cert = files.cert.read_bytes()
+            self._key = files.key.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read the client listener's TLS files: {e}") from None
+        self.kafka = self._kafka_context()
+
+    def _kafka_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(str(self.files.cert), str(self.files.key))
+            if self.require_client_cert:
+                ctx.load_verify_locations(cafile=str(self.files.ca))
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"cannot load the client listener's TLS files: {e}") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_NONE
+        return ctx
+
+    def grpc_server_credentials(self) -> Any:
+        """grpc.ServerCredentials for the gRPC listener."""
+        import grpc
+
+        return grpc.ssl_server_credentials(
+            [(self._key, self._cert)],
+            root_certificates=self._ca if self.require_client_cert else None,
+            require_client_auth=self.require_client_cert,
+        )
+
+    def grpc_peer_credentials(self) -> Any:
+        """grpc.ChannelCredentials for this node's calls to another node's gRPC listener
+        (requests forwarded to the controller or a leader): the node's certificate is its
+        client certificate, so a listener that requires one accepts it."""
+        import grpc
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=self._ca, private_key=self._key, certificate_chain=self._cert
+        )

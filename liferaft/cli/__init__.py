@@ -110,9 +110,52 @@ def _root(
             help="Print liferaft's version and exit.",
         ),
     ] = False,
+    security_protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--security-protocol",
+            envvar="LIFERAFT_SECURITY_PROTOCOL",
+            help="How client commands reach the cluster: PLAINTEXT (default) or SSL.",
+            show_default=False,
+        ),
+    ] = None,
+    ssl_cafile: Annotated[
+        str | None,
+        typer.Option(
+            "--ssl-cafile",
+            envvar="LIFERAFT_SSL_CAFILE",
+            help="The CA the nodes' certificates chain to (with SSL; default: the system's).",
+            show_default=False,
+        ),
+    ] = None,
+    ssl_certfile: Annotated[
+        str | None,
+        typer.Option(
+            "--ssl-certfile",
+            envvar="LIFERAFT_SSL_CERTFILE",
+            help="A client certificate (`liferaft certs create-client`), with --ssl-keyfile.",
+            show_default=False,
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        str | None,
+        typer.Option(
+            "--ssl-keyfile", envvar="LIFERAFT_SSL_KEYFILE", help="Its key.", show_default=False
+        ),
+    ] = None,
 ) -> None:
-    # Sub-commands come from LazyGroup; typer needs a callback to build a group with none of its own.
-    pass
+    # Sub-commands come from LazyGroup; typer needs a callback to build a group with none of its
+    # own. The security options go before the sub-command (`liferaft --security-protocol SSL
+    # topic list`) and are handed on in the environment, where client commands read them
+    # (liferaft/cli/_client.py: security_settings), as if given as LIFERAFT_* variables.
+    for env, value in (
+        ("LIFERAFT_SECURITY_PROTOCOL", security_protocol),
+        ("LIFERAFT_SSL_CAFILE", ssl_cafile),
+        ("LIFERAFT_SSL_CERTFILE", ssl_certfile),
+        ("LIFERAFT_SSL_KEYFILE", ssl_keyfile),
+    ):
+        if value:
+            os.environ[env] = value
 
 
 def main() -> None:

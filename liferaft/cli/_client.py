@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
@@ -53,12 +54,35 @@ DEFAULT_TIMEOUT_S = 15.0
 controller leader for a moment), with the last error the cluster gave."""
 
 
+SECURITY_ENV = {
+    "security_protocol": "LIFERAFT_SECURITY_PROTOCOL",
+    "ssl_cafile": "LIFERAFT_SSL_CAFILE",
+    "ssl_certfile": "LIFERAFT_SSL_CERTFILE",
+    "ssl_keyfile": "LIFERAFT_SSL_KEYFILE",
+}
+"""The client's security options (aiokafka's names) and where the CLI takes them from: the
+environment, or `liferaft --security-protocol SSL --ssl-cafile ...` which sets it."""
+
+
+def security_settings() -> dict[str, Any]:
+    """The security options for every client a command makes."""
+    return {opt: v for opt, env in SECURITY_ENV.items() if (v := os.environ.get(env, "").strip())}
+
+
 def admin_client(bootstrap: str | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
     """A SyncAdminClient whose every call ends within timeout_s."""
     from client import SyncAdminClient
 
     ms = int(timeout_s * 1000)
-    return SyncAdminClient(_bootstrap(bootstrap), timeout_ms=ms, request_timeout_ms=min(ms, 10_000))
+    try:
+        return SyncAdminClient(
+            _bootstrap(bootstrap),
+            timeout_ms=ms,
+            request_timeout_ms=min(ms, 10_000),
+            **security_settings(),
+        )
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

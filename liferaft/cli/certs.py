@@ -10,7 +10,7 @@ import typer
 from liferaft.cli._common import console, fail
 
 app = typer.Typer(
-    help="Certificates for mutual TLS between nodes (docs/security.md).",
+    help="Certificates for TLS between nodes and for clients (docs/security.md).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -55,3 +55,24 @@ def certs_create(
         console.print(f"node {node_id}: {directory / f'node-{node_id}'}/ made")
     for node_id in done.kept:
         console.print(f"node {node_id}: {directory / f'node-{node_id}'}/ kept (--force remakes it)")
+
+
+@app.command("create-client")
+def certs_create_client(
+    directory: Annotated[Path, typer.Option("--dir", help="The CA's folder (`certs create`).")],
+    name: Annotated[str, typer.Option("--name", help="The client's name: its CN.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing one.")] = False,
+) -> None:
+    """Sign a client certificate with the cluster CA, for client listeners that require one
+    (`liferaft node --client-tls --client-tls-auth required`)."""
+    from liferaft.certs import CertsError, create_client_cert
+
+    try:
+        folder = create_client_cert(directory, name, force=force)
+    except CertsError as e:
+        raise fail(str(e), 2) from None
+    except OSError as e:
+        raise fail(f"cannot write to {directory}: {e}") from None
+    console.print(
+        f"client {name}: {folder}/client.crt, client.key, ca.crt (principal User:CN={name})"
+    )

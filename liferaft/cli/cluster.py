@@ -34,6 +34,7 @@ from liferaft.cli._client import (
     console,
     err_console,
     plural,
+    security_settings,
 )
 
 if TYPE_CHECKING:
@@ -126,7 +127,10 @@ def _describe(bootstrap: str | None, timeout: float, probe: float) -> ClusterDes
 
     ms = int(timeout * 1000)
     with SyncAdminClient(
-        _bootstrap(bootstrap), timeout_ms=ms, request_timeout_ms=min(ms, int(probe * 1000))
+        _bootstrap(bootstrap),
+        timeout_ms=ms,
+        request_timeout_ms=min(ms, int(probe * 1000)),
+        **security_settings(),
     ) as admin:
         return admin.describe_cluster(probe_timeout_ms=int(probe * 1000))
 

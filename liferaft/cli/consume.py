@@ -27,6 +27,7 @@ from liferaft.cli._client import (
     _client_errors,
     _fail,
     _record_json,
+    security_settings,
 )
 
 app = typer.Typer(add_completion=False)
@@ -131,7 +132,7 @@ def _consume(
 ) -> None:
     from client import SyncConsumer, TopicPartition
 
-    settings: dict[str, object] = {"auto_offset_reset": reset}
+    settings: dict[str, object] = {"auto_offset_reset": reset, **security_settings()}
     if group is not None:
         settings.update(group_id=group, client_id="liferaft-cli")
     with SyncConsumer(boot, **settings) as consumer:

@@ -103,6 +103,24 @@ def node_cmd(
             "replication. Only where every process on the network is trusted.",
         ),
     ] = False,
+    client_tls: Annotated[
+        bool,
+        typer.Option(
+            "--client-tls",
+            envvar="LIFERAFT_CLIENT_TLS",
+            help="TLS on the client listeners (gRPC and Kafka) with this node's certificate "
+            "(default: plaintext; docs/security.md).",
+        ),
+    ] = False,
+    client_tls_auth: Annotated[
+        str | None,
+        typer.Option(
+            "--client-tls-auth",
+            envvar="LIFERAFT_CLIENT_TLS_AUTH",
+            help="none (default) or required: clients present a certificate signed by the "
+            "cluster CA (`liferaft certs create-client`).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
     log_format: Annotated[
         str | None,
@@ -134,6 +152,8 @@ def node_cmd(
             "tls_cert": tls_cert,
             "tls_key": tls_key,
             "insecure_plaintext_between_nodes": insecure_plaintext or None,
+            "client_tls": client_tls or None,
+            "client_tls_auth": client_tls_auth,
         }
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [

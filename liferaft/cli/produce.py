@@ -29,7 +29,14 @@ from typing import Annotated, Any
 
 import typer
 
-from liferaft.cli._client import BootstrapOpt, JsonOpt, _bootstrap, _client_errors, _fail
+from liferaft.cli._client import (
+    BootstrapOpt,
+    JsonOpt,
+    _bootstrap,
+    _client_errors,
+    _fail,
+    security_settings,
+)
 
 app = typer.Typer(add_completion=False)
 
@@ -177,6 +184,7 @@ class _Job:
             delivery_timeout_ms=timeout_ms,
             request_timeout_ms=min(timeout_ms, 10_000),
             max_block_ms=timeout_ms,
+            **security_settings(),
         )
         loop = asyncio.get_running_loop()
         started = time.monotonic()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as ssl_module
 from contextlib import suppress
 from typing import Any
 
@@ -42,8 +43,11 @@ per partition leader; librdkafka's default max.in.flight is 1000000 but it is bo
 
 
 class KafkaListener:
-    def __init__(self, ctx: Ctx, host: str, port: int) -> None:
+    def __init__(
+        self, ctx: Ctx, host: str, port: int, *, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
         self.ctx = ctx
+        self.ssl = ssl
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
@@ -52,10 +56,12 @@ class KafkaListener:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, reuse_address=True
+            self._accept, self.host, self.port, reuse_address=True, ssl=self.ssl
         )
         self._sweeper = asyncio.create_task(self._sweep())
-        log.info("Kafka listener on %s:%d", self.host, self.port)
+        log.info(
+            "Kafka listener on %s:%d (%s)", self.host, self.port, "TLS" if self.ssl else "plaintext"
+        )
 
     async def _sweep(self) -> None:
         """End the sessions and rebalances of classic groups that ran out of time."""

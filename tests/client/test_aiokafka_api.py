@@ -83,7 +83,7 @@ def test_bootstrap_names_and_bad_input() -> None:
     with pytest.raises(ValueError, match="auto_offset_reset"):
         Consumer(bootstrap_servers="a:1", auto_offset_reset="bogus")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="security_protocol"):
-        AIOKafkaProducer(bootstrap_servers="a:1", security_protocol="SSL")
+        AIOKafkaProducer(bootstrap_servers="a:1", security_protocol="SASL_SSL")
     with pytest.raises(TypeError, match="value_serializer"):
         Producer("a:1", value_serializer="json")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="once"):
