@@ -107,9 +107,12 @@ async def test_idempotent_pipelined_producer_survives_leader_kills(
         await asyncio.wait_for(producer.flush(), 60)
     metas = [f.result() for f in futures]  # none failed: a failure would raise here
     acked = dict(zip(sent, (m.offset for m in metas), strict=True))
-    log = await read_all(cluster, tp, max(acked.values()) + 1)
+    high_watermark = (await describe(cluster, "exactly")).partitions[0].high_watermark
+    log = await read_all(cluster, tp, high_watermark)
     check_log(acked, log, once=True)
     assert [v for _, v in log] == sent, "the log is not exactly the records sent, in order"
+    known = [o for o in acked.values() if o != -1]
+    assert len(known) > len(acked) // 2, "most acknowledgements carry their offset"
 
 
 async def test_per_key_order_and_compressed_round_trips(
