@@ -13,32 +13,22 @@ learns the applied outcome through a future keyed by the entry's index and term.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from node.driver import Group, RaftDriver, snapshot_and_trim
+from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.limits import shown
+from node.replicated import ReplicatedStateMachine
 from node.topic_config import TopicConfig, parse_topic_config
-from raft import (
-    ConfState,
-    Entry,
-    EntryType,
-    NotLeaderError,
-    ProposalDroppedError,
-    Role,
-    Snapshot,
-    SoftState,
-)
+from raft import Role, SoftState
 
 log = logging.getLogger("liferaft.controller")
 
 CONTROLLER_GROUP = "controller"
-SNAPSHOT_EVERY = 1000
 MAX_PARTITIONS = 10_000
 _TOPIC_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -104,23 +94,6 @@ class ControllerState:
         return st
 
 
-def fail_covered_waiters(
-    waiters: dict[int, tuple[int, asyncio.Future[Any]]], snapshot: Snapshot, code: int
-) -> None:
-    """A snapshot from the leader replaced the entries at these waiters' indexes: whether their
-    proposals were written is not known here (nor their results), so say so."""
-    for index in [i for i in waiters if i <= snapshot.meta.index]:
-        _term, fut = waiters.pop(index)
-        if not fut.done():
-            fut.set_exception(
-                BrokerError(
-                    code,
-                    f"the outcome of the proposal at index {index} is unknown here (a snapshot "
-                    "replaced the log): it may have been applied",
-                )
-            )
-
-
 def validate_topic_name(name: str) -> None:
     if not name or len(name) > 249 or name in (".", "..") or not set(name) <= _TOPIC_CHARS:
         raise BrokerError(
@@ -149,23 +122,18 @@ def merge_configs(configs: dict[str, str], changes: dict[str, str | None]) -> di
     return merged
 
 
-class Controller:
+class Controller(ReplicatedStateMachine):
+    """The controller group's state machine: applies metadata commands to ControllerState."""
+
+    snapshot_every = 1000
+
     def __init__(self, node_id: int, voters: list[int], driver: RaftDriver) -> None:
-        self.node_id = node_id
-        self.driver = driver
         self.state = ControllerState()
         self.listeners: list[Callable[[], None]] = []
-        self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
-        self._applied_since_snapshot = 0
-        self.group: Group = driver.add_group(
-            CONTROLLER_GROUP, self, bootstrap=ConfState(voters=frozenset(voters))
-        )
+        """Called whenever the metadata changed (a command applied, a snapshot restored)."""
+        super().__init__(node_id, driver, CONTROLLER_GROUP, voters)
 
     # -- views ---------------------------------------------------------------------------------
-    @property
-    def leader(self) -> int:
-        return self.group.node.leader
-
     @property
     def is_leader(self) -> bool:
         return self.group.node.role == Role.LEADER
@@ -173,22 +141,17 @@ class Controller:
     # -- proposing -----------------------------------------------------------------------------
     async def propose(self, command: dict[str, Any]) -> Any:
         """Propose a command as the controller leader and wait until it is applied."""
-        node = self.group.node
-        try:
-            index = node.propose(json.dumps(command).encode())
-        except (NotLeaderError, ProposalDroppedError):
-            raise BrokerError(
-                ErrorCode.NOT_CONTROLLER,
-                f"node {self.node_id} is not the controller leader",
-                leader_id=self.leader,
-            ) from None
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters[index] = (node.term, fut)
-        self.driver.touched(CONTROLLER_GROUP)
-        try:
-            return await fut
-        finally:
-            self._waiters.pop(index, None)
+        return await self.replicate_and_wait(command)
+
+    def not_leader(self) -> BrokerError:
+        return BrokerError(
+            ErrorCode.NOT_CONTROLLER,
+            f"node {self.node_id} is not the controller leader",
+            leader_id=self.leader,
+        )
+
+    def superseded(self) -> BrokerError:
+        return BrokerError(ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry")
 
     def plan_create_topic(
         self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]
@@ -270,41 +233,13 @@ class Controller:
         }
 
     # -- the state machine ---------------------------------------------------------------------
-    def apply(self, entries: list[Entry]) -> None:
-        changed = False
-        for e in entries:
-            waiter = self._waiters.pop(e.index, None)
-            if e.type != EntryType.NORMAL:
-                if waiter is not None and not waiter[1].done():
-                    # A new leader's no-op (or a conf change) took the proposal's place.
-                    waiter[1].set_exception(
-                        BrokerError(
-                            ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry"
-                        )
-                    )
-                continue
-            try:
-                result: Any = self._apply_command(json.loads(e.data))
-                changed = True
-            except BrokerError as err:
-                result = err
-            if waiter is not None:
-                term, fut = waiter
-                if fut.done():
-                    pass
-                elif term != e.term:
-                    fut.set_exception(
-                        BrokerError(
-                            ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry"
-                        )
-                    )
-                elif isinstance(result, BrokerError):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-        self._applied_since_snapshot += len(entries)
-        if self._applied_since_snapshot >= SNAPSHOT_EVERY and entries:
-            self._snapshot(entries[-1].index)
+    def encode_command(self, command: Any) -> bytes:
+        return json.dumps(command).encode()
+
+    def apply_command(self, data: bytes) -> Any:
+        return self._apply_command(json.loads(data))
+
+    def on_applied(self, changed: bool) -> None:
         if changed:
             for listener in self.listeners:
                 listener()
@@ -365,26 +300,17 @@ class Controller:
             return None
         raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown controller command {op!r}")
 
-    def _snapshot(self, index: int) -> None:
-        snapshot_and_trim(self.group, index, self.state.to_json(), SNAPSHOT_EVERY // 2)
-        self._applied_since_snapshot = 0
+    def snapshot_state(self) -> bytes:
+        return self.state.to_json()
 
-    def restore(self, snapshot: Snapshot) -> None:
-        self.state = ControllerState.from_json(snapshot.data)
-        fail_covered_waiters(self._waiters, snapshot, ErrorCode.REQUEST_TIMED_OUT)
+    def restore_state(self, data: bytes) -> None:
+        self.state = ControllerState.from_json(data)
+
+    def on_restored(self) -> None:
         for listener in self.listeners:
             listener()
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
-        # Pending proposals are not failed when this node stops leading: each may still be
-        # committed (a hand-off commits them all), so each learns its fate from the entry
-        # applied at its index (its own: the result; another: NOT_CONTROLLER, not written), or
-        # its caller's deadline ends it as REQUEST_TIMED_OUT (outcome unknown).
+        # Pending proposals are not failed when this node stops leading (node/replicated.py).
         if soft.role == Role.LEADER:
             log.info("node %d is the controller leader (term %d)", self.node_id, term)
-
-    def on_round(self) -> None:
-        pass
-
-    def on_tick(self) -> None:
-        pass

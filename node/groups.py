@@ -28,7 +28,6 @@ all of them are back or timed out. Members find the new coordinator by NOT_COORD
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -38,8 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.assignor import TP, assign
-from node.controller import fail_covered_waiters
-from node.driver import Group, RaftDriver, snapshot_and_trim
+from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.limits import (
     MAX_GROUP_ID_CHARS,
@@ -48,22 +46,13 @@ from node.limits import (
     MIN_SESSION_TIMEOUT_MS,
     shown,
 )
+from node.replicated import ReplicatedStateMachine
 from node.tasks import supervise
-from raft import (
-    ConfState,
-    Entry,
-    EntryType,
-    NotLeaderError,
-    ProposalDroppedError,
-    Role,
-    Snapshot,
-    SoftState,
-)
+from raft import Role, SoftState
 
 log = logging.getLogger("liferaft.groups")
 
 GROUPS_GROUP = "__groups"
-SNAPSHOT_EVERY = 2000
 MAX_METADATA_BYTES = MAX_OFFSET_METADATA_BYTES
 MAX_GROUP_ID = MAX_GROUP_ID_CHARS
 MAX_MEMBERS = 1000
@@ -201,8 +190,11 @@ def _interval(session_timeout_ms: int) -> int:
     return max(50, min(1000, session_timeout_ms // 4))
 
 
-class GroupCoordinator:
-    """The `__groups` Raft group's state machine, and (on its leader) the coordinator."""
+class GroupCoordinator(ReplicatedStateMachine):
+    """The `__groups` Raft group's state machine, and (on its leader) the coordinator of every
+    consumer group."""
+
+    snapshot_every = 2000
 
     def __init__(
         self,
@@ -213,27 +205,17 @@ class GroupCoordinator:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.node_id = node_id
-        self.driver = driver
         self.partition_count = partition_count
         self.clock = clock
         self.state = GroupsState()
         self.live: dict[str, LiveGroup] = {}
-        self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
-        self._applied_since_snapshot = 0
         self._leading = False
         # Whether a group has live members of another protocol (Kafka's classic groups, on the
         # Kafka listener): a group is one kind or the other.
         self.foreign_members: Callable[[str], bool] = lambda _group_id: False
-        self.group: Group = driver.add_group(
-            GROUPS_GROUP, self, bootstrap=ConfState(voters=frozenset(voters))
-        )
+        super().__init__(node_id, driver, GROUPS_GROUP, voters)
 
     # -- views ---------------------------------------------------------------------------------
-    @property
-    def leader(self) -> int:
-        return self.group.node.leader
-
     @property
     def is_coordinator(self) -> bool:
         return self.group.node.role == Role.LEADER and self._leading
@@ -280,22 +262,17 @@ class GroupCoordinator:
     # -- proposing -----------------------------------------------------------------------------
     async def propose(self, command: dict[str, Any]) -> Any:
         """Propose a command as the coordinator and wait until it is applied."""
-        node = self.group.node
-        try:
-            index = node.propose(json.dumps(command).encode())
-        except (NotLeaderError, ProposalDroppedError):
-            raise BrokerError(
-                ErrorCode.NOT_COORDINATOR,
-                f"node {self.node_id} is no longer the group coordinator; retry",
-                leader_id=self.leader if self.leader != self.node_id else 0,
-            ) from None
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters[index] = (node.term, fut)
-        self.driver.touched(GROUPS_GROUP)
-        try:
-            return await fut
-        finally:
-            self._waiters.pop(index, None)
+        return await self.replicate_and_wait(command)
+
+    def not_leader(self) -> BrokerError:
+        return BrokerError(
+            ErrorCode.NOT_COORDINATOR,
+            f"node {self.node_id} is no longer the group coordinator; retry",
+            leader_id=self.leader if self.leader != self.node_id else 0,
+        )
+
+    def superseded(self) -> BrokerError:
+        return BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
 
     def _propose_later(self, command: dict[str, Any]) -> None:
         """Log a command without waiting (leaves and expiries: losing one is safe)."""
@@ -542,35 +519,11 @@ class GroupCoordinator:
         )
 
     # -- the state machine ---------------------------------------------------------------------
-    def apply(self, entries: list[Entry]) -> None:
-        for e in entries:
-            waiter = self._waiters.pop(e.index, None)
-            if e.type != EntryType.NORMAL:
-                if waiter is not None and not waiter[1].done():
-                    # A new leader's no-op (or a conf change) took the proposal's place.
-                    waiter[1].set_exception(
-                        BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
-                    )
-                continue
-            try:
-                result: Any = self._apply_command(json.loads(e.data))
-            except BrokerError as err:
-                result = err
-            if waiter is not None:
-                term, fut = waiter
-                if fut.done():
-                    pass
-                elif term != e.term:
-                    fut.set_exception(
-                        BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
-                    )
-                elif isinstance(result, BrokerError):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-        self._applied_since_snapshot += len(entries)
-        if self._applied_since_snapshot >= SNAPSHOT_EVERY and entries:
-            self._snapshot(entries[-1].index)
+    def encode_command(self, command: Any) -> bytes:
+        return json.dumps(command).encode()
+
+    def apply_command(self, data: bytes) -> Any:
+        return self._apply_command(json.loads(data))
 
     def _apply_command(self, cmd: dict[str, Any]) -> Any:
         op = cmd.get("op")
@@ -599,21 +552,18 @@ class GroupCoordinator:
             return None
         raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown groups command {op!r}")
 
-    def _snapshot(self, index: int) -> None:
-        snapshot_and_trim(self.group, index, self.state.to_json(), SNAPSHOT_EVERY // 2)
-        self._applied_since_snapshot = 0
+    def snapshot_state(self) -> bytes:
+        return self.state.to_json()
 
-    def restore(self, snapshot: Snapshot) -> None:
-        self.state = GroupsState.from_json(snapshot.data)
-        fail_covered_waiters(self._waiters, snapshot, ErrorCode.REQUEST_TIMED_OUT)
+    def restore_state(self, data: bytes) -> None:
+        self.state = GroupsState.from_json(data)
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
         leading = soft.role == Role.LEADER
         if leading and not self._leading:
             log.info("node %d is the group coordinator (term %d)", self.node_id, term)
         if not leading:
-            # Pending proposals are not failed here: each may still be committed, so each
-            # learns its fate from the entry applied at its index (see Controller.on_soft_state).
+            # Pending proposals are not failed here (node/replicated.py).
             self.live.clear()
             self._leading = False
         # Leading starts in on_round, once this node has applied everything committed before

@@ -1,11 +1,11 @@
 """A restarted node applies only what its snapshot does not hold (issue 10, finding 1).
 
-The controller and `__groups` snapshot every SNAPSHOT_EVERY entries and keep half that many
+The controller and `__groups` snapshot every `snapshot_every` entries and keep half that many
 entries below the snapshot for followers slightly behind. Their commands are not idempotent
 (a producer-id allocation, a topic creation, a join each bump a counter), so a restart that
 re-applies the kept entries on top of the restored snapshot hands out producer ids twice and
 changes topic ids and generations. Here one real node (driver, RocksDB store) with
-SNAPSHOT_EVERY scaled down writes past several snapshots, stops, starts again, and its state
+`snapshot_every` scaled down writes past several snapshots, stops, starts again, and its state
 must be exactly what it was.
 """
 
@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from node import controller as controller_mod
-from node import groups as groups_mod
 from node.controller import Controller
 from node.groups import GroupCoordinator
 from raft import Role
@@ -44,8 +42,8 @@ async def _open(net: Net) -> tuple[Controller, GroupCoordinator]:
 async def test_restart_does_not_apply_again_what_the_snapshot_holds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(controller_mod, "SNAPSHOT_EVERY", 20)
-    monkeypatch.setattr(groups_mod, "SNAPSHOT_EVERY", 20)
+    monkeypatch.setattr(Controller, "snapshot_every", 20)
+    monkeypatch.setattr(GroupCoordinator, "snapshot_every", 20)
     net = Net(tmp_path)
     try:
         ctl, coord = await _open(net)
