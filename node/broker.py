@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from liferaft_proto.v1 import raft_pb2
 from node.config import ConfigError, NodeConfig, parse_advertised
 from node.controller import Controller, TopicInfo
+from node.controller_commands import RegisterBroker
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.groups import GroupCoordinator
@@ -347,13 +348,13 @@ class Broker:
         out, self._gossip_out = self._gossip_out, []
         return out
 
-    def registrations_due(self) -> list[dict[str, object]]:
+    def registrations_due(self) -> list[RegisterBroker]:
         """Commands registering brokers whose advertised address the metadata lacks (controller
         leader only)."""
         if not self._register_pending or self.controller.group.node.role != Role.LEADER:
             return []
         self._register_pending = False
-        cmds: list[dict[str, object]] = []
+        cmds: list[RegisterBroker] = []
         brokers = self.controller.state.brokers
         for node_id, address in sorted(self.advertised.items()):
             b = brokers.get(node_id)
@@ -363,9 +364,7 @@ class Broker:
                 except ConfigError as e:  # the transport checks first; never stop for this
                     log.error("node %d: not registering node %d: %s", self.node_id, node_id, e)
                     continue
-                cmds.append(
-                    {"op": "register_broker", "node_id": node_id, "host": host, "port": port}
-                )
+                cmds.append(RegisterBroker(node_id=node_id, host=host, port=port))
         return cmds
 
     def controller_leader(self) -> int:

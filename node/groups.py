@@ -37,6 +37,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.assignor import TP, assign
+from node.command import Command
+from node.consumer_group_commands import (
+    CONSUMER_GROUP_COMMANDS,
+    CommitOffsets,
+    DeleteGroup,
+    JoinGroup,
+    LeaveGroup,
+)
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.limits import (
@@ -195,6 +203,7 @@ class GroupCoordinator(ReplicatedStateMachine):
     consumer group."""
 
     snapshot_every = 2000
+    commands = CONSUMER_GROUP_COMMANDS
 
     def __init__(
         self,
@@ -213,6 +222,13 @@ class GroupCoordinator(ReplicatedStateMachine):
         # Whether a group has live members of another protocol (Kafka's classic groups, on the
         # Kafka listener): a group is one kind or the other.
         self.foreign_members: Callable[[str], bool] = lambda _group_id: False
+        self._appliers: dict[type[Command], Callable[[Any], Any]] = {
+            JoinGroup: self._join,
+            LeaveGroup: self._leave,
+            CommitOffsets: self._commit,
+            DeleteGroup: self._delete,
+        }
+        assert set(self._appliers) == set(CONSUMER_GROUP_COMMANDS), "a command without an applier"
         super().__init__(node_id, driver, GROUPS_GROUP, voters)
 
     # -- views ---------------------------------------------------------------------------------
@@ -260,10 +276,6 @@ class GroupCoordinator(ReplicatedStateMachine):
         return dict(rec.offsets) if rec is not None else {}
 
     # -- proposing -----------------------------------------------------------------------------
-    async def propose(self, command: dict[str, Any]) -> Any:
-        """Propose a command as the coordinator and wait until it is applied."""
-        return await self.replicate_and_wait(command)
-
     def not_leader(self) -> BrokerError:
         return BrokerError(
             ErrorCode.NOT_COORDINATOR,
@@ -274,9 +286,9 @@ class GroupCoordinator(ReplicatedStateMachine):
     def superseded(self) -> BrokerError:
         return BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
 
-    def _propose_later(self, command: dict[str, Any]) -> None:
+    def _propose_later(self, command: Command) -> None:
         """Log a command without waiting (leaves and expiries: losing one is safe)."""
-        supervise(self.propose(command), f"groups-{command['op']}", expected=(BrokerError,))
+        supervise(self.replicate_and_wait(command), f"groups-{command.op}", expected=(BrokerError,))
 
     # -- heartbeats ----------------------------------------------------------------------------
     async def heartbeat(
@@ -317,15 +329,14 @@ class GroupCoordinator(ReplicatedStateMachine):
                 )
             member_id = f"{client_id or 'member'}-{uuid.uuid4().hex[:12]}"
             # Logged before the member may hold anything, so a new coordinator waits for it.
-            persisted = await self.propose(
-                {
-                    "op": "join",
-                    "group": group_id,
-                    "member": member_id,
-                    "session_timeout_ms": session_timeout_ms,
-                    "client_id": client_id,
-                    "topics": sorted(subscription),
-                }
+            persisted = await self.replicate_and_wait(
+                JoinGroup(
+                    group_id=group_id,
+                    member_id=member_id,
+                    session_timeout_ms=session_timeout_ms,
+                    client_id=client_id,
+                    topics=tuple(sorted(subscription)),
+                )
             )
             self.check_coordinator(lambda _n: "")
             group = self.live_group(group_id)
@@ -436,7 +447,7 @@ class GroupCoordinator(ReplicatedStateMachine):
             )
         group.generation += 1
         log.info("group %s: member %s left (generation %d)", group_id, member_id, group.generation)
-        self._propose_later({"op": "leave", "group": group_id, "members": [member_id]})
+        self._propose_later(LeaveGroup(group_id=group_id, member_ids=(member_id,)))
 
     def expire_members(self) -> None:
         """Remove members whose session ended; their partitions become free."""
@@ -456,7 +467,7 @@ class GroupCoordinator(ReplicatedStateMachine):
                 ", ".join(gone),
                 group.generation,
             )
-            self._propose_later({"op": "leave", "group": group.group_id, "members": gone})
+            self._propose_later(LeaveGroup(group_id=group.group_id, member_ids=tuple(gone)))
 
     # -- commits -------------------------------------------------------------------------------
     def check_commit(self, group_id: str, member_id: str, generation: int, tps: set[TP]) -> None:
@@ -509,48 +520,50 @@ class GroupCoordinator(ReplicatedStateMachine):
                     f"metadata for {t}-{p} is {len(metadata.encode())} bytes; the limit is "
                     f"{MAX_METADATA_BYTES}",
                 )
-        await self.propose(
-            {
-                "op": "commit",
-                "group": group_id,
-                "offsets": [list(o) for o in offsets],
-                "ts": int(time.time() * 1000),
-            }
+        await self.replicate_and_wait(
+            CommitOffsets(
+                group_id=group_id,
+                offsets=tuple((t, p, o, m) for t, p, o, m in offsets),
+                timestamp_ms=int(time.time() * 1000),
+            )
         )
 
-    # -- the state machine ---------------------------------------------------------------------
-    def encode_command(self, command: Any) -> bytes:
-        return json.dumps(command).encode()
+    async def delete(self, group_id: str) -> None:
+        """Forget an empty consumer group's committed offsets (DeleteGroups)."""
+        await self.replicate_and_wait(DeleteGroup(group_id=group_id))
 
-    def apply_command(self, data: bytes) -> Any:
-        return self._apply_command(json.loads(data))
+    # -- the state machine: one applier per command --------------------------------------------
+    def apply_command(self, command: Command) -> Any:
+        return self._appliers[type(command)](command)
 
-    def _apply_command(self, cmd: dict[str, Any]) -> Any:
-        op = cmd.get("op")
-        gid = str(cmd.get("group", ""))
-        if op == "delete":  # DeleteGroups (Kafka listener): an empty group's offsets go
-            self.state.groups.pop(gid, None)
-            return None
-        rec = self.state.groups.get(gid)
+    def _record(self, group_id: str) -> GroupRecord:
+        rec = self.state.groups.get(group_id)
         if rec is None:
-            rec = self.state.groups[gid] = GroupRecord()
-        if op == "join":
-            rec.generation += 1
-            rec.members[str(cmd["member"])] = MemberRecord(
-                int(cmd["session_timeout_ms"]), str(cmd.get("client_id", "")), list(cmd["topics"])
-            )
-            return rec.generation
-        if op == "leave":
-            for mid in cmd["members"]:
-                rec.members.pop(str(mid), None)
-            rec.generation += 1
-            return rec.generation
-        if op == "commit":
-            ts = int(cmd.get("ts", 0))
-            for t, p, offset, metadata in cmd["offsets"]:
-                rec.offsets[(str(t), int(p))] = OffsetEntry(int(offset), str(metadata), ts)
-            return None
-        raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown groups command {op!r}")
+            rec = self.state.groups[group_id] = GroupRecord()
+        return rec
+
+    def _join(self, cmd: JoinGroup) -> int:
+        rec = self._record(cmd.group_id)
+        rec.generation += 1
+        rec.members[cmd.member_id] = MemberRecord(
+            cmd.session_timeout_ms, cmd.client_id, list(cmd.topics)
+        )
+        return rec.generation
+
+    def _leave(self, cmd: LeaveGroup) -> int:
+        rec = self._record(cmd.group_id)
+        for mid in cmd.member_ids:
+            rec.members.pop(mid, None)
+        rec.generation += 1
+        return rec.generation
+
+    def _commit(self, cmd: CommitOffsets) -> None:
+        rec = self._record(cmd.group_id)
+        for t, p, offset, metadata in cmd.offsets:
+            rec.offsets[(t, p)] = OffsetEntry(offset, metadata, cmd.timestamp_ms)
+
+    def _delete(self, cmd: DeleteGroup) -> None:
+        self.state.groups.pop(cmd.group_id, None)
 
     def snapshot_state(self) -> bytes:
         return self.state.to_json()

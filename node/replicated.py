@@ -34,6 +34,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from node.command import Command, CommandSet
 from node.driver import Group, RaftDriver, snapshot_and_trim
 from node.errors import BrokerError, ErrorCode
 from raft import (
@@ -67,14 +68,13 @@ class ReplicatedStateMachine(ABC):
         )
 
     # -- what a subclass says ------------------------------------------------------------------
-    @abstractmethod
-    def apply_command(self, data: bytes) -> Any:
-        """Apply one committed command; return its result or raise BrokerError to refuse it
-        (the refusal is then its result, and the state must be as it was)."""
+    commands: ClassVar[CommandSet]
+    """The commands this state machine applies: their one decode (node/command.py)."""
 
     @abstractmethod
-    def encode_command(self, command: Any) -> bytes:
-        """The bytes of a command in the log."""
+    def apply_command(self, command: Command) -> Any:
+        """Apply one committed command; return its result or raise BrokerError to refuse it
+        (the refusal is then its result, and the state must be as it was)."""
 
     @abstractmethod
     def snapshot_state(self) -> bytes:
@@ -116,11 +116,13 @@ class ReplicatedStateMachine(ABC):
         return self.group.node.leader
 
     # -- proposing -----------------------------------------------------------------------------
-    async def replicate_and_wait(self, command: Any) -> Any:
+    async def replicate_and_wait(self, command: Command) -> Any:
         """Propose `command` as this group's leader and return its result once applied here."""
+        if type(command) not in self.commands:
+            raise TypeError(f"{type(command).__name__} is not a {self.commands.name} command")
         node = self.group.node
         try:
-            index = node.propose(self.encode_command(command))
+            index = node.propose(command.encode())
         except (NotLeaderError, ProposalDroppedError):
             raise self.not_leader() from None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -142,7 +144,7 @@ class ReplicatedStateMachine(ABC):
                     waiter[1].set_exception(self.superseded())
                 continue
             try:
-                result: Any = self.apply_command(e.data)
+                result: Any = self.apply_command(self.commands.decode(e.data))
                 changed = True
             except BrokerError as err:
                 result = err

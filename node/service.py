@@ -23,6 +23,7 @@ from node import validate
 from node.broker import Broker, PartitionView
 from node.config import parse_address
 from node.controller import TopicInfo, merge_configs, validate_topic_name
+from node.controller_commands import AllocateProducerIds, DeleteTopic
 from node.errors import BrokerError, ErrorCode
 from node.groups import EMPTY, GroupCoordinator, OffsetEntry
 from node.limits import MAX_ADDRESS_CHARS, MAX_ERROR_MESSAGE_CHARS, shown
@@ -332,7 +333,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 cmd = ctl.plan_create_topic(t.name, partitions, rf, dict(t.configs))
                 if not request.validate_only:
                     await asyncio.wait_for(
-                        ctl.propose(cmd), (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
+                        ctl.replicate_and_wait(cmd), (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
                     )
                     await self._wait_for_leaders(
                         t.name, (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
@@ -372,7 +373,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if not request.validate_only:
             try:
                 await asyncio.wait_for(
-                    ctl.propose(cmd), (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
+                    ctl.replicate_and_wait(cmd), (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
                 )
             except TimeoutError:
                 raise BrokerError(
@@ -414,7 +415,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 if name not in ctl.state.topics:
                     raise _missing_topic(name)
                 await asyncio.wait_for(
-                    ctl.propose({"op": "delete_topic", "name": name}),
+                    ctl.replicate_and_wait(DeleteTopic(name=name)),
                     (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000,
                 )
             except BrokerError as e:
@@ -440,7 +441,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             return forwarded
         try:
             first = await asyncio.wait_for(
-                self.broker.controller.propose({"op": "allocate_producer_ids", "count": 1}),
+                self.broker.controller.replicate_and_wait(AllocateProducerIds(count=1)),
                 ADMIN_TIMEOUT_MS / 1000,
             )
         except TimeoutError:

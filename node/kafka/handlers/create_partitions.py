@@ -40,7 +40,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
                 )
             cmd = ctl.plan_create_partitions(t.name, t.count)
             if not request.validate_only:
-                await asyncio.wait_for(ctl.propose(cmd), timeout)
+                await asyncio.wait_for(ctl.replicate_and_wait(cmd), timeout)
                 await wait_for_leaders(ctx, t.name, timeout)
         except BrokerError as e:
             code, message = error_code_of(e), e.message

@@ -68,7 +68,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
             configs = {c.name: c.value for c in t.configs if c.value is not None}
             cmd = ctl.plan_create_topic(t.name, partitions, rf, configs)
             if not request.validate_only:
-                await asyncio.wait_for(ctl.propose(cmd), timeout)
+                await asyncio.wait_for(ctl.replicate_and_wait(cmd), timeout)
                 await wait_for_leaders(ctx, t.name, timeout)
         except BrokerError as e:
             code, message = error_code_of(e), e.message
