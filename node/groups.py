@@ -605,14 +605,9 @@ class GroupCoordinator(ReplicatedStateMachine):
 
     def on_round(self) -> None:
         node = self.group.node
-        if node.role == Role.LEADER and not self._leading:
-            raft = node.raft
-            # A new leader's own no-op entry commits everything before it.
-            if (
-                raft.log.applied >= raft.log.committed
-                and raft.log.term_or_zero(raft.log.committed) == node.term
-            ):
-                self._become_coordinator()
+        # A new leader's own no-op entry commits everything before it.
+        if node.role == Role.LEADER and not self._leading and node.caught_up_in_term():
+            self._become_coordinator()
 
     def on_tick(self) -> None:
         if self.is_coordinator:
