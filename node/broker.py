@@ -382,7 +382,7 @@ class Broker:
     def registrations_due(self) -> list[RegisterBroker]:
         """Commands registering brokers whose advertised address the metadata lacks (controller
         leader only)."""
-        if not self._register_pending or self.controller.group.node.role != Role.LEADER:
+        if not self._register_pending or self.controller.raft_group.node.role != Role.LEADER:
             return []
         self._register_pending = False
         cmds: list[RegisterBroker] = []

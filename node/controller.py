@@ -162,7 +162,7 @@ class Controller(ReplicatedStateMachine):
     # -- views ---------------------------------------------------------------------------------
     @property
     def is_leader(self) -> bool:
-        return self.group.node.role == Role.LEADER
+        return self.raft_group.node.role == Role.LEADER
 
     # -- proposing (replicate_and_wait) ---------------------------------------------------------
     def not_leader(self) -> BrokerError:

@@ -234,12 +234,12 @@ class GroupCoordinator(ReplicatedStateMachine):
     # -- views ---------------------------------------------------------------------------------
     @property
     def is_coordinator(self) -> bool:
-        return self.group.node.role == Role.LEADER and self._leading
+        return self.raft_group.node.role == Role.LEADER and self._leading
 
     def check_coordinator(self, address_of: Callable[[int], str]) -> None:
         if self.is_coordinator:
             return
-        if self.group.node.role == Role.LEADER:
+        if self.raft_group.node.role == Role.LEADER:
             raise BrokerError(
                 ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
                 f"node {self.node_id} was just elected group coordinator and is still applying "
@@ -604,7 +604,7 @@ class GroupCoordinator(ReplicatedStateMachine):
             )
 
     def on_round(self) -> None:
-        node = self.group.node
+        node = self.raft_group.node
         # A new leader's own no-op entry commits everything before it.
         if node.role == Role.LEADER and not self._leading and node.caught_up_in_term():
             self._become_coordinator()

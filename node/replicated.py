@@ -63,7 +63,7 @@ class ReplicatedStateMachine(ABC):
         self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         """index -> (term it was proposed in, the proposer's future)."""
         self._applied_since_snapshot = 0
-        self.group: Group = driver.add_group(
+        self.raft_group: Group = driver.add_group(
             group_id, self, bootstrap=ConfState(voters=frozenset(voters))
         )
 
@@ -113,14 +113,14 @@ class ReplicatedStateMachine(ABC):
     # -- views ---------------------------------------------------------------------------------
     @property
     def leader(self) -> int:
-        return self.group.node.leader
+        return self.raft_group.node.leader
 
     # -- proposing -----------------------------------------------------------------------------
     async def replicate_and_wait(self, command: Command) -> Any:
         """Propose `command` as this group's leader and return its result once applied here."""
         if type(command) not in self.commands:
             raise TypeError(f"{type(command).__name__} is not a {self.commands.name} command")
-        node = self.group.node
+        node = self.raft_group.node
         try:
             index = node.propose(command.encode())
         except (NotLeaderError, ProposalDroppedError):
@@ -166,7 +166,7 @@ class ReplicatedStateMachine(ABC):
 
     def take_snapshot(self, index: int) -> None:
         """Snapshot the state as of applied `index` and trim the log before it."""
-        snapshot_and_trim(self.group, index, self.snapshot_state(), self.snapshot_every // 2)
+        snapshot_and_trim(self.raft_group, index, self.snapshot_state(), self.snapshot_every // 2)
         self._applied_since_snapshot = 0
 
     def restore(self, snapshot: Snapshot) -> None:

@@ -87,7 +87,7 @@ async def replica_state(
         (resp.controller, b.controller, rs.controller_canonical),
         (resp.groups, b.groups, rs.groups_canonical),
     ):
-        target.group_id = fsm.group.id
-        target.applied_index = fsm.group.node.applied
+        target.group_id = fsm.raft_group.id
+        target.applied_index = fsm.raft_group.node.applied
         target.digest = rs.canonical_digest(canonical(fsm.state.to_json()))
     return resp

@@ -257,7 +257,7 @@ async def test_a_pending_controller_proposal_survives_a_step_down(tmp_path: Path
         pending = asyncio.ensure_future(ctls[old].replicate_and_wait(AllocateProducerIds(count=1)))
         others = [i for i in ctls if i != old]
         await until(
-            lambda: all(ctls[i].group.node.status().last_index >= 2 for i in others),
+            lambda: all(ctls[i].raft_group.node.status().last_index >= 2 for i in others),
             "the followers to hold the proposal",
         )
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.asyncio
 
 
 def _caught_up(ctl: Controller, coord: GroupCoordinator) -> bool:
-    for group in (ctl.group, coord.group):
+    for group in (ctl.raft_group, coord.raft_group):
         st = group.node.status()
         if st.role != Role.LEADER or st.applied != st.last_index or st.commit != st.last_index:
             return False
@@ -65,7 +65,7 @@ async def test_restart_does_not_apply_again_what_the_snapshot_holds(
                 )
             )
         # Several snapshots were taken, each with entries kept below it.
-        for group in (ctl.group, coord.group):
+        for group in (ctl.raft_group, coord.raft_group):
             snap = group.storage.snapshot().meta.index
             assert snap > 0 and group.storage.first_index() - 1 < snap
         before_ctl = ctl.state.to_json()
@@ -120,7 +120,7 @@ async def test_a_log_written_as_op_dicts_replays(tmp_path: Path) -> None:
         ctl, coord = await _open(net)
         for fsm, entries in ((ctl, OLD_CONTROLLER_LOG), (coord, OLD_GROUPS_LOG)):
             for data in entries:
-                fsm.group.node.propose(data)
+                fsm.raft_group.node.propose(data)
             fsm.driver.touched(fsm.group_id)
         await until(lambda: _caught_up(ctl, coord), "the old entries applied")
         for _ in range(2):
@@ -138,7 +138,7 @@ async def test_a_log_written_as_op_dicts_replays(tmp_path: Path) -> None:
             }
             assert "gone" not in coord.state.groups
             # No snapshot was taken: a restart replays every entry from the log.
-            assert ctl.group.storage.snapshot().meta.index == 0
+            assert ctl.raft_group.storage.snapshot().meta.index == 0
             await net.stop(1)
             ctl, coord = await _open(net)
     finally:
