@@ -4,12 +4,13 @@ This is the piece that ties the controller's metadata to the Raft groups on this
 controller applies a new topic, every node named in a partition's replicas opens that partition's
 group; when a topic is deleted, they destroy it. It also hosts this node's replica of the
 consumer groups' state (node/groups.py), whose Raft leader is the group coordinator. It also answers the questions handlers ask
-(who leads this partition, what is the metadata) from local state only — no I/O here; node/service.py
+(who leads this partition, what is the metadata) from local state only — no I/O here; node/api/
 does the gRPC.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from liferaft_proto.v1 import raft_pb2
 from node.config import ConfigError, NodeConfig, parse_advertised
 from node.controller import Controller, TopicInfo
+from node.controller_commands import RegisterBroker
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.groups import GroupCoordinator
@@ -39,6 +41,8 @@ FULL_GOSSIP_EVERY = 20
 between, only the states that changed (a quiet partition's never does)."""
 REGISTER_EVERY_TICKS = 25
 SWEEP_EVERY_TICKS = 50
+LEADERS_WAIT_S = 10.0
+"""How long CreateTopics waits at most for the new partitions to elect their leaders."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -184,6 +188,34 @@ class Broker:
             leader_address=self.advertised_address(leader),
             leader_epoch=view.state.leader_epoch if view.state is not None and leader else 0,
         )
+
+    def topic_shape(
+        self, partitions: int | None, replication_factor: int | None
+    ) -> tuple[int, int]:
+        """A new topic's partition count and replication factor, the node's defaults for what
+        the request leaves out (None): both listeners' CreateTopics. The default replication
+        factor is capped at the registered brokers, so a small cluster can create topics."""
+        if partitions is None:
+            partitions = self.config.default_partitions
+        if replication_factor is None:
+            replication_factor = min(
+                self.config.default_replication_factor,
+                max(1, len(self.controller.state.brokers)),
+            )
+        return partitions, replication_factor
+
+    async def wait_for_leaders(self, name: str, timeout_s: float) -> None:
+        """Wait (bounded: 10 s at most) until every partition of a new topic has a leader, so a
+        client that creates then produces does not meet LEADER_NOT_AVAILABLE."""
+        deadline = time.monotonic() + min(timeout_s, LEADERS_WAIT_S)
+        while time.monotonic() < deadline:
+            info = self.controller.state.topics.get(name)
+            if info is None:
+                return
+            views = [self.partition_view(info, p) for p in range(info.partitions)]
+            if all(v.state is not None and v.state.leader for v in views):
+                return
+            await asyncio.sleep(0.02)
 
     def advertised_address(self, node_id: int) -> str:
         if node_id == NONE:
@@ -347,13 +379,13 @@ class Broker:
         out, self._gossip_out = self._gossip_out, []
         return out
 
-    def registrations_due(self) -> list[dict[str, object]]:
+    def registrations_due(self) -> list[RegisterBroker]:
         """Commands registering brokers whose advertised address the metadata lacks (controller
         leader only)."""
-        if not self._register_pending or self.controller.group.node.role != Role.LEADER:
+        if not self._register_pending or self.controller.raft_group.node.role != Role.LEADER:
             return []
         self._register_pending = False
-        cmds: list[dict[str, object]] = []
+        cmds: list[RegisterBroker] = []
         brokers = self.controller.state.brokers
         for node_id, address in sorted(self.advertised.items()):
             b = brokers.get(node_id)
@@ -363,9 +395,7 @@ class Broker:
                 except ConfigError as e:  # the transport checks first; never stop for this
                     log.error("node %d: not registering node %d: %s", self.node_id, node_id, e)
                     continue
-                cmds.append(
-                    {"op": "register_broker", "node_id": node_id, "host": host, "port": port}
-                )
+                cmds.append(RegisterBroker(node_id=node_id, host=host, port=port))
         return cmds
 
     def controller_leader(self) -> int:

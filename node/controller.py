@@ -4,7 +4,8 @@ Every node is a controller voter (static membership from --peers) and holds a re
 metadata: brokers, topics, partition assignments, topic configs, and the counter that hands out
 idempotent producers' ids (never reused: it only grows, and it is in the snapshots). Changes are commands in the
 controller's Raft log, so every node applies the same changes in the same order and can serve
-metadata from its own copy. Commands are small JSON documents: rare, and readable in a debugger.
+metadata from its own copy. Commands are values (node/controller_commands.py), small JSON
+documents in the log: rare, and readable in a debugger.
 
 A command is validated twice: by the proposer (to answer bad input at once, changing nothing) and
 again when applied (two racing creates of one name: the second is refused there). The proposer
@@ -13,33 +14,36 @@ learns the applied outcome through a future keyed by the entry's index and term.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from node.driver import Group, RaftDriver, snapshot_and_trim
+from node.command import Command
+from node.controller_commands import (
+    CONTROLLER_COMMANDS,
+    AllocateProducerIds,
+    AlterTopicConfigs,
+    CreatePartitions,
+    CreateTopic,
+    DeleteTopic,
+    DeleteUser,
+    RegisterBroker,
+    Replicas,
+    UpsertUser,
+)
+from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.limits import shown
+from node.replicated import ReplicatedStateMachine
 from node.scram import Users, apply_user_command, users_from_json, users_to_json
 from node.topic_config import TopicConfig, parse_topic_config
-from raft import (
-    ConfState,
-    Entry,
-    EntryType,
-    NotLeaderError,
-    ProposalDroppedError,
-    Role,
-    Snapshot,
-    SoftState,
-)
+from raft import Role, SoftState
 
 log = logging.getLogger("liferaft.controller")
 
 CONTROLLER_GROUP = "controller"
-SNAPSHOT_EVERY = 1000
 MAX_PARTITIONS = 10_000
 _TOPIC_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -109,23 +113,6 @@ class ControllerState:
         return st
 
 
-def fail_covered_waiters(
-    waiters: dict[int, tuple[int, asyncio.Future[Any]]], snapshot: Snapshot, code: int
-) -> None:
-    """A snapshot from the leader replaced the entries at these waiters' indexes: whether their
-    proposals were written is not known here (nor their results), so say so."""
-    for index in [i for i in waiters if i <= snapshot.meta.index]:
-        _term, fut = waiters.pop(index)
-        if not fut.done():
-            fut.set_exception(
-                BrokerError(
-                    code,
-                    f"the outcome of the proposal at index {index} is unknown here (a snapshot "
-                    "replaced the log): it may have been applied",
-                )
-            )
-
-
 def validate_topic_name(name: str) -> None:
     if not name or len(name) > 249 or name in (".", "..") or not set(name) <= _TOPIC_CHARS:
         raise BrokerError(
@@ -143,6 +130,10 @@ def assign_replicas(broker_ids: list[int], partitions: int, rf: int, salt: int) 
     return [[ids[(salt + p + i) % n] for i in range(rf)] for p in range(partitions)]
 
 
+def to_replicas(placed: list[list[int]]) -> Replicas:
+    return tuple(tuple(r) for r in placed)
+
+
 def merge_configs(configs: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
     """A topic's configs with `changes` applied: a value sets a key, None removes it."""
     merged = dict(configs)
@@ -154,50 +145,48 @@ def merge_configs(configs: dict[str, str], changes: dict[str, str | None]) -> di
     return merged
 
 
-class Controller:
+class Controller(ReplicatedStateMachine):
+    """The controller group's state machine: applies metadata commands to ControllerState."""
+
+    snapshot_every = 1000
+    commands = CONTROLLER_COMMANDS
+
     def __init__(self, node_id: int, voters: list[int], driver: RaftDriver) -> None:
-        self.node_id = node_id
-        self.driver = driver
         self.state = ControllerState()
         self.listeners: list[Callable[[], None]] = []
-        self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
-        self._applied_since_snapshot = 0
-        self.group: Group = driver.add_group(
-            CONTROLLER_GROUP, self, bootstrap=ConfState(voters=frozenset(voters))
-        )
+        """Called whenever the metadata changed (a command applied, a snapshot restored)."""
+        self._appliers: dict[type[Command], Callable[[Any], Any]] = {
+            RegisterBroker: self._register_broker,
+            CreateTopic: self._create_topic,
+            DeleteTopic: self._delete_topic,
+            AllocateProducerIds: self._allocate_producer_ids,
+            CreatePartitions: self._create_partitions,
+            AlterTopicConfigs: self._alter_topic_configs,
+            UpsertUser: self._change_user,
+            DeleteUser: self._change_user,
+        }
+        assert set(self._appliers) == set(CONTROLLER_COMMANDS), "a command without an applier"
+        super().__init__(node_id, driver, CONTROLLER_GROUP, voters)
 
     # -- views ---------------------------------------------------------------------------------
     @property
-    def leader(self) -> int:
-        return self.group.node.leader
-
-    @property
     def is_leader(self) -> bool:
-        return self.group.node.role == Role.LEADER
+        return self.raft_group.node.role == Role.LEADER
 
-    # -- proposing -----------------------------------------------------------------------------
-    async def propose(self, command: dict[str, Any]) -> Any:
-        """Propose a command as the controller leader and wait until it is applied."""
-        node = self.group.node
-        try:
-            index = node.propose(json.dumps(command).encode())
-        except (NotLeaderError, ProposalDroppedError):
-            raise BrokerError(
-                ErrorCode.NOT_CONTROLLER,
-                f"node {self.node_id} is not the controller leader",
-                leader_id=self.leader,
-            ) from None
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters[index] = (node.term, fut)
-        self.driver.touched(CONTROLLER_GROUP)
-        try:
-            return await fut
-        finally:
-            self._waiters.pop(index, None)
+    # -- proposing (replicate_and_wait) ---------------------------------------------------------
+    def not_leader(self) -> BrokerError:
+        return BrokerError(
+            ErrorCode.NOT_CONTROLLER,
+            f"node {self.node_id} is not the controller leader",
+            leader_id=self.leader,
+        )
+
+    def superseded(self) -> BrokerError:
+        return BrokerError(ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry")
 
     def plan_create_topic(
         self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]
-    ) -> dict[str, Any]:
+    ) -> CreateTopic:
         """Validate a create request against the current state; return the command to propose."""
         validate_topic_name(name)
         if name in self.state.topics:
@@ -216,14 +205,13 @@ class Controller:
             )
         parse_topic_config(configs, replication_factor)
         salt = sum(name.encode()) % len(brokers)
-        return {
-            "op": "create_topic",
-            "name": name,
-            "replicas": assign_replicas(brokers, partitions, replication_factor, salt),
-            "configs": dict(configs),
-        }
+        return CreateTopic(
+            name=name,
+            replicas=to_replicas(assign_replicas(brokers, partitions, replication_factor, salt)),
+            configs=dict(configs),
+        )
 
-    def plan_create_partitions(self, name: str, count: int) -> dict[str, Any]:
+    def plan_create_partitions(self, name: str, count: int) -> CreatePartitions:
         """Validate growing a topic to `count` partitions; return the command to propose. New
         partitions are placed like a new topic's, continuing its round-robin."""
         info = self.state.topics.get(name)
@@ -250,15 +238,16 @@ class Controller:
             )
         salt = sum(name.encode()) % len(brokers)
         placed = assign_replicas(brokers, count, rf, salt)[info.partitions :]
-        return {
-            "op": "create_partitions",
-            "name": name,
-            "topic_id": info.topic_id,
-            "from": info.partitions,
-            "replicas": placed,
-        }
+        return CreatePartitions(
+            name=name,
+            topic_id=info.topic_id,
+            from_count=info.partitions,
+            replicas=to_replicas(placed),
+        )
 
-    def plan_alter_topic_configs(self, name: str, changes: dict[str, str | None]) -> dict[str, Any]:
+    def plan_alter_topic_configs(
+        self, name: str, changes: dict[str, str | None]
+    ) -> AlterTopicConfigs:
         """Validate setting (a value) or removing (None) topic configs; return the command."""
         info = self.state.topics.get(name)
         if info is None:
@@ -267,132 +256,80 @@ class Controller:
             )
         merged = merge_configs(info.configs, changes)
         parse_topic_config(merged, len(info.replicas[0]))
-        return {
-            "op": "alter_topic_configs",
-            "name": name,
-            "topic_id": info.topic_id,
-            "changes": changes,
-        }
+        return AlterTopicConfigs(name=name, topic_id=info.topic_id, changes=changes)
 
-    # -- the state machine ---------------------------------------------------------------------
-    def apply(self, entries: list[Entry]) -> None:
-        changed = False
-        for e in entries:
-            waiter = self._waiters.pop(e.index, None)
-            if e.type != EntryType.NORMAL:
-                if waiter is not None and not waiter[1].done():
-                    # A new leader's no-op (or a conf change) took the proposal's place.
-                    waiter[1].set_exception(
-                        BrokerError(
-                            ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry"
-                        )
-                    )
-                continue
-            try:
-                result: Any = self._apply_command(json.loads(e.data))
-                changed = True
-            except BrokerError as err:
-                result = err
-            if waiter is not None:
-                term, fut = waiter
-                if fut.done():
-                    pass
-                elif term != e.term:
-                    fut.set_exception(
-                        BrokerError(
-                            ErrorCode.NOT_CONTROLLER, "controller leadership changed; retry"
-                        )
-                    )
-                elif isinstance(result, BrokerError):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-        self._applied_since_snapshot += len(entries)
-        if self._applied_since_snapshot >= SNAPSHOT_EVERY and entries:
-            self._snapshot(entries[-1].index)
+    # -- the state machine: one applier per command --------------------------------------------
+    def apply_command(self, command: Command) -> Any:
+        return self._appliers[type(command)](command)
+
+    def on_applied(self, changed: bool) -> None:
         if changed:
             for listener in self.listeners:
                 listener()
 
-    def _apply_command(self, cmd: dict[str, Any]) -> Any:
-        op = cmd.get("op")
+    def _register_broker(self, cmd: RegisterBroker) -> None:
+        self.state.brokers[cmd.node_id] = BrokerInfo(cmd.node_id, cmd.host, cmd.port)
+
+    def _create_topic(self, cmd: CreateTopic) -> int:
         st = self.state
-        if op == "register_broker":
-            info = BrokerInfo(int(cmd["node_id"]), str(cmd["host"]), int(cmd["port"]))
-            st.brokers[info.node_id] = info
-            return None
-        if op == "create_topic":
-            name = cmd["name"]
-            if name in st.topics:
-                raise BrokerError(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
-            topic = TopicInfo(name, st.next_topic_id, cmd["replicas"], cmd.get("configs", {}))
-            st.next_topic_id += 1
-            st.topics[name] = topic
-            return topic.topic_id
-        if op == "allocate_producer_ids":
-            count = int(cmd.get("count", 1))
-            if not 1 <= count <= 1000:
-                raise BrokerError(
-                    ErrorCode.INVALID_REQUEST, f"cannot allocate {count} producer ids"
-                )
-            first = st.next_producer_id
-            st.next_producer_id += count
-            return first
-        if op == "create_partitions":
-            grown = st.topics.get(cmd["name"])
-            if grown is None or grown.topic_id != int(cmd["topic_id"]):
-                raise BrokerError(
-                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd['name']!r} does not exist"
-                )
-            if grown.partitions != int(cmd["from"]):
-                raise BrokerError(
-                    ErrorCode.INVALID_PARTITIONS,
-                    f"topic {grown.name!r} changed while its partitions were being added; retry",
-                )
-            grown.replicas.extend([list(r) for r in cmd["replicas"]])
-            return grown.partitions
-        if op == "alter_topic_configs":
-            altered = st.topics.get(cmd["name"])
-            if altered is None or altered.topic_id != int(cmd["topic_id"]):
-                raise BrokerError(
-                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd['name']!r} does not exist"
-                )
-            merged = merge_configs(altered.configs, cmd["changes"])
-            parse_topic_config(merged, len(altered.replicas[0]))
-            altered.configs = merged
-            return None
-        if op == "delete_topic":
-            name = cmd["name"]
-            if st.topics.pop(name, None) is None:
-                raise BrokerError(
-                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
-                )
-            return None
-        if op in ("upsert_user", "delete_user"):
-            apply_user_command(st.users, cmd)
-            return None
-        raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown controller command {op!r}")
+        if cmd.name in st.topics:
+            raise BrokerError(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {cmd.name!r} already exists")
+        topic = TopicInfo(
+            cmd.name, st.next_topic_id, [list(r) for r in cmd.replicas], dict(cmd.configs)
+        )
+        st.next_topic_id += 1
+        st.topics[cmd.name] = topic
+        return topic.topic_id
 
-    def _snapshot(self, index: int) -> None:
-        snapshot_and_trim(self.group, index, self.state.to_json(), SNAPSHOT_EVERY // 2)
-        self._applied_since_snapshot = 0
+    def _allocate_producer_ids(self, cmd: AllocateProducerIds) -> int:
+        first = self.state.next_producer_id
+        self.state.next_producer_id += cmd.count
+        return first
 
-    def restore(self, snapshot: Snapshot) -> None:
-        self.state = ControllerState.from_json(snapshot.data)
-        fail_covered_waiters(self._waiters, snapshot, ErrorCode.REQUEST_TIMED_OUT)
+    def _create_partitions(self, cmd: CreatePartitions) -> int:
+        grown = self.state.topics.get(cmd.name)
+        if grown is None or grown.topic_id != cmd.topic_id:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd.name!r} does not exist"
+            )
+        if grown.partitions != cmd.from_count:
+            raise BrokerError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"topic {grown.name!r} changed while its partitions were being added; retry",
+            )
+        grown.replicas.extend([list(r) for r in cmd.replicas])
+        return grown.partitions
+
+    def _alter_topic_configs(self, cmd: AlterTopicConfigs) -> None:
+        altered = self.state.topics.get(cmd.name)
+        if altered is None or altered.topic_id != cmd.topic_id:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd.name!r} does not exist"
+            )
+        merged = merge_configs(altered.configs, cmd.changes)
+        parse_topic_config(merged, len(altered.replicas[0]))
+        altered.configs = merged
+
+    def _change_user(self, cmd: UpsertUser | DeleteUser) -> None:
+        apply_user_command(self.state.users, cmd.to_json())
+
+    def _delete_topic(self, cmd: DeleteTopic) -> None:
+        if self.state.topics.pop(cmd.name, None) is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {cmd.name!r} does not exist"
+            )
+
+    def snapshot_state(self) -> bytes:
+        return self.state.to_json()
+
+    def restore_state(self, data: bytes) -> None:
+        self.state = ControllerState.from_json(data)
+
+    def on_restored(self) -> None:
         for listener in self.listeners:
             listener()
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
-        # Pending proposals are not failed when this node stops leading: each may still be
-        # committed (a hand-off commits them all), so each learns its fate from the entry
-        # applied at its index (its own: the result; another: NOT_CONTROLLER, not written), or
-        # its caller's deadline ends it as REQUEST_TIMED_OUT (outcome unknown).
+        # Pending proposals are not failed when this node stops leading (node/replicated.py).
         if soft.role == Role.LEADER:
             log.info("node %d is the controller leader (term %d)", self.node_id, term)
-
-    def on_round(self) -> None:
-        pass
-
-    def on_tick(self) -> None:
-        pass

@@ -28,7 +28,6 @@ all of them are back or timed out. Members find the new coordinator by NOT_COORD
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -38,8 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.assignor import TP, assign
-from node.controller import fail_covered_waiters
-from node.driver import Group, RaftDriver, snapshot_and_trim
+from node.command import Command
+from node.consumer_group_commands import (
+    CONSUMER_GROUP_COMMANDS,
+    CommitOffsets,
+    DeleteGroup,
+    JoinGroup,
+    LeaveGroup,
+)
+from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.limits import (
     MAX_GROUP_ID_CHARS,
@@ -48,22 +54,13 @@ from node.limits import (
     MIN_SESSION_TIMEOUT_MS,
     shown,
 )
+from node.replicated import ReplicatedStateMachine
 from node.tasks import supervise
-from raft import (
-    ConfState,
-    Entry,
-    EntryType,
-    NotLeaderError,
-    ProposalDroppedError,
-    Role,
-    Snapshot,
-    SoftState,
-)
+from raft import Role, SoftState
 
 log = logging.getLogger("liferaft.groups")
 
 GROUPS_GROUP = "__groups"
-SNAPSHOT_EVERY = 2000
 MAX_METADATA_BYTES = MAX_OFFSET_METADATA_BYTES
 MAX_GROUP_ID = MAX_GROUP_ID_CHARS
 MAX_MEMBERS = 1000
@@ -201,8 +198,12 @@ def _interval(session_timeout_ms: int) -> int:
     return max(50, min(1000, session_timeout_ms // 4))
 
 
-class GroupCoordinator:
-    """The `__groups` Raft group's state machine, and (on its leader) the coordinator."""
+class GroupCoordinator(ReplicatedStateMachine):
+    """The `__groups` Raft group's state machine, and (on its leader) the coordinator of every
+    consumer group."""
+
+    snapshot_every = 2000
+    commands = CONSUMER_GROUP_COMMANDS
 
     def __init__(
         self,
@@ -213,35 +214,32 @@ class GroupCoordinator:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.node_id = node_id
-        self.driver = driver
         self.partition_count = partition_count
         self.clock = clock
         self.state = GroupsState()
         self.live: dict[str, LiveGroup] = {}
-        self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
-        self._applied_since_snapshot = 0
         self._leading = False
         # Whether a group has live members of another protocol (Kafka's classic groups, on the
         # Kafka listener): a group is one kind or the other.
         self.foreign_members: Callable[[str], bool] = lambda _group_id: False
-        self.group: Group = driver.add_group(
-            GROUPS_GROUP, self, bootstrap=ConfState(voters=frozenset(voters))
-        )
+        self._appliers: dict[type[Command], Callable[[Any], Any]] = {
+            JoinGroup: self._join,
+            LeaveGroup: self._leave,
+            CommitOffsets: self._commit,
+            DeleteGroup: self._delete,
+        }
+        assert set(self._appliers) == set(CONSUMER_GROUP_COMMANDS), "a command without an applier"
+        super().__init__(node_id, driver, GROUPS_GROUP, voters)
 
     # -- views ---------------------------------------------------------------------------------
     @property
-    def leader(self) -> int:
-        return self.group.node.leader
-
-    @property
     def is_coordinator(self) -> bool:
-        return self.group.node.role == Role.LEADER and self._leading
+        return self.raft_group.node.role == Role.LEADER and self._leading
 
     def check_coordinator(self, address_of: Callable[[int], str]) -> None:
         if self.is_coordinator:
             return
-        if self.group.node.role == Role.LEADER:
+        if self.raft_group.node.role == Role.LEADER:
             raise BrokerError(
                 ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
                 f"node {self.node_id} was just elected group coordinator and is still applying "
@@ -278,28 +276,19 @@ class GroupCoordinator:
         return dict(rec.offsets) if rec is not None else {}
 
     # -- proposing -----------------------------------------------------------------------------
-    async def propose(self, command: dict[str, Any]) -> Any:
-        """Propose a command as the coordinator and wait until it is applied."""
-        node = self.group.node
-        try:
-            index = node.propose(json.dumps(command).encode())
-        except (NotLeaderError, ProposalDroppedError):
-            raise BrokerError(
-                ErrorCode.NOT_COORDINATOR,
-                f"node {self.node_id} is no longer the group coordinator; retry",
-                leader_id=self.leader if self.leader != self.node_id else 0,
-            ) from None
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters[index] = (node.term, fut)
-        self.driver.touched(GROUPS_GROUP)
-        try:
-            return await fut
-        finally:
-            self._waiters.pop(index, None)
+    def not_leader(self) -> BrokerError:
+        return BrokerError(
+            ErrorCode.NOT_COORDINATOR,
+            f"node {self.node_id} is no longer the group coordinator; retry",
+            leader_id=self.leader if self.leader != self.node_id else 0,
+        )
 
-    def _propose_later(self, command: dict[str, Any]) -> None:
+    def superseded(self) -> BrokerError:
+        return BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
+
+    def _propose_later(self, command: Command) -> None:
         """Log a command without waiting (leaves and expiries: losing one is safe)."""
-        supervise(self.propose(command), f"groups-{command['op']}", expected=(BrokerError,))
+        supervise(self.replicate_and_wait(command), f"groups-{command.op}", expected=(BrokerError,))
 
     # -- heartbeats ----------------------------------------------------------------------------
     async def heartbeat(
@@ -340,15 +329,14 @@ class GroupCoordinator:
                 )
             member_id = f"{client_id or 'member'}-{uuid.uuid4().hex[:12]}"
             # Logged before the member may hold anything, so a new coordinator waits for it.
-            persisted = await self.propose(
-                {
-                    "op": "join",
-                    "group": group_id,
-                    "member": member_id,
-                    "session_timeout_ms": session_timeout_ms,
-                    "client_id": client_id,
-                    "topics": sorted(subscription),
-                }
+            persisted = await self.replicate_and_wait(
+                JoinGroup(
+                    group_id=group_id,
+                    member_id=member_id,
+                    session_timeout_ms=session_timeout_ms,
+                    client_id=client_id,
+                    topics=tuple(sorted(subscription)),
+                )
             )
             self.check_coordinator(lambda _n: "")
             group = self.live_group(group_id)
@@ -459,7 +447,7 @@ class GroupCoordinator:
             )
         group.generation += 1
         log.info("group %s: member %s left (generation %d)", group_id, member_id, group.generation)
-        self._propose_later({"op": "leave", "group": group_id, "members": [member_id]})
+        self._propose_later(LeaveGroup(group_id=group_id, member_ids=(member_id,)))
 
     def expire_members(self) -> None:
         """Remove members whose session ended; their partitions become free."""
@@ -479,7 +467,7 @@ class GroupCoordinator:
                 ", ".join(gone),
                 group.generation,
             )
-            self._propose_later({"op": "leave", "group": group.group_id, "members": gone})
+            self._propose_later(LeaveGroup(group_id=group.group_id, member_ids=tuple(gone)))
 
     # -- commits -------------------------------------------------------------------------------
     def check_commit(self, group_id: str, member_id: str, generation: int, tps: set[TP]) -> None:
@@ -532,88 +520,63 @@ class GroupCoordinator:
                     f"metadata for {t}-{p} is {len(metadata.encode())} bytes; the limit is "
                     f"{MAX_METADATA_BYTES}",
                 )
-        await self.propose(
-            {
-                "op": "commit",
-                "group": group_id,
-                "offsets": [list(o) for o in offsets],
-                "ts": int(time.time() * 1000),
-            }
+        await self.replicate_and_wait(
+            CommitOffsets(
+                group_id=group_id,
+                offsets=tuple((t, p, o, m) for t, p, o, m in offsets),
+                timestamp_ms=int(time.time() * 1000),
+            )
         )
 
-    # -- the state machine ---------------------------------------------------------------------
-    def apply(self, entries: list[Entry]) -> None:
-        for e in entries:
-            waiter = self._waiters.pop(e.index, None)
-            if e.type != EntryType.NORMAL:
-                if waiter is not None and not waiter[1].done():
-                    # A new leader's no-op (or a conf change) took the proposal's place.
-                    waiter[1].set_exception(
-                        BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
-                    )
-                continue
-            try:
-                result: Any = self._apply_command(json.loads(e.data))
-            except BrokerError as err:
-                result = err
-            if waiter is not None:
-                term, fut = waiter
-                if fut.done():
-                    pass
-                elif term != e.term:
-                    fut.set_exception(
-                        BrokerError(ErrorCode.NOT_COORDINATOR, "the coordinator changed; retry")
-                    )
-                elif isinstance(result, BrokerError):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-        self._applied_since_snapshot += len(entries)
-        if self._applied_since_snapshot >= SNAPSHOT_EVERY and entries:
-            self._snapshot(entries[-1].index)
+    async def delete(self, group_id: str) -> None:
+        """Forget an empty consumer group's committed offsets (DeleteGroups)."""
+        await self.replicate_and_wait(DeleteGroup(group_id=group_id))
 
-    def _apply_command(self, cmd: dict[str, Any]) -> Any:
-        op = cmd.get("op")
-        gid = str(cmd.get("group", ""))
-        if op == "delete":  # DeleteGroups (Kafka listener): an empty group's offsets go
-            self.state.groups.pop(gid, None)
-            return None
-        rec = self.state.groups.get(gid)
+    # -- the state machine: one applier per command --------------------------------------------
+    def apply_command(self, command: Command) -> Any:
+        return self._appliers[type(command)](command)
+
+    def _record(self, group_id: str) -> GroupRecord:
+        rec = self.state.groups.get(group_id)
         if rec is None:
-            rec = self.state.groups[gid] = GroupRecord()
-        if op == "join":
-            rec.generation += 1
-            rec.members[str(cmd["member"])] = MemberRecord(
-                int(cmd["session_timeout_ms"]), str(cmd.get("client_id", "")), list(cmd["topics"])
-            )
-            return rec.generation
-        if op == "leave":
-            for mid in cmd["members"]:
-                rec.members.pop(str(mid), None)
-            rec.generation += 1
-            return rec.generation
-        if op == "commit":
-            ts = int(cmd.get("ts", 0))
-            for t, p, offset, metadata in cmd["offsets"]:
-                rec.offsets[(str(t), int(p))] = OffsetEntry(int(offset), str(metadata), ts)
-            return None
-        raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown groups command {op!r}")
+            rec = self.state.groups[group_id] = GroupRecord()
+        return rec
 
-    def _snapshot(self, index: int) -> None:
-        snapshot_and_trim(self.group, index, self.state.to_json(), SNAPSHOT_EVERY // 2)
-        self._applied_since_snapshot = 0
+    def _join(self, cmd: JoinGroup) -> int:
+        rec = self._record(cmd.group_id)
+        rec.generation += 1
+        rec.members[cmd.member_id] = MemberRecord(
+            cmd.session_timeout_ms, cmd.client_id, list(cmd.topics)
+        )
+        return rec.generation
 
-    def restore(self, snapshot: Snapshot) -> None:
-        self.state = GroupsState.from_json(snapshot.data)
-        fail_covered_waiters(self._waiters, snapshot, ErrorCode.REQUEST_TIMED_OUT)
+    def _leave(self, cmd: LeaveGroup) -> int:
+        rec = self._record(cmd.group_id)
+        for mid in cmd.member_ids:
+            rec.members.pop(mid, None)
+        rec.generation += 1
+        return rec.generation
+
+    def _commit(self, cmd: CommitOffsets) -> None:
+        rec = self._record(cmd.group_id)
+        for t, p, offset, metadata in cmd.offsets:
+            rec.offsets[(t, p)] = OffsetEntry(offset, metadata, cmd.timestamp_ms)
+
+    def _delete(self, cmd: DeleteGroup) -> None:
+        self.state.groups.pop(cmd.group_id, None)
+
+    def snapshot_state(self) -> bytes:
+        return self.state.to_json()
+
+    def restore_state(self, data: bytes) -> None:
+        self.state = GroupsState.from_json(data)
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
         leading = soft.role == Role.LEADER
         if leading and not self._leading:
             log.info("node %d is the group coordinator (term %d)", self.node_id, term)
         if not leading:
-            # Pending proposals are not failed here: each may still be committed, so each
-            # learns its fate from the entry applied at its index (see Controller.on_soft_state).
+            # Pending proposals are not failed here (node/replicated.py).
             self.live.clear()
             self._leading = False
         # Leading starts in on_round, once this node has applied everything committed before
@@ -641,15 +604,10 @@ class GroupCoordinator:
             )
 
     def on_round(self) -> None:
-        node = self.group.node
-        if node.role == Role.LEADER and not self._leading:
-            raft = node.raft
-            # A new leader's own no-op entry commits everything before it.
-            if (
-                raft.log.applied >= raft.log.committed
-                and raft.log.term_or_zero(raft.log.committed) == node.term
-            ):
-                self._become_coordinator()
+        node = self.raft_group.node
+        # A new leader's own no-op entry commits everything before it.
+        if node.role == Role.LEADER and not self._leading and node.caught_up_in_term():
+            self._become_coordinator()
 
     def on_tick(self) -> None:
         if self.is_coordinator:

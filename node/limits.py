@@ -1,7 +1,7 @@
 """The bounds on what a node accepts from clients and peers, in one place, with names that say them.
 
 Why one module: a bound is only useful if every path that takes the input applies it, and the
-people who tune or review them need to see them side by side. Request handlers (node/service.py)
+people who tune or review them need to see them side by side. Request handlers (node/api/)
 check every field against these before anything changes; the transport checks frames and Hellos;
 the replicated logs store nothing the checks did not bound. Client-facing messages that echo a
 name use `shown`, so an error's trailer stays far below a gRPC client's 16 KiB metadata limit.
@@ -71,7 +71,7 @@ MAX_NODE_ID = (1 << 31) - 1
 MAX_GOSSIP_UNKNOWN_GROUPS = 10_000
 """Gossip kept for groups this node's metadata does not know yet (a topic still being created)."""
 
-# -- client requests (node/service.py) --------------------------------------------------------
+# -- client requests (node/api/) -------------------------------------------------------------
 MAX_SHOWN_CHARS = 64
 """A client's name echoed in an error message is cut to this many characters."""
 MAX_ERROR_MESSAGE_CHARS = 2048

@@ -356,11 +356,9 @@ class Partition:
         not: the committed state plus every batch of the uncommitted tail, computed once per
         term and then kept up to date by produce()."""
         if self._next_offset is None or self._leader_producers is None:
-            raft_log = self.group.node.raft.log
             offset = self.offsets.end_offset
             table = self.producers.copy()
-            lo, hi = raft_log.applied + 1, raft_log.last_index() + 1
-            for e in raft_log.slice(lo, hi, None) if lo < hi else []:
+            for e in self.group.node.unapplied_entries():
                 if e.type == EntryType.NORMAL:
                     h = records.read_header(e.data)
                     if h.base_offset < offset:
@@ -385,23 +383,22 @@ class Partition:
     def describe_offset(self, offset: int) -> ReplicaView:
         """This replica's own view of its log and of `offset` in it (`liferaft trace`).
         Read-only: it looks at the uncommitted tail's headers and changes nothing."""
-        raft_log = self.group.node.raft.log
+        node = self.group.node
         view = ReplicaView(
             log_start_offset=self.offsets.start_offset,
             high_watermark=self.offsets.end_offset,
             log_end_offset=self.offsets.end_offset,
-            commit_index=raft_log.committed,
-            applied_index=raft_log.applied,
-            persisted_index=raft_log.last_persisted_index(),
-            last_index=raft_log.last_index(),
+            commit_index=node.committed,
+            applied_index=node.applied,
+            persisted_index=node.persisted_index(),
+            last_index=node.last_index(),
         )
         at = self.offsets.locate(offset)
         if at is not None:
             view.found_in(
-                at.base_offset, at.record_count, at.raft_index, raft_log.term_or_zero(at.raft_index)
+                at.base_offset, at.record_count, at.raft_index, node.term_at(at.raft_index)
             )
-        lo, hi = raft_log.applied + 1, raft_log.last_index() + 1
-        for e in raft_log.slice(lo, hi, None) if lo < hi else []:
+        for e in node.unapplied_entries():
             if e.type != EntryType.NORMAL:
                 continue
             h = records.read_header(e.data)
@@ -431,9 +428,9 @@ class Partition:
         if not self._waiters:
             return
         node = self.group.node
-        raft = node.raft
-        leading = raft.role == Role.LEADER
-        persisted = raft.log.last_persisted_index()
+        leading = node.role == Role.LEADER
+        term = node.term
+        persisted = node.persisted_index()
         isr_floor: int | None = None
         if not leading and any(w.idempotent for w in self._waiters):
             # An idempotent producer's retry is deduplicated by the new leader (or answered with
@@ -465,21 +462,17 @@ class Partition:
                         )
                     )
                     continue
-                if leading and w.term == raft.term and w.acks == ACKS_ALL:
+                if leading and w.term == term and w.acks == ACKS_ALL:
                     if isr_floor is None:
-                        progress = raft.tracker.progress
-                        isr_floor = min(
-                            (persisted if n == self.node_id else progress[n].match)
-                            for n in node.in_sync_replicas()
-                        )
+                        isr_floor = node.in_sync_durable_index()
                     if isr_floor < w.index:
                         break
             elif not (
                 leading
-                and w.term == raft.term
+                and w.term == term
                 and w.acks == ACKS_LEADER
                 and persisted >= w.index
-                and raft.log.term_or_zero(w.index) == w.term
+                and node.term_at(w.index) == w.term
             ):
                 break
             self._waiters.popleft()

@@ -1,6 +1,6 @@
 """A node's own replicas, summed up so that they can be compared across nodes (read-only).
 
-Answers the debug RPC ReplicaState (node/service.py): per partition replica, its log start, high
+Answers the debug RPC ReplicaState (node/api/replicas.py): per partition replica, its log start, high
 watermark, applied index and a SHA-256 of its committed record batches over an offset range; for
 the controller and the consumer groups, the applied index and a SHA-256 of the applied state.
 Replicas of one Raft group that applied the same prefix of one log must give the same digests;

@@ -277,8 +277,8 @@ class NodeServer:
                 transport.broadcast_leaders(states)
             for cmd in broker.registrations_due():
                 supervise(
-                    broker.controller.propose(cmd),
-                    f"register-broker-{cmd['node_id']}",
+                    broker.controller.replicate_and_wait(cmd),
+                    f"register-broker-{cmd.node_id}",
                     expected=(BrokerError,),
                 )
             healthy = (

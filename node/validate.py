@@ -1,6 +1,6 @@
 """Every field of every Broker request checked against node/limits.py, before anything is done.
 
-Each handler of node/service.py calls the function named after its request first thing, so a
+Each handler of node/api/ calls the function named after its request first thing, so a
 request that is refused has changed nothing: no proposal, no write, no member, no waiter. The
 checks here need no state (a topic that does not exist is found later, where the state is); what
 they refuse gets the code a Kafka user expects (INVALID_TOPIC, INVALID_GROUP_ID, INVALID_REQUEST,

@@ -239,15 +239,10 @@ class RawNode:
         progress: dict[int, PeerProgress] = {}
         isr: frozenset[int] = frozenset()
         if r.role == Role.LEADER:
-            for node, pr in r.tracker.progress.items():
-                progress[node] = PeerProgress(
-                    match=pr.match,
-                    next=pr.next,
-                    state=pr.state,
-                    ticks_since_ack=0 if node == r.id else r.now - pr.last_ack_tick,
-                    is_learner=pr.is_learner,
-                    inflight=pr.inflights.count(),
-                )
+            for node in r.tracker.progress:
+                pr = self.progress_of(node)
+                assert pr is not None
+                progress[node] = pr
             isr = frozenset(r.in_sync_replicas())
         return Status(
             id=r.id,
@@ -265,8 +260,76 @@ class RawNode:
             lead_transferee=r.lead_transferee,
         )
 
+    # -- questions (etcd's BasicStatus and WithProgress: ask, do not reach into raft/log/tracker) --
     def in_sync_replicas(self) -> frozenset[int]:
+        """The in-sync replica set (leader only; empty elsewhere)."""
         return frozenset(self.raft.in_sync_replicas())
+
+    def in_sync_durable_index(self) -> int:
+        """Leader: the highest index every in-sync replica holds durably: for a follower its
+        acknowledged match, for this node its own persisted index (its match may run ahead of
+        its disk). 0 where this node does not lead."""
+        r = self.raft
+        isr = r.in_sync_replicas()
+        if not isr:
+            return 0
+        persisted = r.log.last_persisted_index()
+        progress = r.tracker.progress
+        return min(persisted if n == r.id else progress[n].match for n in isr)
+
+    @property
+    def applied(self) -> int:
+        """The last index the host applied and said so (advance): applied <= committed."""
+        return self.raft.log.applied
+
+    @property
+    def committed(self) -> int:
+        return self.raft.log.committed
+
+    def last_index(self) -> int:
+        """The last index of the log, persisted or not."""
+        return self.raft.log.last_index()
+
+    def persisted_index(self) -> int:
+        """The last index known durable on this node's disk."""
+        return self.raft.log.last_persisted_index()
+
+    def term_at(self, index: int) -> int:
+        """The term of the entry at `index`; 0 where the log no longer (or not yet) holds it."""
+        return self.raft.log.term_or_zero(index)
+
+    def unapplied_entries(self) -> list[Entry]:
+        """The entries after the applied index, committed or not, in order (a leader's tail:
+        what it has proposed and not yet applied)."""
+        log = self.raft.log
+        lo, hi = log.applied + 1, log.last_index() + 1
+        return log.slice(lo, hi, None) if lo < hi else []
+
+    def conf_state(self) -> ConfState:
+        """The membership as this node knows it (voters, learners)."""
+        return self.raft.tracker.conf_state()
+
+    def progress_of(self, peer: int) -> PeerProgress | None:
+        """A member's replication progress, as the leader tracks it (None elsewhere)."""
+        r = self.raft
+        pr = r.tracker.progress.get(peer) if r.role == Role.LEADER else None
+        if pr is None:
+            return None
+        return PeerProgress(
+            match=pr.match,
+            next=pr.next,
+            state=pr.state,
+            ticks_since_ack=0 if peer == r.id else r.now - pr.last_ack_tick,
+            is_learner=pr.is_learner,
+            inflight=pr.inflights.count(),
+        )
+
+    def caught_up_in_term(self) -> bool:
+        """Whether this node has applied everything committed and the last committed entry is
+        of the current term: a new leader's own no-op commits everything before it, so a leader
+        for which this holds knows every command its predecessors committed."""
+        log = self.raft.log
+        return log.applied >= log.committed and self.term_at(log.committed) == self.raft.term
 
     @property
     def id(self) -> int:

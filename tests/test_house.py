@@ -177,6 +177,75 @@ def test_the_checker_sees_a_wrong_arrow(tmp_path: Path) -> None:
         bad.unlink()
 
 
+# -- what the broker's code may not write -------------------------------------------------------
+PRODUCTION = ("node", "client", "chaos", "liferaft")
+
+
+def op_dicts(path: Path) -> list[str]:
+    """Dict literals keyed by "op": a replicated command built by hand instead of as a value
+    (node/controller_commands.py, node/consumer_group_commands.py)."""
+    return [
+        f"{module_name(path)}:{n.lineno}"
+        for n in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(n, ast.Dict)
+        and any(isinstance(k, ast.Constant) and k.value == "op" for k in n.keys)
+    ]
+
+
+def test_commands_are_values_not_op_dicts() -> None:
+    codec = ROOT / "node" / "command.py"  # Command.to_json: the one place the tag is written
+    found = [
+        hit
+        for package in PRODUCTION
+        for path in files_of(package)
+        if path != codec
+        for hit in op_dicts(path)
+    ]
+    assert found == []
+
+
+def test_the_op_dict_finder_finds_one(tmp_path: Path) -> None:
+    probe = ROOT / "node" / "_house_probe.py"
+    probe.write_text('def f():\n    return {"op": "delete_topic", "name": "t"}\n')
+    try:
+        assert op_dicts(probe) == ["node._house_probe:2"]
+    finally:
+        probe.unlink()
+
+
+INSIDE_THE_CORE = ("raft", "tracker")
+"""A RawNode's private parts: its Raft (and through it the log) and its progress tracker."""
+
+
+def reaches_into_the_core(path: Path) -> list[str]:
+    """Attribute accesses `x.raft` or `x.tracker`: code outside raft/ must ask RawNode
+    (`applied`, `term_at`, `in_sync_durable_index`, `progress_of`...), not reach into it."""
+    return [
+        f"{module_name(path)}:{n.lineno} .{n.attr}"
+        for n in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(n, ast.Attribute) and n.attr in INSIDE_THE_CORE
+    ]
+
+
+def test_nothing_outside_raft_reaches_into_a_raw_node() -> None:
+    found = [
+        hit
+        for package in (*PRODUCTION, "tests/node", "tests/integration")
+        for path in files_of(package)
+        for hit in reaches_into_the_core(path)
+    ]
+    assert found == []
+
+
+def test_the_core_reach_finder_finds_one() -> None:
+    probe = ROOT / "node" / "_house_probe.py"
+    probe.write_text("def f(group):\n    return group.node.raft.log.applied\n")
+    try:
+        assert reaches_into_the_core(probe) == ["node._house_probe:2 .raft"]
+    finally:
+        probe.unlink()
+
+
 # -- a real broker process -------------------------------------------------------------------
 def test_a_broker_process_loads_neither_client_nor_chaos_nor_the_tooling(tmp_path: Path) -> None:
     """`liferaft node`, started as the container starts it, serves and then says what it loaded

@@ -126,7 +126,7 @@ class ClassicGroups:
         """Raise NOT_COORDINATOR (and the like) unless this node coordinates groups now; drop
         the classic state of an earlier term."""
         self.coord.check_coordinator(self.address_of)
-        term = self.coord.group.node.term
+        term = self.coord.raft_group.node.term
         if term != self._term:
             for g in self.groups.values():
                 self._fail_waiters(g, ErrorCode.NOT_COORDINATOR)
@@ -452,7 +452,7 @@ class ClassicGroups:
     def sweep(self) -> None:
         """End expired sessions and overdue rebalances (called periodically on every node; a
         node that does not coordinate has no classic state after check())."""
-        if not self.coord.is_coordinator or self.coord.group.node.term != self._term:
+        if not self.coord.is_coordinator or self.coord.raft_group.node.term != self._term:
             if self.groups:
                 for g in self.groups.values():
                     self._fail_waiters(g, ErrorCode.NOT_COORDINATOR)

@@ -117,7 +117,7 @@ async def test_forged_messages_gossip_and_hellos_change_nothing(tmp_path: Path) 
         # 1. Node 2 (a member of the cluster, not of the partition only node 1 hosts) sends node
         # 1 an AppendEntries for it at term + 1000 over its real link.
         g1 = servers[1].driver.groups[gid[1]]  # type: ignore[union-attr]
-        term, last = g1.node.term, g1.node.raft.log.last_index()
+        term, last = g1.node.term, g1.node.last_index()
         hw = servers[1].broker.partitions[(TOPIC, on[1])].high_watermark  # type: ignore[union-attr]
         forged = records.build_batch([records.Record(value=b"forged")])
         t2 = servers[2].transport
@@ -146,7 +146,7 @@ async def test_forged_messages_gossip_and_hellos_change_nothing(tmp_path: Path) 
         )
         await asyncio.sleep(0.2)
         assert g1.node.term == term and g1.node.role == Role.LEADER
-        assert g1.node.raft.log.last_index() == last
+        assert g1.node.last_index() == last
         assert servers[1].broker.partitions[(TOPIC, on[1])].high_watermark == hw  # type: ignore[union-attr]
         assert d1.stats.messages_from_non_members == 1
 

@@ -108,7 +108,7 @@ async def leader(tmp_path: Path) -> AsyncIterator[tuple[RaftDriver, Outbox, Mach
         await until(lambda: group.node.role == Role.LEADER, "leadership")
         await until(lambda: any(m.type == MessageType.APP for m in out.sent), "the no-op")
         ack(driver, out)
-        await until(lambda: group.node.raft.log.committed >= 1, "the no-op committed")
+        await until(lambda: group.node.committed >= 1, "the no-op committed")
         yield driver, out, fsm, held
     finally:
         held.gate.set()
@@ -134,7 +134,7 @@ async def test_appends_leave_while_the_previous_round_syncs(
 ) -> None:
     driver, out, fsm, held = leader
     node = driver.groups[GROUP].node
-    committed = node.raft.log.committed
+    committed = node.committed
     held.gate.clear()
     held.entered.clear()
     node.propose(b"a" * BIG)
@@ -154,11 +154,11 @@ async def test_appends_leave_while_the_previous_round_syncs(
     # Node 2 acknowledges both; with our own copy not durable, that is one vote of three.
     ack(driver, out)
     await asyncio.sleep(0.05)
-    assert node.raft.log.committed == committed
+    assert node.committed == committed
     assert fsm.applied == []
     held.gate.set()
     await until(lambda: fsm.applied == [b"a" * BIG, b"b"], "both applied, in order")
-    assert node.raft.log.committed == committed + 2
+    assert node.committed == committed + 2
     assert held.calls >= 2  # the second round waited for a sync of its own
 
 
@@ -175,7 +175,7 @@ async def test_a_vote_reply_waits_for_the_sync_that_covers_the_vote(
     # A candidate of a higher term asks for our vote while our sync is held: the vote is
     # written in a round queued behind that sync, and its reply waits for the next one.
     term = node.term + 1
-    last = node.raft.log.last_index()
+    last = node.last_index()
     driver.deliver(
         GROUP,
         Message(
@@ -193,7 +193,7 @@ async def test_a_vote_reply_waits_for_the_sync_that_covers_the_vote(
     assert not [m for m in out.sent if m.type == MessageType.VOTE_RESP]
     held.gate.set()
     await until(lambda: any(m.type == MessageType.VOTE_RESP for m in out.sent), "the vote reply")
-    assert node.raft.vote == 3
+    assert node.status().vote == 3
 
 
 # -- fail-stop (issue 10, finding 2) -------------------------------------------------------------

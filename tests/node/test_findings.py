@@ -24,6 +24,7 @@ import pytest
 
 from liferaft_proto import records
 from node.controller import Controller
+from node.controller_commands import AllocateProducerIds
 from node.errors import BrokerError, ErrorCode
 from node.partition import ACKS_ALL, ACKS_LEADER, Partition
 from node.topic_config import TopicConfig
@@ -253,12 +254,10 @@ async def test_a_pending_controller_proposal_survives_a_step_down(tmp_path: Path
         old = next(i for i, c in ctls.items() if c.is_leader)
         # The proposal reaches the followers, but the leader never hears that they have it...
         net.drop = lambda _frm, to, _g, m: to == old and m.type == MessageType.APP_RESP
-        pending = asyncio.ensure_future(
-            ctls[old].propose({"op": "allocate_producer_ids", "count": 1})
-        )
+        pending = asyncio.ensure_future(ctls[old].replicate_and_wait(AllocateProducerIds(count=1)))
         others = [i for i in ctls if i != old]
         await until(
-            lambda: all(ctls[i].group.node.status().last_index >= 2 for i in others),
+            lambda: all(ctls[i].raft_group.node.status().last_index >= 2 for i in others),
             "the followers to hold the proposal",
         )
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import timeout_s
-from node.kafka.handlers.create_topics import wait_for_leaders
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
 
 DEFAULT_TIMEOUT_MS = 15_000
@@ -40,8 +39,8 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
                 )
             cmd = ctl.plan_create_partitions(t.name, t.count)
             if not request.validate_only:
-                await asyncio.wait_for(ctl.propose(cmd), timeout)
-                await wait_for_leaders(ctx, t.name, timeout)
+                await asyncio.wait_for(ctl.replicate_and_wait(cmd), timeout)
+                await ctx.broker.wait_for_leaders(t.name, timeout)
         except BrokerError as e:
             code, message = error_code_of(e), e.message
         except TimeoutError:

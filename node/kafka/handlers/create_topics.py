@@ -9,7 +9,6 @@ goes there. Partitions are placed by the controller: explicit replica assignment
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from node.errors import BrokerError, ErrorCode
@@ -17,36 +16,18 @@ from node.kafka.handlers._common import timeout_s
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
 
 DEFAULT_TIMEOUT_MS = 15_000
-LEADERS_WAIT_S = 10.0
-
-
-async def wait_for_leaders(ctx: Ctx, name: str, timeout: float) -> None:
-    """Until every partition of the new topic has a leader (bounded), so a client that creates
-    then produces does not meet LEADER_NOT_AVAILABLE."""
-    deadline = time.monotonic() + min(timeout, LEADERS_WAIT_S)
-    while time.monotonic() < deadline:
-        info = ctx.broker.controller.state.topics.get(name)
-        if info is None:
-            return
-        views = [ctx.broker.partition_view(info, p) for p in range(info.partitions)]
-        if all(v.state is not None and v.state.leader for v in views):
-            return
-        await asyncio.sleep(0.02)
 
 
 async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     r = Responses(API.key, version)
     ctl = ctx.broker.controller
-    cfg = ctx.broker.config
     timeout = timeout_s(request.timeout, DEFAULT_TIMEOUT_MS)
     results = []
     seen: set[str] = set()
     for t in request.topics:
-        partitions = t.num_partitions if t.num_partitions != -1 else cfg.default_partitions
-        rf = (
-            t.replication_factor
-            if t.replication_factor != -1
-            else min(cfg.default_replication_factor, max(1, len(ctl.state.brokers)))
+        partitions, rf = ctx.broker.topic_shape(
+            t.num_partitions if t.num_partitions != -1 else None,
+            t.replication_factor if t.replication_factor != -1 else None,
         )
         code, message = NONE, None
         try:
@@ -68,8 +49,8 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
             configs = {c.name: c.value for c in t.configs if c.value is not None}
             cmd = ctl.plan_create_topic(t.name, partitions, rf, configs)
             if not request.validate_only:
-                await asyncio.wait_for(ctl.propose(cmd), timeout)
-                await wait_for_leaders(ctx, t.name, timeout)
+                await asyncio.wait_for(ctl.replicate_and_wait(cmd), timeout)
+                await ctx.broker.wait_for_leaders(t.name, timeout)
         except BrokerError as e:
             code, message = error_code_of(e), e.message
         except TimeoutError:

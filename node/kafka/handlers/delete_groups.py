@@ -24,7 +24,7 @@ async def _delete(ctx: Ctx, gid: str) -> None:
     if not coord.exists(gid):
         raise BrokerError(ErrorCode.GROUP_ID_NOT_FOUND, f"group {gid!r} does not exist")
     try:
-        await asyncio.wait_for(coord.propose({"op": "delete", "group": gid}), TIMEOUT_S)
+        await asyncio.wait_for(coord.delete(gid), TIMEOUT_S)
     except TimeoutError:
         raise BrokerError(ErrorCode.REQUEST_TIMED_OUT, "the delete timed out") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from node.controller_commands import DeleteTopic
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import timeout_s
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -29,7 +30,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
                 raise BrokerError(
                     ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
                 )
-            await asyncio.wait_for(ctl.propose({"op": "delete_topic", "name": name}), timeout)
+            await asyncio.wait_for(ctl.replicate_and_wait(DeleteTopic(name=name)), timeout)
         except BrokerError as e:
             code, message = error_code_of(e), e.message
         except TimeoutError:

@@ -46,7 +46,7 @@ async def _alter(ctx: Ctx, res: Any, validate_only: bool) -> None:
     cmd = ctl.plan_alter_topic_configs(res.resource_name, changes)
     if not validate_only:
         try:
-            await asyncio.wait_for(ctl.propose(cmd), TIMEOUT_S)
+            await asyncio.wait_for(ctl.replicate_and_wait(cmd), TIMEOUT_S)
         except TimeoutError:
             raise BrokerError(ErrorCode.REQUEST_TIMED_OUT, "the change timed out") from None
 

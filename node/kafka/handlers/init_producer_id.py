@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from liferaft_proto.v1 import broker_pb2
+from node.controller_commands import AllocateProducerIds
 from node.errors import BrokerError, ErrorCode
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of, kafka_error
 
@@ -25,7 +26,7 @@ async def allocate(ctx: Ctx) -> int:
     if controller.is_leader:
         try:
             first = await asyncio.wait_for(
-                controller.propose({"op": "allocate_producer_ids", "count": 1}), TIMEOUT_S
+                controller.replicate_and_wait(AllocateProducerIds(count=1)), TIMEOUT_S
             )
         except TimeoutError:
             raise BrokerError(

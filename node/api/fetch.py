@@ -1,0 +1,109 @@
+"""Reading a partition: Fetch (one answer), FetchStream (answers as records come), ListOffsets
+(earliest, latest, by time) and PartitionLag (how far behind an offset is, in records and time)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from liferaft_proto import records
+from liferaft_proto.v1 import broker_pb2
+from node import validate
+from node.api.context import Api
+from node.errors import BrokerError, ErrorCode
+
+DEFAULT_FETCH_MAX_BYTES = 1 << 20
+DEFAULT_FETCH_MAX_WAIT_MS = 500
+MAX_FETCH_BYTES = 64 << 20
+
+
+def _fetch_limits(request: broker_pb2.FetchRequest) -> tuple[int, int]:
+    if request.max_bytes < 0 or request.min_bytes < 0 or request.max_wait_ms < 0:
+        raise BrokerError(
+            ErrorCode.INVALID_FETCH_SIZE, "max_bytes, min_bytes and max_wait_ms must be >= 0"
+        )
+    if request.offset < 0:
+        raise BrokerError(ErrorCode.OFFSET_OUT_OF_RANGE, f"offset {request.offset} is negative")
+    max_bytes = min(request.max_bytes or DEFAULT_FETCH_MAX_BYTES, MAX_FETCH_BYTES)
+    max_wait = request.max_wait_ms if request.max_wait_ms else DEFAULT_FETCH_MAX_WAIT_MS
+    return max_bytes, max_wait
+
+
+async def fetch(api: Api, request: broker_pb2.FetchRequest) -> broker_pb2.FetchResponse:
+    validate.fetch(request)
+    max_bytes, max_wait = _fetch_limits(request)
+    part = api.broker.leader_partition(request.topic, request.partition)
+    res = await part.fetch(request.offset, max_bytes, max_wait, request.min_bytes)
+    return broker_pb2.FetchResponse(
+        records=res.records,
+        high_watermark=res.high_watermark,
+        log_start_offset=res.log_start_offset,
+        last_stable_offset=res.high_watermark,
+    )
+
+
+async def fetch_stream(
+    api: Api, request: broker_pb2.FetchRequest
+) -> AsyncIterator[broker_pb2.FetchResponse]:
+    """Answers from `request.offset` on, each as soon as it has records (or the wait ends)."""
+    validate.fetch(request)
+    max_bytes, max_wait = _fetch_limits(request)
+    offset = request.offset
+    while True:
+        part = api.broker.leader_partition(request.topic, request.partition)
+        res = await part.fetch(offset, max_bytes, max_wait, 1)
+        if res.records:
+            end = offset
+            for header, _ in records.split_batches(res.records):
+                end = header.base_offset + header.record_count
+            offset = max(offset, end)
+        yield broker_pb2.FetchResponse(
+            records=res.records,
+            high_watermark=res.high_watermark,
+            log_start_offset=res.log_start_offset,
+            last_stable_offset=res.high_watermark,
+        )
+
+
+async def list_offsets(
+    api: Api, request: broker_pb2.ListOffsetsRequest
+) -> broker_pb2.ListOffsetsResponse:
+    validate.list_offsets(request)
+    spec = request.spec
+    if spec == broker_pb2.ListOffsetsRequest.UNSPECIFIED:
+        raise BrokerError(
+            ErrorCode.INVALID_REQUEST, "ListOffsets needs spec EARLIEST, LATEST or BY_TIMESTAMP"
+        )
+    part = api.broker.leader_partition(request.topic, request.partition)
+    epoch = part.state().leader_epoch
+    if spec == broker_pb2.ListOffsetsRequest.EARLIEST:
+        return broker_pb2.ListOffsetsResponse(
+            offset=part.log_start_offset, timestamp_ms=-1, leader_epoch=epoch
+        )
+    if spec == broker_pb2.ListOffsetsRequest.LATEST:
+        return broker_pb2.ListOffsetsResponse(
+            offset=part.high_watermark, timestamp_ms=-1, leader_epoch=epoch
+        )
+    if spec == broker_pb2.ListOffsetsRequest.BY_TIMESTAMP:
+        found = part.offset_for_time(request.timestamp_ms)
+        offset, ts = found if found is not None else (-1, -1)
+        return broker_pb2.ListOffsetsResponse(offset=offset, timestamp_ms=ts, leader_epoch=epoch)
+    raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown ListOffsets spec {spec}")
+
+
+async def partition_lag(
+    api: Api, request: broker_pb2.PartitionLagRequest
+) -> broker_pb2.PartitionLagResponse:
+    validate.partition_lag(request)
+    part = api.broker.leader_partition(request.topic, request.partition)
+    lag_records, first_ts = part.lag(request.offset)
+    now_ms = int(time.time() * 1000)
+    return broker_pb2.PartitionLagResponse(
+        high_watermark=part.high_watermark,
+        log_start_offset=part.log_start_offset,
+        lag_records=lag_records,
+        first_unconsumed_timestamp_ms=first_ts,
+        lag_ms=max(0, now_ms - first_ts) if first_ts >= 0 else 0,
+        now_ms=now_ms,
+        leader_epoch=part.state().leader_epoch,
+    )

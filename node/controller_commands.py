@@ -1,0 +1,173 @@
+"""The controller's commands: every change to the cluster metadata, as a value.
+
+The proposer builds one after checking it against the metadata it has (Controller.plan_*); the
+controller applies it, on every node, in log order (Controller.apply_command's table). A command
+checks only its own shape here; whether it still fits the metadata is the apply's question (two
+racing creates of one name: the second is refused there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from node.command import (
+    Command,
+    CommandSet,
+    check_int,
+    check_str,
+    check_str_map,
+    invalid,
+    set_field,
+    wire,
+)
+
+CONTROLLER_COMMANDS = CommandSet("controller")
+
+MAX_PRODUCER_IDS = 1000
+"""The most producer ids one command may hand out."""
+
+Replicas = tuple[tuple[int, ...], ...]
+"""replicas[p] lists partition p's replicas (node ids); the first is the preferred leader."""
+
+
+def _replicas(op: str, value: object) -> Replicas:
+    if not isinstance(value, list | tuple) or not value:
+        raise invalid(op, f"replicas must be a non-empty list of lists, not {value!r}")
+    out: list[tuple[int, ...]] = []
+    for r in value:
+        if not isinstance(r, list | tuple) or not r:
+            raise invalid(op, f"each partition needs a non-empty list of replicas, not {r!r}")
+        out.append(tuple(check_int(op, "a replica", n) for n in r))
+    return tuple(out)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegisterBroker(Command):
+    """A node's advertised address, for the metadata clients read."""
+
+    op: ClassVar[str] = "register_broker"
+    node_id: int
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        check_int(self.op, "node_id", self.node_id)
+        check_str(self.op, "host", self.host)
+        check_int(self.op, "port", self.port, 0, 65535)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CreateTopic(Command):
+    """A new topic with its partitions placed; applied, it returns the topic id."""
+
+    op: ClassVar[str] = "create_topic"
+    name: str
+    replicas: Replicas
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        set_field(self, "replicas", _replicas(self.op, self.replicas))
+        set_field(self, "configs", check_str_map(self.op, "configs", self.configs))
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteTopic(Command):
+    op: ClassVar[str] = "delete_topic"
+    name: str
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AllocateProducerIds(Command):
+    """Hand out `count` idempotent producer ids; applied, it returns the first."""
+
+    op: ClassVar[str] = "allocate_producer_ids"
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.count, int)
+            or isinstance(self.count, bool)
+            or not 1 <= self.count <= MAX_PRODUCER_IDS
+        ):
+            raise invalid(self.op, f"cannot allocate {self.count!r} producer ids")
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CreatePartitions(Command):
+    """Grow topic `name` (as it was when planned: `topic_id`, `from_count` partitions) by the
+    partitions in `replicas`; applied, it returns the new count."""
+
+    op: ClassVar[str] = "create_partitions"
+    name: str
+    topic_id: int
+    from_count: int = field(metadata=wire("from"))
+    replicas: Replicas
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        check_int(self.op, "topic_id", self.topic_id)
+        check_int(self.op, "from", self.from_count)
+        set_field(self, "replicas", _replicas(self.op, self.replicas))
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AlterTopicConfigs(Command):
+    """Set (a value) or remove (None) configs of topic `name` (the one with `topic_id`)."""
+
+    op: ClassVar[str] = "alter_topic_configs"
+    name: str
+    topic_id: int
+    changes: dict[str, str | None]
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        check_int(self.op, "topic_id", self.topic_id)
+        set_field(self, "changes", check_str_map(self.op, "changes", self.changes, nulls=True))
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UpsertUser(Command):
+    """A user's salted SCRAM credential for one mechanism (node/scram.py); never a password."""
+
+    op: ClassVar[str] = "upsert_user"
+    name: str
+    mechanism: str
+    salt: str
+    """base64"""
+    iterations: int
+    stored_key: str
+    """base64"""
+    server_key: str
+    """base64"""
+
+    def __post_init__(self) -> None:
+        for name in ("name", "mechanism", "salt", "stored_key", "server_key"):
+            check_str(self.op, name, getattr(self, name))
+        check_int(self.op, "iterations", self.iterations, 1)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteUser(Command):
+    """Remove a user's credential for `mechanism`, or every credential (None)."""
+
+    op: ClassVar[str] = "delete_user"
+    name: str
+    mechanism: str | None = None
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        if self.mechanism is not None:
+            check_str(self.op, "mechanism", self.mechanism)
