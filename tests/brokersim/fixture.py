@@ -120,11 +120,13 @@ class SimDriver(RaftDriver):
 
     def _finish(self, readies: list[tuple[Group, Ready]]) -> None:
         if self.store.disk.sync_failed:  # type: ignore[attr-defined]
-            raise Violation(
+            found = Violation(
                 "fail-stop",
                 f"node {self.node_id} finished a Raft round after a failed sync "
                 "(it acknowledges writes the disk may not hold)",
             )
+            self.sim_node.cluster.violations.append(found)  # the driver may swallow the raise
+            raise found
         super()._finish(readies)
 
 
