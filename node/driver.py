@@ -59,7 +59,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -216,9 +216,14 @@ class RaftDriver:
         timing: RaftTiming,
         rng: random.Random | None = None,
         halt: Callable[[str], None] = exit_process,
+        run_sync: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
     ) -> None:
         self.node_id = node_id
         self.halt = halt
+        self._run_sync = run_sync or self._sync_in_thread
+        """Runs a WAL sync off the round (the worker-thread path): in the worker thread in
+        production; a simulation injects its own, to run the sync at a virtual time of its
+        choosing (tests/brokersim/)."""
         """Called once, with the cause, when the node must stop (fail-stop); ends the process
         in production. The driver has stopped by then either way."""
         self.failure: str | None = None
@@ -593,17 +598,19 @@ class RaftDriver:
                 group.fsm.on_round()
         return True
 
+    async def _sync_in_thread(self, sync: Callable[[], None]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._syncer, sync)
+
     async def _sync_queued(self) -> None:
         """Sync and finish the queued rounds until none is left: each sync covers every round
         written before it started, and rounds written meanwhile wait for the next one."""
-        loop = asyncio.get_running_loop()
         try:
             while self._queued and not self._stopped:
                 batch, self._queued = self._queued, []
                 sync, self._queued_sync = self._queued_sync, False
                 if sync:
                     t0 = time.perf_counter()
-                    await loop.run_in_executor(self._syncer, self.store.sync_wal)
+                    await self._run_sync(self.store.sync_wal)
                     self.stats.syncs += 1
                     self.stats.sync_seconds += time.perf_counter() - t0
                 if self._stopped:

@@ -53,7 +53,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NoReturn, cast
+from typing import NoReturn, Protocol, cast
 
 from crc32c import crc32c
 from rocksdict import (
@@ -252,6 +252,19 @@ class GroupKeys:
 
 
 # -- writes --------------------------------------------------------------------------------------
+class Batch(Protocol):
+    """A write batch as the store builds it (rocksdict's WriteBatch in raw mode): applied whole
+    or not at all, range deletions before the puts that follow them."""
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def delete_range(self, begin: bytes, end: bytes) -> None: ...
+
+    def is_empty(self) -> bool: ...
+
+
 @dataclass(slots=True, frozen=True)
 class GroupUpdate:
     """What one group's Ready asks to persist, applied in this order: snapshot, entries, hard
@@ -378,7 +391,7 @@ class GroupStorage:
             total += size
             return True
 
-        raw = _collect(self._store._live_db(), keys.entry(lo), keys.entry(hi), accept=within_size)
+        raw = self._store._scan(keys.entry(lo), keys.entry(hi), accept=within_size)
         out: list[Entry] = []
         run = bisect_right(self._run_starts, lo) - 1
         next_run = self._run_starts[run + 1] if run + 1 < len(self._run_starts) else None
@@ -428,7 +441,7 @@ class GroupStorage:
                 f"{self._snap.meta.conf_state}); bootstrap is for new groups only"
             )
         snap = Snapshot(meta=SnapshotMeta(conf_state=conf_state))
-        batch = WriteBatch(raw_mode=True)
+        batch = self._store._new_batch()
         batch.put(self._keys.snapshot, _encode_snapshot(self._keys.snapshot, snap))
         self._put_registry(batch)
         self._store._write_batch(batch, sync=False)
@@ -446,7 +459,7 @@ class GroupStorage:
         snap = Snapshot(
             SnapshotMeta(index=index, term=self.term(index), conf_state=conf_state), data
         )
-        batch = WriteBatch(raw_mode=True)
+        batch = self._store._new_batch()
         batch.put(self._keys.snapshot, _encode_snapshot(self._keys.snapshot, snap))
         self._put_registry(batch)
         self._store._write_batch(batch, sync=True)
@@ -470,7 +483,7 @@ class GroupStorage:
             return
         keys = self._keys
         term = self.term(index)
-        batch = WriteBatch(raw_mode=True)
+        batch = self._store._new_batch()
         batch.delete_range(keys.entry_prefix, keys.entry(index + 1))
         # Runs must start at the new first index: drop those starting at or before it and put
         # one back there (same term as before) if any entry is left.
@@ -497,7 +510,7 @@ class GroupStorage:
         """Delete the whole group from disk, synced (topic deletion). This object is dead
         afterwards; `NodeStore.group` of the same id gives a new, empty group."""
         self._check_writable()
-        batch = WriteBatch(raw_mode=True)
+        batch = self._store._new_batch()
         batch.delete_range(self._keys.prefix, self._keys.end)
         batch.delete(self._keys.registry)
         self._store._write_batch(batch, sync=True)
@@ -506,7 +519,7 @@ class GroupStorage:
         self._destroyed = True
 
     # -- the Ready path (NodeStore.write) -------------------------------------------------------
-    def _plan(self, u: GroupUpdate, batch: WriteBatch) -> _Plan:
+    def _plan(self, u: GroupUpdate, batch: Batch) -> _Plan:
         """Put u's writes into batch and say what memory becomes after the batch is written.
         Raises ValueError (with batch to be thrown away) on an update that makes no sense."""
         keys = self._keys
@@ -612,18 +625,18 @@ class GroupStorage:
     def _load(self) -> None:
         """Read the group's state from disk, checking every value read and that the pieces agree:
         the log start, the term runs, the first and the last entry."""
-        keys, db = self._keys, self._store._live_db()
-        self._registered = self._get(db, keys.registry, "registration") is not None
-        hard = self._get(db, keys.hard_state, "hard state")
+        keys, store = self._keys, self._store
+        self._registered = self._get(keys.registry, "registration") is not None
+        hard = self._get(keys.hard_state, "hard state")
         if hard is not None:
             if len(hard) != _HARD.size:
                 self._corrupt("hard state", keys.hard_state, f"{len(hard)} bytes, not {_HARD.size}")
             _, term, vote, commit = _HARD.unpack(hard)
             self._hard = HardState(term=term, vote=vote, commit=commit)
-        snap = self._get(db, keys.snapshot, "snapshot")
+        snap = self._get(keys.snapshot, "snapshot")
         if snap is not None:
             self._snap = self._decode_snapshot(snap)
-        start = self._get(db, keys.log_start, "log start")
+        start = self._get(keys.log_start, "log start")
         if start is not None:
             if len(start) != _LOG_START.size:
                 self._corrupt(
@@ -637,7 +650,7 @@ class GroupStorage:
                 f"the log starts after {self._offset}, past its snapshot at {self._snap.meta.index}",
             )
 
-        runs = _collect(db, keys.run_prefix, keys.runs_end)
+        runs = store._scan(keys.run_prefix, keys.runs_end)
         for k, v in runs:
             start_index = _U64.unpack_from(k, len(keys.run_prefix))[0]
             why = _unseal(v, k) or (
@@ -648,8 +661,8 @@ class GroupStorage:
             self._run_starts.append(start_index)
             self._run_terms.append(_RUN.unpack(v)[1])
 
-        first_kv = self._first_in(db, keys.entry_prefix, keys.entries_end)
-        last_kv = self._last_in(db, keys.entry_prefix, keys.entries_end)
+        first_kv = self._first_in(store, keys.entry_prefix, keys.entries_end)
+        last_kv = self._last_in(store, keys.entry_prefix, keys.entries_end)
         anything = bool(hard or snap or start or runs or first_kv)
         if anything and not self._registered:
             self._corrupt("registration", keys.registry, "missing, yet the group has state")
@@ -690,8 +703,8 @@ class GroupStorage:
         cs = ConfState(voters=frozenset(ids[:nv]), learners=frozenset(ids[nv:]))
         return Snapshot(SnapshotMeta(index=index, term=term, conf_state=cs), value[ids_end:])
 
-    def _get(self, db: Rdict, key: bytes, what: str) -> bytes | None:
-        value: bytes | None = db.get(key)
+    def _get(self, key: bytes, what: str) -> bytes | None:
+        value = self._store._get_raw(key)
         if value is not None:
             why = _unseal(value, key)
             if why is not None:
@@ -699,21 +712,21 @@ class GroupStorage:
         return value
 
     @staticmethod
-    def _first_in(db: Rdict, lo: bytes, hi: bytes) -> tuple[bytes, bytes] | None:
-        found = _collect(db, lo, hi, limit=1)
+    def _first_in(store: NodeStore, lo: bytes, hi: bytes) -> tuple[bytes, bytes] | None:
+        found = store._scan(lo, hi, limit=1)
         return found[0] if found else None
 
     @staticmethod
-    def _last_in(db: Rdict, lo: bytes, hi: bytes) -> tuple[bytes, bytes] | None:
+    def _last_in(store: NodeStore, lo: bytes, hi: bytes) -> tuple[bytes, bytes] | None:
         # The last key at or below hi (never a key itself). A backwards scan has no lower bound
         # (see _collect): what it finds may belong to another range.
-        found = _collect(db, hi, backwards=True, limit=1)
+        found = store._scan(hi, backwards=True, limit=1)
         if not found or not lo <= found[0][0] < hi:
             return None
         return found[0]
 
     # -- helpers -------------------------------------------------------------------------------
-    def _put_registry(self, batch: WriteBatch) -> None:
+    def _put_registry(self, batch: Batch) -> None:
         if not self._registered:
             batch.put(self._keys.registry, _seal(self._keys.registry, b""))
 
@@ -874,9 +887,8 @@ class NodeStore:
 
     def groups(self) -> list[str]:
         """Ids of the groups that have state on disk, sorted."""
-        db = self._live_db()
         out = []
-        for k, v in _collect(db, _REGISTRY, bytes([_REGISTRY[0] + 1])):
+        for k, v in self._scan(_REGISTRY, bytes([_REGISTRY[0] + 1])):
             group_id = k[len(_REGISTRY) :].decode(errors="replace")
             why = _unseal(v, k)
             if why is not None:
@@ -893,7 +905,7 @@ class NodeStore:
         """Persist every update in ONE WriteBatch and ONE write, fsync'd when sync. All or
         nothing: a crash leaves either the whole batch or none of it."""
         self._live_db()
-        batch = WriteBatch(raw_mode=True)
+        batch = self._new_batch()
         plans: list[tuple[GroupStorage, _Plan]] = []
         seen: set[str] = set()
         for u in updates:
@@ -917,8 +929,33 @@ class NodeStore:
         for g, plan in plans:
             g._apply(plan)
 
-    def _write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
-        self._live_db().write(batch, self._sync if sync else self._nosync)
+    # -- the database seam: every read and write of the database goes through these five,
+    # which a simulation overrides with a disk of its own (tests/brokersim/disk.py) --------
+    def _new_batch(self) -> Batch:
+        return WriteBatch(raw_mode=True)
+
+    def _write_batch(self, batch: Batch, *, sync: bool) -> None:
+        self._live_db().write(cast("WriteBatch", batch), self._sync if sync else self._nosync)
+
+    def _scan(
+        self,
+        start: bytes,
+        upper: bytes | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+        accept: Callable[[bytes, bytes], bool] | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        return _collect(
+            self._live_db(), start, upper, backwards=backwards, limit=limit, accept=accept
+        )
+
+    def _get_raw(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._live_db().get(key)
+        return value
+
+    def _flush_wal(self) -> None:
+        self._live_db().flush_wal(True)
 
     def sync_wal(self) -> None:
         """Make every write so far durable: fsync RocksDB's write-ahead log.
@@ -931,17 +968,17 @@ class NodeStore:
         event loop goes on moving bytes while the disk syncs. Safe to call from another thread
         than the loop's while the loop reads and writes (RocksDB allows it); not while closing."""
         if self.on_sync is None:
-            self._live_db().flush_wal(True)
+            self._flush_wal()
             return
         t0 = time.perf_counter()
-        self._live_db().flush_wal(True)
+        self._flush_wal()
         self.on_sync(time.perf_counter() - t0)
 
     # -- host metadata -------------------------------------------------------------------------
     def get_meta(self, key: bytes) -> bytes | None:
         """A host key's value, written through GroupUpdate.meta; None if absent."""
         full = _META + key
-        value: bytes | None = self._live_db().get(full)
+        value = self._get_raw(full)
         if value is None:
             return None
         why = _unseal(value, full)

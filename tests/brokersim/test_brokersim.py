@@ -1,0 +1,139 @@
+"""The broker simulation itself: a few seeds pass and replay identically, and its parts (the
+page-cache disk under the real NodeStore, the fixture's fail-stop) do what they claim."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from liferaft_proto import records
+from liferaft_proto.v1 import broker_pb2
+from node.storage import CorruptStorageError, GroupUpdate, StorageError
+from raft import ConfState, Entry, HardState
+from tests.brokersim.disk import MemDisk, SimStore
+from tests.brokersim.fixture import ClusterOptions, RpcError, SimCluster
+from tests.brokersim.loop import SimLoop, VirtualClock, virtual_process
+from tests.brokersim.net import SimNet
+from tests.brokersim.runner import run_seed
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_seeds_pass(seed: int) -> None:
+    r = run_seed(seed)
+    assert r.ok, r.error
+    assert r.stats.acked > 0 and r.stats.read > 0 and r.stats.states_compared > 0
+
+
+def test_a_seed_replays_identically() -> None:
+    a, b = run_seed(5), run_seed(5)
+    assert a.stats == b.stats
+
+
+# -- the disk ----------------------------------------------------------------------------------
+def _append(store: SimStore, index: int, *, sync: bool) -> None:
+    g = store.group("g")
+    store.write(
+        [GroupUpdate(group=g, entries=[Entry(index=index, term=1, data=b"x" * 40)])], sync=sync
+    )
+
+
+def test_a_crash_keeps_what_was_synced_and_a_prefix_of_the_rest() -> None:
+    disk = MemDisk(1)
+    store = SimStore(disk)
+    store.group("g").bootstrap(ConfState(voters=frozenset({1})))
+    _append(store, 1, sync=True)
+    for i in (2, 3, 4):
+        _append(store, i, sync=False)
+    assert store.group("g").last_index() == 4  # reads see the page cache
+    store.close()
+    disk.crash(keep=1, tear=False)
+    again = SimStore(disk)
+    assert again.group("g").last_index() == 2
+    with pytest.raises(StorageError):
+        store.group("other")  # the dead process's store touches nothing
+
+
+def test_a_failed_sync_loses_its_writes_for_good() -> None:
+    disk = MemDisk(1)
+    store = SimStore(disk)
+    store.group("g").bootstrap(ConfState(voters=frozenset({1})))
+    store.sync_wal()
+    _append(store, 1, sync=False)
+    disk.faults.fail_next_sync = True
+    with pytest.raises(OSError):
+        store.sync_wal()
+    store.sync_wal()  # "succeeds": the pages are clean now, and never reached the disk
+    store.close()
+    disk.crash(keep=10, tear=False)
+    assert SimStore(disk).group("g").last_index() == 0
+
+
+def test_a_torn_write_is_found_by_the_checksum_at_restart() -> None:
+    disk = MemDisk(1)
+    store = SimStore(disk)
+    g = store.group("g")
+    g.bootstrap(ConfState(voters=frozenset({1})))
+    store.write([GroupUpdate(group=g, hard_state=HardState(term=1, vote=1))], sync=True)
+    _append(store, 1, sync=False)
+    store.close()
+    disk.crash(keep=1, tear=True)
+    assert disk.torn_key is not None
+    with pytest.raises(CorruptStorageError, match="checksum"):
+        SimStore(disk).group("g")
+    assert disk.torn_read
+
+
+# -- the fixture, as another test would use it ---------------------------------------------------
+def test_a_leader_whose_sync_fails_stops_and_acknowledges_nothing_after() -> None:
+    clock = VirtualClock()
+    loop = SimLoop(clock)
+
+    async def scenario() -> None:
+        net = SimNet(random.Random(1), asyncio.get_running_loop().call_later)
+        c = SimCluster(random.Random(2), net, ClusterOptions(inline_sync_bytes=0))
+        for i in c.ids:
+            c.start(i)
+        create = broker_pb2.CreateTopicsRequest(
+            topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=3)]
+        )
+        while True:
+            try:
+                r = await c.call(1, "CreateTopics", create, 5.0)
+                if r.topics[0].error.code == 0:
+                    break
+            except RpcError:
+                pass
+            await asyncio.sleep(0.1)
+        batch = records.build_batch([records.Record(value=b"a")])
+        produce = broker_pb2.ProduceRequest(topic="t", partition=0, records=batch, acks=-1)
+
+        def leader() -> int:
+            for n in c.live():
+                assert n.broker is not None
+                part = n.broker.partitions.get(("t", 0))
+                if part is not None and part.is_leader:
+                    return n.id
+            return 0
+
+        while not leader():
+            await asyncio.sleep(0.05)
+        victim = leader()
+        assert (await c.call(victim, "Produce", produce, 2.0)).base_offset == 0
+        c.nodes[victim].disk.faults.fail_next_sync = True
+        with pytest.raises(RpcError) as e:
+            await c.call(victim, "Produce", produce, 2.0)
+        assert e.value.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        assert not c.nodes[victim].up and "sync" in c.nodes[victim].failure
+        assert not c.violations
+        c.start(victim)  # restarts from what its disk holds
+        while not leader():
+            await asyncio.sleep(0.05)
+        assert (await c.call(leader(), "Produce", produce, 2.0)).base_offset >= 1
+
+    try:
+        with virtual_process(clock, random.Random(3), lambda e: None):
+            loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
+    finally:
+        loop.close()

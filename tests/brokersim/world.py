@@ -1,0 +1,441 @@
+"""One seeded run of the broker simulation: a cluster, clients, faults, and the checks.
+
+A seed decides everything: the cluster's shape and knobs (its profile), the network's and the
+disk's behaviour, the clients' choices and the faults' times. A run has three phases:
+
+1. start: every node starts; two checked topics are created (t0 with default retention, t1
+   with a retention so small that its partitions snapshot and compact all the time);
+2. chaos: producers, consumers, group members and an admin work while the nemesis crashes
+   nodes (losing some, all or none of their unsynced writes, now and then with a torn write,
+   now and then all nodes at once), restarts them, cuts links (both ways, one way, splits),
+   fails syncs (EIO), stalls disks, and changes loss, duplication and delay;
+3. calm: the faults end, every node that can start is started, the clients stop, and the
+   cluster is given time to agree; then every partition's log is read from its leader and the
+   checks run (tests/brokersim/history.py), with the replica comparison kept all along
+   (tests/brokersim/fixture.py: state at each applied index).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from liferaft_proto import records
+from liferaft_proto.v1 import broker_pb2
+from node import replica_state
+from tests.brokersim.clients import Admin, Client, Consumer, GroupMember, Producer
+from tests.brokersim.fixture import ClusterOptions, RpcError, SimCluster, Violation
+from tests.brokersim.history import History
+from tests.brokersim.loop import Deadlock, SimLoop, VirtualClock, virtual_process
+from tests.brokersim.net import LinkFaults, SimNet
+
+Trace = Callable[[str, str], None]
+CHECKED = {"t0": 3, "t1": 2}
+"""The topics whose records are checked, and their partitions (never deleted)."""
+
+
+@dataclass
+class SimOptions:
+    chaos_s: float = 8.0
+    """Virtual seconds of the chaos phase."""
+    calm_s: float = 4.0
+
+
+@dataclass
+class Profile:
+    nodes: int
+    inline_sync_bytes: int
+    quiesce_after_ticks: int
+    net: LinkFaults
+    fault_every_s: float
+    controller_snapshot_every: int
+    groups_snapshot_every: int
+    producers: int
+    idempotent: int
+    plain_acks: list[int]
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Profile:
+        producers = rng.randint(2, 4)
+        return cls(
+            nodes=rng.choice((3, 3, 3, 5)),
+            inline_sync_bytes=rng.choice((0, 64 << 10)),
+            quiesce_after_ticks=rng.choice((0, 3, 3)),
+            net=LinkFaults(
+                loss=rng.choice((0.0, 0.01, 0.05)),
+                duplicate=rng.choice((0.0, 0.01, 0.03)),
+                delay_s=rng.choice(((0.0005, 0.002), (0.001, 0.01))),
+                slow=rng.choice((0.0, 0.01)),
+            ),
+            fault_every_s=rng.choice((0.3, 0.6, 1.0)),
+            controller_snapshot_every=rng.choice((6, 12, 40)),
+            groups_snapshot_every=rng.choice((6, 12, 40)),
+            producers=producers,
+            idempotent=rng.randint(1, producers - 1),
+            plain_acks=[rng.choice((1, -1)) for _ in range(producers)],
+        )
+
+    def describe(self) -> str:
+        n = self.net
+        return (
+            f"{self.nodes} nodes, inline sync {'on' if self.inline_sync_bytes else 'off'}, "
+            f"quiesce {self.quiesce_after_ticks or 'off'}, loss {n.loss}, dup {n.duplicate}, "
+            f"delay {n.delay_s}, slow {n.slow}, a fault every ~{self.fault_every_s} s, "
+            f"snapshots every {self.controller_snapshot_every} (controller) / "
+            f"{self.groups_snapshot_every} (groups) entries, {self.producers} producers "
+            f"({self.idempotent} idempotent)"
+        )
+
+
+@dataclass
+class SeedStats:
+    virtual_s: float = 0.0
+    acked: int = 0
+    attempts: int = 0
+    read: int = 0
+    crashes: int = 0
+    halts: int = 0
+    failed_syncs: int = 0
+    lost_writes: int = 0
+    torn: int = 0
+    messages: int = 0
+    states_compared: int = 0
+    faults: int = 0
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    stats: SeedStats
+    error: str | None = None
+    prop: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@contextlib.contextmanager
+def knobs(profile: Profile) -> Iterator[None]:
+    """Scale the state machines' snapshot intervals down, so snapshots, log trimming and
+    restarts from a snapshot happen within seconds (FoundationDB calls these knobs)."""
+    import node.controller
+    import node.groups
+
+    saved = []
+    for mod, value in (
+        (node.controller, profile.controller_snapshot_every),
+        (node.groups, profile.groups_snapshot_every),
+    ):
+        if hasattr(mod, "SNAPSHOT_EVERY"):
+            saved.append((mod, mod.SNAPSHOT_EVERY))
+            mod.SNAPSHOT_EVERY = value  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for mod, old in saved:
+            mod.SNAPSHOT_EVERY = old  # type: ignore[attr-defined]
+
+
+class World:
+    def __init__(self, seed: int, opts: SimOptions | None = None, trace: Trace | None = None):
+        self.seed = seed
+        self.opts = opts or SimOptions()
+        self.rng = random.Random(seed)
+        self.profile = Profile.draw(random.Random(self.rng.random()))
+        self.trace: Trace = trace or (lambda _k, _t: None)
+        self.clock = VirtualClock()
+        self.stats = SeedStats()
+        self.history = History()
+        self.vital_failures: list[BaseException] = []
+        self.loud = False
+
+    def _rng(self) -> random.Random:
+        return random.Random(self.rng.random())
+
+    def run(self) -> SeedResult:
+        result = SeedResult(self.seed, self.stats)
+        loop = SimLoop(self.clock)
+        quiet = logging.getLogger("liferaft")
+        level = quiet.level
+        quiet.setLevel(
+            logging.CRITICAL + 1 if not getattr(self, "loud", False) else logging.WARNING
+        )  # the simulation's trace is the log
+        try:
+            with (
+                virtual_process(self.clock, self._rng(), self.vital_failures.append),
+                knobs(self.profile),
+            ):
+                loop.run_until_complete(self.main())
+        except Violation as e:
+            result.error, result.prop = str(e), e.prop
+        except Deadlock as e:
+            result.error, result.prop = str(e), "progress"
+        finally:
+            quiet.setLevel(level)
+            self._close(loop)
+        self.stats.virtual_s = self.clock.now
+        return result
+
+    @staticmethod
+    def _close(loop: SimLoop) -> None:
+        tasks = asyncio.all_tasks(loop)
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(Exception, Deadlock):
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+
+    # -- the run ---------------------------------------------------------------------------------
+    async def main(self) -> None:
+        p = self.profile
+        loop = asyncio.get_running_loop()
+        self.net = SimNet(self._rng(), loop.call_later, p.net)
+        copts = ClusterOptions(
+            nodes=p.nodes,
+            inline_sync_bytes=p.inline_sync_bytes,
+            quiesce_after_ticks=p.quiesce_after_ticks,
+        )
+        self.cluster = c = SimCluster(self._rng(), self.net, copts, self.trace)
+        for i in c.ids:
+            c.start(i)
+        admin = Client("setup", c, self.history, self._rng())
+        for topic, parts in CHECKED.items():
+            configs = {"retention.bytes": "300"} if topic == "t1" else {}
+            await self._create(admin, topic, parts, configs)
+        self.trace("setup", f"topics {sorted(CHECKED)} created at {loop.time():.2f} s")
+
+        chaos_end = loop.time() + self.opts.chaos_s
+        workers = self._clients(chaos_end)
+        tasks = [loop.create_task(w.run(chaos_end)) for w in workers]
+        await self._nemesis(chaos_end)
+        await self._calm()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(self.opts.calm_s)
+        self._raise_found()
+        await self._final_checks()
+        self._raise_found()
+
+    async def _create(
+        self, admin: Client, topic: str, partitions: int, configs: dict[str, str]
+    ) -> None:
+        rf = min(3, self.profile.nodes)
+        req = broker_pb2.CreateTopicsRequest(
+            topics=[
+                broker_pb2.NewTopic(
+                    name=topic, partitions=partitions, replication_factor=rf, configs=configs
+                )
+            ],
+            timeout_ms=3000,
+        )
+        for _ in range(200):
+            try:
+                r = await admin.call(admin.any_node(), "CreateTopics", req, 5.0)
+            except RpcError:
+                await asyncio.sleep(0.1)
+                continue
+            err = r.topics[0].error
+            if err.code == 0 or err.message.find("already exists") >= 0:
+                return
+            await asyncio.sleep(0.1)
+        raise Violation("progress", f"topic {topic} could not be created in 20 s without faults")
+
+    def _clients(self, until: float) -> list[Any]:
+        c, h, p = self.cluster, self.history, self.profile
+        out: list[Any] = []
+        for i in range(p.producers):
+            topic = "t0" if i % 2 == 0 else "t1"
+            idem = i < p.idempotent
+            out.append(
+                Producer(
+                    f"p{i}{'i' if idem else ''}",
+                    c,
+                    h,
+                    self._rng(),
+                    topic,
+                    CHECKED[topic],
+                    idempotent=idem,
+                    acks=-1 if idem else p.plain_acks[i],
+                )
+            )
+        for topic, parts in CHECKED.items():
+            out.append(Consumer(f"c-{topic}", c, h, self._rng(), topic, parts))
+        for i in range(2):
+            out.append(GroupMember(f"g{i}", c, h, self._rng(), "grp", "t0"))
+        out.append(Admin("admin", c, h, self._rng(), lambda _t, _up: None))
+        self.workers = out
+        return out
+
+    # -- faults ----------------------------------------------------------------------------------
+    async def _nemesis(self, until: float) -> None:
+        loop = asyncio.get_running_loop()
+        rng = self._rng()
+        c, net = self.cluster, self.net
+        base = self.profile.net
+        torn_left = 1
+        while loop.time() < until:
+            await asyncio.sleep(rng.expovariate(1 / self.profile.fault_every_s))
+            self._raise_found()
+            up = [n.id for n in c.live()]
+            down = [n.id for n in c.nodes.values() if not n.up and not n.broken]
+            r = rng.random()
+            self.stats.faults += 1
+            if r < 0.22 and up:
+                victim = rng.choice(up)
+                tear = torn_left > 0 and rng.random() < 0.15
+                torn_left -= tear
+                keep = rng.choice((0, None, 10**9))
+                c.crash(victim, keep=keep, tear=tear)
+            elif r < 0.24 and up:
+                self.trace("fault", "power loss on every node")
+                for n in up:
+                    c.crash(n)
+            elif r < 0.45 and down:
+                c.start(rng.choice(down))
+            elif r < 0.55:
+                node = rng.choice(c.ids)
+                way = rng.choice(("", "", "in", "out"))
+                net.isolate(node, c.ids, one_way=way)
+                self.trace("fault", f"node {node} cut off {way or 'both ways'}")
+            elif r < 0.6:
+                side = set(rng.sample(c.ids, len(c.ids) // 2))
+                net.split(side, c.ids)
+                self.trace("fault", f"network split: {sorted(side)} | the rest")
+            elif r < 0.75:
+                net.heal()
+                self.trace("fault", "network healed")
+            elif r < 0.82 and up:
+                node = rng.choice(up)
+                c.nodes[node].disk.faults.fail_next_sync = True
+                self.trace("fault", f"node {node}'s next sync fails (EIO)")
+            elif r < 0.88 and up:
+                node = rng.choice(up)
+                stall = rng.choice((0.0, 0.05, 0.3))
+                c.nodes[node].disk.faults.stall_s = stall
+                self.trace("fault", f"node {node}'s syncs take {stall} s more")
+            else:
+                net.faults = LinkFaults(
+                    loss=rng.choice((base.loss, 0.2)),
+                    duplicate=rng.choice((base.duplicate, 0.1)),
+                    delay_s=base.delay_s,
+                    slow=rng.choice((base.slow, 0.05)),
+                )
+                self.trace("fault", f"links now {net.faults}")
+
+    async def _calm(self) -> None:
+        c, net = self.cluster, self.net
+        net.heal()
+        net.faults = LinkFaults(delay_s=self.profile.net.delay_s)
+        for n in c.nodes.values():
+            n.disk.faults.stall_s = 0.0
+            n.disk.faults.fail_next_sync = False
+        await asyncio.sleep(0.1)  # a node halting on a failed sync has exited by now
+        for n in c.nodes.values():
+            if not n.up and not n.broken:
+                c.start(n.id)
+        self.trace("calm", "faults over: network healed, every node that can start started")
+
+    def _raise_found(self) -> None:
+        found = self.cluster.violations + self.history.violations
+        if self.vital_failures:
+            e = self.vital_failures[0]
+            raise Violation("no vital task fails", f"{type(e).__name__}: {e}")
+        if found:
+            raise found[0]
+
+    # -- the end ---------------------------------------------------------------------------------
+    async def _final_checks(self) -> None:
+        c, h = self.cluster, self.history
+        for node in c.nodes.values():
+            if node.disk.torn_read and node.up:
+                h.fail("fail-stop", f"node {node.id} read its torn write and kept running")
+            if node.disk.sync_failed and node.up and not node.failure:
+                h.fail("fail-stop", f"node {node.id} had a sync fail and kept running")
+        reader = Client("final", c, h, self._rng())
+        for topic, parts in CHECKED.items():
+            for p in range(parts):
+                await self._check_partition(reader, topic, p)
+        await self._check_groups(reader)
+        s = self.stats
+        for a in h.attempts:
+            s.attempts += 1
+            if a.outcome == "ok":
+                s.acked += len(a.values)
+        s.read = h.records_read
+        for n in c.nodes.values():
+            s.crashes += n.disk.stats.crashes
+            s.failed_syncs += n.disk.stats.failed_syncs
+            s.lost_writes += n.disk.stats.lost_writes
+            s.torn += n.disk.stats.torn
+            s.halts += n.incarnation - 1
+        s.messages = self.net.stats.delivered
+        s.states_compared = c.states_compared
+
+    def _leader_part(self, topic: str, p: int) -> Any:
+        for n in self.cluster.live():
+            assert n.broker is not None
+            part = n.broker.partitions.get((topic, p))
+            if part is not None and part.is_leader:
+                return part
+        return None
+
+    async def _check_partition(self, reader: Client, topic: str, p: int) -> None:
+        h, c = self.history, self.cluster
+        part = None
+        for _ in range(100):
+            part = self._leader_part(topic, p)
+            if part is not None:
+                break
+            await asyncio.sleep(0.05)
+        if part is None:
+            alive = [n.id for n in c.live()]
+            if len(alive) * 2 > len(c.ids):
+                h.fail("progress", f"{topic}-{p} has no leader 5 s after the faults ended")
+            return
+        log: dict[int, bytes] = {}
+        start, hw = part.log_start_offset, part.high_watermark
+        offset = start
+        while offset < hw:
+            res = part.read(offset, 64 << 10)
+            got = [
+                (hd.base_offset, [r.value or b"" for r in records.iter_records(bytes(raw))])
+                for hd, raw in records.split_batches(res.records)
+            ]
+            if not got:
+                break
+            h.read((topic, p), offset, got, res.high_watermark)
+            for base, values in got:
+                for k, v in enumerate(values):
+                    if base + k >= offset:
+                        log[base + k] = v
+            offset = got[-1][0] + len(got[-1][1])
+        h.check_log((topic, p), start, log)
+        # Every live replica holds the same batches where their logs overlap.
+        parts = [
+            n.broker.partitions[(topic, p)]
+            for n in c.live()
+            if n.broker is not None and (topic, p) in n.broker.partitions
+        ]
+        lo = max(x.log_start_offset for x in parts)
+        hi = min(x.high_watermark for x in parts)
+        digests = {replica_state.partition_digest(x, lo, hi) for x in parts}
+        if len(digests) > 1:
+            h.fail("replicas agree", f"{topic}-{p}: replicas differ over offsets [{lo}, {hi})")
+
+    async def _check_groups(self, reader: Client) -> None:
+        final: dict[tuple[str, tuple[str, int]], int] = {}
+        coord = None
+        for n in self.cluster.live():
+            assert n.broker is not None
+            if n.broker.groups.is_coordinator:
+                coord = n.broker.groups
+        if coord is None:
+            return
+        for (t, p), entry in coord.committed("grp").items():
+            final[("grp", (t, p))] = entry.offset
+        self.history.check_commits(final)
