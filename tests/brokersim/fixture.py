@@ -356,7 +356,9 @@ class SimCluster:
                         self._later_on(peer, self.net.delay(), _gossip, node.id, states)
             for cmd in broker.registrations_due():
                 supervise(
-                    broker.controller.propose(cmd), "register-broker", expected=(BrokerError,)
+                    broker.controller.replicate_and_wait(cmd),
+                    "register-broker",
+                    expected=(BrokerError,),
                 )
 
     def _update_view(self, node: SimNode) -> None:

@@ -124,22 +124,20 @@ class SeedResult:
 def knobs(profile: Profile) -> Iterator[None]:
     """Scale the state machines' snapshot intervals down, so snapshots, log trimming and
     restarts from a snapshot happen within seconds (FoundationDB calls these knobs)."""
-    import node.controller
-    import node.groups
+    from node.controller import Controller
+    from node.groups import GroupCoordinator
 
-    saved = []
-    for mod, value in (
-        (node.controller, profile.controller_snapshot_every),
-        (node.groups, profile.groups_snapshot_every),
-    ):
-        if hasattr(mod, "SNAPSHOT_EVERY"):
-            saved.append((mod, mod.SNAPSHOT_EVERY))
-            mod.SNAPSHOT_EVERY = value  # type: ignore[attr-defined]
+    saved = [
+        (Controller, Controller.snapshot_every),
+        (GroupCoordinator, GroupCoordinator.snapshot_every),
+    ]
+    Controller.snapshot_every = profile.controller_snapshot_every
+    GroupCoordinator.snapshot_every = profile.groups_snapshot_every
     try:
         yield
     finally:
-        for mod, old in saved:
-            mod.SNAPSHOT_EVERY = old  # type: ignore[attr-defined]
+        for cls, old in saved:
+            cls.snapshot_every = old
 
 
 class World:
