@@ -6,7 +6,8 @@ head of its value; the record's timestamp_ms is the same moment, rounded), and a
 assigned to every partition of the topic reads them as they are committed. A record's latency is
 the time the consumer saw it minus the time in the record: the acks=all round (produce, Raft
 commit, ISR) plus the way from commit to delivery (the high watermark's advance, the fetch
-long-poll's wake-up, the consumer's loop). Both ends share one clock, so no clock skew enters.
+long-poll's wake-up, the consumer's loop); the settings carry the producer's acknowledgement
+latency (ack_p50_ms, ack_p99_ms) of the same records, so the difference is that way. Both ends share one clock, so no clock skew enters.
 
 The open loop is Kafka's: record i is sent at start + i/rate whatever the cluster does, so time a
 record spends queued behind a slow round counts.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import struct
 import time
 from collections.abc import Callable
@@ -25,6 +27,11 @@ from liferaft.bench.stats import BenchResult, LatencyRecorder
 from liferaft.bench.target_liferaft import BenchError, ensure_topic
 
 __all__ = ["E2ESpec", "run_e2e"]
+
+
+def _ms(value: float) -> float | None:
+    return None if value != value else round(value, 3)  # NaN: nothing was acknowledged
+
 
 _STAMP = struct.Struct("<d")
 DRAIN_TIMEOUT_S = 30.0
@@ -72,6 +79,11 @@ class E2ESpec:
         }
 
 
+def _acked(into: LatencyRecorder, sent: float, fut: asyncio.Future[object]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        into.add((time.time() - sent) * 1e3)
+
+
 async def run_e2e(
     bootstrap: list[str], spec: E2ESpec, *, progress: Callable[[int], None] | None = None
 ) -> BenchResult:
@@ -83,6 +95,7 @@ async def run_e2e(
     tps = [TopicPartition(spec.topic, p) for p in range(spec.partitions)]
     total = spec.total_records
     latency = LatencyRecorder()
+    ack_latency = LatencyRecorder()  # send to acks=all acknowledgement, for comparison
     seen = 0
     failures: list[str] = []
     acked = 0
@@ -129,11 +142,11 @@ async def run_e2e(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 now = time.time()
-                futures.append(
-                    await producer.send(
-                        spec.topic, _STAMP.pack(now) + pad, timestamp_ms=int(now * 1000)
-                    )
+                fut = await producer.send(
+                    spec.topic, _STAMP.pack(now) + pad, timestamp_ms=int(now * 1000)
                 )
+                fut.add_done_callback(functools.partial(_acked, ack_latency, now))
+                futures.append(fut)
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
             elapsed = time.monotonic() - start
             for o in outcomes:
@@ -149,6 +162,7 @@ async def run_e2e(
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+    ack_p50, ack_p99 = ack_latency.percentiles(0.5, 0.99)
     if acked == 0:
         raise BenchError(f"no record was acknowledged; first error: {failures[:1]}")
     return BenchResult(
@@ -160,5 +174,11 @@ async def run_e2e(
         latency=latency,
         errors=(total - acked) + max(0, acked - seen),
         requests=0,
-        settings={**spec.settings(), "acked": acked, "failures": failures},
+        settings={
+            **spec.settings(),
+            "acked": acked,
+            "ack_p50_ms": _ms(ack_p50),
+            "ack_p99_ms": _ms(ack_p99),
+            "failures": failures,
+        },
     )
