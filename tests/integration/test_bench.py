@@ -79,7 +79,10 @@ def test_bench_produce_and_consume_against_a_cluster(make_cluster: MakeCluster) 
     # End to end: every record the producer sent reaches the consumer, with a latency each.
     r = _bench("e2e", *b, "--rate", "200", "--duration", "2", "--partitions", "2")
     _check(r)
-    assert r["records"] == 400 and r["settings"]["acked"] == 400, r  # type: ignore[index]
+    settings = r["settings"]
+    assert isinstance(settings, dict), r
+    assert r["records"] == 400 and settings["acked"] == 400, r
+    assert settings["ack_p50_ms"] is not None and r["p50_ms"] is not None, r
 
 
 def test_bench_compare_runs_liferaft_and_nats_side_by_side() -> None:
