@@ -82,12 +82,19 @@ class BenchResult:
     seconds: float
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     errors: int = 0
+    requests: int = 0
+    """Requests that carried the records: produce requests (liferaft: one per batch; NATS: one
+    publish per record) or fetches (pulls). The broker's cost is largely per request."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The workload's parameters, echoed so a figure always travels with how it was made."""
 
     @property
     def records_per_s(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def mb_per_s(self) -> float:
@@ -102,6 +109,8 @@ class BenchResult:
             "bytes": self.payload_bytes,
             "seconds": round(self.seconds, 3),
             "records_per_s": round(self.records_per_s, 1),
+            "requests": self.requests,
+            "requests_per_s": round(self.requests_per_s, 1),
             "mb_per_s": round(self.mb_per_s, 2),
             "p50_ms": _ms(p50),
             "p99_ms": _ms(p99),
@@ -122,7 +131,16 @@ def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
     if not results:
         raise ValueError("no runs to take the median of")
     out = dict(results[0])
-    for key in ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "mean_ms", "max_ms"):
+    for key in (
+        "records_per_s",
+        "requests_per_s",
+        "mb_per_s",
+        "p50_ms",
+        "p99_ms",
+        "p999_ms",
+        "mean_ms",
+        "max_ms",
+    ):
         values = [r[key] for r in results if r.get(key) is not None]
         out[key] = round(statistics.median(values), 3) if values else None
     out["runs"] = len(results)

@@ -254,12 +254,14 @@ class _Templates:
 @dataclass(slots=True)
 class _Tally:
     records: int = 0
+    requests: int = 0
     errors: int = 0
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     failures: list[str] = field(default_factory=list)
 
     def acked(self, batch: Batch, done: float) -> None:
         self.records += batch.records
+        self.requests += 1
         lat = record_latencies_ms(batch, done)
         if isinstance(lat, tuple):
             self.latency.add(*lat)
@@ -398,6 +400,7 @@ async def run_produce(
         seconds=elapsed,
         latency=tally.latency,
         errors=tally.errors,
+        requests=tally.requests,
         settings={**spec.settings(), "client": client, "failures": tally.failures},
     )
 
@@ -489,6 +492,7 @@ async def run_consume(
         seconds=elapsed,
         latency=tally.latency,
         errors=tally.errors,
+        requests=tally.requests,
         settings={**spec.settings(), "client": client},
     )
 
@@ -526,6 +530,7 @@ async def _consume_raw(
                 offset = max(offset, header.base_offset + header.record_count)
             tally.latency.add((time.monotonic() - t0) * 1e3)
             tally.records += got
+            tally.requests += 1
 
     try:
         await asyncio.gather(*(one(p, upto) for p, upto in enumerate(targets) if upto > 0))
@@ -556,6 +561,7 @@ async def _consume_client(
                     want.pop(tp, None)
                 else:
                     want[tp] = left - take
-            if n:
+            if n:  # one poll that returned records counts as one request
                 tally.latency.add((time.monotonic() - t0) * 1e3)
                 tally.records += n
+                tally.requests += 1

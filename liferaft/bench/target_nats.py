@@ -164,6 +164,7 @@ async def run_nats_produce(
         seconds=elapsed,
         latency=latency,
         errors=max(0, sent - done[0]),
+        requests=done[0],  # one publish per record
         settings={
             **spec.settings(),
             "in_flight_records": spec.records_in_flight,
@@ -188,6 +189,7 @@ async def run_nats_consume(
     nc = await _connect(servers)
     latency = LatencyRecorder()
     got = 0
+    pulls = 0
     try:
         js = nc.jetstream(timeout=30)
         sub = await js.pull_subscribe(
@@ -205,6 +207,7 @@ async def run_nats_consume(
             msgs = await sub.fetch(batch=min(per_pull, spec.records - got), timeout=10)
             latency.add((time.monotonic() - t0) * 1e3)
             got += len(msgs)
+            pulls += 1
             if progress is not None:
                 progress(got)
         elapsed = time.monotonic() - start
@@ -217,5 +220,6 @@ async def run_nats_consume(
         payload_bytes=got * spec.record_size,
         seconds=elapsed,
         latency=latency,
+        requests=pulls,
         settings=spec.settings(),
     )

@@ -4,11 +4,12 @@
     liferaft bench consume [--bootstrap ...] --records 200000
     liferaft bench compare --records 200000 --runs 3      # liferaft, then NATS JetStream R3
     liferaft bench partitions --partitions 1000           # idle CPU and restart rejoin time
+    liferaft bench e2e --rate 1000 --duration 15          # producer -> consumer latency
 
 Without --bootstrap a command starts its own three-node local cluster (and stops and deletes it
 afterwards). With --runs N it repeats the run N times on the same cluster (a fresh topic each
 time) and reports the median of each figure. --json prints one JSON object on stdout:
-records_per_s, mb_per_s (MB = 2**20 bytes, as Kafka's perf tools count), p50_ms, p99_ms,
+records_per_s, requests_per_s, mb_per_s (MB = 2**20 bytes, as Kafka's perf tools count), p50_ms, p99_ms,
 p999_ms and the settings that produced them. The progress bar goes to stderr. `partitions`
 (liferaft/bench/scale.py) always starts its own cluster, since it kills and restarts a node.
 
@@ -178,7 +179,18 @@ def _summary(results: list[BenchResult]) -> dict[str, Any]:
         return each[0]
     out = median_of(each)
     out["each"] = [
-        {k: r[k] for k in ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "errors")}
+        {
+            k: r[k]
+            for k in (
+                "records_per_s",
+                "requests_per_s",
+                "mb_per_s",
+                "p50_ms",
+                "p99_ms",
+                "p999_ms",
+                "errors",
+            )
+        }
         for r in each
     ]
     return out
@@ -201,6 +213,7 @@ def _print_report(title: str, summaries: dict[str, dict[str, Any]]) -> None:
     rows = [
         ("records", "records", ""),
         ("records/s", "records_per_s", ""),
+        ("requests/s", "requests_per_s", ""),
         ("MB/s", "mb_per_s", ""),
         ("latency p50", "p50_ms", " ms"),
         ("latency p99", "p99_ms", " ms"),
@@ -413,6 +426,10 @@ def compare(
     producers: ProducersOpt = 1,
     in_flight: InFlightOpt = 8,
     throughput: ThroughputOpt = 0.0,
+    client: Annotated[
+        str,
+        typer.Option(help="liferaft's side: raw (prebuilt batches) or producer (client.Producer)."),
+    ] = "raw",
     runs: RunsOpt = 3,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -424,6 +441,8 @@ def compare(
     from liferaft.bench.target_liferaft import run_produce
     from liferaft.bench.target_nats import run_nats_produce
 
+    if client not in ("raw", "producer"):
+        raise _fail(f"--client must be raw or producer, not {client!r}", 2)
     with _errors():
         kw = dict(
             record_size=record_size,
@@ -448,7 +467,10 @@ def compare(
 
                 async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
                     return await run_produce(
-                        addresses, _produce_spec(_topic(None, run), **kw), progress=cb
+                        addresses,
+                        _produce_spec(_topic(None, run), **kw),
+                        client=client,
+                        progress=cb,
                     )
 
                 summaries["liferaft"] = _summary(
@@ -464,6 +486,59 @@ def compare(
                     _run_many("nats", runs, probe.total_records, nats_run, bar)
                 )
         _emit("produce, liferaft vs NATS JetStream (R3)", summaries, as_json)
+
+
+# -- liferaft bench e2e ------------------------------------------------------------------------
+@app.command("e2e")
+def e2e(
+    bootstrap: BootstrapOpt = None,
+    topic: TopicOpt = None,
+    rate: Annotated[float, typer.Option("--rate", help="Records per second.")] = 1000.0,
+    duration: Annotated[float, typer.Option("--duration", help="Seconds per run.")] = 15.0,
+    record_size: Annotated[
+        int, typer.Option("--record-size", help="Bytes per record value (>= 8).")
+    ] = 100,
+    partitions: PartitionsOpt = 3,
+    replication_factor: RfOpt = 3,
+    linger_ms: Annotated[int, typer.Option("--linger-ms", help="The producer's linger.")] = 1,
+    fetch_max_wait_ms: Annotated[
+        int, typer.Option("--fetch-max-wait-ms", help="The consumer's fetch long-poll.")
+    ] = 500,
+    runs: RunsOpt = 1,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """End to end at a fixed rate: the Python producer (acks=all) and a consumer assigned to
+    every partition, in one process; latency is the time the consumer sees a record minus the
+    send time in the record."""
+    from liferaft.bench.e2e import E2ESpec, run_e2e
+
+    with _errors():
+
+        def spec(run: int) -> E2ESpec:
+            return E2ESpec(
+                topic=_topic(topic, run),
+                rate=rate,
+                duration_s=duration,
+                record_size=record_size,
+                partitions=partitions,
+                replication_factor=replication_factor,
+                linger_ms=linger_ms,
+                fetch_max_wait_ms=fetch_max_wait_ms,
+            )
+
+        probe = spec(0)
+        bar = _progress_bar(quiet or as_json)
+        with ExitStack() as stack:
+            if bar is not None:
+                stack.enter_context(bar)
+            addresses = _addresses(bootstrap, stack)
+
+            async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
+                return await run_e2e(addresses, spec(run), progress=cb)
+
+            results = _run_many("liferaft e2e", runs, probe.total_records, lr_run, bar)
+        _emit("end to end (producer -> consumer)", {"liferaft": _summary(results)}, as_json)
 
 
 # -- liferaft bench partitions -----------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from liferaft.bench.clusters import NatsUnavailable, check_nats_client, nats_server_path
 from tests.integration.conftest import MakeCluster
 
-FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms")
+FIGURES = ("records_per_s", "requests_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms")
 
 
 def _bench(*args: str, timeout: float = 180) -> dict[str, object]:
@@ -56,7 +56,9 @@ def _nats_or_skip() -> None:
 def test_bench_produce_and_consume_against_a_cluster(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(3)
     b = ["--bootstrap", cluster.bootstrap]
-    _check(_bench("produce", *b, "--duration", "1", "--partitions", "2"))
+    r = _bench("produce", *b, "--duration", "1", "--partitions", "2")
+    _check(r)
+    assert isinstance(r["requests"], int) and 0 < r["requests"] <= r["records"], r
     # Through the Python client, with a throughput cap (open loop, linger).
     r = _bench(
         "produce",
@@ -74,6 +76,13 @@ def test_bench_produce_and_consume_against_a_cluster(make_cluster: MakeCluster) 
     assert r["records"] == 600
     _check(_bench("consume", *b, "--records", "3000", "--runs", "2"))
     _check(_bench("consume", *b, "--records", "500", "--client", "consumer"))
+    # End to end: every record the producer sent reaches the consumer, with a latency each.
+    r = _bench("e2e", *b, "--rate", "200", "--duration", "2", "--partitions", "2")
+    _check(r)
+    settings = r["settings"]
+    assert isinstance(settings, dict), r
+    assert r["records"] == 400 and settings["acked"] == 400, r
+    assert settings["ack_p50_ms"] is not None and r["p50_ms"] is not None, r
 
 
 def test_bench_compare_runs_liferaft_and_nats_side_by_side() -> None:
@@ -131,3 +140,15 @@ def test_missing_nats_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr("liferaft.bench.clusters.Path.exists", lambda _self: False)
     with pytest.raises(NatsUnavailable, match="apt-get install nats-server"):
         nats_server_path()
+
+
+def test_bad_bench_options_are_refused_before_anything_starts() -> None:
+    from typer.testing import CliRunner
+
+    from liferaft.cli.bench import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["compare", "--client", "kafka"])
+    assert r.exit_code == 2 and "--client must be raw or producer" in r.output, r.output
+    r = runner.invoke(app, ["e2e", "--record-size", "4", "--bootstrap", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "record size must be >= 8" in r.output, r.output
