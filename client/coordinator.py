@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -64,7 +65,7 @@ async def _call_listener(
         await result
 
 
-class _Base:
+class _Base(ABC):
     """What both coordinators share: following the subscription through metadata."""
 
     def __init__(
@@ -85,9 +86,9 @@ class _Base:
         self._follow_task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()  # apply the subscription now, not at the next refresh
 
+    @abstractmethod
     def subscription_changed(self) -> None:
         """The consumer subscribed (or unsubscribed): act on it now."""
-        raise NotImplementedError
 
     def _ensure_following(self) -> None:
         self._kick.set()
@@ -119,8 +120,9 @@ class _Base:
             if not (tm.is_internal and self.exclude_internal_topics)
         ]
 
+    @abstractmethod
     async def metadata_changed(self) -> None:
-        raise NotImplementedError
+        """New metadata: match the subscription against it (a pattern may take new topics)."""
 
     async def stop_following(self) -> None:
         if self._follow_task is not None:
