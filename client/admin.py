@@ -472,6 +472,30 @@ class AdminClient:
             pending = [i for i in pending if name_of(i) in retry]
         return results
 
+    async def create_partitions(
+        self,
+        topic: str,
+        total: int,
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+    ) -> int:
+        """Grow a topic to `total` partitions in all (Kafka's create_partitions); returns the
+        count now. Partitions are never removed: a total not above the current count is
+        InvalidPartitionsError. Keyed records written before may hash elsewhere afterwards."""
+        cluster = await self._ready()
+        budget = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        request = broker_pb2.CreatePartitionsRequest(
+            topic=topic,
+            count=total,
+            validate_only=validate_only,
+            timeout_ms=server_timeout_ms(min(budget, self.config.request_timeout_ms)),
+        )
+        response = await cluster.call_any("CreatePartitions", request, timeout_ms=budget)
+        if not validate_only:
+            cluster.metadata.invalidate()
+        return int(response.partitions)
+
     async def alter_topic_config(
         self,
         topic: str,
@@ -788,6 +812,28 @@ class AdminClient:
         await CoordinatorClient(cluster, group_id).call(
             "CommitOffsets", request, timeout_ms=self.config.delivery_timeout_ms
         )
+
+    async def delete_groups(
+        self, group_ids: Iterable[str], *, raise_on_error: bool = True
+    ) -> dict[str, LiferaftError | None]:
+        """Delete consumer groups with their committed offsets (Kafka's delete_consumer_groups);
+        returns each one's error (None: deleted). Only an empty group may go: one with a live
+        member is NonEmptyGroupError, an unknown one GroupIdNotFoundError."""
+        cluster = await self._ready()
+        wanted = list(dict.fromkeys(group_ids))
+        if not wanted:
+            return {}
+        resp = await CoordinatorClient(cluster, wanted[0]).call(
+            "DeleteGroups",
+            broker_pb2.DeleteGroupsRequest(group_ids=wanted),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        results = {r.group_id: _error(r.error) for r in resp.groups}
+        if raise_on_error:
+            for err in results.values():
+                if err is not None:
+                    raise err
+        return results
 
     async def describe_replicas(
         self, topic: str, partition: int, offset: int, *, timeout_ms: int = 3_000

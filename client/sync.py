@@ -450,6 +450,20 @@ class SyncAdminClient(_SyncFacade):
             )
         )
 
+    def create_partitions(
+        self,
+        topic: str,
+        total: int,
+        *,
+        validate_only: bool = False,
+        timeout_ms: int | None = None,
+    ) -> int:
+        return self._run(
+            self._admin.create_partitions(
+                topic, total, validate_only=validate_only, timeout_ms=timeout_ms
+            )
+        )
+
     def alter_topic_config(
         self,
         topic: str,
@@ -486,6 +500,11 @@ class SyncAdminClient(_SyncFacade):
 
     def describe_group(self, group_id: str, *, lag: bool = True) -> GroupDescription:
         return self._run(self._admin.describe_group(group_id, lag=lag))
+
+    def delete_groups(
+        self, group_ids: Iterable[str], *, raise_on_error: bool = True
+    ) -> dict[str, LiferaftError | None]:
+        return self._run(self._admin.delete_groups(list(group_ids), raise_on_error=raise_on_error))
 
     def plan_offset_reset(
         self, group_id: str, topic: str, spec: Any, offset: int = -1

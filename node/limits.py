@@ -22,6 +22,7 @@ __all__ = [
     "MAX_GOSSIP_EPOCH",
     "MAX_GOSSIP_EPOCH_STEP",
     "MAX_GOSSIP_UNKNOWN_GROUPS",
+    "MAX_GROUPS_PER_REQUEST",
     "MAX_GROUP_ID_CHARS",
     "MAX_HELLO_BYTES",
     "MAX_MEMBER_ID_CHARS",
@@ -78,6 +79,8 @@ MAX_ERROR_MESSAGE_CHARS = 2048
 """Any error message that leaves the node is cut to this (the trailer also holds the rest)."""
 MAX_TOPICS_PER_REQUEST = 10_000
 """Topics named in one Metadata, CreateTopics, DeleteTopics or DescribeTopics request."""
+MAX_GROUPS_PER_REQUEST = 10_000
+"""Groups named in one DeleteGroups request."""
 MAX_TOPIC_CONFIGS = 64
 MAX_TOPIC_CONFIG_CHARS = 1024
 """Per config name and per value."""

@@ -108,6 +108,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     CreateTopics = route("CreateTopics", admin.create_topics)
     AlterConfigs = route("AlterConfigs", admin.alter_configs)
     DeleteTopics = route("DeleteTopics", admin.delete_topics)
+    CreatePartitions = route("CreatePartitions", admin.create_partitions)
     InitProducerId = route("InitProducerId", producers.init_producer_id)
 
     # -- consumer groups, on the coordinator (node/api/groups.py) ------------------------------
@@ -118,6 +119,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     FetchOffsets = route("FetchOffsets", groups.fetch_offsets)
     ListGroups = route("ListGroups", groups.list_groups)
     DescribeGroup = route("DescribeGroup", groups.describe_group)
+    DeleteGroups = route("DeleteGroups", groups.delete_groups)
 
     # -- one replica, for debugging (node/api/replicas.py) -------------------------------------
     DescribeReplica = route("DescribeReplica", replicas.describe_replica)

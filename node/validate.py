@@ -19,6 +19,7 @@ from node.limits import (
     MAX_CLIENT_ID_CHARS,
     MAX_COMMIT_OFFSETS,
     MAX_GENERATION,
+    MAX_GROUPS_PER_REQUEST,
     MAX_MEMBER_ID_CHARS,
     MAX_OFFSET_METADATA_BYTES,
     MAX_OWNED_PARTITIONS,
@@ -37,7 +38,9 @@ from node.limits import (
 
 __all__ = [
     "commit_offsets",
+    "create_partitions",
     "create_topics",
+    "delete_groups",
     "delete_topics",
     "describe_group",
     "fetch",
@@ -112,6 +115,17 @@ def new_topic(t: broker_pb2.NewTopic) -> None:
 
 def create_topics(r: broker_pb2.CreateTopicsRequest) -> None:
     check_count(len(r.topics), "topics", MAX_TOPICS_PER_REQUEST)
+    check_timeout_ms(r.timeout_ms)
+
+
+def create_partitions(r: broker_pb2.CreatePartitionsRequest) -> None:
+    validate_topic_name(r.topic)
+    if r.count < 1:
+        raise BrokerError(
+            ErrorCode.INVALID_PARTITIONS,
+            f"the new partition count must be >= 1 (the total, not the number to add), "
+            f"not {r.count}",
+        )
     check_timeout_ms(r.timeout_ms)
 
 
@@ -213,3 +227,7 @@ def fetch_offsets(r: broker_pb2.FetchOffsetsRequest) -> None:
 
 def describe_group(r: broker_pb2.DescribeGroupRequest) -> None:
     validate_group_id(r.group_id)
+
+
+def delete_groups(r: broker_pb2.DeleteGroupsRequest) -> None:
+    check_count(len(r.group_ids), "group ids", MAX_GROUPS_PER_REQUEST)

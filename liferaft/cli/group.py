@@ -1,4 +1,5 @@
-"""`liferaft group`: consumer groups: list, describe (members, offsets, lag), reset offsets."""
+"""`liferaft group`: consumer groups: list, describe (members, offsets, lag), reset offsets,
+delete."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from liferaft.cli._client import (
 )
 
 app = typer.Typer(
-    help="Consumer groups: list, describe (members, offsets, lag), reset offsets.",
+    help="Consumer groups: list, describe (members, offsets, lag), reset offsets, delete.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -266,3 +267,16 @@ def group_seek(
 
 def _join(items: list[int]) -> str:
     return ", ".join(map(str, items))
+
+
+@app.command("delete")
+def group_delete(
+    group: Annotated[str, typer.Argument(help="The consumer group.")],
+    bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Delete an empty consumer group and its committed offsets. Refused while the group has a
+    live member (stop its consumers first), and for a group that does not exist."""
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
+        admin.delete_groups([group])
+    console.print(f"deleted group [bold]{escape(group)}[/] and its committed offsets")

@@ -1,4 +1,5 @@
-"""`liferaft topic`: create, list, describe, alter the config of, and delete topics."""
+"""`liferaft topic`: create, list, describe, add partitions to, alter the config of, and delete
+topics."""
 
 from __future__ import annotations
 
@@ -145,6 +146,35 @@ def topic_describe(
         console.print(
             "config: " + ", ".join(f"{escape(k)}={escape(v.value)}" for k, v in overrides.items())
         )
+
+
+@app.command("add-partitions")
+def topic_add_partitions(
+    name: Annotated[str, typer.Argument(help="The topic.")],
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            "-n",
+            help="The new number of partitions in all (not the number to add); must be larger.",
+        ),
+    ],
+    validate_only: Annotated[
+        bool, typer.Option("--validate-only", help="Check everything, create nothing.")
+    ] = False,
+    bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+    json_out: JsonOpt = False,
+) -> None:
+    """Grow a topic to --count partitions (partitions are never removed). Keyed records written
+    from now on may land in another partition than the same key's earlier records."""
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
+        now = admin.create_partitions(name, count, validate_only=validate_only)
+    if json_out:
+        _print_json({"name": name, "partitions": now, "validate_only": validate_only})
+        return
+    verb = "would grow" if validate_only else "grew"
+    console.print(f"{verb} topic [bold]{escape(name)}[/] to {plural(now, 'partition')}")
 
 
 @app.command("alter-config")

@@ -64,6 +64,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteTopicsRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteTopicsResponse.FromString,
                 _registered_method=True)
+        self.CreatePartitions = channel.unary_unary(
+                '/liferaft.v1.Broker/CreatePartitions',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CreatePartitionsResponse.FromString,
+                _registered_method=True)
         self.DescribeTopics = channel.unary_unary(
                 '/liferaft.v1.Broker/DescribeTopics',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeTopicsRequest.SerializeToString,
@@ -129,6 +134,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.FromString,
                 _registered_method=True)
+        self.DeleteGroups = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteGroups',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteGroupsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteGroupsResponse.FromString,
+                _registered_method=True)
         self.ReplicaState = channel.unary_unary(
                 '/liferaft.v1.Broker/ReplicaState',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
@@ -176,6 +186,15 @@ class BrokerServicer:
 
     def DeleteTopics(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePartitions(self, request, context):
+        """Grow one topic to `count` partitions in all (Kafka's CreatePartitions; answered by any node,
+        which forwards it to the controller). Partitions are never removed: a count not above the
+        current one is INVALID_PARTITIONS. Fails with a gRPC status carrying an ErrorDetail.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -280,6 +299,14 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteGroups(self, request, context):
+        """Forget empty groups and their committed offsets (Kafka's DeleteGroups): per group,
+        NON_EMPTY_GROUP while it has a live member, GROUP_ID_NOT_FOUND if there is no such group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReplicaState(self, request, context):
         """Debug, read-only: this node's own replicas, to compare them with the other nodes' (the
         chaos run and the integration tests do, docs/semantics.md). Answered by every node from its
@@ -321,6 +348,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DeleteTopics,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteTopicsRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteTopicsResponse.SerializeToString,
+            ),
+            'CreatePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePartitions,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CreatePartitionsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CreatePartitionsResponse.SerializeToString,
             ),
             'DescribeTopics': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeTopics,
@@ -386,6 +418,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DescribeGroup,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.SerializeToString,
+            ),
+            'DeleteGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroups,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteGroupsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteGroupsResponse.SerializeToString,
             ),
             'ReplicaState': grpc.unary_unary_rpc_method_handler(
                     servicer.ReplicaState,
@@ -555,6 +592,33 @@ class Broker:
             '/liferaft.v1.Broker/DeleteTopics',
             liferaft__proto_dot_v1_dot_broker__pb2.DeleteTopicsRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.DeleteTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/CreatePartitions',
+            liferaft__proto_dot_v1_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.CreatePartitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -906,6 +970,33 @@ class Broker:
             '/liferaft.v1.Broker/DescribeGroup',
             liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.DescribeGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteGroups',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteGroupsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,

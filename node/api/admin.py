@@ -1,4 +1,4 @@
-"""Topic administration: CreateTopics, AlterConfigs, DeleteTopics.
+"""Topic administration: CreateTopics, CreatePartitions, AlterConfigs, DeleteTopics.
 
 Each runs on the controller leader: a node that does not lead the controller forwards the request
 there as it came (`on_controller`) and relays the answer, so a client may send it to any node.
@@ -93,6 +93,28 @@ async def create_topics(
             )
         resp.topics.append(result)
     return resp
+
+
+async def create_partitions(
+    api: Api, request: broker_pb2.CreatePartitionsRequest
+) -> broker_pb2.CreatePartitionsResponse:
+    validate.create_partitions(request)
+    forwarded = await on_controller(api, "CreatePartitions", request)
+    if forwarded is not None:
+        return forwarded
+    ctl = api.broker.controller
+    cmd = ctl.plan_create_partitions(request.topic, request.count)
+    if not request.validate_only:
+        try:
+            await asyncio.wait_for(ctl.replicate_and_wait(cmd), _timeout_s(request))
+            await api.broker.wait_for_leaders(request.topic, _timeout_s(request))
+        except TimeoutError:
+            raise BrokerError(
+                ErrorCode.REQUEST_TIMED_OUT,
+                f"the new partitions of {shown(request.topic)} were not created in time; "
+                "they may still be",
+            ) from None
+    return broker_pb2.CreatePartitionsResponse(partitions=request.count)
 
 
 async def alter_configs(

@@ -1,5 +1,5 @@
 """Consumer groups over gRPC: FindCoordinator, GroupHeartbeat, LeaveGroup, CommitOffsets,
-FetchOffsets, ListGroups, DescribeGroup (docs/consumer-groups.md).
+FetchOffsets, ListGroups, DescribeGroup, DeleteGroups (docs/consumer-groups.md).
 
 All but FindCoordinator run on the consumer-group coordinator (the `__groups` Raft leader; any
 other node answers NOT_COORDINATOR with the coordinator's address). Membership, assignment and
@@ -16,11 +16,12 @@ import grpc
 
 from liferaft_proto.v1 import broker_pb2
 from node import validate
-from node.api.context import ADMIN_TIMEOUT_MS, Api
+from node.api.context import ADMIN_TIMEOUT_MS, Api, detail
 from node.config import parse_address
 from node.controller import TopicInfo
 from node.errors import BrokerError, ErrorCode
-from node.groups import EMPTY, GroupCoordinator, OffsetEntry
+from node.groups import EMPTY, GroupCoordinator, OffsetEntry, validate_group_id
+from node.limits import shown
 
 TP = tuple[str, int]
 
@@ -251,3 +252,42 @@ async def describe_group(
     for tp, entry in sorted(coord.committed(request.group_id).items()):
         resp.offsets.append(committed_pb(tp, entry))
     return resp
+
+
+async def delete_groups(
+    api: Api, request: broker_pb2.DeleteGroupsRequest
+) -> broker_pb2.DeleteGroupsResponse:
+    validate.delete_groups(request)
+    coordinator(api)  # not the coordinator: the whole request goes elsewhere
+    resp = broker_pb2.DeleteGroupsResponse()
+    for gid in request.group_ids:
+        result = broker_pb2.DeleteGroupResult(group_id=gid)
+        try:
+            await _delete_group(api, gid)
+        except BrokerError as e:
+            result.error.CopyFrom(detail(e))
+        resp.groups.append(result)
+    return resp
+
+
+async def _delete_group(api: Api, gid: str) -> None:
+    """Kafka's rule: only a group with no live member (of either protocol) may go; checked on
+    the coordinator again for each group, since an earlier delete awaited the log."""
+    validate_group_id(gid)
+    coord = coordinator(api)
+    coord.expire_members()
+    live = coord.live.get(gid)
+    if (live is not None and live.members) or coord.foreign_members(gid):
+        raise BrokerError(
+            ErrorCode.NON_EMPTY_GROUP,
+            f"group {shown(gid)} has live members; stop its consumers first (nothing deleted)",
+        )
+    if not coord.exists(gid):
+        raise BrokerError(ErrorCode.GROUP_ID_NOT_FOUND, f"group {shown(gid)} does not exist")
+    try:
+        await asyncio.wait_for(coord.delete(gid), ADMIN_TIMEOUT_MS / 1000)
+    except TimeoutError:
+        raise BrokerError(
+            ErrorCode.REQUEST_TIMED_OUT,
+            f"deleting group {shown(gid)} was not replicated in time; it may still be applied",
+        ) from None

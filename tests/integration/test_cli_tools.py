@@ -286,6 +286,92 @@ def test_group_seek_sets_exact_offsets_or_nothing(bootstrap: str) -> None:
     assert committed() == {0: 3, 1: 2}
 
 
+# -- topic add-partitions, group delete --------------------------------------------------------
+def test_topic_add_partitions_grows_the_topic_and_bad_counts_change_nothing(
+    bootstrap: str,
+) -> None:
+    b = bootstrap
+    ok(b, "topic", "create", "ap", "-p", "2", "-r", "3")
+    ok(b, "produce", "ap", "-p", "0", stdin=b"before\n")
+
+    def described() -> dict:  # type: ignore[type-arg]
+        return json.loads(ok(b, "topic", "describe", "ap", "--json"))
+
+    dry = json.loads(
+        ok(b, "topic", "add-partitions", "ap", "--count", "5", "--validate-only", "--json")
+    )
+    assert dry == {"name": "ap", "partitions": 5, "validate_only": True}
+    assert len(described()["partitions"]) == 2
+    done = run(b, "topic", "add-partitions", "ap", "--count", "4")
+    assert done.returncode == 0 and b"grew topic ap to 4 partitions" in done.stdout, done.stderr
+    parts = described()["partitions"]
+    assert [p["partition"] for p in parts] == [0, 1, 2, 3]
+    assert all(len(p["replicas"]) == 3 for p in parts)
+    # A producer writes to a new partition, and the record is read back from it.
+    meta = json.loads(ok(b, "produce", "ap", "-p", "3", "--json", stdin=b"after\n"))
+    assert meta["partition"] == 3
+    got = [(p, v) for p, _, _, v in records(b, "ap")]
+    assert got == [(0, b"before"), (3, b"after")]
+
+    before = described()
+    for count, why in [
+        ("4", b"INVALID_PARTITIONS"),  # not larger
+        ("3", b"INVALID_PARTITIONS"),  # partitions are never removed
+        ("0", b"INVALID_PARTITIONS"),
+        ("10001", b"INVALID_PARTITIONS"),  # over the cluster's maximum
+    ]:
+        bad = run(b, "topic", "add-partitions", "ap", "--count", count)
+        assert bad.returncode == 1 and why in bad.stderr, (count, bad.stderr)
+    unknown = run(b, "topic", "add-partitions", "ap-none", "--count", "3")
+    assert unknown.returncode == 1 and b"UNKNOWN_TOPIC_OR_PARTITION" in unknown.stderr
+    after = described()
+    assert [p["partition"] for p in after["partitions"]] == [0, 1, 2, 3]
+    assert after["configs"] == before["configs"]
+
+
+def test_group_delete_removes_an_empty_group_only(bootstrap: str) -> None:
+    b = bootstrap
+    ok(b, "topic", "create", "gd", "-p", "1", "-r", "3")
+    ok(b, "produce", "gd", stdin=b"a\nb\nc\n")
+    ok(b, "consume", "gd", "-g", "gd-empty", "--from-beginning", "-n", "3")
+    ok(b, "consume", "gd", "-g", "gd-live", "--from-beginning", "-n", "2")
+
+    def groups() -> set[str]:
+        return {g["group"] for g in json.loads(ok(b, "group", "list", "--json"))}
+
+    def committed(group: str) -> dict[int, int | None]:
+        with SyncAdminClient(b) as admin:
+            return {p.partition: p.committed for p in admin.describe_group(group).partitions}
+
+    assert {"gd-empty", "gd-live"} <= groups()
+    with SyncConsumer(
+        b, group_id="gd-live", auto_offset_reset="earliest", enable_auto_commit=False
+    ) as member:
+        member.subscribe(["gd"])
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.getmany(timeout_ms=200)
+        assert member.assignment(), "the consumer never joined its group"
+        live = run(b, "group", "delete", "gd-live")
+        assert live.returncode == 1 and b"NON_EMPTY_GROUP" in live.stderr, live.stderr
+        assert committed("gd-live") == {0: 2}
+    unknown = run(b, "group", "delete", "gd-none")
+    assert unknown.returncode == 1 and b"GROUP_ID_NOT_FOUND" in unknown.stderr, unknown.stderr
+    bad = run(b, "group", "delete", "x" * 300)
+    assert bad.returncode == 1 and b"INVALID_GROUP_ID" in bad.stderr, bad.stderr
+    assert {"gd-empty", "gd-live"} <= groups()
+
+    done = run(b, "group", "delete", "gd-empty")
+    assert done.returncode == 0 and b"deleted group gd-empty" in done.stdout, done.stderr
+    assert "gd-empty" not in groups()
+    gone = run(b, "group", "describe", "gd-empty")
+    assert gone.returncode == 1 and b"GROUP_ID_NOT_FOUND" in gone.stderr
+    assert committed("gd-live") == {0: 2}
+    # A new consumer of the deleted group starts afresh (its old offsets went with it).
+    again = ok(b, "consume", "gd", "-g", "gd-empty", "--from-beginning", "-n", "3")
+    assert again.splitlines() == [b"a", b"b", b"c"]
+
+
 # -- health (last: it kills nodes, on a cluster of its own) -----------------------------------
 def test_cluster_health_exit_codes_and_info_marks_dead_nodes(make_cluster: MakeCluster) -> None:
     dev = make_cluster(3)

@@ -6,8 +6,8 @@ names, 20,001-element lists, int32/int64 limits, unknown enum values, corrupt re
 and mutations of a valid request (one or two fields replaced). The node must stay up and answer
 each with success or an error carrying an ErrorDetail whose code is not UNKNOWN_SERVER_ERROR and
 whose message fits the client's metadata limit; a refused request must change nothing (topics,
-their high watermarks, committed offsets), and a CreateTopics / DeleteTopics answer must change
-exactly the topics it says it created or deleted.
+their high watermarks, committed offsets), and a CreateTopics / DeleteTopics / CreatePartitions /
+DeleteGroups answer must change exactly the topics or groups it says it changed.
 
 Runs about a minute in CI (LIFERAFT_FUZZ_EXAMPLES examples per RPC, 25 by default); set it
 higher for a longer run, e.g. LIFERAFT_FUZZ_EXAMPLES=1000. Waits the requests may ask for are
@@ -86,7 +86,7 @@ def _field(f: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
 def _scalar(f: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     if f.name in ("max_wait_ms", "timeout_ms"):
         return st.one_of(st.integers(-5, 300), st.sampled_from([MAX_TIMEOUT_MS + 1, -(1 << 31)]))
-    if f.name == "partitions" and f.type in _INT32 and not f.is_repeated:
+    if f.name in ("partitions", "count") and f.type in _INT32 and not f.is_repeated:
         return st.one_of(st.integers(-3, 4), st.sampled_from([10_001, (1 << 31) - 1]))
     if f.type == F.TYPE_STRING:
         return _strings()
@@ -157,6 +157,9 @@ def _valid() -> dict[str, Message]:
             topics=[broker_pb2.NewTopic(name="created", partitions=1)], validate_only=True
         ),
         "DeleteTopics": broker_pb2.DeleteTopicsRequest(names=["nope"]),
+        "CreatePartitions": broker_pb2.CreatePartitionsRequest(
+            topic=TOPIC, count=3, validate_only=True
+        ),
         "DescribeTopics": broker_pb2.DescribeTopicsRequest(names=[TOPIC]),
         "ListOffsets": broker_pb2.ListOffsetsRequest(
             topic=TOPIC, partition=0, spec=broker_pb2.ListOffsetsRequest.LATEST
@@ -176,6 +179,7 @@ def _valid() -> dict[str, Message]:
         "FetchOffsets": broker_pb2.FetchOffsetsRequest(group_id=GROUP, partitions=[tp]),
         "ListGroups": broker_pb2.ListGroupsRequest(),
         "DescribeGroup": broker_pb2.DescribeGroupRequest(group_id=GROUP),
+        "DeleteGroups": broker_pb2.DeleteGroupsRequest(group_ids=["nope"]),
     }
 
 
@@ -284,6 +288,18 @@ def test_random_and_mutated_requests(node: broker_pb2_grpc.BrokerStub, rpc: str)
         elif rpc == "DeleteTopics":
             gone = {t.name for t in answer.topics if not t.error.code}  # type: ignore[attr-defined]
             assert set(after[0]) == set(before[0]) - gone
+        elif rpc == "CreatePartitions":
+            grown = set() if req.validate_only else {req.topic}  # type: ignore[attr-defined]
+            assert {t: v for t, v in after[0].items() if t not in grown} == {
+                t: v for t, v in before[0].items() if t not in grown
+            }
+            for t in grown:
+                assert len(after[0][t]) == answer.partitions  # type: ignore[attr-defined]
+            assert after[1] == before[1]
+        elif rpc == "DeleteGroups":
+            gone = {g.group_id for g in answer.groups if not g.error.code}  # type: ignore[attr-defined]
+            assert after[0] == before[0]
+            assert after[1] == {g: o for g, o in before[1].items() if g not in gone}
         elif rpc not in ("Produce", "CommitOffsets"):
             # Reads, joins and leaves change no topic and no committed offset.
             assert after == before, f"{rpc} answered OK and changed state"
