@@ -185,6 +185,8 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except Exception:
+            # One client's connection, not the node's state: storage failures stop the node in
+            # the driver (fail-stop); here the connection is closed, with the cause logged.
             log.exception("Kafka client %s: answering failed; closing the connection", self.peer)
 
     async def _answer(self, request: Request, task: asyncio.Task[Any]) -> bytes | None:

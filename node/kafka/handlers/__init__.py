@@ -6,58 +6,37 @@ what ApiVersions advertises and what the listener routes by.
 
 from __future__ import annotations
 
-from node.kafka.handlers import (
-    api_versions,
-    create_partitions,
-    create_topics,
-    delete_groups,
-    delete_topics,
-    describe_cluster,
-    describe_configs,
-    describe_groups,
-    fetch,
-    find_coordinator,
-    heartbeat,
-    incremental_alter_configs,
-    init_producer_id,
-    join_group,
-    leave_group,
-    list_groups,
-    list_offsets,
-    metadata,
-    offset_commit,
-    offset_fetch,
-    offset_for_leader_epoch,
-    produce,
-    sync_group,
-)
+from importlib import import_module
+
 from node.kafka.wire import Api
 
+HANDLERS = (
+    "api_versions",
+    "create_partitions",
+    "create_topics",
+    "delete_groups",
+    "delete_topics",
+    "describe_cluster",
+    "describe_configs",
+    "describe_groups",
+    "fetch",
+    "find_coordinator",
+    "heartbeat",
+    "incremental_alter_configs",
+    "init_producer_id",
+    "join_group",
+    "leave_group",
+    "list_groups",
+    "list_offsets",
+    "metadata",
+    "offset_commit",
+    "offset_fetch",
+    "offset_for_leader_epoch",
+    "produce",
+    "sync_group",
+)
+"""The handler modules, by name: one list, so an API is served by adding its module here."""
+
 APIS: dict[int, Api] = {
-    m.API.key: m.API
-    for m in (
-        api_versions,
-        create_partitions,
-        create_topics,
-        delete_groups,
-        delete_topics,
-        describe_cluster,
-        describe_configs,
-        describe_groups,
-        fetch,
-        find_coordinator,
-        heartbeat,
-        incremental_alter_configs,
-        init_producer_id,
-        join_group,
-        leave_group,
-        list_groups,
-        list_offsets,
-        metadata,
-        offset_commit,
-        offset_fetch,
-        offset_for_leader_epoch,
-        produce,
-        sync_group,
-    )
+    api.key: api for api in (import_module(f"{__name__}.{name}").API for name in HANDLERS)
 }
