@@ -76,14 +76,26 @@ def records(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, by
         return sorted(out)
 
 
-def until_exit(bootstrap: str, code: int, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run the command until it exits with `code` (or 20 s pass: the last run is returned)."""
+def until_exit(
+    bootstrap: str, code: int, *args: str, shows: set[tuple[str, str]] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the command until it exits with `code` and its JSON findings include `shows`
+    (or 20 s pass: the last run is returned). Findings settle one by one (a partition's new
+    election, the controller's step-down after an election timeout), so a test waits for the
+    ones it asserts rather than for the first run with the right exit code."""
     deadline = time.monotonic() + 20
     while True:
         done = run(bootstrap, *args)
-        if done.returncode == code or time.monotonic() > deadline:
+        if done.returncode == code and (not shows or shows <= findings(done)):
+            return done
+        if time.monotonic() > deadline:
             return done
         time.sleep(0.5)
+
+
+def findings(done: subprocess.CompletedProcess[bytes]) -> set[tuple[str, str]]:
+    """The (kind, subject) pairs of a `cluster health --json` answer."""
+    return {(f["kind"], f["subject"]) for f in json.loads(done.stdout)["findings"]}
 
 
 # -- produce -----------------------------------------------------------------------------------
@@ -384,13 +396,16 @@ def test_cluster_health_exit_codes_and_info_marks_dead_nodes(make_cluster: MakeC
     dev.kill(3)
     # Until the others elect new leaders for what node 3 led, those partitions have none
     # (unavailable, rightly): wait for the election, then it is degraded.
-    degraded = until_exit(b, 3, "cluster", "health", "--json")
+    expected = {
+        ("node_down", "node 3"),
+        ("under_replicated", "h-t-0"),
+        ("under_replicated", "h-t-1"),
+    }
+    degraded = until_exit(b, 3, "cluster", "health", "--json", shows=expected)
     doc = json.loads(degraded.stdout)
     assert degraded.returncode == 3, doc
     assert doc["status"] == "degraded" and list(doc["nodes"]["down"]) == ["3"]
-    kinds = {(f["kind"], f["subject"]) for f in doc["findings"]}
-    assert ("node_down", "node 3") in kinds
-    assert {("under_replicated", "h-t-0"), ("under_replicated", "h-t-1")} <= kinds
+    assert expected <= findings(degraded), doc["findings"]
     info = json.loads(ok(b, "cluster", "info", "--json"))
     assert [(n["node_id"], n["up"]) for n in info["nodes"]] == [(1, True), (2, True), (3, False)]
     assert info["nodes"][2]["leader_of"] == [] and info["nodes"][2]["error"]
@@ -398,11 +413,11 @@ def test_cluster_health_exit_codes_and_info_marks_dead_nodes(make_cluster: MakeC
     assert "DOWN" in text
 
     dev.kill(2)  # a majority gone: no leader anywhere, and no dead node shown as one
-    unavailable = until_exit(b, 4, "cluster", "health", "--json")
+    expected = {("no_controller", "controller"), ("leaderless", "h-t-0")}
+    unavailable = until_exit(b, 4, "cluster", "health", "--json", shows=expected)
     doc = json.loads(unavailable.stdout)
     assert unavailable.returncode == 4, doc
-    kinds = {(f["kind"], f["subject"]) for f in doc["findings"]}
-    assert {("no_controller", "controller"), ("leaderless", "h-t-0")} <= kinds
+    assert expected <= findings(unavailable), doc["findings"]
     info = json.loads(ok(b, "cluster", "info", "--json"))
     assert info["controller_id"] is None
     assert all(n["leader_of"] == [] for n in info["nodes"])
