@@ -378,6 +378,11 @@ class AclSet:
     def __contains__(self, acl: object) -> bool:
         return acl in self._acls
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AclSet) and list(self._acls) == list(other._acls)
+
+    __hash__ = None  # type: ignore[assignment]
+
     def add(self, acl: AclBinding) -> bool:
         """Add `acl`; False if it was there already (creating an ACL twice is not an error)."""
         if acl in self._acls:
