@@ -81,6 +81,12 @@ class Authorizer:
         if self.enabled:
             self.may(caller.get(), operation, resource)
 
+    def check_any(self, operation: Operation, *resources: Resource) -> None:
+        """`check` passing if the caller may do `operation` on any of `resources` (CREATE on
+        the cluster or on the topic); the refusal names the last, the narrowest."""
+        if self.enabled and not any(self.permits(operation, r) for r in resources):
+            raise refused(caller.get(), operation, resources[-1])
+
     def permits(self, operation: Operation, resource: Resource) -> bool:
         """`allows` for the caller of the request being served (to leave out what it may not
         see, as Metadata does with topics it may not DESCRIBE)."""
