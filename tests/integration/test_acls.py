@@ -14,6 +14,10 @@ committed (the group has none).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -215,6 +219,57 @@ def test_metadata_leaves_out_topics_the_caller_may_not_describe(admin: SyncAdmin
     assert "orders" in visible and "pay.eu" in visible  # DESCRIBE implied by READ/WRITE
     # k-orders has no ACL yet (test_kafka_* add them); a made- topic is not described either.
     assert not any(t.startswith("made-") for t in visible)
+
+
+def _cli(dev: DevCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "liferaft", "acl", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LIFERAFT_BOOTSTRAP": dev.bootstrap, "GRPC_VERBOSITY": "ERROR"},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_acl_command(cluster: DevCluster) -> None:
+    group = unique("cli")
+    add = ["--allow-principal", ME, "--operation", "read", "--operation", "describe"]
+    done = _cli(cluster, "add", *add, "--group", group, "--resource-pattern-type", "prefixed")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("added 2 ACLs (0 already there)")
+    listed = _cli(cluster, "list", "--group", group, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted((a["operation"], a["pattern_type"]) for a in json.loads(listed.stdout)) == [
+        ("describe", "prefixed"),
+        ("read", "prefixed"),
+    ]
+    # Bad input: a clear error, exit 2 or 1, nothing added.
+    bad = _cli(
+        cluster, "add", "--allow-principal", "alice", "--operation", "read", "--group", group
+    )
+    assert bad.returncode == 1
+    assert "INVALID_REQUEST" in bad.stderr and "User:NAME" in bad.stderr
+    assert (
+        _cli(
+            cluster, "add", "--allow-principal", ME, "--operation", "fly", "--topic", "t"
+        ).returncode
+        == 2
+    )
+    gone = _cli(
+        cluster,
+        "remove",
+        "--operation",
+        "read",
+        "--group",
+        group,
+        "--resource-pattern-type",
+        "prefixed",
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.startswith("removed 1 ACL")
+    left = json.loads(_cli(cluster, "list", "--group", group, "--json").stdout)
+    assert [a["operation"] for a in left] == ["describe"]
 
 
 # -- the Kafka listener (confluent-kafka) --------------------------------------------------------
