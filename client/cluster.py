@@ -39,6 +39,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_bef
 
 from client.connection import Connections
 from client.errors import (
+    AuthorizationError,
     BrokerUnavailableError,
     DeliveryTimeoutError,
     LeaderNotAvailableError,
@@ -290,8 +291,24 @@ class Cluster:
                 await self._fetch_metadata([controller])
             tm = self.metadata.topic(topic)
         if tm is None:
+            await self._refused_topic(topic)
             raise UnknownTopicOrPartitionError(None, f"topic {topic!r} does not exist")
         return tm
+
+    async def _refused_topic(self, topic: str) -> None:
+        """Metadata for every topic leaves out those the caller may not see (ACLs): ask for this
+        one by name, so a refusal says so (TopicAuthorizationFailedError, with the permission
+        missing) instead of "does not exist"."""
+        for address in self._node_order()[:1]:
+            try:
+                await self._conns.stub(address).Metadata(
+                    broker_pb2.MetadataRequest(topics=[topic]),
+                    timeout=self.config.metadata_request_timeout_ms / 1000,
+                )
+            except grpc.RpcError as e:
+                err = from_rpc_error(e, address=address)
+                if isinstance(err, AuthorizationError):
+                    raise err from None
 
     async def partitions_for(self, topic: str) -> tuple[int, ...]:
         return (await self.topic_metadata(topic)).partition_ids

@@ -92,6 +92,12 @@ GRPC_CODES = MappingProxyType(
         _E.REBALANCE_IN_PROGRESS: _S.ABORTED,
         _E.INCONSISTENT_GROUP_PROTOCOL: _S.ABORTED,
         _E.UNKNOWN_SERVER_ERROR: _S.INTERNAL,
+        # Authorization (ACLs): the caller may not do this (it is known, just not allowed).
+        _E.TOPIC_AUTHORIZATION_FAILED: _S.PERMISSION_DENIED,
+        _E.GROUP_AUTHORIZATION_FAILED: _S.PERMISSION_DENIED,
+        _E.CLUSTER_AUTHORIZATION_FAILED: _S.PERMISSION_DENIED,
+        _E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: _S.PERMISSION_DENIED,
+        _E.SECURITY_DISABLED: _S.FAILED_PRECONDITION,
     }
 )
 """The gRPC status code for each ErrorCode; codes not listed map to UNKNOWN."""

@@ -78,6 +78,11 @@ def parse_peers(value: str) -> dict[int, str]:
     return peers
 
 
+def parse_super_users(value: str) -> list[str]:
+    """ "User:a;User:CN=b,O=c" -> ["User:a", "User:CN=b,O=c"] (Kafka's super.users)."""
+    return [p.strip() for p in value.split(";") if p.strip()]
+
+
 KAFKA_PORT_OFFSET = ports.KAFKA.offset
 """A node's Kafka listener is on its gRPC port plus this (9092 -> 9292), on the same host, and
 metadata advertises it at the advertised gRPC port plus this (docs/kafka.md). 0: no listener."""
@@ -158,6 +163,13 @@ class NodeConfig:
     client_tls_auth: str = "none"
     """With client_tls: `required` makes clients present a certificate signed by the cluster
     CA (mutual TLS); `none` asks for none."""
+    authorizer: bool = False
+    """ACLs decide who may do what on both client listeners (node/authorizer.py): with it on,
+    a request no ACL allows is refused (`liferaft acl add`); off, every client may do
+    everything."""
+    super_users: list[str] = field(default_factory=list)
+    """Principals the authorizer always allows (`User:admin`); on the command line separated
+    by `;`, as Kafka's super.users (a certificate subject has commas)."""
     insecure_plaintext_between_nodes: bool = False
     """Run the Raft transport without TLS: any process that reaches the port can speak for any
     node. Only on a network where every process is trusted, and only when asked by name."""
@@ -229,6 +241,14 @@ class NodeConfig:
             )
         if self.client_tls_auth == "required" and not self.client_tls:
             raise ConfigError("--client-tls-auth required needs --client-tls")
+        for principal in self.super_users:
+            if not isinstance(principal, str) or not re.fullmatch(r"[^:\s]+:\S.*", principal):
+                raise ConfigError(
+                    f"super user {principal!r} must be a principal like User:admin "
+                    "(separate several with ';')"
+                )
+        if self.super_users and not self.authorizer:
+            raise ConfigError("--super-users needs --authorizer (without it everyone may do all)")
         if self.background_write_mb_s < 0:
             raise ConfigError("background_write_mb_s must be >= 0 (0: no cap)")
         if self.tick_ms < 1:
@@ -284,7 +304,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                 raise ConfigError(f"config file {p}: peers must be a string or a table")
         if name in ("data_dir", "tls_dir", "tls_ca", "tls_cert", "tls_key"):
             value = Path(value)
-        if name == "insecure_plaintext_between_nodes" and not isinstance(value, bool):
+        if name == "super_users":
+            value = parse_super_users(value) if isinstance(value, str) else value
+            if not isinstance(value, list):
+                raise ConfigError(f"config file {p}: super_users must be a list of principals")
+        if name in ("insecure_plaintext_between_nodes", "authorizer") and not isinstance(
+            value, bool
+        ):
             raise ConfigError(f"config file {p}: {key} must be true or false")
         out[name] = value
     return out

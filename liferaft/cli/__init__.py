@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 COMMANDS = ("node", "demo", "produce", "consume", "trace", "health")
 """Sub-commands that are one command each: liferaft/cli/<name>.py's `app` holds just that one."""
 
-GROUPS = ("dev", "topic", "cluster", "group", "bench", "chaos", "certs")
+GROUPS = ("dev", "topic", "cluster", "group", "acl", "bench", "chaos", "certs")
 """Sub-commands with commands of their own (`liferaft topic create`): liferaft/cli/<name>.py."""
 
 SUBCOMMANDS = (*COMMANDS, *GROUPS)

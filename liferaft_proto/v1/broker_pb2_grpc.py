@@ -144,6 +144,21 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.FromString,
                 _registered_method=True)
+        self.DescribeAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.FromString,
+                _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/CreateAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -316,6 +331,28 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeAcls(self, request, context):
+        """ACLs (issue 17): who may do what, in the controller's replicated state (docs/security.md).
+        The ACLs matching a filter (DESCRIBE on the cluster).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAcls(self, request, context):
+        """Add ACLs, all or none (ALTER on the cluster); forwarded to the controller leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Remove the ACLs each filter matches (ALTER on the cluster); forwarded likewise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -428,6 +465,21 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.ReplicaState,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.SerializeToString,
+            ),
+            'DescribeAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1024,6 +1076,87 @@ class Broker:
             '/liferaft.v1.Broker/ReplicaState',
             liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/CreateAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.FromString,
             options,
             channel_credentials,
             insecure,

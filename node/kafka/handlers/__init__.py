@@ -12,10 +12,13 @@ from node.kafka.wire import Api
 
 HANDLERS = (
     "api_versions",
+    "create_acls",
     "create_partitions",
     "create_topics",
+    "delete_acls",
     "delete_groups",
     "delete_topics",
+    "describe_acls",
     "describe_cluster",
     "describe_configs",
     "describe_groups",
