@@ -75,6 +75,8 @@ __all__ = [
     "RebalanceInProgressError",
     "ReplicaNotAvailableError",
     "RequestTimedOutError",
+    "ResourceNotFoundError",
+    "SaslAuthenticationFailedError",
     "StorageError",
     "TopicAlreadyExistsError",
     "UnknownLeaderEpochError",
@@ -438,6 +440,19 @@ class MemberIdRequiredError(LiferaftError):
 
 class GroupMaxSizeReachedError(LiferaftError):
     code = ErrorCode.GROUP_MAX_SIZE_REACHED
+
+
+class SaslAuthenticationFailedError(LiferaftError):
+    """The cluster refused the credentials: no username and password where they are wanted,
+    an unknown user or a wrong password (the message does not say which)."""
+
+    code = ErrorCode.SASL_AUTHENTICATION_FAILED
+
+
+class ResourceNotFoundError(LiferaftError):
+    """A named user (SCRAM credential) does not exist."""
+
+    code = ErrorCode.RESOURCE_NOT_FOUND
 
 
 class DeliveryTimeoutError(RequestTimedOutError):

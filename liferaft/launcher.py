@@ -29,6 +29,7 @@ from pathlib import Path
 import grpc
 
 from liferaft.free_ports import listen_port_range, port_free
+from liferaft_proto.credentials import NodeAssertion, SignedCalls
 from liferaft_proto.ports import KAFKA, NODE_SPACING, RAFT_PORT_OFFSET, bound_offsets
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
@@ -321,14 +322,22 @@ class DevCluster:
     # -- health --------------------------------------------------------------------------------
     def metadata(self, node_id: int, timeout_s: float = 1.0) -> broker_pb2.MetadataResponse:
         with self._channel(node_id) as ch:
+            md = None
+            if self.tls:
+                # Where clients must log in, the launcher acts for the cluster with the node's
+                # own key (liferaft_proto/credentials.py); elsewhere the signature is unused.
+                assertion = _node_assertion(self.tls_dir / f"node-{node_id}")
+                md = assertion.metadata(assertion.principal_of_cert(), "Metadata")
             return broker_pb2_grpc.BrokerStub(ch).Metadata(
-                broker_pb2.MetadataRequest(), timeout=timeout_s
+                broker_pb2.MetadataRequest(), timeout=timeout_s, metadata=md
             )
 
     @property
     def client_tls(self) -> bool:
-        """The nodes serve clients over TLS (--client-tls among the extra arguments)."""
-        return "--client-tls" in self.extra_args
+        """The nodes serve clients over TLS (--client-tls, or SSL / SASL_SSL)."""
+        return "--client-tls" in self.extra_args or any(
+            a in ("SSL", "SASL_SSL") for a in self.extra_args
+        )
 
     def _channel(self, node_id: int) -> grpc.Channel:
         """A channel to a node's gRPC port; with client TLS the launcher shows that node's own
@@ -370,6 +379,24 @@ class DevCluster:
                 return
             time.sleep(0.1)
         raise DevClusterError(f"cluster not healthy after {timeout_s:.0f}s ({last_error})")
+
+
+def _node_assertion(folder: Path) -> NodeAssertion:
+    return NodeAssertion.load(
+        (folder / "ca.crt").read_bytes(),
+        (folder / "node.crt").read_bytes(),
+        (folder / "node.key").read_bytes(),
+    )
+
+
+def node_interceptor(folder: Path) -> SignedCalls:
+    """A grpc.aio interceptor that signs every call with the node certificate and key in
+    `folder` (ca.crt, node.crt, node.key), for the node certificate's own principal: how
+    `liferaft user add --as-node` and `dev up --secure` make the first user of a cluster where
+    every client must log in."""
+    assertion = _node_assertion(folder)
+    principal = assertion.principal_of_cert()
+    return SignedCalls(assertion, lambda: principal)
 
 
 def _check_port_free(host: str, port: int, what: str = "") -> None:

@@ -92,6 +92,8 @@ GRPC_CODES = MappingProxyType(
         _E.REBALANCE_IN_PROGRESS: _S.ABORTED,
         _E.INCONSISTENT_GROUP_PROTOCOL: _S.ABORTED,
         _E.UNKNOWN_SERVER_ERROR: _S.INTERNAL,
+        _E.SASL_AUTHENTICATION_FAILED: _S.UNAUTHENTICATED,
+        _E.RESOURCE_NOT_FOUND: _S.NOT_FOUND,
     }
 )
 """The gRPC status code for each ErrorCode; codes not listed map to UNKNOWN."""

@@ -121,6 +121,15 @@ def node_cmd(
             "cluster CA (`liferaft certs create-client`).",
         ),
     ] = None,
+    client_security_protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--client-security-protocol",
+            envvar="LIFERAFT_CLIENT_SECURITY_PROTOCOL",
+            help="PLAINTEXT, SSL, SASL_SSL or SASL_PLAINTEXT: how clients of both listeners "
+            "connect; SASL_* asks for a SCRAM username and password (`liferaft user add`).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
     log_format: Annotated[
         str | None,
@@ -154,6 +163,7 @@ def node_cmd(
             "insecure_plaintext_between_nodes": insecure_plaintext or None,
             "client_tls": client_tls or None,
             "client_tls_auth": client_tls_auth,
+            "client_security_protocol": client_security_protocol,
         }
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [

@@ -21,8 +21,11 @@ import ssl as ssl_module
 from contextlib import suppress
 from typing import Any
 
+from node import principal
+from node.authn import der_principal
 from node.kafka.handlers import APIS
 from node.kafka.handlers.api_versions import unsupported_version_response
+from node.kafka.sasl import SaslLogin
 from node.kafka.wire import (
     MAX_FRAME_BYTES,
     CloseConnection,
@@ -60,7 +63,12 @@ class KafkaListener:
         )
         self._sweeper = asyncio.create_task(self._sweep())
         log.info(
-            "Kafka listener on %s:%d (%s)", self.host, self.port, "TLS" if self.ssl else "plaintext"
+            "Kafka listener on %s:%d (%s)",
+            self.host,
+            self.port,
+            ("SASL_SSL" if self.ctx.sasl else "SSL")
+            if self.ssl
+            else ("SASL_PLAINTEXT" if self.ctx.sasl else "PLAINTEXT"),
         )
 
     async def _sweep(self) -> None:
@@ -115,6 +123,12 @@ class Connection:
         )
 
     async def run(self) -> None:
+        # A client certificate (mutual TLS) names the connection's principal until a SASL
+        # login, if the listener asks for one, names another; the reader's task copies this
+        # context, and the request tasks it starts copy the reader's.
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            principal.caller.set(der_principal(ssl_object.getpeercert(binary_form=True)))
         reading = asyncio.create_task(self._read_then_drain())
         writing = asyncio.create_task(self._write_loop())
         try:
@@ -140,9 +154,15 @@ class Connection:
             pass
         except ProtocolError as e:
             log.warning("Kafka client %s: %s; closing the connection", self.peer, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug in reading or logging in: this connection only, with the cause logged.
+            log.exception("Kafka client %s: reading failed; closing the connection", self.peer)
 
     async def _read_loop(self) -> None:
         reader = self.reader
+        login = SaslLogin(self.ctx) if self.ctx.sasl else None
         while True:
             try:
                 prefix = await reader.readexactly(4)
@@ -160,6 +180,19 @@ class Connection:
                 answer = encode_response(e.correlation_id, unsupported_version_response())
                 await self._pending.put((None, answer))
                 continue
+            if login is not None:
+                step = login.step(request)
+                if step is not None:
+                    await self._pending.put(
+                        (None, encode_response(request.correlation_id, step.response))
+                    )
+                    if step.close:
+                        log.info("Kafka client %s: SASL login failed; closing", self.peer)
+                        return
+                    if step.principal is not None:
+                        principal.caller.set(step.principal)
+                        login = None
+                    continue
             task: asyncio.Task[Any] = asyncio.create_task(
                 request.api.handle(self.ctx, request.body, request.version)
             )

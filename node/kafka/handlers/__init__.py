@@ -33,6 +33,8 @@ HANDLERS = (
     "offset_fetch",
     "offset_for_leader_epoch",
     "produce",
+    "sasl_authenticate",
+    "sasl_handshake",
     "sync_group",
 )
 """The handler modules, by name: one list, so an API is served by adding its module here."""
