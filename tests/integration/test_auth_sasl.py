@@ -260,6 +260,7 @@ def test_kafka_listener_refuses_bad_credentials_and_changes_nothing(
         producer = CKProducer({**conf, "error_cb": lambda e: errors.append(str(e))})
         producer.produce(name, b"never")
         producer.flush(5)
+        producer.purge()
         assert any("invalid credentials" in e for e in errors), errors
     assert name not in asyncio.run(topics(sasl_cluster))
 
@@ -356,3 +357,44 @@ def test_cli_with_sasl_ssl(sasl_cluster: DevCluster) -> None:
     done = cli(sasl_cluster, "user", "remove", "bob", env=env)
     assert done.returncode == 1 and "RESOURCE_NOT_FOUND" in done.stderr
     assert name in asyncio.run(topics(sasl_cluster))
+
+
+def test_kafka_admin_manages_scram_users(sasl_cluster: DevCluster) -> None:
+    """A user made with Kafka's AlterUserScramCredentials (confluent-kafka's admin, logged in
+    as alice) logs in on the gRPC listener; once removed it cannot."""
+    from confluent_kafka.admin import AdminClient as CKAdmin
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    ck = CKAdmin(_ck_conf(sasl_cluster))
+    upsert = UserScramCredentialUpsertion(
+        "carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"carols-pw"
+    )
+    for f in ck.alter_user_scram_credentials([upsert]).values():
+        f.result(timeout=20)
+    described = ck.describe_user_scram_credentials(["carol"])["carol"].result(timeout=20)
+    infos = described.scram_credential_infos
+    assert [(i.mechanism, i.iterations) for i in infos] == [(ScramMechanism.SCRAM_SHA_512, 8192)]
+
+    async def carol_lists_topics() -> None:
+        await topics_as(sasl_cluster, "carol", "carols-pw")
+
+    asyncio.run(carol_lists_topics())
+    deletion = UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_512)
+    for f in ck.alter_user_scram_credentials([deletion]).values():
+        f.result(timeout=20)
+    with pytest.raises(SaslAuthenticationFailedError):
+        asyncio.run(carol_lists_topics())
+
+
+async def topics_as(dev: DevCluster, user: str, password: str) -> set[str]:
+    async with AdminClient(
+        dev.bootstrap,
+        timeout_ms=5_000,
+        **sasl(dev, user=user, password=password),  # type: ignore[arg-type]
+    ) as admin:
+        return set(await admin.list_topics())

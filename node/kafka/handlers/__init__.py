@@ -11,6 +11,7 @@ from importlib import import_module
 from node.kafka.wire import Api
 
 HANDLERS = (
+    "alter_user_scram_credentials",
     "api_versions",
     "create_partitions",
     "create_topics",
@@ -19,6 +20,7 @@ HANDLERS = (
     "describe_cluster",
     "describe_configs",
     "describe_groups",
+    "describe_user_scram_credentials",
     "fetch",
     "find_coordinator",
     "heartbeat",
