@@ -35,6 +35,10 @@ from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 STATE_FILE = "cluster.json"
 TLS_DIR = "tls"
+CLIENT_CONFIG = "client.toml"
+"""`dev up --secure` writes the first admin's client settings here (liferaft --client-config)."""
+SECURE_ARGS = ["--client-security-protocol", "SASL_SSL"]
+"""What `dev up --secure` starts the nodes with: TLS and SCRAM logins on both listeners."""
 
 
 class DevClusterError(RuntimeError):
@@ -352,6 +356,69 @@ class DevCluster:
             certificate_chain=(folder / "node.crt").read_bytes(),
         )
         return grpc.secure_channel(address, creds)
+
+    @property
+    def secure(self) -> bool:
+        """Clients log in with SCRAM (`dev up --secure`)."""
+        return any(a in ("SASL_SSL", "SASL_PLAINTEXT") for a in self.extra_args)
+
+    @property
+    def client_config(self) -> Path:
+        return self.data_dir / CLIENT_CONFIG
+
+    def make_first_admin(self, name: str = "admin", timeout_s: float = 30.0) -> str | None:
+        """Make the cluster's first user, with a random password, acting for the cluster with
+        node 1's key (liferaft_proto/credentials.py), and write its client settings to
+        client.toml (mode 0600). Returns the password, or None if client.toml already exists
+        (the admin was made before: the password is printed only once)."""
+        if self.client_config.exists():
+            return None
+        import secrets
+
+        from scramp import ScramMechanism
+
+        password = secrets.token_urlsafe(18)
+        mechanism = "SCRAM-SHA-512"
+        salt, stored_key, server_key, iterations = ScramMechanism(mechanism).make_auth_info(
+            password, iteration_count=4096
+        )
+        request = broker_pb2.UpsertUserRequest(
+            name=name,
+            credential=broker_pb2.ScramCredential(
+                mechanism=mechanism,
+                salt=salt,
+                iterations=iterations,
+                stored_key=stored_key,
+                server_key=server_key,
+            ),
+        )
+        node_id = next(n for n in self.nodes if self.is_running(n))
+        assertion = _node_assertion(self.tls_dir / f"node-{node_id}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with self._channel(node_id) as ch:
+                    broker_pb2_grpc.BrokerStub(ch).UpsertUser(
+                        request,
+                        timeout=10,
+                        metadata=assertion.metadata(assertion.principal_of_cert(), "UpsertUser"),
+                    )
+                break
+            except grpc.RpcError as e:
+                if time.monotonic() > deadline:
+                    raise DevClusterError(f"could not make the first admin: {e}") from None
+                time.sleep(0.2)
+        # The ACL helper's super users go here: User:<name> must be one (issue 17, ACLs).
+        ca = self.tls_dir / "ca.crt"
+        text = (
+            f'security_protocol = "SASL_SSL"\nssl_cafile = "{ca}"\n'
+            f'sasl_mechanism = "{mechanism}"\nsasl_plain_username = "{name}"\n'
+            f'sasl_plain_password = "{password}"\n'
+        )
+        fd = os.open(self.client_config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return password
 
     def wait_healthy(self, timeout_s: float = 30.0, nodes: list[int] | None = None) -> None:
         """Until every running node sees a controller leader and every node registered."""

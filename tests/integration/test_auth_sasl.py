@@ -398,3 +398,17 @@ async def topics_as(dev: DevCluster, user: str, password: str) -> set[str]:
         **sasl(dev, user=user, password=password),  # type: ignore[arg-type]
     ) as admin:
         return set(await admin.list_topics())
+
+
+def test_first_admin_and_client_config(sasl_cluster: DevCluster) -> None:
+    """What `liferaft dev up --secure` does after start: a first user with a random password,
+    made with a node's key, its settings in client.toml (owner-only), which the CLI reads."""
+    password = sasl_cluster.make_first_admin("root")
+    assert password is not None and len(password) >= 20
+    config = sasl_cluster.client_config
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert password in config.read_text()
+    assert sasl_cluster.make_first_admin("root") is None  # printed once, never remade
+    done = cli(sasl_cluster, "user", "list", env={"LIFERAFT_CLIENT_CONFIG": str(config)})
+    assert done.returncode == 0 and "root\tSCRAM-SHA-512" in done.stdout, done.stderr
+    assert password not in done.stdout + done.stderr
