@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as ssl_module
+import time
 from contextlib import suppress
 from typing import Any
 
@@ -41,6 +42,11 @@ log = logging.getLogger("liferaft.kafka")
 
 SWEEP_EVERY_S = 0.1
 MAX_IN_FLIGHT = 32
+LOGIN_TIMEOUT_S = 30.0
+"""A connection that must log in (SASL) and has not within this is closed."""
+MAX_LOGIN_FRAME_BYTES = 512 << 10
+"""Before the login a request may be at most this (Kafka's sasl.server.max.receive.size), so
+an unknown client cannot make the node buffer MAX_FRAME_BYTES."""
 """Requests of one connection started and not yet answered (Kafka clients keep <= 5 in flight
 per partition leader; librdkafka's default max.in.flight is 1000000 but it is bounded here)."""
 
@@ -163,16 +169,28 @@ class Connection:
     async def _read_loop(self) -> None:
         reader = self.reader
         login = SaslLogin(self.ctx) if self.ctx.sasl else None
+        login_by = time.monotonic() + LOGIN_TIMEOUT_S
         while True:
             try:
-                prefix = await reader.readexactly(4)
+                if login is None:
+                    prefix = await reader.readexactly(4)
+                else:
+                    prefix = await asyncio.wait_for(
+                        reader.readexactly(4), max(0.0, login_by - time.monotonic())
+                    )
             except asyncio.IncompleteReadError as e:
                 if e.partial:
                     raise ProtocolError("the connection ended inside a size prefix") from None
                 return
+            except TimeoutError:
+                raise ProtocolError(f"no SASL login within {LOGIN_TIMEOUT_S:.0f} s") from None
             size = int.from_bytes(prefix, "big", signed=True)
-            if not 0 < size <= MAX_FRAME_BYTES:
-                raise ProtocolError(f"request size {size} is outside 1..{MAX_FRAME_BYTES} bytes")
+            limit = MAX_FRAME_BYTES if login is None else MAX_LOGIN_FRAME_BYTES
+            if not 0 < size <= limit:
+                raise ProtocolError(
+                    f"request size {size} is outside 1..{limit} bytes"
+                    + (" before the SASL login" if login is not None else "")
+                )
             frame = await reader.readexactly(size)
             try:
                 request = decode_request(frame, APIS)

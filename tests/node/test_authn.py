@@ -381,3 +381,17 @@ def test_sasl_needs_the_nodes_certificates(tmp_path: Path) -> None:
             insecure_plaintext_between_nodes=True,
             client_security_protocol="SASL_PLAINTEXT",
         ).validate()
+
+
+async def test_before_the_login_requests_are_small_and_the_login_is_timely(
+    listener: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(struct.pack(">i", kafka_server.MAX_LOGIN_FRAME_BYTES + 1))
+    await writer.drain()
+    assert await closed(reader)  # refused on its size prefix, nothing read after it
+    writer.close()
+    monkeypatch.setattr(kafka_server, "LOGIN_TIMEOUT_S", 0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    assert await closed(reader)  # said nothing: closed after LOGIN_TIMEOUT_S
+    writer.close()
