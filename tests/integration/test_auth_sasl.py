@@ -265,12 +265,13 @@ def test_kafka_listener_refuses_bad_credentials_and_changes_nothing(
     assert name not in asyncio.run(topics(sasl_cluster))
 
 
-def test_aiokafka_and_confluent_kafka_with_scram(sasl_cluster: DevCluster) -> None:
+def test_aiokafka_confluent_kafka_and_kafka_python_with_scram(sasl_cluster: DevCluster) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.helpers import create_ssl_context
     from confluent_kafka import Consumer as CKConsumer
     from confluent_kafka import Producer as CKProducer
+    from kafka import KafkaProducer
 
     name = unique("kscram")
     boot = sasl_cluster.kafka_bootstrap
@@ -318,6 +319,19 @@ def test_aiokafka_and_confluent_kafka_with_scram(sasl_cluster: DevCluster) -> No
     p = CKProducer(_ck_conf(sasl_cluster))
     p.produce(name, b"from confluent")
     assert p.flush(20) == 0
+    kp = KafkaProducer(
+        bootstrap_servers=boot.split(","),
+        security_protocol="SASL_SSL",
+        ssl_cafile=ca(sasl_cluster),
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username=USER,
+        sasl_plain_password=PASSWORD,
+        acks="all",
+    )
+    try:
+        kp.send(name, b"from kafka-python").get(timeout=30)
+    finally:
+        kp.close()
     ck = CKConsumer(
         {**_ck_conf(sasl_cluster), "group.id": unique("g"), "auto.offset.reset": "earliest"}
     )
@@ -328,9 +342,9 @@ def test_aiokafka_and_confluent_kafka_with_scram(sasl_cluster: DevCluster) -> No
             msg = ck.poll(0.5)
             if msg is not None and msg.error() is None:
                 values.append(msg.value())
-                if len(values) == 2:
+                if len(values) == 3:
                     break
-        assert values == [b"from aiokafka", b"from confluent"]
+        assert values == [b"from aiokafka", b"from confluent", b"from kafka-python"]
     finally:
         ck.close()
 
