@@ -12,6 +12,7 @@ with the caller's principal, signed by the node, so they work too.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -366,6 +367,14 @@ def test_cli_with_sasl_ssl(sasl_cluster: DevCluster) -> None:
     wrong = {**env, "LIFERAFT_SASL_PASSWORD": "nope"}
     done = cli(sasl_cluster, "topic", "delete", name, env=wrong)
     assert done.returncode == 1 and "SASL_AUTHENTICATION_FAILED" in done.stderr
+    # Bad input: a clear error, nothing changed.
+    done = cli(sasl_cluster, "user", "add", "a,b", "--password-stdin", stdin="pw\n", env=env)
+    assert done.returncode == 1 and "INVALID_REQUEST" in done.stderr and "','" in done.stderr
+    done = cli(sasl_cluster, "user", "add", "carl", "--password-stdin", stdin="\n", env=env)
+    assert done.returncode == 2 and "password is empty" in done.stderr
+    done = cli(sasl_cluster, "user", "list", "--json", env=env)
+    assert {u["user"] for u in json.loads(done.stdout)} >= {"alice", "bob"}
+    assert not {"a,b", "carl"} & {u["user"] for u in json.loads(done.stdout)}
     done = cli(sasl_cluster, "user", "remove", "bob", env=env)
     assert done.returncode == 0, done.stderr
     done = cli(sasl_cluster, "user", "remove", "bob", env=env)
