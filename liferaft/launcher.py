@@ -409,10 +409,10 @@ class DevCluster:
                     raise DevClusterError(f"could not make the first admin: {e}") from None
                 time.sleep(0.2)
         # The ACL helper's super users go here: User:<name> must be one (issue 17, ACLs).
-        ca = self.tls_dir / "ca.crt"
+        tls = f'security_protocol = "SASL_SSL"\nssl_cafile = "{self.tls_dir / "ca.crt"}"\n'
         text = (
-            f'security_protocol = "SASL_SSL"\nssl_cafile = "{ca}"\n'
-            f'sasl_mechanism = "{mechanism}"\nsasl_plain_username = "{name}"\n'
+            (tls if self.client_tls else 'security_protocol = "SASL_PLAINTEXT"\n')
+            + f'sasl_mechanism = "{mechanism}"\nsasl_plain_username = "{name}"\n'
             f'sasl_plain_password = "{password}"\n'
         )
         fd = os.open(self.client_config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
