@@ -395,3 +395,20 @@ async def test_before_the_login_requests_are_small_and_the_login_is_timely(
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     assert await closed(reader)  # said nothing: closed after LOGIN_TIMEOUT_S
     writer.close()
+
+
+async def test_a_listener_without_sasl_says_it_enables_no_mechanism() -> None:
+    """A client configured for SASL against a PLAINTEXT/SSL listener is told, not hung up on."""
+    ctx = SimpleNamespace(sasl=False, classic=SimpleNamespace(sweep=lambda: None))
+    lst = kafka_server.KafkaListener(ctx, "127.0.0.1", 0)  # type: ignore[arg-type]
+    await lst.start()
+    try:
+        assert lst._server is not None
+        port = lst._server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request(17, 1, 1, mechanism="SCRAM-SHA-512"))
+        answer = await response(reader, 17, 1)
+        assert answer.error_code == 33 and answer.mechanisms == ()  # UNSUPPORTED_SASL_MECHANISM
+        writer.close()
+    finally:
+        await lst.stop()
