@@ -343,6 +343,7 @@ class AdminClient:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
+        grpc_interceptors: Iterable[Any] = (),
         **security: Unpack[SecurityOptions],
     ) -> None:
         self.client_id = client_id
@@ -353,6 +354,7 @@ class AdminClient:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             security=Security.from_options(security),
+            interceptors=tuple(grpc_interceptors),
         )
         self._cluster: Cluster | None = None
         self._closed = False
@@ -940,6 +942,58 @@ class AdminClient:
             "DeleteAcls", request, timeout_ms=self.config.delivery_timeout_ms
         )
         return [[Acl.from_pb(pb) for pb in r.deleted] for r in response.results]
+
+    # -- users (issue 17) ------------------------------------------------------------------
+    async def upsert_user(
+        self, name: str, password: str, *, mechanism: str = "SCRAM-SHA-512", iterations: int = 4096
+    ) -> None:
+        """Create a user, or set its password for `mechanism` (Kafka's
+        alter_user_scram_credentials). The password is salted and hashed here (RFC 5802); only
+        the salt, iteration count, StoredKey and ServerKey reach the cluster."""
+        from scramp import ScramMechanism
+
+        if mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise ValueError(f"mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, got {mechanism!r}")
+        if not password:
+            raise ValueError("the password is empty")
+        salt, stored_key, server_key, count = ScramMechanism(mechanism).make_auth_info(
+            password, iteration_count=iterations
+        )
+        cluster = await self._ready()
+        await cluster.call_any(
+            "UpsertUser",
+            broker_pb2.UpsertUserRequest(
+                name=name,
+                credential=broker_pb2.ScramCredential(
+                    mechanism=mechanism,
+                    salt=salt,
+                    iterations=count,
+                    stored_key=stored_key,
+                    server_key=server_key,
+                ),
+            ),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+
+    async def delete_user(self, name: str, *, mechanism: str | None = None) -> None:
+        """Remove a user's credential for `mechanism`, or the user (None); an unknown one is
+        ResourceNotFoundError."""
+        cluster = await self._ready()
+        await cluster.call_any(
+            "DeleteUser",
+            broker_pb2.DeleteUserRequest(name=name, mechanism=mechanism or ""),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+
+    async def describe_users(self, names: Iterable[str] = ()) -> dict[str, list[str]]:
+        """User name -> its SCRAM mechanisms (every user if `names` is empty)."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "DescribeUsers",
+            broker_pb2.DescribeUsersRequest(names=list(names)),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        return {u.name: list(u.mechanisms) for u in resp.users}
 
     async def describe_replicas(
         self, topic: str, partition: int, offset: int, *, timeout_ms: int = 3_000

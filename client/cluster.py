@@ -54,6 +54,7 @@ from client.retry import RetryPolicy, RetryState
 from client.security import Security
 from liferaft_proto.address import parse_address
 from liferaft_proto.v1 import broker_pb2
+from liferaft_proto.v1.errors_pb2 import ErrorCode
 
 __all__ = ["ClientConfig", "Cluster", "order_nodes", "parse_bootstrap", "resolve_bootstrap"]
 
@@ -183,7 +184,7 @@ class Cluster:
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._conns = connections or Connections(
             reconnect_backoff_max_ms=max(100, config.retry_backoff_max_ms),
-            interceptors=config.interceptors,
+            interceptors=(*config.interceptors, *config.security.interceptors()),
             credentials=config.security.channel_credentials(),
         )
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
@@ -256,6 +257,9 @@ class Cluster:
                 )
             except grpc.RpcError as e:
                 err = from_rpc_error(e, address=address)
+                if err.code == ErrorCode.SASL_AUTHENTICATION_FAILED:
+                    # Every node checks the same credentials: asking the next one won't help.
+                    raise err from None
                 self._note_failure(address, err)
                 failures.append(err.message if err.transport else f"{address}: {err}")
                 continue

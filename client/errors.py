@@ -78,6 +78,8 @@ __all__ = [
     "RebalanceInProgressError",
     "ReplicaNotAvailableError",
     "RequestTimedOutError",
+    "ResourceNotFoundError",
+    "SaslAuthenticationFailedError",
     "SecurityDisabledError",
     "StorageError",
     "TopicAlreadyExistsError",
@@ -472,6 +474,19 @@ class SecurityDisabledError(LiferaftError):
     """An ACL request to a cluster whose authorizer is off."""
 
     code = ErrorCode.SECURITY_DISABLED
+
+
+class SaslAuthenticationFailedError(LiferaftError):
+    """The cluster refused the credentials: no username and password where they are wanted,
+    an unknown user or a wrong password (the message does not say which)."""
+
+    code = ErrorCode.SASL_AUTHENTICATION_FAILED
+
+
+class ResourceNotFoundError(LiferaftError):
+    """A named user (SCRAM credential) does not exist."""
+
+    code = ErrorCode.RESOURCE_NOT_FOUND
 
 
 class DeliveryTimeoutError(RequestTimedOutError):

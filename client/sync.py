@@ -517,6 +517,19 @@ class SyncAdminClient(_SyncFacade):
     def delete_acls(self, filters: Iterable[AclFilter]) -> list[list[Acl]]:
         return self._run(self._admin.delete_acls(list(filters)))
 
+    def upsert_user(
+        self, name: str, password: str, *, mechanism: str = "SCRAM-SHA-512", iterations: int = 4096
+    ) -> None:
+        self._run(
+            self._admin.upsert_user(name, password, mechanism=mechanism, iterations=iterations)
+        )
+
+    def delete_user(self, name: str, *, mechanism: str | None = None) -> None:
+        self._run(self._admin.delete_user(name, mechanism=mechanism))
+
+    def describe_users(self, names: Iterable[str] = ()) -> dict[str, list[str]]:
+        return self._run(self._admin.describe_users(list(names)))
+
     def plan_offset_reset(
         self, group_id: str, topic: str, spec: Any, offset: int = -1
     ) -> dict[TopicPartition, tuple[int | None, int]]:

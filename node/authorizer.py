@@ -13,9 +13,10 @@ allows: no ACL for a resource means no access (Kafka's allow.everyone.if.no.acl.
 Node-to-node traffic never comes here: the Raft transport has its own trust (mutual TLS and the
 node's certificate, node/tls.py). A request one node forwards to another (to the controller
 leader) is checked on the node the client called, before it is forwarded, and is checked again
-where it lands; it carries the caller's principal in the `liferaft-on-behalf-of` metadata
-(`on_behalf_of`), which authentication may take as the caller only from a peer it knows to be a
-node (its node certificate): anyone else could claim any principal.
+where it lands; it carries the caller's principal signed with the forwarding node's key
+(liferaft_proto/credentials.py `SignedCalls`, checked in node/authn.py), so no client can claim
+another's principal. Nodes joined by --insecure-plaintext-between-nodes have no key to sign
+with: their forwarded requests land as User:ANONYMOUS.
 """
 
 from __future__ import annotations
@@ -35,16 +36,7 @@ from node.acl import (
 from node.errors import BrokerError, ErrorCode
 from node.principal import caller
 
-__all__ = ["ON_BEHALF_OF", "Authorizer", "on_behalf_of", "refused"]
-
-ON_BEHALF_OF = "liferaft-on-behalf-of"
-"""gRPC metadata key: the principal a forwarded request is made for."""
-
-
-def on_behalf_of() -> tuple[tuple[str, str], ...]:
-    """gRPC metadata for a request this node forwards on behalf of the caller it serves."""
-    return ((ON_BEHALF_OF, caller.get()),)
-
+__all__ = ["Authorizer", "refused"]
 
 _CODES = {
     ResourceType.TOPIC: ErrorCode.TOPIC_AUTHORIZATION_FAILED,

@@ -17,6 +17,9 @@ from liferaft_proto.address import parse_address as _parse_address
 from liferaft_proto.ports import RAFT_PORT_OFFSET as RAFT_PORT_OFFSET  # node/ reads it here
 from node.limits import MAX_ADDRESS_CHARS, MAX_FRAME_BYTES_DEFAULT, MAX_HELLO_BYTES
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+"""Kafka's names for how a client connects (security.protocol)."""
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says which and how to fix it."""
@@ -170,6 +173,12 @@ class NodeConfig:
     super_users: list[str] = field(default_factory=list)
     """Principals the authorizer always allows (`User:admin`); on the command line separated
     by `;`, as Kafka's super.users (a certificate subject has commas)."""
+    client_security_protocol: str = ""
+    """How clients of both listeners (gRPC and Kafka) connect, in Kafka's names: PLAINTEXT,
+    SSL (TLS; with client_tls_auth `required` the certificate is the credential), SASL_SSL
+    (TLS and a SCRAM username/password) or SASL_PLAINTEXT (SCRAM without TLS: the gRPC
+    listener then sees passwords in the clear). SSL and SASL_SSL turn client_tls on; empty:
+    SSL if client_tls, else PLAINTEXT."""
     insecure_plaintext_between_nodes: bool = False
     """Run the Raft transport without TLS: any process that reaches the port can speak for any
     node. Only on a network where every process is trusted, and only when asked by name."""
@@ -239,6 +248,31 @@ class NodeConfig:
             raise ConfigError(
                 f"--client-tls-auth must be none or required, got {self.client_tls_auth!r}"
             )
+        protocol = self.client_security_protocol.upper()
+        if protocol and protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"--client-security-protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                f"got {self.client_security_protocol!r}"
+            )
+        if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and self.client_tls:
+            raise ConfigError(
+                f"--client-security-protocol {protocol} and --client-tls contradict each other: "
+                f"use {protocol.replace('PLAINTEXT', 'SSL')} for TLS"
+            )
+        if protocol in ("SSL", "SASL_SSL"):
+            if self.insecure_plaintext_between_nodes:
+                raise ConfigError(
+                    f"--client-security-protocol {protocol} serves the node's certificate: give "
+                    "--tls-dir (not --insecure-plaintext-between-nodes)"
+                )
+            self.client_tls = True
+        if protocol.startswith("SASL") and self.insecure_plaintext_between_nodes:
+            raise ConfigError(
+                f"--client-security-protocol {protocol}: a node forwards requests to the "
+                "controller on its caller's behalf and proves it with its certificate; give "
+                "--tls-dir (not --insecure-plaintext-between-nodes)"
+            )
+        self.client_security_protocol = protocol or ("SSL" if self.client_tls else "PLAINTEXT")
         if self.client_tls_auth == "required" and not self.client_tls:
             raise ConfigError("--client-tls-auth required needs --client-tls")
         for principal in self.super_users:
@@ -274,6 +308,11 @@ class NodeConfig:
             return ports.listener_address(self.listen, ports.METRICS.offset)
         except ValueError as e:
             raise ConfigError(f"{e} (the metrics port; see --metrics-listen)") from None
+
+    @property
+    def sasl(self) -> bool:
+        """Whether clients must authenticate with SCRAM (after validate)."""
+        return self.client_security_protocol.startswith("SASL")
 
     @property
     def isr_max_lag_ticks(self) -> int:

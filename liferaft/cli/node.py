@@ -139,6 +139,15 @@ def node_cmd(
             "(User:admin;User:CN=ops,O=acme).",
         ),
     ] = None,
+    client_security_protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--client-security-protocol",
+            envvar="LIFERAFT_CLIENT_SECURITY_PROTOCOL",
+            help="PLAINTEXT, SSL, SASL_SSL or SASL_PLAINTEXT: how clients of both listeners "
+            "connect; SASL_* asks for a SCRAM username and password (`liferaft user add`).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
     log_format: Annotated[
         str | None,
@@ -174,6 +183,7 @@ def node_cmd(
             "client_tls_auth": client_tls_auth,
             "authorizer": authorizer or None,
             "super_users": parse_super_users(super_users) if super_users is not None else None,
+            "client_security_protocol": client_security_protocol,
         }
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [

@@ -159,6 +159,21 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.FromString,
                 _registered_method=True)
+        self.UpsertUser = channel.unary_unary(
+                '/liferaft.v1.Broker/UpsertUser',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteUser',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+        self.DescribeUsers = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeUsers',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -353,6 +368,29 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertUser(self, request, context):
+        """users (issue 17): SCRAM credentials in the controller's replicated state. The client salts
+        and hashes the password (node/scram.py); it never reaches a node or the log. Answered by any
+        node, which forwards a change to the controller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """RESOURCE_NOT_FOUND if the user (or its credential for `mechanism`) does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeUsers(self, request, context):
+        """Users and their mechanisms (never a salt or key), from this node's replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -480,6 +518,21 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DeleteAcls,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.SerializeToString,
+            ),
+            'UpsertUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertUser,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'DescribeUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeUsers,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1157,6 +1210,87 @@ class Broker:
             '/liferaft.v1.Broker/DeleteAcls',
             liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/UpsertUser',
+            liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteUser',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeUsers',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLUSTER_AUTHORIZATION_FAILED: _ClassVar[ErrorCode]
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED: _ClassVar[ErrorCode]
     SECURITY_DISABLED: _ClassVar[ErrorCode]
+    SASL_AUTHENTICATION_FAILED: _ClassVar[ErrorCode]
+    RESOURCE_NOT_FOUND: _ClassVar[ErrorCode]
 NONE: ErrorCode
 UNKNOWN_SERVER_ERROR: ErrorCode
 OFFSET_OUT_OF_RANGE: ErrorCode
@@ -121,6 +123,8 @@ GROUP_AUTHORIZATION_FAILED: ErrorCode
 CLUSTER_AUTHORIZATION_FAILED: ErrorCode
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode
 SECURITY_DISABLED: ErrorCode
+SASL_AUTHENTICATION_FAILED: ErrorCode
+RESOURCE_NOT_FOUND: ErrorCode
 
 class ErrorDetail(_message.Message):
     __slots__ = ("code", "message", "leader_id", "leader_address", "retriable", "leader_epoch")

@@ -19,7 +19,6 @@ from node import validate
 from node.acl import CLUSTER, Operation, topic
 from node.api.context import ADMIN_TIMEOUT_MS, Api, detail
 from node.api.metadata import config_entries, missing_topic
-from node.authorizer import on_behalf_of
 from node.controller import merge_configs
 from node.controller_commands import DeleteTopic
 from node.errors import BrokerError, ErrorCode
@@ -41,9 +40,7 @@ async def on_controller(api: Api, method: str, request: Any) -> Any:
             f"the controller has no leader right now ({api.broker.waiting_for()}); retry shortly",
         )
     try:
-        return await getattr(stub, method)(
-            request, timeout=ADMIN_TIMEOUT_MS / 1000, metadata=on_behalf_of()
-        )
+        return await getattr(stub, method)(request, timeout=ADMIN_TIMEOUT_MS / 1000)
     except grpc.aio.AioRpcError as e:
         found = wire_status.error_detail(e)
         if found is not None:

@@ -18,7 +18,6 @@ from liferaft_proto.v1 import broker_pb2
 from node import acl, validate
 from node.acl import CLUSTER, Operation
 from node.api.context import ADMIN_TIMEOUT_MS, Api, detail
-from node.authorizer import on_behalf_of
 from node.config import parse_address
 from node.controller import TopicInfo
 from node.errors import BrokerError, ErrorCode
@@ -186,7 +185,6 @@ async def _high_watermark(api: Api, info: TopicInfo, partition: int, wanted: int
                     spec=broker_pb2.ListOffsetsRequest.LATEST,
                 ),
                 timeout=5,
-                metadata=on_behalf_of(),
             )
             return int(resp.offset)
         except grpc.aio.AioRpcError:

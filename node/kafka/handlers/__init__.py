@@ -11,6 +11,7 @@ from importlib import import_module
 from node.kafka.wire import Api
 
 HANDLERS = (
+    "alter_user_scram_credentials",
     "api_versions",
     "create_acls",
     "create_partitions",
@@ -22,6 +23,7 @@ HANDLERS = (
     "describe_cluster",
     "describe_configs",
     "describe_groups",
+    "describe_user_scram_credentials",
     "fetch",
     "find_coordinator",
     "heartbeat",
@@ -36,6 +38,8 @@ HANDLERS = (
     "offset_fetch",
     "offset_for_leader_epoch",
     "produce",
+    "sasl_authenticate",
+    "sasl_handshake",
     "sync_group",
 )
 """The handler modules, by name: one list, so an API is served by adding its module here."""

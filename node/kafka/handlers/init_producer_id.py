@@ -16,7 +16,6 @@ import grpc
 from liferaft_proto.v1 import broker_pb2
 from node import acl
 from node.acl import CLUSTER, Operation
-from node.authorizer import on_behalf_of
 from node.controller_commands import AllocateProducerIds
 from node.errors import BrokerError, ErrorCode
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of, kafka_error
@@ -41,9 +40,7 @@ async def allocate(ctx: Ctx) -> int:
     if stub is None:
         raise BrokerError(ErrorCode.COORDINATOR_NOT_AVAILABLE, "the controller has no leader")
     try:
-        resp = await stub.InitProducerId(
-            broker_pb2.InitProducerIdRequest(), timeout=TIMEOUT_S, metadata=on_behalf_of()
-        )
+        resp = await stub.InitProducerId(broker_pb2.InitProducerIdRequest(), timeout=TIMEOUT_S)
     except grpc.aio.AioRpcError as e:
         raise BrokerError(
             ErrorCode.COORDINATOR_NOT_AVAILABLE,
