@@ -133,6 +133,10 @@ class NodeConfig:
     """Partitions of a topic created without a count (num.partitions)."""
     default_replication_factor: int = 3
     """Replicas per partition of a topic created without one, capped at the registered nodes."""
+    controller_voters: int = 3
+    """How many voters the controller group keeps (3 or 5): a node that joins or comes back
+    with a new data directory is promoted from learner to voter while there are fewer
+    (node/membership.py)."""
     leader_rebalance_ms: int = 3000
     """How often a partition leader checks whether its preferred replica should lead instead."""
     retention_check_ms: int = 5000
@@ -229,6 +233,11 @@ class NodeConfig:
             )
         if self.client_tls_auth == "required" and not self.client_tls:
             raise ConfigError("--client-tls-auth required needs --client-tls")
+        if self.controller_voters not in (3, 5):
+            raise ConfigError(
+                f"controller_voters must be 3 or 5, got {self.controller_voters}: an odd count "
+                "that survives one (3) or two (5) lost nodes"
+            )
         if self.background_write_mb_s < 0:
             raise ConfigError("background_write_mb_s must be >= 0 (0: no cap)")
         if self.tick_ms < 1:

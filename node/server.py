@@ -10,6 +10,7 @@ in-sync follower first, so clients see a clean NOT_LEADER redirect instead of an
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -22,11 +23,14 @@ from grpc_reflection.v1alpha import reflection
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
+from node.controller import CONTROLLER_GROUP
 from node.driver import RaftDriver, RaftTiming
 from node.errors import BrokerError
+from node.groups import GROUPS_GROUP
 from node.kafka.classic import ClassicGroups
 from node.kafka.server import KafkaListener
 from node.kafka.wire import Ctx as KafkaCtx
+from node.membership import ANCHOR_GROUP, FENCES_KEY, INCARNATION_KEY, load_fences, new_incarnation
 from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetrics
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
@@ -71,6 +75,10 @@ class NodeServer:
         self._stopping = False
         self.metrics = NodeMetrics(self.config.node_id)
         self.metrics_server: MetricsServer | None = None
+        self.incarnation = 0
+        """This data directory's incarnation (node/membership.py), set when it is opened."""
+        self.fresh = False
+        """Whether the data directory was created by this start."""
 
     # -- start ---------------------------------------------------------------------------------
     def _open_store(self) -> NodeStore:
@@ -79,6 +87,7 @@ class NodeServer:
         store = NodeStore(cfg.data_dir / "raft.db", background_write_mb_s=cfg.background_write_mb_s)
         owner = store.get_meta(NODE_ID_KEY)
         cluster = store.get_meta(CLUSTER_ID_KEY)
+        incarnation = store.get_meta(INCARNATION_KEY)
         if owner is not None and int(owner) != cfg.node_id:
             store.close()
             raise ConfigError(
@@ -91,20 +100,35 @@ class NodeServer:
                 f"data directory {cfg.data_dir} belongs to cluster {cluster.decode()!r}, "
                 f"not {cfg.cluster_id!r}"
             )
-        if owner is None:
-            anchor = store.group("__node__")
-            store.write(
-                [
-                    GroupUpdate(
-                        group=anchor,
-                        meta=[
-                            (NODE_ID_KEY, str(cfg.node_id).encode()),
-                            (CLUSTER_ID_KEY, cfg.cluster_id.encode()),
-                        ],
-                    )
-                ],
-                sync=True,
-            )
+        self.fresh = owner is None
+        if owner is None or incarnation is None:
+            # A new data directory gets its incarnation with its owner, in one synced write
+            # (NodeStore made its directories durable when it created them). A directory from
+            # before incarnations gets one too, but is not new: it has its votes.
+            self.incarnation = new_incarnation()
+            meta: list[tuple[bytes, bytes | None]] = [
+                (INCARNATION_KEY, str(self.incarnation).encode())
+            ]
+            if owner is None:
+                meta += [
+                    (NODE_ID_KEY, str(cfg.node_id).encode()),
+                    (CLUSTER_ID_KEY, cfg.cluster_id.encode()),
+                ]
+            if self.fresh:
+                # Silent in the controller group until we know this is the cluster's birth or
+                # the controller replaced our old incarnation (node/membership.py).
+                fences = {CONTROLLER_GROUP: [0, 0], GROUPS_GROUP: [0, 0]}
+                meta.append((FENCES_KEY, json.dumps(fences).encode()))
+            store.write([GroupUpdate(group=store.group(ANCHOR_GROUP), meta=meta)], sync=True)
+        else:
+            self.incarnation = int(incarnation)
+        log.info(
+            "node %d: data directory %s, incarnation %x%s",
+            cfg.node_id,
+            cfg.data_dir,
+            self.incarnation,
+            " (new: silent until the cluster's birth or its admission)" if self.fresh else "",
+        )
         return store
 
     def _peer_tls(self) -> PeerTls | None:
@@ -167,8 +191,18 @@ class NodeServer:
             cfg.node_id, self.store, CountingOutbox(self.transport, self.metrics), timing
         )
         self.driver.soft_state_listeners.append(self.metrics.observe_soft_state)
+        self.driver.fences = load_fences(self.store)
         self.transport.on_peer_change = self.driver.peer_changed
-        self.broker = Broker(cfg, self.driver)
+        self.broker = Broker(cfg, self.driver, self.incarnation)
+        broker = self.broker
+        self.transport.incarnation = self.incarnation
+        self.transport.hello_state = lambda: (
+            broker.controller.raft_group.node.term,
+            broker.rejoining(),
+        )
+        self.transport.on_peer_hello = lambda peer, h: broker.on_peer_hello(
+            peer, h.incarnation, h.controller_term, h.rejoining
+        )
         self.transport.on_peer_advertise = self._on_peer_advertise
         transport = self.transport
         self.broker.reachable = lambda: set(transport.connected_peers())
@@ -275,6 +309,13 @@ class NodeServer:
             await asyncio.sleep(self.config.tick_ms / 1000 * 2)
             for states in broker.take_gossip():
                 transport.broadcast_leaders(states)
+            admit = broker.membership_step()
+            if admit is not None:
+                supervise(
+                    broker.controller.replicate_and_wait(admit),
+                    f"admit-incarnation-{admit.node_id}",
+                    expected=(BrokerError,),
+                )
             for cmd in broker.registrations_due():
                 supervise(
                     broker.controller.replicate_and_wait(cmd),

@@ -191,6 +191,12 @@ class Transport:
         self.on_peer_advertise: Callable[[int, str], None] | None = None
         self.on_peer_change: Callable[[int, bool], None] | None = None
         """Called with (peer id, alive) whenever a peer is found gone or back."""
+        self.incarnation = 0
+        """This node's data directory's incarnation, told in every Hello (node/membership.py)."""
+        self.hello_state: Callable[[], tuple[int, bool]] = lambda: (0, False)
+        """(controller term, rejoining) to tell in a Hello, asked when it is sent."""
+        self.on_peer_hello: Callable[[int, raft_pb2.Hello], None] | None = None
+        """Called with each peer's accepted Hello (its incarnation, term, rejoining)."""
         self.cluster_id = cluster_id
         self.deliver = deliver
         self.on_leaders = on_leaders
@@ -334,11 +340,15 @@ class Transport:
 
     # -- both ends -----------------------------------------------------------------------------
     def _hello(self, to_node: int) -> bytes:
+        term, rejoining = self.hello_state()
         hello = raft_pb2.Hello(
             cluster_id=self.cluster_id,
             from_node=self.node_id,
             to_node=to_node,
             advertise=self.advertise,
+            incarnation=self.incarnation,
+            controller_term=term,
+            rejoining=rejoining,
         )
         return frame(HELLO, hello.SerializeToString())
 
@@ -384,6 +394,8 @@ class Transport:
                 raise TransportRefused(errors_pb2.INVALID_REQUEST, str(e)) from None
             if self.on_peer_advertise is not None:
                 self.on_peer_advertise(int(h.from_node), h.advertise)
+        if self.on_peer_hello is not None:
+            self.on_peer_hello(int(h.from_node), h)
         return int(h.from_node)
 
     @staticmethod

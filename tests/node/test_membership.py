@@ -1,0 +1,70 @@
+"""node/membership.py's decisions, as plain functions: when a new data directory is at the
+cluster's birth, and which one membership change a group's leader makes next for a node that
+came back with a new incarnation (issue 19)."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.controller_commands import AdmitIncarnation
+from node.errors import BrokerError
+from node.membership import PeerHello, Step, born, next_step
+from raft import ConfState
+
+
+def _conf(voters: set[int], learners: set[int] = set()) -> ConfState:  # noqa: B006
+    return ConfState(voters=frozenset(voters), learners=frozenset(learners))
+
+
+def test_birth_needs_a_majority_at_term_zero_and_nobody_past_it() -> None:
+    zero = PeerHello(incarnation=5, controller_term=0)
+    assert born(1, [1, 2, 3], {2: zero}, own_term=0)
+    assert not born(1, [1, 2, 3], {}, own_term=0)  # alone: no majority
+    assert not born(1, [1, 2, 3], {2: zero, 3: PeerHello(6, 4)}, own_term=0)
+    assert not born(1, [1, 2, 3, 4, 5], {2: zero}, own_term=0)  # 2 of 5
+    assert born(1, [1, 2, 3, 4, 5], {2: zero, 4: zero}, own_term=0)
+
+
+def _step(**kw: object) -> Step | None:
+    args: dict[str, object] = dict(
+        conf=_conf({1, 2, 3}),
+        rejoining={3: 99},
+        admitted={},
+        readded={},
+        caught_up=set(),
+        voters_wanted=3,
+    )
+    args.update(kw)
+    return next_step(**args)  # type: ignore[arg-type]
+
+
+def test_the_old_incarnation_is_removed_then_added_back_then_admitted() -> None:
+    assert _step() == Step("remove", 3, 99)
+    assert _step(conf=_conf({1, 2})) == Step("add_learner", 3, 99)
+    # Added back by this leader: admit (grant the fence).
+    assert _step(conf=_conf({1, 2}, {3}), readded={3: 99}) == Step("admit", 3, 99)
+    # Added back by an earlier leader (or an older incarnation): remove again, to be sure.
+    assert _step(conf=_conf({1, 2}, {3})) == Step("remove", 3, 99)
+    assert _step(conf=_conf({1, 2}, {3}), readded={3: 98}) == Step("remove", 3, 99)
+
+
+def test_an_admitted_learner_is_promoted_once_caught_up_while_voters_are_wanted() -> None:
+    admitted = {3: 99}
+    conf = _conf({1, 2}, {3})
+    assert _step(conf=conf, admitted=admitted) is None  # not caught up
+    assert _step(conf=conf, admitted=admitted, caught_up={3}) == Step("promote", 3)
+    assert _step(conf=conf, admitted=admitted, caught_up={3}, voters_wanted=2) is None
+    assert _step(conf=_conf({1, 2, 3}), admitted=admitted, caught_up={3}) is None
+
+
+def test_a_node_that_is_not_rejoining_is_left_alone() -> None:
+    assert _step(rejoining={}) is None
+    assert _step(rejoining={3: 0}) is None  # a node from before incarnations
+    assert _step(admitted={3: 99}) is None  # already admitted
+
+
+def test_an_admission_with_bad_fields_is_refused() -> None:
+    with pytest.raises(BrokerError):
+        AdmitIncarnation(node_id=3, incarnation=0, min_term=1, index=1)
+    with pytest.raises(BrokerError):
+        AdmitIncarnation(node_id=3, incarnation=5, min_term=0, index=1)
