@@ -67,7 +67,13 @@ class PartitionView:
 
 
 class Broker:
-    def __init__(self, config: NodeConfig, driver: RaftDriver, incarnation: int = 0) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        driver: RaftDriver,
+        incarnation: int = 0,
+        founders: list[int] | None = None,
+    ) -> None:
         self.config = config
         self.node_id = config.node_id
         self.driver = driver
@@ -83,10 +89,11 @@ class Broker:
         self._grants: dict[tuple[str, int], raft_pb2.FenceGrant] = {}
         """(group, node) -> the fence this node granted as the group's leader (the
         controller's from the metadata; a replica move adds a partition's: grant_fence)."""
-        self.controller = Controller(config.node_id, sorted(config.peers), driver)
-        self.groups = GroupCoordinator(
-            config.node_id, sorted(config.peers), driver, self.partition_count
-        )
+        self.founders = founders or sorted(config.peers)
+        """The voters the controller and __groups groups were born with (--peers at the
+        cluster's birth; a joining node learns them from the member it joins through)."""
+        self.controller = Controller(config.node_id, self.founders, driver)
+        self.groups = GroupCoordinator(config.node_id, self.founders, driver, self.partition_count)
         self.partitions: dict[tuple[str, int], Partition] = {}
         self._topic_ids: dict[str, int] = {}
         self._gossip: dict[str, PartitionState] = {}  # group id -> newest leader state heard

@@ -133,6 +133,10 @@ class NodeConfig:
     """Partitions of a topic created without a count (num.partitions)."""
     default_replication_factor: int = 3
     """Replicas per partition of a topic created without one, capped at the registered nodes."""
+    join: str = ""
+    """HOST:PORT (gRPC) of any member of a running cluster to join: the node learns the members
+    from it (instead of --peers) and the controller adds it as a learner, promoting it to voter
+    while the controller group has fewer than controller_voters (docs/operations.md)."""
     controller_voters: int = 3
     """How many voters the controller group keeps (3 or 5): a node that joins or comes back
     with a new data directory is promoted from learner to voter while there are fewer
@@ -182,9 +186,19 @@ class NodeConfig:
             raise ConfigError(f"--node-id must be >= 1, got {self.node_id}")
         parse_address(self.listen, "--listen")
         parse_advertised(self.advertise, "--advertise")
+        if self.join:
+            parse_address(self.join, "--join")
+            if set(self.peers) - {self.node_id}:
+                raise ConfigError(
+                    "--join and --peers contradict each other: a joining node learns the "
+                    "members from the one it joins through"
+                )
+            # Filled in at start from the member's metadata (node/server.py).
+            self.peers = {self.node_id: self.advertise}
         if not self.peers:
             raise ConfigError(
-                "--peers is empty: list every node, this one included (1@HOST:PORT,...)"
+                "--peers is empty: list every node, this one included (1@HOST:PORT,...), or "
+                "--join HOST:PORT of a running cluster's member"
             )
         if self.node_id not in self.peers:
             raise ConfigError(

@@ -305,7 +305,8 @@ class Controller(ReplicatedStateMachine):
         """(topic, partition, node): replicas whose node came back with a new data directory
         and that their partition group still counts as the old incarnation. The seam for the
         replica-move machinery: remove the node from the partition's group, add it back as a
-        learner, then `Broker.grant_fence` from the partition leader and `refilled` here."""
+        learner, `Broker.grant_fence` from the partition leader, then drop the entry from
+        `state.stale` (with a command of its own)."""
         return sorted(
             (t, p, n)
             for n, parts in self.state.stale.items()

@@ -41,6 +41,8 @@ from raft import ConfState, Fence
 
 INCARNATION_KEY = b"node/incarnation"
 FENCES_KEY = b"node/fences"
+FOUNDERS_KEY = b"node/founders"
+"""The controller group's founding voters, which this node bootstraps its copy with."""
 ANCHOR_GROUP = "__node__"
 
 

@@ -30,7 +30,14 @@ from node.groups import GROUPS_GROUP
 from node.kafka.classic import ClassicGroups
 from node.kafka.server import KafkaListener
 from node.kafka.wire import Ctx as KafkaCtx
-from node.membership import ANCHOR_GROUP, FENCES_KEY, INCARNATION_KEY, load_fences, new_incarnation
+from node.membership import (
+    ANCHOR_GROUP,
+    FENCES_KEY,
+    FOUNDERS_KEY,
+    INCARNATION_KEY,
+    load_fences,
+    new_incarnation,
+)
 from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetrics
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
@@ -160,6 +167,17 @@ class NodeServer:
                 cfg.client_tls_auth,
             )
         self.store = self._open_store()
+        founders = self.store.get_meta(FOUNDERS_KEY)
+        if cfg.join:
+            cfg.peers, joined_founders = await self._members_from(cfg.join)
+            if founders is None:
+                founders = ",".join(map(str, joined_founders)).encode()
+        if founders is None:
+            founders = ",".join(map(str, sorted(cfg.peers))).encode()
+        self.store.write(
+            [GroupUpdate(group=self.store.group(ANCHOR_GROUP), meta=[(FOUNDERS_KEY, founders)])],
+            sync=True,
+        )
         timing = RaftTiming(
             tick_s=cfg.tick_ms / 1000,
             election_ticks=cfg.election_ticks,
@@ -193,9 +211,12 @@ class NodeServer:
         self.driver.soft_state_listeners.append(self.metrics.observe_soft_state)
         self.driver.fences = load_fences(self.store)
         self.transport.on_peer_change = self.driver.peer_changed
-        self.broker = Broker(cfg, self.driver, self.incarnation)
+        self.broker = Broker(
+            cfg, self.driver, self.incarnation, [int(n) for n in founders.decode().split(",")]
+        )
         broker = self.broker
         self.transport.incarnation = self.incarnation
+        self.transport.dial_all = bool(cfg.join)
         self.transport.hello_state = lambda: (
             broker.controller.raft_group.node.term,
             broker.rejoining(),
@@ -279,13 +300,45 @@ class NodeServer:
             cfg.data_dir,
         )
 
+    async def _members_from(self, address: str) -> tuple[dict[int, str], list[int]]:
+        """--join: the members of the running cluster, from one member's metadata, and this
+        node (the controller adds it as a learner: node/membership.py)."""
+        cfg = self.config
+        channel = (
+            grpc.aio.secure_channel(
+                address, self.client_tls.grpc_peer_credentials(), options=GRPC_OPTIONS
+            )
+            if self.client_tls is not None
+            else grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+        )
+        try:
+            async with channel:
+                md = await broker_pb2_grpc.BrokerStub(channel).Metadata(
+                    broker_pb2.MetadataRequest(), timeout=10
+                )
+        except grpc.RpcError as e:
+            raise ConfigError(
+                f"--join {address}: cannot read the cluster's members there ({e.code().name}): "
+                "give the gRPC address of a running member"
+            ) from None
+        peers = {b.node_id: f"{b.host}:{b.port}" for b in md.brokers if b.node_id != cfg.node_id}
+        if not peers:
+            raise ConfigError(f"--join {address}: the member there knows no brokers yet")
+        if not md.founders:
+            raise ConfigError(f"--join {address}: the member there does not say its founders")
+        peers[cfg.node_id] = cfg.advertise
+        log.info("node %d joins the cluster of nodes %s", cfg.node_id, sorted(peers))
+        return peers, sorted(md.founders)
+
     def _on_peer_advertise(self, peer: int, address: str) -> None:
         if self.broker is not None and address:
             self.broker.advertised[peer] = address
 
     def _peer_stub(self, node_id: int) -> broker_pb2_grpc.BrokerStub | None:
-        address = self.config.peers.get(node_id)
-        if address is None:
+        address = self.config.peers.get(node_id) or (
+            self.broker.advertised_address(node_id) if self.broker is not None else ""
+        )
+        if not address:
             return None
         channel = self._peer_channels.get(node_id)
         if channel is None:
@@ -309,6 +362,7 @@ class NodeServer:
             await asyncio.sleep(self.config.tick_ms / 1000 * 2)
             for states in broker.take_gossip():
                 transport.broadcast_leaders(states)
+            broker.maybe_born()  # a cluster of one hears no Hello
             admit = broker.membership_step()
             if admit is not None:
                 supervise(

@@ -1,5 +1,9 @@
-"""Membership on a real three-node cluster (issue 19): a wiped data directory comes back as a new
-incarnation, never as the same voter.
+"""Membership on a real three-node cluster (issue 19): a fourth node joins under traffic, and a
+wiped data directory comes back as a new incarnation, never as the same voter.
+
+A node started with --join (DevCluster.add_node) learns the members from one of them; the
+controller adds it as a learner, every node lists it in Metadata, and a new topic of replication
+factor 3 places replicas on it.
 
 A node's data directory is deleted while acks=all traffic runs, and the node restarted on an empty
 one. It must say hello as a new incarnation and stay silent (fenced) until the controller group
@@ -23,6 +27,7 @@ from tests.integration.test_metrics import scrape, value
 from tests.integration.test_replication import (
     check_log,
     create_topic,
+    describe,
     produce_loop,
     read_all,
     wait_for,
@@ -100,3 +105,54 @@ async def test_wiped_node_comes_back_as_a_new_incarnation(
     cluster.wait_healthy(60)
     log = await read_all(cluster, tp, max(acked.values()) + 1)
     check_log(acked, log)
+
+
+async def test_a_fourth_node_joins_under_traffic_and_takes_replicas(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    cluster = make_cluster(3)
+    await create_topic(cluster, "before", partitions=1)
+    tp = TopicPartition("before", 0)
+    acked: dict[bytes, int] = {}
+    stop = asyncio.Event()
+    async with Producer(cluster.bootstrap, acks="all") as producer:
+        task = asyncio.create_task(produce_loop(producer, tp, acked, stop, b"grow"))
+        await wait_for("50 acks", lambda: len(acked) >= 50, 60)
+        node = cluster.add_node()
+        assert node.node_id == 4 and node.join
+        cluster.start_node(4)
+
+        def in_metadata() -> bool:
+            return all(
+                sorted(b.node_id for b in cluster.metadata(n).brokers) == [1, 2, 3, 4]
+                for n in (1, 2, 3, 4)
+            )
+
+        await wait_for("node 4 in every node's metadata", in_metadata, 90)
+        # A learner of the controller group (controller_voters is 3), a voter nowhere yet.
+        assert _raft(cluster, 1, "liferaft_raft_voters", "controller") == 3
+        assert _raft(cluster, 1, "liferaft_raft_learners", "controller") == 1
+        assert _raft(cluster, 4, "liferaft_raft_fenced", "controller") == 0
+        grown = len(acked)
+        await wait_for("50 acks after the join", lambda: len(acked) >= grown + 50, 60)
+        stop.set()
+        await task
+    check_log(acked, await read_all(cluster, tp, max(acked.values()) + 1))
+    # A new topic of replication factor 3 places replicas on node 4, which serve.
+    await create_topic(cluster, "after", partitions=4)
+    desc = await describe(cluster, "after")
+    on_4 = [p for p in desc.partitions if 4 in p.replicas]
+    assert on_4, f"no replica on node 4: {[p.replicas for p in desc.partitions]}"
+    new_acked: dict[TopicPartition, dict[bytes, int]] = {}
+    async with Producer(cluster.bootstrap, acks="all") as producer:
+        for i in range(80):
+            md = await producer.send_and_wait("after", b"a-%d" % i, partition=i % 4)
+            new_acked.setdefault(md.topic_partition, {})[b"a-%d" % i] = md.offset
+
+    async def node_4_in_sync() -> bool:
+        d = await describe(cluster, "after")
+        return all(4 in p.isr for p in d.partitions if 4 in p.replicas)
+
+    await wait_for("node 4 in the ISR of its partitions", node_4_in_sync, 60)
+    for part, values in new_acked.items():
+        check_log(values, await read_all(cluster, part, max(values.values()) + 1))

@@ -4,8 +4,11 @@ came back with a new incarnation (issue 19)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from node.config import ConfigError, NodeConfig
 from node.controller_commands import AdmitIncarnation
 from node.errors import BrokerError
 from node.membership import PeerHello, Step, born, next_step
@@ -68,3 +71,31 @@ def test_an_admission_with_bad_fields_is_refused() -> None:
         AdmitIncarnation(node_id=3, incarnation=0, min_term=1, index=1)
     with pytest.raises(BrokerError):
         AdmitIncarnation(node_id=3, incarnation=5, min_term=0, index=1)
+
+
+def _config(**kw: object) -> NodeConfig:
+    args: dict[str, object] = dict(
+        node_id=4,
+        listen="127.0.0.1:9004",
+        peers={},
+        data_dir=Path("/nonexistent"),
+        insecure_plaintext_between_nodes=True,
+    )
+    args.update(kw)
+    return NodeConfig(**args).validate()  # type: ignore[arg-type]
+
+
+def test_the_membership_settings_are_checked() -> None:
+    cfg = _config(join="127.0.0.1:9001")
+    assert cfg.peers == {4: "127.0.0.1:9004"}  # the rest is learnt at start
+    assert cfg.validate() is cfg  # validating again changes nothing
+    with pytest.raises(ConfigError, match="--join and --peers contradict"):
+        _config(join="127.0.0.1:9001", peers={1: "127.0.0.1:9001", 4: "127.0.0.1:9004"})
+    with pytest.raises(ConfigError, match="--join"):
+        _config(join="nowhere")
+    with pytest.raises(ConfigError, match="--peers is empty"):
+        _config()
+    for voters in (1, 2, 4, 7):
+        with pytest.raises(ConfigError, match="controller_voters must be 3 or 5"):
+            _config(join="127.0.0.1:9001", controller_voters=voters)
+    assert _config(join="127.0.0.1:9001", controller_voters=5).controller_voters == 5
