@@ -37,7 +37,10 @@ pytestmark = pytest.mark.asyncio
 
 
 def _raft(cluster: DevCluster, node_id: int, name: str, group: str) -> float | None:
-    return value(scrape(cluster.node(node_id).address), name, group=group)
+    try:
+        return value(scrape(cluster.node(node_id).address), name, group=group)
+    except OSError:
+        return None  # the node is (re)starting
 
 
 def _start(cluster: DevCluster, node_id: int) -> bool:
