@@ -84,8 +84,11 @@ class Broker:
         self._readded: dict[str, dict[int, int]] = {}
         """As a group's leader: group -> node -> incarnation it added back as a learner."""
         self._admitting: set[tuple[int, int]] = set()
-        self._admitted_groups: dict[int, int] = {}
-        """As __groups' leader: node -> incarnation granted a fence there."""
+        self._admitted_in: dict[str, dict[int, int]] = {}
+        """As the leader of __groups or a partition: group -> node -> incarnation granted a
+        fence there."""
+        self._promoting: set[str] = set()
+        """Partitions this node leads with a re-added learner to promote once caught up."""
         self._grants: dict[tuple[str, int], raft_pb2.FenceGrant] = {}
         """(group, node) -> the fence this node granted as the group's leader (the
         controller's from the metadata; a replica move adds a partition's: grant_fence)."""
@@ -129,6 +132,7 @@ class Broker:
                 self._close_partition(key, destroy=True)
         rejoining = self.driver.fence_of(CONTROLLER_GROUP) is not None
         stale = set(self.controller.state.stale.get(self.node_id, ()))
+        on_disk: set[str] | None = None
         for key, (topic, replicas) in wanted.items():
             if key in self.partitions:
                 # A topic's configs can change (alter-config, IncrementalAlterConfigs): the
@@ -138,9 +142,12 @@ class Broker:
                 continue
             if rejoining or key in stale:
                 # Our old incarnation may be a member of this group: keep silent there until
-                # the group re-adds us (node/membership.py).
+                # the group re-adds us (node/membership.py). Not where this incarnation has
+                # the group's state already (it reopens it after a restart).
                 gid = group_id(topic.topic_id, key[1])
-                if self.driver.fence_of(gid) is None:
+                if on_disk is None:
+                    on_disk = set(self.driver.store.groups())
+                if gid not in on_disk and self.driver.fence_of(gid) is None:
                     self.driver.set_fence(gid, Fence())
             self.partitions[key] = Partition(
                 node_id=self.node_id,
@@ -439,12 +446,20 @@ class Broker:
         membership change (node/membership.py's next_step). The controller's admission is a
         command, returned for the caller to replicate; __groups' is a fence granted at once."""
         out: AdmitIncarnation | None = None
-        fsms: tuple[tuple[str, Controller | GroupCoordinator], ...] = (
-            (CONTROLLER_GROUP, self.controller),
-            (GROUPS_GROUP, self.groups),
-        )
-        for gid, fsm in fsms:
-            node = fsm.raft_group.node
+        groups: list[tuple[str, RawNode]] = [
+            (CONTROLLER_GROUP, self.controller.raft_group.node),
+            (GROUPS_GROUP, self.groups.raft_group.node),
+        ]
+        # Partitions this node leads where a replica waits silent, or a re-added learner waits
+        # for its promotion: only those, so a thousand quiet partitions cost nothing here.
+        wanted_parts = {g for h in self.hellos.values() for g in h.silent} | set(self._promoting)
+        for gid in sorted(wanted_parts):
+            part = self._by_group.get(gid)
+            if part is None or not part.is_leader:
+                self._promoting.discard(gid)
+                continue
+            groups.append((gid, self.driver.groups[gid].node))
+        for gid, node in groups:
             if node.role != Role.LEADER or not node.caught_up_in_term():
                 continue
             conf = node.conf_state()
@@ -464,8 +479,9 @@ class Broker:
                     for n in conf.learners
                     if n not in self.hellos or gid not in self.hellos[n].silent
                 }
-                admitted.update(self._admitted_groups)
-                wanted = len(self.config.peers)
+                admitted.update(self._admitted_in.setdefault(gid, {}))
+                part = self._by_group.get(gid)
+                wanted = len(part.replicas) if part is not None else len(self.config.peers)
             step = next_step(
                 conf=conf,
                 rejoining={n: h.incarnation for n, h in self.hellos.items() if gid in h.silent},
@@ -475,12 +491,16 @@ class Broker:
                 voters_wanted=wanted,
             )
             if step is None:
+                if gid in self._promoting and len(conf.voters) >= wanted:
+                    self._promoting.discard(gid)
                 continue
             if step.kind != "admit":
                 self._propose_conf_change(gid, node, step, readded)
             elif gid != CONTROLLER_GROUP:
-                self._admitted_groups[step.node_id] = step.incarnation
+                self._admitted_in.setdefault(gid, {})[step.node_id] = step.incarnation
                 self.grant_fence(gid, step.node_id, step.incarnation, node.term, node.applied)
+                if gid != GROUPS_GROUP:
+                    self._promoting.add(gid)
             elif (step.node_id, step.incarnation) not in self._admitting:
                 self._admitting.add((step.node_id, step.incarnation))
                 out = AdmitIncarnation(

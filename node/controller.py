@@ -303,10 +303,10 @@ class Controller(ReplicatedStateMachine):
 
     def stale_replicas(self) -> list[tuple[str, int, int]]:
         """(topic, partition, node): replicas whose node came back with a new data directory
-        and that their partition group still counts as the old incarnation. The seam for the
-        replica-move machinery: remove the node from the partition's group, add it back as a
-        learner, `Broker.grant_fence` from the partition leader, then drop the entry from
-        `state.stale` (with a command of its own)."""
+        whose partition group counted the old incarnation when the new one was admitted. Each
+        partition's leader replaces it by itself (Broker.membership_step); this list is for
+        tools and the replica-move machinery (which may clear entries with a command of its
+        own)."""
         return sorted(
             (t, p, n)
             for n, parts in self.state.stale.items()

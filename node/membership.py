@@ -21,10 +21,11 @@ Two ways out of the fence:
     learner once it has caught up. The node moves its fence on the grant; the core lifts it once
     the node's log holds the add.
 
-Partition groups the old incarnation was a replica of are recorded (ControllerState.stale, set
-when the incarnation is admitted) and opened fenced silent on the node: their replacement is a
-replica move (remove the old replica, add it back as a learner, grant the fence) which the
-replica-move machinery runs through `stale_replicas` and `FenceGrant`s from the partition leader.
+The partition groups the node opens while rejoining (it has no state for them yet) start fenced
+silent too, and each partition's leader replaces the old replica the same way (next_step over
+the group's membership, the fence granted straight away by gossip, promotion once caught up). The
+controller records them when it admits the incarnation (ControllerState.stale,
+Controller.stale_replicas) for tools and the replica-move machinery.
 
 Fences are kept on disk (one host metadata key) until the core lifts them, and re-applied at
 every restart before any message is stepped.

@@ -8,7 +8,8 @@ factor 3 places replicas on it.
 A node's data directory is deleted while acks=all traffic runs, and the node restarted on an empty
 one. It must say hello as a new incarnation and stay silent (fenced) until the controller group
 has removed its old incarnation and added it back; then it is refilled, promoted, and the
-controller group (and the consumer-group group, also over every node) has its three voters again.
+controller group (and the consumer-group group, also over every node) has its three voters again,
+and so does the partition (its leader replaces the old replica the same way): ISR of three.
 Every acknowledged record reads back exactly once. Waits are bounded and generous; nothing
 asserts on timing.
 """
@@ -101,6 +102,13 @@ async def test_wiped_node_comes_back_as_a_new_incarnation(
             for line in _log_lines(cluster, node, "group controller: remove node 3")
         ]
         assert removed, "the old incarnation was never removed from the controller group"
+
+        async def full_isr() -> bool:
+            # The partition group replaced the old incarnation too: a voter again, in sync.
+            d = await describe(cluster, "ledger")
+            return sorted(d.partitions[0].isr) == [1, 2, 3]
+
+        await wait_for("ledger-0's ISR back to three replicas", full_isr, 90)
         readmitted = len(acked)
         await wait_for("100 acks after", lambda: len(acked) >= readmitted + 100, 60)
         stop.set()
