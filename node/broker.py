@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from liferaft_proto.v1 import raft_pb2
 from node.authorizer import Authorizer
 from node.config import ConfigError, NodeConfig, parse_advertised
-from node.controller import Controller, TopicInfo
-from node.controller_commands import RegisterBroker
+from node.controller import CONTROLLER_GROUP, Controller, TopicInfo
+from node.controller_commands import AdmitIncarnation, RegisterBroker
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
-from node.groups import GroupCoordinator
+from node.groups import GROUPS_GROUP, GroupCoordinator
 from node.limits import (
     MAX_GOSSIP_EPOCH,
     MAX_GOSSIP_EPOCH_STEP,
@@ -31,8 +31,19 @@ from node.limits import (
     MAX_NODE_ID,
     shown,
 )
+from node.membership import PeerHello, Step, born, next_step
 from node.partition import Partition, PartitionState, group_id
-from raft import NONE, Role
+from raft import (
+    NONE,
+    ConfChange,
+    ConfChangeError,
+    ConfChangeType,
+    Fence,
+    NotLeaderError,
+    ProposalDroppedError,
+    RawNode,
+    Role,
+)
 
 log = logging.getLogger("liferaft.broker")
 
@@ -57,16 +68,38 @@ class PartitionView:
 
 
 class Broker:
-    def __init__(self, config: NodeConfig, driver: RaftDriver) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        driver: RaftDriver,
+        incarnation: int = 0,
+        founders: list[int] | None = None,
+    ) -> None:
         self.config = config
         self.node_id = config.node_id
         self.driver = driver
-        self.controller = Controller(config.node_id, sorted(config.peers), driver)
+        self.incarnation = incarnation
+        """This node's data directory's incarnation (node/membership.py)."""
+        self.hellos: dict[int, PeerHello] = {}
+        """What each peer said about itself when it last connected."""
+        self._readded: dict[str, dict[int, int]] = {}
+        """As a group's leader: group -> node -> incarnation it added back as a learner."""
+        self._admitting: set[tuple[int, int]] = set()
+        self._admitted_in: dict[str, dict[int, int]] = {}
+        """As the leader of __groups or a partition: group -> node -> incarnation granted a
+        fence there."""
+        self._promoting: set[str] = set()
+        """Partitions this node leads with a re-added learner to promote once caught up."""
+        self._grants: dict[tuple[str, int], raft_pb2.FenceGrant] = {}
+        """(group, node) -> the fence this node granted as the group's leader (the
+        controller's from the metadata; a replica move adds a partition's: grant_fence)."""
+        self.founders = founders or sorted(config.peers)
+        """The voters the controller and __groups groups were born with (--peers at the
+        cluster's birth; a joining node learns them from the member it joins through)."""
+        self.controller = Controller(config.node_id, self.founders, driver)
+        self.groups = GroupCoordinator(config.node_id, self.founders, driver, self.partition_count)
         self.authorizer = Authorizer(
             config.authorizer, config.super_users, lambda: self.controller.state.acls
-        )
-        self.groups = GroupCoordinator(
-            config.node_id, sorted(config.peers), driver, self.partition_count
         )
         self.partitions: dict[tuple[str, int], Partition] = {}
         self._topic_ids: dict[str, int] = {}
@@ -101,6 +134,9 @@ class Broker:
             info = topics.get(key[0])
             if key not in wanted or info is None or info.topic_id != part.topic_id:
                 self._close_partition(key, destroy=True)
+        rejoining = self.driver.fence_of(CONTROLLER_GROUP) is not None
+        stale = set(self.controller.state.stale.get(self.node_id, ()))
+        on_disk: set[str] | None = None
         for key, (topic, replicas) in wanted.items():
             if key in self.partitions:
                 # A topic's configs can change (alter-config, IncrementalAlterConfigs): the
@@ -108,6 +144,15 @@ class Broker:
                 if self.partitions[key].config != topic.config:
                     self.partitions[key].config = topic.config
                 continue
+            if rejoining or key in stale:
+                # Our old incarnation may be a member of this group: keep silent there until
+                # the group re-adds us (node/membership.py). Not where this incarnation has
+                # the group's state already (it reopens it after a restart).
+                gid = group_id(topic.topic_id, key[1])
+                if on_disk is None:
+                    on_disk = set(self.driver.store.groups())
+                if gid not in on_disk and self.driver.fence_of(gid) is None:
+                    self.driver.set_fence(gid, Fence())
             self.partitions[key] = Partition(
                 node_id=self.node_id,
                 topic=topic.name,
@@ -290,6 +335,13 @@ class Broker:
     def on_leaders(self, peer: int, states: raft_pb2.LeaderStates) -> None:
         """Leader gossip from a peer's own (authenticated) link: believed only as far as that
         peer can know it (_gossip_fault); a state that cannot be is dropped and counted."""
+        if states.incarnation:
+            h = self.hellos.get(peer)
+            self.hellos[peer] = PeerHello(
+                states.incarnation, h.controller_term if h else 0, frozenset(states.silent_groups)
+            )
+        if states.fences:
+            self.on_fence_grants(peer, list(states.fences))
         for s in states.states:
             fault = self._gossip_fault(peer, s)
             if fault:
@@ -314,11 +366,189 @@ class Broker:
                     log_start_offset=s.log_start_offset,
                 )
 
+    # -- membership (node/membership.py) -------------------------------------------------------
+    def grant_fence(
+        self, group: str, node: int, incarnation: int, min_term: int, index: int
+    ) -> None:
+        """As `group`'s leader, tell a rejoining node that the group replaced its old
+        incarnation (it applied the learner's add by `index`, in term `min_term`). Gossiped
+        while the node says it is silent there; it takes only its own incarnation's."""
+        self._grants[(group, node)] = raft_pb2.FenceGrant(
+            group=group, node=node, incarnation=incarnation, min_term=min_term, index=index
+        )
+
+    def _fence_grants(self) -> list[raft_pb2.FenceGrant]:
+        if self.controller.is_leader:
+            for node, (inc, term, index) in self.controller.state.fences.items():
+                self.grant_fence(CONTROLLER_GROUP, node, inc, term, index)
+        out = []
+        for (group, node), g in self._grants.items():
+            h = self.hellos.get(node)
+            if h is not None and group in h.silent and h.incarnation == g.incarnation:
+                out.append(g)
+        return out
+
+    def on_fence_grants(self, peer: int, grants: list[raft_pb2.FenceGrant]) -> None:
+        """Move this node's fence in a group the grant is about: only a grant for this node's
+        own incarnation, only while that group still holds it silent."""
+        for g in grants:
+            if g.node != self.node_id or g.incarnation != self.incarnation or g.min_term < 1:
+                continue
+            fence = self.driver.fence_of(g.group)
+            if fence is None or fence.min_term != 0:
+                continue
+            log.info(
+                "node %d: node %d says group %s replaced our old incarnation: speaking from "
+                "term %d, voting from index %d",
+                self.node_id,
+                peer,
+                g.group,
+                g.min_term,
+                g.index,
+            )
+            self.driver.set_fence(g.group, Fence(min_term=g.min_term, index=g.index))
+
+    def on_peer_hello(
+        self, peer: int, incarnation: int, controller_term: int, rejoining: bool
+    ) -> None:
+        old = self.hellos.get(peer)
+        silent = old.silent if old is not None and old.incarnation == incarnation else frozenset()
+        if rejoining:
+            silent = silent | {CONTROLLER_GROUP}
+        self.hellos[peer] = PeerHello(incarnation, controller_term, silent)
+        self.maybe_born()
+
+    def maybe_born(self) -> None:
+        """A new data directory at the cluster's birth may vote as itself (node/membership.py),
+        in the controller group and the other group over every node."""
+        fence = self.driver.fence_of(CONTROLLER_GROUP)
+        if fence is None or fence.min_term != 0:
+            return
+        node = self.controller.raft_group.node
+        if born(self.node_id, sorted(self.config.peers), self.hellos, node.term):
+            log.info(
+                "node %d: a new data directory at the cluster's birth (no peer has seen a "
+                "controller election): voting",
+                self.node_id,
+            )
+            for gid in (CONTROLLER_GROUP, GROUPS_GROUP):
+                self.driver.set_fence(gid, None)
+
+    def silent_groups(self) -> list[str]:
+        """The groups in which this node asks to be replaced: held silent there, with the
+        cluster past its birth (a peer has seen a controller election), so no birth will lift
+        the fence."""
+        if not any(h.controller_term > 0 for h in self.hellos.values()):
+            return []
+        return sorted(g for g, f in self.driver.fences.items() if f.min_term == 0)
+
+    def rejoining(self) -> bool:
+        return CONTROLLER_GROUP in self.silent_groups()
+
+    def membership_step(self) -> AdmitIncarnation | None:
+        """As leader of the groups over every node (the controller, __groups), make the next
+        membership change (node/membership.py's next_step). The controller's admission is a
+        command, returned for the caller to replicate; __groups' is a fence granted at once."""
+        out: AdmitIncarnation | None = None
+        groups: list[tuple[str, RawNode]] = [
+            (CONTROLLER_GROUP, self.controller.raft_group.node),
+            (GROUPS_GROUP, self.groups.raft_group.node),
+        ]
+        # Partitions this node leads where a replica waits silent, or a re-added learner waits
+        # for its promotion: only those, so a thousand quiet partitions cost nothing here.
+        wanted_parts = {g for h in self.hellos.values() for g in h.silent} | set(self._promoting)
+        for gid in sorted(wanted_parts):
+            part = self._by_group.get(gid)
+            if part is None or not part.is_leader:
+                self._promoting.discard(gid)
+                continue
+            groups.append((gid, self.driver.groups[gid].node))
+        for gid, node in groups:
+            if node.role != Role.LEADER or not node.caught_up_in_term():
+                continue
+            conf = node.conf_state()
+            caught_up = set()
+            for learner in conf.learners:
+                pr = node.progress_of(learner)
+                if pr is not None and pr.match >= node.committed:
+                    caught_up.add(learner)
+            readded = self._readded.setdefault(gid, {})
+            if gid == CONTROLLER_GROUP:
+                admitted = self.controller.state.incarnations
+                wanted = self.config.controller_voters
+            else:
+                # A learner no longer silent here was admitted, by this leader or another.
+                admitted = {
+                    n: 0
+                    for n in conf.learners
+                    if n not in self.hellos or gid not in self.hellos[n].silent
+                }
+                admitted.update(self._admitted_in.setdefault(gid, {}))
+                part = self._by_group.get(gid)
+                wanted = len(part.replicas) if part is not None else len(self.config.peers)
+            step = next_step(
+                conf=conf,
+                rejoining={n: h.incarnation for n, h in self.hellos.items() if gid in h.silent},
+                admitted=admitted,
+                readded=readded,
+                caught_up=caught_up,
+                voters_wanted=wanted,
+            )
+            if step is None:
+                if gid in self._promoting and len(conf.voters) >= wanted:
+                    self._promoting.discard(gid)
+                continue
+            if step.kind != "admit":
+                self._propose_conf_change(gid, node, step, readded)
+            elif gid != CONTROLLER_GROUP:
+                self._admitted_in.setdefault(gid, {})[step.node_id] = step.incarnation
+                self.grant_fence(gid, step.node_id, step.incarnation, node.term, node.applied)
+                if gid != GROUPS_GROUP:
+                    self._promoting.add(gid)
+            elif (step.node_id, step.incarnation) not in self._admitting:
+                self._admitting.add((step.node_id, step.incarnation))
+                out = AdmitIncarnation(
+                    node_id=step.node_id,
+                    incarnation=step.incarnation,
+                    min_term=node.term,
+                    index=node.applied,
+                )
+        return out
+
+    def _propose_conf_change(
+        self, gid: str, node: RawNode, step: Step, readded: dict[int, int]
+    ) -> None:
+        kind = {
+            "remove": ConfChangeType.REMOVE_NODE,
+            "add_learner": ConfChangeType.ADD_LEARNER,
+            "promote": ConfChangeType.ADD_VOTER,
+        }[step.kind]
+        try:
+            node.propose_conf_change(ConfChange(kind, step.node_id))
+        except (ConfChangeError, NotLeaderError, ProposalDroppedError):
+            return  # one change at a time: the next round asks again
+        if step.kind == "add_learner":
+            readded[step.node_id] = step.incarnation
+        log.info(
+            "node %d: group %s: %s node %d%s",
+            self.node_id,
+            gid,
+            step.kind.replace("_", " "),
+            step.node_id,
+            f" (incarnation {step.incarnation:x})" if step.incarnation else "",
+        )
+        self.driver.touched(gid)
+
     def leader_states(self, full: bool = True) -> raft_pb2.LeaderStates:
         """The states of the partitions this node leads: all of them, or (full=False) those
         that changed since they were last sent. A quiesced group's state cannot change, so
         it is not even looked at then: a thousand quiet partitions cost nothing here."""
-        out = raft_pb2.LeaderStates(from_node=self.node_id)
+        out = raft_pb2.LeaderStates(
+            from_node=self.node_id,
+            incarnation=self.incarnation,
+            silent_groups=self.silent_groups(),
+        )
+        out.fences.extend(self._fence_grants())
         sent = self._gossiped
         add = out.states.add
         if full:
@@ -352,10 +582,16 @@ class Broker:
         if self._ticks % GOSSIP_EVERY_TICKS == 0:
             self._gossip_rounds += 1
             states = self.leader_states(full=self._gossip_rounds % FULL_GOSSIP_EVERY == 1)
-            if states.states:
+            if (
+                states.states
+                or states.fences
+                or states.silent_groups
+                or self._gossip_rounds % 4 == 1
+            ):
                 self._gossip_out.append(states)
         if self._ticks % REGISTER_EVERY_TICKS == 0:
             self._register_pending = True
+            self._admitting.clear()  # an admission lost with a leadership change: ask again
         if self._ticks % SWEEP_EVERY_TICKS == 0:
             self._sweep_quiesced()
 

@@ -24,6 +24,7 @@ from node.acl import AclBinding, AclBindingFilter, AclSet
 from node.command import Command
 from node.controller_commands import (
     CONTROLLER_COMMANDS,
+    AdmitIncarnation,
     AllocateProducerIds,
     AlterTopicConfigs,
     CreateAcls,
@@ -89,10 +90,21 @@ class ControllerState:
     """SCRAM credentials by user and mechanism (node/scram.py); never a password."""
     acls: AclSet = field(default_factory=AclSet)
     """Who may do what (node/acl.py, node/authorizer.py)."""
+    incarnations: dict[int, int] = field(default_factory=dict)
+    """node -> the incarnation of its data directory the controller group admitted (only
+    nodes whose disk was replaced; node/membership.py)."""
+    fences: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    """node -> (incarnation, min_term, index): the fence its admission granted."""
+    stale: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+    """node -> (topic, partition) its old incarnation was a replica of: their groups still
+    count the old one, and the new one stays silent there until a replica move re-adds it."""
 
     def to_json(self) -> bytes:
         return json.dumps(
             {
+                "incarnations": {str(k): v for k, v in self.incarnations.items()},
+                "fences": {str(k): list(v) for k, v in self.fences.items()},
+                "stale": {str(k): [list(tp) for tp in v] for k, v in self.stale.items()},
                 "brokers": [asdict(b) for b in self.brokers.values()],
                 "topics": [asdict(t) for t in self.topics.values()],
                 "next_topic_id": self.next_topic_id,
@@ -110,6 +122,13 @@ class ControllerState:
             next_producer_id=int(raw.get("next_producer_id", 1)),
             users=users_from_json(raw.get("users", [])),
             acls=AclSet.from_json(raw.get("acls", [])),
+            incarnations={int(k): int(v) for k, v in raw.get("incarnations", {}).items()},
+            fences={
+                int(k): (int(v[0]), int(v[1]), int(v[2])) for k, v in raw.get("fences", {}).items()
+            },
+            stale={
+                int(k): [(str(t), int(p)) for t, p in v] for k, v in raw.get("stale", {}).items()
+            },
         )
         for b in raw.get("brokers", []):
             st.brokers[int(b["node_id"])] = BrokerInfo(int(b["node_id"]), b["host"], int(b["port"]))
@@ -180,6 +199,7 @@ class Controller(ReplicatedStateMachine):
         """Called whenever the metadata changed (a command applied, a snapshot restored)."""
         self._appliers: dict[type[Command], Callable[[Any], Any]] = {
             RegisterBroker: self._register_broker,
+            AdmitIncarnation: self._admit_incarnation,
             CreateTopic: self._create_topic,
             DeleteTopic: self._delete_topic,
             AllocateProducerIds: self._allocate_producer_ids,
@@ -306,6 +326,30 @@ class Controller(ReplicatedStateMachine):
 
     def _register_broker(self, cmd: RegisterBroker) -> None:
         self.state.brokers[cmd.node_id] = BrokerInfo(cmd.node_id, cmd.host, cmd.port)
+
+    def _admit_incarnation(self, cmd: AdmitIncarnation) -> None:
+        st = self.state
+        st.incarnations[cmd.node_id] = cmd.incarnation
+        st.fences[cmd.node_id] = (cmd.incarnation, cmd.min_term, cmd.index)
+        st.stale[cmd.node_id] = [
+            (t.name, p)
+            for t in st.topics.values()
+            for p, replicas in enumerate(t.replicas)
+            if cmd.node_id in replicas
+        ]
+
+    def stale_replicas(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, node): replicas whose node came back with a new data directory
+        whose partition group counted the old incarnation when the new one was admitted. Each
+        partition's leader replaces it by itself (Broker.membership_step); this list is for
+        tools and the replica-move machinery (which may clear entries with a command of its
+        own)."""
+        return sorted(
+            (t, p, n)
+            for n, parts in self.state.stale.items()
+            for t, p in parts
+            if t in self.state.topics
+        )
 
     def _create_topic(self, cmd: CreateTopic) -> int:
         st = self.state

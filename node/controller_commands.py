@@ -62,6 +62,30 @@ class RegisterBroker(Command):
         check_int(self.op, "port", self.port, 0, 65535)
 
 
+# -- membership (issue 19: node/membership.py) ------------------------------------------------
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AdmitIncarnation(Command):
+    """The controller group replaced node_id's old incarnation: the new one (a wiped disk)
+    was added back as a learner and may speak from min_term, vote once its commit index
+    reaches index (raft.types.Fence). Applied, it records the incarnation and marks the
+    partitions the old incarnation was a replica of as stale."""
+
+    op: ClassVar[str] = "admit_incarnation"
+    node_id: int
+    incarnation: int
+    min_term: int
+    index: int
+
+    def __post_init__(self) -> None:
+        check_int(self.op, "node_id", self.node_id, 1)
+        check_int(self.op, "incarnation", self.incarnation, 1)
+        check_int(self.op, "min_term", self.min_term, 1)
+        check_int(self.op, "index", self.index, 1)
+
+
 @CONTROLLER_COMMANDS.register
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CreateTopic(Command):

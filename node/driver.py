@@ -64,6 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from node.membership import save_fences
 from node.storage import GroupStorage, GroupUpdate, NodeStore
 from node.tasks import FAIL_STOP_EXIT_CODE, fail_stop, supervise
 from raft import (
@@ -72,6 +73,7 @@ from raft import (
     ConfState,
     Entry,
     EntryType,
+    Fence,
     IsrPolicy,
     Message,
     RaftError,
@@ -253,6 +255,9 @@ class RaftDriver:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self.tick_listeners: list[Callable[[], None]] = []
+        self.fences: dict[str, Fence] = {}
+        """Groups in which this node is a wiped node's new incarnation (node/membership.py):
+        kept on disk until the core lifts them; the server loads them before any group opens."""
 
     # -- groups --------------------------------------------------------------------------------
     def add_group(
@@ -293,6 +298,9 @@ class RaftDriver:
             logger=logging.getLogger(f"liferaft.raft.{group_id}"),
         )
         node = RawNode(cfg, storage)
+        fence = self.fences.get(group_id)
+        if fence is not None:
+            node.set_fence(fence)  # before any message: see node/membership.py
         group = Group(
             id=group_id, node=node, storage=storage, fsm=fsm, conf_state=cs, busy_tick=self._ticks
         )
@@ -313,6 +321,34 @@ class RaftDriver:
         self._awake.discard(group_id)
         if destroy:
             group.storage.destroy()
+            if self.fences.pop(group_id, None) is not None:
+                save_fences(self.store, self.fences)
+
+    def set_fence(self, group_id: str, fence: Fence | None) -> None:
+        """Fence (or unfence) this node in a group, durably first, then in the core if the
+        group is open (raft/core.py, "Rejoining after a lost disk")."""
+        if fence is None:
+            if self.fences.pop(group_id, None) is None:
+                return
+        else:
+            self.fences[group_id] = fence
+        save_fences(self.store, self.fences)
+        group = self.groups.get(group_id)
+        if group is not None:
+            group.node.set_fence(fence)
+            self._note_lifted(group)
+            self._dirty.add(group_id)
+            self._awake.add(group_id)
+            self._wake.set()
+
+    def fence_of(self, group_id: str) -> Fence | None:
+        return self.fences.get(group_id)
+
+    def _note_lifted(self, group: Group) -> None:
+        if group.id in self.fences and group.node.fence is None:
+            del self.fences[group.id]
+            save_fences(self.store, self.fences)
+            log.info("node %d: group %s: fence lifted, voting as itself", self.node_id, group.id)
 
     # -- inputs --------------------------------------------------------------------------------
     def deliver(self, group_id: str, msg: Message) -> None:
@@ -641,6 +677,8 @@ class RaftDriver:
             self._apply(group, rd)
             group.node.advance(rd)
             self._dirty.add(group.id)  # advance may have produced messages (commit broadcast)
+            if self.fences:
+                self._note_lifted(group)
 
     def _apply(self, group: Group, rd: Ready) -> None:
         if rd.snapshot is not None:

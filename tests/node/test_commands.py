@@ -20,6 +20,7 @@ from node.consumer_group_commands import (
 )
 from node.controller_commands import (
     CONTROLLER_COMMANDS,
+    AdmitIncarnation,
     AllocateProducerIds,
     AlterTopicConfigs,
     CreateAcls,
@@ -35,6 +36,7 @@ from node.errors import BrokerError, ErrorCode
 
 EXAMPLES = [
     (CONTROLLER_COMMANDS, RegisterBroker(node_id=2, host="h", port=9093)),
+    (CONTROLLER_COMMANDS, AdmitIncarnation(node_id=3, incarnation=77, min_term=4, index=19)),
     (CONTROLLER_COMMANDS, CreateTopic(name="t", replicas=((1, 2), (2, 1)), configs={"a": "b"})),
     (CONTROLLER_COMMANDS, DeleteTopic(name="t")),
     (CONTROLLER_COMMANDS, AllocateProducerIds(count=3)),
