@@ -173,7 +173,7 @@ class NodeServer:
         self.store = self._open_store()
         founders = self.store.get_meta(FOUNDERS_KEY)
         if cfg.join:
-            cfg.peers, joined_founders = await self._members_from(cfg.join)
+            cfg.peers, joined_founders = await self._members_from(cfg.join, tls)
             if founders is None:
                 founders = ",".join(map(str, joined_founders)).encode()
         if founders is None:
@@ -317,10 +317,20 @@ class NodeServer:
             self._forward_interceptors = [SignedCalls(assertion, principal.caller.get)]
         return GrpcAuth(self.config.sasl, lambda: broker.controller.state.users, ca)
 
-    async def _members_from(self, address: str) -> tuple[dict[int, str], list[int]]:
+    async def _members_from(
+        self, address: str, tls: PeerTls | None
+    ) -> tuple[dict[int, str], list[int]]:
         """--join: the members of the running cluster, from one member's metadata, and this
-        node (the controller adds it as a learner: node/membership.py)."""
+        node (the controller adds it as a learner: node/membership.py). The call is signed with
+        this node's key (as the node's own principal), so it passes a listener that wants SCRAM
+        logins."""
         cfg = self.config
+        signed: tuple[tuple[str, str | bytes], ...] = ()
+        if tls is not None:
+            assertion = NodeAssertion.load(
+                tls.files.ca.read_bytes(), tls.files.cert.read_bytes(), tls.files.key.read_bytes()
+            )
+            signed = tuple(assertion.metadata(assertion.principal_of_cert(), "Metadata"))
         channel = (
             grpc.aio.secure_channel(
                 address, self.client_tls.grpc_peer_credentials(), options=GRPC_OPTIONS
@@ -331,7 +341,7 @@ class NodeServer:
         try:
             async with channel:
                 md = await broker_pb2_grpc.BrokerStub(channel).Metadata(
-                    broker_pb2.MetadataRequest(), timeout=10
+                    broker_pb2.MetadataRequest(), timeout=10, metadata=signed
                 )
         except grpc.RpcError as e:
             raise ConfigError(
