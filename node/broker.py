@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from liferaft_proto.v1 import raft_pb2
 from node.config import ConfigError, NodeConfig, parse_advertised
 from node.controller import Controller, TopicInfo
-from node.controller_commands import RegisterBroker
+from node.controller_commands import PartitionMembership, RegisterBroker
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.groups import GroupCoordinator
@@ -30,12 +30,16 @@ from node.limits import (
     MAX_NODE_ID,
     shown,
 )
+from node.moves import MoveDriver
 from node.partition import Partition, PartitionState, group_id
-from raft import NONE, Role
+from raft import NONE, ConfState, Role
 
 log = logging.getLogger("liferaft.broker")
 
 GOSSIP_EVERY_TICKS = 5
+MOVE_EVERY_TICKS = 5
+"""How often a partition leader looks at its moves (node/moves.py) for the next step."""
+MAX_GOSSIP_MEMBERS = 64
 FULL_GOSSIP_EVERY = 20
 """Every this many gossip rounds, a leader sends the state of every partition it leads; in
 between, only the states that changed (a quiet partition's never does)."""
@@ -80,6 +84,7 @@ class Broker:
         """Leader states from peers that were not believed (Broker._gossip_fault)."""
         # Peers this node currently has a transport stream to (set by the server).
         self.reachable: Callable[[], set[int]] = set
+        self.moves = MoveDriver(self)
         self.controller.listeners.append(self.sync_partitions)
         driver.tick_listeners.append(self._on_tick)
         self.sync_partitions()
@@ -87,10 +92,11 @@ class Broker:
     # -- partitions follow the controller's metadata -------------------------------------------
     def sync_partitions(self) -> None:
         topics = self.controller.state.topics
+        hosted = self.controller.hosted_replicas
         wanted: dict[tuple[str, int], tuple[TopicInfo, list[int]]] = {}
         for topic in topics.values():
             for p, replicas in enumerate(topic.replicas):
-                if self.node_id in replicas:
+                if self.node_id in replicas or self.node_id in hosted(topic, p):
                     wanted[(topic.name, p)] = (topic, replicas)
         for key in list(self.partitions):
             part = self.partitions[key]
@@ -103,7 +109,12 @@ class Broker:
                 # replicas already open follow.
                 if self.partitions[key].config != topic.config:
                     self.partitions[key].config = topic.config
+                # So do its replicas (a move: the preferred leader, min.insync.replicas' base).
+                self.partitions[key].replicas = list(replicas)
                 continue
+            # A replica joining in a move starts as a learner of the current voters: it must
+            # not campaign before the leader's log tells it the real membership.
+            joining = self.node_id not in replicas
             self.partitions[key] = Partition(
                 node_id=self.node_id,
                 topic=topic.name,
@@ -115,6 +126,9 @@ class Broker:
                 rebalance_ticks=max(1, self.config.leader_rebalance_ms // self.config.tick_ms),
                 retention_ticks=max(1, self.config.retention_check_ms // self.config.tick_ms),
                 address_of=self.advertised_address,
+                bootstrap=ConfState(voters=frozenset(replicas), learners=frozenset({self.node_id}))
+                if joining
+                else None,
             )
             self._by_group[self.partitions[key].group_id] = self.partitions[key]
         self._topic_ids = {t.name: t.topic_id for t in topics.values()}
@@ -224,7 +238,10 @@ class Broker:
         return b.address if b is not None else self.advertised.get(node_id, "")
 
     def partition_view(self, info: TopicInfo, p: int) -> PartitionView:
-        replicas = tuple(info.replicas[p])
+        # During a move, its learners are replicas too (as Kafka lists adding replicas).
+        replicas = tuple(info.replicas[p]) + tuple(
+            n for n in self.controller.learners_of(info, p) if n not in info.replicas[p]
+        )
         part = self.partitions.get((info.name, p))
         gossip = self._gossip.get(group_id(info.topic_id, p))
         state: PartitionState | None = None
@@ -273,8 +290,12 @@ class Broker:
             return f"claims offsets {s.log_start_offset}..{s.high_watermark}"
         if any(not 0 < r <= MAX_NODE_ID for r in s.isr):
             return f"claims in-sync replicas {list(s.isr)}"
+        if len(s.voters) + len(s.learners) > MAX_GOSSIP_MEMBERS or any(
+            not 0 < r <= MAX_NODE_ID for r in (*s.voters, *s.learners)
+        ):
+            return f"claims members {list(s.voters)} and learners {list(s.learners)}"
         if info is not None:
-            replicas = info.replicas[int(p)]
+            replicas = self.controller.hosted_replicas(info, int(p))
             if peer not in replicas or not set(s.isr) <= set(replicas):
                 return f"claims in-sync replicas {list(s.isr)} of replicas {replicas}"
         elif current is None and len(self._gossip) >= len(self._live_groups) + (
@@ -308,6 +329,9 @@ class Broker:
                     isr=tuple(s.isr),
                     high_watermark=s.high_watermark,
                     log_start_offset=s.log_start_offset,
+                    voters=tuple(s.voters),
+                    learners=tuple(s.learners),
+                    conf_index=s.conf_index,
                 )
 
     def leader_states(self, full: bool = True) -> raft_pb2.LeaderStates:
@@ -340,6 +364,9 @@ class Broker:
                 isr=st.isr,
                 high_watermark=st.high_watermark,
                 log_start_offset=st.log_start_offset,
+                voters=st.voters,
+                learners=st.learners,
+                conf_index=st.conf_index,
             )
         return out
 
@@ -354,6 +381,8 @@ class Broker:
             self._register_pending = True
         if self._ticks % SWEEP_EVERY_TICKS == 0:
             self._sweep_quiesced()
+        if self._ticks % MOVE_EVERY_TICKS == 0:
+            self.drive_moves()
 
     def _sweep_quiesced(self) -> None:
         """The periodic duties of partitions whose Raft group is quiesced (the driver does not
@@ -374,6 +403,15 @@ class Broker:
                 part.enforce_retention(now_ms)
             if not driver.is_quiesced(gid):
                 driver.touched(gid)
+
+    # -- replica moves (issue 19): node/moves.py ----------------------------------------------
+    def drive_moves(self) -> None:
+        """Partition leader: take the next step of each move of a partition this node leads."""
+        self.moves.drive()
+
+    def membership_reports(self) -> list[PartitionMembership]:
+        """Controller leader: the commands recording partitions' memberships that moved on."""
+        return self.moves.reports()
 
     def take_gossip(self) -> list[raft_pb2.LeaderStates]:
         out, self._gossip_out = self._gossip_out, []

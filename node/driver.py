@@ -59,6 +59,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -152,6 +153,9 @@ class Group:
     conf_changes: list[tuple[int, ConfState]] = field(default_factory=list)
     """(index, membership after it) of the conf changes applied since the last snapshot, in
     order: what `conf_state_at` answers from."""
+    conf_index: int = 0
+    """The index `conf_state` is as of: the last applied conf change's, or the snapshot's if
+    newer (what a leader reports with its membership, so older reports can be told apart)."""
 
     def conf_state_at(self, index: int) -> ConfState:
         """The membership as of applied `index` (at or after the snapshot's): a snapshot taken
@@ -207,6 +211,45 @@ def take_snapshot(group: Group, index: int, data: bytes) -> None:
     group.conf_changes = [(i, c) for i, c in group.conf_changes if i > snap_index]
 
 
+def _payload_bytes(m: Message) -> int:
+    size = sum(len(e.data) for e in m.entries)
+    if m.snapshot is not None:
+        size += len(m.snapshot.data)
+    return size
+
+
+@dataclass(slots=True)
+class Throttle:
+    """A token bucket for one peer of one group: appends and snapshots that carry data wait
+    in order and leave as the allowance (bytes per tick) accrues. Other messages (heartbeats,
+    empty probes) pass: Raft does not need them in order with the appends."""
+
+    per_tick: float
+    allowance: float = 0.0
+    held: deque[Message] = field(default_factory=deque)
+    bytes_sent: int = 0
+
+    def offer(self, m: Message) -> None:
+        self.held.append(m)
+
+    def release(self, out: Outbox, group_id: str, peer: int) -> bool:
+        # Burst at most one tick's worth (or one message) beyond the rate.
+        self.allowance = min(self.allowance + self.per_tick, self.per_tick)
+        sent = False
+        while self.held and self.allowance > 0:
+            m = self.held.popleft()
+            size = _payload_bytes(m)
+            self.allowance -= size
+            self.bytes_sent += size
+            out.send(peer, group_id, m)
+            sent = True
+        return sent
+
+    def release_all(self, out: Outbox, group_id: str, peer: int) -> None:
+        while self.held:
+            out.send(peer, group_id, self.held.popleft())
+
+
 class RaftDriver:
     def __init__(
         self,
@@ -253,6 +296,9 @@ class RaftDriver:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self.tick_listeners: list[Callable[[], None]] = []
+        self.throttles: dict[tuple[str, int], Throttle] = {}
+        """(group, peer) -> how fast that peer is fed the group's log (a learner catching up
+        during a replica move: node/moves.py)."""
 
     # -- groups --------------------------------------------------------------------------------
     def add_group(
@@ -294,7 +340,13 @@ class RaftDriver:
         )
         node = RawNode(cfg, storage)
         group = Group(
-            id=group_id, node=node, storage=storage, fsm=fsm, conf_state=cs, busy_tick=self._ticks
+            id=group_id,
+            node=node,
+            storage=storage,
+            fsm=fsm,
+            conf_state=cs,
+            busy_tick=self._ticks,
+            conf_index=snap.meta.index,
         )
         self.groups[group_id] = group
         if campaign and len(cs.voters) == 1 and self.node_id in cs.voters:
@@ -327,6 +379,35 @@ class RaftDriver:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def set_throttle(self, group_id: str, peer: int, bytes_per_s: int) -> None:
+        """Feed `peer` the group's appends and snapshots at most `bytes_per_s` (0: lift the
+        limit): they wait in order, released tick by tick. Delaying a message is always safe
+        in Raft (a slow link); the leader's in-flight window bounds how many wait."""
+        key = (group_id, peer)
+        if bytes_per_s <= 0:
+            throttle = self.throttles.pop(key, None)
+            if throttle is not None:
+                throttle.release_all(self.outbox, group_id, peer)
+                self.outbox.flush()
+            return
+        per_tick = bytes_per_s * self.timing.tick_s
+        throttle = self.throttles.get(key)
+        if throttle is None:
+            self.throttles[key] = Throttle(per_tick)
+        else:
+            throttle.per_tick = per_tick
+
+    def _release_throttled(self) -> None:
+        out = self.outbox
+        sent = False
+        for (group_id, peer), throttle in list(self.throttles.items()):
+            if group_id not in self.groups:
+                del self.throttles[(group_id, peer)]
+                continue
+            sent = throttle.release(out, group_id, peer) or sent
+        if sent:
+            out.flush()
 
     def is_quiesced(self, group_id: str) -> bool:
         group = self.groups.get(group_id)
@@ -467,6 +548,8 @@ class RaftDriver:
         self._dirty.update(self._awake)
         if quiesced:
             self._awake.difference_update(quiesced)
+        if self.throttles:
+            self._release_throttled()
         for listener in self.tick_listeners:
             listener()
 
@@ -529,8 +612,12 @@ class RaftDriver:
             return False
         self.stats.rounds += 1
         out = self.outbox
+        throttles = self.throttles
         for group, rd in readies:
             for m in rd.messages:
+                if throttles and (group.id, m.to) in throttles and _payload_bytes(m):
+                    throttles[(group.id, m.to)].offer(m)
+                    continue
                 out.send(m.to, group.id, m)
         out.flush()
 
@@ -646,6 +733,7 @@ class RaftDriver:
         if rd.snapshot is not None:
             group.conf_state = rd.snapshot.meta.conf_state
             group.conf_changes = []
+            group.conf_index = max(group.conf_index, rd.snapshot.meta.index)
             group.fsm.restore(rd.snapshot)
         if rd.soft_state is not None:
             group.fsm.on_soft_state(rd.soft_state, group.node.term)
@@ -656,4 +744,5 @@ class RaftDriver:
                 if e.type == EntryType.CONF_CHANGE:
                     group.conf_state = group.node.apply_conf_change(ConfChange.decode(e.data))
                     group.conf_changes.append((e.index, group.conf_state))
+                    group.conf_index = e.index
             group.fsm.apply(rd.committed_entries)

@@ -20,7 +20,7 @@ import grpc
 
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
-from node.api import admin, fetch, groups, metadata, produce, producers, replicas
+from node.api import admin, fetch, groups, metadata, moves, produce, producers, replicas
 from node.api.context import Api, cut, detail
 from node.broker import Broker
 from node.errors import BrokerError
@@ -124,3 +124,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     # -- one replica, for debugging (node/api/replicas.py) -------------------------------------
     DescribeReplica = route("DescribeReplica", replicas.describe_replica)
     ReplicaState = route("ReplicaState", replicas.replica_state)
+
+    # -- replica moves (issue 19), on the controller leader (node/api/moves.py) ---------------
+    MovePartitions = route("MovePartitions", moves.move_partitions)
+    ListPartitionMoves = route("ListPartitionMoves", moves.list_partition_moves)
+    DecommissionNode = route("DecommissionNode", moves.decommission_node)
