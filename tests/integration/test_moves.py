@@ -11,7 +11,9 @@ are bounded and generous (a shared machine); nothing asserts on timing.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from client import AdminClient, LiferaftError, Producer, TopicPartition
 from liferaft.launcher import DevCluster
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from tests.integration.test_cli_tools import ok, run
 from tests.integration.test_replication import (
     check_log,
     describe,
@@ -114,7 +117,7 @@ async def _not_in(cluster: DevCluster, node_id: int, key: str) -> bool:
 
 
 async def test_decommission_empties_a_node_and_bad_plans_change_nothing(
-    make_cluster: Callable[..., DevCluster],
+    make_cluster: Callable[..., DevCluster], tmp_path: Path
 ) -> None:
     cluster = make_cluster(4)
     async with AdminClient(cluster.bootstrap) as admin:
@@ -144,9 +147,26 @@ async def test_decommission_empties_a_node_and_bad_plans_change_nothing(
         ]
         with pytest.raises(LiferaftError, match="not a registered broker"):
             await admin.decommission_node(9)
+        # The CLI: a plan file as kafka-reassign-partitions writes it, refused whole.
+        plan = tmp_path / "plan.json"
+        plan.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "partitions": [
+                        {"topic": "spread", "partition": 0, "replicas": [2, 3, 4]},
+                        {"topic": "spread", "partition": 1, "replicas": [2, 2, 3]},
+                    ],
+                }
+            )
+        )
+        done = run(cluster.bootstrap, "partition", "move", "--plan", str(plan))
+        assert done.returncode == 1 and b"name a node twice" in done.stderr
+        assert (await admin.list_partition_moves())[0] == []
 
         victim = 4
-        await admin.decommission_node(victim)
+        out = ok(cluster.bootstrap, "node", "decommission", str(victim), "--json")
+        assert json.loads(out)["node_id"] == victim
         _, retired = await admin.list_partition_moves()
         assert victim in retired
     await wait_for("the decommission to finish", lambda: moves_done(cluster), 120)
