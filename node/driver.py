@@ -75,6 +75,7 @@ from raft import (
     EntryType,
     IsrPolicy,
     Message,
+    MessageType,
     RaftError,
     RawNode,
     Ready,
@@ -218,30 +219,49 @@ def _payload_bytes(m: Message) -> int:
     return size
 
 
+_THROTTLED = (MessageType.APP, MessageType.SNAP)
+
+
 @dataclass(slots=True)
 class Throttle:
-    """A token bucket for one peer of one group: appends and snapshots that carry data wait
-    in order and leave as the allowance (bytes per tick) accrues. Other messages (heartbeats,
-    empty probes) pass: Raft does not need them in order with the appends."""
+    """A token bucket for one peer of one group: its appends and snapshots wait in order and
+    leave as the allowance (bytes per tick) accrues; an empty append leaves as soon as it is at
+    the head. Appends stay in order because one that overtook the others would be rejected (its
+    previous entry not there yet) and send the leader back to probing. Heartbeats pass: Raft
+    does not need them in order with the appends.
+
+    A new append that starts at or before a waiting one's start is the leader sending again
+    from an earlier point (a probe after a rejection, or its retry): the waiting ones it covers
+    are dropped, as a lossy link would drop them. Otherwise a leader probing every heartbeat
+    would queue a copy per heartbeat while the first waits its turn."""
 
     per_tick: float
     allowance: float = 0.0
     held: deque[Message] = field(default_factory=deque)
     bytes_sent: int = 0
 
+    def wants(self, m: Message) -> bool:
+        return m.type in _THROTTLED and (bool(self.held) or _payload_bytes(m) > 0)
+
     def offer(self, m: Message) -> None:
+        if m.type == MessageType.APP and m.entries:
+            while self.held and self.held[-1].type == MessageType.APP and (
+                self.held[-1].index >= m.index
+            ):
+                self.held.pop()
         self.held.append(m)
 
     def release(self, out: Outbox, group_id: str, peer: int) -> bool:
         # Burst at most one tick's worth (or one message) beyond the rate.
         self.allowance = min(self.allowance + self.per_tick, self.per_tick)
         sent = False
-        while self.held and self.allowance > 0:
-            m = self.held.popleft()
-            size = _payload_bytes(m)
+        while self.held:
+            size = _payload_bytes(self.held[0])
+            if size and self.allowance <= 0:
+                break
             self.allowance -= size
             self.bytes_sent += size
-            out.send(peer, group_id, m)
+            out.send(peer, group_id, self.held.popleft())
             sent = True
         return sent
 
@@ -615,8 +635,9 @@ class RaftDriver:
         throttles = self.throttles
         for group, rd in readies:
             for m in rd.messages:
-                if throttles and (group.id, m.to) in throttles and _payload_bytes(m):
-                    throttles[(group.id, m.to)].offer(m)
+                throttle = throttles.get((group.id, m.to)) if throttles else None
+                if throttle is not None and throttle.wants(m):
+                    throttle.offer(m)
                     continue
                 out.send(m.to, group.id, m)
         out.flush()

@@ -261,3 +261,28 @@ def test_the_throttle_releases_appends_in_order_at_its_rate() -> None:
     assert len(out.sent) == 12
     throttle.release_all(out, "g", 4)
     assert [m.index for _, _, m in out.sent] == list(range(20))
+
+
+def app(index: int, size: int) -> Message:
+    entries = (
+        [Entry(index=index + 1, term=1, type=EntryType.NORMAL, data=b"x" * size)] if size else []
+    )
+    return Message(type=MessageType.APP, to=4, frm=1, index=index, entries=entries)
+
+
+def test_the_throttle_keeps_appends_in_order_and_drops_what_a_resend_covers() -> None:
+    throttle = Throttle(per_tick=100)
+    assert throttle.wants(app(1, 500)) and not throttle.wants(app(1, 0))
+    throttle.offer(app(1, 500))
+    throttle.offer(app(2, 500))
+    # An empty append behind held ones waits its turn (overtaking, it would be rejected).
+    assert throttle.wants(app(3, 0))
+    throttle.offer(app(3, 0))
+    # The leader probes again from index 1: the held copies from 1 on are dropped.
+    throttle.offer(app(1, 500))
+    assert [m.index for m in throttle.held] == [1]
+    heartbeat = Message(type=MessageType.HEARTBEAT, to=4, frm=1)
+    assert not throttle.wants(heartbeat)
+    out = _Out()
+    throttle.release(out, "g", 4)
+    assert len(out.sent) == 1 and throttle.allowance < 0
