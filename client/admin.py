@@ -961,6 +961,21 @@ class AdminClient:
         cluster.metadata.invalidate()
         return [PartitionMove.from_pb(m) for m in resp.started]
 
+    async def rebalance(
+        self, *, execute: bool = False, throttle_bytes_s: int = 0
+    ) -> list[PartitionMove]:
+        """The moves that even out replicas and preferred leaders over the brokers (after one
+        joined, say); started only if `execute` (else a dry run)."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "Rebalance",
+            broker_pb2.RebalanceRequest(execute=execute, throttle_bytes_s=throttle_bytes_s),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        if execute:
+            cluster.metadata.invalidate()
+        return [PartitionMove.from_pb(m) for m in resp.planned]
+
     async def _committed(
         self, cluster: Cluster, group_id: str, tps: list[TopicPartition]
     ) -> dict[TopicPartition, int]:

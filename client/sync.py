@@ -549,3 +549,6 @@ class SyncAdminClient(_SyncFacade):
                 node_id, throttle_bytes_s=throttle_bytes_s, validate_only=validate_only
             )
         )
+
+    def rebalance(self, *, execute: bool = False, throttle_bytes_s: int = 0) -> list[PartitionMove]:
+        return self._run(self._admin.rebalance(execute=execute, throttle_bytes_s=throttle_bytes_s))

@@ -245,8 +245,10 @@ class Throttle:
 
     def offer(self, m: Message) -> None:
         if m.type == MessageType.APP and m.entries:
-            while self.held and self.held[-1].type == MessageType.APP and (
-                self.held[-1].index >= m.index
+            while (
+                self.held
+                and self.held[-1].type == MessageType.APP
+                and (self.held[-1].index >= m.index)
             ):
                 self.held.pop()
         self.held.append(m)

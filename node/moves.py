@@ -320,6 +320,74 @@ def plan_decommission(state: ControllerState, node_id: int) -> list[tuple[str, i
     return wishes
 
 
+MAX_REBALANCE_STEPS = 10_000
+
+
+def plan_rebalance(state: ControllerState) -> list[tuple[str, int, list[int]]]:
+    """Targets that even out replicas, then preferred leaders, over the placeable brokers (a
+    broker that just joined has none): while the most loaded broker holds two or more
+    replicas more than the least loaded, one replica of a partition on the first and not on
+    the second moves there (taking its place in the list, so a preferred leadership goes
+    with it); then, while one broker is the preferred leader of two or more partitions more
+    than another that is a replica of one of them, that partition's list is reordered to put
+    the second first (no data moves: leadership follows, docs/operations.md). Partitions
+    being moved are left alone. Deterministic: the same metadata gives the same plan."""
+    brokers = placeable(state)
+    if len(brokers) < 2:
+        return []
+    targets: dict[tuple[str, int], list[int]] = {}
+    for info in sorted(state.topics.values(), key=lambda t: t.topic_id):
+        for p, current in enumerate(info.replicas):
+            if move_key(info.name, p) not in state.moves:
+                targets[(info.name, p)] = list(current)
+    replicas, leaders = replica_load(state)
+
+    def load(b: int) -> tuple[int, int, int]:
+        return (replicas.get(b, 0), leaders.get(b, 0), b)
+
+    for _ in range(MAX_REBALANCE_STEPS):
+        most = max(brokers, key=load)
+        least = min(brokers, key=load)
+        if replicas.get(most, 0) - replicas.get(least, 0) <= 1:
+            break
+        movable = [k for k, t in targets.items() if most in t and least not in t]
+        if not movable:
+            break
+        # Prefer a partition where `most` is not the preferred leader: data moves, leadership
+        # stays put.
+        key = min(movable, key=lambda k: (targets[k][0] == most, k))
+        t = targets[key]
+        t[t.index(most)] = least
+        replicas[most] -= 1
+        replicas[least] = replicas.get(least, 0) + 1
+        if t[0] == least:
+            leaders[most] -= 1
+            leaders[least] = leaders.get(least, 0) + 1
+    for _ in range(MAX_REBALANCE_STEPS):
+        most = max(brokers, key=lambda b: (leaders.get(b, 0), b))
+        found = None
+        for key, t in sorted(targets.items()):
+            if t[0] != most:
+                continue
+            for b in t[1:]:
+                better = found is None or leaders.get(b, 0) < leaders.get(found[1], 0)
+                if b in brokers and leaders.get(b, 0) + 1 < leaders.get(most, 0) and better:
+                    found = (key, b)
+        if found is None:
+            break
+        key, b = found
+        t = targets[key]
+        t.remove(b)
+        t.insert(0, b)
+        leaders[most] -= 1
+        leaders[b] = leaders.get(b, 0) + 1
+    out: list[tuple[str, int, list[int]]] = []
+    for (topic, p), t in sorted(targets.items()):
+        if t != state.topics[topic].replicas[p]:
+            out.append((topic, p, t))
+    return out
+
+
 def assign_least_loaded(
     state: ControllerState, partitions: int, rf: int, salt: int
 ) -> list[list[int]]:

@@ -129,3 +129,4 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     MovePartitions = route("MovePartitions", moves.move_partitions)
     ListPartitionMoves = route("ListPartitionMoves", moves.list_partition_moves)
     DecommissionNode = route("DecommissionNode", moves.decommission_node)
+    Rebalance = route("Rebalance", moves.rebalance)

@@ -751,3 +751,17 @@ class DecommissionNodeResponse(_message.Message):
     STARTED_FIELD_NUMBER: _ClassVar[int]
     started: _containers.RepeatedCompositeFieldContainer[PartitionMoveStatus]
     def __init__(self, started: _Optional[_Iterable[_Union[PartitionMoveStatus, _Mapping]]] = ...) -> None: ...
+
+class RebalanceRequest(_message.Message):
+    __slots__ = ("execute", "throttle_bytes_s")
+    EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_BYTES_S_FIELD_NUMBER: _ClassVar[int]
+    execute: bool
+    throttle_bytes_s: int
+    def __init__(self, execute: _Optional[bool] = ..., throttle_bytes_s: _Optional[int] = ...) -> None: ...
+
+class RebalanceResponse(_message.Message):
+    __slots__ = ("planned",)
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    planned: _containers.RepeatedCompositeFieldContainer[PartitionMoveStatus]
+    def __init__(self, planned: _Optional[_Iterable[_Union[PartitionMoveStatus, _Mapping]]] = ...) -> None: ...

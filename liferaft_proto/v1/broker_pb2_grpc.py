@@ -159,6 +159,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.FromString,
                 _registered_method=True)
+        self.Rebalance = channel.unary_unary(
+                '/liferaft.v1.Broker/Rebalance',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -353,6 +358,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rebalance(self, request, context):
+        """Plans moves that even out replicas and preferred leaders; starts them only if execute.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -480,6 +492,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DecommissionNode,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.SerializeToString,
+            ),
+            'Rebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebalance,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1157,6 +1174,33 @@ class Broker:
             '/liferaft.v1.Broker/DecommissionNode',
             liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/Rebalance',
+            liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

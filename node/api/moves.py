@@ -15,7 +15,7 @@ from node.api.context import ADMIN_TIMEOUT_MS, Api
 from node.controller import Controller
 from node.controller_commands import DecommissionNode, MovePartition
 from node.errors import BrokerError, ErrorCode
-from node.moves import Move, plan_decommission, plan_moves
+from node.moves import Move, plan_decommission, plan_moves, plan_rebalance
 
 
 def _status(ctl: Controller, move: Move) -> broker_pb2.PartitionMoveStatus:
@@ -113,5 +113,17 @@ async def decommission_node(
                 ErrorCode.REQUEST_TIMED_OUT,
                 f"node {request.node_id} was not decommissioned in time",
             ) from None
+        await _propose(ctl, cmds)
+    return resp
+
+
+async def rebalance(api: Api, request: broker_pb2.RebalanceRequest) -> broker_pb2.RebalanceResponse:
+    forwarded = await on_controller(api, "Rebalance", request)
+    if forwarded is not None:
+        return forwarded
+    ctl = api.broker.controller
+    cmds = plan_moves(ctl.state, plan_rebalance(ctl.state), request.throttle_bytes_s)
+    resp = broker_pb2.RebalanceResponse(planned=[_planned(c, ctl) for c in cmds])
+    if request.execute:
         await _propose(ctl, cmds)
     return resp

@@ -18,6 +18,7 @@ from node.moves import (
     next_step,
     plan_decommission,
     plan_moves,
+    plan_rebalance,
     replica_load,
 )
 from raft import Entry, EntryType, Message, MessageType, PeerProgress, ProgressState
@@ -286,3 +287,23 @@ def test_the_throttle_keeps_appends_in_order_and_drops_what_a_resend_covers() ->
     out = _Out()
     throttle.release(out, "g", 4)
     assert len(out.sent) == 1 and throttle.allowance < 0
+
+
+def test_a_rebalance_evens_replicas_and_leaders_after_a_broker_joins() -> None:
+    st = state(4)  # brokers 1..4; 4 just joined and holds nothing
+    st.topics["t"] = TopicInfo("t", 1, [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 3, 2]])
+    st.topics["u"] = TopicInfo("u", 2, [[2, 1, 3], [3, 2, 1]])
+    wishes = plan_rebalance(st)
+    assert wishes and all(len(set(t)) == len(t) == 3 for _, _, t in wishes)
+    after = {(t, p): list(r) for t, info in st.topics.items() for p, r in enumerate(info.replicas)}
+    for topic, p, target in wishes:
+        after[(topic, p)] = target
+    replicas = {b: sum(b in r for r in after.values()) for b in (1, 2, 3, 4)}
+    leaders = {b: sum(r[0] == b for r in after.values()) for b in (1, 2, 3, 4)}
+    assert max(replicas.values()) - min(replicas.values()) <= 1, replicas
+    assert max(leaders.values()) - min(leaders.values()) <= 1, leaders
+    # The plan is valid as moves, and a balanced cluster needs none.
+    assert len(plan_moves(st, wishes)) == len(wishes)
+    for topic, p, target in wishes:
+        st.topics[topic].replicas[p] = target
+    assert plan_rebalance(st) == []
