@@ -246,3 +246,63 @@ async def test_decommission_empties_a_node_and_bad_plans_change_nothing(
         check_log(
             want, await read_all(cluster, TopicPartition("spread", p), max(want.values()) + 1)
         )
+
+
+async def test_a_move_resumes_after_its_leader_is_killed_and_a_rebalance_fills_an_empty_node(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    cluster = make_cluster(4)
+    async with AdminClient(cluster.bootstrap) as admin:
+        await admin.create_topic("big", 1, 3)
+        await admin.create_topic("even", 3, 3)
+    tp = TopicPartition("big", 0)
+    acked: dict[bytes, int] = {}
+    value = b"x" * 20_000
+    async with Producer(cluster.bootstrap, acks="all") as producer:
+        for i in range(100):  # ~2 MB, so that a throttled learner takes seconds to catch up
+            md = await producer.send_and_wait("big", value + b"%d" % i, partition=0)
+            acked[value + b"%d" % i] = md.offset
+    before = (await describe(cluster, "big")).partitions[0]
+    spare = next(n for n in (1, 2, 3, 4) if n not in before.replicas)
+    going = next(n for n in reversed(before.replicas) if n != before.leader)
+    target = [spare if n == going else n for n in before.replicas]
+    async with AdminClient(cluster.bootstrap) as admin:
+        await admin.move_partitions([("big", 0, target)], throttle_bytes_s=200_000)
+
+        async def learning() -> bool:
+            moves, _ = await admin.list_partition_moves()
+            return bool(moves) and spare in moves[0].learners
+
+        await wait_for(f"node {spare} to be a learner", learning, 30)
+    # The leader driving the move dies mid-catch-up; a new one carries the move on.
+    cluster.kill(before.leader)
+    await wait_for("the move to finish without the old leader", lambda: moves_done(cluster), 120)
+    cluster.start_node(before.leader)
+    cluster.wait_healthy(60)
+    after = (await describe(cluster, "big")).partitions[0]
+    assert sorted(after.replicas) == sorted(target)
+    check_log(acked, await read_all(cluster, tp, max(acked.values()) + 1))
+
+    # Empty node `spare` of the even topic's replicas by hand, then let a rebalance refill it.
+    async with AdminClient(cluster.bootstrap) as admin:
+        even = await describe(cluster, "even")
+        others = [n for n in (1, 2, 3, 4) if n != spare]
+        plan = [
+            ("even", p.partition, [*(n for n in p.replicas if n != spare), *others][:3])
+            for p in even.partitions
+        ]
+        plan = [(t, p, list(dict.fromkeys(r))) for t, p, r in plan]
+        await admin.move_partitions(plan)
+        await wait_for("the moves off the spare node", lambda: moves_done(cluster), 90)
+        dry = await admin.rebalance()
+        assert dry, "an empty broker should get replicas"
+        assert await moves_done(cluster), "a dry run starts nothing"
+        await admin.rebalance(execute=True)
+        await wait_for("the rebalance", lambda: moves_done(cluster), 120)
+        assert await admin.rebalance() == []
+    counts = {n: 0 for n in (1, 2, 3, 4)}
+    for topic in ("big", "even"):
+        for p in (await describe(cluster, topic)).partitions:
+            for n in p.replicas:
+                counts[n] += 1
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
