@@ -220,6 +220,8 @@ def _payload_bytes(m: Message) -> int:
 
 
 _THROTTLED = (MessageType.APP, MessageType.SNAP)
+THROTTLED_INFLIGHT = 2
+"""Appends in flight to a throttled peer (raft's window for it while throttled)."""
 
 
 @dataclass(slots=True)
@@ -407,12 +409,19 @@ class RaftDriver:
         limit): they wait in order, released tick by tick. Delaying a message is always safe
         in Raft (a slow link); the leader's in-flight window bounds how many wait."""
         key = (group_id, peer)
+        group = self.groups.get(group_id)
         if bytes_per_s <= 0:
             throttle = self.throttles.pop(key, None)
             if throttle is not None:
                 throttle.release_all(self.outbox, group_id, peer)
                 self.outbox.flush()
+                if group is not None:
+                    group.node.set_inflight_limit(peer, 0)
             return
+        if group is not None:
+            # A short window: the leader reads and holds at most that much for the peer, not
+            # max_inflight_msgs appends of up to max_size_per_msg each in one round.
+            group.node.set_inflight_limit(peer, THROTTLED_INFLIGHT)
         per_tick = bytes_per_s * self.timing.tick_s
         throttle = self.throttles.get(key)
         if throttle is None:
@@ -765,7 +774,12 @@ class RaftDriver:
         if rd.committed_entries:
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE:
-                    group.conf_state = group.node.apply_conf_change(ConfChange.decode(e.data))
+                    cc = ConfChange.decode(e.data)
+                    group.conf_state = group.node.apply_conf_change(cc)
                     group.conf_changes.append((e.index, group.conf_state))
                     group.conf_index = e.index
+                    if (group.id, cc.node_id) in self.throttles:
+                        # A new member throttled from the start: a short window before the
+                        # leader's first full append to it (it probes first).
+                        group.node.set_inflight_limit(cc.node_id, THROTTLED_INFLIGHT)
             group.fsm.apply(rd.committed_entries)

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("liferaft.moves")
 
-CATCH_UP_LAG = 100
+CATCH_UP_LAG = 16
 """A learner within this many entries of the leader's last index is caught up: under steady
 produce traffic its match is rarely exactly the last index, and a few entries are fetched in
 one round once it votes."""
@@ -459,6 +459,11 @@ class MoveDriver:
             )
             if step.kind in ("wait", "done"):
                 continue
+            if step.kind == "add_learner" and move.throttle_bytes_s:
+                # Throttled from its first append on (the driver narrows its window as soon as
+                # the change applies), not from the next look at the moves.
+                throttles[(group.id, step.node)] = move.throttle_bytes_s
+                driver.set_throttle(group.id, step.node, move.throttle_bytes_s)
             self._take(part, step)
         for key in self._throttled - set(throttles):
             driver.set_throttle(key[0], key[1], 0)
