@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from liferaft_proto.v1 import raft_pb2
 from node.config import ConfigError, NodeConfig, parse_advertised
 from node.controller import Controller, TopicInfo
-from node.controller_commands import PartitionMembership, RegisterBroker
+from node.controller_commands import MovePartition, PartitionMembership, RegisterBroker
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.groups import GroupCoordinator
@@ -409,8 +409,9 @@ class Broker:
         """Partition leader: take the next step of each move of a partition this node leads."""
         self.moves.drive()
 
-    def membership_reports(self) -> list[PartitionMembership]:
-        """Controller leader: the commands recording partitions' memberships that moved on."""
+    def membership_reports(self) -> list[PartitionMembership | MovePartition]:
+        """Controller leader: the commands recording partitions' memberships that moved on,
+        and starting the next leg of moves that have one."""
         return self.moves.reports()
 
     def take_gossip(self) -> list[raft_pb2.LeaderStates]:

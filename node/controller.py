@@ -95,6 +95,8 @@ class ControllerState:
     """move_key(topic, partition) -> the partition's move under way (node/moves.py)."""
     decommissioned: set[int] = field(default_factory=set)
     """Brokers taken out of placement (`liferaft node decommission`)."""
+    next_moves: dict[str, Move] = field(default_factory=dict)
+    """Moves to start once the one before is done (MovePartition.then), by move_key."""
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -105,6 +107,7 @@ class ControllerState:
                 "next_producer_id": self.next_producer_id,
                 "users": users_to_json(self.users),
                 "moves": [m.to_json() for m in self.moves.values()],
+                "next_moves": [m.to_json() for m in self.next_moves.values()],
                 "decommissioned": sorted(self.decommissioned),
             }
         ).encode()
@@ -131,6 +134,9 @@ class ControllerState:
         for m in raw.get("moves", []):
             move = Move.from_json(m)
             st.moves[move_key(move.topic, move.partition)] = move
+        for m in raw.get("next_moves", []):
+            move = Move.from_json(m)
+            st.next_moves[move_key(move.topic, move.partition)] = move
         return st
 
 
@@ -334,6 +340,7 @@ class Controller(ReplicatedStateMachine):
             )
         for p in range(info.partitions):
             self.state.moves.pop(move_key(cmd.name, p), None)
+            self.state.next_moves.pop(move_key(cmd.name, p), None)
 
     # -- replica moves (issue 19) ------------------------------------------------------------
     def _moved_topic(self, name: str, topic_id: int, partition: int) -> TopicInfo:
@@ -360,8 +367,9 @@ class Controller(ReplicatedStateMachine):
             raise BrokerError(
                 ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"node(s) {unknown} are not brokers"
             )
+        self.state.next_moves.pop(key, None)
         current = info.replicas[cmd.partition]
-        if set(cmd.target) == set(current):
+        if set(cmd.target) == set(current) and not cmd.then:
             info.replicas[cmd.partition] = list(cmd.target)
             return
         self.state.moves[key] = Move(
@@ -370,6 +378,7 @@ class Controller(ReplicatedStateMachine):
             target=list(cmd.target),
             origin=list(current),
             throttle_bytes_s=cmd.throttle_bytes_s,
+            then=list(cmd.then),
         )
 
     def _partition_membership(self, cmd: PartitionMembership) -> None:
@@ -393,6 +402,17 @@ class Controller(ReplicatedStateMachine):
             info.replicas[cmd.partition] = list(move.target)
             del self.state.moves[key]
             log.info("move of %s-%d to %s is done", cmd.name, cmd.partition, move.target)
+            if move.then:
+                # The next leg (a replica replaced: plan_readd) starts with a command of its
+                # own (the controller leader proposes it: MoveDriver.reports), so every node
+                # applies this one first: the node whose replica was removed drops it.
+                self.state.next_moves[key] = Move(
+                    topic=cmd.name,
+                    partition=cmd.partition,
+                    target=list(move.then),
+                    origin=list(move.target),
+                    throttle_bytes_s=move.throttle_bytes_s,
+                )
 
     def _decommission_node(self, cmd: DecommissionNode) -> None:
         if cmd.node_id not in self.state.brokers:

@@ -196,6 +196,10 @@ class MovePartition(Command):
     partition: int
     target: tuple[int, ...]
     throttle_bytes_s: int = 0
+    then: tuple[int, ...] = ()
+    """Once at `target`, move on to these replicas (empty: stop there). A node's replica is
+    replaced by a fresh one this way: to the replicas without it, then back with it
+    (node/moves.py's plan_readd)."""
 
     def __post_init__(self) -> None:
         check_str(self.op, "name", self.name)
@@ -203,6 +207,7 @@ class MovePartition(Command):
         check_int(self.op, "partition", self.partition)
         set_field(self, "target", _node_ids(self.op, "target", self.target))
         check_int(self.op, "throttle_bytes_s", self.throttle_bytes_s)
+        set_field(self, "then", _node_ids(self.op, "then", self.then, empty=True))
 
 
 @CONTROLLER_COMMANDS.register

@@ -189,6 +189,8 @@ class DriverStats:
     wakeups: int = 0
     messages_from_non_members: int = 0
     """Messages dropped because their sender is not a voter or learner of the group."""
+    votes_refused_as_non_voter: int = 0
+    """Vote and pre-vote requests dropped because this node is not a voter of the group."""
 
 
 def snapshot_and_trim(group: Group, index: int, data: bytes, keep_entries: int) -> None:
@@ -220,6 +222,7 @@ def _payload_bytes(m: Message) -> int:
 
 
 _THROTTLED = (MessageType.APP, MessageType.SNAP)
+_VOTES = (MessageType.VOTE, MessageType.PRE_VOTE)
 THROTTLED_INFLIGHT = 2
 """Appends in flight to a throttled peer (raft's window for it while throttled)."""
 
@@ -601,6 +604,15 @@ class RaftDriver:
                         msg.frm,
                         self.stats.messages_from_non_members,
                     )
+                continue
+            if msg.type in _VOTES and self.node_id not in cs.voters:
+                # Only a voter of its own applied membership votes. A replica that joined as a
+                # learner (a move: node/moves.py) may be the same node id as a replica removed
+                # from the group before, whose votes it cannot remember; voting before it is
+                # promoted could elect two leaders in one term (a stale voter counting it). The
+                # cost: a learner promoted by a leader that dies before it learns so cannot
+                # help elect the next one until it hears of its promotion.
+                self.stats.votes_refused_as_non_voter += 1
                 continue
             try:
                 group.node.step(msg)

@@ -89,6 +89,8 @@ class Move:
     """How fast a learner of this move is fed (0: no limit)."""
     learners: list[int] = field(default_factory=list)
     """The group's learners as last recorded."""
+    then: list[int] = field(default_factory=list)
+    """The move that follows this one once it is done (MovePartition.then)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +104,7 @@ class Move:
             origin=[int(n) for n in raw["origin"]],
             throttle_bytes_s=int(raw.get("throttle_bytes_s", 0)),
             learners=[int(n) for n in raw.get("learners", [])],
+            then=[int(n) for n in raw.get("then", [])],
         )
 
 
@@ -274,6 +277,52 @@ def plan_moves(
                 throttle_bytes_s=throttle_bytes_s,
             )
         )
+    return out
+
+
+def plan_readd(
+    state: ControllerState, node_id: int, throttle_bytes_s: int = 0
+) -> list[MovePartition]:
+    """Replace every replica `node_id` holds with a fresh one: each of its partitions moves to
+    its replicas without the node, then back to the same list with it (MovePartition.then), so
+    the node's copy is removed from the Raft group and then added again as a learner that is
+    refilled from the leader (its log, or a snapshot), and promoted once caught up. For a node
+    whose data directory was lost (a new incarnation): it must not serve its old replicas in the
+    meantime. A partition whose only replica is on the node cannot be refilled: refused, as is
+    a partition already moving (finish that first)."""
+    if node_id not in state.brokers:
+        raise BrokerError(
+            ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"node {node_id} is not a registered broker"
+        )
+    out: list[MovePartition] = []
+    for info in sorted(state.topics.values(), key=lambda t: t.topic_id):
+        for p, current in enumerate(info.replicas):
+            key = move_key(info.name, p)
+            move = state.moves.get(key)
+            hosted = list(current) + (move.target if move is not None else [])
+            if node_id not in hosted:
+                continue
+            if move is not None:
+                raise BrokerError(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    f"{info.name}-{p} is being moved; re-add node {node_id} once that is done",
+                )
+            rest = [n for n in current if n != node_id]
+            if not rest:
+                raise BrokerError(
+                    ErrorCode.INVALID_REPLICATION_FACTOR,
+                    f"{info.name}-{p} has no replica but node {node_id}'s: nothing to refill it from",
+                )
+            out.append(
+                MovePartition(
+                    name=info.name,
+                    topic_id=info.topic_id,
+                    partition=p,
+                    target=tuple(rest),
+                    throttle_bytes_s=throttle_bytes_s,
+                    then=tuple(current),
+                )
+            )
     return out
 
 
@@ -499,14 +548,14 @@ class MoveDriver:
         )
         self.broker.driver.touched(part.group_id)
 
-    def reports(self) -> list[PartitionMembership]:
+    def reports(self) -> list[PartitionMembership | MovePartition]:
         b = self.broker
         ctl = b.controller
         self._calls += 1
         if not ctl.is_leader:
             self._reported.clear()
             return []
-        out: list[PartitionMembership] = []
+        out: list[PartitionMembership | MovePartition] = []
         for key, move in list(ctl.state.moves.items()):
             info = ctl.state.topics.get(move.topic)
             if info is None:
@@ -532,6 +581,23 @@ class MoveDriver:
                     voters=st.voters,
                     learners=st.learners,
                     conf_index=st.conf_index,
+                )
+            )
+        for key, move in list(ctl.state.next_moves.items()):
+            info = ctl.state.topics.get(move.topic)
+            sent = self._reported.get("next:" + key)
+            if info is None or key in ctl.state.moves:
+                continue
+            if sent is not None and self._calls - sent[1] < REPORT_RETRY_CALLS:
+                continue
+            self._reported["next:" + key] = (0, self._calls)
+            out.append(
+                MovePartition(
+                    name=info.name,
+                    topic_id=info.topic_id,
+                    partition=move.partition,
+                    target=tuple(move.target),
+                    throttle_bytes_s=move.throttle_bytes_s,
                 )
             )
         return out

@@ -28,6 +28,7 @@ from typing import Any
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
 from node import replica_state
+from node.errors import BrokerError
 from tests.brokersim.clients import Admin, Client, Consumer, GroupMember, Producer
 from tests.brokersim.fixture import ClusterOptions, RpcError, SimCluster, Violation
 from tests.brokersim.history import History
@@ -318,8 +319,10 @@ class World:
                 stall = rng.choice((0.0, 0.05, 0.3))
                 c.nodes[node].disk.faults.stall_s = stall
                 self.trace("fault", f"node {node}'s syncs take {stall} s more")
-            elif r < 0.95 and up:
+            elif r < 0.93 and up:
                 self._move_replica(rng)
+            elif r < 0.95 and up:
+                self._readd_replicas(rng)
             else:
                 net.faults = LinkFaults(
                     loss=rng.choice((base.loss, 0.2)),
@@ -372,6 +375,31 @@ class World:
 
         asyncio.get_running_loop().create_task(move())
 
+    def _readd_replicas(self, rng: random.Random) -> None:
+        """Replace every replica of one node with a fresh one (node/moves.py's plan_readd:
+        out of each group, then back as a learner refilled from the leader), proposed on the
+        controller leader as a handler would."""
+        from node.moves import plan_readd
+
+        leaders = [n for n in self.cluster.live() if n.broker and n.broker.controller.is_leader]
+        if not leaders:
+            return
+        ctl = leaders[0].broker.controller  # type: ignore[union-attr]
+        victim = rng.choice(self.cluster.ids)
+        try:
+            cmds = plan_readd(ctl.state, victim)
+        except BrokerError:
+            return
+        self.trace("fault", f"replicas of node {victim} replaced: {len(cmds)} partitions")
+        self.stats.moves += len(cmds)
+
+        async def propose() -> None:
+            for cmd in cmds:
+                with contextlib.suppress(BrokerError):
+                    await ctl.replicate_and_wait(cmd)
+
+        asyncio.get_running_loop().create_task(propose())
+
     async def _moves_finish(self) -> None:
         """Every move started ends once the faults are over (a majority of each partition's
         replicas is up by then)."""
@@ -380,7 +408,8 @@ class World:
         while loop.time() < deadline:
             live = self.cluster.live()
             leaders = [n for n in live if n.broker and n.broker.controller.is_leader]
-            if leaders and not leaders[0].broker.controller.state.moves:  # type: ignore[union-attr]
+            st = leaders[0].broker.controller.state if leaders else None  # type: ignore[union-attr]
+            if st is not None and not st.moves and not st.next_moves:
                 return
             await asyncio.sleep(0.1)
         if len(self.cluster.live()) * 2 > len(self.cluster.ids):

@@ -18,6 +18,7 @@ from node.moves import (
     next_step,
     plan_decommission,
     plan_moves,
+    plan_readd,
     plan_rebalance,
     replica_load,
 )
@@ -307,3 +308,30 @@ def test_a_rebalance_evens_replicas_and_leaders_after_a_broker_joins() -> None:
     for topic, p, target in wishes:
         st.topics[topic].replicas[p] = target
     assert plan_rebalance(st) == []
+
+
+def test_a_replica_is_replaced_by_a_fresh_one_in_two_legs() -> None:
+    st = state()
+    ctl = _controller(st)
+    (cmd,) = [c for c in plan_readd(st, 3) if c.partition == 0]
+    assert cmd.target == (1, 2) and cmd.then == (1, 2, 3)
+    ctl.apply_command(cmd)
+    info = st.topics["t"]
+    ctl.apply_command(report((1, 2), (), 4))  # node 3's replica is out of the group
+    # The first leg is done; the next waits for its own command, so every node applies the
+    # removal first (node 3 drops its copy).
+    assert "t/0" not in st.moves and st.next_moves["t/0"].target == [1, 2, 3]
+    assert ctl.hosted_replicas(info, 0) == [1, 2]
+    again = ControllerState.from_json(st.to_json())
+    assert again.next_moves["t/0"].target == [1, 2, 3]
+    ctl.apply_command(MovePartition(name="t", topic_id=1, partition=0, target=(1, 2, 3)))
+    assert st.moves["t/0"].target == [1, 2, 3] and not st.next_moves
+    ctl.apply_command(report((1, 2), (3,), 5))
+    ctl.apply_command(report((1, 2, 3), (), 6))
+    assert info.replicas[0] == [1, 2, 3] and not st.moves
+    # Refused: an unknown node, a partition whose only replica is the node's.
+    with pytest.raises(BrokerError, match="not a registered broker"):
+        plan_readd(st, 9)
+    st.topics["solo"] = TopicInfo("solo", 2, [[3]])
+    with pytest.raises(BrokerError, match="nothing to refill it from"):
+        plan_readd(st, 3)
