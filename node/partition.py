@@ -290,7 +290,9 @@ class Partition:
         node = self.group.node
         if acks == ACKS_ALL:
             isr = node.in_sync_replicas()
-            need = self.config.effective_min_insync(len(self.replicas))
+            # The group's voters now, not the metadata's list (a move changes them one at a
+            # time, and the metadata follows a moment later): by default a majority of them.
+            need = self.config.effective_min_insync(len(self.group.conf_state.voters))
             if len(isr) < need:
                 raise BrokerError(
                     ErrorCode.NOT_ENOUGH_REPLICAS,
