@@ -101,7 +101,20 @@ class Broker:
         for key in list(self.partitions):
             part = self.partitions[key]
             info = topics.get(key[0])
-            if key not in wanted or info is None or info.topic_id != part.topic_id:
+            if info is not None and info.topic_id == part.topic_id and key not in wanted:
+                # Its replica moved off this node (node/moves.py). A produce still waiting here
+                # (this replica led once) cannot learn its batch's fate any more: unknown, as
+                # for a deadline, never "not written".
+                self._close_partition(
+                    key,
+                    destroy=True,
+                    reason=BrokerError(
+                        ErrorCode.REQUEST_TIMED_OUT,
+                        f"{key[0]}-{key[1]} moved off node {self.node_id} before this batch's "
+                        "fate was known here: it may or may not have been written",
+                    ),
+                )
+            elif key not in wanted or info is None or info.topic_id != part.topic_id:
                 self._close_partition(key, destroy=True)
         for key, (topic, replicas) in wanted.items():
             if key in self.partitions:
@@ -140,12 +153,17 @@ class Broker:
             if gid not in live_groups:
                 del self._gossip[gid]
 
-    def _close_partition(self, key: tuple[str, int], *, destroy: bool) -> None:
+    def _close_partition(
+        self, key: tuple[str, int], *, destroy: bool, reason: BrokerError | None = None
+    ) -> None:
         part = self.partitions.pop(key)
         self._by_group.pop(part.group_id, None)
         self._gossiped.pop(part.group_id, None)
         part.close(
-            BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted")
+            reason
+            or BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted"
+            )
         )
         self.driver.remove_group(part.group_id, destroy=destroy)
         log.info("node %d closed %s-%d (destroy=%s)", self.node_id, part.topic, part.index, destroy)
