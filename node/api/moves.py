@@ -1,6 +1,7 @@
 """Replica moves (issue 19): MovePartitions, ListPartitionMoves, DecommissionNode.
 
-Each runs on the controller leader (forwarded there, node/api/admin.py's `on_controller`). The
+Changing moves needs ALTER on the cluster, listing them DESCRIBE (as Kafka's
+AlterPartitionReassignments and ListPartitionReassignments). Each runs on the controller leader (forwarded there, node/api/admin.py's `on_controller`). The
 checks and the commands are node/moves.py's `plan_moves`; a bad entry refuses the whole request
 before anything is proposed, so bad input changes nothing.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from liferaft_proto.v1 import broker_pb2
+from node.acl import CLUSTER, Operation
 from node.api.admin import on_controller
 from node.api.context import ADMIN_TIMEOUT_MS, Api
 from node.controller import Controller
@@ -58,6 +60,7 @@ async def _propose(ctl: Controller, cmds: list[MovePartition]) -> None:
 async def move_partitions(
     api: Api, request: broker_pb2.MovePartitionsRequest
 ) -> broker_pb2.MovePartitionsResponse:
+    api.broker.authorizer.check(Operation.ALTER, CLUSTER)
     forwarded = await on_controller(api, "MovePartitions", request)
     if forwarded is not None:
         return forwarded
@@ -77,6 +80,7 @@ async def list_partition_moves(
 ) -> broker_pb2.ListPartitionMovesResponse:
     """From this node's replica of the metadata (no forwarding: it may trail the leader's by a
     round)."""
+    api.broker.authorizer.check(Operation.DESCRIBE, CLUSTER)
     ctl = api.broker.controller
     st = ctl.state
     held = {n: 0 for n in st.decommissioned}
@@ -94,6 +98,7 @@ async def list_partition_moves(
 async def decommission_node(
     api: Api, request: broker_pb2.DecommissionNodeRequest
 ) -> broker_pb2.DecommissionNodeResponse:
+    api.broker.authorizer.check(Operation.ALTER, CLUSTER)
     forwarded = await on_controller(api, "DecommissionNode", request)
     if forwarded is not None:
         return forwarded
@@ -118,6 +123,7 @@ async def decommission_node(
 
 
 async def rebalance(api: Api, request: broker_pb2.RebalanceRequest) -> broker_pb2.RebalanceResponse:
+    api.broker.authorizer.check(Operation.ALTER, CLUSTER)
     forwarded = await on_controller(api, "Rebalance", request)
     if forwarded is not None:
         return forwarded

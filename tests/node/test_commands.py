@@ -22,9 +22,11 @@ from node.controller_commands import (
     CONTROLLER_COMMANDS,
     AllocateProducerIds,
     AlterTopicConfigs,
+    CreateAcls,
     CreatePartitions,
     CreateTopic,
     DecommissionNode,
+    DeleteAcls,
     DeleteTopic,
     DeleteUser,
     MovePartition,
@@ -53,6 +55,23 @@ EXAMPLES = [
         ),
     ),
     (CONTROLLER_COMMANDS, DeleteUser(name="alice")),
+    (
+        CONTROLLER_COMMANDS,
+        CreateAcls(
+            acls=(
+                {
+                    "resource_type": "topic",
+                    "name": "t",
+                    "pattern_type": "prefixed",
+                    "principal": "User:alice",
+                    "host": "*",
+                    "operation": "write",
+                    "permission": "allow",
+                },
+            )
+        ),
+    ),
+    (CONTROLLER_COMMANDS, DeleteAcls(filters=({"resource_type": "topic", "name": None},))),
     (
         CONTROLLER_COMMANDS,
         MovePartition(name="t", topic_id=4, partition=0, target=(1, 2, 4), throttle_bytes_s=9),

@@ -12,14 +12,19 @@ from node.kafka.wire import Api
 
 HANDLERS = (
     "alter_partition_reassignments",
+    "alter_user_scram_credentials",
     "api_versions",
+    "create_acls",
     "create_partitions",
     "create_topics",
+    "delete_acls",
     "delete_groups",
     "delete_topics",
+    "describe_acls",
     "describe_cluster",
     "describe_configs",
     "describe_groups",
+    "describe_user_scram_credentials",
     "fetch",
     "find_coordinator",
     "heartbeat",
@@ -35,6 +40,8 @@ HANDLERS = (
     "offset_fetch",
     "offset_for_leader_epoch",
     "produce",
+    "sasl_authenticate",
+    "sasl_handshake",
     "sync_group",
 )
 """The handler modules, by name: one list, so an API is served by adding its module here."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from node.acl import CLUSTER, Operation
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import timeout_s
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -19,11 +20,14 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     r = Responses(API.key, version)
     ctl = ctx.broker.controller
     timeout = timeout_s(request.timeout, DEFAULT_TIMEOUT_MS)
-    if not ctl.is_leader:
-        err = BrokerError(
-            ErrorCode.NOT_CONTROLLER,
-            f"node {ctx.broker.node_id} is not the controller; node {ctl.leader} is",
-        )
+    try:
+        ctx.broker.authorizer.check(Operation.ALTER, CLUSTER)
+        if not ctl.is_leader:
+            raise BrokerError(
+                ErrorCode.NOT_CONTROLLER,
+                f"node {ctx.broker.node_id} is not the controller; node {ctl.leader} is",
+            )
+    except BrokerError as err:
         return r(
             throttle_time=NO_THROTTLE,
             error_code=error_code_of(err),

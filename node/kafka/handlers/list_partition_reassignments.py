@@ -6,11 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses
+from node.acl import CLUSTER, Operation
+from node.errors import BrokerError
+from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
 
 
 async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     r = Responses(API.key, version)
+    try:
+        ctx.broker.authorizer.check(Operation.DESCRIBE, CLUSTER)
+    except BrokerError as err:
+        return r(
+            throttle_time=NO_THROTTLE,
+            error_code=error_code_of(err),
+            error_message=err.message,
+            topics=(),
+        )
     ctl = ctx.broker.controller
     st = ctl.state
     wanted: dict[str, set[int] | None] | None = None
