@@ -120,6 +120,12 @@ class Broker:
                 )
             elif key not in wanted or info is None or info.topic_id != part.topic_id:
                 self._close_partition(key, destroy=True)
+            elif self._stale_joiner(part, wanted[key][1]):
+                # A joining replica that has received nothing yet, bootstrapped with voters the
+                # metadata has since corrected (a leader it would not hear from, not being in
+                # them): start it again with the metadata's. It holds nothing to lose: no
+                # entry, no snapshot, and as a learner it cast no vote.
+                self._close_partition(key, destroy=True)
         for key, (topic, replicas) in wanted.items():
             if key in self.partitions:
                 # A topic's configs can change (alter-config, IncrementalAlterConfigs): the
@@ -156,6 +162,17 @@ class Broker:
         for gid in list(self._gossip):
             if gid not in live_groups:
                 del self._gossip[gid]
+
+    def _stale_joiner(self, part: Partition, voters: list[int]) -> bool:
+        group = part.group
+        cs = group.conf_state
+        return (
+            self.node_id not in voters
+            and self.node_id in cs.learners
+            and set(cs.voters) != set(voters)
+            and group.storage.last_index() == 0
+            and group.storage.snapshot().meta.index == 0
+        )
 
     def _close_partition(
         self, key: tuple[str, int], *, destroy: bool, reason: BrokerError | None = None
