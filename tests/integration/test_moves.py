@@ -90,8 +90,8 @@ async def test_move_under_acks_all_traffic_loses_nothing_and_hands_leadership_ov
         now = (await describe(cluster, "moving")).partitions[0]
         old_leader = now.leader
         target2 = [going if n == old_leader else n for n in now.replicas]
-        # This one through the Kafka listener (AlterPartitionReassignments), as Kafka's tools do.
-        kafka_reassign(cluster, "moving", 0, target2)
+        async with AdminClient(cluster.bootstrap) as admin:
+            await admin.move_partitions([("moving", 0, target2)])
         await wait_for("the second move to finish", lambda: moves_done(cluster), 90)
         await wait_for(f"metadata to show {target2}", lambda: shows(target2), 30)
         after = (await describe(cluster, "moving")).partitions[0]
@@ -123,51 +123,6 @@ async def test_move_under_acks_all_traffic_loses_nothing_and_hands_leadership_ov
         )
         (part,) = md.topics[0].partitions
         assert list(part.replica_nodes) == target2 and part.leader_id == after.leader
-
-
-def kafka_reassign(cluster: DevCluster, topic: str, partition: int, replicas: list[int]) -> None:
-    """AlterPartitionReassignments on the Kafka listener, at whichever node is the controller;
-    then ListPartitionReassignments answers without error."""
-    from kio.schema.alter_partition_reassignments.v0 import request as alter
-    from kio.schema.alter_partition_reassignments.v0.response import (
-        AlterPartitionReassignmentsResponse,
-    )
-    from kio.schema.errors import ErrorCode as KafkaError
-    from kio.schema.list_partition_reassignments.v0.request import (
-        ListPartitionReassignmentsRequest,
-    )
-    from kio.schema.list_partition_reassignments.v0.response import (
-        ListPartitionReassignmentsResponse,
-    )
-    from kio.static.primitive import i32
-
-    req = alter.AlterPartitionReassignmentsRequest(
-        topics=(
-            alter.ReassignableTopic(
-                name=topic,
-                partitions=(
-                    alter.ReassignablePartition(
-                        partition_index=i32(partition), replicas=tuple(i32(n) for n in replicas)
-                    ),
-                ),
-            ),
-        )
-    )
-    for node in cluster.nodes.values():
-        resp = kafka_request(node.kafka_address, req, AlterPartitionReassignmentsResponse)
-        if resp.error_code == KafkaError.not_controller:
-            continue
-        assert resp.error_code == KafkaError.none, resp
-        (part,) = resp.responses[0].partitions
-        assert part.error_code == KafkaError.none, part
-        listed = kafka_request(
-            node.kafka_address,
-            ListPartitionReassignmentsRequest(topics=None),
-            ListPartitionReassignmentsResponse,
-        )
-        assert listed.error_code == KafkaError.none
-        return
-    raise AssertionError("no node answered as the controller")
 
 
 async def _not_in(cluster: DevCluster, node_id: int, key: str) -> bool:
