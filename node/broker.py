@@ -20,7 +20,12 @@ from liferaft_proto.v1 import raft_pb2
 from node.authorizer import Authorizer
 from node.config import ConfigError, NodeConfig, parse_advertised
 from node.controller import CONTROLLER_GROUP, Controller, TopicInfo
-from node.controller_commands import AdmitIncarnation, RegisterBroker
+from node.controller_commands import (
+    AdmitIncarnation,
+    MovePartition,
+    PartitionMembership,
+    RegisterBroker,
+)
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.groups import GROUPS_GROUP, GroupCoordinator
@@ -32,12 +37,14 @@ from node.limits import (
     shown,
 )
 from node.membership import PeerHello, Step, born, next_step
+from node.moves import MoveDriver
 from node.partition import Partition, PartitionState, group_id
 from raft import (
     NONE,
     ConfChange,
     ConfChangeError,
     ConfChangeType,
+    ConfState,
     Fence,
     NotLeaderError,
     ProposalDroppedError,
@@ -48,6 +55,9 @@ from raft import (
 log = logging.getLogger("liferaft.broker")
 
 GOSSIP_EVERY_TICKS = 5
+MOVE_EVERY_TICKS = 5
+"""How often a partition leader looks at its moves (node/moves.py) for the next step."""
+MAX_GOSSIP_MEMBERS = 64
 FULL_GOSSIP_EVERY = 20
 """Every this many gossip rounds, a leader sends the state of every partition it leads; in
 between, only the states that changed (a quiet partition's never does)."""
@@ -117,6 +127,7 @@ class Broker:
         """Leader states from peers that were not believed (Broker._gossip_fault)."""
         # Peers this node currently has a transport stream to (set by the server).
         self.reachable: Callable[[], set[int]] = set
+        self.moves = MoveDriver(self)
         self.controller.listeners.append(self.sync_partitions)
         driver.tick_listeners.append(self._on_tick)
         self.sync_partitions()
@@ -124,15 +135,35 @@ class Broker:
     # -- partitions follow the controller's metadata -------------------------------------------
     def sync_partitions(self) -> None:
         topics = self.controller.state.topics
+        hosted = self.controller.hosted_replicas
         wanted: dict[tuple[str, int], tuple[TopicInfo, list[int]]] = {}
         for topic in topics.values():
             for p, replicas in enumerate(topic.replicas):
-                if self.node_id in replicas:
+                if self.node_id in replicas or self.node_id in hosted(topic, p):
                     wanted[(topic.name, p)] = (topic, replicas)
         for key in list(self.partitions):
             part = self.partitions[key]
             info = topics.get(key[0])
-            if key not in wanted or info is None or info.topic_id != part.topic_id:
+            if info is not None and info.topic_id == part.topic_id and key not in wanted:
+                # Its replica moved off this node (node/moves.py). A produce still waiting here
+                # (this replica led once) cannot learn its batch's fate any more: unknown, as
+                # for a deadline, never "not written".
+                self._close_partition(
+                    key,
+                    destroy=True,
+                    reason=BrokerError(
+                        ErrorCode.REQUEST_TIMED_OUT,
+                        f"{key[0]}-{key[1]} moved off node {self.node_id} before this batch's "
+                        "fate was known here: it may or may not have been written",
+                    ),
+                )
+            elif key not in wanted or info is None or info.topic_id != part.topic_id:
+                self._close_partition(key, destroy=True)
+            elif self._stale_joiner(part, wanted[key][1]):
+                # A joining replica that has received nothing yet, bootstrapped with voters the
+                # metadata has since corrected (a leader it would not hear from, not being in
+                # them): start it again with the metadata's. It holds nothing to lose: no
+                # entry, no snapshot, and as a learner it cast no vote.
                 self._close_partition(key, destroy=True)
         rejoining = self.driver.fence_of(CONTROLLER_GROUP) is not None
         stale = set(self.controller.state.stale.get(self.node_id, ()))
@@ -143,6 +174,8 @@ class Broker:
                 # replicas already open follow.
                 if self.partitions[key].config != topic.config:
                     self.partitions[key].config = topic.config
+                # So do its replicas (a move: the preferred leader, min.insync.replicas' base).
+                self.partitions[key].replicas = list(replicas)
                 continue
             if rejoining or key in stale:
                 # Our old incarnation may be a member of this group: keep silent there until
@@ -153,6 +186,9 @@ class Broker:
                     on_disk = set(self.driver.store.groups())
                 if gid not in on_disk and self.driver.fence_of(gid) is None:
                     self.driver.set_fence(gid, Fence())
+            # A replica joining in a move starts as a learner of the current voters: it must
+            # not campaign before the leader's log tells it the real membership.
+            joining = self.node_id not in replicas
             self.partitions[key] = Partition(
                 node_id=self.node_id,
                 topic=topic.name,
@@ -164,6 +200,9 @@ class Broker:
                 rebalance_ticks=max(1, self.config.leader_rebalance_ms // self.config.tick_ms),
                 retention_ticks=max(1, self.config.retention_check_ms // self.config.tick_ms),
                 address_of=self.advertised_address,
+                bootstrap=ConfState(voters=frozenset(replicas), learners=frozenset({self.node_id}))
+                if joining
+                else None,
             )
             self._by_group[self.partitions[key].group_id] = self.partitions[key]
         self._topic_ids = {t.name: t.topic_id for t in topics.values()}
@@ -175,12 +214,28 @@ class Broker:
             if gid not in live_groups:
                 del self._gossip[gid]
 
-    def _close_partition(self, key: tuple[str, int], *, destroy: bool) -> None:
+    def _stale_joiner(self, part: Partition, voters: list[int]) -> bool:
+        group = part.group
+        cs = group.conf_state
+        return (
+            self.node_id not in voters
+            and self.node_id in cs.learners
+            and set(cs.voters) != set(voters)
+            and group.storage.last_index() == 0
+            and group.storage.snapshot().meta.index == 0
+        )
+
+    def _close_partition(
+        self, key: tuple[str, int], *, destroy: bool, reason: BrokerError | None = None
+    ) -> None:
         part = self.partitions.pop(key)
         self._by_group.pop(part.group_id, None)
         self._gossiped.pop(part.group_id, None)
         part.close(
-            BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted")
+            reason
+            or BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted"
+            )
         )
         self.driver.remove_group(part.group_id, destroy=destroy)
         log.info("node %d closed %s-%d (destroy=%s)", self.node_id, part.topic, part.index, destroy)
@@ -273,7 +328,10 @@ class Broker:
         return b.address if b is not None else self.advertised.get(node_id, "")
 
     def partition_view(self, info: TopicInfo, p: int) -> PartitionView:
-        replicas = tuple(info.replicas[p])
+        # During a move, its learners are replicas too (as Kafka lists adding replicas).
+        replicas = tuple(info.replicas[p]) + tuple(
+            n for n in self.controller.learners_of(info, p) if n not in info.replicas[p]
+        )
         part = self.partitions.get((info.name, p))
         gossip = self._gossip.get(group_id(info.topic_id, p))
         state: PartitionState | None = None
@@ -322,8 +380,12 @@ class Broker:
             return f"claims offsets {s.log_start_offset}..{s.high_watermark}"
         if any(not 0 < r <= MAX_NODE_ID for r in s.isr):
             return f"claims in-sync replicas {list(s.isr)}"
+        if len(s.voters) + len(s.learners) > MAX_GOSSIP_MEMBERS or any(
+            not 0 < r <= MAX_NODE_ID for r in (*s.voters, *s.learners)
+        ):
+            return f"claims members {list(s.voters)} and learners {list(s.learners)}"
         if info is not None:
-            replicas = info.replicas[int(p)]
+            replicas = self.controller.hosted_replicas(info, int(p))
             if peer not in replicas or not set(s.isr) <= set(replicas):
                 return f"claims in-sync replicas {list(s.isr)} of replicas {replicas}"
         elif current is None and len(self._gossip) >= len(self._live_groups) + (
@@ -364,6 +426,9 @@ class Broker:
                     isr=tuple(s.isr),
                     high_watermark=s.high_watermark,
                     log_start_offset=s.log_start_offset,
+                    voters=tuple(s.voters),
+                    learners=tuple(s.learners),
+                    conf_index=s.conf_index,
                 )
 
     # -- membership (node/membership.py) -------------------------------------------------------
@@ -574,6 +639,9 @@ class Broker:
                 isr=st.isr,
                 high_watermark=st.high_watermark,
                 log_start_offset=st.log_start_offset,
+                voters=st.voters,
+                learners=st.learners,
+                conf_index=st.conf_index,
             )
         return out
 
@@ -594,6 +662,8 @@ class Broker:
             self._admitting.clear()  # an admission lost with a leadership change: ask again
         if self._ticks % SWEEP_EVERY_TICKS == 0:
             self._sweep_quiesced()
+        if self._ticks % MOVE_EVERY_TICKS == 0:
+            self.drive_moves()
 
     def _sweep_quiesced(self) -> None:
         """The periodic duties of partitions whose Raft group is quiesced (the driver does not
@@ -614,6 +684,16 @@ class Broker:
                 part.enforce_retention(now_ms)
             if not driver.is_quiesced(gid):
                 driver.touched(gid)
+
+    # -- replica moves (issue 19): node/moves.py ----------------------------------------------
+    def drive_moves(self) -> None:
+        """Partition leader: take the next step of each move of a partition this node leads."""
+        self.moves.drive()
+
+    def membership_reports(self) -> list[PartitionMembership | MovePartition]:
+        """Controller leader: the commands recording partitions' memberships that moved on,
+        and starting the next leg of moves that have one."""
+        return self.moves.reports()
 
     def take_gossip(self) -> list[raft_pb2.LeaderStates]:
         out, self._gossip_out = self._gossip_out, []

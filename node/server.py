@@ -408,6 +408,12 @@ class NodeServer:
                     f"register-broker-{cmd.node_id}",
                     expected=(BrokerError,),
                 )
+            for report in broker.membership_reports():  # replica moves (node/moves.py)
+                supervise(
+                    broker.controller.replicate_and_wait(report),
+                    "partition-membership",
+                    expected=(BrokerError,),
+                )
             healthy = (
                 broker.controller_leader() != 0
                 and self.config.node_id in broker.controller.state.brokers

@@ -1033,6 +1033,15 @@ class Raft:
             self.bcast_heartbeat()
 
     # -- host feedback -------------------------------------------------------------------------
+    def set_inflight_limit(self, to: int, limit: int) -> None:
+        """Host flow control: at most `limit` appends in flight to `to` (0: back to
+        max_inflight_msgs). A host that throttles a peer (a learner catching up during a replica
+        move) keeps its window small, so what the host holds back stays small too. Leader only;
+        a new term's progress starts with the configured window again."""
+        pr = self.tracker.progress.get(to)
+        if self.role == Role.LEADER and pr is not None:
+            pr.inflights.capacity = limit if limit > 0 else self.cfg.max_inflight_msgs
+
     def report_unreachable(self, to: int) -> None:
         pr = self.tracker.progress.get(to)
         if self.role == Role.LEADER and pr is not None and pr.state == ProgressState.REPLICATE:

@@ -53,20 +53,26 @@ class FenceGrant(_message.Message):
     def __init__(self, group: _Optional[str] = ..., node: _Optional[int] = ..., incarnation: _Optional[int] = ..., min_term: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
 
 class LeaderState(_message.Message):
-    __slots__ = ("group", "leader", "epoch", "isr", "high_watermark", "log_start_offset")
+    __slots__ = ("group", "leader", "epoch", "isr", "high_watermark", "log_start_offset", "voters", "learners", "conf_index")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ISR_FIELD_NUMBER: _ClassVar[int]
     HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
     LOG_START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    CONF_INDEX_FIELD_NUMBER: _ClassVar[int]
     group: str
     leader: int
     epoch: int
     isr: _containers.RepeatedScalarFieldContainer[int]
     high_watermark: int
     log_start_offset: int
-    def __init__(self, group: _Optional[str] = ..., leader: _Optional[int] = ..., epoch: _Optional[int] = ..., isr: _Optional[_Iterable[int]] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ...) -> None: ...
+    voters: _containers.RepeatedScalarFieldContainer[int]
+    learners: _containers.RepeatedScalarFieldContainer[int]
+    conf_index: int
+    def __init__(self, group: _Optional[str] = ..., leader: _Optional[int] = ..., epoch: _Optional[int] = ..., isr: _Optional[_Iterable[int]] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ..., voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., conf_index: _Optional[int] = ...) -> None: ...
 
 class RaftSnapshot(_message.Message):
     __slots__ = ("meta", "data")

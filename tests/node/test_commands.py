@@ -26,9 +26,12 @@ from node.controller_commands import (
     CreateAcls,
     CreatePartitions,
     CreateTopic,
+    DecommissionNode,
     DeleteAcls,
     DeleteTopic,
     DeleteUser,
+    MovePartition,
+    PartitionMembership,
     RegisterBroker,
     UpsertUser,
 )
@@ -71,6 +74,17 @@ EXAMPLES = [
         ),
     ),
     (CONTROLLER_COMMANDS, DeleteAcls(filters=({"resource_type": "topic", "name": None},))),
+    (
+        CONTROLLER_COMMANDS,
+        MovePartition(name="t", topic_id=4, partition=0, target=(1, 2, 4), throttle_bytes_s=9),
+    ),
+    (
+        CONTROLLER_COMMANDS,
+        PartitionMembership(
+            name="t", topic_id=4, partition=0, voters=(1, 2), learners=(4,), conf_index=7
+        ),
+    ),
+    (CONTROLLER_COMMANDS, DecommissionNode(node_id=3)),
     (
         CONSUMER_GROUP_COMMANDS,
         JoinGroup(group_id="g", member_id="m", session_timeout_ms=1, client_id="", topics=("t",)),
