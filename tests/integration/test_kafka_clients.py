@@ -310,6 +310,8 @@ def test_garbage_and_oversized_frames_close_only_their_connection(cluster: DevCl
         (struct.pack(">hhi", 3, 99, 1) + b"\0\0", None),  # a Metadata version not served
         (struct.pack(">hhi", 3, 9, 1) + b"\xff" * 40, None),  # Metadata v9 with a garbage body
         (struct.pack(">hhi", 0, 9, 1) + b"\x00\x00" + b"\xff\xff\xff\x7f" * 8, None),
+        # Arrays claiming 2^35 entries: kio's native reader would abort the node (frame_guard.py)
+        (struct.pack(">hhi", 3, 9, 1) + b"\x00\x01c\x00" + b"\xf0\xff\xff\xff\x7f", None),
         (b"x" * 16, 1 << 30),  # a size far over the limit
         (b"x" * 16, -5),  # a negative size
     ]
