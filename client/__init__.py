@@ -20,6 +20,7 @@ from client.admin import (
     GroupOverview,
     NewTopic,
     PartitionOffsetLag,
+    RecordsToDelete,
     TopicDescription,
 )
 from client.cluster import ClientConfig
@@ -141,6 +142,7 @@ __all__ = [
     "Producer",
     "Record",
     "RecordMetadata",
+    "RecordsToDelete",
     "RequestTimedOutError",
     "SyncAdminClient",
     "SyncConsumer",

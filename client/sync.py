@@ -33,6 +33,7 @@ from client.admin import (
     GroupDescription,
     GroupOverview,
     NewTopic,
+    RecordsToDelete,
     ReplicaDescription,
     TopicDescription,
 )
@@ -520,3 +521,10 @@ class SyncAdminClient(_SyncFacade):
         self, specs: Mapping[TopicPartition | tuple[str, int], OffsetSpec]
     ) -> dict[TopicPartition, OffsetAndTimestamp]:
         return self._run(self._admin.list_offsets(dict(specs)))
+
+    def delete_records(
+        self,
+        records_to_delete: Mapping[TopicPartition | tuple[str, int], int | RecordsToDelete],
+        timeout_ms: int | None = None,
+    ) -> dict[TopicPartition, int]:
+        return self._run(self._admin.delete_records(dict(records_to_delete), timeout_ms))

@@ -672,3 +672,23 @@ class ReplicaStateResponse(_message.Message):
     controller: StateMachineReplicaState
     groups: StateMachineReplicaState
     def __init__(self, node_id: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionReplicaState, _Mapping]]] = ..., controller: _Optional[_Union[StateMachineReplicaState, _Mapping]] = ..., groups: _Optional[_Union[StateMachineReplicaState, _Mapping]] = ...) -> None: ...
+
+class DeleteRecordsRequest(_message.Message):
+    __slots__ = ("topic", "partition", "offset", "timeout_ms")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    offset: int
+    timeout_ms: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class DeleteRecordsResponse(_message.Message):
+    __slots__ = ("low_watermark", "leader_epoch")
+    LOW_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    low_watermark: int
+    leader_epoch: int
+    def __init__(self, low_watermark: _Optional[int] = ..., leader_epoch: _Optional[int] = ...) -> None: ...

@@ -15,6 +15,7 @@ HANDLERS = (
     "create_partitions",
     "create_topics",
     "delete_groups",
+    "delete_records",
     "delete_topics",
     "describe_cluster",
     "describe_configs",
