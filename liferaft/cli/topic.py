@@ -26,7 +26,9 @@ from liferaft.cli._client import (
 )
 
 app = typer.Typer(
-    help="Create, list, describe and delete topics.", no_args_is_help=True, add_completion=False
+    help="Create, list, describe, trim (delete records) and delete topics.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 
 

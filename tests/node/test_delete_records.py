@@ -111,6 +111,8 @@ async def test_every_replica_moves_its_log_start_and_frees_the_disk(tmp_path: Pa
             leader.read(3, 1 << 20)
         assert _code(e) == "OFFSET_OUT_OF_RANGE"
         assert _values(leader, 4)[:2] == [(4, b"b4"), (5, b"b5")]
+        # Lag is counted from the log start for a committed offset below it (5 records left).
+        assert leader.lag(0)[0] == 5 and leader.lag(6)[0] == 3
         # Records at or above the new start are the same bytes on every replica.
         assert {replica_state.partition_digest(p, 6, 9) for p in parts.values()} == {before}
 
