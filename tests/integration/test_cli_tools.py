@@ -346,20 +346,20 @@ def test_topic_delete_records_moves_the_log_start_and_bad_input_changes_nothing(
     bootstrap: str,
 ) -> None:
     b = bootstrap
-    ok(b, "topic", "create", "dr", "-p", "2", "-r", "3")
-    ok(b, "produce", "dr", "-p", "0", stdin=b"a\nb\nc\nd\ne\n")
-    ok(b, "produce", "dr", "-p", "1", stdin=b"f\ng\nh\n")
+    ok(b, "topic", "create", "trim", "-p", "2", "-r", "3")
+    ok(b, "produce", "trim", "-p", "0", stdin=b"a\nb\nc\nd\ne\n")
+    ok(b, "produce", "trim", "-p", "1", stdin=b"f\ng\nh\n")
 
     def starts() -> list[int]:
-        parts = json.loads(ok(b, "topic", "describe", "dr", "--json"))["partitions"]
+        parts = json.loads(ok(b, "topic", "describe", "trim", "--json"))["partitions"]
         return [p["log_start_offset"] for p in parts]
 
-    done = run(b, "topic", "delete-records", "dr", "-p", "0", "--offset", "3")
+    done = run(b, "topic", "delete-records", "trim", "-p", "0", "--offset", "3")
     assert done.returncode == 0, done.stderr
-    assert b"deleted 3 records from topic dr (1 partition)" in done.stdout, done.stdout
+    assert b"deleted 3 records from topic trim (1 partition)" in done.stdout, done.stdout
     assert starts() == [3, 0]
     # A reader from the beginning starts at the new log start; the records there are unchanged.
-    assert ok(b, "consume", "dr", "-p", "0", "--from-beginning", "-n", "2").splitlines() == [
+    assert ok(b, "consume", "trim", "-p", "0", "--from-beginning", "-n", "2").splitlines() == [
         b"d",
         b"e",
     ]
@@ -371,24 +371,24 @@ def test_topic_delete_records_moves_the_log_start_and_bad_input_changes_nothing(
         (["--offset", "1"], 2, b"which partitions?"),
         (["-p", "0", "--all-partitions", "--offset", "1"], 2, b"not both"),
     ]:
-        bad = run(b, "topic", "delete-records", "dr", *args)
+        bad = run(b, "topic", "delete-records", "trim", *args)
         assert bad.returncode == code and why in bad.stderr, (args, bad.stderr)
-    unknown = run(b, "topic", "delete-records", "dr-none", "-p", "0", "--offset", "1")
+    unknown = run(b, "topic", "delete-records", "trim-none", "-p", "0", "--offset", "1")
     assert unknown.returncode == 1 and b"UNKNOWN_TOPIC_OR_PARTITION" in unknown.stderr
     assert starts() == [3, 0]
     # Below the log start: nothing to delete, nothing changes.
-    again = json.loads(ok(b, "topic", "delete-records", "dr", "-p", "0", "-o", "1", "--json"))
+    again = json.loads(ok(b, "topic", "delete-records", "trim", "-p", "0", "-o", "1", "--json"))
     assert again["partitions"] == [
         {"partition": 0, "log_start_before": 3, "low_watermark": 3, "deleted": 0}
     ]
     # -1: up to the high watermark, in every partition.
     every = json.loads(
-        ok(b, "topic", "delete-records", "dr", "--all-partitions", "--offset", "-1", "--json")
+        ok(b, "topic", "delete-records", "trim", "--all-partitions", "--offset", "-1", "--json")
     )
     assert [(p["low_watermark"], p["deleted"]) for p in every["partitions"]] == [(5, 2), (3, 3)]
     assert starts() == [5, 3]
-    ok(b, "produce", "dr", "-p", "1", stdin=b"i\n")
-    assert records(b, "dr") == [(1, 3, None, b"i")]
+    ok(b, "produce", "trim", "-p", "1", stdin=b"i\n")
+    assert records(b, "trim") == [(1, 3, None, b"i")]
 
 
 def test_group_delete_removes_an_empty_group_only(bootstrap: str) -> None:
