@@ -433,7 +433,7 @@ class World:
         ]
         for x in parts:
             # A replica that applied as far as the leader moved its log start as the leader did.
-            if x.applied_index >= part.applied_index and (
+            if x.applied_index == part.applied_index and (
                 x.requested_log_start != part.requested_log_start or x.log_start_offset < acked
             ):
                 h.fail(
