@@ -24,7 +24,14 @@ from typing import Any
 
 import pytest
 
-from client import AdminClient, Consumer, Producer, TopicPartition
+from client import (
+    AdminClient,
+    Consumer,
+    OffsetOutOfRangeError,
+    Producer,
+    TopicPartition,
+    UnknownTopicOrPartitionError,
+)
 from liferaft.launcher import DevCluster, free_port_block
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
@@ -490,6 +497,16 @@ async def test_aiokafka_and_the_liferaft_admin_delete_records(cluster: DevCluste
         await admin.close()
     async with AdminClient(cluster.bootstrap) as ours:
         assert await ours.delete_records({(topic, 0): 4}) == {TopicPartition(topic, 0): 4}
+        assert (await ours.list_offsets({(topic, 0): "earliest"}))[
+            TopicPartition(topic, 0)
+        ].offset == 4
+        # Bad input: a clear error, and the log start stays where it was.
+        with pytest.raises(OffsetOutOfRangeError, match="nothing was deleted"):
+            await ours.delete_records({(topic, 0): 100})
+        with pytest.raises(OffsetOutOfRangeError):
+            await ours.delete_records({(topic, 0): -2})
+        with pytest.raises(UnknownTopicOrPartitionError):
+            await ours.delete_records({(topic, 5): 1}, timeout_ms=3_000)
         assert (await ours.list_offsets({(topic, 0): "earliest"}))[
             TopicPartition(topic, 0)
         ].offset == 4
