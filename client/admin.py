@@ -265,6 +265,80 @@ def _error(detail: ErrorDetail) -> LiferaftError | None:
     return error_from_detail(detail) if detail.code != ErrorCode.NONE else None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Acl:
+    """One ACL as Kafka has it: `principal` (`User:alice`, `User:*` for everyone) is allowed
+    (or denied) `operation` on the resources `resource_name` names: the one of that name, all
+    of them for `*` (pattern literal), or every name starting with it (pattern prefixed).
+
+    Names are Kafka's in lower case: resource_type topic, group, cluster (named
+    `kafka-cluster`) or transactional_id; operation all, read, write, create, delete, alter,
+    describe, cluster_action, describe_configs, alter_configs, idempotent_write."""
+
+    principal: str
+    operation: str
+    resource_type: str
+    resource_name: str
+    permission: str = "allow"
+    pattern_type: str = "literal"
+    host: str = "*"
+
+    def to_pb(self) -> broker_pb2.AclBinding:
+        return broker_pb2.AclBinding(
+            resource_type=self.resource_type,
+            resource_name=self.resource_name,
+            pattern_type=self.pattern_type,
+            principal=self.principal,
+            host=self.host,
+            operation=self.operation,
+            permission=self.permission,
+        )
+
+    @classmethod
+    def from_pb(cls, pb: broker_pb2.AclBinding) -> Acl:
+        return cls(
+            principal=pb.principal,
+            operation=pb.operation,
+            resource_type=pb.resource_type,
+            resource_name=pb.resource_name,
+            permission=pb.permission,
+            pattern_type=pb.pattern_type,
+            host=pb.host,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{self.principal} {self.permission.upper()} {self.operation.upper()} on "
+            f"{self.pattern_type} {self.resource_type} {self.resource_name!r}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AclFilter:
+    """Which ACLs to list or remove (Kafka's AclBindingFilter); None matches any. With
+    pattern_type "match", a name selects every ACL that applies to the resource of that name
+    (literal, `*`, and prefixes of it)."""
+
+    principal: str | None = None
+    operation: str | None = None
+    resource_type: str | None = None
+    resource_name: str | None = None
+    permission: str | None = None
+    pattern_type: str | None = None
+    host: str | None = None
+
+    def to_pb(self) -> broker_pb2.AclFilter:
+        return broker_pb2.AclFilter(
+            resource_type=self.resource_type or "",
+            resource_name=self.resource_name or "",
+            pattern_type=self.pattern_type or "",
+            principal=self.principal or "",
+            host=self.host or "",
+            operation=self.operation or "",
+            permission=self.permission or "",
+        )
+
+
 class AdminClient:
     """Administers a liferaft cluster. Use `async with`, or start() and close()."""
 
@@ -278,6 +352,7 @@ class AdminClient:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
+        grpc_interceptors: Iterable[Any] = (),
         **security: Unpack[SecurityOptions],
     ) -> None:
         self.client_id = client_id
@@ -288,6 +363,7 @@ class AdminClient:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             security=Security.from_options(security),
+            interceptors=tuple(grpc_interceptors),
         )
         self._cluster: Cluster | None = None
         self._closed = False
@@ -884,6 +960,90 @@ class AdminClient:
                 if err is not None:
                     raise err
         return results
+
+    # -- ACLs ----------------------------------------------------------------------------------
+    async def create_acls(self, acls: Iterable[Acl]) -> int:
+        """Add ACLs, all or (one is malformed: InvalidRequestError) none; returns how many were
+        new. Needs ALTER on the cluster; a cluster without an authorizer answers
+        SecurityDisabledError."""
+        cluster = await self._ready()
+        request = broker_pb2.CreateAclsRequest(acls=[a.to_pb() for a in acls])
+        response = await cluster.call_any(
+            "CreateAcls", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        return int(response.created)
+
+    async def describe_acls(self, acl_filter: AclFilter | None = None) -> list[Acl]:
+        """The ACLs matching `acl_filter` (every ACL without one). Needs DESCRIBE on the
+        cluster."""
+        cluster = await self._ready()
+        request = broker_pb2.DescribeAclsRequest(filter=(acl_filter or AclFilter()).to_pb())
+        response = await cluster.call_any(
+            "DescribeAcls", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        return [Acl.from_pb(pb) for pb in response.acls]
+
+    async def delete_acls(self, filters: Iterable[AclFilter]) -> list[list[Acl]]:
+        """Remove the ACLs each filter matches; returns, per filter, those it removed. Needs
+        ALTER on the cluster."""
+        cluster = await self._ready()
+        request = broker_pb2.DeleteAclsRequest(filters=[f.to_pb() for f in filters])
+        response = await cluster.call_any(
+            "DeleteAcls", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        return [[Acl.from_pb(pb) for pb in r.deleted] for r in response.results]
+
+    # -- users (issue 17) ------------------------------------------------------------------
+    async def upsert_user(
+        self, name: str, password: str, *, mechanism: str = "SCRAM-SHA-512", iterations: int = 4096
+    ) -> None:
+        """Create a user, or set its password for `mechanism` (Kafka's
+        alter_user_scram_credentials). The password is salted and hashed here (RFC 5802); only
+        the salt, iteration count, StoredKey and ServerKey reach the cluster."""
+        from scramp import ScramMechanism
+
+        if mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise ValueError(f"mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, got {mechanism!r}")
+        if not password:
+            raise ValueError("the password is empty")
+        salt, stored_key, server_key, count = ScramMechanism(mechanism).make_auth_info(
+            password, iteration_count=iterations
+        )
+        cluster = await self._ready()
+        await cluster.call_any(
+            "UpsertUser",
+            broker_pb2.UpsertUserRequest(
+                name=name,
+                credential=broker_pb2.ScramCredential(
+                    mechanism=mechanism,
+                    salt=salt,
+                    iterations=count,
+                    stored_key=stored_key,
+                    server_key=server_key,
+                ),
+            ),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+
+    async def delete_user(self, name: str, *, mechanism: str | None = None) -> None:
+        """Remove a user's credential for `mechanism`, or the user (None); an unknown one is
+        ResourceNotFoundError."""
+        cluster = await self._ready()
+        await cluster.call_any(
+            "DeleteUser",
+            broker_pb2.DeleteUserRequest(name=name, mechanism=mechanism or ""),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+
+    async def describe_users(self, names: Iterable[str] = ()) -> dict[str, list[str]]:
+        """User name -> its SCRAM mechanisms (every user if `names` is empty)."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "DescribeUsers",
+            broker_pb2.DescribeUsersRequest(names=list(names)),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        return {u.name: list(u.mechanisms) for u in resp.users}
 
     async def describe_replicas(
         self, topic: str, partition: int, offset: int, *, timeout_ms: int = 3_000

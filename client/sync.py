@@ -26,6 +26,8 @@ from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from client.admin import (
+    Acl,
+    AclFilter,
     AdminClient,
     ClusterDescription,
     ConfigValue,
@@ -506,6 +508,28 @@ class SyncAdminClient(_SyncFacade):
         self, group_ids: Iterable[str], *, raise_on_error: bool = True
     ) -> dict[str, LiferaftError | None]:
         return self._run(self._admin.delete_groups(list(group_ids), raise_on_error=raise_on_error))
+
+    def create_acls(self, acls: Iterable[Acl]) -> int:
+        return self._run(self._admin.create_acls(list(acls)))
+
+    def describe_acls(self, acl_filter: AclFilter | None = None) -> list[Acl]:
+        return self._run(self._admin.describe_acls(acl_filter))
+
+    def delete_acls(self, filters: Iterable[AclFilter]) -> list[list[Acl]]:
+        return self._run(self._admin.delete_acls(list(filters)))
+
+    def upsert_user(
+        self, name: str, password: str, *, mechanism: str = "SCRAM-SHA-512", iterations: int = 4096
+    ) -> None:
+        self._run(
+            self._admin.upsert_user(name, password, mechanism=mechanism, iterations=iterations)
+        )
+
+    def delete_user(self, name: str, *, mechanism: str | None = None) -> None:
+        self._run(self._admin.delete_user(name, mechanism=mechanism))
+
+    def describe_users(self, names: Iterable[str] = ()) -> dict[str, list[str]]:
+        return self._run(self._admin.describe_users(list(names)))
 
     def plan_offset_reset(
         self, group_id: str, topic: str, spec: Any, offset: int = -1

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from liferaft_proto.v1 import raft_pb2
+from node.authorizer import Authorizer
 from node.config import ConfigError, NodeConfig, parse_advertised
 from node.controller import Controller, TopicInfo
 from node.controller_commands import RegisterBroker
@@ -61,6 +62,9 @@ class Broker:
         self.node_id = config.node_id
         self.driver = driver
         self.controller = Controller(config.node_id, sorted(config.peers), driver)
+        self.authorizer = Authorizer(
+            config.authorizer, config.super_users, lambda: self.controller.state.acls
+        )
         self.groups = GroupCoordinator(
             config.node_id, sorted(config.peers), driver, self.partition_count
         )

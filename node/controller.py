@@ -20,13 +20,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from node.acl import AclBinding, AclBindingFilter, AclSet
 from node.command import Command
 from node.controller_commands import (
     CONTROLLER_COMMANDS,
     AllocateProducerIds,
     AlterTopicConfigs,
+    CreateAcls,
     CreatePartitions,
     CreateTopic,
+    DeleteAcls,
     DeleteTopic,
     DeleteUser,
     RegisterBroker,
@@ -35,7 +38,7 @@ from node.controller_commands import (
 )
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
-from node.limits import shown
+from node.limits import MAX_ACLS, MAX_ACLS_PER_REQUEST, shown
 from node.replicated import ReplicatedStateMachine
 from node.scram import Users, apply_user_command, users_from_json, users_to_json
 from node.topic_config import TopicConfig, parse_topic_config
@@ -84,6 +87,8 @@ class ControllerState:
     next_producer_id: int = 1
     users: Users = field(default_factory=dict)
     """SCRAM credentials by user and mechanism (node/scram.py); never a password."""
+    acls: AclSet = field(default_factory=AclSet)
+    """Who may do what (node/acl.py, node/authorizer.py)."""
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -93,6 +98,7 @@ class ControllerState:
                 "next_topic_id": self.next_topic_id,
                 "next_producer_id": self.next_producer_id,
                 "users": users_to_json(self.users),
+                "acls": self.acls.to_json(),
             }
         ).encode()
 
@@ -103,6 +109,7 @@ class ControllerState:
             next_topic_id=int(raw.get("next_topic_id", 1)),
             next_producer_id=int(raw.get("next_producer_id", 1)),
             users=users_from_json(raw.get("users", [])),
+            acls=AclSet.from_json(raw.get("acls", [])),
         )
         for b in raw.get("brokers", []):
             st.brokers[int(b["node_id"])] = BrokerInfo(int(b["node_id"]), b["host"], int(b["port"]))
@@ -120,6 +127,22 @@ def validate_topic_name(name: str) -> None:
             f"invalid topic name {shown(name)}: use 1-249 characters from a-z, A-Z, 0-9, '.', "
             "'_', '-'",
         )
+
+
+def _check_acl_count(n: int, what: str) -> None:
+    if not 1 <= n <= MAX_ACLS_PER_REQUEST:
+        raise BrokerError(
+            ErrorCode.INVALID_REQUEST,
+            f"{n} {what} in one request: give between 1 and {MAX_ACLS_PER_REQUEST}",
+        )
+
+
+def _too_many_acls(have: int, new: int) -> BrokerError:
+    return BrokerError(
+        ErrorCode.INVALID_REQUEST,
+        f"the cluster has {have} ACLs; {new} more would pass its bound of {MAX_ACLS}: "
+        "remove some, or use prefixed and wildcard ACLs",
+    )
 
 
 def assign_replicas(broker_ids: list[int], partitions: int, rf: int, salt: int) -> list[list[int]]:
@@ -164,6 +187,8 @@ class Controller(ReplicatedStateMachine):
             AlterTopicConfigs: self._alter_topic_configs,
             UpsertUser: self._change_user,
             DeleteUser: self._change_user,
+            CreateAcls: self._create_acls,
+            DeleteAcls: self._delete_acls,
         }
         assert set(self._appliers) == set(CONTROLLER_COMMANDS), "a command without an applier"
         super().__init__(node_id, driver, CONTROLLER_GROUP, voters)
@@ -258,6 +283,18 @@ class Controller(ReplicatedStateMachine):
         parse_topic_config(merged, len(info.replicas[0]))
         return AlterTopicConfigs(name=name, topic_id=info.topic_id, changes=changes)
 
+    def plan_create_acls(self, acls: list[AclBinding]) -> CreateAcls:
+        """Check that `acls` fit (the count per request, the cluster's bound); the command."""
+        _check_acl_count(len(acls), "ACLs")
+        new = len({a for a in acls if a not in self.state.acls})
+        if len(self.state.acls) + new > MAX_ACLS:
+            raise _too_many_acls(len(self.state.acls), new)
+        return CreateAcls(acls=tuple(a.to_json() for a in acls))
+
+    def plan_delete_acls(self, filters: list[AclBindingFilter]) -> DeleteAcls:
+        _check_acl_count(len(filters), "ACL filters")
+        return DeleteAcls(filters=tuple(f.to_json() for f in filters))
+
     # -- the state machine: one applier per command --------------------------------------------
     def apply_command(self, command: Command) -> Any:
         return self._appliers[type(command)](command)
@@ -312,6 +349,17 @@ class Controller(ReplicatedStateMachine):
 
     def _change_user(self, cmd: UpsertUser | DeleteUser) -> None:
         apply_user_command(self.state.users, cmd.to_json())
+
+    def _create_acls(self, cmd: CreateAcls) -> int:
+        acls = self.state.acls
+        bindings = cmd.bindings
+        new = len({a for a in bindings if a not in acls})
+        if len(acls) + new > MAX_ACLS:  # checked again: racing creates
+            raise _too_many_acls(len(acls), new)
+        return sum(acls.add(a) for a in bindings)
+
+    def _delete_acls(self, cmd: DeleteAcls) -> list[list[dict[str, str]]]:
+        return [[a.to_json() for a in self.state.acls.remove_matching(f)] for f in cmd.acl_filters]
 
     def _delete_topic(self, cmd: DeleteTopic) -> None:
         if self.state.topics.pop(cmd.name, None) is None:

@@ -8,9 +8,11 @@ racing creates of one name: the second is refused there).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from node.acl import AclBinding, AclBindingFilter
 from node.command import (
     Command,
     CommandSet,
@@ -21,6 +23,8 @@ from node.command import (
     set_field,
     wire,
 )
+from node.errors import BrokerError
+from node.limits import MAX_ACLS_PER_REQUEST
 
 CONTROLLER_COMMANDS = CommandSet("controller")
 
@@ -171,3 +175,52 @@ class DeleteUser(Command):
         check_str(self.op, "name", self.name)
         if self.mechanism is not None:
             check_str(self.op, "mechanism", self.mechanism)
+
+
+def _acls(op: str, value: object, what: str, parse: Callable[[object], Any]) -> tuple[Any, ...]:
+    """A bounded, non-empty list of ACLs or filters, each normalised through its value type
+    (node/acl.py), so the log holds only what those accept."""
+    if not isinstance(value, list | tuple) or not value:
+        raise invalid(op, f"{what} must be a non-empty list")
+    if len(value) > MAX_ACLS_PER_REQUEST:
+        raise invalid(op, f"{len(value)} {what} in one command; at most {MAX_ACLS_PER_REQUEST}")
+    try:
+        return tuple(parse(v).to_json() for v in value)
+    except BrokerError as e:
+        raise invalid(op, e.message) from None
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CreateAcls(Command):
+    """Add ACLs (node/acl.py's JSON form); one already there is kept once. Applied, it returns
+    how many were new."""
+
+    op: ClassVar[str] = "create_acls"
+    acls: tuple[dict[str, str], ...]
+
+    def __post_init__(self) -> None:
+        set_field(self, "acls", _acls(self.op, self.acls, "acls", AclBinding.from_json))
+
+    @property
+    def bindings(self) -> tuple[AclBinding, ...]:
+        return tuple(AclBinding.from_json(a) for a in self.acls)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteAcls(Command):
+    """Remove the ACLs each filter matches (Kafka's AclBindingFilter). Applied, it returns, per
+    filter, the ACLs it removed (an ACL matched by two filters is removed by the first)."""
+
+    op: ClassVar[str] = "delete_acls"
+    filters: tuple[dict[str, str | None], ...]
+
+    def __post_init__(self) -> None:
+        set_field(
+            self, "filters", _acls(self.op, self.filters, "filters", AclBindingFilter.from_json)
+        )
+
+    @property
+    def acl_filters(self) -> tuple[AclBindingFilter, ...]:
+        return tuple(AclBindingFilter.from_json(f) for f in self.filters)

@@ -19,7 +19,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from liferaft_proto.credentials import NodeAssertion, SignedCalls
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from node import principal
+from node.authn import GrpcAuth
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
 from node.driver import RaftDriver, RaftTiming
@@ -65,6 +68,7 @@ class NodeServer:
         self.transport: Transport | None = None
         self.kafka: KafkaListener | None = None
         self.client_tls: ClientTls | None = None
+        self._forward_interceptors: list[SignedCalls] = []
         self.health = health.aio.HealthServicer()
         self._housekeeping: asyncio.Task[None] | None = None
         self._peer_channels: dict[int, grpc.aio.Channel] = {}
@@ -175,7 +179,7 @@ class NodeServer:
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
         broker_pb2_grpc.add_BrokerServicer_to_server(
-            BrokerService(self.broker, self._peer_stub, self.metrics), server
+            BrokerService(self.broker, self._peer_stub, self.metrics, self._grpc_auth(tls)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -220,7 +224,7 @@ class NodeServer:
             # A liferaft member may not join a group whose members speak Kafka's protocol.
             broker.groups.foreign_members = classic.has_members
             self.kafka = KafkaListener(
-                KafkaCtx(broker, cfg.kafka_port_offset, self._peer_stub, classic),
+                KafkaCtx(broker, cfg.kafka_port_offset, self._peer_stub, classic, cfg.sasl),
                 host,
                 port + cfg.kafka_port_offset,
                 ssl=self.client_tls.kafka if self.client_tls is not None else None,
@@ -245,6 +249,19 @@ class NodeServer:
             cfg.data_dir,
         )
 
+    def _grpc_auth(self, tls: PeerTls | None) -> GrpcAuth:
+        """Who each gRPC call is (node/authn.py); and, on the channels to peers, this node's
+        signature on the principal it forwards a request for."""
+        assert self.broker is not None
+        broker = self.broker
+        ca = tls.files.ca.read_bytes() if tls is not None else None
+        if tls is not None:
+            assertion = NodeAssertion.load(
+                tls.files.ca.read_bytes(), tls.files.cert.read_bytes(), tls.files.key.read_bytes()
+            )
+            self._forward_interceptors = [SignedCalls(assertion, principal.caller.get)]
+        return GrpcAuth(self.config.sasl, lambda: broker.controller.state.users, ca)
+
     def _on_peer_advertise(self, peer: int, address: str) -> None:
         if self.broker is not None and address:
             self.broker.advertised[peer] = address
@@ -257,10 +274,15 @@ class NodeServer:
         if channel is None:
             channel = (
                 grpc.aio.secure_channel(
-                    address, self.client_tls.grpc_peer_credentials(), options=GRPC_OPTIONS
+                    address,
+                    self.client_tls.grpc_peer_credentials(),
+                    options=GRPC_OPTIONS,
+                    interceptors=self._forward_interceptors,
                 )
                 if self.client_tls is not None
-                else grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+                else grpc.aio.insecure_channel(
+                    address, options=GRPC_OPTIONS, interceptors=self._forward_interceptors
+                )
             )
             self._peer_channels[node_id] = channel
         return broker_pb2_grpc.BrokerStub(channel)

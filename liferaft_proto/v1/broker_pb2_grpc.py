@@ -144,6 +144,36 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.FromString,
                 _registered_method=True)
+        self.DescribeAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.FromString,
+                _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/CreateAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
+        self.UpsertUser = channel.unary_unary(
+                '/liferaft.v1.Broker/UpsertUser',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteUser',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+        self.DescribeUsers = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeUsers',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.FromString,
+                _registered_method=True)
         self.DeleteRecords = channel.unary_unary(
                 '/liferaft.v1.Broker/DeleteRecords',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsRequest.SerializeToString,
@@ -321,6 +351,51 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeAcls(self, request, context):
+        """ACLs (issue 17): who may do what, in the controller's replicated state (docs/security.md).
+        The ACLs matching a filter (DESCRIBE on the cluster).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAcls(self, request, context):
+        """Add ACLs, all or none (ALTER on the cluster); forwarded to the controller leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Remove the ACLs each filter matches (ALTER on the cluster); forwarded likewise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertUser(self, request, context):
+        """users (issue 17): SCRAM credentials in the controller's replicated state. The client salts
+        and hashes the password (node/scram.py); it never reaches a node or the log. Answered by any
+        node, which forwards a change to the controller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """RESOURCE_NOT_FOUND if the user (or its credential for `mechanism`) does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeUsers(self, request, context):
+        """Users and their mechanisms (never a salt or key), from this node's replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteRecords(self, request, context):
         """delete records (issues 15, 16): Kafka's DeleteRecords for one partition, at its leader
         (NOT_LEADER with the leader elsewhere). Moves the log start offset up to `offset` through
@@ -444,6 +519,36 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.ReplicaState,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.SerializeToString,
+            ),
+            'DescribeAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.SerializeToString,
+            ),
+            'UpsertUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertUser,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'DescribeUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeUsers,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.SerializeToString,
             ),
             'DeleteRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRecords,
@@ -1045,6 +1150,168 @@ class Broker:
             '/liferaft.v1.Broker/ReplicaState',
             liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/CreateAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/UpsertUser',
+            liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteUser',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeUsers',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,8 @@ class Ctx:
     """node id -> a gRPC stub to that node (requests only the controller leader may serve)."""
     classic: ClassicGroups
     """Kafka's classic consumer groups on this node while it coordinates (node/kafka/classic.py)."""
+    sasl: bool = False
+    """Clients log in with SASL/SCRAM before any other request (node/kafka/sasl.py)."""
 
     def kafka_address(self, node_id: int) -> tuple[str, int] | None:
         """The (host, port) of a node's Kafka listener, as metadata advertises it."""

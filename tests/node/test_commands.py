@@ -22,8 +22,10 @@ from node.controller_commands import (
     CONTROLLER_COMMANDS,
     AllocateProducerIds,
     AlterTopicConfigs,
+    CreateAcls,
     CreatePartitions,
     CreateTopic,
+    DeleteAcls,
     DeleteTopic,
     DeleteUser,
     RegisterBroker,
@@ -50,6 +52,23 @@ EXAMPLES = [
         ),
     ),
     (CONTROLLER_COMMANDS, DeleteUser(name="alice")),
+    (
+        CONTROLLER_COMMANDS,
+        CreateAcls(
+            acls=(
+                {
+                    "resource_type": "topic",
+                    "name": "t",
+                    "pattern_type": "prefixed",
+                    "principal": "User:alice",
+                    "host": "*",
+                    "operation": "write",
+                    "permission": "allow",
+                },
+            )
+        ),
+    ),
+    (CONTROLLER_COMMANDS, DeleteAcls(filters=({"resource_type": "topic", "name": None},))),
     (
         CONSUMER_GROUP_COMMANDS,
         JoinGroup(group_id="g", member_id="m", session_timeout_ms=1, client_id="", topics=("t",)),
