@@ -55,6 +55,7 @@ __all__ = [
     "GroupOverview",
     "NewTopic",
     "OffsetSpec",
+    "PartitionMove",
     "PartitionOffsetLag",
     "RecordsToDelete",
     "ReplicaDescription",
@@ -336,6 +337,33 @@ class AclFilter:
             host=self.host or "",
             operation=self.operation or "",
             permission=self.permission or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMove:
+    """A partition's move onto new replicas (issue 19)."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+    """Its voters now."""
+    target: tuple[int, ...]
+    learners: tuple[int, ...]
+    """New replicas still catching up."""
+    origin: tuple[int, ...]
+    throttle_bytes_s: int
+
+    @classmethod
+    def from_pb(cls, m: broker_pb2.PartitionMoveStatus) -> PartitionMove:
+        return cls(
+            m.topic,
+            m.partition,
+            tuple(m.replicas),
+            tuple(m.target),
+            tuple(m.learners),
+            tuple(m.origin),
+            m.throttle_bytes_s,
         )
 
 
@@ -1089,6 +1117,74 @@ class AdminClient:
 
         found = await asyncio.gather(*(one(g.group_id) for g in groups))
         return {g: o for g, o in sorted(found) if o is not None}
+
+    # -- replica moves (issue 19) ---------------------------------------------------------------
+    async def move_partitions(
+        self,
+        moves: Iterable[tuple[str, int, Iterable[int]]],
+        *,
+        throttle_bytes_s: int = 0,
+        validate_only: bool = False,
+    ) -> list[PartitionMove]:
+        """Move partitions onto new replicas ((topic, partition, replicas), the first replica
+        the preferred leader), as kafka-reassign-partitions does: all of them, or (a bad entry:
+        an unknown topic or node, a replica named twice, none at all) none. Returns the moves
+        started; they go on in the background (`list_partition_moves`)."""
+        cluster = await self._ready()
+        request = broker_pb2.MovePartitionsRequest(
+            moves=[
+                broker_pb2.PartitionMove(topic=t, partition=p, replicas=list(r))
+                for t, p, r in moves
+            ],
+            throttle_bytes_s=throttle_bytes_s,
+            validate_only=validate_only,
+        )
+        resp = await cluster.call_any(
+            "MovePartitions", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        cluster.metadata.invalidate()
+        return [PartitionMove.from_pb(m) for m in resp.started]
+
+    async def list_partition_moves(self) -> tuple[list[PartitionMove], dict[int, int]]:
+        """The moves under way, and each decommissioned node with the replicas it still holds."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "ListPartitionMoves",
+            broker_pb2.ListPartitionMovesRequest(),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        return [PartitionMove.from_pb(m) for m in resp.moves], dict(resp.decommissioned)
+
+    async def decommission_node(
+        self, node_id: int, *, throttle_bytes_s: int = 0, validate_only: bool = False
+    ) -> list[PartitionMove]:
+        """Move every replica off `node_id` (each to the least loaded other broker) and take it
+        out of placement; returns the moves started."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "DecommissionNode",
+            broker_pb2.DecommissionNodeRequest(
+                node_id=node_id, throttle_bytes_s=throttle_bytes_s, validate_only=validate_only
+            ),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        cluster.metadata.invalidate()
+        return [PartitionMove.from_pb(m) for m in resp.started]
+
+    async def rebalance(
+        self, *, execute: bool = False, throttle_bytes_s: int = 0
+    ) -> list[PartitionMove]:
+        """The moves that even out replicas and preferred leaders over the brokers (after one
+        joined, say); started only if `execute` (else a dry run)."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "Rebalance",
+            broker_pb2.RebalanceRequest(execute=execute, throttle_bytes_s=throttle_bytes_s),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        if execute:
+            cluster.metadata.invalidate()
+        return [PartitionMove.from_pb(m) for m in resp.planned]
 
     async def _committed(
         self, cluster: Cluster, group_id: str, tps: list[TopicPartition]

@@ -35,6 +35,7 @@ from client.admin import (
     GroupDescription,
     GroupOverview,
     NewTopic,
+    PartitionMove,
     RecordsToDelete,
     ReplicaDescription,
     TopicDescription,
@@ -545,6 +546,37 @@ class SyncAdminClient(_SyncFacade):
         self, specs: Mapping[TopicPartition | tuple[str, int], OffsetSpec]
     ) -> dict[TopicPartition, OffsetAndTimestamp]:
         return self._run(self._admin.list_offsets(dict(specs)))
+
+    # -- replica moves (issue 19) ---------------------------------------------------------------
+    def move_partitions(
+        self,
+        moves: Iterable[tuple[str, int, Iterable[int]]],
+        *,
+        throttle_bytes_s: int = 0,
+        validate_only: bool = False,
+    ) -> list[PartitionMove]:
+        return self._run(
+            self._admin.move_partitions(
+                [(t, p, list(r)) for t, p, r in moves],
+                throttle_bytes_s=throttle_bytes_s,
+                validate_only=validate_only,
+            )
+        )
+
+    def list_partition_moves(self) -> tuple[list[PartitionMove], dict[int, int]]:
+        return self._run(self._admin.list_partition_moves())
+
+    def decommission_node(
+        self, node_id: int, *, throttle_bytes_s: int = 0, validate_only: bool = False
+    ) -> list[PartitionMove]:
+        return self._run(
+            self._admin.decommission_node(
+                node_id, throttle_bytes_s=throttle_bytes_s, validate_only=validate_only
+            )
+        )
+
+    def rebalance(self, *, execute: bool = False, throttle_bytes_s: int = 0) -> list[PartitionMove]:
+        return self._run(self._admin.rebalance(execute=execute, throttle_bytes_s=throttle_bytes_s))
 
     def delete_records(
         self,

@@ -65,6 +65,9 @@ class DevNode:
     port: int
     pid: int = 0
     host: str = "127.0.0.1"
+    join: str = ""
+    """A node added to the running cluster (add_node): it starts with --join this address
+    instead of --peers."""
 
     @property
     def address(self) -> str:
@@ -173,15 +176,32 @@ class DevCluster:
 
     @property
     def peers(self) -> str:
-        """Every node at its own address: what a node dials its peers at, unless overridden."""
-        return ",".join(f"{n.node_id}@{n.address}" for n in self.nodes.values())
+        """Every founding node at its own address: what a node dials its peers at, unless
+        overridden."""
+        return ",".join(f"{n.node_id}@{n.address}" for n in self.nodes.values() if not n.join)
 
     def peers_for(self, node_id: int) -> str:
-        """The --peers of one node: `peers`, with that node's `peer_overrides` applied."""
+        """The --peers of one node: `peers`, with that node's `peer_overrides` applied (the
+        founders only: nodes added later join through a member)."""
         overrides = self.peer_overrides.get(node_id, {})
         return ",".join(
-            f"{n.node_id}@{overrides.get(n.node_id, n.address)}" for n in self.nodes.values()
+            f"{n.node_id}@{overrides.get(n.node_id, n.address)}"
+            for n in self.nodes.values()
+            if not n.join
         )
+
+    def add_node(self) -> DevNode:
+        """One more node (the next id, the next port), which joins the running cluster through
+        node 1's address when started (--join; docs/operations.md)."""
+        first = min(self.nodes)
+        new_id = max(self.nodes) + 1
+        if new_id > NODE_SPACING:
+            raise DevClusterError(f"a dev cluster has at most {NODE_SPACING} nodes")
+        base = self.nodes[first].port - first + 1
+        node = DevNode(node_id=new_id, port=base + new_id - 1, join=self.nodes[first].address)
+        self.nodes[new_id] = node
+        self.save()
+        return node
 
     @property
     def tls_dir(self) -> Path:
@@ -246,8 +266,7 @@ class DevCluster:
             str(node_id),
             "--listen",
             n.address,
-            "--peers",
-            self.peers_for(node_id),
+            *(["--join", n.join] if n.join else ["--peers", self.peers_for(node_id)]),
             "--data-dir",
             str(self.data_dir / f"node-{node_id}"),
             "--cluster-id",

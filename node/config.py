@@ -141,6 +141,14 @@ class NodeConfig:
     """Partitions of a topic created without a count (num.partitions)."""
     default_replication_factor: int = 3
     """Replicas per partition of a topic created without one, capped at the registered nodes."""
+    join: str = ""
+    """HOST:PORT (gRPC) of any member of a running cluster to join: the node learns the members
+    from it (instead of --peers) and the controller adds it as a learner, promoting it to voter
+    while the controller group has fewer than controller_voters (docs/operations.md)."""
+    controller_voters: int = 3
+    """How many voters the controller group keeps (3 or 5): a node that joins or comes back
+    with a new data directory is promoted from learner to voter while there are fewer
+    (node/membership.py)."""
     leader_rebalance_ms: int = 3000
     """How often a partition leader checks whether its preferred replica should lead instead."""
     retention_check_ms: int = 5000
@@ -199,9 +207,19 @@ class NodeConfig:
             raise ConfigError(f"--node-id must be >= 1, got {self.node_id}")
         parse_address(self.listen, "--listen")
         parse_advertised(self.advertise, "--advertise")
+        if self.join:
+            parse_address(self.join, "--join")
+            if set(self.peers) - {self.node_id}:
+                raise ConfigError(
+                    "--join and --peers contradict each other: a joining node learns the "
+                    "members from the one it joins through"
+                )
+            # Filled in at start from the member's metadata (node/server.py).
+            self.peers = {self.node_id: self.advertise}
         if not self.peers:
             raise ConfigError(
-                "--peers is empty: list every node, this one included (1@HOST:PORT,...)"
+                "--peers is empty: list every node, this one included (1@HOST:PORT,...), or "
+                "--join HOST:PORT of a running cluster's member"
             )
         if self.node_id not in self.peers:
             raise ConfigError(
@@ -283,6 +301,11 @@ class NodeConfig:
                 )
         if self.super_users and not self.authorizer:
             raise ConfigError("--super-users needs --authorizer (without it everyone may do all)")
+        if self.controller_voters not in (3, 5):
+            raise ConfigError(
+                f"controller_voters must be 3 or 5, got {self.controller_voters}: an odd count "
+                "that survives one (3) or two (5) lost nodes"
+            )
         if self.background_write_mb_s < 0:
             raise ConfigError("background_write_mb_s must be >= 0 (0: no cap)")
         if self.tick_ms < 1:

@@ -62,6 +62,30 @@ class RegisterBroker(Command):
         check_int(self.op, "port", self.port, 0, 65535)
 
 
+# -- membership (issue 19: node/membership.py) ------------------------------------------------
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AdmitIncarnation(Command):
+    """The controller group replaced node_id's old incarnation: the new one (a wiped disk)
+    was added back as a learner and may speak from min_term, vote once its commit index
+    reaches index (raft.types.Fence). Applied, it records the incarnation and marks the
+    partitions the old incarnation was a replica of as stale."""
+
+    op: ClassVar[str] = "admit_incarnation"
+    node_id: int
+    incarnation: int
+    min_term: int
+    index: int
+
+    def __post_init__(self) -> None:
+        check_int(self.op, "node_id", self.node_id, 1)
+        check_int(self.op, "incarnation", self.incarnation, 1)
+        check_int(self.op, "min_term", self.min_term, 1)
+        check_int(self.op, "index", self.index, 1)
+
+
 @CONTROLLER_COMMANDS.register
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CreateTopic(Command):
@@ -224,3 +248,77 @@ class DeleteAcls(Command):
     @property
     def acl_filters(self) -> tuple[AclBindingFilter, ...]:
         return tuple(AclBindingFilter.from_json(f) for f in self.filters)
+
+
+# -- replica moves (issue 19) ------------------------------------------------------------------
+def _node_ids(op: str, name: str, value: object, *, empty: bool = False) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or (not value and not empty):
+        raise invalid(op, f"{name} must be a {'' if empty else 'non-empty '}list, not {value!r}")
+    ids = tuple(check_int(op, name, n, 1) for n in value)
+    if len(set(ids)) != len(ids):
+        raise invalid(op, f"{name} {list(ids)} names a node twice")
+    return ids
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MovePartition(Command):
+    """Start moving partition `partition` of topic `name` (`topic_id`) onto `target` (the
+    first is its preferred leader). The partition's leader carries it out, one Raft change at
+    a time (node/moves.py), feeding each new replica at most `throttle_bytes_s` (0: no limit)."""
+
+    op: ClassVar[str] = "move_partition"
+    name: str
+    topic_id: int
+    partition: int
+    target: tuple[int, ...]
+    throttle_bytes_s: int = 0
+    then: tuple[int, ...] = ()
+    """Once at `target`, move on to these replicas (empty: stop there). A node's replica is
+    replaced by a fresh one this way: to the replicas without it, then back with it
+    (node/moves.py's plan_readd)."""
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        check_int(self.op, "topic_id", self.topic_id)
+        check_int(self.op, "partition", self.partition)
+        set_field(self, "target", _node_ids(self.op, "target", self.target))
+        check_int(self.op, "throttle_bytes_s", self.throttle_bytes_s)
+        set_field(self, "then", _node_ids(self.op, "then", self.then, empty=True))
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PartitionMembership(Command):
+    """A partition's Raft membership as its leader applied it, as of the group's index
+    `conf_index` (the controller leader records what the partition leaders gossip, so the
+    metadata follows every step of a move; an older report than the one recorded is ignored)."""
+
+    op: ClassVar[str] = "partition_membership"
+    name: str
+    topic_id: int
+    partition: int
+    voters: tuple[int, ...]
+    learners: tuple[int, ...] = ()
+    conf_index: int
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        check_int(self.op, "topic_id", self.topic_id)
+        check_int(self.op, "partition", self.partition)
+        set_field(self, "voters", _node_ids(self.op, "voters", self.voters))
+        set_field(self, "learners", _node_ids(self.op, "learners", self.learners, empty=True))
+        check_int(self.op, "conf_index", self.conf_index)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DecommissionNode(Command):
+    """Take node `node_id` out of placement: no new replica goes there (the moves that empty
+    it are MovePartition commands of their own)."""
+
+    op: ClassVar[str] = "decommission_node"
+    node_id: int
+
+    def __post_init__(self) -> None:
+        check_int(self.op, "node_id", self.node_id, 1)

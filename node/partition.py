@@ -113,6 +113,11 @@ class PartitionState:
     isr: tuple[int, ...]
     high_watermark: int
     log_start_offset: int
+    voters: tuple[int, ...] = ()
+    """The group's membership as the leader applied it (empty elsewhere), as of conf_index:
+    what the controller leader records in the metadata during a replica move."""
+    learners: tuple[int, ...] = ()
+    conf_index: int = 0
 
 
 @dataclass(slots=True)
@@ -164,7 +169,12 @@ class Partition:
         rebalance_ticks: int,
         retention_ticks: int = 250,
         address_of: Callable[[int], str] = lambda _node: "",
+        bootstrap: ConfState | None = None,
     ) -> None:
+        """`bootstrap`: the membership a new group starts with if it has none on disk; by
+        default `replicas` as voters (a new partition). A replica joining in a move starts as
+        a learner of the current voters (Broker.sync_partitions), so it can never campaign
+        before the leader's log has told it the real membership."""
         self.node_id = node_id
         self.topic = topic
         self.topic_id = topic_id
@@ -201,7 +211,7 @@ class Partition:
         self.group: Group = driver.add_group(
             self.group_id,
             self,
-            bootstrap=ConfState(voters=frozenset(replicas)),
+            bootstrap=bootstrap or ConfState(voters=frozenset(replicas)),
         )
         if self.preferred_leader == node_id:
             # Speed the first election up: the preferred replica asks for votes right away.
@@ -239,12 +249,24 @@ class Partition:
         leader = node.leader
         if leader == self.node_id and not leading:
             leader = NONE  # elected, not serving yet (see is_leader)
+        if not leading:
+            return PartitionState(
+                leader=leader,
+                leader_epoch=node.term,
+                isr=isr,
+                high_watermark=self.high_watermark,
+                log_start_offset=self.log_start_offset,
+            )
+        cs = self.group.conf_state
         return PartitionState(
             leader=leader,
             leader_epoch=node.term,
             isr=isr,
             high_watermark=self.high_watermark,
             log_start_offset=self.log_start_offset,
+            voters=tuple(sorted(cs.voters)),
+            learners=tuple(sorted(cs.learners)),
+            conf_index=self.group.conf_index,
         )
 
     def _not_leader(self) -> BrokerError:
@@ -302,7 +324,9 @@ class Partition:
         node = self.group.node
         if acks == ACKS_ALL:
             isr = node.in_sync_replicas()
-            need = self.config.effective_min_insync(len(self.replicas))
+            # The group's voters now, not the metadata's list (a move changes them one at a
+            # time, and the metadata follows a moment later): by default a majority of them.
+            need = self.config.effective_min_insync(len(self.group.conf_state.voters))
             if len(isr) < need:
                 raise BrokerError(
                     ErrorCode.NOT_ENOUGH_REPLICAS,

@@ -21,7 +21,18 @@ import grpc
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
 from node import principal
-from node.api import acls, admin, fetch, groups, metadata, produce, producers, replicas, users
+from node.api import (
+    acls,
+    admin,
+    fetch,
+    groups,
+    metadata,
+    moves,
+    produce,
+    producers,
+    replicas,
+    users,
+)
 from node.api.context import Api, cut, detail
 from node.authn import AuthError, GrpcAuth
 from node.broker import Broker
@@ -155,3 +166,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     UpsertUser = route("UpsertUser", users.upsert_user)
     DeleteUser = route("DeleteUser", users.delete_user)
     DescribeUsers = route("DescribeUsers", users.describe_users)
+
+    # -- replica moves (issue 19), on the controller leader (node/api/moves.py) ---------------
+    MovePartitions = route("MovePartitions", moves.move_partitions)
+    ListPartitionMoves = route("ListPartitionMoves", moves.list_partition_moves)
+    DecommissionNode = route("DecommissionNode", moves.decommission_node)
+    Rebalance = route("Rebalance", moves.rebalance)

@@ -224,3 +224,22 @@ def dev_restart(
     except DevClusterError as e:
         raise fail(str(e)) from None
     console.print(f"node {node_id} restarted (pid {cluster.node(node_id).pid})")
+
+
+@app.command("add-node")
+def dev_add_node(data_dir: DataDirOpt = DEFAULT_DEV_DIR) -> None:
+    """Start one more node that joins the running cluster (--join): the controller adds it as
+    a learner, and as a voter while it has fewer than controller_voters (docs/operations.md)."""
+    from liferaft.launcher import DevClusterError
+
+    cluster = _load(data_dir)
+    try:
+        node = cluster.add_node()
+        cluster.start_node(node.node_id)
+        cluster.wait_healthy(60.0, nodes=[node.node_id])
+    except DevClusterError as e:
+        raise fail(str(e)) from None
+    console.print(
+        f"node {node.node_id} joined on {node.address} (pid {node.pid}); "
+        f"`liferaft dev status` shows it"
+    )

@@ -34,6 +34,14 @@ def node_cmd(
         str | None,
         typer.Option(envvar="LIFERAFT_PEERS", help="Every node: 1@HOST:PORT,2@HOST:PORT,..."),
     ] = None,
+    join: Annotated[
+        str | None,
+        typer.Option(
+            "--join",
+            envvar="LIFERAFT_JOIN",
+            help="HOST:PORT of any member of a running cluster to join (instead of --peers).",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -166,6 +174,7 @@ def node_cmd(
             "listen": listen,
             "advertise": advertise,
             "peers": parse_peers(peers) if peers else None,
+            "join": join,
             "data_dir": data_dir,
             "cluster_id": cluster_id,
             "raft_port_offset": raft_port_offset,
@@ -189,12 +198,14 @@ def node_cmd(
         missing = [
             f"--{k.replace('_', '-')}"
             for k in ("node_id", "listen", "peers", "data_dir")
-            if k not in settings
+            if k not in settings and not (k == "peers" and settings.get("join"))
         ]
         if missing:
             raise ConfigError(
                 f"missing {', '.join(missing)} (flags, LIFERAFT_* variables or --config)"
             )
+        if settings.get("join"):
+            settings.setdefault("peers", {})  # learnt from the member it joins through
         cfg = NodeConfig(**settings).validate()
     except (ConfigError, TypeError) as e:
         raise fail(str(e), 2) from None

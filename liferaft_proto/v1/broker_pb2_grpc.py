@@ -174,6 +174,26 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.FromString,
                 _registered_method=True)
+        self.MovePartitions = channel.unary_unary(
+                '/liferaft.v1.Broker/MovePartitions',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsResponse.FromString,
+                _registered_method=True)
+        self.ListPartitionMoves = channel.unary_unary(
+                '/liferaft.v1.Broker/ListPartitionMoves',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesResponse.FromString,
+                _registered_method=True)
+        self.DecommissionNode = channel.unary_unary(
+                '/liferaft.v1.Broker/DecommissionNode',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.FromString,
+                _registered_method=True)
+        self.Rebalance = channel.unary_unary(
+                '/liferaft.v1.Broker/Rebalance',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.FromString,
+                _registered_method=True)
         self.DeleteRecords = channel.unary_unary(
                 '/liferaft.v1.Broker/DeleteRecords',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsRequest.SerializeToString,
@@ -396,6 +416,35 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MovePartitions(self, request, context):
+        """replica moves (issue 19): messages at the end of this file. On the controller leader (any
+        node forwards). MovePartitions starts moves (all or, on any bad entry, none);
+        ListPartitionMoves shows those under way; DecommissionNode moves every replica off a node
+        and takes it out of placement.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPartitionMoves(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecommissionNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rebalance(self, request, context):
+        """Plans moves that even out replicas and preferred leaders; starts them only if execute.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteRecords(self, request, context):
         """delete records (issues 15, 16): Kafka's DeleteRecords for one partition, at its leader
         (NOT_LEADER with the leader elsewhere). Moves the log start offset up to `offset` through
@@ -549,6 +598,26 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DescribeUsers,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.SerializeToString,
+            ),
+            'MovePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.MovePartitions,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsResponse.SerializeToString,
+            ),
+            'ListPartitionMoves': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPartitionMoves,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesResponse.SerializeToString,
+            ),
+            'DecommissionNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecommissionNode,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.SerializeToString,
+            ),
+            'Rebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebalance,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.SerializeToString,
             ),
             'DeleteRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRecords,
@@ -1312,6 +1381,114 @@ class Broker:
             '/liferaft.v1.Broker/DescribeUsers',
             liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MovePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/MovePartitions',
+            liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPartitionMoves(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/ListPartitionMoves',
+            liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecommissionNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DecommissionNode',
+            liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/Rebalance',
+            liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

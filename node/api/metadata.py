@@ -68,7 +68,9 @@ async def metadata(api: Api, request: broker_pb2.MetadataRequest) -> broker_pb2.
     validate.metadata(request)
     st = api.broker.controller.state
     resp = broker_pb2.MetadataResponse(
-        controller_id=api.broker.controller_leader(), cluster_id=api.broker.config.cluster_id
+        controller_id=api.broker.controller_leader(),
+        cluster_id=api.broker.config.cluster_id,
+        founders=api.broker.founders,
     )
     for b in sorted(st.brokers.values(), key=lambda b: b.node_id):
         resp.brokers.append(broker_pb2.BrokerInfo(node_id=b.node_id, host=b.host, port=b.port))

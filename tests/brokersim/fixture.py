@@ -360,6 +360,12 @@ class SimCluster:
                     "register-broker",
                     expected=(BrokerError,),
                 )
+            for report in broker.membership_reports():  # replica moves (node/moves.py)
+                supervise(
+                    broker.controller.replicate_and_wait(report),
+                    "partition-membership",
+                    expected=(BrokerError,),
+                )
 
     def _update_view(self, node: SimNode) -> None:
         assert node.driver is not None
