@@ -18,6 +18,7 @@ HANDLERS = (
     "create_topics",
     "delete_acls",
     "delete_groups",
+    "delete_records",
     "delete_topics",
     "describe_acls",
     "describe_cluster",
