@@ -93,3 +93,48 @@ async def test_kafka_admin_moves_a_partition_and_bad_input_changes_nothing(
         assert kadmin.list_partition_reassignments() == {}
     finally:
         kadmin.close()
+
+
+async def test_kafka_reassignments_need_alter_and_describe_on_the_cluster(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    """With the authorizer on and no ACL, User:ANONYMOUS may neither move nor list: Kafka's
+    CLUSTER_AUTHORIZATION_FAILED for the whole request, before any partition is looked at."""
+    from kio.schema.alter_partition_reassignments.v0 import request as alter
+    from kio.schema.alter_partition_reassignments.v0.response import (
+        AlterPartitionReassignmentsResponse,
+    )
+    from kio.schema.errors import ErrorCode as KafkaError
+    from kio.schema.list_partition_reassignments.v0.request import (
+        ListPartitionReassignmentsRequest,
+    )
+    from kio.schema.list_partition_reassignments.v0.response import (
+        ListPartitionReassignmentsResponse,
+    )
+    from kio.static.primitive import i32
+
+    from tests.integration.test_kafka_failover import kafka_request
+
+    cluster = make_cluster(3, "--authorizer")
+    req = alter.AlterPartitionReassignmentsRequest(
+        topics=(
+            alter.ReassignableTopic(
+                name="any",
+                partitions=(
+                    alter.ReassignablePartition(
+                        partition_index=i32(0), replicas=(i32(1), i32(2), i32(3))
+                    ),
+                ),
+            ),
+        )
+    )
+    for node in cluster.nodes.values():
+        resp = kafka_request(node.kafka_address, req, AlterPartitionReassignmentsResponse)
+        assert resp.error_code == KafkaError.cluster_authorization_failed, resp
+        assert resp.responses == ()
+        listed = kafka_request(
+            node.kafka_address,
+            ListPartitionReassignmentsRequest(topics=None),
+            ListPartitionReassignmentsResponse,
+        )
+        assert listed.error_code == KafkaError.cluster_authorization_failed, listed
