@@ -126,6 +126,7 @@ class Summary:
     checks: int = 0
     pipelined: int = 0
     stale_writes: int = 0
+    applied_ahead: int = 0
     max_leader_ets: float = 0.0
     max_commit_ets: float = 0.0
     max_no_pre_vote_ets: float = 0.0
@@ -153,6 +154,7 @@ class Summary:
         self.messages += s.messages
         self.pipelined += s.pipelined
         self.stale_writes += s.stale_writes
+        self.applied_ahead += s.applied_ahead
         self.checks += s.checks
         if r.ok:
             et = s.election_tick
@@ -180,7 +182,8 @@ class Summary:
             f"faults              {self.faults:,} injected, {self.crashes:,} crashes",
             f"messages delivered  {self.messages:,}",
             f"writes in flight    {self.pipelined:,} Readies taken over one, "
-            f"{self.stale_writes:,} finished after their entries were replaced",
+            f"{self.stale_writes:,} finished after their entries were replaced, "
+            f"{self.applied_ahead:,} applied ahead of their write",
             f"safety checks       {self.checks:,} node-steps checked",
             "liveness (calm)     in election timeouts, worst seen (bound, seed): "
             f"leader {self.max_leader_ets:.1f} ({LEADER_BOUND_ETS}, {w[0]}), "
