@@ -134,10 +134,6 @@ class RaftTiming:
     """A round persisting less than this fsyncs on the event loop instead of in the worker
     thread: measured one record at a time, p50 1.9-2.3 -> 1.6-1.7 ms; and 16 KiB batches
     went 11.1k -> 12.6k records/s."""
-    inline_sync_max_s: float = 0.0005
-    """...but only while the disk is fast: when fsyncs average more than this (a shared or
-    busy disk), every round syncs in the worker thread, so the loop keeps receiving,
-    proposing and applying instead of blocking for milliseconds per round."""
     quiesce_after_ticks: int = 3
     """A leader with no new entries for this many ticks tries to quiesce (0: never). Short:
     an awake idle group costs heartbeats, and waking one costs a message."""
@@ -262,7 +258,6 @@ class RaftDriver:
         """Rounds written but not finished: they wait for the next sync (oldest first)."""
         self._syncing: list[_Taken] = []
         """Rounds whose sync is in flight (older than every one in _queued)."""
-        self._sync_avg = 0.0  # moving average of one fsync's seconds (inline_sync_max_s)
         self._queued_sync = False  # whether something in _queued needs that sync
         self._sync_task: asyncio.Task[None] | None = None  # the sync in flight, if any
         self._wake = asyncio.Event()
@@ -595,14 +590,13 @@ class RaftDriver:
             self._queued_sync = self._queued_sync or sync
             self._doing = "applying committed entries ahead of a sync"
             self._apply_ahead()
-        elif not sync or (
-            round_bytes < self.timing.inline_sync_bytes
-            and self._sync_avg <= self.timing.inline_sync_max_s
-        ):
+        elif not sync or round_bytes < self.timing.inline_sync_bytes:
             # rocksdict releases the GIL while it syncs the WAL (not while it writes with
             # sync=True), so a large round syncs in the worker thread while the loop goes on.
-            # A small round's fsync on a fast disk is shorter than the two thread hand-offs
-            # (~0.1 ms each, more when the GIL is contended), so it syncs in place.
+            # A small round's fsync is shorter than the two thread hand-offs (~0.1 ms each,
+            # more when the GIL is contended), so it syncs in place. (Even on a slow shared
+            # disk: every small round in the thread measured 10-30 % fewer requests/s there,
+            # docs/performance.md.)
             if sync:
                 self._doing = "syncing the WAL"
                 self._timed_sync()
@@ -624,14 +618,12 @@ class RaftDriver:
         await asyncio.get_running_loop().run_in_executor(self._syncer, sync)
 
     def _timed_sync(self) -> None:
-        """One WAL fsync, timed where it runs (on the loop or in the worker thread), so the
-        average says how slow the disk is, not how busy the loop is."""
+        """One WAL fsync, timed where it runs (on the loop or in the worker thread): the
+        time of the fsync, not of the hand-offs around it."""
         t0 = time.perf_counter()
         self.store.sync_wal()
-        took = time.perf_counter() - t0
         self.stats.syncs += 1
-        self.stats.sync_seconds += took
-        self._sync_avg += (took - self._sync_avg) * 0.1
+        self.stats.sync_seconds += time.perf_counter() - t0
 
     async def _sync_queued(self) -> None:
         """Sync and finish the queued rounds until none is left: each sync covers every round

@@ -207,8 +207,6 @@ class SimCluster:
             heartbeat_ticks=o.heartbeat_ticks,
             isr=IsrPolicy(max_lag_entries=4000, max_lag_ticks=o.isr_max_lag_ticks),
             inline_sync_bytes=o.inline_sync_bytes,
-            # Never by the measured fsync time (real time, not the world's): the seed decides.
-            inline_sync_max_s=float("inf"),
             quiesce_after_ticks=o.quiesce_after_ticks,
         )
 

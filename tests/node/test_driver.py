@@ -91,8 +91,7 @@ async def leader(tmp_path: Path) -> AsyncIterator[tuple[RaftDriver, Outbox, Mach
     held = HeldSync(store.sync_wal)
     store.sync_wal = held  # type: ignore[method-assign]
     out = Outbox()
-    # No ticks: the test drives. Small rounds sync in place however slow this disk is.
-    driver = RaftDriver(1, store, out, RaftTiming(tick_s=3600, inline_sync_max_s=float("inf")))
+    driver = RaftDriver(1, store, out, RaftTiming(tick_s=3600))  # no ticks: the test drives
     fsm = Machine()
     group = driver.add_group(GROUP, fsm, ConfState(voters=frozenset({1, 2, 3})))
     driver.start()
