@@ -21,7 +21,10 @@ appends and writing (unsynced) into RocksDB, and queue their Readies behind the 
 returns, one more fsync covers everything written meanwhile (group commit: syncs per second
 stay flat as load grows), and each queued round is finished, steps 6 to 8, in the order it was
 taken. So a proposal that arrives during a sync reaches the followers at once instead of after
-it, and a follower's next append is written while its previous one syncs.
+it, and a follower's next append is written while its previous one syncs. With
+`RaftTiming.apply_ahead`, the committed entries of a queued round that are durable here already
+are applied (and their waiters answered) before that round's own sync returns, in order per
+group (raft/rawnode.py, "Applying ahead of a write").
 
 Only this task touches the RawNodes' Ready cycle; gRPC handlers call `propose` on a group between
 rounds, or while a round waits for its fsync (all on the one event loop thread, so no locks), and
@@ -134,6 +137,11 @@ class RaftTiming:
     """A round persisting less than this fsyncs on the event loop instead of in the worker
     thread: measured one record at a time, p50 1.9-2.3 -> 1.6-1.7 ms; and 16 KiB batches
     went 11.1k -> 12.6k records/s."""
+    apply_ahead: bool = False
+    """Apply committed entries durable here while a later round's sync runs (raft/rawnode.py,
+    "Applying ahead of a write") instead of after it. Off: on the shared 2-core VM it did not
+    pay (docs/performance.md, issue 18); tests/brokersim runs it in every world whose rounds
+    all sync in the worker thread."""
     quiesce_after_ticks: int = 3
     """A leader with no new entries for this many ticks tries to quiesce (0: never). Short:
     an awake idle group costs heartbeats, and waking one costs a message."""
@@ -588,8 +596,9 @@ class RaftDriver:
             self.stats.rounds_over_sync += 1
             self._queued.extend(_Taken(g, rd) for g, rd in readies)
             self._queued_sync = self._queued_sync or sync
-            self._doing = "applying committed entries ahead of a sync"
-            self._apply_ahead()
+            if self.timing.apply_ahead:
+                self._doing = "applying committed entries ahead of a sync"
+                self._apply_ahead()
         elif not sync or round_bytes < self.timing.inline_sync_bytes:
             # rocksdict releases the GIL while it syncs the WAL (not while it writes with
             # sync=True), so a large round syncs in the worker thread while the loop goes on.
@@ -642,7 +651,8 @@ class RaftDriver:
                 # The sync made more entries durable here: apply what is committed of them
                 # now rather than after the next sync (the queued rounds' own).
                 touched = {t.group.id: t.group for t in batch}
-                touched.update((g.id, g) for g in self._apply_ahead())
+                if self.timing.apply_ahead:
+                    touched.update((g.id, g) for g in self._apply_ahead())
                 for group in touched.values():
                     if not group.removed:
                         group.fsm.on_round()

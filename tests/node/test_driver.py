@@ -183,6 +183,7 @@ async def test_a_commit_is_applied_while_the_next_round_syncs(
     not after the sync of a later round that has nothing to do with it; the later entry is
     applied only once its own sync returns."""
     driver, out, fsm, held = leader
+    driver.timing.apply_ahead = True
     syncs = PermitSync(held.real)
     driver.store.sync_wal = syncs  # type: ignore[method-assign]
     try:
