@@ -58,6 +58,7 @@ controller's and the groups' commands are not idempotent.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -608,7 +609,9 @@ class RaftDriver:
             # docs/performance.md.)
             if sync:
                 self._doing = "syncing the WAL"
-                self._timed_sync()
+                took: list[float] = []
+                self._timed_sync(took)
+                self._count_sync(took)
             self._finish([_Taken(g, rd) for g, rd in readies])
         else:
             self._queued.extend(_Taken(g, rd) for g, rd in readies)
@@ -626,13 +629,17 @@ class RaftDriver:
     async def _sync_in_thread(self, sync: Callable[[], None]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._syncer, sync)
 
-    def _timed_sync(self) -> None:
+    def _timed_sync(self, took: list[float]) -> None:
         """One WAL fsync, timed where it runs (on the loop or in the worker thread): the
-        time of the fsync, not of the hand-offs around it."""
+        time of the fsync, not of the hand-offs around it. The loop counts it (`_count_sync`),
+        so the stats are only ever changed on the loop."""
         t0 = time.perf_counter()
         self.store.sync_wal()
-        self.stats.syncs += 1
-        self.stats.sync_seconds += time.perf_counter() - t0
+        took.append(time.perf_counter() - t0)
+
+    def _count_sync(self, took: list[float]) -> None:
+        self.stats.syncs += len(took)
+        self.stats.sync_seconds += sum(took)
 
     async def _sync_queued(self) -> None:
         """Sync and finish the queued rounds until none is left: each sync covers every round
@@ -643,7 +650,9 @@ class RaftDriver:
                 self._syncing = batch
                 sync, self._queued_sync = self._queued_sync, False
                 if sync:
-                    await self._run_sync(self._timed_sync)
+                    took: list[float] = []
+                    await self._run_sync(functools.partial(self._timed_sync, took))
+                    self._count_sync(took)
                 if self._stopped:
                     return
                 self._syncing = []
