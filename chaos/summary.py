@@ -127,6 +127,7 @@ def summary_dict(result: RunResult, run: Mapping[str, Any]) -> dict[str, Any]:
         "problems": result.problems,
         "stuck_producers": result.stuck,
         "answers_dropped": result.answers_dropped,
+        "client_notes": result.client_notes,
         "lost": len(result.report.lost),
         "duplicated": len(result.report.duplicated),
         "inconsistent_offsets": len(result.report.inconsistent_offsets),
@@ -190,6 +191,8 @@ def format_run_summary(result: RunResult, run: Mapping[str, Any]) -> str:
     )
     if result.answers_dropped:
         lines.append(f"produce answers lost by the 'answers' fault: {result.answers_dropped}")
+    for note in result.client_notes:
+        lines.append(f"client: {note}")
     if result.stuck is not None:
         lines.append(
             f"stuck producers (no new ack within {STUCK_AFTER_HEAL_S:.0f}s of the final heal): "

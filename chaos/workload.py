@@ -4,9 +4,12 @@ In the spirit of Jepsen's Kafka queue workload. One run:
 
   1. create a topic (default 6 partitions, replication factor 3) and wait until every partition
      is led and fully in sync;
-  2. start producers (one Producer client each, bound to one partition) that send unique values
-     ("p<i>-<seq>") with acks=all, one at a time, and consumers (one per partition) that poll
-     from offset 0 on; every operation goes into a History as invoke + ok / fail / info;
+  2. start producers (one producer client each, bound to one partition) that send unique values
+     ("p<i>-<seq>") with acks=all, one at a time per sending process (`sends_in_flight`
+     processes per producer), and consumers (one per partition) that poll from offset 0 on;
+     every operation goes into a History as invoke + ok / fail / info. The client library is
+     liferaft's own (gRPC) or confluent-kafka over the Kafka listeners (`client`,
+     chaos/clients.py): the loops, the history and the checks are the same;
   3. meanwhile the nemesis (chaos/nemesis.py) injects its plan of faults;
   4. at the end: stop the clients, undo every fault (heal, resume, restart), wait until every
      replica is back in sync, and read every partition back from offset 0 to its high watermark
@@ -16,7 +19,8 @@ In the spirit of Jepsen's Kafka queue workload. One run:
 
 Outcomes. A send is `ok` with the offset the broker acknowledged; `fail` only when the broker
 refused it for a reason that means "not written" (an unknown topic, a bad record); `info`
-(unknown) otherwise: a delivery timeout may hide an attempt that was written. A poll that raises
+(unknown) otherwise: a delivery timeout may hide an attempt that was written (chaos/clients.py
+says it once for both libraries). A poll that raises
 is `fail` (a read changes nothing). An operation still running when the run ends stays without a
 completion, which the checker reads as `info`.
 
@@ -35,24 +39,21 @@ from dataclasses import dataclass, field
 
 from chaos.answers import AnswerDropper
 from chaos.checker import Report, check_history
+from chaos.clients import (
+    CLIENT_KINDS,
+    Acked,
+    Clients,
+    Reader,
+    ReadFailed,
+    Refused,
+    Sender,
+    make_clients,
+)
 from chaos.faults import Faults
 from chaos.history import History, Value
 from chaos.nemesis import FaultEvent, Nemesis, PlannedFault
 from chaos.replicas import ReplicaReport, compare_replicas
-from client import (
-    AdminClient,
-    Consumer,
-    ConsumerRecord,
-    CorruptMessageError,
-    InvalidRecordError,
-    InvalidRequiredAcksError,
-    InvalidTopicError,
-    LiferaftError,
-    MessageTooLargeError,
-    Producer,
-    TopicPartition,
-    UnknownTopicOrPartitionError,
-)
+from client import AdminClient, LiferaftError, TopicPartition
 
 __all__ = ["RunResult", "Workload", "WorkloadConfig", "run_chaos"]
 
@@ -61,25 +62,23 @@ log = logging.getLogger("liferaft.chaos")
 STUCK_AFTER_HEAL_S = 10.0
 """After the final heal, every producer must have a new record acknowledged within this."""
 
-DEFINITE_FAILURES = (
-    UnknownTopicOrPartitionError,
-    InvalidTopicError,
-    MessageTooLargeError,
-    InvalidRecordError,
-    CorruptMessageError,
-    InvalidRequiredAcksError,
-)
-"""Errors that a send raises only when the broker refused the batch before writing it."""
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadConfig:
     topic: str = "chaos"
     partitions: int = 6
     replication_factor: int = 3
+    client: str = "liferaft"
+    """Which client library sends and reads: "liferaft" (gRPC) or "kafka" (confluent-kafka over
+    the Kafka listeners); chaos/clients.py. The cluster's view (leaders, ISR) is always asked
+    through liferaft's admin client: it is the nemesis's instrument, not what is under test."""
     producers_per_partition: int = 1
+    sends_in_flight: int = 1
+    """Sends each producer has outstanding at once; each is its own history process
+    ("p3.0", "p3.1", ...), doing one send at a time, sharing the producer (its batches)."""
     rate_per_producer: float = 0.0
-    """Most sends per second per producer; 0: the next as soon as the last is acknowledged."""
+    """Most sends per second per sending process; 0: the next as soon as the last is
+    acknowledged."""
     poll_interval_s: float = 0.1
     delivery_timeout_ms: int = 15_000
     request_timeout_ms: int = 3_000
@@ -91,22 +90,45 @@ class WorkloadConfig:
     recover_timeout_s: float = 90.0
     final_read_timeout_s: float = 90.0
 
+    def __post_init__(self) -> None:
+        if self.client not in CLIENT_KINDS:
+            raise ValueError(
+                f"client must be one of {', '.join(CLIENT_KINDS)}, not {self.client!r}"
+            )
+        if self.partitions < 1 or self.producers_per_partition < 1 or self.sends_in_flight < 1:
+            raise ValueError("partitions, producers per partition and sends in flight must be >= 1")
+
 
 class Workload:
-    """The clients of one run, all recording into one History."""
+    """The clients of one run, all recording into one History.
 
-    def __init__(self, bootstrap: str, history: History, config: WorkloadConfig) -> None:
+    The loops (send, poll, read back) are the same for every client library; what a send or a
+    read does on the wire is the `Clients`' (chaos/clients.py)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        history: History,
+        config: WorkloadConfig,
+        clients: Clients | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.history = history
         self.config = config
         self.topic = config.topic
         self.tps = [TopicPartition(self.topic, p) for p in range(config.partitions)]
+        self.clients = clients or make_clients(config.client, bootstrap, config)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._admin: AdminClient | None = None
-        self.answers = AnswerDropper()
-        """The producers' answers pass through it (the nemesis's `answers` fault)."""
         self.producers: list[str] = []
+        """Every sending process, for the stuck check."""
+
+    @property
+    def answers(self) -> AnswerDropper | None:
+        """The producers' answers pass through it (the nemesis's `answers` fault); None when
+        the client library has no such hook."""
+        return self.clients.answers
 
     # -- the cluster's view ----------------------------------------------------------------------
     async def admin(self) -> AdminClient:
@@ -151,10 +173,12 @@ class Workload:
     # -- clients -------------------------------------------------------------------------------
     def start_clients(self) -> None:
         n = 0
+        k = self.config.sends_in_flight
         for tp in self.tps:
             for _ in range(self.config.producers_per_partition):
-                self._tasks.append(asyncio.create_task(self._produce(f"p{n}", tp)))
-                self.producers.append(f"p{n}")
+                slots = [f"p{n}"] if k == 1 else [f"p{n}.{i}" for i in range(k)]
+                self._tasks.append(asyncio.create_task(self._produce(slots, tp)))
+                self.producers += slots
                 n += 1
         for i, tp in enumerate(self.tps):
             self._tasks.append(asyncio.create_task(self._consume(f"c{i}", tp)))
@@ -169,72 +193,58 @@ class Workload:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _produce(self, process: str, tp: TopicPartition) -> None:
-        cfg = self.config
-        producer = Producer(
-            self.bootstrap,
-            acks="all",
-            delivery_timeout_ms=cfg.delivery_timeout_ms,
-            request_timeout_ms=cfg.request_timeout_ms,
-            retry_backoff_ms=cfg.retry_backoff_ms,
-            retry_backoff_max_ms=cfg.retry_backoff_max_ms,
-            grpc_interceptors=[self.answers],
-        )
-        interval = 1.0 / cfg.rate_per_producer if cfg.rate_per_producer > 0 else 0.0
-        seq = 0
+    async def _produce(self, processes: list[str], tp: TopicPartition) -> None:
+        """One producer; each of `processes` sends through it, one value at a time."""
+        sender = self.clients.sender(tp)
         try:
-            while not self._stop.is_set():
-                began = time.monotonic()
-                value = f"{process}-{seq}"
-                seq += 1
-                op = self.history.invoke(
-                    process, "send", topic=tp.topic, partition=tp.partition, value=value
-                )
-                try:
-                    meta = await producer.send_and_wait(
-                        tp.topic, value.encode(), partition=tp.partition
-                    )
-                except DEFINITE_FAILURES as e:
-                    self.history.fail(op, error=_error_text(e))
-                except LiferaftError as e:
-                    self.history.info(op, error=_error_text(e))
-                else:
-                    self.history.ok(op, offset=meta.offset)
-                if interval:
-                    await _sleep_or_stop(self._stop, interval - (time.monotonic() - began))
+            await asyncio.gather(*(self._send_loop(p, tp, sender) for p in processes))
         finally:
             with contextlib.suppress(Exception):
-                await producer.close()
+                await sender.close()
+
+    async def _send_loop(self, process: str, tp: TopicPartition, sender: Sender) -> None:
+        rate = self.config.rate_per_producer
+        interval = 1.0 / rate if rate > 0 else 0.0
+        seq = 0
+        while not self._stop.is_set():
+            began = time.monotonic()
+            value = f"{process}-{seq}"
+            seq += 1
+            op = self.history.invoke(
+                process, "send", topic=tp.topic, partition=tp.partition, value=value
+            )
+            sent = await sender.send(value.encode())
+            if isinstance(sent, Acked):
+                self.history.ok(op, offset=sent.offset)
+            elif isinstance(sent, Refused):
+                self.history.fail(op, error=sent.error)
+            else:
+                self.history.info(op, error=sent.error)
+            if interval:
+                await _sleep_or_stop(self._stop, interval - (time.monotonic() - began))
 
     async def _consume(self, process: str, tp: TopicPartition) -> None:
-        cfg = self.config
-        consumer = Consumer(
-            self.bootstrap,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=200,
-            request_timeout_ms=cfg.request_timeout_ms,
-            delivery_timeout_ms=cfg.delivery_timeout_ms,
-            retry_backoff_ms=cfg.retry_backoff_ms,
-            retry_backoff_max_ms=cfg.retry_backoff_max_ms,
-        )
+        reader = self.clients.reader(tp, final=False)
         try:
-            consumer.assign([tp])
-            consumer.seek(tp, 0)
             while not self._stop.is_set():
-                position = await consumer.position(tp)
-                op = self.history.invoke(
-                    process, "poll", topic=tp.topic, partition=tp.partition, offset=position
-                )
                 try:
-                    got = await consumer.getmany(tp, timeout_ms=500)
-                except LiferaftError as e:
-                    self.history.fail(op, error=_error_text(e))
+                    position = await reader.position()
+                except ReadFailed as e:
+                    log.info("%s: no position: %s", process, e)
                 else:
-                    self.history.ok(op, records=_rows(got.get(tp, [])))
-                await _sleep_or_stop(self._stop, cfg.poll_interval_s)
+                    op = self.history.invoke(
+                        process, "poll", topic=tp.topic, partition=tp.partition, offset=position
+                    )
+                    try:
+                        rows = await reader.read(0.5)
+                    except ReadFailed as e:
+                        self.history.fail(op, error=str(e))
+                    else:
+                        self.history.ok(op, records=rows)
+                await _sleep_or_stop(self._stop, self.config.poll_interval_s)
         finally:
             with contextlib.suppress(Exception):
-                await consumer.close()
+                await reader.close()
 
     # -- after the faults ----------------------------------------------------------------------
     async def final_reads(self) -> list[str]:
@@ -249,38 +259,19 @@ class Workload:
         for tp in self.tps:
             try:
                 rows = await self._read_whole(tp, deadline)
-            except (LiferaftError, TimeoutError) as e:
-                problems.append(f"{tp.topic}/{tp.partition}: {_error_text(e)}")
+            except (ReadFailed, TimeoutError) as e:
+                problems.append(f"{tp.topic}/{tp.partition}: {type(e).__name__}: {e}")
                 continue
             self.history.set_final_read(tp.topic, tp.partition, rows)
         return problems
 
     async def _read_whole(self, tp: TopicPartition, deadline: float) -> list[tuple[int, Value]]:
-        admin = await self.admin()
-        async with Consumer(
-            self.bootstrap,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,
-            request_timeout_ms=5_000,
-            delivery_timeout_ms=30_000,
-        ) as consumer:
-            consumer.assign([tp])
-            consumer.seek(tp, 0)
-            rows: list[tuple[int, Value]] = []
-            while True:
-                end = (await admin.list_offsets({tp: "latest"}))[tp].offset
-                while await consumer.position(tp) < end:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"read {len(rows)} records up to offset "
-                            f"{await consumer.position(tp)} of {end} before the deadline"
-                        )
-                    got = await consumer.getmany(tp, timeout_ms=500)
-                    rows.extend(_rows(got.get(tp, [])))
-                # Nothing is written any more; one more look catches a high watermark that
-                # was still catching up with the log when we asked (a new leader's).
-                if (await admin.list_offsets({tp: "latest"}))[tp].offset == end:
-                    return rows
+        reader = self.clients.reader(tp, final=True)
+        try:
+            return await _read_to_end(reader, deadline)
+        finally:
+            with contextlib.suppress(Exception):
+                await reader.close()
 
     async def wait_unstuck(self, since_ns: int, within_s: float) -> list[str]:
         """Wait (at most until `within_s` after `since_ns`, the final heal) until every producer
@@ -299,6 +290,26 @@ class Workload:
             with contextlib.suppress(Exception):
                 await self._admin.close()
             self._admin = None
+        with contextlib.suppress(Exception):
+            await self.clients.close()
+
+
+async def _read_to_end(reader: Reader, deadline: float) -> list[tuple[int, Value]]:
+    """Every row from the reader's position up to the high watermark, asked again once it
+    seems reached: nothing is written any more, and one more look catches a high watermark
+    that was still catching up with the log when we asked (a new leader's)."""
+    rows: list[tuple[int, Value]] = []
+    while True:
+        end = await reader.end_offset()
+        while await reader.position() < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"read {len(rows)} records up to offset {await reader.position()} of "
+                    f"{end} before the deadline"
+                )
+            rows.extend(await reader.read(0.5))
+        if await reader.end_offset() == end:
+            return rows
 
 
 def stuck_producers(
@@ -319,15 +330,6 @@ def stuck_producers(
         ):
             unstuck.add(op.process)
     return [p for p in producers if p not in unstuck]
-
-
-def _rows(records: Sequence[ConsumerRecord]) -> list[tuple[int, Value]]:
-    """(offset, value) pairs; the workload's values are UTF-8 text."""
-    return [(r.offset, r.value.decode("utf-8", "replace") if r.value else "") for r in records]
-
-
-def _error_text(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"[:300]
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -360,6 +362,9 @@ class RunResult:
     (None: no fault was healed, nothing to check)."""
     answers_dropped: int = 0
     """Produce answers the `answers` fault lost."""
+    client_notes: list[str] = field(default_factory=list)
+    """What the client library reported about itself (e.g. Kafka producers replaced after a
+    fatal error): shown, never a failure by itself."""
 
     @property
     def replica_differences(self) -> int:
@@ -413,7 +418,8 @@ async def run_chaos(
             )
         say(
             f"topic {config.topic}: {config.partitions} partitions, replication factor "
-            f"{config.replication_factor}, all in sync; running for {duration_s:.0f}s"
+            f"{config.replication_factor}, all in sync; {config.client} clients; running for "
+            f"{duration_s:.0f}s"
         )
         started = time.monotonic()
         started_ns = history.now()
@@ -497,5 +503,6 @@ async def run_chaos(
         problems=problems,
         replicas=replicas,
         stuck=stuck,
-        answers_dropped=workload.answers.dropped,
+        answers_dropped=workload.answers.dropped if workload.answers is not None else 0,
+        client_notes=workload.clients.notes(),
     )

@@ -55,7 +55,9 @@ __all__ = [
     "GroupOverview",
     "NewTopic",
     "OffsetSpec",
+    "PartitionMove",
     "PartitionOffsetLag",
+    "RecordsToDelete",
     "ReplicaDescription",
     "TopicDescription",
 ]
@@ -67,6 +69,14 @@ _CONFIG_SOURCES = {
     broker_pb2.ConfigEntry.TOPIC: "topic",
     broker_pb2.ConfigEntry.BROKER: "broker",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsToDelete:
+    """aiokafka's value for delete_records: delete the records before `before_offset` (-1: the
+    high watermark, every committed record)."""
+
+    before_offset: int
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -256,6 +266,107 @@ def _error(detail: ErrorDetail) -> LiferaftError | None:
     return error_from_detail(detail) if detail.code != ErrorCode.NONE else None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Acl:
+    """One ACL as Kafka has it: `principal` (`User:alice`, `User:*` for everyone) is allowed
+    (or denied) `operation` on the resources `resource_name` names: the one of that name, all
+    of them for `*` (pattern literal), or every name starting with it (pattern prefixed).
+
+    Names are Kafka's in lower case: resource_type topic, group, cluster (named
+    `kafka-cluster`) or transactional_id; operation all, read, write, create, delete, alter,
+    describe, cluster_action, describe_configs, alter_configs, idempotent_write."""
+
+    principal: str
+    operation: str
+    resource_type: str
+    resource_name: str
+    permission: str = "allow"
+    pattern_type: str = "literal"
+    host: str = "*"
+
+    def to_pb(self) -> broker_pb2.AclBinding:
+        return broker_pb2.AclBinding(
+            resource_type=self.resource_type,
+            resource_name=self.resource_name,
+            pattern_type=self.pattern_type,
+            principal=self.principal,
+            host=self.host,
+            operation=self.operation,
+            permission=self.permission,
+        )
+
+    @classmethod
+    def from_pb(cls, pb: broker_pb2.AclBinding) -> Acl:
+        return cls(
+            principal=pb.principal,
+            operation=pb.operation,
+            resource_type=pb.resource_type,
+            resource_name=pb.resource_name,
+            permission=pb.permission,
+            pattern_type=pb.pattern_type,
+            host=pb.host,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{self.principal} {self.permission.upper()} {self.operation.upper()} on "
+            f"{self.pattern_type} {self.resource_type} {self.resource_name!r}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AclFilter:
+    """Which ACLs to list or remove (Kafka's AclBindingFilter); None matches any. With
+    pattern_type "match", a name selects every ACL that applies to the resource of that name
+    (literal, `*`, and prefixes of it)."""
+
+    principal: str | None = None
+    operation: str | None = None
+    resource_type: str | None = None
+    resource_name: str | None = None
+    permission: str | None = None
+    pattern_type: str | None = None
+    host: str | None = None
+
+    def to_pb(self) -> broker_pb2.AclFilter:
+        return broker_pb2.AclFilter(
+            resource_type=self.resource_type or "",
+            resource_name=self.resource_name or "",
+            pattern_type=self.pattern_type or "",
+            principal=self.principal or "",
+            host=self.host or "",
+            operation=self.operation or "",
+            permission=self.permission or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMove:
+    """A partition's move onto new replicas (issue 19)."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+    """Its voters now."""
+    target: tuple[int, ...]
+    learners: tuple[int, ...]
+    """New replicas still catching up."""
+    origin: tuple[int, ...]
+    throttle_bytes_s: int
+
+    @classmethod
+    def from_pb(cls, m: broker_pb2.PartitionMoveStatus) -> PartitionMove:
+        return cls(
+            m.topic,
+            m.partition,
+            tuple(m.replicas),
+            tuple(m.target),
+            tuple(m.learners),
+            tuple(m.origin),
+            m.throttle_bytes_s,
+        )
+
+
 class AdminClient:
     """Administers a liferaft cluster. Use `async with`, or start() and close()."""
 
@@ -269,6 +380,7 @@ class AdminClient:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
+        grpc_interceptors: Iterable[Any] = (),
         **security: Unpack[SecurityOptions],
     ) -> None:
         self.client_id = client_id
@@ -279,6 +391,7 @@ class AdminClient:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             security=Security.from_options(security),
+            interceptors=tuple(grpc_interceptors),
         )
         self._cluster: Cluster | None = None
         self._closed = False
@@ -687,6 +800,47 @@ class AdminClient:
         found = await asyncio.gather(*(one(tp, spec) for tp, spec in items))
         return dict(zip((tp for tp, _ in items), found, strict=True))
 
+    async def delete_records(
+        self,
+        records_to_delete: Mapping[TopicPartition | tuple[str, int], int | RecordsToDelete],
+        timeout_ms: int | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Delete the records before an offset in each partition (Kafka's DeleteRecords;
+        aiokafka's name and shape): the partition's log start moves there, records below it are
+        no longer served, and consumers positioned below it get OffsetOutOfRangeError (or their
+        auto_offset_reset). -1 means the high watermark. Returns each partition's new log start
+        (low watermark). Each partition is done at its leader on its own; the first error is
+        raised once all are answered (OffsetOutOfRangeError for an offset above the high
+        watermark or negative other than -1: that partition is left as it was)."""
+        cluster = await self._ready()
+        budget = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        items: list[tuple[TopicPartition, int]] = []
+        for tp, want in records_to_delete.items():
+            offset = want.before_offset if isinstance(want, RecordsToDelete) else want
+            if not isinstance(offset, int) or isinstance(offset, bool):
+                raise ValueError(f"offset for {tp} must be an integer, not {offset!r}")
+            items.append((TopicPartition(*tp), offset))
+
+        async def one(tp: TopicPartition, offset: int) -> int:
+            request = broker_pb2.DeleteRecordsRequest(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                timeout_ms=server_timeout_ms(min(budget, self.config.request_timeout_ms)),
+            )
+            response = await cluster.call_leader(
+                tp.topic, tp.partition, "DeleteRecords", request, timeout_ms=budget
+            )
+            return int(response.low_watermark)
+
+        answers = await asyncio.gather(*(one(tp, o) for tp, o in items), return_exceptions=True)
+        lows: dict[TopicPartition, int] = {}
+        for (tp, _), answer in zip(items, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            lows[tp] = answer
+        return lows
+
     # -- consumer groups -----------------------------------------------------------------------
     async def list_groups(self) -> list[GroupOverview]:
         cluster = await self._ready()
@@ -835,6 +989,90 @@ class AdminClient:
                     raise err
         return results
 
+    # -- ACLs ----------------------------------------------------------------------------------
+    async def create_acls(self, acls: Iterable[Acl]) -> int:
+        """Add ACLs, all or (one is malformed: InvalidRequestError) none; returns how many were
+        new. Needs ALTER on the cluster; a cluster without an authorizer answers
+        SecurityDisabledError."""
+        cluster = await self._ready()
+        request = broker_pb2.CreateAclsRequest(acls=[a.to_pb() for a in acls])
+        response = await cluster.call_any(
+            "CreateAcls", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        return int(response.created)
+
+    async def describe_acls(self, acl_filter: AclFilter | None = None) -> list[Acl]:
+        """The ACLs matching `acl_filter` (every ACL without one). Needs DESCRIBE on the
+        cluster."""
+        cluster = await self._ready()
+        request = broker_pb2.DescribeAclsRequest(filter=(acl_filter or AclFilter()).to_pb())
+        response = await cluster.call_any(
+            "DescribeAcls", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        return [Acl.from_pb(pb) for pb in response.acls]
+
+    async def delete_acls(self, filters: Iterable[AclFilter]) -> list[list[Acl]]:
+        """Remove the ACLs each filter matches; returns, per filter, those it removed. Needs
+        ALTER on the cluster."""
+        cluster = await self._ready()
+        request = broker_pb2.DeleteAclsRequest(filters=[f.to_pb() for f in filters])
+        response = await cluster.call_any(
+            "DeleteAcls", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        return [[Acl.from_pb(pb) for pb in r.deleted] for r in response.results]
+
+    # -- users (issue 17) ------------------------------------------------------------------
+    async def upsert_user(
+        self, name: str, password: str, *, mechanism: str = "SCRAM-SHA-512", iterations: int = 4096
+    ) -> None:
+        """Create a user, or set its password for `mechanism` (Kafka's
+        alter_user_scram_credentials). The password is salted and hashed here (RFC 5802); only
+        the salt, iteration count, StoredKey and ServerKey reach the cluster."""
+        from scramp import ScramMechanism
+
+        if mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise ValueError(f"mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, got {mechanism!r}")
+        if not password:
+            raise ValueError("the password is empty")
+        salt, stored_key, server_key, count = ScramMechanism(mechanism).make_auth_info(
+            password, iteration_count=iterations
+        )
+        cluster = await self._ready()
+        await cluster.call_any(
+            "UpsertUser",
+            broker_pb2.UpsertUserRequest(
+                name=name,
+                credential=broker_pb2.ScramCredential(
+                    mechanism=mechanism,
+                    salt=salt,
+                    iterations=count,
+                    stored_key=stored_key,
+                    server_key=server_key,
+                ),
+            ),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+
+    async def delete_user(self, name: str, *, mechanism: str | None = None) -> None:
+        """Remove a user's credential for `mechanism`, or the user (None); an unknown one is
+        ResourceNotFoundError."""
+        cluster = await self._ready()
+        await cluster.call_any(
+            "DeleteUser",
+            broker_pb2.DeleteUserRequest(name=name, mechanism=mechanism or ""),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+
+    async def describe_users(self, names: Iterable[str] = ()) -> dict[str, list[str]]:
+        """User name -> its SCRAM mechanisms (every user if `names` is empty)."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "DescribeUsers",
+            broker_pb2.DescribeUsersRequest(names=list(names)),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        return {u.name: list(u.mechanisms) for u in resp.users}
+
     async def describe_replicas(
         self, topic: str, partition: int, offset: int, *, timeout_ms: int = 3_000
     ) -> dict[int, ReplicaDescription | LiferaftError]:
@@ -879,6 +1117,74 @@ class AdminClient:
 
         found = await asyncio.gather(*(one(g.group_id) for g in groups))
         return {g: o for g, o in sorted(found) if o is not None}
+
+    # -- replica moves (issue 19) ---------------------------------------------------------------
+    async def move_partitions(
+        self,
+        moves: Iterable[tuple[str, int, Iterable[int]]],
+        *,
+        throttle_bytes_s: int = 0,
+        validate_only: bool = False,
+    ) -> list[PartitionMove]:
+        """Move partitions onto new replicas ((topic, partition, replicas), the first replica
+        the preferred leader), as kafka-reassign-partitions does: all of them, or (a bad entry:
+        an unknown topic or node, a replica named twice, none at all) none. Returns the moves
+        started; they go on in the background (`list_partition_moves`)."""
+        cluster = await self._ready()
+        request = broker_pb2.MovePartitionsRequest(
+            moves=[
+                broker_pb2.PartitionMove(topic=t, partition=p, replicas=list(r))
+                for t, p, r in moves
+            ],
+            throttle_bytes_s=throttle_bytes_s,
+            validate_only=validate_only,
+        )
+        resp = await cluster.call_any(
+            "MovePartitions", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        cluster.metadata.invalidate()
+        return [PartitionMove.from_pb(m) for m in resp.started]
+
+    async def list_partition_moves(self) -> tuple[list[PartitionMove], dict[int, int]]:
+        """The moves under way, and each decommissioned node with the replicas it still holds."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "ListPartitionMoves",
+            broker_pb2.ListPartitionMovesRequest(),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        return [PartitionMove.from_pb(m) for m in resp.moves], dict(resp.decommissioned)
+
+    async def decommission_node(
+        self, node_id: int, *, throttle_bytes_s: int = 0, validate_only: bool = False
+    ) -> list[PartitionMove]:
+        """Move every replica off `node_id` (each to the least loaded other broker) and take it
+        out of placement; returns the moves started."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "DecommissionNode",
+            broker_pb2.DecommissionNodeRequest(
+                node_id=node_id, throttle_bytes_s=throttle_bytes_s, validate_only=validate_only
+            ),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        cluster.metadata.invalidate()
+        return [PartitionMove.from_pb(m) for m in resp.started]
+
+    async def rebalance(
+        self, *, execute: bool = False, throttle_bytes_s: int = 0
+    ) -> list[PartitionMove]:
+        """The moves that even out replicas and preferred leaders over the brokers (after one
+        joined, say); started only if `execute` (else a dry run)."""
+        cluster = await self._ready()
+        resp = await cluster.call_any(
+            "Rebalance",
+            broker_pb2.RebalanceRequest(execute=execute, throttle_bytes_s=throttle_bytes_s),
+            timeout_ms=self.config.delivery_timeout_ms,
+        )
+        if execute:
+            cluster.metadata.invalidate()
+        return [PartitionMove.from_pb(m) for m in resp.planned]
 
     async def _committed(
         self, cluster: Cluster, group_id: str, tps: list[TopicPartition]

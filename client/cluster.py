@@ -39,6 +39,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_bef
 
 from client.connection import Connections
 from client.errors import (
+    AuthorizationError,
     BrokerUnavailableError,
     DeliveryTimeoutError,
     LeaderNotAvailableError,
@@ -53,6 +54,7 @@ from client.retry import RetryPolicy, RetryState
 from client.security import Security
 from liferaft_proto.address import parse_address
 from liferaft_proto.v1 import broker_pb2
+from liferaft_proto.v1.errors_pb2 import ErrorCode
 
 __all__ = ["ClientConfig", "Cluster", "order_nodes", "parse_bootstrap", "resolve_bootstrap"]
 
@@ -182,7 +184,7 @@ class Cluster:
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._conns = connections or Connections(
             reconnect_backoff_max_ms=max(100, config.retry_backoff_max_ms),
-            interceptors=config.interceptors,
+            interceptors=(*config.interceptors, *config.security.interceptors()),
             credentials=config.security.channel_credentials(),
         )
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
@@ -255,6 +257,9 @@ class Cluster:
                 )
             except grpc.RpcError as e:
                 err = from_rpc_error(e, address=address)
+                if err.code == ErrorCode.SASL_AUTHENTICATION_FAILED:
+                    # Every node checks the same credentials: asking the next one won't help.
+                    raise err from None
                 self._note_failure(address, err)
                 failures.append(err.message if err.transport else f"{address}: {err}")
                 continue
@@ -290,8 +295,24 @@ class Cluster:
                 await self._fetch_metadata([controller])
             tm = self.metadata.topic(topic)
         if tm is None:
+            await self._refused_topic(topic)
             raise UnknownTopicOrPartitionError(None, f"topic {topic!r} does not exist")
         return tm
+
+    async def _refused_topic(self, topic: str) -> None:
+        """Metadata for every topic leaves out those the caller may not see (ACLs): ask for this
+        one by name, so a refusal says so (TopicAuthorizationFailedError, with the permission
+        missing) instead of "does not exist"."""
+        for address in self._node_order()[:1]:
+            try:
+                await self._conns.stub(address).Metadata(
+                    broker_pb2.MetadataRequest(topics=[topic]),
+                    timeout=self.config.metadata_request_timeout_ms / 1000,
+                )
+            except grpc.RpcError as e:
+                err = from_rpc_error(e, address=address)
+                if isinstance(err, AuthorizationError):
+                    raise err from None
 
     async def partitions_for(self, topic: str) -> tuple[int, ...]:
         return (await self.topic_metadata(topic)).partition_ids

@@ -27,9 +27,11 @@ from liferaft_proto.status import error_detail
 from liferaft_proto.v1.errors_pb2 import ErrorCode, ErrorDetail
 
 __all__ = [
+    "AuthorizationError",
     "BrokerNotAvailableError",
     "BrokerUnavailableError",
     "BufferFullError",
+    "ClusterAuthorizationFailedError",
     "CommitFailedError",
     "CoordinatorLoadInProgressError",
     "CoordinatorNotAvailableError",
@@ -37,6 +39,7 @@ __all__ = [
     "DeliveryTimeoutError",
     "DuplicateSequenceNumberError",
     "FencedLeaderEpochError",
+    "GroupAuthorizationFailedError",
     "GroupIdNotFoundError",
     "GroupMaxSizeReachedError",
     "IllegalGenerationError",
@@ -75,8 +78,13 @@ __all__ = [
     "RebalanceInProgressError",
     "ReplicaNotAvailableError",
     "RequestTimedOutError",
+    "ResourceNotFoundError",
+    "SaslAuthenticationFailedError",
+    "SecurityDisabledError",
     "StorageError",
     "TopicAlreadyExistsError",
+    "TopicAuthorizationFailedError",
+    "TransactionalIdAuthorizationFailedError",
     "UnknownLeaderEpochError",
     "UnknownMemberIdError",
     "UnknownProducerIdError",
@@ -440,6 +448,47 @@ class GroupMaxSizeReachedError(LiferaftError):
     code = ErrorCode.GROUP_MAX_SIZE_REACHED
 
 
+# Authorization (ACLs): the message names the principal, the operation and the resource
+# ("User:bob may not WRITE topic orders"). Nothing was changed.
+class AuthorizationError(LiferaftError):
+    """Base of the four "may not" errors: catch it for any refusal by an ACL."""
+
+
+class TopicAuthorizationFailedError(AuthorizationError):
+    code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+
+
+class GroupAuthorizationFailedError(AuthorizationError):
+    code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+
+
+class ClusterAuthorizationFailedError(AuthorizationError):
+    code = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+
+
+class TransactionalIdAuthorizationFailedError(AuthorizationError):
+    code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+class SecurityDisabledError(LiferaftError):
+    """An ACL request to a cluster whose authorizer is off."""
+
+    code = ErrorCode.SECURITY_DISABLED
+
+
+class SaslAuthenticationFailedError(LiferaftError):
+    """The cluster refused the credentials: no username and password where they are wanted,
+    an unknown user or a wrong password (the message does not say which)."""
+
+    code = ErrorCode.SASL_AUTHENTICATION_FAILED
+
+
+class ResourceNotFoundError(LiferaftError):
+    """A named user (SCRAM credential) does not exist."""
+
+    code = ErrorCode.RESOURCE_NOT_FOUND
+
+
 class DeliveryTimeoutError(RequestTimedOutError):
     """The client gave up: retriable failures went on past the delivery timeout.
 
@@ -475,6 +524,7 @@ def _collect_codes() -> MappingProxyType[int, type[LiferaftError]]:
         pending.extend(cls.__subclasses__())
         # The transport and give-up classes share a code with the class a node's detail maps to.
         if cls in (
+            AuthorizationError,
             BrokerUnavailableError,
             DeliveryTimeoutError,
             BufferFullError,

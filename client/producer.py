@@ -219,7 +219,8 @@ class Producer:
     compression_type (None, "lz4", "zstd"), partitioner; grpc_interceptors (grpc.aio client
     interceptors for every channel). aiokafka's names: bootstrap_servers (instead of the first
     argument), client_id, key_serializer, value_serializer, max_batch_size (= batch_size);
-    api_version is accepted for porting; security_protocol and ssl_* are client/security.py's.
+    api_version is accepted for porting; security_protocol, ssl_* and sasl_* are
+    client/security.py's.
     """
 
     def __init__(

@@ -1,6 +1,12 @@
 """How a client reaches the cluster's gRPC listeners: plaintext, or TLS with an optional client
-certificate. The options are named as aiokafka names them (`security_protocol`, `ssl_cafile`,
-`ssl_certfile`, `ssl_keyfile`), so one set of settings serves both clients.
+certificate, and with SASL_* a SCRAM username and password. The options are named as aiokafka
+names them (`security_protocol`, `ssl_cafile`, `ssl_certfile`, `ssl_keyfile`, `sasl_mechanism`,
+`sasl_plain_username`, `sasl_plain_password`), so one set of settings serves both clients.
+
+gRPC calls are independent, so the username and password ride every call's metadata (an
+interceptor adds them) and the node checks them against the user's stored SCRAM credential,
+caching what it verified (node/authn.py says why). Over SASL_SSL only TLS sees them; with
+SASL_PLAINTEXT they cross the network in the clear, which is why that protocol must be named.
 
 gRPC builds its TLS from PEM bytes, not from an `ssl.SSLContext`, so `ssl_context` is refused
 with a message that says which files to give instead. The files are read when the client is
@@ -11,15 +17,18 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
 import grpc
 
+from liferaft_proto.credentials import MECHANISM_KEY, PASSWORD_KEY, USER_KEY
+
 __all__ = ["PROTOCOLS", "Security", "SecurityOptions"]
 
-PROTOCOLS = ("PLAINTEXT", "SSL")
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 """The security protocols this client speaks (Kafka's names)."""
 
 
@@ -31,6 +40,9 @@ class SecurityOptions(TypedDict, total=False):
     ssl_cafile: str | Path | None
     ssl_certfile: str | Path | None
     ssl_keyfile: str | Path | None
+    sasl_mechanism: str | None
+    sasl_plain_username: str | None
+    sasl_plain_password: str | None
 
 
 def _read(option: str, path: str | Path | None) -> bytes | None:
@@ -49,6 +61,9 @@ class Security:
     """PEM CA certificate(s) the nodes' certificates must chain to; None: the system's."""
     cert: bytes | None = None
     key: bytes | None = None
+    mechanism: str = "SCRAM-SHA-512"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Security:
@@ -67,23 +82,55 @@ class Security:
             )
         files = {k: options.get(k) for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")}
         given = [k for k, v in files.items() if v is not None]
-        if protocol == "PLAINTEXT" and given:
+        if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and given:
             raise ValueError(
                 f"{', '.join(given)} given with security_protocol PLAINTEXT: set "
-                "security_protocol='SSL' to use TLS"
+                f"security_protocol={protocol.replace('PLAINTEXT', 'SSL')!r} to use TLS"
             )
         if (files["ssl_certfile"] is None) != (files["ssl_keyfile"] is None):
             raise ValueError("a client certificate needs both ssl_certfile and ssl_keyfile")
+        mechanism = str(options.get("sasl_mechanism") or "SCRAM-SHA-512").upper()
+        username = options.get("sasl_plain_username")
+        password = options.get("sasl_plain_password")
+        if protocol.startswith("SASL"):
+            if mechanism not in MECHANISMS:
+                raise ValueError(
+                    f"sasl_mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}"
+                )
+            if not username or not password:
+                raise ValueError(
+                    f"security_protocol {protocol} needs sasl_plain_username and "
+                    "sasl_plain_password"
+                )
+        elif username or password or options.get("sasl_mechanism"):
+            raise ValueError(
+                f"sasl_* options given with security_protocol {protocol}: set "
+                "security_protocol='SASL_SSL' to log in"
+            )
         return cls(
             protocol,
             _read("ssl_cafile", files["ssl_cafile"]),
             _read("ssl_certfile", files["ssl_certfile"]),
             _read("ssl_keyfile", files["ssl_keyfile"]),
+            mechanism,
+            str(username) if username else None,
+            str(password) if password else None,
         )
 
     @property
     def tls(self) -> bool:
-        return self.protocol == "SSL"
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    def interceptors(self) -> list[Any]:
+        """The interceptors that add the SASL credentials to every call (none without SASL)."""
+        if self.username is None or self.password is None:
+            return []
+        md = (
+            (USER_KEY, self.username.encode()),
+            (PASSWORD_KEY, self.password.encode()),
+            (MECHANISM_KEY, self.mechanism),
+        )
+        return [_Credentials(md), _StreamCredentials(md)]
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
         """None for plaintext; else TLS credentials checking the node's host name."""
@@ -92,3 +139,29 @@ class Security:
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
+
+
+def _with(details: Any, md: tuple[tuple[str, str | bytes], ...]) -> Any:
+    return grpc.aio.ClientCallDetails(
+        details.method,
+        details.timeout,
+        grpc.aio.Metadata(*(tuple(details.metadata or ()) + md)),
+        details.credentials,
+        details.wait_for_ready,
+    )
+
+
+class _Credentials(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, md: tuple[tuple[str, str | bytes], ...]) -> None:
+        self._md = md
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with(details, self._md), request)
+
+
+class _StreamCredentials(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, md: tuple[tuple[str, str | bytes], ...]) -> None:
+        self._md = md
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with(details, self._md), request)

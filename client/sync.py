@@ -26,6 +26,8 @@ from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from client.admin import (
+    Acl,
+    AclFilter,
     AdminClient,
     ClusterDescription,
     ConfigValue,
@@ -33,6 +35,8 @@ from client.admin import (
     GroupDescription,
     GroupOverview,
     NewTopic,
+    PartitionMove,
+    RecordsToDelete,
     ReplicaDescription,
     TopicDescription,
 )
@@ -506,6 +510,28 @@ class SyncAdminClient(_SyncFacade):
     ) -> dict[str, LiferaftError | None]:
         return self._run(self._admin.delete_groups(list(group_ids), raise_on_error=raise_on_error))
 
+    def create_acls(self, acls: Iterable[Acl]) -> int:
+        return self._run(self._admin.create_acls(list(acls)))
+
+    def describe_acls(self, acl_filter: AclFilter | None = None) -> list[Acl]:
+        return self._run(self._admin.describe_acls(acl_filter))
+
+    def delete_acls(self, filters: Iterable[AclFilter]) -> list[list[Acl]]:
+        return self._run(self._admin.delete_acls(list(filters)))
+
+    def upsert_user(
+        self, name: str, password: str, *, mechanism: str = "SCRAM-SHA-512", iterations: int = 4096
+    ) -> None:
+        self._run(
+            self._admin.upsert_user(name, password, mechanism=mechanism, iterations=iterations)
+        )
+
+    def delete_user(self, name: str, *, mechanism: str | None = None) -> None:
+        self._run(self._admin.delete_user(name, mechanism=mechanism))
+
+    def describe_users(self, names: Iterable[str] = ()) -> dict[str, list[str]]:
+        return self._run(self._admin.describe_users(list(names)))
+
     def plan_offset_reset(
         self, group_id: str, topic: str, spec: Any, offset: int = -1
     ) -> dict[TopicPartition, tuple[int | None, int]]:
@@ -520,3 +546,41 @@ class SyncAdminClient(_SyncFacade):
         self, specs: Mapping[TopicPartition | tuple[str, int], OffsetSpec]
     ) -> dict[TopicPartition, OffsetAndTimestamp]:
         return self._run(self._admin.list_offsets(dict(specs)))
+
+    # -- replica moves (issue 19) ---------------------------------------------------------------
+    def move_partitions(
+        self,
+        moves: Iterable[tuple[str, int, Iterable[int]]],
+        *,
+        throttle_bytes_s: int = 0,
+        validate_only: bool = False,
+    ) -> list[PartitionMove]:
+        return self._run(
+            self._admin.move_partitions(
+                [(t, p, list(r)) for t, p, r in moves],
+                throttle_bytes_s=throttle_bytes_s,
+                validate_only=validate_only,
+            )
+        )
+
+    def list_partition_moves(self) -> tuple[list[PartitionMove], dict[int, int]]:
+        return self._run(self._admin.list_partition_moves())
+
+    def decommission_node(
+        self, node_id: int, *, throttle_bytes_s: int = 0, validate_only: bool = False
+    ) -> list[PartitionMove]:
+        return self._run(
+            self._admin.decommission_node(
+                node_id, throttle_bytes_s=throttle_bytes_s, validate_only=validate_only
+            )
+        )
+
+    def rebalance(self, *, execute: bool = False, throttle_bytes_s: int = 0) -> list[PartitionMove]:
+        return self._run(self._admin.rebalance(execute=execute, throttle_bytes_s=throttle_bytes_s))
+
+    def delete_records(
+        self,
+        records_to_delete: Mapping[TopicPartition | tuple[str, int], int | RecordsToDelete],
+        timeout_ms: int | None = None,
+    ) -> dict[TopicPartition, int]:
+        return self._run(self._admin.delete_records(dict(records_to_delete), timeout_ms))

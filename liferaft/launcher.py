@@ -29,11 +29,30 @@ from pathlib import Path
 import grpc
 
 from liferaft.free_ports import listen_port_range, port_free
+from liferaft_proto.credentials import NodeAssertion, SignedCalls
 from liferaft_proto.ports import KAFKA, NODE_SPACING, RAFT_PORT_OFFSET, bound_offsets
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 STATE_FILE = "cluster.json"
 TLS_DIR = "tls"
+CLIENT_CONFIG = "client.toml"
+"""`dev up --secure` writes the first admin's client settings here (liferaft --client-config)."""
+FIRST_ADMIN = "admin"
+
+
+def secure_args(nodes: int) -> list[str]:
+    """What `dev up --secure` starts the nodes with: TLS and SCRAM logins on both listeners, and
+    ACLs on, with the first admin and the nodes' own certificates (what a node does with its key:
+    the launcher's checks, `user add --as-node`) as super users, as Kafka's inter-broker
+    principal is."""
+    supers = [f"User:{FIRST_ADMIN}"] + [f"User:CN=node-{n}" for n in range(1, nodes + 1)]
+    return [
+        "--client-security-protocol",
+        "SASL_SSL",
+        "--authorizer",
+        "--super-users",
+        ";".join(supers),
+    ]
 
 
 class DevClusterError(RuntimeError):
@@ -46,6 +65,9 @@ class DevNode:
     port: int
     pid: int = 0
     host: str = "127.0.0.1"
+    join: str = ""
+    """A node added to the running cluster (add_node): it starts with --join this address
+    instead of --peers."""
 
     @property
     def address(self) -> str:
@@ -154,15 +176,32 @@ class DevCluster:
 
     @property
     def peers(self) -> str:
-        """Every node at its own address: what a node dials its peers at, unless overridden."""
-        return ",".join(f"{n.node_id}@{n.address}" for n in self.nodes.values())
+        """Every founding node at its own address: what a node dials its peers at, unless
+        overridden."""
+        return ",".join(f"{n.node_id}@{n.address}" for n in self.nodes.values() if not n.join)
 
     def peers_for(self, node_id: int) -> str:
-        """The --peers of one node: `peers`, with that node's `peer_overrides` applied."""
+        """The --peers of one node: `peers`, with that node's `peer_overrides` applied (the
+        founders only: nodes added later join through a member)."""
         overrides = self.peer_overrides.get(node_id, {})
         return ",".join(
-            f"{n.node_id}@{overrides.get(n.node_id, n.address)}" for n in self.nodes.values()
+            f"{n.node_id}@{overrides.get(n.node_id, n.address)}"
+            for n in self.nodes.values()
+            if not n.join
         )
+
+    def add_node(self) -> DevNode:
+        """One more node (the next id, the next port), which joins the running cluster through
+        node 1's address when started (--join; docs/operations.md)."""
+        first = min(self.nodes)
+        new_id = max(self.nodes) + 1
+        if new_id > NODE_SPACING:
+            raise DevClusterError(f"a dev cluster has at most {NODE_SPACING} nodes")
+        base = self.nodes[first].port - first + 1
+        node = DevNode(node_id=new_id, port=base + new_id - 1, join=self.nodes[first].address)
+        self.nodes[new_id] = node
+        self.save()
+        return node
 
     @property
     def tls_dir(self) -> Path:
@@ -227,8 +266,7 @@ class DevCluster:
             str(node_id),
             "--listen",
             n.address,
-            "--peers",
-            self.peers_for(node_id),
+            *(["--join", n.join] if n.join else ["--peers", self.peers_for(node_id)]),
             "--data-dir",
             str(self.data_dir / f"node-{node_id}"),
             "--cluster-id",
@@ -321,14 +359,22 @@ class DevCluster:
     # -- health --------------------------------------------------------------------------------
     def metadata(self, node_id: int, timeout_s: float = 1.0) -> broker_pb2.MetadataResponse:
         with self._channel(node_id) as ch:
+            md = None
+            if self.tls:
+                # Where clients must log in, the launcher acts for the cluster with the node's
+                # own key (liferaft_proto/credentials.py); elsewhere the signature is unused.
+                assertion = _node_assertion(self.tls_dir / f"node-{node_id}")
+                md = assertion.metadata(assertion.principal_of_cert(), "Metadata")
             return broker_pb2_grpc.BrokerStub(ch).Metadata(
-                broker_pb2.MetadataRequest(), timeout=timeout_s
+                broker_pb2.MetadataRequest(), timeout=timeout_s, metadata=md
             )
 
     @property
     def client_tls(self) -> bool:
-        """The nodes serve clients over TLS (--client-tls among the extra arguments)."""
-        return "--client-tls" in self.extra_args
+        """The nodes serve clients over TLS (--client-tls, or SSL / SASL_SSL)."""
+        return "--client-tls" in self.extra_args or any(
+            a in ("SSL", "SASL_SSL") for a in self.extra_args
+        )
 
     def _channel(self, node_id: int) -> grpc.Channel:
         """A channel to a node's gRPC port; with client TLS the launcher shows that node's own
@@ -343,6 +389,68 @@ class DevCluster:
             certificate_chain=(folder / "node.crt").read_bytes(),
         )
         return grpc.secure_channel(address, creds)
+
+    @property
+    def secure(self) -> bool:
+        """Clients log in with SCRAM (`dev up --secure`)."""
+        return any(a in ("SASL_SSL", "SASL_PLAINTEXT") for a in self.extra_args)
+
+    @property
+    def client_config(self) -> Path:
+        return self.data_dir / CLIENT_CONFIG
+
+    def make_first_admin(self, name: str = FIRST_ADMIN, timeout_s: float = 30.0) -> str | None:
+        """Make the cluster's first user, with a random password, acting for the cluster with
+        node 1's key (liferaft_proto/credentials.py), and write its client settings to
+        client.toml (mode 0600). Returns the password, or None if client.toml already exists
+        (the admin was made before: the password is printed only once)."""
+        if self.client_config.exists():
+            return None
+        import secrets
+
+        from scramp import ScramMechanism
+
+        password = secrets.token_urlsafe(18)
+        mechanism = "SCRAM-SHA-512"
+        salt, stored_key, server_key, iterations = ScramMechanism(mechanism).make_auth_info(
+            password, iteration_count=4096
+        )
+        request = broker_pb2.UpsertUserRequest(
+            name=name,
+            credential=broker_pb2.ScramCredential(
+                mechanism=mechanism,
+                salt=salt,
+                iterations=iterations,
+                stored_key=stored_key,
+                server_key=server_key,
+            ),
+        )
+        node_id = next(n for n in self.nodes if self.is_running(n))
+        assertion = _node_assertion(self.tls_dir / f"node-{node_id}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with self._channel(node_id) as ch:
+                    broker_pb2_grpc.BrokerStub(ch).UpsertUser(
+                        request,
+                        timeout=10,
+                        metadata=assertion.metadata(assertion.principal_of_cert(), "UpsertUser"),
+                    )
+                break
+            except grpc.RpcError as e:
+                if time.monotonic() > deadline:
+                    raise DevClusterError(f"could not make the first admin: {e}") from None
+                time.sleep(0.2)
+        tls = f'security_protocol = "SASL_SSL"\nssl_cafile = "{self.tls_dir / "ca.crt"}"\n'
+        text = (
+            (tls if self.client_tls else 'security_protocol = "SASL_PLAINTEXT"\n')
+            + f'sasl_mechanism = "{mechanism}"\nsasl_plain_username = "{name}"\n'
+            f'sasl_plain_password = "{password}"\n'
+        )
+        fd = os.open(self.client_config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return password
 
     def wait_healthy(self, timeout_s: float = 30.0, nodes: list[int] | None = None) -> None:
         """Until every running node sees a controller leader and every node registered."""
@@ -370,6 +478,24 @@ class DevCluster:
                 return
             time.sleep(0.1)
         raise DevClusterError(f"cluster not healthy after {timeout_s:.0f}s ({last_error})")
+
+
+def _node_assertion(folder: Path) -> NodeAssertion:
+    return NodeAssertion.load(
+        (folder / "ca.crt").read_bytes(),
+        (folder / "node.crt").read_bytes(),
+        (folder / "node.key").read_bytes(),
+    )
+
+
+def node_interceptor(folder: Path) -> SignedCalls:
+    """A grpc.aio interceptor that signs every call with the node certificate and key in
+    `folder` (ca.crt, node.crt, node.key), for the node certificate's own principal: how
+    `liferaft user add --as-node` and `dev up --secure` make the first user of a cluster where
+    every client must log in."""
+    assertion = _node_assertion(folder)
+    principal = assertion.principal_of_cert()
+    return SignedCalls(assertion, lambda: principal)
 
 
 def _check_port_free(host: str, port: int, what: str = "") -> None:

@@ -17,12 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from liferaft_proto.v1 import raft_pb2
+from node.authorizer import Authorizer
 from node.config import ConfigError, NodeConfig, parse_advertised
-from node.controller import Controller, TopicInfo
-from node.controller_commands import RegisterBroker
+from node.controller import CONTROLLER_GROUP, Controller, TopicInfo
+from node.controller_commands import (
+    AdmitIncarnation,
+    MovePartition,
+    PartitionMembership,
+    RegisterBroker,
+)
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
-from node.groups import GroupCoordinator
+from node.groups import GROUPS_GROUP, GroupCoordinator
 from node.limits import (
     MAX_GOSSIP_EPOCH,
     MAX_GOSSIP_EPOCH_STEP,
@@ -30,12 +36,28 @@ from node.limits import (
     MAX_NODE_ID,
     shown,
 )
+from node.membership import PeerHello, Step, born, next_step
+from node.moves import MoveDriver
 from node.partition import Partition, PartitionState, group_id
-from raft import NONE, Role
+from raft import (
+    NONE,
+    ConfChange,
+    ConfChangeError,
+    ConfChangeType,
+    ConfState,
+    Fence,
+    NotLeaderError,
+    ProposalDroppedError,
+    RawNode,
+    Role,
+)
 
 log = logging.getLogger("liferaft.broker")
 
 GOSSIP_EVERY_TICKS = 5
+MOVE_EVERY_TICKS = 5
+"""How often a partition leader looks at its moves (node/moves.py) for the next step."""
+MAX_GOSSIP_MEMBERS = 64
 FULL_GOSSIP_EVERY = 20
 """Every this many gossip rounds, a leader sends the state of every partition it leads; in
 between, only the states that changed (a quiet partition's never does)."""
@@ -56,13 +78,38 @@ class PartitionView:
 
 
 class Broker:
-    def __init__(self, config: NodeConfig, driver: RaftDriver) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        driver: RaftDriver,
+        incarnation: int = 0,
+        founders: list[int] | None = None,
+    ) -> None:
         self.config = config
         self.node_id = config.node_id
         self.driver = driver
-        self.controller = Controller(config.node_id, sorted(config.peers), driver)
-        self.groups = GroupCoordinator(
-            config.node_id, sorted(config.peers), driver, self.partition_count
+        self.incarnation = incarnation
+        """This node's data directory's incarnation (node/membership.py)."""
+        self.hellos: dict[int, PeerHello] = {}
+        """What each peer said about itself when it last connected."""
+        self._readded: dict[str, dict[int, int]] = {}
+        """As a group's leader: group -> node -> incarnation it added back as a learner."""
+        self._admitting: set[tuple[int, int]] = set()
+        self._admitted_in: dict[str, dict[int, int]] = {}
+        """As the leader of __groups or a partition: group -> node -> incarnation granted a
+        fence there."""
+        self._promoting: set[str] = set()
+        """Partitions this node leads with a re-added learner to promote once caught up."""
+        self._grants: dict[tuple[str, int], raft_pb2.FenceGrant] = {}
+        """(group, node) -> the fence this node granted as the group's leader (the
+        controller's from the metadata; a replica move adds a partition's: grant_fence)."""
+        self.founders = founders or sorted(config.peers)
+        """The voters the controller and __groups groups were born with (--peers at the
+        cluster's birth; a joining node learns them from the member it joins through)."""
+        self.controller = Controller(config.node_id, self.founders, driver)
+        self.groups = GroupCoordinator(config.node_id, self.founders, driver, self.partition_count)
+        self.authorizer = Authorizer(
+            config.authorizer, config.super_users, lambda: self.controller.state.acls
         )
         self.partitions: dict[tuple[str, int], Partition] = {}
         self._topic_ids: dict[str, int] = {}
@@ -80,6 +127,7 @@ class Broker:
         """Leader states from peers that were not believed (Broker._gossip_fault)."""
         # Peers this node currently has a transport stream to (set by the server).
         self.reachable: Callable[[], set[int]] = set
+        self.moves = MoveDriver(self)
         self.controller.listeners.append(self.sync_partitions)
         driver.tick_listeners.append(self._on_tick)
         self.sync_partitions()
@@ -87,23 +135,60 @@ class Broker:
     # -- partitions follow the controller's metadata -------------------------------------------
     def sync_partitions(self) -> None:
         topics = self.controller.state.topics
+        hosted = self.controller.hosted_replicas
         wanted: dict[tuple[str, int], tuple[TopicInfo, list[int]]] = {}
         for topic in topics.values():
             for p, replicas in enumerate(topic.replicas):
-                if self.node_id in replicas:
+                if self.node_id in replicas or self.node_id in hosted(topic, p):
                     wanted[(topic.name, p)] = (topic, replicas)
         for key in list(self.partitions):
             part = self.partitions[key]
             info = topics.get(key[0])
-            if key not in wanted or info is None or info.topic_id != part.topic_id:
+            if info is not None and info.topic_id == part.topic_id and key not in wanted:
+                # Its replica moved off this node (node/moves.py). A produce still waiting here
+                # (this replica led once) cannot learn its batch's fate any more: unknown, as
+                # for a deadline, never "not written".
+                self._close_partition(
+                    key,
+                    destroy=True,
+                    reason=BrokerError(
+                        ErrorCode.REQUEST_TIMED_OUT,
+                        f"{key[0]}-{key[1]} moved off node {self.node_id} before this batch's "
+                        "fate was known here: it may or may not have been written",
+                    ),
+                )
+            elif key not in wanted or info is None or info.topic_id != part.topic_id:
                 self._close_partition(key, destroy=True)
+            elif self._stale_joiner(part, wanted[key][1]):
+                # A joining replica that has received nothing yet, bootstrapped with voters the
+                # metadata has since corrected (a leader it would not hear from, not being in
+                # them): start it again with the metadata's. It holds nothing to lose: no
+                # entry, no snapshot, and as a learner it cast no vote.
+                self._close_partition(key, destroy=True)
+        rejoining = self.driver.fence_of(CONTROLLER_GROUP) is not None
+        stale = set(self.controller.state.stale.get(self.node_id, ()))
+        on_disk: set[str] | None = None
         for key, (topic, replicas) in wanted.items():
             if key in self.partitions:
                 # A topic's configs can change (alter-config, IncrementalAlterConfigs): the
                 # replicas already open follow.
                 if self.partitions[key].config != topic.config:
                     self.partitions[key].config = topic.config
+                # So do its replicas (a move: the preferred leader, min.insync.replicas' base).
+                self.partitions[key].replicas = list(replicas)
                 continue
+            if rejoining or key in stale:
+                # Our old incarnation may be a member of this group: keep silent there until
+                # the group re-adds us (node/membership.py). Not where this incarnation has
+                # the group's state already (it reopens it after a restart).
+                gid = group_id(topic.topic_id, key[1])
+                if on_disk is None:
+                    on_disk = set(self.driver.store.groups())
+                if gid not in on_disk and self.driver.fence_of(gid) is None:
+                    self.driver.set_fence(gid, Fence())
+            # A replica joining in a move starts as a learner of the current voters: it must
+            # not campaign before the leader's log tells it the real membership.
+            joining = self.node_id not in replicas
             self.partitions[key] = Partition(
                 node_id=self.node_id,
                 topic=topic.name,
@@ -115,6 +200,9 @@ class Broker:
                 rebalance_ticks=max(1, self.config.leader_rebalance_ms // self.config.tick_ms),
                 retention_ticks=max(1, self.config.retention_check_ms // self.config.tick_ms),
                 address_of=self.advertised_address,
+                bootstrap=ConfState(voters=frozenset(replicas), learners=frozenset({self.node_id}))
+                if joining
+                else None,
             )
             self._by_group[self.partitions[key].group_id] = self.partitions[key]
         self._topic_ids = {t.name: t.topic_id for t in topics.values()}
@@ -126,12 +214,28 @@ class Broker:
             if gid not in live_groups:
                 del self._gossip[gid]
 
-    def _close_partition(self, key: tuple[str, int], *, destroy: bool) -> None:
+    def _stale_joiner(self, part: Partition, voters: list[int]) -> bool:
+        group = part.group
+        cs = group.conf_state
+        return (
+            self.node_id not in voters
+            and self.node_id in cs.learners
+            and set(cs.voters) != set(voters)
+            and group.storage.last_index() == 0
+            and group.storage.snapshot().meta.index == 0
+        )
+
+    def _close_partition(
+        self, key: tuple[str, int], *, destroy: bool, reason: BrokerError | None = None
+    ) -> None:
         part = self.partitions.pop(key)
         self._by_group.pop(part.group_id, None)
         self._gossiped.pop(part.group_id, None)
         part.close(
-            BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted")
+            reason
+            or BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted"
+            )
         )
         self.driver.remove_group(part.group_id, destroy=destroy)
         log.info("node %d closed %s-%d (destroy=%s)", self.node_id, part.topic, part.index, destroy)
@@ -224,7 +328,10 @@ class Broker:
         return b.address if b is not None else self.advertised.get(node_id, "")
 
     def partition_view(self, info: TopicInfo, p: int) -> PartitionView:
-        replicas = tuple(info.replicas[p])
+        # During a move, its learners are replicas too (as Kafka lists adding replicas).
+        replicas = tuple(info.replicas[p]) + tuple(
+            n for n in self.controller.learners_of(info, p) if n not in info.replicas[p]
+        )
         part = self.partitions.get((info.name, p))
         gossip = self._gossip.get(group_id(info.topic_id, p))
         state: PartitionState | None = None
@@ -273,8 +380,12 @@ class Broker:
             return f"claims offsets {s.log_start_offset}..{s.high_watermark}"
         if any(not 0 < r <= MAX_NODE_ID for r in s.isr):
             return f"claims in-sync replicas {list(s.isr)}"
+        if len(s.voters) + len(s.learners) > MAX_GOSSIP_MEMBERS or any(
+            not 0 < r <= MAX_NODE_ID for r in (*s.voters, *s.learners)
+        ):
+            return f"claims members {list(s.voters)} and learners {list(s.learners)}"
         if info is not None:
-            replicas = info.replicas[int(p)]
+            replicas = self.controller.hosted_replicas(info, int(p))
             if peer not in replicas or not set(s.isr) <= set(replicas):
                 return f"claims in-sync replicas {list(s.isr)} of replicas {replicas}"
         elif current is None and len(self._gossip) >= len(self._live_groups) + (
@@ -286,6 +397,13 @@ class Broker:
     def on_leaders(self, peer: int, states: raft_pb2.LeaderStates) -> None:
         """Leader gossip from a peer's own (authenticated) link: believed only as far as that
         peer can know it (_gossip_fault); a state that cannot be is dropped and counted."""
+        if states.incarnation:
+            h = self.hellos.get(peer)
+            self.hellos[peer] = PeerHello(
+                states.incarnation, h.controller_term if h else 0, frozenset(states.silent_groups)
+            )
+        if states.fences:
+            self.on_fence_grants(peer, list(states.fences))
         for s in states.states:
             fault = self._gossip_fault(peer, s)
             if fault:
@@ -308,13 +426,194 @@ class Broker:
                     isr=tuple(s.isr),
                     high_watermark=s.high_watermark,
                     log_start_offset=s.log_start_offset,
+                    voters=tuple(s.voters),
+                    learners=tuple(s.learners),
+                    conf_index=s.conf_index,
                 )
+
+    # -- membership (node/membership.py) -------------------------------------------------------
+    def grant_fence(
+        self, group: str, node: int, incarnation: int, min_term: int, index: int
+    ) -> None:
+        """As `group`'s leader, tell a rejoining node that the group replaced its old
+        incarnation (it applied the learner's add by `index`, in term `min_term`). Gossiped
+        while the node says it is silent there; it takes only its own incarnation's."""
+        self._grants[(group, node)] = raft_pb2.FenceGrant(
+            group=group, node=node, incarnation=incarnation, min_term=min_term, index=index
+        )
+
+    def _fence_grants(self) -> list[raft_pb2.FenceGrant]:
+        if self.controller.is_leader:
+            for node, (inc, term, index) in self.controller.state.fences.items():
+                self.grant_fence(CONTROLLER_GROUP, node, inc, term, index)
+        out = []
+        for (group, node), g in self._grants.items():
+            h = self.hellos.get(node)
+            if h is not None and group in h.silent and h.incarnation == g.incarnation:
+                out.append(g)
+        return out
+
+    def on_fence_grants(self, peer: int, grants: list[raft_pb2.FenceGrant]) -> None:
+        """Move this node's fence in a group the grant is about: only a grant for this node's
+        own incarnation, only while that group still holds it silent."""
+        for g in grants:
+            if g.node != self.node_id or g.incarnation != self.incarnation or g.min_term < 1:
+                continue
+            fence = self.driver.fence_of(g.group)
+            if fence is None or fence.min_term != 0:
+                continue
+            log.info(
+                "node %d: node %d says group %s replaced our old incarnation: speaking from "
+                "term %d, voting from index %d",
+                self.node_id,
+                peer,
+                g.group,
+                g.min_term,
+                g.index,
+            )
+            self.driver.set_fence(g.group, Fence(min_term=g.min_term, index=g.index))
+
+    def on_peer_hello(
+        self, peer: int, incarnation: int, controller_term: int, rejoining: bool
+    ) -> None:
+        old = self.hellos.get(peer)
+        silent = old.silent if old is not None and old.incarnation == incarnation else frozenset()
+        if rejoining:
+            silent = silent | {CONTROLLER_GROUP}
+        self.hellos[peer] = PeerHello(incarnation, controller_term, silent)
+        self.maybe_born()
+
+    def maybe_born(self) -> None:
+        """A new data directory at the cluster's birth may vote as itself (node/membership.py),
+        in the controller group and the other group over every node."""
+        fence = self.driver.fence_of(CONTROLLER_GROUP)
+        if fence is None or fence.min_term != 0:
+            return
+        node = self.controller.raft_group.node
+        if born(self.node_id, sorted(self.config.peers), self.hellos, node.term):
+            log.info(
+                "node %d: a new data directory at the cluster's birth (no peer has seen a "
+                "controller election): voting",
+                self.node_id,
+            )
+            for gid in (CONTROLLER_GROUP, GROUPS_GROUP):
+                self.driver.set_fence(gid, None)
+
+    def silent_groups(self) -> list[str]:
+        """The groups in which this node asks to be replaced: held silent there, with the
+        cluster past its birth (a peer has seen a controller election), so no birth will lift
+        the fence."""
+        if not any(h.controller_term > 0 for h in self.hellos.values()):
+            return []
+        return sorted(g for g, f in self.driver.fences.items() if f.min_term == 0)
+
+    def rejoining(self) -> bool:
+        return CONTROLLER_GROUP in self.silent_groups()
+
+    def membership_step(self) -> AdmitIncarnation | None:
+        """As leader of the groups over every node (the controller, __groups), make the next
+        membership change (node/membership.py's next_step). The controller's admission is a
+        command, returned for the caller to replicate; __groups' is a fence granted at once."""
+        out: AdmitIncarnation | None = None
+        groups: list[tuple[str, RawNode]] = [
+            (CONTROLLER_GROUP, self.controller.raft_group.node),
+            (GROUPS_GROUP, self.groups.raft_group.node),
+        ]
+        # Partitions this node leads where a replica waits silent, or a re-added learner waits
+        # for its promotion: only those, so a thousand quiet partitions cost nothing here.
+        wanted_parts = {g for h in self.hellos.values() for g in h.silent} | set(self._promoting)
+        for gid in sorted(wanted_parts):
+            part = self._by_group.get(gid)
+            if part is None or not part.is_leader:
+                self._promoting.discard(gid)
+                continue
+            groups.append((gid, self.driver.groups[gid].node))
+        for gid, node in groups:
+            if node.role != Role.LEADER or not node.caught_up_in_term():
+                continue
+            conf = node.conf_state()
+            caught_up = set()
+            for learner in conf.learners:
+                pr = node.progress_of(learner)
+                if pr is not None and pr.match >= node.committed:
+                    caught_up.add(learner)
+            readded = self._readded.setdefault(gid, {})
+            if gid == CONTROLLER_GROUP:
+                admitted = self.controller.state.incarnations
+                wanted = self.config.controller_voters
+            else:
+                # A learner no longer silent here was admitted, by this leader or another.
+                admitted = {
+                    n: 0
+                    for n in conf.learners
+                    if n not in self.hellos or gid not in self.hellos[n].silent
+                }
+                admitted.update(self._admitted_in.setdefault(gid, {}))
+                part = self._by_group.get(gid)
+                wanted = len(part.replicas) if part is not None else len(self.config.peers)
+            step = next_step(
+                conf=conf,
+                rejoining={n: h.incarnation for n, h in self.hellos.items() if gid in h.silent},
+                admitted=admitted,
+                readded=readded,
+                caught_up=caught_up,
+                voters_wanted=wanted,
+            )
+            if step is None:
+                if gid in self._promoting and len(conf.voters) >= wanted:
+                    self._promoting.discard(gid)
+                continue
+            if step.kind != "admit":
+                self._propose_conf_change(gid, node, step, readded)
+            elif gid != CONTROLLER_GROUP:
+                self._admitted_in.setdefault(gid, {})[step.node_id] = step.incarnation
+                self.grant_fence(gid, step.node_id, step.incarnation, node.term, node.applied)
+                if gid != GROUPS_GROUP:
+                    self._promoting.add(gid)
+            elif (step.node_id, step.incarnation) not in self._admitting:
+                self._admitting.add((step.node_id, step.incarnation))
+                out = AdmitIncarnation(
+                    node_id=step.node_id,
+                    incarnation=step.incarnation,
+                    min_term=node.term,
+                    index=node.applied,
+                )
+        return out
+
+    def _propose_conf_change(
+        self, gid: str, node: RawNode, step: Step, readded: dict[int, int]
+    ) -> None:
+        kind = {
+            "remove": ConfChangeType.REMOVE_NODE,
+            "add_learner": ConfChangeType.ADD_LEARNER,
+            "promote": ConfChangeType.ADD_VOTER,
+        }[step.kind]
+        try:
+            node.propose_conf_change(ConfChange(kind, step.node_id))
+        except (ConfChangeError, NotLeaderError, ProposalDroppedError):
+            return  # one change at a time: the next round asks again
+        if step.kind == "add_learner":
+            readded[step.node_id] = step.incarnation
+        log.info(
+            "node %d: group %s: %s node %d%s",
+            self.node_id,
+            gid,
+            step.kind.replace("_", " "),
+            step.node_id,
+            f" (incarnation {step.incarnation:x})" if step.incarnation else "",
+        )
+        self.driver.touched(gid)
 
     def leader_states(self, full: bool = True) -> raft_pb2.LeaderStates:
         """The states of the partitions this node leads: all of them, or (full=False) those
         that changed since they were last sent. A quiesced group's state cannot change, so
         it is not even looked at then: a thousand quiet partitions cost nothing here."""
-        out = raft_pb2.LeaderStates(from_node=self.node_id)
+        out = raft_pb2.LeaderStates(
+            from_node=self.node_id,
+            incarnation=self.incarnation,
+            silent_groups=self.silent_groups(),
+        )
+        out.fences.extend(self._fence_grants())
         sent = self._gossiped
         add = out.states.add
         if full:
@@ -340,6 +639,9 @@ class Broker:
                 isr=st.isr,
                 high_watermark=st.high_watermark,
                 log_start_offset=st.log_start_offset,
+                voters=st.voters,
+                learners=st.learners,
+                conf_index=st.conf_index,
             )
         return out
 
@@ -348,12 +650,20 @@ class Broker:
         if self._ticks % GOSSIP_EVERY_TICKS == 0:
             self._gossip_rounds += 1
             states = self.leader_states(full=self._gossip_rounds % FULL_GOSSIP_EVERY == 1)
-            if states.states:
+            if (
+                states.states
+                or states.fences
+                or states.silent_groups
+                or self._gossip_rounds % 4 == 1
+            ):
                 self._gossip_out.append(states)
         if self._ticks % REGISTER_EVERY_TICKS == 0:
             self._register_pending = True
+            self._admitting.clear()  # an admission lost with a leadership change: ask again
         if self._ticks % SWEEP_EVERY_TICKS == 0:
             self._sweep_quiesced()
+        if self._ticks % MOVE_EVERY_TICKS == 0:
+            self.drive_moves()
 
     def _sweep_quiesced(self) -> None:
         """The periodic duties of partitions whose Raft group is quiesced (the driver does not
@@ -374,6 +684,16 @@ class Broker:
                 part.enforce_retention(now_ms)
             if not driver.is_quiesced(gid):
                 driver.touched(gid)
+
+    # -- replica moves (issue 19): node/moves.py ----------------------------------------------
+    def drive_moves(self) -> None:
+        """Partition leader: take the next step of each move of a partition this node leads."""
+        self.moves.drive()
+
+    def membership_reports(self) -> list[PartitionMembership | MovePartition]:
+        """Controller leader: the commands recording partitions' memberships that moved on,
+        and starting the next leg of moves that have one."""
+        return self.moves.reports()
 
     def take_gossip(self) -> list[raft_pb2.LeaderStates]:
         out, self._gossip_out = self._gossip_out, []

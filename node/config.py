@@ -17,6 +17,9 @@ from liferaft_proto.address import parse_address as _parse_address
 from liferaft_proto.ports import RAFT_PORT_OFFSET as RAFT_PORT_OFFSET  # node/ reads it here
 from node.limits import MAX_ADDRESS_CHARS, MAX_FRAME_BYTES_DEFAULT, MAX_HELLO_BYTES
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+"""Kafka's names for how a client connects (security.protocol)."""
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says which and how to fix it."""
@@ -78,6 +81,11 @@ def parse_peers(value: str) -> dict[int, str]:
     return peers
 
 
+def parse_super_users(value: str) -> list[str]:
+    """ "User:a;User:CN=b,O=c" -> ["User:a", "User:CN=b,O=c"] (Kafka's super.users)."""
+    return [p.strip() for p in value.split(";") if p.strip()]
+
+
 KAFKA_PORT_OFFSET = ports.KAFKA.offset
 """A node's Kafka listener is on its gRPC port plus this (9092 -> 9292), on the same host, and
 metadata advertises it at the advertised gRPC port plus this (docs/kafka.md). 0: no listener."""
@@ -133,6 +141,14 @@ class NodeConfig:
     """Partitions of a topic created without a count (num.partitions)."""
     default_replication_factor: int = 3
     """Replicas per partition of a topic created without one, capped at the registered nodes."""
+    join: str = ""
+    """HOST:PORT (gRPC) of any member of a running cluster to join: the node learns the members
+    from it (instead of --peers) and the controller adds it as a learner, promoting it to voter
+    while the controller group has fewer than controller_voters (docs/operations.md)."""
+    controller_voters: int = 3
+    """How many voters the controller group keeps (3 or 5): a node that joins or comes back
+    with a new data directory is promoted from learner to voter while there are fewer
+    (node/membership.py)."""
     leader_rebalance_ms: int = 3000
     """How often a partition leader checks whether its preferred replica should lead instead."""
     retention_check_ms: int = 5000
@@ -158,6 +174,19 @@ class NodeConfig:
     client_tls_auth: str = "none"
     """With client_tls: `required` makes clients present a certificate signed by the cluster
     CA (mutual TLS); `none` asks for none."""
+    authorizer: bool = False
+    """ACLs decide who may do what on both client listeners (node/authorizer.py): with it on,
+    a request no ACL allows is refused (`liferaft acl add`); off, every client may do
+    everything."""
+    super_users: list[str] = field(default_factory=list)
+    """Principals the authorizer always allows (`User:admin`); on the command line separated
+    by `;`, as Kafka's super.users (a certificate subject has commas)."""
+    client_security_protocol: str = ""
+    """How clients of both listeners (gRPC and Kafka) connect, in Kafka's names: PLAINTEXT,
+    SSL (TLS; with client_tls_auth `required` the certificate is the credential), SASL_SSL
+    (TLS and a SCRAM username/password) or SASL_PLAINTEXT (SCRAM without TLS: the gRPC
+    listener then sees passwords in the clear). SSL and SASL_SSL turn client_tls on; empty:
+    SSL if client_tls, else PLAINTEXT."""
     insecure_plaintext_between_nodes: bool = False
     """Run the Raft transport without TLS: any process that reaches the port can speak for any
     node. Only on a network where every process is trusted, and only when asked by name."""
@@ -178,9 +207,19 @@ class NodeConfig:
             raise ConfigError(f"--node-id must be >= 1, got {self.node_id}")
         parse_address(self.listen, "--listen")
         parse_advertised(self.advertise, "--advertise")
+        if self.join:
+            parse_address(self.join, "--join")
+            if set(self.peers) - {self.node_id}:
+                raise ConfigError(
+                    "--join and --peers contradict each other: a joining node learns the "
+                    "members from the one it joins through"
+                )
+            # Filled in at start from the member's metadata (node/server.py).
+            self.peers = {self.node_id: self.advertise}
         if not self.peers:
             raise ConfigError(
-                "--peers is empty: list every node, this one included (1@HOST:PORT,...)"
+                "--peers is empty: list every node, this one included (1@HOST:PORT,...), or "
+                "--join HOST:PORT of a running cluster's member"
             )
         if self.node_id not in self.peers:
             raise ConfigError(
@@ -227,8 +266,46 @@ class NodeConfig:
             raise ConfigError(
                 f"--client-tls-auth must be none or required, got {self.client_tls_auth!r}"
             )
+        protocol = self.client_security_protocol.upper()
+        if protocol and protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"--client-security-protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                f"got {self.client_security_protocol!r}"
+            )
+        if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and self.client_tls:
+            raise ConfigError(
+                f"--client-security-protocol {protocol} and --client-tls contradict each other: "
+                f"use {protocol.replace('PLAINTEXT', 'SSL')} for TLS"
+            )
+        if protocol in ("SSL", "SASL_SSL"):
+            if self.insecure_plaintext_between_nodes:
+                raise ConfigError(
+                    f"--client-security-protocol {protocol} serves the node's certificate: give "
+                    "--tls-dir (not --insecure-plaintext-between-nodes)"
+                )
+            self.client_tls = True
+        if protocol.startswith("SASL") and self.insecure_plaintext_between_nodes:
+            raise ConfigError(
+                f"--client-security-protocol {protocol}: a node forwards requests to the "
+                "controller on its caller's behalf and proves it with its certificate; give "
+                "--tls-dir (not --insecure-plaintext-between-nodes)"
+            )
+        self.client_security_protocol = protocol or ("SSL" if self.client_tls else "PLAINTEXT")
         if self.client_tls_auth == "required" and not self.client_tls:
             raise ConfigError("--client-tls-auth required needs --client-tls")
+        for principal in self.super_users:
+            if not isinstance(principal, str) or not re.fullmatch(r"[^:\s]+:\S.*", principal):
+                raise ConfigError(
+                    f"super user {principal!r} must be a principal like User:admin "
+                    "(separate several with ';')"
+                )
+        if self.super_users and not self.authorizer:
+            raise ConfigError("--super-users needs --authorizer (without it everyone may do all)")
+        if self.controller_voters not in (3, 5):
+            raise ConfigError(
+                f"controller_voters must be 3 or 5, got {self.controller_voters}: an odd count "
+                "that survives one (3) or two (5) lost nodes"
+            )
         if self.background_write_mb_s < 0:
             raise ConfigError("background_write_mb_s must be >= 0 (0: no cap)")
         if self.tick_ms < 1:
@@ -254,6 +331,11 @@ class NodeConfig:
             return ports.listener_address(self.listen, ports.METRICS.offset)
         except ValueError as e:
             raise ConfigError(f"{e} (the metrics port; see --metrics-listen)") from None
+
+    @property
+    def sasl(self) -> bool:
+        """Whether clients must authenticate with SCRAM (after validate)."""
+        return self.client_security_protocol.startswith("SASL")
 
     @property
     def isr_max_lag_ticks(self) -> int:
@@ -284,7 +366,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                 raise ConfigError(f"config file {p}: peers must be a string or a table")
         if name in ("data_dir", "tls_dir", "tls_ca", "tls_cert", "tls_key"):
             value = Path(value)
-        if name == "insecure_plaintext_between_nodes" and not isinstance(value, bool):
+        if name == "super_users":
+            value = parse_super_users(value) if isinstance(value, str) else value
+            if not isinstance(value, list):
+                raise ConfigError(f"config file {p}: super_users must be a list of principals")
+        if name in ("insecure_plaintext_between_nodes", "authorizer") and not isinstance(
+            value, bool
+        ):
             raise ConfigError(f"config file {p}: {key} must be true or false")
         out[name] = value
     return out

@@ -8,9 +8,11 @@ racing creates of one name: the second is refused there).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from node.acl import AclBinding, AclBindingFilter
 from node.command import (
     Command,
     CommandSet,
@@ -21,6 +23,8 @@ from node.command import (
     set_field,
     wire,
 )
+from node.errors import BrokerError
+from node.limits import MAX_ACLS_PER_REQUEST
 
 CONTROLLER_COMMANDS = CommandSet("controller")
 
@@ -56,6 +60,30 @@ class RegisterBroker(Command):
         check_int(self.op, "node_id", self.node_id)
         check_str(self.op, "host", self.host)
         check_int(self.op, "port", self.port, 0, 65535)
+
+
+# -- membership (issue 19: node/membership.py) ------------------------------------------------
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AdmitIncarnation(Command):
+    """The controller group replaced node_id's old incarnation: the new one (a wiped disk)
+    was added back as a learner and may speak from min_term, vote once its commit index
+    reaches index (raft.types.Fence). Applied, it records the incarnation and marks the
+    partitions the old incarnation was a replica of as stale."""
+
+    op: ClassVar[str] = "admit_incarnation"
+    node_id: int
+    incarnation: int
+    min_term: int
+    index: int
+
+    def __post_init__(self) -> None:
+        check_int(self.op, "node_id", self.node_id, 1)
+        check_int(self.op, "incarnation", self.incarnation, 1)
+        check_int(self.op, "min_term", self.min_term, 1)
+        check_int(self.op, "index", self.index, 1)
 
 
 @CONTROLLER_COMMANDS.register
@@ -171,3 +199,126 @@ class DeleteUser(Command):
         check_str(self.op, "name", self.name)
         if self.mechanism is not None:
             check_str(self.op, "mechanism", self.mechanism)
+
+
+def _acls(op: str, value: object, what: str, parse: Callable[[object], Any]) -> tuple[Any, ...]:
+    """A bounded, non-empty list of ACLs or filters, each normalised through its value type
+    (node/acl.py), so the log holds only what those accept."""
+    if not isinstance(value, list | tuple) or not value:
+        raise invalid(op, f"{what} must be a non-empty list")
+    if len(value) > MAX_ACLS_PER_REQUEST:
+        raise invalid(op, f"{len(value)} {what} in one command; at most {MAX_ACLS_PER_REQUEST}")
+    try:
+        return tuple(parse(v).to_json() for v in value)
+    except BrokerError as e:
+        raise invalid(op, e.message) from None
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CreateAcls(Command):
+    """Add ACLs (node/acl.py's JSON form); one already there is kept once. Applied, it returns
+    how many were new."""
+
+    op: ClassVar[str] = "create_acls"
+    acls: tuple[dict[str, str], ...]
+
+    def __post_init__(self) -> None:
+        set_field(self, "acls", _acls(self.op, self.acls, "acls", AclBinding.from_json))
+
+    @property
+    def bindings(self) -> tuple[AclBinding, ...]:
+        return tuple(AclBinding.from_json(a) for a in self.acls)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteAcls(Command):
+    """Remove the ACLs each filter matches (Kafka's AclBindingFilter). Applied, it returns, per
+    filter, the ACLs it removed (an ACL matched by two filters is removed by the first)."""
+
+    op: ClassVar[str] = "delete_acls"
+    filters: tuple[dict[str, str | None], ...]
+
+    def __post_init__(self) -> None:
+        set_field(
+            self, "filters", _acls(self.op, self.filters, "filters", AclBindingFilter.from_json)
+        )
+
+    @property
+    def acl_filters(self) -> tuple[AclBindingFilter, ...]:
+        return tuple(AclBindingFilter.from_json(f) for f in self.filters)
+
+
+# -- replica moves (issue 19) ------------------------------------------------------------------
+def _node_ids(op: str, name: str, value: object, *, empty: bool = False) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or (not value and not empty):
+        raise invalid(op, f"{name} must be a {'' if empty else 'non-empty '}list, not {value!r}")
+    ids = tuple(check_int(op, name, n, 1) for n in value)
+    if len(set(ids)) != len(ids):
+        raise invalid(op, f"{name} {list(ids)} names a node twice")
+    return ids
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MovePartition(Command):
+    """Start moving partition `partition` of topic `name` (`topic_id`) onto `target` (the
+    first is its preferred leader). The partition's leader carries it out, one Raft change at
+    a time (node/moves.py), feeding each new replica at most `throttle_bytes_s` (0: no limit)."""
+
+    op: ClassVar[str] = "move_partition"
+    name: str
+    topic_id: int
+    partition: int
+    target: tuple[int, ...]
+    throttle_bytes_s: int = 0
+    then: tuple[int, ...] = ()
+    """Once at `target`, move on to these replicas (empty: stop there). A node's replica is
+    replaced by a fresh one this way: to the replicas without it, then back with it
+    (node/moves.py's plan_readd)."""
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        check_int(self.op, "topic_id", self.topic_id)
+        check_int(self.op, "partition", self.partition)
+        set_field(self, "target", _node_ids(self.op, "target", self.target))
+        check_int(self.op, "throttle_bytes_s", self.throttle_bytes_s)
+        set_field(self, "then", _node_ids(self.op, "then", self.then, empty=True))
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PartitionMembership(Command):
+    """A partition's Raft membership as its leader applied it, as of the group's index
+    `conf_index` (the controller leader records what the partition leaders gossip, so the
+    metadata follows every step of a move; an older report than the one recorded is ignored)."""
+
+    op: ClassVar[str] = "partition_membership"
+    name: str
+    topic_id: int
+    partition: int
+    voters: tuple[int, ...]
+    learners: tuple[int, ...] = ()
+    conf_index: int
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        check_int(self.op, "topic_id", self.topic_id)
+        check_int(self.op, "partition", self.partition)
+        set_field(self, "voters", _node_ids(self.op, "voters", self.voters))
+        set_field(self, "learners", _node_ids(self.op, "learners", self.learners, empty=True))
+        check_int(self.op, "conf_index", self.conf_index)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DecommissionNode(Command):
+    """Take node `node_id` out of placement: no new replica goes there (the moves that empty
+    it are MovePartition commands of their own)."""
+
+    op: ClassVar[str] = "decommission_node"
+    node_id: int
+
+    def __post_init__(self) -> None:
+        check_int(self.op, "node_id", self.node_id, 1)

@@ -63,11 +63,13 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from node.membership import save_fences
 from node.storage import GroupStorage, GroupUpdate, NodeStore
 from node.tasks import FAIL_STOP_EXIT_CODE, fail_stop, supervise
 from raft import (
@@ -76,8 +78,10 @@ from raft import (
     ConfState,
     Entry,
     EntryType,
+    Fence,
     IsrPolicy,
     Message,
+    MessageType,
     RaftError,
     RawNode,
     Ready,
@@ -161,6 +165,9 @@ class Group:
     conf_changes: list[tuple[int, ConfState]] = field(default_factory=list)
     """(index, membership after it) of the conf changes applied since the last snapshot, in
     order: what `conf_state_at` answers from."""
+    conf_index: int = 0
+    """The index `conf_state` is as of: the last applied conf change's, or the snapshot's if
+    newer (what a leader reports with its membership, so older reports can be told apart)."""
 
     def conf_state_at(self, index: int) -> ConfState:
         """The membership as of applied `index` (at or after the snapshot's): a snapshot taken
@@ -205,6 +212,8 @@ class DriverStats:
     wakeups: int = 0
     messages_from_non_members: int = 0
     """Messages dropped because their sender is not a voter or learner of the group."""
+    votes_refused_as_non_voter: int = 0
+    """Vote and pre-vote requests dropped because this node is not a voter of the group."""
 
 
 def snapshot_and_trim(group: Group, index: int, data: bytes, keep_entries: int) -> None:
@@ -226,6 +235,69 @@ def take_snapshot(group: Group, index: int, data: bytes) -> None:
     group.storage.create_snapshot(index, group.conf_state_at(index), data)
     snap_index = group.storage.snapshot().meta.index
     group.conf_changes = [(i, c) for i, c in group.conf_changes if i > snap_index]
+
+
+def _payload_bytes(m: Message) -> int:
+    size = sum(len(e.data) for e in m.entries)
+    if m.snapshot is not None:
+        size += len(m.snapshot.data)
+    return size
+
+
+_THROTTLED = (MessageType.APP, MessageType.SNAP)
+_VOTES = (MessageType.VOTE, MessageType.PRE_VOTE)
+THROTTLED_INFLIGHT = 2
+"""Appends in flight to a throttled peer (raft's window for it while throttled)."""
+
+
+@dataclass(slots=True)
+class Throttle:
+    """A token bucket for one peer of one group: its appends and snapshots wait in order and
+    leave as the allowance (bytes per tick) accrues; an empty append leaves as soon as it is at
+    the head. Appends stay in order because one that overtook the others would be rejected (its
+    previous entry not there yet) and send the leader back to probing. Heartbeats pass: Raft
+    does not need them in order with the appends.
+
+    A new append that starts at or before a waiting one's start is the leader sending again
+    from an earlier point (a probe after a rejection, or its retry): the waiting ones it covers
+    are dropped, as a lossy link would drop them. Otherwise a leader probing every heartbeat
+    would queue a copy per heartbeat while the first waits its turn."""
+
+    per_tick: float
+    allowance: float = 0.0
+    held: deque[Message] = field(default_factory=deque)
+    bytes_sent: int = 0
+
+    def wants(self, m: Message) -> bool:
+        return m.type in _THROTTLED and (bool(self.held) or _payload_bytes(m) > 0)
+
+    def offer(self, m: Message) -> None:
+        if m.type == MessageType.APP and m.entries:
+            while (
+                self.held
+                and self.held[-1].type == MessageType.APP
+                and (self.held[-1].index >= m.index)
+            ):
+                self.held.pop()
+        self.held.append(m)
+
+    def release(self, out: Outbox, group_id: str, peer: int) -> bool:
+        # Burst at most one tick's worth (or one message) beyond the rate.
+        self.allowance = min(self.allowance + self.per_tick, self.per_tick)
+        sent = False
+        while self.held:
+            size = _payload_bytes(self.held[0])
+            if size and self.allowance <= 0:
+                break
+            self.allowance -= size
+            self.bytes_sent += size
+            out.send(peer, group_id, self.held.popleft())
+            sent = True
+        return sent
+
+    def release_all(self, out: Outbox, group_id: str, peer: int) -> None:
+        while self.held:
+            out.send(peer, group_id, self.held.popleft())
 
 
 class RaftDriver:
@@ -276,6 +348,12 @@ class RaftDriver:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self.tick_listeners: list[Callable[[], None]] = []
+        self.fences: dict[str, Fence] = {}
+        """Groups in which this node is a wiped node's new incarnation (node/membership.py):
+        kept on disk until the core lifts them; the server loads them before any group opens."""
+        self.throttles: dict[tuple[str, int], Throttle] = {}
+        """(group, peer) -> how fast that peer is fed the group's log (a learner catching up
+        during a replica move: node/moves.py)."""
 
     # -- groups --------------------------------------------------------------------------------
     def add_group(
@@ -316,8 +394,17 @@ class RaftDriver:
             logger=logging.getLogger(f"liferaft.raft.{group_id}"),
         )
         node = RawNode(cfg, storage)
+        fence = self.fences.get(group_id)
+        if fence is not None:
+            node.set_fence(fence)  # before any message: see node/membership.py
         group = Group(
-            id=group_id, node=node, storage=storage, fsm=fsm, conf_state=cs, busy_tick=self._ticks
+            id=group_id,
+            node=node,
+            storage=storage,
+            fsm=fsm,
+            conf_state=cs,
+            busy_tick=self._ticks,
+            conf_index=snap.meta.index,
         )
         self.groups[group_id] = group
         if campaign and len(cs.voters) == 1 and self.node_id in cs.voters:
@@ -336,6 +423,34 @@ class RaftDriver:
         self._awake.discard(group_id)
         if destroy:
             group.storage.destroy()
+            if self.fences.pop(group_id, None) is not None:
+                save_fences(self.store, self.fences)
+
+    def set_fence(self, group_id: str, fence: Fence | None) -> None:
+        """Fence (or unfence) this node in a group, durably first, then in the core if the
+        group is open (raft/core.py, "Rejoining after a lost disk")."""
+        if fence is None:
+            if self.fences.pop(group_id, None) is None:
+                return
+        else:
+            self.fences[group_id] = fence
+        save_fences(self.store, self.fences)
+        group = self.groups.get(group_id)
+        if group is not None:
+            group.node.set_fence(fence)
+            self._note_lifted(group)
+            self._dirty.add(group_id)
+            self._awake.add(group_id)
+            self._wake.set()
+
+    def fence_of(self, group_id: str) -> Fence | None:
+        return self.fences.get(group_id)
+
+    def _note_lifted(self, group: Group) -> None:
+        if group.id in self.fences and group.node.fence is None:
+            del self.fences[group.id]
+            save_fences(self.store, self.fences)
+            log.info("node %d: group %s: fence lifted, voting as itself", self.node_id, group.id)
 
     # -- inputs --------------------------------------------------------------------------------
     def deliver(self, group_id: str, msg: Message) -> None:
@@ -350,6 +465,42 @@ class RaftDriver:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def set_throttle(self, group_id: str, peer: int, bytes_per_s: int) -> None:
+        """Feed `peer` the group's appends and snapshots at most `bytes_per_s` (0: lift the
+        limit): they wait in order, released tick by tick. Delaying a message is always safe
+        in Raft (a slow link); the leader's in-flight window bounds how many wait."""
+        key = (group_id, peer)
+        group = self.groups.get(group_id)
+        if bytes_per_s <= 0:
+            throttle = self.throttles.pop(key, None)
+            if throttle is not None:
+                throttle.release_all(self.outbox, group_id, peer)
+                self.outbox.flush()
+                if group is not None:
+                    group.node.set_inflight_limit(peer, 0)
+            return
+        if group is not None:
+            # A short window: the leader reads and holds at most that much for the peer, not
+            # max_inflight_msgs appends of up to max_size_per_msg each in one round.
+            group.node.set_inflight_limit(peer, THROTTLED_INFLIGHT)
+        per_tick = bytes_per_s * self.timing.tick_s
+        throttle = self.throttles.get(key)
+        if throttle is None:
+            self.throttles[key] = Throttle(per_tick)
+        else:
+            throttle.per_tick = per_tick
+
+    def _release_throttled(self) -> None:
+        out = self.outbox
+        sent = False
+        for (group_id, peer), throttle in list(self.throttles.items()):
+            if group_id not in self.groups:
+                del self.throttles[(group_id, peer)]
+                continue
+            sent = throttle.release(out, group_id, peer) or sent
+        if sent:
+            out.flush()
 
     def is_quiesced(self, group_id: str) -> bool:
         group = self.groups.get(group_id)
@@ -490,6 +641,8 @@ class RaftDriver:
         self._dirty.update(self._awake)
         if quiesced:
             self._awake.difference_update(quiesced)
+        if self.throttles:
+            self._release_throttled()
         for listener in self.tick_listeners:
             listener()
 
@@ -510,6 +663,15 @@ class RaftDriver:
                         msg.frm,
                         self.stats.messages_from_non_members,
                     )
+                continue
+            if msg.type in _VOTES and self.node_id not in cs.voters:
+                # Only a voter of its own applied membership votes. A replica that joined as a
+                # learner (a move: node/moves.py) may be the same node id as a replica removed
+                # from the group before, whose votes it cannot remember; voting before it is
+                # promoted could elect two leaders in one term (a stale voter counting it). The
+                # cost: a learner promoted by a leader that dies before it learns so cannot
+                # help elect the next one until it hears of its promotion.
+                self.stats.votes_refused_as_non_voter += 1
                 continue
             try:
                 group.node.step(msg)
@@ -552,8 +714,13 @@ class RaftDriver:
             return False
         self.stats.rounds += 1
         out = self.outbox
+        throttles = self.throttles
         for group, rd in readies:
             for m in rd.messages:
+                throttle = throttles.get((group.id, m.to)) if throttles else None
+                if throttle is not None and throttle.wants(m):
+                    throttle.offer(m)
+                    continue
                 out.send(m.to, group.id, m)
         out.flush()
 
@@ -692,6 +859,8 @@ class RaftDriver:
                 self._apply(group, rd)
                 group.node.advance(rd)
             self._dirty.add(group.id)  # advance may have produced messages (commit broadcast)
+            if self.fences:
+                self._note_lifted(group)
 
     def _apply_ahead(self) -> list[Group]:
         """Apply the committed entries of rounds still waiting for a sync, where they are
@@ -730,6 +899,7 @@ class RaftDriver:
         if rd.snapshot is not None:
             group.conf_state = rd.snapshot.meta.conf_state
             group.conf_changes = []
+            group.conf_index = max(group.conf_index, rd.snapshot.meta.index)
             group.fsm.restore(rd.snapshot)
         if rd.soft_state is not None:
             group.fsm.on_soft_state(rd.soft_state, group.node.term)
@@ -738,6 +908,12 @@ class RaftDriver:
         if rd.committed_entries:
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE:
-                    group.conf_state = group.node.apply_conf_change(ConfChange.decode(e.data))
+                    cc = ConfChange.decode(e.data)
+                    group.conf_state = group.node.apply_conf_change(cc)
                     group.conf_changes.append((e.index, group.conf_state))
+                    group.conf_index = e.index
+                    if (group.id, cc.node_id) in self.throttles:
+                        # A new member throttled from the start: a short window before the
+                        # leader's first full append to it (it probes first).
+                        group.node.set_inflight_limit(cc.node_id, THROTTLED_INFLIGHT)
             group.fsm.apply(rd.committed_entries)

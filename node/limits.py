@@ -13,6 +13,8 @@ from node.errors import BrokerError, ErrorCode
 
 __all__ = [
     "HELLO_DEADLINE_S",
+    "MAX_ACLS",
+    "MAX_ACLS_PER_REQUEST",
     "MAX_ADDRESS_CHARS",
     "MAX_CLIENT_ID_CHARS",
     "MAX_COMMIT_OFFSETS",
@@ -79,6 +81,11 @@ MAX_ERROR_MESSAGE_CHARS = 2048
 """Any error message that leaves the node is cut to this (the trailer also holds the rest)."""
 MAX_TOPICS_PER_REQUEST = 10_000
 """Topics named in one Metadata, CreateTopics, DeleteTopics or DescribeTopics request."""
+MAX_ACLS_PER_REQUEST = 1000
+"""ACLs one CreateAcls names, or filters one DeleteAcls does."""
+MAX_ACLS = 100_000
+"""ACLs the cluster keeps: every node holds them all in memory and in each controller snapshot
+(about 200 bytes each as JSON)."""
 MAX_GROUPS_PER_REQUEST = 10_000
 """Groups named in one DeleteGroups request."""
 MAX_TOPIC_CONFIGS = 64

@@ -252,6 +252,19 @@ class NodeCollector(Collector):
         role = GaugeMetricFamily(
             "liferaft_raft_is_leader", "1 where this node leads the Raft group", labels=labels
         )
+        voters = GaugeMetricFamily(
+            "liferaft_raft_voters", "Voters of the Raft group, as this node knows it", labels=labels
+        )
+        learners = GaugeMetricFamily(
+            "liferaft_raft_learners",
+            "Learners of the Raft group, as this node knows it",
+            labels=labels,
+        )
+        fenced = GaugeMetricFamily(
+            "liferaft_raft_fenced",
+            "1 while this node, a new incarnation, may not vote in the group (node/membership.py)",
+            labels=labels,
+        )
         for gid, group in sorted(self.driver.groups.items()):
             st = group.node.status()
             lv = [gid, group_kind(gid)]
@@ -261,7 +274,10 @@ class NodeCollector(Collector):
             lag.add_metric(lv, max(0, st.commit - st.applied))
             last.add_metric(lv, st.last_index)
             role.add_metric(lv, 1 if st.role == Role.LEADER else 0)
-        yield from (term, commit, applied, lag, last, role)
+            voters.add_metric(lv, len(st.conf_state.voters))
+            learners.add_metric(lv, len(st.conf_state.learners))
+            fenced.add_metric(lv, 0 if group.node.fence is None else 1)
+        yield from (term, commit, applied, lag, last, role, voters, learners, fenced)
 
     def _driver(self) -> Iterator[Any]:
         s = self.driver.stats

@@ -10,6 +10,7 @@ in-sync follower first, so clients see a clean NOT_LEADER redirect instead of an
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -19,14 +20,27 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from liferaft_proto.credentials import NodeAssertion, SignedCalls
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from node import principal
+from node.authn import GrpcAuth
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig, parse_address
+from node.controller import CONTROLLER_GROUP
 from node.driver import RaftDriver, RaftTiming
 from node.errors import BrokerError
+from node.groups import GROUPS_GROUP
 from node.kafka.classic import ClassicGroups
 from node.kafka.server import KafkaListener
 from node.kafka.wire import Ctx as KafkaCtx
+from node.membership import (
+    ANCHOR_GROUP,
+    FENCES_KEY,
+    FOUNDERS_KEY,
+    INCARNATION_KEY,
+    load_fences,
+    new_incarnation,
+)
 from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetrics
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
@@ -65,12 +79,17 @@ class NodeServer:
         self.transport: Transport | None = None
         self.kafka: KafkaListener | None = None
         self.client_tls: ClientTls | None = None
+        self._forward_interceptors: list[SignedCalls] = []
         self.health = health.aio.HealthServicer()
         self._housekeeping: asyncio.Task[None] | None = None
         self._peer_channels: dict[int, grpc.aio.Channel] = {}
         self._stopping = False
         self.metrics = NodeMetrics(self.config.node_id)
         self.metrics_server: MetricsServer | None = None
+        self.incarnation = 0
+        """This data directory's incarnation (node/membership.py), set when it is opened."""
+        self.fresh = False
+        """Whether the data directory was created by this start."""
 
     # -- start ---------------------------------------------------------------------------------
     def _open_store(self) -> NodeStore:
@@ -79,6 +98,7 @@ class NodeServer:
         store = NodeStore(cfg.data_dir / "raft.db", background_write_mb_s=cfg.background_write_mb_s)
         owner = store.get_meta(NODE_ID_KEY)
         cluster = store.get_meta(CLUSTER_ID_KEY)
+        incarnation = store.get_meta(INCARNATION_KEY)
         if owner is not None and int(owner) != cfg.node_id:
             store.close()
             raise ConfigError(
@@ -91,20 +111,35 @@ class NodeServer:
                 f"data directory {cfg.data_dir} belongs to cluster {cluster.decode()!r}, "
                 f"not {cfg.cluster_id!r}"
             )
-        if owner is None:
-            anchor = store.group("__node__")
-            store.write(
-                [
-                    GroupUpdate(
-                        group=anchor,
-                        meta=[
-                            (NODE_ID_KEY, str(cfg.node_id).encode()),
-                            (CLUSTER_ID_KEY, cfg.cluster_id.encode()),
-                        ],
-                    )
-                ],
-                sync=True,
-            )
+        self.fresh = owner is None
+        if owner is None or incarnation is None:
+            # A new data directory gets its incarnation with its owner, in one synced write
+            # (NodeStore made its directories durable when it created them). A directory from
+            # before incarnations gets one too, but is not new: it has its votes.
+            self.incarnation = new_incarnation()
+            meta: list[tuple[bytes, bytes | None]] = [
+                (INCARNATION_KEY, str(self.incarnation).encode())
+            ]
+            if owner is None:
+                meta += [
+                    (NODE_ID_KEY, str(cfg.node_id).encode()),
+                    (CLUSTER_ID_KEY, cfg.cluster_id.encode()),
+                ]
+            if self.fresh:
+                # Silent in the controller group until we know this is the cluster's birth or
+                # the controller replaced our old incarnation (node/membership.py).
+                fences = {CONTROLLER_GROUP: [0, 0], GROUPS_GROUP: [0, 0]}
+                meta.append((FENCES_KEY, json.dumps(fences).encode()))
+            store.write([GroupUpdate(group=store.group(ANCHOR_GROUP), meta=meta)], sync=True)
+        else:
+            self.incarnation = int(incarnation)
+        log.info(
+            "node %d: data directory %s, incarnation %x%s",
+            cfg.node_id,
+            cfg.data_dir,
+            self.incarnation,
+            " (new: silent until the cluster's birth or its admission)" if self.fresh else "",
+        )
         return store
 
     def _peer_tls(self) -> PeerTls | None:
@@ -136,6 +171,17 @@ class NodeServer:
                 cfg.client_tls_auth,
             )
         self.store = self._open_store()
+        founders = self.store.get_meta(FOUNDERS_KEY)
+        if cfg.join:
+            cfg.peers, joined_founders = await self._members_from(cfg.join, tls)
+            if founders is None:
+                founders = ",".join(map(str, joined_founders)).encode()
+        if founders is None:
+            founders = ",".join(map(str, sorted(cfg.peers))).encode()
+        self.store.write(
+            [GroupUpdate(group=self.store.group(ANCHOR_GROUP), meta=[(FOUNDERS_KEY, founders)])],
+            sync=True,
+        )
         timing = RaftTiming(
             tick_s=cfg.tick_ms / 1000,
             election_ticks=cfg.election_ticks,
@@ -167,15 +213,28 @@ class NodeServer:
             cfg.node_id, self.store, CountingOutbox(self.transport, self.metrics), timing
         )
         self.driver.soft_state_listeners.append(self.metrics.observe_soft_state)
+        self.driver.fences = load_fences(self.store)
         self.transport.on_peer_change = self.driver.peer_changed
-        self.broker = Broker(cfg, self.driver)
+        self.broker = Broker(
+            cfg, self.driver, self.incarnation, [int(n) for n in founders.decode().split(",")]
+        )
+        broker = self.broker
+        self.transport.incarnation = self.incarnation
+        self.transport.dial_all = bool(cfg.join)
+        self.transport.hello_state = lambda: (
+            broker.controller.raft_group.node.term,
+            broker.rejoining(),
+        )
+        self.transport.on_peer_hello = lambda peer, h: broker.on_peer_hello(
+            peer, h.incarnation, h.controller_term, h.rejoining
+        )
         self.transport.on_peer_advertise = self._on_peer_advertise
         transport = self.transport
         self.broker.reachable = lambda: set(transport.connected_peers())
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
         broker_pb2_grpc.add_BrokerServicer_to_server(
-            BrokerService(self.broker, self._peer_stub, self.metrics), server
+            BrokerService(self.broker, self._peer_stub, self.metrics, self._grpc_auth(tls)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -220,7 +279,7 @@ class NodeServer:
             # A liferaft member may not join a group whose members speak Kafka's protocol.
             broker.groups.foreign_members = classic.has_members
             self.kafka = KafkaListener(
-                KafkaCtx(broker, cfg.kafka_port_offset, self._peer_stub, classic),
+                KafkaCtx(broker, cfg.kafka_port_offset, self._peer_stub, classic, cfg.sasl),
                 host,
                 port + cfg.kafka_port_offset,
                 ssl=self.client_tls.kafka if self.client_tls is not None else None,
@@ -245,22 +304,82 @@ class NodeServer:
             cfg.data_dir,
         )
 
+    def _grpc_auth(self, tls: PeerTls | None) -> GrpcAuth:
+        """Who each gRPC call is (node/authn.py); and, on the channels to peers, this node's
+        signature on the principal it forwards a request for."""
+        assert self.broker is not None
+        broker = self.broker
+        ca = tls.files.ca.read_bytes() if tls is not None else None
+        if tls is not None:
+            assertion = NodeAssertion.load(
+                tls.files.ca.read_bytes(), tls.files.cert.read_bytes(), tls.files.key.read_bytes()
+            )
+            self._forward_interceptors = [SignedCalls(assertion, principal.caller.get)]
+        return GrpcAuth(self.config.sasl, lambda: broker.controller.state.users, ca)
+
+    async def _members_from(
+        self, address: str, tls: PeerTls | None
+    ) -> tuple[dict[int, str], list[int]]:
+        """--join: the members of the running cluster, from one member's metadata, and this
+        node (the controller adds it as a learner: node/membership.py). The call is signed with
+        this node's key (as the node's own principal), so it passes a listener that wants SCRAM
+        logins."""
+        cfg = self.config
+        signed: tuple[tuple[str, str | bytes], ...] = ()
+        if tls is not None:
+            assertion = NodeAssertion.load(
+                tls.files.ca.read_bytes(), tls.files.cert.read_bytes(), tls.files.key.read_bytes()
+            )
+            signed = tuple(assertion.metadata(assertion.principal_of_cert(), "Metadata"))
+        channel = (
+            grpc.aio.secure_channel(
+                address, self.client_tls.grpc_peer_credentials(), options=GRPC_OPTIONS
+            )
+            if self.client_tls is not None
+            else grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+        )
+        try:
+            async with channel:
+                md = await broker_pb2_grpc.BrokerStub(channel).Metadata(
+                    broker_pb2.MetadataRequest(), timeout=10, metadata=signed
+                )
+        except grpc.RpcError as e:
+            raise ConfigError(
+                f"--join {address}: cannot read the cluster's members there ({e.code().name}): "
+                "give the gRPC address of a running member"
+            ) from None
+        peers = {b.node_id: f"{b.host}:{b.port}" for b in md.brokers if b.node_id != cfg.node_id}
+        if not peers:
+            raise ConfigError(f"--join {address}: the member there knows no brokers yet")
+        if not md.founders:
+            raise ConfigError(f"--join {address}: the member there does not say its founders")
+        peers[cfg.node_id] = cfg.advertise
+        log.info("node %d joins the cluster of nodes %s", cfg.node_id, sorted(peers))
+        return peers, sorted(md.founders)
+
     def _on_peer_advertise(self, peer: int, address: str) -> None:
         if self.broker is not None and address:
             self.broker.advertised[peer] = address
 
     def _peer_stub(self, node_id: int) -> broker_pb2_grpc.BrokerStub | None:
-        address = self.config.peers.get(node_id)
-        if address is None:
+        address = self.config.peers.get(node_id) or (
+            self.broker.advertised_address(node_id) if self.broker is not None else ""
+        )
+        if not address:
             return None
         channel = self._peer_channels.get(node_id)
         if channel is None:
             channel = (
                 grpc.aio.secure_channel(
-                    address, self.client_tls.grpc_peer_credentials(), options=GRPC_OPTIONS
+                    address,
+                    self.client_tls.grpc_peer_credentials(),
+                    options=GRPC_OPTIONS,
+                    interceptors=self._forward_interceptors,
                 )
                 if self.client_tls is not None
-                else grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+                else grpc.aio.insecure_channel(
+                    address, options=GRPC_OPTIONS, interceptors=self._forward_interceptors
+                )
             )
             self._peer_channels[node_id] = channel
         return broker_pb2_grpc.BrokerStub(channel)
@@ -275,10 +394,24 @@ class NodeServer:
             await asyncio.sleep(self.config.tick_ms / 1000 * 2)
             for states in broker.take_gossip():
                 transport.broadcast_leaders(states)
+            broker.maybe_born()  # a cluster of one hears no Hello
+            admit = broker.membership_step()
+            if admit is not None:
+                supervise(
+                    broker.controller.replicate_and_wait(admit),
+                    f"admit-incarnation-{admit.node_id}",
+                    expected=(BrokerError,),
+                )
             for cmd in broker.registrations_due():
                 supervise(
                     broker.controller.replicate_and_wait(cmd),
                     f"register-broker-{cmd.node_id}",
+                    expected=(BrokerError,),
+                )
+            for report in broker.membership_reports():  # replica moves (node/moves.py)
+                supervise(
+                    broker.controller.replicate_and_wait(report),
+                    "partition-membership",
                     expected=(BrokerError,),
                 )
             healthy = (

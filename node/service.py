@@ -20,10 +20,23 @@ import grpc
 
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
-from node.api import admin, fetch, groups, metadata, produce, producers, replicas
+from node import principal
+from node.api import (
+    acls,
+    admin,
+    fetch,
+    groups,
+    metadata,
+    moves,
+    produce,
+    producers,
+    replicas,
+    users,
+)
 from node.api.context import Api, cut, detail
+from node.authn import AuthError, GrpcAuth
 from node.broker import Broker
-from node.errors import BrokerError
+from node.errors import BrokerError, ErrorCode
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("liferaft.service")
@@ -42,6 +55,7 @@ def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         t0 = time.perf_counter()
         outcome = "OK"
         try:
+            self.authenticate(context, api)
             return await fn(self, request, context)
         except BrokerError as e:
             outcome = e.code_name
@@ -81,20 +95,39 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         broker: Broker,
         forward: Callable[[int], broker_pb2_grpc.BrokerStub | None],
         metrics: NodeMetrics | None = None,
+        auth: GrpcAuth | None = None,
     ) -> None:
         self.api = Api(broker, forward)
         self.metrics = metrics
+        self.auth = auth
+
+    def authenticate(self, context: grpc.aio.ServicerContext, api: str) -> None:
+        """Set node.principal.caller for this call (its own task: gRPC serves each call in
+        one), or raise SASL_AUTHENTICATION_FAILED."""
+        if self.auth is None:
+            return
+        try:
+            who = self.auth.principal(
+                context.invocation_metadata() or (),
+                context.auth_context(),
+                api,
+            )
+        except AuthError as e:
+            raise BrokerError(ErrorCode.SASL_AUTHENTICATION_FAILED, str(e)) from None
+        principal.caller.set(who)
 
     # -- produce and read (node/api/produce.py, fetch.py) --------------------------------------
     Produce = route("Produce", produce.produce)
     Fetch = route("Fetch", fetch.fetch)
     ListOffsets = route("ListOffsets", fetch.list_offsets)
     PartitionLag = route("PartitionLag", fetch.partition_lag)
+    DeleteRecords = route("DeleteRecords", fetch.delete_records)
 
     async def FetchStream(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[broker_pb2.FetchResponse]:
         try:
+            self.authenticate(context, "FetchStream")
             async for answer in fetch.fetch_stream(self.api, request):
                 yield answer
         except BrokerError as e:
@@ -124,3 +157,18 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     # -- one replica, for debugging (node/api/replicas.py) -------------------------------------
     DescribeReplica = route("DescribeReplica", replicas.describe_replica)
     ReplicaState = route("ReplicaState", replicas.replica_state)
+
+    # -- ACLs (node/api/acls.py) ---------------------------------------------------------------
+    DescribeAcls = route("DescribeAcls", acls.describe_acls)
+    CreateAcls = route("CreateAcls", acls.create_acls)
+    DeleteAcls = route("DeleteAcls", acls.delete_acls)
+    # -- users (issue 17; node/api/users.py) ---------------------------------------------------
+    UpsertUser = route("UpsertUser", users.upsert_user)
+    DeleteUser = route("DeleteUser", users.delete_user)
+    DescribeUsers = route("DescribeUsers", users.describe_users)
+
+    # -- replica moves (issue 19), on the controller leader (node/api/moves.py) ---------------
+    MovePartitions = route("MovePartitions", moves.move_partitions)
+    ListPartitionMoves = route("ListPartitionMoves", moves.list_partition_moves)
+    DecommissionNode = route("DecommissionNode", moves.decommission_node)
+    Rebalance = route("Rebalance", moves.rebalance)

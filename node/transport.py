@@ -59,6 +59,7 @@ from node.limits import (
     HELLO_DEADLINE_S,
     MAX_FRAME_BYTES_DEFAULT,
     MAX_HELLO_BYTES,
+    MAX_NODE_ID,
     MAX_UNAUTHENTICATED_CONNECTIONS,
     shown,
 )
@@ -191,6 +192,16 @@ class Transport:
         self.on_peer_advertise: Callable[[int, str], None] | None = None
         self.on_peer_change: Callable[[int, bool], None] | None = None
         """Called with (peer id, alive) whenever a peer is found gone or back."""
+        self.raft_port_offset = raft_port_offset
+        self.dial_all = False
+        """Dial every peer, not only those with higher ids: a node joining (--join), which the
+        members do not know until it dials them."""
+        self.incarnation = 0
+        """This node's data directory's incarnation, told in every Hello (node/membership.py)."""
+        self.hello_state: Callable[[], tuple[int, bool]] = lambda: (0, False)
+        """(controller term, rejoining) to tell in a Hello, asked when it is sent."""
+        self.on_peer_hello: Callable[[int, raft_pb2.Hello], None] | None = None
+        """Called with each peer's accepted Hello (its incarnation, term, rejoining)."""
         self.cluster_id = cluster_id
         self.deliver = deliver
         self.on_leaders = on_leaders
@@ -307,7 +318,7 @@ class Transport:
                     "gRPC port plus --raft-port-offset must be free)"
                 ) from None
         for link in self.links.values():
-            if self.node_id < link.peer_id:
+            if self.node_id < link.peer_id or self.dial_all:
                 self._spawn(
                     functools.partial(self._dial_forever, link),
                     f"raft-dial-{self.node_id}-{link.peer_id}",
@@ -334,11 +345,15 @@ class Transport:
 
     # -- both ends -----------------------------------------------------------------------------
     def _hello(self, to_node: int) -> bytes:
+        term, rejoining = self.hello_state()
         hello = raft_pb2.Hello(
             cluster_id=self.cluster_id,
             from_node=self.node_id,
             to_node=to_node,
             advertise=self.advertise,
+            incarnation=self.incarnation,
+            controller_term=term,
+            rejoining=rejoining,
         )
         return frame(HELLO, hello.SerializeToString())
 
@@ -371,10 +386,21 @@ class Transport:
                 f"is from node {h.from_node}",
             )
         if h.from_node not in self.links:
-            raise TransportRefused(
-                errors_pb2.INCONSISTENT_NODE_ID,
-                f"node {h.from_node} is not in node {self.node_id}'s --peers",
-            )
+            if not (h.advertise and 0 < h.from_node <= MAX_NODE_ID and h.from_node != self.node_id):
+                raise TransportRefused(
+                    errors_pb2.INCONSISTENT_NODE_ID,
+                    f"node {h.from_node} is not in node {self.node_id}'s --peers and gives no "
+                    "address to join with",
+                )
+            # A node joining the running cluster (--join): it dials every member, and is a
+            # member of no Raft group until the controller adds it (node/membership.py). Over
+            # TLS its certificate proved its id before this Hello was read.
+            try:
+                address = raft_address(h.advertise, self.raft_port_offset)
+            except ConfigError as e:
+                raise TransportRefused(errors_pb2.INVALID_REQUEST, str(e)) from None
+            self.links[int(h.from_node)] = PeerLink(int(h.from_node), address)
+            log.info("node %d: node %d joins from %s", self.node_id, h.from_node, h.advertise)
         if h.advertise:
             # Checked before anything stores it: it becomes the node's address in metadata.
             # Only this (the peer's own) link can set the peer's address.
@@ -384,6 +410,8 @@ class Transport:
                 raise TransportRefused(errors_pb2.INVALID_REQUEST, str(e)) from None
             if self.on_peer_advertise is not None:
                 self.on_peer_advertise(int(h.from_node), h.advertise)
+        if self.on_peer_hello is not None:
+            self.on_peer_hello(int(h.from_node), h)
         return int(h.from_node)
 
     @staticmethod

@@ -25,6 +25,38 @@ Consensus Algorithm", extended version) and thesis (Ongaro 2014) sections:
   - quiescence (CockroachDB's): an idle, fully replicated group stops ticking, so a node can
     host thousands of groups that cost nothing while nobody writes to them (see below).
 
+Rejoining after a lost disk (the Fence, raft/types.py). Who votes is decided by the
+configuration in a node's own log and snapshot, and whether it may grant a vote by the term and
+vote on its own disk. A node whose disk is wiped keeps its id but has none of that: its host
+boots it with the group's bootstrap configuration (it believes itself a voter again) and an empty
+log at term 0. Unfenced, the first vote request of any term above 0 makes it a follower of that
+term with no vote cast, and `_handle_vote_request` grants it, since every log is at least as up to
+date as an empty one. So it can vote twice in a term (once before the wipe, once after), and
+it can elect a candidate that lacks entries its old incarnation acknowledged (they were counted
+toward a commit, and are gone). Worse, its acknowledgments lie too: it takes appends from any
+leader of a term above 0, where its old incarnation, having moved to a later term, would have
+refused them, so a deposed leader can count it toward a commit that a newer leader overwrites.
+
+The fix treats the old incarnation as a node that crashed for good and the wiped node as a new
+server that happens to reuse its id:
+  1. Fenced silent (min_term 0), the node steps nothing: no vote, no acknowledgment, no
+     campaign. To the group, the old incarnation is simply down, which Raft tolerates.
+  2. The group removes the old incarnation (a conf change committed by the others alone,
+     since the fenced node acknowledges nothing) and then adds the id back as a learner (entry
+     L at index i). Both are ordinary single-server changes of a group that lost a node.
+  3. The host learns (out of band: node/'s controller) that L was applied by some node in term
+     T, and moves the fence to (T, i). Every leader of term T or later holds L (L was committed
+     by term T; leader completeness), so its configuration no longer has the old incarnation, and
+     a message of term >= T cannot come from a leader that still counts the old one. Older
+     messages are dropped: they are the old incarnation's mail.
+  4. Until its commit index reaches i the node grants no vote and does not campaign: its log
+     does not yet hold what was committed before it rejoined. Once it does, a candidate it
+     votes for must be at least as up to date, so holds L too (log matching), and the node's
+     term and vote from then on are on its own disk: the fence lifts and it is an ordinary
+     learner, promoted to voter like any other.
+tests/sim wipes nodes ("wipe" fault) and checks that no node id votes twice in a term and that
+every committed entry stays electable-only-with; planting the old behaviour (no fence) fails it.
+
 Where this core deliberately differs from etcd-io/raft, and what it took from etcd's scenarios,
 is listed in raft/README.md.
 
@@ -92,6 +124,7 @@ from raft.types import (
     ConfState,
     Entry,
     EntryType,
+    Fence,
     HardState,
     Message,
     MessageType,
@@ -181,6 +214,9 @@ class Raft:
         # Whether this node agreed to go quiet (see the module docstring): its host may stop
         # ticking it until something ends quiescence. Volatile, like the role.
         self.quiesced = False
+        # Set by the host on a node whose disk was wiped (see "Rejoining after a lost disk"):
+        # what it may step and whether it may vote or campaign. None: an ordinary node.
+        self.fence: Fence | None = None
         self._apply_conf_state(cs)
         if hs != HardState():
             self._load_hard_state(hs)
@@ -370,6 +406,8 @@ class Raft:
             return
         if not self.promotable():
             return
+        if self.fence is not None and self._fence_blocks_votes():
+            return
         if self._has_unapplied_conf_change():
             # Campaigning under a membership we are about to change could count the wrong
             # majority; wait until it is applied.
@@ -432,6 +470,47 @@ class Raft:
     # -- the step function -------------------------------------------------------------------
     def step(self, m: Message) -> None:
         """Handle a message from a peer (Raft §5.1: compare terms first)."""
+        if self.fence is not None:
+            if self._fence_drops(m):
+                return
+            self._step(m)
+            self._maybe_lift_fence()
+            return
+        self._step(m)
+
+    # -- the fence of a wiped node (see "Rejoining after a lost disk" above) -----------------
+    def _fence_blocks_votes(self) -> bool:
+        f = self.fence
+        return f is not None and (f.min_term == 0 or self.log.committed < f.index)
+
+    def _fence_drops(self, m: Message) -> bool:
+        """Whether a fenced node must ignore m: anything while the old incarnation is still a
+        member (min_term 0) or from before the term it was added back in; a vote request
+        until its log holds the entry that added it back."""
+        f = self.fence
+        assert f is not None
+        if f.min_term == 0 or m.term < f.min_term:
+            return True
+        return m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and self.log.committed < f.index
+
+    def _maybe_lift_fence(self) -> None:
+        f = self.fence
+        if (
+            f is not None
+            and f.min_term > 0
+            and self.term >= f.min_term
+            and self.log.committed >= f.index
+        ):
+            self.logger.info(
+                "%d: fence lifted (term %d, commit %d >= %d)",
+                self.id,
+                self.term,
+                self.log.committed,
+                f.index,
+            )
+            self.fence = None
+
+    def _step(self, m: Message) -> None:
         if self.quiesced and not (
             m.context == QUIESCE_CONTEXT
             and m.type in (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
@@ -954,6 +1033,15 @@ class Raft:
             self.bcast_heartbeat()
 
     # -- host feedback -------------------------------------------------------------------------
+    def set_inflight_limit(self, to: int, limit: int) -> None:
+        """Host flow control: at most `limit` appends in flight to `to` (0: back to
+        max_inflight_msgs). A host that throttles a peer (a learner catching up during a replica
+        move) keeps its window small, so what the host holds back stays small too. Leader only;
+        a new term's progress starts with the configured window again."""
+        pr = self.tracker.progress.get(to)
+        if self.role == Role.LEADER and pr is not None:
+            pr.inflights.capacity = limit if limit > 0 else self.cfg.max_inflight_msgs
+
     def report_unreachable(self, to: int) -> None:
         pr = self.tracker.progress.get(to)
         if self.role == Role.LEADER and pr is not None and pr.state == ProgressState.REPLICATE:

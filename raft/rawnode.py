@@ -55,6 +55,7 @@ from raft.types import (
     ConfState,
     Entry,
     EntryType,
+    Fence,
     HardState,
     Message,
     Role,
@@ -152,11 +153,26 @@ class RawNode:
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         return self.raft.apply_conf_change(cc)
 
+    def set_fence(self, fence: Fence | None) -> None:
+        """Fence a node whose disk was wiped, or move its fence once the group added it back
+        (raft/core.py, "Rejoining after a lost disk"). The host keeps the fence on disk until
+        `fence` reads None (it lifts itself), and sets it again after a restart."""
+        self.raft.fence = fence
+        self.raft._maybe_lift_fence()
+
+    @property
+    def fence(self) -> Fence | None:
+        return self.raft.fence
+
     def transfer_leader(self, to: int) -> None:
         self.raft.transfer_leader(to)
 
     def report_unreachable(self, to: int) -> None:
         self.raft.report_unreachable(to)
+
+    def set_inflight_limit(self, to: int, limit: int) -> None:
+        """Leader: at most `limit` appends in flight to `to` (0: the configured window)."""
+        self.raft.set_inflight_limit(to, limit)
 
     def maybe_quiesce(self, unreachable: frozenset[int] = frozenset()) -> bool:
         """Leader: go quiet if the group is idle and fully replicated (raft/core.py), leaving

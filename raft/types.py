@@ -151,3 +151,23 @@ class Message:
     reject_hint: int = 0
     snapshot: Snapshot | None = None
     context: bytes = b""
+
+
+@dataclass(slots=True, frozen=True)
+class Fence:
+    """What keeps a node whose disk was wiped from speaking as its old self (a new incarnation
+    of a node id; see "Rejoining after a lost disk" in raft/core.py).
+
+    min_term: 0 while the group has not yet replaced the old incarnation: the node steps no
+      message at all and never campaigns (to the group it is a node that crashed for good).
+      Once the group has removed the old incarnation and added the node back as a learner
+      (entry `index`), the term of a node that had applied that entry: the node then steps only
+      messages of this term or later, which only leaders and candidates holding that entry send.
+    index: the index of the entry that added the node back. Until the node's commit index
+      reaches it, it neither grants a vote (nor a pre-vote) nor campaigns: its log may still
+      lack the entries the old incarnation acknowledged. Past it, and at min_term or later, the
+      fence lifts itself (RawNode.fence becomes None): from then on its durable state is its own.
+    """
+
+    min_term: int = 0
+    index: int = 0

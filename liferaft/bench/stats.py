@@ -37,6 +37,11 @@ class LatencyRecorder:
         self._lat.extend(latencies_ms)
         self._weight.extend([1] * len(latencies_ms))
 
+    def merge(self, other: LatencyRecorder) -> None:
+        """Take in every latency `other` recorded (one recorder per producer thread)."""
+        self._lat.extend(other._lat)
+        self._weight.extend(other._weight)
+
     def __len__(self) -> int:
         return int(sum(self._weight))
 

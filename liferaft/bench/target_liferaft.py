@@ -10,6 +10,8 @@ Two ways to drive it, chosen with `client`:
   "producer"  through the Python client (client.Producer.send_batch / client.Consumer), which
               builds or decodes every record in Python (about 5 µs each): what an application
               using the client sees, on a machine where the client competes with the nodes.
+  "kafka"     through confluent-kafka (librdkafka, in C) on the nodes' Kafka listeners
+              (liferaft/bench/target_kafka.py): what a team on Kafka's clients sees.
 
 Each producer has its own channels (as separate Kafka producers would) and `in_flight` sender
 tasks; each sender takes the next batch from the producer's pacer, round-robin over partitions.
@@ -356,8 +358,12 @@ async def run_produce(
     create: bool = True,
 ) -> BenchResult:
     """Run a produce workload (creating the topic first unless create=False)."""
-    if client not in ("raw", "producer"):
-        raise ValueError(f"client must be raw or producer, got {client!r}")
+    if client not in ("raw", "producer", "kafka"):
+        raise ValueError(f"client must be raw, producer or kafka, got {client!r}")
+    if client == "kafka":
+        from liferaft.bench.target_kafka import run_kafka_produce
+
+        return await run_kafka_produce(bootstrap, spec, progress=progress, create=create)
     if create:
         await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor)
     total = spec.total_records
@@ -460,8 +466,8 @@ async def run_consume(
 ) -> BenchResult:
     """Read spec.records records from the start of the topic's partitions (caught up: the
     records are all there before the clock starts). Latency figures are per Fetch request."""
-    if client not in ("raw", "consumer"):
-        raise ValueError(f"client must be raw or consumer, got {client!r}")
+    if client not in ("raw", "consumer", "kafka"):
+        raise ValueError(f"client must be raw, consumer or kafka, got {client!r}")
     hws = await prepare_consume(bootstrap, spec)
     # Read each partition up to its share of the records, at most its high watermark.
     targets, left = [], spec.records
@@ -475,6 +481,10 @@ async def run_consume(
     try:
         if client == "raw":
             await _consume_raw(bootstrap, spec, targets, tally)
+        elif client == "kafka":
+            from liferaft.bench.target_kafka import consume_kafka
+
+            await consume_kafka(bootstrap, spec, targets, tally)
         else:
             await _consume_client(bootstrap, spec, targets, tally)
     finally:

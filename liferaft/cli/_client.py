@@ -59,14 +59,50 @@ SECURITY_ENV = {
     "ssl_cafile": "LIFERAFT_SSL_CAFILE",
     "ssl_certfile": "LIFERAFT_SSL_CERTFILE",
     "ssl_keyfile": "LIFERAFT_SSL_KEYFILE",
+    "sasl_mechanism": "LIFERAFT_SASL_MECHANISM",
+    "sasl_plain_username": "LIFERAFT_SASL_USERNAME",
+    "sasl_plain_password": "LIFERAFT_SASL_PASSWORD",
 }
 """The client's security options (aiokafka's names) and where the CLI takes them from: the
-environment, or `liferaft --security-protocol SSL --ssl-cafile ...` which sets it."""
+environment, or `liferaft --security-protocol SSL --ssl-cafile ...` which sets it, over the
+TOML file LIFERAFT_CLIENT_CONFIG names (`--client-config`). The password has no flag: a
+command line is seen by every user of the machine (ps), the environment and a file are not."""
 
 
 def security_settings() -> dict[str, Any]:
     """The security options for every client a command makes."""
-    return {opt: v for opt, env in SECURITY_ENV.items() if (v := os.environ.get(env, "").strip())}
+    settings: dict[str, Any] = {}
+    path = os.environ.get("LIFERAFT_CLIENT_CONFIG", "").strip()
+    if path:
+        settings.update(_client_config(path))
+    settings.update(
+        {opt: v for opt, env in SECURITY_ENV.items() if (v := os.environ.get(env, "").strip())}
+    )
+    return settings
+
+
+def _client_config(path: str) -> dict[str, Any]:
+    import tomllib
+    from pathlib import Path
+
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise _fail(f"client config {path}: {e.strerror or e}", 2) from None
+    except tomllib.TOMLDecodeError as e:
+        raise _fail(f"client config {path} is not valid TOML: {e}", 2) from None
+    unknown = sorted(set(raw) - set(SECURITY_ENV))
+    if unknown:
+        raise _fail(
+            f"client config {path}: unknown setting(s) {', '.join(unknown)} (known: "
+            f"{', '.join(SECURITY_ENV)})",
+            2,
+        )
+    folder = Path(path).parent
+    return {
+        k: str(folder / v) if k.startswith("ssl_") and not Path(str(v)).is_absolute() else str(v)
+        for k, v in raw.items()
+    }
 
 
 def admin_client(bootstrap: str | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:

@@ -1,6 +1,7 @@
 """`liferaft bench`: measure produce and consume, and compare with NATS JetStream in one run.
 
     liferaft bench produce [--bootstrap ...] --records 200000 --record-size 1024 --acks all
+    liferaft bench produce --client kafka --records 200000   # confluent-kafka, Kafka listeners
     liferaft bench consume [--bootstrap ...] --records 200000
     liferaft bench compare --records 200000 --runs 3      # liferaft, then NATS JetStream R3
     liferaft bench partitions --partitions 1000           # idle CPU and restart rejoin time
@@ -73,7 +74,12 @@ BatchOpt = Annotated[
     int, typer.Option("--batch-size", help="Bytes of records per batch (Kafka's batch.size).")
 ]
 LingerOpt = Annotated[
-    float, typer.Option("--linger-ms", help="With --throughput: how long a batch waits to fill.")
+    float,
+    typer.Option(
+        "--linger-ms",
+        help="With --throughput (and always with --client kafka: linger.ms): how long a batch "
+        "waits to fill.",
+    ),
 ]
 PartitionsOpt = Annotated[int, typer.Option("--partitions", help="Partitions of the topic.")]
 RfOpt = Annotated[int, typer.Option("--replication-factor", help="Replicas per partition.")]
@@ -280,7 +286,11 @@ def produce(
     in_flight: InFlightOpt = 8,
     throughput: ThroughputOpt = 0.0,
     client: Annotated[
-        str, typer.Option(help="raw: prebuilt batches on the wire; producer: client.Producer.")
+        str,
+        typer.Option(
+            help="raw: prebuilt batches on the wire; producer: client.Producer; kafka: "
+            "confluent-kafka's idempotent producer on the Kafka listeners."
+        ),
     ] = "raw",
     runs: RunsOpt = 1,
     as_json: JsonOpt = False,
@@ -294,6 +304,8 @@ def produce(
 
     if system not in ("liferaft", "nats"):
         raise _fail(f"--system must be liferaft or nats, not {system!r}", 2)
+    if client not in ("raw", "producer", "kafka"):
+        raise _fail(f"--client must be raw, producer or kafka, not {client!r}", 2)
     with _errors():
         kw = dict(
             record_size=record_size,
@@ -365,7 +377,11 @@ def consume(
         int, typer.Option("--fetch-max-bytes", help="Bytes per fetch answer.")
     ] = 4 << 20,
     client: Annotated[
-        str, typer.Option(help="raw: count records from batch headers; consumer: client.Consumer.")
+        str,
+        typer.Option(
+            help="raw: count records from batch headers; consumer: client.Consumer; kafka: "
+            "confluent-kafka's Consumer on the Kafka listeners."
+        ),
     ] = "raw",
     runs: RunsOpt = 1,
     as_json: JsonOpt = False,
@@ -380,6 +396,8 @@ def consume(
 
     if system not in ("liferaft", "nats"):
         raise _fail(f"--system must be liferaft or nats, not {system!r}", 2)
+    if client not in ("raw", "consumer", "kafka"):
+        raise _fail(f"--client must be raw, consumer or kafka, not {client!r}", 2)
     with _errors():
 
         def spec(run: int) -> ConsumeSpec:

@@ -2,6 +2,12 @@
 
     liferaft chaos run --faults kill,pause,partition --duration 120 --seed 7 --out chaos-out
     liferaft chaos run --target compose --bootstrap 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
+    liferaft chaos run --client kafka --faults kill,pause,partition --duration 60 --seed 1
+
+--client picks the client library under test (chaos/clients.py): liferaft's own (gRPC, the
+default) or confluent-kafka (librdkafka) on the nodes' Kafka listeners (each node's address +
+the port table's Kafka offset); the nemesis, the checker and the replica comparison are the
+same. librdkafka's own log lines go to OUT/kafka-client.log.
 
 --target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
 process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
@@ -33,6 +39,7 @@ only the command, and imports chaos/ when it runs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import secrets
@@ -62,17 +69,16 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _missing_chaos_extra(target: str, network: str) -> list[str]:
+def _missing_chaos_extra(target: str, network: str, client: str = "liferaft") -> list[str]:
     """The chaos extra's libraries this run would import and cannot (matplotlib is optional:
     without it a run writes no plot)."""
     import importlib.util
 
     needs_proxy = target == "local" or network == "proxy"
-    return [
-        lib
-        for lib in (["toxiproxy"] if needs_proxy else [])
-        if importlib.util.find_spec(lib) is None
-    ]
+    wanted = (["toxiproxy"] if needs_proxy else []) + (
+        ["confluent_kafka"] if client == "kafka" else []
+    )
+    return [lib for lib in wanted if importlib.util.find_spec(lib) is None]
 
 
 @app.command("run")
@@ -106,6 +112,16 @@ def chaos_run(
         str | None, typer.Option(help="compose: the project name (default: the only one).")
     ] = None,
     nodes: Annotated[int, typer.Option(help="local: how many nodes.")] = 3,
+    client: Annotated[
+        str,
+        typer.Option(
+            help="The client library under test: liferaft (gRPC) or kafka (confluent-kafka "
+            "over the nodes' Kafka listeners)."
+        ),
+    ] = "liferaft",
+    in_flight: Annotated[
+        int, typer.Option(help="Sends each producer has outstanding (one history process each).")
+    ] = 1,
     partitions: Annotated[int, typer.Option(help="Partitions of the topic.")] = 6,
     producers_per_partition: Annotated[int, typer.Option()] = 1,
     rate: Annotated[
@@ -127,7 +143,9 @@ def chaos_run(
     ] = False,
 ) -> None:
     """Run a workload under a seeded nemesis, then check that nothing acknowledged was lost."""
-    missing = _missing_chaos_extra(target, network)
+    if client not in ("liferaft", "kafka"):
+        raise _fail(f"--client must be liferaft or kafka, not {client!r}")
+    missing = _missing_chaos_extra(target, network, client)
     if missing:
         raise _fail(
             f"chaos runs need {', '.join(missing)}, which this install lacks: "
@@ -158,10 +176,17 @@ def chaos_run(
         why = fuse_unavailable()
         if why is not None:
             raise _fail(f"power faults need FUSE: {why}")
+    if client == "kafka" and "answers" in kinds:
+        raise _fail(
+            "the answers fault drops produce answers inside liferaft's client (a gRPC "
+            "interceptor); it has no hook in librdkafka: leave it out with --client kafka"
+        )
     if network not in ("proxy", "iptables"):
         raise _fail(f"--network must be proxy or iptables, not {network!r}")
-    if duration <= 0 or partitions < 1 or producers_per_partition < 1:
-        raise _fail("--duration, --partitions and --producers-per-partition must be positive")
+    if duration <= 0 or partitions < 1 or producers_per_partition < 1 or in_flight < 1:
+        raise _fail(
+            "--duration, --partitions, --producers-per-partition and --in-flight must be positive"
+        )
     if seed is None:
         seed = random.SystemRandom().randrange(1, 1_000_000)
     plan = plan_faults(kinds, duration, seed, partitions=partitions)
@@ -177,7 +202,9 @@ def chaos_run(
     config = WorkloadConfig(
         topic=topic,
         partitions=partitions,
+        client=client,
         producers_per_partition=producers_per_partition,
+        sends_in_flight=in_flight,
         rate_per_producer=rate,
         request_timeout_ms=request_timeout_ms,
         retry_backoff_ms=retry_backoff_ms,
@@ -190,9 +217,12 @@ def chaos_run(
         "duration_s": duration,
         "seed": seed,
         "topic": topic,
+        "client": client,
     }
+    if in_flight != 1:
+        run["in_flight"] = in_flight
     if (request_timeout_ms, retry_backoff_ms, retry_backoff_max_ms) != (3_000, 100, 1_000):
-        run["client"] = (
+        run["client_timeouts"] = (
             f"request={request_timeout_ms}ms,backoff={retry_backoff_ms}..{retry_backoff_max_ms}ms"
         )
     _say(
@@ -201,6 +231,12 @@ def chaos_run(
         + f"; {len(plan)} faults planned; output in {out}"
     )
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if client == "kafka":
+        # librdkafka logs every refused connection to a killed node: to a file, not the screen.
+        kafka_log = logging.getLogger("liferaft.chaos.kafka")
+        kafka_log.addHandler(logging.FileHandler(out / "kafka-client.log"))
+        kafka_log.setLevel(logging.INFO)
+        kafka_log.propagate = False
 
     with open(out / "history.jsonl", "w", encoding="utf-8") as stream:
         history = History(stream_to=stream)

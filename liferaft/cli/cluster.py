@@ -252,3 +252,40 @@ def cluster_info(
         console.print(f"[red]without a leader:[/] {escape(', '.join(leaderless))}")
     if info.down or leaderless or not info.controller_id:
         err_console.print("see `liferaft cluster health` for a verdict and an exit code")
+
+
+@app.command("rebalance")
+def cluster_rebalance(
+    execute: Annotated[
+        bool, typer.Option("--execute", help="Start the moves (default: only show the plan).")
+    ] = False,
+    throttle_mb_s: Annotated[
+        float,
+        typer.Option(
+            "--throttle-mb-s", min=0, help="Feed each new replica at most this many MB/s."
+        ),
+    ] = 0,
+    bootstrap: BootstrapOpt = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.5)] = 15.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Plan the replica moves that even out replicas and preferred leaders over the brokers
+    (after one joined, say); a dry run unless --execute (docs/operations.md)."""
+    from liferaft.cli._client import _client_errors as errors
+    from liferaft.cli._client import admin_client
+    from liferaft.cli.partition import _move_json
+
+    with errors(), admin_client(bootstrap, timeout) as admin:
+        planned = admin.rebalance(execute=execute, throttle_bytes_s=int(throttle_mb_s * 1e6))
+    if json_out:
+        _print_json({"planned": [_move_json(m) for m in planned], "executed": execute})
+        return
+    if not planned:
+        console.print("balanced: nothing to move")
+        return
+    verb = "started" if execute else "would start"
+    console.print(f"{verb} {plural(len(planned), 'move')}")
+    for m in planned:
+        console.print(f"  {escape(m.topic)}-{m.partition}: {_ids(m.replicas)} -> {_ids(m.target)}")
+    if not execute:
+        console.print("a dry run: pass --execute to start them")

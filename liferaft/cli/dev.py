@@ -55,9 +55,18 @@ def dev_up(
         ),
     ] = DEFAULT_BASE_PORT,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a healthy cluster.")] = 60.0,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS, SCRAM logins and ACLs on both client listeners (SASL_SSL, --authorizer); "
+            "makes a first user `admin` (a super user) with a random password, printed once and "
+            "kept in DATA_DIR/client.toml.",
+        ),
+    ] = False,
 ) -> None:
     """Start a local cluster as background processes and wait until it is healthy."""
-    from liferaft.launcher import DevCluster, DevClusterError
+    from liferaft.launcher import DevCluster, DevClusterError, secure_args
 
     try:
         try:
@@ -67,11 +76,19 @@ def dev_up(
                     f"{data_dir} holds a {len(cluster.nodes)}-node cluster; use that many --nodes, "
                     "or another --data-dir, or `liferaft dev down --wipe` first"
                 )
+            if secure and not cluster.secure:
+                raise fail(
+                    f"{data_dir} holds a cluster without --secure; use another --data-dir, or "
+                    "`liferaft dev down --wipe` first"
+                )
         except DevClusterError:
-            cluster = DevCluster.create(data_dir, nodes, base_port)
+            cluster = DevCluster.create(
+                data_dir, nodes, base_port, secure_args(nodes) if secure else []
+            )
         cluster.start()
         with console.status(f"waiting for {nodes} nodes to elect a controller..."):
             cluster.wait_healthy(timeout)
+        password = cluster.make_first_admin() if cluster.secure else None
     except DevClusterError as e:
         raise fail(str(e)) from None
     console.print(f"[green]cluster up[/]: {nodes} nodes, data and logs in {cluster.data_dir}")
@@ -80,6 +97,17 @@ def dev_up(
     console.print(f"bootstrap: [bold]{cluster.bootstrap}[/]")
     console.print(f"[dim]export LIFERAFT_BOOTSTRAP={cluster.bootstrap}[/]")
     console.print(f"kafka: [bold]{cluster.kafka_bootstrap}[/] (docs/kafka.md)")
+    if cluster.secure:
+        console.print(
+            "clients log in: SASL_SSL, SCRAM-SHA-512, CA "
+            f"{cluster.tls_dir / 'ca.crt'} (docs/security.md)"
+        )
+        if password is not None:
+            console.print(
+                f"first user: [bold]admin[/], password [bold]{password}[/] (shown once; kept in "
+                f"{cluster.client_config}, mode 0600)"
+            )
+        console.print(f"[dim]export LIFERAFT_CLIENT_CONFIG={cluster.client_config}[/]")
 
 
 @app.command("status")
@@ -196,3 +224,22 @@ def dev_restart(
     except DevClusterError as e:
         raise fail(str(e)) from None
     console.print(f"node {node_id} restarted (pid {cluster.node(node_id).pid})")
+
+
+@app.command("add-node")
+def dev_add_node(data_dir: DataDirOpt = DEFAULT_DEV_DIR) -> None:
+    """Start one more node that joins the running cluster (--join): the controller adds it as
+    a learner, and as a voter while it has fewer than controller_voters (docs/operations.md)."""
+    from liferaft.launcher import DevClusterError
+
+    cluster = _load(data_dir)
+    try:
+        node = cluster.add_node()
+        cluster.start_node(node.node_id)
+        cluster.wait_healthy(60.0, nodes=[node.node_id])
+    except DevClusterError as e:
+        raise fail(str(e)) from None
+    console.print(
+        f"node {node.node_id} joined on {node.address} (pid {node.pid}); "
+        f"`liferaft dev status` shows it"
+    )

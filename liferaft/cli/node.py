@@ -34,6 +34,14 @@ def node_cmd(
         str | None,
         typer.Option(envvar="LIFERAFT_PEERS", help="Every node: 1@HOST:PORT,2@HOST:PORT,..."),
     ] = None,
+    join: Annotated[
+        str | None,
+        typer.Option(
+            "--join",
+            envvar="LIFERAFT_JOIN",
+            help="HOST:PORT of any member of a running cluster to join (instead of --peers).",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -121,6 +129,33 @@ def node_cmd(
             "cluster CA (`liferaft certs create-client`).",
         ),
     ] = None,
+    authorizer: Annotated[
+        bool,
+        typer.Option(
+            "--authorizer",
+            envvar="LIFERAFT_AUTHORIZER",
+            help="ACLs decide who may do what (`liferaft acl`): a request no ACL allows is "
+            "refused (default: off, everyone may do everything).",
+        ),
+    ] = False,
+    super_users: Annotated[
+        str | None,
+        typer.Option(
+            "--super-users",
+            envvar="LIFERAFT_SUPER_USERS",
+            help="Principals the authorizer always allows, separated by ';' "
+            "(User:admin;User:CN=ops,O=acme).",
+        ),
+    ] = None,
+    client_security_protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--client-security-protocol",
+            envvar="LIFERAFT_CLIENT_SECURITY_PROTOCOL",
+            help="PLAINTEXT, SSL, SASL_SSL or SASL_PLAINTEXT: how clients of both listeners "
+            "connect; SASL_* asks for a SCRAM username and password (`liferaft user add`).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="LIFERAFT_LOG_LEVEL")] = "info",
     log_format: Annotated[
         str | None,
@@ -128,7 +163,7 @@ def node_cmd(
     ] = None,
 ) -> None:
     """Run one node in the foreground until SIGINT/SIGTERM (then hand off leadership and stop)."""
-    from node.config import ConfigError, NodeConfig, load_toml, parse_peers
+    from node.config import ConfigError, NodeConfig, load_toml, parse_peers, parse_super_users
 
     settings: dict[str, Any] = {}
     try:
@@ -139,6 +174,7 @@ def node_cmd(
             "listen": listen,
             "advertise": advertise,
             "peers": parse_peers(peers) if peers else None,
+            "join": join,
             "data_dir": data_dir,
             "cluster_id": cluster_id,
             "raft_port_offset": raft_port_offset,
@@ -154,17 +190,22 @@ def node_cmd(
             "insecure_plaintext_between_nodes": insecure_plaintext or None,
             "client_tls": client_tls or None,
             "client_tls_auth": client_tls_auth,
+            "authorizer": authorizer or None,
+            "super_users": parse_super_users(super_users) if super_users is not None else None,
+            "client_security_protocol": client_security_protocol,
         }
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [
             f"--{k.replace('_', '-')}"
             for k in ("node_id", "listen", "peers", "data_dir")
-            if k not in settings
+            if k not in settings and not (k == "peers" and settings.get("join"))
         ]
         if missing:
             raise ConfigError(
                 f"missing {', '.join(missing)} (flags, LIFERAFT_* variables or --config)"
             )
+        if settings.get("join"):
+            settings.setdefault("peers", {})  # learnt from the member it joins through
         cfg = NodeConfig(**settings).validate()
     except (ConfigError, TypeError) as e:
         raise fail(str(e), 2) from None

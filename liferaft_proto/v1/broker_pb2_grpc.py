@@ -144,6 +144,61 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.FromString,
                 _registered_method=True)
+        self.DescribeAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.FromString,
+                _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/CreateAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteAcls',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
+        self.UpsertUser = channel.unary_unary(
+                '/liferaft.v1.Broker/UpsertUser',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteUser',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+        self.DescribeUsers = channel.unary_unary(
+                '/liferaft.v1.Broker/DescribeUsers',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.FromString,
+                _registered_method=True)
+        self.MovePartitions = channel.unary_unary(
+                '/liferaft.v1.Broker/MovePartitions',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsResponse.FromString,
+                _registered_method=True)
+        self.ListPartitionMoves = channel.unary_unary(
+                '/liferaft.v1.Broker/ListPartitionMoves',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesResponse.FromString,
+                _registered_method=True)
+        self.DecommissionNode = channel.unary_unary(
+                '/liferaft.v1.Broker/DecommissionNode',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.FromString,
+                _registered_method=True)
+        self.Rebalance = channel.unary_unary(
+                '/liferaft.v1.Broker/Rebalance',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.FromString,
+                _registered_method=True)
+        self.DeleteRecords = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteRecords',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -316,6 +371,91 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeAcls(self, request, context):
+        """ACLs (issue 17): who may do what, in the controller's replicated state (docs/security.md).
+        The ACLs matching a filter (DESCRIBE on the cluster).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAcls(self, request, context):
+        """Add ACLs, all or none (ALTER on the cluster); forwarded to the controller leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Remove the ACLs each filter matches (ALTER on the cluster); forwarded likewise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertUser(self, request, context):
+        """users (issue 17): SCRAM credentials in the controller's replicated state. The client salts
+        and hashes the password (node/scram.py); it never reaches a node or the log. Answered by any
+        node, which forwards a change to the controller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """RESOURCE_NOT_FOUND if the user (or its credential for `mechanism`) does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeUsers(self, request, context):
+        """Users and their mechanisms (never a salt or key), from this node's replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MovePartitions(self, request, context):
+        """replica moves (issue 19): messages at the end of this file. On the controller leader (any
+        node forwards). MovePartitions starts moves (all or, on any bad entry, none);
+        ListPartitionMoves shows those under way; DecommissionNode moves every replica off a node
+        and takes it out of placement.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPartitionMoves(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecommissionNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rebalance(self, request, context):
+        """Plans moves that even out replicas and preferred leaders; starts them only if execute.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRecords(self, request, context):
+        """delete records (issues 15, 16): Kafka's DeleteRecords for one partition, at its leader
+        (NOT_LEADER with the leader elsewhere). Moves the log start offset up to `offset` through
+        a command in the partition's Raft log and answers once it is committed. Fails with a gRPC
+        status carrying an ErrorDetail: OFFSET_OUT_OF_RANGE above the high watermark or for a
+        negative offset other than -1; nothing is deleted then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -428,6 +568,61 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.ReplicaState,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.SerializeToString,
+            ),
+            'DescribeAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.SerializeToString,
+            ),
+            'UpsertUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertUser,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'DescribeUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeUsers,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.SerializeToString,
+            ),
+            'MovePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.MovePartitions,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsResponse.SerializeToString,
+            ),
+            'ListPartitionMoves': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPartitionMoves,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesResponse.SerializeToString,
+            ),
+            'DecommissionNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecommissionNode,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.SerializeToString,
+            ),
+            'Rebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebalance,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.SerializeToString,
+            ),
+            'DeleteRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecords,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1024,6 +1219,303 @@ class Broker:
             '/liferaft.v1.Broker/ReplicaState',
             liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.ReplicaStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/CreateAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.CreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteAcls',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/UpsertUser',
+            liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.UpsertUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteUser',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DescribeUsers',
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DescribeUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MovePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/MovePartitions',
+            liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.MovePartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPartitionMoves(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/ListPartitionMoves',
+            liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.ListPartitionMovesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecommissionNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DecommissionNode',
+            liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/Rebalance',
+            liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteRecords',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

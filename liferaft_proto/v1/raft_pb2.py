@@ -24,23 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cliferaft_proto/v1/raft.proto\x12\x0bliferaft.v1\"R\n\x05Hello\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tfrom_node\x18\x02 \x01(\r\x12\x0f\n\x07to_node\x18\x03 \x01(\r\x12\x11\n\tadvertise\x18\x04 \x01(\t\"K\n\x0cLeaderStates\x12\x11\n\tfrom_node\x18\x01 \x01(\r\x12(\n\x06states\x18\x02 \x03(\x0b\x32\x18.liferaft.v1.LeaderState\"z\n\x0bLeaderState\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0b\n\x03isr\x18\x04 \x03(\r\x12\x16\n\x0ehigh_watermark\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\"I\n\x0cRaftSnapshot\x12+\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.liferaft.v1.RaftSnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"_\n\x10RaftSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12.\n\nconf_state\x18\x03 \x01(\x0b\x32\x1a.liferaft.v1.RaftConfState\"1\n\rRaftConfState\x12\x0e\n\x06voters\x18\x01 \x03(\r\x12\x10\n\x08learners\x18\x02 \x03(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cliferaft_proto/v1/raft.proto\x12\x0bliferaft.v1\"\x93\x01\n\x05Hello\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tfrom_node\x18\x02 \x01(\r\x12\x0f\n\x07to_node\x18\x03 \x01(\r\x12\x11\n\tadvertise\x18\x04 \x01(\t\x12\x13\n\x0bincarnation\x18\x05 \x01(\x04\x12\x17\n\x0f\x63ontroller_term\x18\x06 \x01(\x04\x12\x11\n\trejoining\x18\x07 \x01(\x08\"\xa0\x01\n\x0cLeaderStates\x12\x11\n\tfrom_node\x18\x01 \x01(\r\x12(\n\x06states\x18\x02 \x03(\x0b\x32\x18.liferaft.v1.LeaderState\x12\'\n\x06\x66\x65nces\x18\x03 \x03(\x0b\x32\x17.liferaft.v1.FenceGrant\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x15\n\rsilent_groups\x18\x05 \x03(\t\"_\n\nFenceGrant\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\r\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12\x10\n\x08min_term\x18\x04 \x01(\x04\x12\r\n\x05index\x18\x05 \x01(\x04\"\xb0\x01\n\x0bLeaderState\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0b\n\x03isr\x18\x04 \x03(\r\x12\x16\n\x0ehigh_watermark\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x0e\n\x06voters\x18\x07 \x03(\r\x12\x10\n\x08learners\x18\x08 \x03(\r\x12\x12\n\nconf_index\x18\t \x01(\x04\"I\n\x0cRaftSnapshot\x12+\n\x04meta\x18\x01 \x01(\x0b\x32\x1d.liferaft.v1.RaftSnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"_\n\x10RaftSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12.\n\nconf_state\x18\x03 \x01(\x0b\x32\x1a.liferaft.v1.RaftConfState\"1\n\rRaftConfState\x12\x0e\n\x06voters\x18\x01 \x03(\r\x12\x10\n\x08learners\x18\x02 \x03(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liferaft_proto.v1.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HELLO']._serialized_start=45
-  _globals['_HELLO']._serialized_end=127
-  _globals['_LEADERSTATES']._serialized_start=129
-  _globals['_LEADERSTATES']._serialized_end=204
-  _globals['_LEADERSTATE']._serialized_start=206
-  _globals['_LEADERSTATE']._serialized_end=328
-  _globals['_RAFTSNAPSHOT']._serialized_start=330
-  _globals['_RAFTSNAPSHOT']._serialized_end=403
-  _globals['_RAFTSNAPSHOTMETA']._serialized_start=405
-  _globals['_RAFTSNAPSHOTMETA']._serialized_end=500
-  _globals['_RAFTCONFSTATE']._serialized_start=502
-  _globals['_RAFTCONFSTATE']._serialized_end=551
+  _globals['_HELLO']._serialized_start=46
+  _globals['_HELLO']._serialized_end=193
+  _globals['_LEADERSTATES']._serialized_start=196
+  _globals['_LEADERSTATES']._serialized_end=356
+  _globals['_FENCEGRANT']._serialized_start=358
+  _globals['_FENCEGRANT']._serialized_end=453
+  _globals['_LEADERSTATE']._serialized_start=456
+  _globals['_LEADERSTATE']._serialized_end=632
+  _globals['_RAFTSNAPSHOT']._serialized_start=634
+  _globals['_RAFTSNAPSHOT']._serialized_end=707
+  _globals['_RAFTSNAPSHOTMETA']._serialized_start=709
+  _globals['_RAFTSNAPSHOTMETA']._serialized_end=804
+  _globals['_RAFTCONFSTATE']._serialized_start=806
+  _globals['_RAFTCONFSTATE']._serialized_end=855
 # @@protoc_insertion_point(module_scope)

@@ -16,6 +16,7 @@ import grpc
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2
 from node import validate
+from node.acl import CLUSTER, Operation, topic
 from node.api.context import ADMIN_TIMEOUT_MS, Api, detail
 from node.api.metadata import config_entries, missing_topic
 from node.controller import merge_configs
@@ -58,6 +59,8 @@ async def create_topics(
     api: Api, request: broker_pb2.CreateTopicsRequest
 ) -> broker_pb2.CreateTopicsResponse:
     validate.create_topics(request)
+    for t in request.topics:
+        api.broker.authorizer.check_any(Operation.CREATE, CLUSTER, topic(t.name))
     forwarded = await on_controller(api, "CreateTopics", request)
     if forwarded is not None:
         return forwarded
@@ -99,6 +102,7 @@ async def create_partitions(
     api: Api, request: broker_pb2.CreatePartitionsRequest
 ) -> broker_pb2.CreatePartitionsResponse:
     validate.create_partitions(request)
+    api.broker.authorizer.check(Operation.ALTER, topic(request.topic))
     forwarded = await on_controller(api, "CreatePartitions", request)
     if forwarded is not None:
         return forwarded
@@ -120,6 +124,7 @@ async def create_partitions(
 async def alter_configs(
     api: Api, request: broker_pb2.AlterConfigsRequest
 ) -> broker_pb2.AlterConfigsResponse:
+    api.broker.authorizer.check(Operation.ALTER_CONFIGS, topic(request.topic))
     forwarded = await on_controller(api, "AlterConfigs", request)
     if forwarded is not None:
         return forwarded
@@ -153,6 +158,8 @@ async def delete_topics(
     api: Api, request: broker_pb2.DeleteTopicsRequest
 ) -> broker_pb2.DeleteTopicsResponse:
     validate.delete_topics(request)
+    for name in request.names:
+        api.broker.authorizer.check(Operation.DELETE, topic(name))
     forwarded = await on_controller(api, "DeleteTopics", request)
     if forwarded is not None:
         return forwarded

@@ -1,5 +1,6 @@
 """Reading a partition: Fetch (one answer), FetchStream (answers as records come), ListOffsets
-(earliest, latest, by time) and PartitionLag (how far behind an offset is, in records and time)."""
+(earliest, latest, by time), PartitionLag (how far behind an offset is, in records and time) and
+DeleteRecords (move the log start forward)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import AsyncIterator
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
 from node import validate
-from node.api.context import Api
+from node.acl import Operation, topic
+from node.api.context import ADMIN_TIMEOUT_MS, Api
 from node.errors import BrokerError, ErrorCode
 
 DEFAULT_FETCH_MAX_BYTES = 1 << 20
@@ -31,6 +33,7 @@ def _fetch_limits(request: broker_pb2.FetchRequest) -> tuple[int, int]:
 
 async def fetch(api: Api, request: broker_pb2.FetchRequest) -> broker_pb2.FetchResponse:
     validate.fetch(request)
+    api.broker.authorizer.check(Operation.READ, topic(request.topic))
     max_bytes, max_wait = _fetch_limits(request)
     part = api.broker.leader_partition(request.topic, request.partition)
     res = await part.fetch(request.offset, max_bytes, max_wait, request.min_bytes)
@@ -47,6 +50,7 @@ async def fetch_stream(
 ) -> AsyncIterator[broker_pb2.FetchResponse]:
     """Answers from `request.offset` on, each as soon as it has records (or the wait ends)."""
     validate.fetch(request)
+    api.broker.authorizer.check(Operation.READ, topic(request.topic))
     max_bytes, max_wait = _fetch_limits(request)
     offset = request.offset
     while True:
@@ -69,6 +73,7 @@ async def list_offsets(
     api: Api, request: broker_pb2.ListOffsetsRequest
 ) -> broker_pb2.ListOffsetsResponse:
     validate.list_offsets(request)
+    api.broker.authorizer.check(Operation.DESCRIBE, topic(request.topic))
     spec = request.spec
     if spec == broker_pb2.ListOffsetsRequest.UNSPECIFIED:
         raise BrokerError(
@@ -95,6 +100,7 @@ async def partition_lag(
     api: Api, request: broker_pb2.PartitionLagRequest
 ) -> broker_pb2.PartitionLagResponse:
     validate.partition_lag(request)
+    api.broker.authorizer.check(Operation.DESCRIBE, topic(request.topic))
     part = api.broker.leader_partition(request.topic, request.partition)
     lag_records, first_ts = part.lag(request.offset)
     now_ms = int(time.time() * 1000)
@@ -106,4 +112,19 @@ async def partition_lag(
         lag_ms=max(0, now_ms - first_ts) if first_ts >= 0 else 0,
         now_ms=now_ms,
         leader_epoch=part.state().leader_epoch,
+    )
+
+
+async def delete_records(
+    api: Api, request: broker_pb2.DeleteRecordsRequest
+) -> broker_pb2.DeleteRecordsResponse:
+    """Move one partition's log start forward, at its leader (node/partition_commands.py)."""
+    validate.delete_records(request)
+    api.broker.authorizer.check(Operation.DELETE, topic(request.topic))  # as Kafka asks
+    part = api.broker.leader_partition(request.topic, request.partition)
+    low = await part.delete_records_and_wait(
+        request.offset, (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
+    )
+    return broker_pb2.DeleteRecordsResponse(
+        low_watermark=low, leader_epoch=part.state().leader_epoch
     )

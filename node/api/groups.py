@@ -15,7 +15,8 @@ from collections.abc import Iterable
 import grpc
 
 from liferaft_proto.v1 import broker_pb2
-from node import validate
+from node import acl, validate
+from node.acl import CLUSTER, Operation
 from node.api.context import ADMIN_TIMEOUT_MS, Api, detail
 from node.config import parse_address
 from node.controller import TopicInfo
@@ -60,6 +61,7 @@ async def find_coordinator(
     api: Api, request: broker_pb2.FindCoordinatorRequest
 ) -> broker_pb2.FindCoordinatorResponse:
     validate.find_coordinator(request)
+    api.broker.authorizer.check(Operation.DESCRIBE, acl.group(request.group_id))
     leader = api.broker.groups.leader
     address = api.broker.advertised_address(leader) if leader else ""
     if not address:
@@ -75,6 +77,7 @@ async def group_heartbeat(
     api: Api, request: broker_pb2.GroupHeartbeatRequest
 ) -> broker_pb2.GroupHeartbeatResponse:
     validate.group_heartbeat(request)
+    api.broker.authorizer.check(Operation.READ, acl.group(request.group_id))
     coord = coordinator(api)
     try:
         answer = await asyncio.wait_for(
@@ -106,6 +109,7 @@ async def leave_group(
     api: Api, request: broker_pb2.LeaveGroupRequest
 ) -> broker_pb2.LeaveGroupResponse:
     validate.leave_group(request)
+    api.broker.authorizer.check(Operation.READ, acl.group(request.group_id))
     coordinator(api).leave(request.group_id, request.member_id)
     return broker_pb2.LeaveGroupResponse()
 
@@ -114,6 +118,9 @@ async def commit_offsets(
     api: Api, request: broker_pb2.CommitOffsetsRequest
 ) -> broker_pb2.CommitOffsetsResponse:
     validate.commit_offsets(request)
+    api.broker.authorizer.check(Operation.READ, acl.group(request.group_id))
+    for name in sorted({o.topic for o in request.offsets}):
+        api.broker.authorizer.check(Operation.READ, acl.topic(name))
     coord = coordinator(api)
     offsets = [(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets]
     if not offsets:
@@ -193,8 +200,13 @@ async def fetch_offsets(
     api: Api, request: broker_pb2.FetchOffsetsRequest
 ) -> broker_pb2.FetchOffsetsResponse:
     validate.fetch_offsets(request)
+    authorizer = api.broker.authorizer
+    authorizer.check(Operation.DESCRIBE, acl.group(request.group_id))
+    for tp in request.partitions:
+        authorizer.check(Operation.DESCRIBE, acl.topic(tp.topic))
     committed = coordinator(api).committed(request.group_id)
     wanted = sorted(tps(request.partitions)) if request.partitions else sorted(committed)
+    wanted = [tp for tp in wanted if authorizer.permits(Operation.DESCRIBE, acl.topic(tp[0]))]
     resp = broker_pb2.FetchOffsetsResponse()
     for tp in wanted:
         resp.offsets.append(committed_pb(tp, committed.get(tp)))
@@ -207,7 +219,10 @@ async def list_groups(
     coord = coordinator(api)
     coord.expire_members()
     resp = broker_pb2.ListGroupsResponse()
+    everything = api.broker.authorizer.permits(Operation.DESCRIBE, CLUSTER)
     for gid in coord.group_ids():
+        if not everything and not api.broker.authorizer.permits(Operation.DESCRIBE, acl.group(gid)):
+            continue  # Kafka's ListGroups: the groups the caller may describe
         live = coord.live.get(gid)
         resp.groups.append(
             broker_pb2.GroupOverview(
@@ -223,6 +238,7 @@ async def describe_group(
     api: Api, request: broker_pb2.DescribeGroupRequest
 ) -> broker_pb2.DescribeGroupResponse:
     validate.describe_group(request)
+    api.broker.authorizer.check(Operation.DESCRIBE, acl.group(request.group_id))
     coord = coordinator(api)
     coord.expire_members()
     if not coord.exists(request.group_id):
@@ -258,6 +274,8 @@ async def delete_groups(
     api: Api, request: broker_pb2.DeleteGroupsRequest
 ) -> broker_pb2.DeleteGroupsResponse:
     validate.delete_groups(request)
+    for gid in request.group_ids:
+        api.broker.authorizer.check(Operation.DELETE, acl.group(gid))
     coordinator(api)  # not the coordinator: the whole request goes elsewhere
     resp = broker_pb2.DeleteGroupsResponse()
     for gid in request.group_ids:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from liferaft_proto.v1 import broker_pb2, errors_pb2
 from node import validate
+from node.acl import Operation, topic
 from node.api.context import Api, detail
 from node.broker import PartitionView
 from node.controller import TopicInfo, validate_topic_name
@@ -67,11 +68,20 @@ async def metadata(api: Api, request: broker_pb2.MetadataRequest) -> broker_pb2.
     validate.metadata(request)
     st = api.broker.controller.state
     resp = broker_pb2.MetadataResponse(
-        controller_id=api.broker.controller_leader(), cluster_id=api.broker.config.cluster_id
+        controller_id=api.broker.controller_leader(),
+        cluster_id=api.broker.config.cluster_id,
+        founders=api.broker.founders,
     )
     for b in sorted(st.brokers.values(), key=lambda b: b.node_id):
         resp.brokers.append(broker_pb2.BrokerInfo(node_id=b.node_id, host=b.host, port=b.port))
-    names = list(request.topics) or sorted(st.topics)
+    # Topics the caller may not DESCRIBE are left out of "every topic"; naming one is refused,
+    # the whole call, so the refusal carries its message (a topic's entry has only a code).
+    authorizer = api.broker.authorizer
+    for name in request.topics:
+        authorizer.check(Operation.DESCRIBE, topic(name))
+    names = list(request.topics) or [
+        n for n in sorted(st.topics) if authorizer.permits(Operation.DESCRIBE, topic(n))
+    ]
     for name in names:
         info = st.topics.get(name)
         if info is None:
@@ -90,7 +100,12 @@ async def describe_topics(
     st = api.broker.controller.state
     resp = broker_pb2.DescribeTopicsResponse()
     defaults = TopicConfig().to_dict()
-    for name in list(request.names) or sorted(st.topics):
+    authorizer = api.broker.authorizer
+    for name in request.names:
+        authorizer.check(Operation.DESCRIBE, topic(name))
+    for name in list(request.names) or [
+        n for n in sorted(st.topics) if authorizer.permits(Operation.DESCRIBE, topic(n))
+    ]:
         info = st.topics.get(name)
         if info is None:
             resp.topics.append(
@@ -100,6 +115,7 @@ async def describe_topics(
         desc = broker_pb2.TopicDescription(name=name, replication_factor=len(info.replicas[0]))
         for p in range(info.partitions):
             desc.partitions.append(partition_pb(api.broker.partition_view(info, p)))
-        desc.configs.extend(config_entries(info.config, info.configs, defaults))
+        if authorizer.permits(Operation.DESCRIBE_CONFIGS, topic(name)):
+            desc.configs.extend(config_entries(info.config, info.configs, defaults))
         resp.topics.append(desc)
     return resp

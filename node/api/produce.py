@@ -6,6 +6,7 @@ import asyncio
 
 from liferaft_proto.v1 import broker_pb2
 from node import validate
+from node.acl import Operation, topic
 from node.api.context import Api
 from node.errors import BrokerError, ErrorCode
 
@@ -14,6 +15,7 @@ DEFAULT_PRODUCE_TIMEOUT_MS = 30_000
 
 async def produce(api: Api, request: broker_pb2.ProduceRequest) -> broker_pb2.ProduceResponse:
     validate.produce(request)
+    api.broker.authorizer.check(Operation.WRITE, topic(request.topic))
     acks = request.acks if request.HasField("acks") else -1
     part = api.broker.leader_partition(request.topic, request.partition)
     base, fut = part.produce(request.records, acks)

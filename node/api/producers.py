@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from liferaft_proto.v1 import broker_pb2
+from node.acl import CLUSTER, Operation
 from node.api.admin import on_controller
 from node.api.context import ADMIN_TIMEOUT_MS, Api
 from node.controller_commands import AllocateProducerIds
@@ -14,6 +15,7 @@ from node.errors import BrokerError, ErrorCode
 async def init_producer_id(
     api: Api, request: broker_pb2.InitProducerIdRequest
 ) -> broker_pb2.InitProducerIdResponse:
+    api.broker.authorizer.check(Operation.IDEMPOTENT_WRITE, CLUSTER)
     forwarded = await on_controller(api, "InitProducerId", request)
     if forwarded is not None:
         return forwarded

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from liferaft_proto.v1 import broker_pb2
 from node import replica_state as rs
+from node.acl import CLUSTER, Operation
 from node.api.context import Api
 from node.errors import BrokerError, ErrorCode
 
@@ -14,6 +15,7 @@ async def describe_replica(
     api: Api, request: broker_pb2.DescribeReplicaRequest
 ) -> broker_pb2.DescribeReplicaResponse:
     broker = api.broker
+    broker.authorizer.check(Operation.DESCRIBE, CLUSTER)
     info = broker.topic(request.topic)
     if not 0 <= request.partition < info.partitions:
         raise BrokerError(
@@ -61,6 +63,7 @@ async def replica_state(
     """This node's replicas, summed up. Read-only and synchronous (one consistent view:
     nothing is applied while it runs)."""
     b = api.broker
+    b.authorizer.check(Operation.DESCRIBE, CLUSTER)
     resp = broker_pb2.ReplicaStateResponse(node_id=b.node_id)
     for (topic, index), part in sorted(b.partitions.items()):
         wanted = request.ranges.get(f"{topic}/{index}")

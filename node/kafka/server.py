@@ -18,11 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as ssl_module
+import time
 from contextlib import suppress
 from typing import Any
 
+from node import principal
+from node.authn import der_principal
 from node.kafka.handlers import APIS
 from node.kafka.handlers.api_versions import unsupported_version_response
+from node.kafka.sasl import SaslLogin
 from node.kafka.wire import (
     MAX_FRAME_BYTES,
     CloseConnection,
@@ -38,6 +42,11 @@ log = logging.getLogger("liferaft.kafka")
 
 SWEEP_EVERY_S = 0.1
 MAX_IN_FLIGHT = 32
+LOGIN_TIMEOUT_S = 30.0
+"""A connection that must log in (SASL) and has not within this is closed."""
+MAX_LOGIN_FRAME_BYTES = 512 << 10
+"""Before the login a request may be at most this (Kafka's sasl.server.max.receive.size), so
+an unknown client cannot make the node buffer MAX_FRAME_BYTES."""
 """Requests of one connection started and not yet answered (Kafka clients keep <= 5 in flight
 per partition leader; librdkafka's default max.in.flight is 1000000 but it is bounded here)."""
 
@@ -60,7 +69,12 @@ class KafkaListener:
         )
         self._sweeper = asyncio.create_task(self._sweep())
         log.info(
-            "Kafka listener on %s:%d (%s)", self.host, self.port, "TLS" if self.ssl else "plaintext"
+            "Kafka listener on %s:%d (%s)",
+            self.host,
+            self.port,
+            ("SASL_SSL" if self.ctx.sasl else "SSL")
+            if self.ssl
+            else ("SASL_PLAINTEXT" if self.ctx.sasl else "PLAINTEXT"),
         )
 
     async def _sweep(self) -> None:
@@ -115,6 +129,12 @@ class Connection:
         )
 
     async def run(self) -> None:
+        # A client certificate (mutual TLS) names the connection's principal until a SASL
+        # login, if the listener asks for one, names another; the reader's task copies this
+        # context, and the request tasks it starts copy the reader's.
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            principal.caller.set(der_principal(ssl_object.getpeercert(binary_form=True)))
         reading = asyncio.create_task(self._read_then_drain())
         writing = asyncio.create_task(self._write_loop())
         try:
@@ -140,19 +160,37 @@ class Connection:
             pass
         except ProtocolError as e:
             log.warning("Kafka client %s: %s; closing the connection", self.peer, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug in reading or logging in: this connection only, with the cause logged.
+            log.exception("Kafka client %s: reading failed; closing the connection", self.peer)
 
     async def _read_loop(self) -> None:
         reader = self.reader
+        login = SaslLogin(self.ctx) if self.ctx.sasl else None
+        login_by = time.monotonic() + LOGIN_TIMEOUT_S
         while True:
             try:
-                prefix = await reader.readexactly(4)
+                if login is None:
+                    prefix = await reader.readexactly(4)
+                else:
+                    prefix = await asyncio.wait_for(
+                        reader.readexactly(4), max(0.0, login_by - time.monotonic())
+                    )
             except asyncio.IncompleteReadError as e:
                 if e.partial:
                     raise ProtocolError("the connection ended inside a size prefix") from None
                 return
+            except TimeoutError:
+                raise ProtocolError(f"no SASL login within {LOGIN_TIMEOUT_S:.0f} s") from None
             size = int.from_bytes(prefix, "big", signed=True)
-            if not 0 < size <= MAX_FRAME_BYTES:
-                raise ProtocolError(f"request size {size} is outside 1..{MAX_FRAME_BYTES} bytes")
+            limit = MAX_FRAME_BYTES if login is None else MAX_LOGIN_FRAME_BYTES
+            if not 0 < size <= limit:
+                raise ProtocolError(
+                    f"request size {size} is outside 1..{limit} bytes"
+                    + (" before the SASL login" if login is not None else "")
+                )
             frame = await reader.readexactly(size)
             try:
                 request = decode_request(frame, APIS)
@@ -160,6 +198,19 @@ class Connection:
                 answer = encode_response(e.correlation_id, unsupported_version_response())
                 await self._pending.put((None, answer))
                 continue
+            if login is not None:
+                step = login.step(request)
+                if step is not None:
+                    await self._pending.put(
+                        (None, encode_response(request.correlation_id, step.response))
+                    )
+                    if step.close:
+                        log.info("Kafka client %s: SASL login failed; closing", self.peer)
+                        return
+                    if step.principal is not None:
+                        principal.caller.set(step.principal)
+                        login = None
+                    continue
             task: asyncio.Task[Any] = asyncio.create_task(
                 request.api.handle(self.ctx, request.body, request.version)
             )

@@ -8,7 +8,9 @@ the body. kio generates one dataclass per API, version and direction from Kafka'
 schemas, each knowing its header schema; this module picks the right one and nothing here
 encodes a field by hand but the first four bytes a request is routed by.
 
-A request that cannot be parsed, names an API or version this node does not serve (ApiVersions
+Every request's lengths are checked against its frame before kio decodes it (frame_guard.py: kio's
+native reader would abort the process on an absurd array length). A request that cannot be
+parsed, names an API or version this node does not serve (ApiVersions
 aside: it gets Kafka's UNSUPPORTED_VERSION answer, so the client can downgrade), or is larger
 than MAX_FRAME_BYTES closes the connection, as Kafka does: the stream cannot be trusted past it.
 """
@@ -33,6 +35,7 @@ from node.broker import Broker
 from node.config import parse_address
 from node.errors import BrokerError
 from node.kafka.classic import ClassicGroups
+from node.kafka.frame_guard import FrameError, check_entity
 
 MAX_FRAME_BYTES = 64 << 20
 """The largest request accepted (Kafka's socket.request.max.bytes is 100 MiB; gRPC's limit here
@@ -65,6 +68,8 @@ class Ctx:
     """node id -> a gRPC stub to that node (requests only the controller leader may serve)."""
     classic: ClassicGroups
     """Kafka's classic consumer groups on this node while it coordinates (node/kafka/classic.py)."""
+    sasl: bool = False
+    """Clients log in with SASL/SCRAM before any other request (node/kafka/sasl.py)."""
 
     def kafka_address(self, node_id: int) -> tuple[str, int] | None:
         """The (host, port) of a node's Kafka listener, as metadata advertises it."""
@@ -177,6 +182,13 @@ def decode_request(frame: bytes, apis: dict[int, Api]) -> Request:
             f"{api.name} v{version} is not served (v{api.min_version}..v{api.max_version})"
         )
     cls = load_request_schema(api_key, version)
+    try:
+        # kio's native reader aborts the process on an absurd array length: check first.
+        check_entity(cls, frame, check_entity(cls.__header_schema__, frame, 0))
+    except FrameError as e:
+        raise ProtocolError(
+            f"malformed {api.name} v{version} request: {e} (starting {frame[:32].hex()})"
+        ) from None
     try:
         header, used = entity_reader(cls.__header_schema__)(frame, 0)
         body, _ = entity_reader(cls)(frame, used)

@@ -5,7 +5,9 @@ the test only) and asserts that the simulation finds it within the seeds CI runs
     re-applying controller and group commands the snapshot already holds;
 (b) issue 10 finding 2: a failed sync that does not stop the node ("continuing");
 (c) a partition leader that answers acks=all before the batch is committed;
-(d) a producer-state table that forgets its dedup window when restored from a snapshot.
+(d) a producer-state table that forgets its dedup window when restored from a snapshot;
+(e) a DeleteRecords that moves only the leader's log start (not through the Raft log);
+(f) a snapshot that forgets the log start DeleteRecords asked for.
 
 Seeds run in order and the hunt stops at the first failure.
 """
@@ -20,6 +22,7 @@ import pytest
 
 import node.driver
 from node.driver import RaftDriver
+from node.errors import BrokerError, ErrorCode
 from node.partition import ACKS_ALL, ACKS_LEADER, Partition
 from node.producer_state import ProducerStateTable
 from raft import RawNode
@@ -81,4 +84,38 @@ def test_producer_state_forgotten_on_restore(monkeypatch: pytest.MonkeyPatch) ->
         "idempotent sequences accepted",
         "idempotent records exactly once",
         "replicas agree",
+    }, found.error
+
+
+def test_delete_records_on_the_leader_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    def local(self: Partition, offset: int) -> tuple[int, None]:
+        if not self.is_leader:
+            raise self._not_leader()
+        target = self.high_watermark if offset == -1 else offset
+        if not 0 <= target <= self.high_watermark:
+            raise BrokerError(ErrorCode.OFFSET_OUT_OF_RANGE, "out of range")
+        self.offsets.advance_start(target)
+        return self.log_start_offset, None
+
+    monkeypatch.setattr(Partition, "delete_records", local)
+    found = _hunt()
+    assert found.prop in {
+        "replicas agree on the log start",
+        "acknowledged deletions kept",
+    }, found.error
+
+
+def test_requested_log_start_forgotten_on_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    restore = Partition.restore
+
+    def forgetful(self: Partition, snapshot: object) -> None:
+        restore(self, snapshot)  # type: ignore[arg-type]
+        self.requested_log_start = 0
+
+    monkeypatch.setattr(Partition, "restore", forgetful)
+    found = _hunt()
+    assert found.prop in {
+        "replicas agree",
+        "replicas agree on the log start",
+        "acknowledged deletions kept",
     }, found.error

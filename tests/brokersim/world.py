@@ -28,7 +28,8 @@ from typing import Any
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
 from node import replica_state
-from tests.brokersim.clients import Admin, Client, Consumer, GroupMember, Producer
+from node.errors import BrokerError
+from tests.brokersim.clients import Admin, Client, Consumer, GroupMember, Producer, Trimmer
 from tests.brokersim.fixture import ClusterOptions, RpcError, SimCluster, Violation
 from tests.brokersim.history import History
 from tests.brokersim.loop import Deadlock, SimLoop, VirtualClock, virtual_process
@@ -106,6 +107,9 @@ class SeedStats:
     messages: int = 0
     states_compared: int = 0
     faults: int = 0
+    moves: int = 0
+    deletions_ok: int = 0
+    deletions_refused: int = 0
 
 
 @dataclass
@@ -218,6 +222,7 @@ class World:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.sleep(self.opts.calm_s)
         self._raise_found()
+        await self._moves_finish()
         await self._final_checks()
         self._raise_found()
 
@@ -268,6 +273,7 @@ class World:
         for i in range(2):
             out.append(GroupMember(f"g{i}", c, h, self._rng(), "grp", "t0"))
         out.append(Admin("admin", c, h, self._rng(), lambda _t, _up: None))
+        out.append(Trimmer("trim", c, h, self._rng(), CHECKED))
         self.workers = out
         return out
 
@@ -318,6 +324,10 @@ class World:
                 stall = rng.choice((0.0, 0.05, 0.3))
                 c.nodes[node].disk.faults.stall_s = stall
                 self.trace("fault", f"node {node}'s syncs take {stall} s more")
+            elif r < 0.93 and up:
+                self._move_replica(rng)
+            elif r < 0.95 and up:
+                self._readd_replicas(rng)
             else:
                 net.faults = LinkFaults(
                     loss=rng.choice((base.loss, 0.2)),
@@ -326,6 +336,95 @@ class World:
                     slow=rng.choice((base.slow, 0.05)),
                 )
                 self.trace("fault", f"links now {net.faults}")
+
+    def _move_replica(self, rng: random.Random) -> None:
+        """Start a replica move (issue 19) of a checked partition, as an operator would, from
+        the metadata a live node has: with five nodes one replica moves to a node that has
+        none; with three the partition shrinks to two replicas or grows back to three (a node
+        removed and then added again). Fire and forget: a refusal (a move under way, no
+        controller) is fine; the final checks wait for every move to end."""
+        c = self.cluster
+        node = rng.choice(c.live())
+        assert node.broker is not None
+        st = node.broker.controller.state
+        topic = rng.choice(sorted(CHECKED))
+        info = st.topics.get(topic)
+        if info is None:
+            return
+        p = rng.randrange(info.partitions)
+        current = list(info.replicas[p])
+        others = [n for n in c.ids if n not in current]
+        if len(current) >= 3 and others:
+            out = rng.choice(current)
+            target = [rng.choice(others) if n == out else n for n in current]
+        elif len(current) >= 3:
+            target = current[:]
+            target.remove(rng.choice(current))
+        elif others:
+            target = [*current, rng.choice(others)]
+        else:
+            return
+        rng.shuffle(target)
+        throttle = rng.choice((0, 0, 20_000))
+        req = broker_pb2.MovePartitionsRequest(
+            moves=[broker_pb2.PartitionMove(topic=topic, partition=p, replicas=target)],
+            throttle_bytes_s=throttle,
+        )
+        self.trace("fault", f"move {topic}-{p}: {current} -> {target} (throttle {throttle} B/s)")
+        self.stats.moves += 1
+        mover = Client("mover", c, self.history, rng)
+
+        async def move() -> None:
+            with contextlib.suppress(RpcError):
+                await mover.call(node.id, "MovePartitions", req, 5.0)
+
+        asyncio.get_running_loop().create_task(move())
+
+    def _readd_replicas(self, rng: random.Random) -> None:
+        """Replace every replica of one node with a fresh one (node/moves.py's plan_readd:
+        out of each group, then back as a learner refilled from the leader), proposed on the
+        controller leader as a handler would."""
+        from node.moves import plan_readd
+
+        leaders = [n for n in self.cluster.live() if n.broker and n.broker.controller.is_leader]
+        if not leaders:
+            return
+        ctl = leaders[0].broker.controller  # type: ignore[union-attr]
+        victim = rng.choice(self.cluster.ids)
+        try:
+            cmds = plan_readd(ctl.state, victim)
+        except BrokerError:
+            return
+        self.trace("fault", f"replicas of node {victim} replaced: {len(cmds)} partitions")
+        self.stats.moves += len(cmds)
+
+        async def propose() -> None:
+            for cmd in cmds:
+                with contextlib.suppress(BrokerError):
+                    await ctl.replicate_and_wait(cmd)
+
+        asyncio.get_running_loop().create_task(propose())
+
+    async def _moves_finish(self) -> None:
+        """Every move started ends once the faults are over (a majority of each partition's
+        replicas is up by then)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20.0
+        while loop.time() < deadline:
+            live = self.cluster.live()
+            leaders = [n for n in live if n.broker and n.broker.controller.is_leader]
+            st = leaders[0].broker.controller.state if leaders else None  # type: ignore[union-attr]
+            if st is not None and not st.moves and not st.next_moves:
+                return
+            await asyncio.sleep(0.1)
+        if len(self.cluster.live()) * 2 > len(self.cluster.ids):
+            moves = [
+                (k, m.target, m.learners)
+                for n in self.cluster.live()
+                if n.broker and n.broker.controller.is_leader
+                for k, m in n.broker.controller.state.moves.items()
+            ]
+            self.history.fail("progress", f"replica moves still under way 20 s after: {moves}")
 
     async def _calm(self) -> None:
         c, net = self.cluster, self.net
@@ -367,6 +466,8 @@ class World:
             if a.outcome == "ok":
                 s.acked += len(a.values)
         s.read = h.records_read
+        s.deletions_ok = sum(d.outcome == "ok" for d in h.deletions)
+        s.deletions_refused = sum(d.bad and d.outcome == "OFFSET_OUT_OF_RANGE" for d in h.deletions)
         for n in c.nodes.values():
             s.crashes += n.disk.stats.crashes
             s.failed_syncs += n.disk.stats.failed_syncs
@@ -415,12 +516,31 @@ class World:
                         log[base + k] = v
             offset = got[-1][0] + len(got[-1][1])
         h.check_log((topic, p), start, log)
+        acked = h.acked_log_start((topic, p))
+        if start < acked:
+            h.fail(
+                "acknowledged deletions kept",
+                f"{topic}-{p}: DeleteRecords answered low watermark {acked}; the leader's log "
+                f"starts at {start}",
+            )
         # Every live replica holds the same batches where their logs overlap.
         parts = [
             n.broker.partitions[(topic, p)]
             for n in c.live()
             if n.broker is not None and (topic, p) in n.broker.partitions
         ]
+        for x in parts:
+            # A replica that applied as far as the leader moved its log start as the leader did.
+            if x.applied_index == part.applied_index and (
+                x.requested_log_start != part.requested_log_start or x.log_start_offset < acked
+            ):
+                h.fail(
+                    "replicas agree on the log start",
+                    f"{topic}-{p}: node {x.node_id} has applied up to {x.applied_index} "
+                    f"(the leader {part.applied_index}) with log start {x.log_start_offset} "
+                    f"(asked {x.requested_log_start}); the leader asked "
+                    f"{part.requested_log_start}, acknowledged {acked}",
+                )
         lo = max(x.log_start_offset for x in parts)
         hi = min(x.high_watermark for x in parts)
         digests = {replica_state.partition_digest(x, lo, hi) for x in parts}

@@ -16,7 +16,8 @@ The short form (four scenarios, about two and a half minutes) runs in CI:
   - a leader paused for longer than the election timeout (400 ms at most here);
   - a minority partition containing the leader;
   - Jepsen's majorities ring;
-  - power loss (chaos/lazyfs.py: unsynced writes gone) of one leader, then of every node.
+  - power loss (chaos/lazyfs.py: unsynced writes gone) of one leader, then of every node;
+  - a kill, a pause and a split with confluent-kafka clients on the Kafka listeners.
 The long form (every fault kind, seeded schedules, minutes each) runs with LIFERAFT_CHAOS_LONG=1
 (LIFERAFT_CHAOS_SEEDS, LIFERAFT_CHAOS_DURATION tune it). Seeds that ever failed are replayed
 from tests/chaos/regressions.py. The `liferaft chaos run` command is tested end to end once.
@@ -59,6 +60,7 @@ def run_local(
     *,
     complete_plan: bool = True,
     power: bool = False,
+    config: WorkloadConfig | None = None,
 ) -> RunResult:
     """One chaos run on a fresh local cluster; prints its summary (and node logs on failure).
     With `power`, the nodes run on power-loss disks (chaos/lazyfs.py)."""
@@ -77,7 +79,7 @@ def run_local(
                     faults,
                     plan,
                     History(stream_to=stream),
-                    WorkloadConfig(topic="chaos"),
+                    config or WorkloadConfig(topic="chaos"),
                     duration_s,
                     complete_plan=complete_plan,
                     say=lambda line: print(line, flush=True),
@@ -199,6 +201,22 @@ def test_lost_produce_answers(tmp_path: Path) -> None:
     assert result.answers_dropped > 0
     assert result.stuck == []
     assert result.report.duplicated == ()
+
+
+def test_kafka_clients_through_a_kill_a_pause_and_a_split(tmp_path: Path) -> None:
+    """The same nemesis and checker with confluent-kafka (librdkafka) as the client: idempotent
+    producers with acks=all, two sends in flight each, and consumers on the Kafka listeners;
+    every acknowledged record is read back by a Kafka consumer, once, where it was acked."""
+    plan, duration = spaced([("kill", 0), ("pause", 1), ("split", 2)], hold_s=2.5)
+    config = WorkloadConfig(topic="chaos", client="kafka", sends_in_flight=2)
+    result = run_local(tmp_path, plan, duration, config=config)
+    assert_safe_and_recovered(result)
+    assert [e.kind for e in result.events] == ["kill", "pause", "split"]
+    assert result.report.duplicated == ()
+    assert result.report.wrong_offset == ()
+    assert {op.process for op in result.history.ops if op.f == "send"} == {
+        f"p{n}.{k}" for n in range(6) for k in range(2)
+    }
 
 
 def test_chaos_run_command(tmp_path: Path) -> None:

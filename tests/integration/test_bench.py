@@ -85,6 +85,28 @@ def test_bench_produce_and_consume_against_a_cluster(make_cluster: MakeCluster) 
     assert settings["ack_p50_ms"] is not None and r["p50_ms"] is not None, r
 
 
+def test_bench_with_confluent_kafka_on_the_kafka_listeners(make_cluster: MakeCluster) -> None:
+    """`--client kafka`: librdkafka's idempotent producer and its consumer, through the nodes'
+    Kafka listeners (found from the gRPC addresses by the port table)."""
+    cluster = make_cluster(3)
+    b = ["--bootstrap", cluster.bootstrap]
+    r = _bench(
+        "produce", *b, "--client", "kafka", "--records", "3000", "--partitions", "2",
+        "--batch-size", "65536", "--runs", "2",
+    )  # fmt: skip
+    _check(r)
+    settings = r["settings"]
+    assert isinstance(settings, dict) and settings["client"] == "kafka", r
+    assert settings["requests_counted"] is True, r
+    assert r["records"] == 3000, r
+    # 64 records per batch: at least 3000 / 64 Produce requests carried them.
+    assert isinstance(r["requests"], int) and 3000 // 64 <= r["requests"] <= 3000, r
+    assert isinstance(r["p50_ms"], float) and 0 < r["p50_ms"] <= r["p99_ms"], r  # type: ignore[operator]
+    r = _bench("consume", *b, "--client", "kafka", "--records", "2000", "--partitions", "2")
+    _check(r)
+    assert r["records"] == 2000, r
+
+
 def test_bench_compare_runs_liferaft_and_nats_side_by_side() -> None:
     _nats_or_skip()
     result = _bench("compare", "--duration", "1", "--runs", "1", timeout=300)
@@ -150,5 +172,9 @@ def test_bad_bench_options_are_refused_before_anything_starts() -> None:
     runner = CliRunner()
     r = runner.invoke(app, ["compare", "--client", "kafka"])
     assert r.exit_code == 2 and "--client must be raw or producer" in r.output, r.output
+    r = runner.invoke(app, ["produce", "--client", "rdkafka", "--bootstrap", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "--client must be raw, producer or kafka" in r.output, r.output
+    r = runner.invoke(app, ["consume", "--client", "producer", "--bootstrap", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "--client must be raw, consumer or kafka" in r.output, r.output
     r = runner.invoke(app, ["e2e", "--record-size", "4", "--bootstrap", "127.0.0.1:1"])
     assert r.exit_code == 2 and "record size must be >= 8" in r.output, r.output

@@ -47,3 +47,18 @@ def test_chaos_run_without_the_extra_says_how_to_install(
     assert done.exit_code == 3
     assert "pip install 'liferaft[chaos]'" in done.stderr
     assert "Traceback" not in done.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--client", "rdkafka"], "--client must be liferaft or kafka"),
+        (["--client", "kafka", "--faults", "kill,answers"], "leave it out with --client kafka"),
+        (["--in-flight", "0"], "--in-flight must be positive"),
+    ],
+)
+def test_chaos_run_refuses_bad_client_options(tmp_path: Path, args: list[str], says: str) -> None:
+    done = runner.invoke(app, ["chaos", "run", *args, "--out", str(tmp_path / "o")])
+    assert done.exit_code == 2, done.output
+    assert says in done.stderr
+    assert not (tmp_path / "o").exists()  # nothing started, nothing written

@@ -20,12 +20,18 @@ from node.consumer_group_commands import (
 )
 from node.controller_commands import (
     CONTROLLER_COMMANDS,
+    AdmitIncarnation,
     AllocateProducerIds,
     AlterTopicConfigs,
+    CreateAcls,
     CreatePartitions,
     CreateTopic,
+    DecommissionNode,
+    DeleteAcls,
     DeleteTopic,
     DeleteUser,
+    MovePartition,
+    PartitionMembership,
     RegisterBroker,
     UpsertUser,
 )
@@ -33,6 +39,7 @@ from node.errors import BrokerError, ErrorCode
 
 EXAMPLES = [
     (CONTROLLER_COMMANDS, RegisterBroker(node_id=2, host="h", port=9093)),
+    (CONTROLLER_COMMANDS, AdmitIncarnation(node_id=3, incarnation=77, min_term=4, index=19)),
     (CONTROLLER_COMMANDS, CreateTopic(name="t", replicas=((1, 2), (2, 1)), configs={"a": "b"})),
     (CONTROLLER_COMMANDS, DeleteTopic(name="t")),
     (CONTROLLER_COMMANDS, AllocateProducerIds(count=3)),
@@ -50,6 +57,34 @@ EXAMPLES = [
         ),
     ),
     (CONTROLLER_COMMANDS, DeleteUser(name="alice")),
+    (
+        CONTROLLER_COMMANDS,
+        CreateAcls(
+            acls=(
+                {
+                    "resource_type": "topic",
+                    "name": "t",
+                    "pattern_type": "prefixed",
+                    "principal": "User:alice",
+                    "host": "*",
+                    "operation": "write",
+                    "permission": "allow",
+                },
+            )
+        ),
+    ),
+    (CONTROLLER_COMMANDS, DeleteAcls(filters=({"resource_type": "topic", "name": None},))),
+    (
+        CONTROLLER_COMMANDS,
+        MovePartition(name="t", topic_id=4, partition=0, target=(1, 2, 4), throttle_bytes_s=9),
+    ),
+    (
+        CONTROLLER_COMMANDS,
+        PartitionMembership(
+            name="t", topic_id=4, partition=0, voters=(1, 2), learners=(4,), conf_index=7
+        ),
+    ),
+    (CONTROLLER_COMMANDS, DecommissionNode(node_id=3)),
     (
         CONSUMER_GROUP_COMMANDS,
         JoinGroup(group_id="g", member_id="m", session_timeout_ms=1, client_id="", topics=("t",)),

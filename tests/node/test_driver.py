@@ -400,3 +400,36 @@ def test_fail_stop_ends_the_process_with_a_critical_line(tmp_path: Path) -> None
     critical = [line for line in proc.stderr.splitlines() if line.startswith("CRITICAL")]
     assert len(critical) == 1 and "STORAGE FAILURE" in critical[0], proc.stderr
     assert "injected EIO" in critical[0]
+
+
+async def test_a_replica_that_joined_as_a_learner_does_not_vote(tmp_path: Path) -> None:
+    """A replica added back to a group it was removed from (a replica move, issue 19) starts
+    with no memory of the votes its earlier copy cast; voting before it is promoted let a stale
+    voter win a term another leader already held (the broker simulation's seed 4 found it). A
+    learner of its own applied membership drops vote requests; a voter answers them."""
+    store = NodeStore(tmp_path / "raft.db")
+    out = Outbox()
+    driver = RaftDriver(3, store, out, RaftTiming(tick_s=3600))
+    learner = driver.add_group(
+        "joined", Machine(), ConfState(voters=frozenset({1, 2}), learners=frozenset({3}))
+    )
+    voter = driver.add_group("member", Machine(), ConfState(voters=frozenset({1, 2, 3})))
+    driver.start()
+    try:
+        for gid in ("joined", "member"):
+            for kind in (MessageType.PRE_VOTE, MessageType.VOTE):
+                driver.deliver(gid, Message(type=kind, to=3, frm=1, term=5, index=0, log_term=0))
+        await until(
+            lambda: sum(m.type == MessageType.VOTE_RESP for m in out.sent) >= 1, "the voter's vote"
+        )
+        answered = {
+            (m.type, m.reject)
+            for m in out.sent
+            if m.type in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP)
+        }
+        assert (MessageType.VOTE_RESP, False) in answered
+        assert driver.stats.votes_refused_as_non_voter == 2
+        assert learner.node.status().vote == 0 and voter.node.status().vote == 1
+    finally:
+        await driver.stop()
+        store.close()

@@ -237,3 +237,18 @@ def test_a_snapshot_acknowledgment_that_moves_nothing_gets_no_reply() -> None:
     s.step(APP_RESP, 2, term=s.raft.term, index=last)
     assert pr.state == ProgressState.REPLICATE
     assert not apps_to(s.drain(), 2)
+
+
+def test_the_host_can_narrow_one_followers_window_and_widen_it_again() -> None:
+    # A host throttling a follower (a learner catching up in a replica move) keeps what the
+    # leader reads and sends it small; the other followers keep the configured window.
+    s = leader(max_inflight_msgs=8)
+    s.rn.set_inflight_limit(2, 1)
+    for d in (b"a", b"b", b"c"):
+        s.rn.propose(d)
+    msgs = s.drain()
+    assert [e.data for m in apps_to(msgs, 2) for e in m.entries] == [b"a"]
+    assert [e.data for m in apps_to(msgs, 3) for e in m.entries] == [b"a", b"b", b"c"]
+    s.rn.set_inflight_limit(2, 0)  # back to max_inflight_msgs
+    s.step(APP_RESP, 2, term=s.raft.term, index=apps_to(msgs, 2)[0].entries[-1].index)
+    assert [e.data for m in apps_to(s.drain(), 2) for e in m.entries] == [b"b", b"c"]

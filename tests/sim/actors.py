@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raft import ConfChange, ConfChangeError, ConfChangeType, NotLeaderError, ProposalDroppedError
+from raft import (
+    ConfChange,
+    ConfChangeError,
+    ConfChangeType,
+    Fence,
+    NotLeaderError,
+    ProposalDroppedError,
+)
 from tests.sim.nemesis import fmt_ids
 
 if TYPE_CHECKING:
@@ -158,6 +165,51 @@ def change_membership(w: World) -> None:
         sn = w.add_node(new_id)
         w.emit("restart", f"node {new_id} started (empty disk) to join", (new_id,))
         w.finish(sn)
+
+
+def replace_wiped(w: World) -> None:
+    """The operator (node/'s controller) replacing a wiped node's old incarnation, one change
+    at a time through the leader: remove it, add the id back as a learner, and promote it once
+    it has caught up (the world moves the node's fence when the learner's add applies)."""
+    lead = w.leader()
+    if lead is None or lead.node is None:
+        return
+    node = lead.node
+    t = node.raft.tracker
+    for nid, rj in list(w.rejoins.items()):
+        if w.rng.random() < 0.5:
+            continue  # an operator, not a reflex
+        member = nid in t.voters or nid in t.learners
+        if rj.stage == "add" and member and node.applied >= rj.removed_at:
+            # This leader applied the removal and an add after it: every leader of its term
+            # or later holds that add, so the node may speak from this term once it holds
+            # what this leader applied (raft/core.py, "Rejoining after a lost disk").
+            rj.stage = "promote"
+            w.tell_fence(nid, Fence(min_term=node.term, index=node.applied))
+            continue
+        if rj.stage == "promote" and nid in t.voters:
+            del w.rejoins[nid]
+            w.stats.rejoined += 1
+            continue
+        if rj.stage == "remove" and member:
+            cc = ConfChange(ConfChangeType.REMOVE_NODE, nid)
+        elif rj.stage == "add" and not member:
+            cc = ConfChange(ConfChangeType.ADD_LEARNER, nid)
+        elif rj.stage == "promote" and nid in t.learners:
+            pr = node.progress_of(nid)
+            if pr is None or pr.match < node.committed:
+                continue
+            cc = ConfChange(ConfChangeType.ADD_VOTER, nid)
+        else:
+            continue
+        w.begin_step()
+        try:
+            node.propose_conf_change(cc)
+            w.emit("member", f"leader {lead.id} proposes {cc_text(cc)} (wiped disk)", (nid,))
+        except (ConfChangeError, NotLeaderError, ProposalDroppedError):
+            pass
+        w.finish(lead)
+        return
 
 
 def cc_text(cc: ConfChange) -> str:

@@ -25,9 +25,12 @@ the step changed, not to the size of the logs:
 Two more are the inductive invariants the paper's proof rests on; checking them finds a broken
 rule the moment it is broken, not only in the rare runs where the damage then becomes visible:
 
-  vote safety         `votes`: (voter, term) -> candidate, from every vote that left a node (a
-                      grant sent, a vote request sent, a vote made durable). A node votes for at
-                      most one candidate per term, across restarts (§5.2, §5.4.1).
+  vote safety         `votes`: (voter, incarnation, term) -> candidate, from every vote that left
+                      a node (a grant sent, a vote request sent, a vote made durable). A node
+                      votes for at most one candidate per term, across restarts (§5.2, §5.4.1).
+                      A node whose disk was wiped is a new incarnation (a new server reusing the
+                      id, raft/core.py "Rejoining after a lost disk"): it votes only once the
+                      group replaced the old one, and its fence is what makes that safe.
   commit durability   the latest committed entry can never be lost: no live voter that lacks it
                       could collect a majority of its configuration with its log, counting every
                       voter whose log on disk is not more up to date (the argument of §5.4.3).
@@ -100,7 +103,7 @@ class Checker:
         self.commit_when: list[int] = [0]
         self.digests: list[bytes] = [Machine().digest]
         self.value_index: dict[bytes, int] = {}
-        self.votes: dict[tuple[int, int], int] = {}
+        self.votes: dict[tuple[int, int, int], int] = {}
         self._restart_conf: dict[tuple[int, int], frozenset[int]] = {}
         self.on_elected: Callable[[SimNode], None] | None = None
         """Called once per new leader (the world tells, and may aim a fault at it)."""
@@ -256,16 +259,17 @@ class Checker:
             t = m.type
             if t == MessageType.VOTE_RESP:
                 if not m.reject:
-                    self._vote(m.frm, m.term, m.to, "granted")
+                    self._vote(sn, m.term, m.to, "granted")
             elif t == MessageType.VOTE:
-                self._vote(m.frm, m.term, m.frm, "campaigned")
+                self._vote(sn, m.term, m.frm, "campaigned")
 
-    def _vote(self, voter: int, term: int, candidate: int, how: str) -> None:
-        old = self.votes.setdefault((voter, term), candidate)
+    def _vote(self, sn: SimNode, term: int, candidate: int, how: str) -> None:
+        old = self.votes.setdefault((sn.id, sn.incarnation, term), candidate)
         if old != candidate:
+            inc = f" (incarnation {sn.incarnation})" if sn.incarnation else ""
             raise self.fail(
                 "vote safety",
-                f"node {voter} voted for {old} and for {candidate} in term {term} "
+                f"node {sn.id}{inc} voted for {old} and for {candidate} in term {term} "
                 f"(the second time: {how})",
             )
 
@@ -294,7 +298,7 @@ class Checker:
             self._check_snapshot(sn, rd.snapshot)
         hs = sn.synced  # what a crash leaves (a lazily written commit index is not in it)
         if rd.hard_state is not None and hs.vote != NONE:
-            self._vote(sn.id, hs.term, hs.vote, "made durable")
+            self._vote(sn, hs.term, hs.vote, "made durable")
         if hs.commit < sn.durable_commit:
             raise self.fail(
                 "commit monotonicity",
@@ -371,12 +375,17 @@ class Checker:
         t = self.commit_term[c]
         nodes = list(nodes)
         disk: dict[int, tuple[int, int]] = {}
+        fenced: set[int] = set()
         for sn in nodes:
             st = sn.storage
             last = st.last_index()
             disk[sn.id] = (st.term(last), last)
+            if _fenced(sn):
+                fenced.add(sn.id)
         for sn in nodes:
             node = sn.node
+            if sn.id in fenced:
+                continue  # a wiped node that may not vote yet campaigns neither
             if node is not None:
                 raft = node.raft
                 log = raft.log
@@ -409,7 +418,9 @@ class Checker:
                 if sn.id not in voters:
                     continue
                 mine = disk[sn.id]
-            grants = sorted(v for v in voters if v == sn.id or mine >= disk.get(v, (0, 0)))
+            grants = sorted(
+                v for v in voters if v == sn.id or (v not in fenced and mine >= disk.get(v, (0, 0)))
+            )
             if len(grants) > len(voters) // 2:
                 raise self.fail(
                     "commit durability",
@@ -488,6 +499,18 @@ class Checker:
                         "log matching",
                         f"nodes {sx.id} and {sy.id} hold different entries at index {i} term {tx[i]}",
                     )
+
+
+def _fenced(sn: SimNode) -> bool:
+    """Whether a wiped node may not vote or campaign (its fence, raft/core.py), live or down
+    (a down node restarts with the fence its disk holds, at its durable commit index)."""
+    if sn.node is not None:
+        f = sn.node.fence
+        commit = sn.node.raft.log.committed
+    else:
+        f = sn.fence
+        commit = sn.storage.hard_state.commit
+    return f is not None and (f.min_term == 0 or commit < f.index)
 
 
 def _entry_at(log: RaftLog, index: int) -> Entry | None:

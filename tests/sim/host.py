@@ -55,6 +55,8 @@ from raft import (
     ConfState,
     Entry,
     EntryType,
+    Fence,
+    HardState,
     IsrPolicy,
     MemoryStorage,
     Message,
@@ -241,6 +243,8 @@ class SimNode:
         self.stale_writes = 0  # writes finished after a newer leader replaced their entries
         self.snapshots_installed = 0
         self.snapshots_taken = 0
+        self.incarnation = 0  # bumped when its disk is wiped: a new data directory
+        self.fence: Fence | None = None  # on its disk, as node/ keeps it (set after a wipe)
 
     @property
     def alive(self) -> bool:
@@ -266,6 +270,8 @@ class SimNode:
             isr=IsrPolicy(),
         )
         self.node = RawNode(cfg, self.storage)
+        if self.fence is not None:
+            self.node.set_fence(self.fence)
         self.disk = random.Random(rng_seed ^ 0xD15C)  # its own: the world's draws stay as they are
         self.apply_ahead = self.policy.pipeline and random.Random(rng_seed ^ 0xA4EAD).random() < 0.5
         self.life += 1
@@ -285,6 +291,25 @@ class SimNode:
         self.dirty = False
         self.crash_armed = False
         self.events.crashed(self, point)
+
+    def wipe(self, bootstrap: ConfState) -> None:
+        """The disk is gone (the node must be down): a new, empty data directory, which the
+        host boots with the group's bootstrap membership and, being a new incarnation of a
+        node the group knows, fenced silent (raft/core.py, "Rejoining after a lost disk")."""
+        assert self.node is None
+        self.storage = MemoryStorage(bootstrap)
+        self.synced = HardState()
+        self.durable_commit = 0
+        self.machine = Machine()
+        self.conf_state = ConfState()
+        self.incarnation += 1
+        self.fence = Fence()
+
+    def sync_fence(self) -> None:
+        """The core lifted its fence: forget it on disk too (lazily: a restart before this
+        only fences the node again until its commit index is back, which is harmless)."""
+        if self.fence is not None and self.node is not None and self.node.fence is None:
+            self.fence = None
 
     def cycle(self, decide: CrashDecider, max_readies: int = MAX_READIES_PER_CYCLE) -> None:
         """Run Ready cycles until the node has nothing more to do (or crashes), or for at most

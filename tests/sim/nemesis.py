@@ -65,6 +65,18 @@ _KIND_WEIGHTS = [3, 2, 3, 3, 2, 2, 2, 1, 2, 2, 2, 1, 2]
 
 
 @dataclass(slots=True)
+class Rejoin:
+    """The replacement of a wiped node's old incarnation, as the operator (node/'s controller)
+    runs it: remove it, add the id back as a learner, tell the node (move its fence), promote."""
+
+    stage: str = "remove"
+    """remove: waiting for the old incarnation's removal to apply; add: for the learner's;
+    promote: fence moved, promote once caught up."""
+    removed_at: int = 0
+    """Index of the entry that removed the old incarnation."""
+
+
+@dataclass(slots=True)
 class Fault:
     text: str
     heal_at: int
@@ -126,6 +138,8 @@ class Nemesis:
         rng = w.rng
         if rng.random() < p.fault_rate:
             self.inject()
+        if p.wipe_rate and rng.random() < p.wipe_rate:
+            self.wipe()
         if p.crash_idle and rng.random() < p.crash_idle:
             live = w.live()
             if live:
@@ -143,6 +157,31 @@ class Nemesis:
             w.emit("heal", "network recovered: every partition healed")
         self.faults.clear()
         self.scheduled.clear()
+
+    def wipe(self) -> None:
+        """A voter's disk is lost: it stops (if it runs), comes back a little later with an
+        empty data directory as a new incarnation, fenced, and the operator replaces its old
+        incarnation (actors.replace_wiped). One wipe at a time, and only while the group keeps
+        three voters besides the wiped one's replacement."""
+        w = self.world
+        if w.rejoins or len(w.conf.voters) < 3:
+            return
+        voters = sorted(w.conf.voters)
+        pool = [i for i in voters if i in w.nodes and not w.nodes[i].removed]
+        if len(pool) - 1 <= len(voters) // 2:
+            # The others could not elect anyone while it is silent: that is a lost quorum,
+            # not a lost disk, and no replacement could run.
+            return
+        sn = w.nodes[w.rng.choice(pool)]
+        w.stats.faults += 1
+        w.stats.wipes += 1
+        if sn.node is not None:
+            w.begin_step()
+            sn.crash(CrashPoint.NONE)
+        sn.wipe(w.initial_conf)
+        sn.restart_at = w.now + w.rng.randint(0, w.profile.restart_ticks)
+        w.rejoins[sn.id] = Rejoin()
+        w.emit("fault", f"node {sn.id}'s disk is wiped: it will return empty, fenced", (sn.id,))
 
     # -- random faults -------------------------------------------------------------------------
     def inject(self) -> None:

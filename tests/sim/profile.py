@@ -58,6 +58,9 @@ class Profile:
     proposals_per_tick: int = 1  # client batches tried per tick (each with propose_rate)
     host: HostPolicy = field(default_factory=HostPolicy)
     propose_syncing: float = 0.0  # probability a leader takes a proposal while it fsyncs
+    wipe_rate: float = 0.0
+    """Per tick: probability that a voter's disk is wiped and it restarts as a new incarnation
+    (the operator then replaces it: tests/sim/actors.py replace_wiped)."""
     voters: int = 0
     """How many of the nodes start as voters, the rest as learners (0: all). A single voter
     with learners is a broker partition of replication factor 1 whose replica is being moved:
@@ -79,6 +82,7 @@ class Profile:
             f"quiesce after {self.host.quiesce_after or 'never'}, writes in flight "
             f"{'yes' if self.host.pipeline else 'no'}"
             + (f"; {self.voters} voter(s), the rest learners" if self.voters else "")
+            + (f"; disks wiped {self.wipe_rate}/tick" if self.wipe_rate else "")
         )
 
     @classmethod
@@ -154,6 +158,8 @@ class Profile:
             propose_syncing=rng.choice([0.0, 0.3]),
             voters=ONE_VOTER if rng.random() < ONE_VOTER_ODDS else 0,
         )
+        if not profile.voters:
+            profile = dataclasses.replace(profile, wipe_rate=rng.choice([0.0, 0.0, 0.005, 0.02]))
         if profile.voters:
             # A single voter is hurt by a crash while its new term is still being written and
             # appends of that term are already out: that takes writes in flight (node/driver.py

@@ -127,6 +127,8 @@ class Summary:
     pipelined: int = 0
     stale_writes: int = 0
     applied_ahead: int = 0
+    wipes: int = 0
+    rejoined: int = 0
     max_leader_ets: float = 0.0
     max_commit_ets: float = 0.0
     max_no_pre_vote_ets: float = 0.0
@@ -155,6 +157,8 @@ class Summary:
         self.pipelined += s.pipelined
         self.stale_writes += s.stale_writes
         self.applied_ahead += s.applied_ahead
+        self.wipes += s.wipes
+        self.rejoined += s.rejoined
         self.checks += s.checks
         if r.ok:
             et = s.election_tick
@@ -180,6 +184,8 @@ class Summary:
             f"snapshots           {self.snapshots_taken:,} taken, {self.snapshots_installed:,} installed",
             f"membership changes  {self.conf_changes:,} applied, {self.conf_refused:,} refused",
             f"faults              {self.faults:,} injected, {self.crashes:,} crashes",
+            f"wiped disks         {self.wipes:,} (old incarnation replaced and promoted back: "
+            f"{self.rejoined:,})",
             f"messages delivered  {self.messages:,}",
             f"writes in flight    {self.pipelined:,} Readies taken over one, "
             f"{self.stale_writes:,} finished after their entries were replaced, "

@@ -21,6 +21,7 @@ import pytest
 import raft.core
 from raft.log import RaftLog
 from raft.quorum import VoteResult
+from raft.rawnode import RawNode
 from raft.types import Entry, Message, MessageType
 from tests.sim.cli import main
 from tests.sim.host import SimNode
@@ -208,3 +209,21 @@ def test_a_failure_exits_1_with_the_replay_command(
     out = capsys.readouterr().out
     assert "FAILED (safety)" in out
     assert "python -m tests.sim --seed " in out
+
+
+def test_wiped_node_without_its_fence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose disk was wiped comes back with the bootstrap membership, term 0 and an
+    empty log (raft/core.py, "Rejoining after a lost disk"). A host that does not fence it lets
+    it vote again in terms its old incarnation voted in, for candidates that lack what that
+    incarnation acknowledged, and acknowledge a deposed leader's appends."""
+    monkeypatch.setattr(RawNode, "set_fence", lambda self, fence: None)
+    found = first_failure(list(range(400)), SimOptions(), JOBS)
+    assert found is not None, "the simulation did not find the unfenced wiped node in 400 seeds"
+    assert found.kind == "safety", found.error
+    assert found.prop in {
+        "commit durability",
+        "election safety",
+        "leader completeness",
+        "state machine safety",
+        "log matching",
+    }, found.error

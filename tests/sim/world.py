@@ -35,6 +35,7 @@ from raft import (
     ConfChangeType,
     ConfState,
     Entry,
+    Fence,
     MemoryStorage,
     Message,
     MessageType,
@@ -54,7 +55,7 @@ from tests.sim.host import (
     RaftParams,
     SimNode,
 )
-from tests.sim.nemesis import Nemesis, fmt_ids
+from tests.sim.nemesis import Nemesis, Rejoin, fmt_ids
 from tests.sim.network import Network
 from tests.sim.profile import Profile, SimOptions
 
@@ -139,6 +140,10 @@ class SeedStats:
     """Calm phase: ticks until a leader was elected."""
     commit_ticks: int = 0
     """Calm phase: ticks from the fresh proposal until every member had committed it."""
+    wipes: int = 0
+    """Disks wiped (a node back as a new incarnation)."""
+    rejoined: int = 0
+    """Wiped nodes whose old incarnation was replaced and that were promoted back to voter."""
 
 
 @dataclass(slots=True)
@@ -200,6 +205,14 @@ class World:
         self._applied_conf_indexes: set[int] = set()
         self._reported_commit = 0
         self._probe: _Probe | None = None
+        self.rejoins: dict[int, Rejoin] = {}
+        """Wiped nodes whose old incarnation is being replaced (actors.replace_wiped)."""
+        self._rejoin_removals: set[tuple[int, int]] = set()
+        """(node, index) of each entry that removed a wiped node's old incarnation: a node
+        replaying its log applies them again, and they stop nobody."""
+        self._fence_mail: list[tuple[int, int, int, Fence]] = []
+        """(tick, node, incarnation, fence): the controller telling a wiped node it was
+        added back, delivered late (it is mail, not a Raft message)."""
         self.nemesis = Nemesis(self)
         self._durability_checked = 0
         for i in range(1, n + 1):
@@ -229,6 +242,7 @@ class World:
         if sn.node is not None and not defer:
             p = self.profile.one_ready
             sn.cycle(self._decide, 1 if p and self.rng.random() < p else MAX_READIES_PER_CYCLE)
+            sn.sync_fence()
         c = self.checker
         if sn.node is not None:
             c.observe(sn)
@@ -324,6 +338,8 @@ class World:
         if e.index > self.conf_index:
             self.conf_index = e.index
             self.conf = cs
+        if self._rejoin_step(sn, e, cc):
+            return
         if cc.type == ConfChangeType.REMOVE_NODE:
             gone = self.nodes.get(cc.node_id)
             if gone is not None and not gone.removed:
@@ -331,6 +347,50 @@ class World:
                 gone.removed = True
                 gone.restart_at = None
                 gone.shutdown_at = self.now + self.rng.randint(0, self.profile.raft.election_tick)
+
+    def _rejoin_step(self, sn: SimNode, e: Entry, cc: ConfChange) -> bool:
+        """Advance the replacement of a wiped node's old incarnation on a change applied by sn;
+        True when the change was that replacement's removal (the node is not stopped)."""
+        nid = cc.node_id
+        if cc.type == ConfChangeType.REMOVE_NODE and (nid, e.index) in self._rejoin_removals:
+            return True  # the replacement's removal, applied by another node
+        rj = self.rejoins.get(nid)
+        if rj is None:
+            return False
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            if rj.stage == "remove":
+                rj.stage, rj.removed_at = "add", e.index
+                self._rejoin_removals.add((nid, e.index))
+                return True
+            del self.rejoins[nid]  # removed again, for good this time
+            return False
+        return False
+
+    def tell_fence(self, nid: int, fence: Fence) -> None:
+        """The controller tells a wiped node it was added back: late, as mail (not Raft)."""
+        delay = self.rng.randint(0, self.profile.raft.election_tick)
+        self._fence_mail.append((self.now + delay, nid, self.nodes[nid].incarnation, fence))
+        self.emit(
+            "member",
+            f"node {nid} added back (applied up to {fence.index}): it may speak from term "
+            f"{fence.min_term}",
+            (nid,),
+        )
+
+    def _deliver_fences(self) -> None:
+        due = [f for f in self._fence_mail if f[0] <= self.now]
+        if not due:
+            return
+        self._fence_mail = [f for f in self._fence_mail if f[0] > self.now]
+        for _, nid, incarnation, fence in due:
+            sn = self.nodes[nid]
+            if sn.incarnation != incarnation or sn.fence is None:
+                continue
+            sn.fence = fence
+            if sn.node is not None:
+                self.begin_step()
+                sn.node.set_fence(fence)
+                self.finish(sn)
 
     def installed_snapshot(self, sn: SimNode, snap: Snapshot) -> None:
         self.checker.installed_snapshot(sn, snap)
@@ -534,6 +594,9 @@ class World:
                     (sn.id,),
                 )
                 self.finish(sn)
+        self._deliver_fences()
+        if self.rejoins:
+            actors.replace_wiped(self)
         if self.chaos:
             self.nemesis.tick()
             if p.transfer_rate and rng.random() < p.transfer_rate:
@@ -568,6 +631,7 @@ class World:
                 sn.restart_at = self.now
         leader_bound, commit_bound = liveness_bounds(self.profile.raft)
         et = self.profile.raft.election_tick
+        self._settle_rejoins(leader_bound + 2 * commit_bound)
         start = self.now
         elected_at = -1
         self._probe = probe = _Probe()
@@ -613,6 +677,21 @@ class World:
                         self.now,
                     )
         self.checker.final_check(list(self.nodes.values()))
+
+    def _settle_rejoins(self, bound: int) -> None:
+        """Calm: every wiped node's old incarnation is replaced and the node told so, before
+        the liveness probe (a node fenced silent commits nothing, by design)."""
+        start = self.now
+        while any(rj.stage != "promote" for rj in self.rejoins.values()) or self._fence_mail:
+            if self.now - start > bound:
+                raise LivenessViolation(
+                    "liveness",
+                    f"wiped nodes {fmt_ids(self.rejoins)} not added back within {bound} ticks; "
+                    f"{self._describe_nodes()}",
+                    self.steps,
+                    self.now,
+                )
+            self.tick()
 
     def _propose_probe(self, lead: SimNode, probe: _Probe) -> None:
         assert lead.node is not None

@@ -11,14 +11,20 @@ from importlib import import_module
 from node.kafka.wire import Api
 
 HANDLERS = (
+    "alter_user_scram_credentials",
     "api_versions",
+    "create_acls",
     "create_partitions",
     "create_topics",
+    "delete_acls",
     "delete_groups",
+    "delete_records",
     "delete_topics",
+    "describe_acls",
     "describe_cluster",
     "describe_configs",
     "describe_groups",
+    "describe_user_scram_credentials",
     "fetch",
     "find_coordinator",
     "heartbeat",
@@ -33,6 +39,8 @@ HANDLERS = (
     "offset_fetch",
     "offset_for_leader_epoch",
     "produce",
+    "sasl_authenticate",
+    "sasl_handshake",
     "sync_group",
 )
 """The handler modules, by name: one list, so an API is served by adding its module here."""

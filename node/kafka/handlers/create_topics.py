@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from node.acl import CLUSTER, Operation, topic
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import timeout_s
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -31,6 +32,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
         )
         code, message = NONE, None
         try:
+            ctx.broker.authorizer.check_any(Operation.CREATE, CLUSTER, topic(t.name))
             if not ctl.is_leader:
                 raise BrokerError(
                     ErrorCode.NOT_CONTROLLER,

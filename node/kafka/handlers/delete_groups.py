@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from node.acl import Operation, group
 from node.errors import BrokerError, ErrorCode
 from node.groups import validate_group_id
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -14,6 +15,7 @@ TIMEOUT_S = 15.0
 
 
 async def _delete(ctx: Ctx, gid: str) -> None:
+    ctx.broker.authorizer.check(Operation.DELETE, group(gid))
     ctx.classic.check()
     validate_group_id(gid)
     coord = ctx.broker.groups

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from node.acl import Operation, topic
 from node.controller_commands import DeleteTopic
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import timeout_s
@@ -21,6 +22,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     for name in request.topic_names:
         code, message = NONE, None
         try:
+            ctx.broker.authorizer.check(Operation.DELETE, topic(name))
             if not ctl.is_leader:
                 raise BrokerError(
                     ErrorCode.NOT_CONTROLLER,

@@ -8,6 +8,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode as KafkaErrorCode
 
+from node.acl import CLUSTER, Operation, topic
 from node.errors import BrokerError
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
 from node.topic_config import TopicConfig
@@ -50,8 +51,11 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
         code, message, configs = NONE, None, ()
         try:
             if res.resource_type == TOPIC:
+                ctx.broker.authorizer.check(Operation.DESCRIBE_CONFIGS, topic(res.resource_name))
                 configs = _topic(ctx, r, res.resource_name, res.configuration_keys)
-            elif res.resource_type != BROKER:
+            elif res.resource_type == BROKER:
+                ctx.broker.authorizer.check(Operation.DESCRIBE_CONFIGS, CLUSTER)
+            else:
                 code = KafkaErrorCode.invalid_request
                 message = f"resource type {res.resource_type} is not described here"
         except BrokerError as e:

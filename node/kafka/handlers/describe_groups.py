@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.acl import Operation, group
 from node.errors import BrokerError
 from node.groups import EMPTY
 from node.kafka.classic import DEAD
@@ -16,6 +17,18 @@ UNKNOWN_AUTHORIZED_OPERATIONS = -(2**31)
 
 def _describe(ctx: Ctx, r: Responses, gid: str) -> Any:
     base = dict(group_id=gid, authorized_operations=UNKNOWN_AUTHORIZED_OPERATIONS)
+    try:
+        ctx.broker.authorizer.check(Operation.DESCRIBE, group(gid))
+    except BrokerError as e:
+        return r.make(
+            "DescribedGroup",
+            error_code=error_code_of(e),
+            group_state="",
+            protocol_type="",
+            protocol_data="",
+            members=(),
+            **base,
+        )
     g = ctx.classic.groups.get(gid)
     if g is not None and g.members:
         members = tuple(

@@ -20,6 +20,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode as KafkaErrorCode
 
+from node.acl import Operation, topic
 from node.errors import BrokerError
 from node.kafka.handlers._common import check_leader_epoch
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -54,6 +55,7 @@ def _read(ctx: Ctx, topics: list[tuple[str | None, Any, list[_Slot]]], max_bytes
                 s.error = KafkaErrorCode.unknown_topic_id
                 continue
             try:
+                ctx.broker.authorizer.check(Operation.READ, topic(name))
                 part = s.part or ctx.broker.leader_partition(name, s.index)
                 s.part = part
                 check_leader_epoch(part, getattr(s.want, "current_leader_epoch", -1))

@@ -8,6 +8,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode as KafkaErrorCode
 
+from node.acl import Operation, group
 from node.errors import BrokerError
 from node.groups import validate_group_id
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -19,6 +20,7 @@ def _find(ctx: Ctx, key: str, key_type: int) -> tuple[KafkaErrorCode, str | None
     if key_type != GROUP:
         return KafkaErrorCode.coordinator_not_available, "no transactions here", -1, "", -1
     try:
+        ctx.broker.authorizer.check(Operation.DESCRIBE, group(key))
         validate_group_id(key)
     except BrokerError as e:
         return error_code_of(e), e.message, -1, "", -1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from node.acl import Operation, topic
 from node.errors import BrokerError, ErrorCode
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
 
@@ -22,6 +23,7 @@ async def _alter(ctx: Ctx, res: Any, validate_only: bool) -> None:
             ErrorCode.INVALID_REQUEST,
             f"resource type {res.resource_type}: only topic configs can be altered",
         )
+    ctx.broker.authorizer.check(Operation.ALTER_CONFIGS, topic(res.resource_name))
     ctl = ctx.broker.controller
     if not ctl.is_leader:
         raise BrokerError(

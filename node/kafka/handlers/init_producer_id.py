@@ -14,6 +14,8 @@ from typing import Any
 import grpc
 
 from liferaft_proto.v1 import broker_pb2
+from node import acl
+from node.acl import CLUSTER, Operation
 from node.controller_commands import AllocateProducerIds
 from node.errors import BrokerError, ErrorCode
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of, kafka_error
@@ -50,13 +52,20 @@ async def allocate(ctx: Ctx) -> int:
 async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     r = Responses(API.key, version)
     if request.transactional_id is not None:
+        tid = acl.transactional_id(request.transactional_id)
+        refused = not ctx.broker.authorizer.permits(Operation.WRITE, tid)
         return r(
             throttle_time=NO_THROTTLE,
-            error_code=kafka_error(ErrorCode.INVALID_REQUEST),
+            error_code=kafka_error(
+                ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                if refused
+                else ErrorCode.INVALID_REQUEST
+            ),
             producer_id=-1,
             producer_epoch=-1,
         )
     try:
+        ctx.broker.authorizer.check(Operation.IDEMPOTENT_WRITE, CLUSTER)
         pid = await allocate(ctx)
     except BrokerError as e:
         code = e.code

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.acl import Operation, group
 from node.errors import BrokerError
 from node.kafka.handlers._groups import wait_bounded
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -19,6 +20,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     session_ms = _ms(request.session_timeout)
     rebalance_ms = _ms(getattr(request, "rebalance_timeout", request.session_timeout))
     try:
+        ctx.broker.authorizer.check(Operation.READ, group(request.group_id))
         fut = ctx.classic.join(
             request.group_id,
             request.member_id,

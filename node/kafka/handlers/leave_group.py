@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from kio.schema.errors import ErrorCode as KafkaErrorCode
+
+from node.acl import Operation, group
 from node.errors import BrokerError
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
 
 
 async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     r = Responses(API.key, version)
+    if not ctx.broker.authorizer.permits(Operation.READ, group(request.group_id)):
+        code = KafkaErrorCode.group_authorization_failed
+        return r(throttle_time=NO_THROTTLE, error_code=code, members=())
     if version < 3:
         try:
             ctx.classic.leave(request.group_id, request.member_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.acl import CLUSTER, Operation, group
 from node.errors import BrokerError
 from node.groups import EMPTY
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses
@@ -37,10 +38,13 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     except BrokerError:
         return r(throttle_time=NO_THROTTLE, error_code=NONE, groups=())
     states = set(getattr(request, "states_filter", ()) or ())
+    # Kafka's rule: every group for DESCRIBE on the cluster, else those the caller may describe.
+    may = ctx.broker.authorizer.permits
+    everything = may(Operation.DESCRIBE, CLUSTER)
     groups = tuple(
         r.make("ListedGroup", group_id=gid, protocol_type=pt, group_state=st)
         for gid, pt, st in overview(ctx)
-        if not states or st in states
+        if (not states or st in states) and (everything or may(Operation.DESCRIBE, group(gid)))
     )
     return r(throttle_time=NO_THROTTLE, error_code=NONE, groups=groups)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from node import acl
+from node.acl import Operation
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import check_leader_epoch
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -14,6 +16,7 @@ LATEST, EARLIEST = -1, -2
 
 def _one(ctx: Ctx, r: Responses, topic: str, want: Any) -> Any:
     try:
+        ctx.broker.authorizer.check(Operation.DESCRIBE, acl.topic(topic))
         part = ctx.broker.leader_partition(topic, want.partition_index)
         check_leader_epoch(part, getattr(want, "current_leader_epoch", -1))
         epoch = part.state().leader_epoch

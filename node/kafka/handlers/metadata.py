@@ -13,6 +13,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode as KafkaErrorCode
 
+from node import acl
+from node.acl import Operation
 from node.controller import TopicInfo
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses
 
@@ -85,8 +87,14 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
                 )
             )
     wanted = request.topics
+    may = ctx.broker.authorizer.permits
     if wanted is None or (version == 0 and not wanted):
-        topics = [_topic(ctx, r, info) for _, info in sorted(state.topics.items())]
+        # Every topic: those the caller may not DESCRIBE are left out, as Kafka does.
+        topics = [
+            _topic(ctx, r, info)
+            for _, info in sorted(state.topics.items())
+            if may(Operation.DESCRIBE, acl.topic(info.name))
+        ]
     else:
         by_id = {ctx.topic_uuid(t.name, t.topic_id): t for t in state.topics.values()}
         topics = []
@@ -94,6 +102,19 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
             name = getattr(t, "name", None)
             tid = getattr(t, "topic_id", None)
             info = state.topics.get(name) if name is not None else by_id.get(tid)  # type: ignore[arg-type]
+            shown_name = info.name if info is not None else name
+            if shown_name is not None and not may(Operation.DESCRIBE, acl.topic(shown_name)):
+                topics.append(
+                    r.make(
+                        "MetadataResponseTopic",
+                        error_code=KafkaErrorCode.topic_authorization_failed,
+                        name=name,
+                        topic_id=tid if tid is not None else ZERO_UUID,
+                        is_internal=False,
+                        partitions=(),
+                    )
+                )
+                continue
             if info is not None:
                 topics.append(_topic(ctx, r, info))
                 continue

@@ -8,6 +8,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode as KafkaErrorCode
 
+from node import acl
+from node.acl import Operation
 from node.errors import BrokerError, ErrorCode
 from node.groups import validate_group_id
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -36,6 +38,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     try:
         ctx.classic.check()
         validate_group_id(request.group_id)
+        ctx.broker.authorizer.check(Operation.READ, acl.group(request.group_id))
         if request.member_id or ctx.classic.has_members(request.group_id):
             ctx.classic.check_commit(request.group_id, request.member_id, generation)
         else:
@@ -44,6 +47,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
         offsets = []
         for name, p in wanted:
             try:
+                ctx.broker.authorizer.check(Operation.READ, acl.topic(name))
                 _check_partition(ctx, name, p.partition_index, p.committed_offset)
             except BrokerError as e:
                 errors[(name, p.partition_index)] = error_code_of(e)

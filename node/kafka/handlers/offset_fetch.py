@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from kio.schema.errors import ErrorCode as KafkaErrorCode
+
+from node import acl
+from node.acl import Operation
 from node.errors import BrokerError
 from node.groups import validate_group_id
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -15,6 +19,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     try:
         ctx.classic.check()
         validate_group_id(request.group_id)
+        ctx.broker.authorizer.check(Operation.DESCRIBE, acl.group(request.group_id))
     except BrokerError as e:
         code = error_code_of(e)
         failed = tuple(
@@ -41,14 +46,16 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
         by_topic: dict[str, list[int]] = {}
         for t, p in sorted(committed):
             by_topic.setdefault(t, []).append(p)
-        wanted = list(by_topic.items())
+        may = ctx.broker.authorizer.permits
+        wanted = [(t, ps) for t, ps in by_topic.items() if may(Operation.DESCRIBE, acl.topic(t))]
     else:
         wanted = [(t.name, list(t.partition_indexes)) for t in request.topics]
     topics = []
     for name, parts in wanted:
+        readable = ctx.broker.authorizer.permits(Operation.DESCRIBE, acl.topic(name))
         rows = []
         for p in parts:
-            entry = committed.get((name, p))
+            entry = committed.get((name, p)) if readable else None
             rows.append(
                 r.make(
                     "OffsetFetchResponsePartition",
@@ -56,7 +63,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
                     committed_offset=entry.offset if entry is not None else -1,
                     committed_leader_epoch=-1,
                     metadata=entry.metadata if entry is not None else "",
-                    error_code=NONE,
+                    error_code=NONE if readable else KafkaErrorCode.topic_authorization_failed,
                 )
             )
         topics.append(r.make("OffsetFetchResponseTopic", name=name, partitions=tuple(rows)))

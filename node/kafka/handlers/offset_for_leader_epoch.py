@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from node import acl
+from node.acl import Operation
 from node.errors import BrokerError
 from node.kafka.handlers._common import check_leader_epoch
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -40,6 +42,7 @@ def end_offset_for_epoch(part: Partition, epoch: int) -> tuple[int, int]:
 
 def _one(ctx: Ctx, r: Responses, topic: str, want: Any) -> Any:
     try:
+        ctx.broker.authorizer.check(Operation.DESCRIBE, acl.topic(topic))
         part = ctx.broker.leader_partition(topic, want.partition)
         check_leader_epoch(part, want.current_leader_epoch)
         epoch, end = end_offset_for_epoch(part, want.leader_epoch)

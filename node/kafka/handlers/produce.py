@@ -13,6 +13,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode as KafkaErrorCode
 
+from node.acl import Operation, topic
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import timeout_s
 from node.kafka.wire import (
@@ -64,6 +65,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
                     raise BrokerError(
                         ErrorCode.INVALID_REQUEST, "transactions are not supported by liferaft"
                     )
+                ctx.broker.authorizer.check(Operation.WRITE, topic(t.name))
                 if pd.records is None:
                     raise BrokerError(ErrorCode.CORRUPT_MESSAGE, "the partition has no records")
                 part = ctx.broker.leader_partition(t.name, pd.index)

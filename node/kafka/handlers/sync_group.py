@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.acl import Operation, group
 from node.errors import BrokerError
 from node.kafka.handlers._groups import wait_bounded
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
@@ -15,6 +16,7 @@ TIMEOUT_S = 300.0
 async def handle(ctx: Ctx, request: Any, version: int) -> Any:
     r = Responses(API.key, version)
     try:
+        ctx.broker.authorizer.check(Operation.READ, group(request.group_id))
         fut = ctx.classic.sync(
             request.group_id,
             request.member_id,

@@ -1,0 +1,437 @@
+"""SASL/SCRAM on both client listeners (issue 17, authentication) on a real three-node cluster.
+
+The cluster runs with `--client-security-protocol SASL_SSL`. Its first user is made with a
+node's key (`liferaft user add --as-node`), as `liferaft dev up --secure` does. Then, on the
+gRPC listener and on the Kafka listener: a client without credentials, with a wrong password,
+and with a certificate from another CA is refused with a clear error and changes nothing;
+liferaft's client, the CLI, aiokafka and confluent-kafka log in with SCRAM-SHA-512 and produce
+and consume. Admin requests sent to a node that does not lead the controller are forwarded
+with the caller's principal, signed by the node, so they work too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import AdminClient, Consumer, LiferaftError, Producer, SaslAuthenticationFailedError
+from liferaft.certs import create_certs
+from liferaft.launcher import DevCluster, free_port_block
+
+USER, PASSWORD = "alice", "s3cret-for-alice"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def cli(
+    dev: DevCluster, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "LIFERAFT_BOOTSTRAP": dev.bootstrap, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "liferaft", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    root = tmp_path_factory.mktemp("sasl")
+    dev = DevCluster.create(root, 3, free_port_block(3), ["--client-security-protocol", "SASL_SSL"])
+    dev.start()
+    try:
+        dev.wait_healthy(60)
+        done = cli(
+            dev,
+            "--security-protocol",
+            "SSL",
+            "--ssl-cafile",
+            str(dev.tls_dir / "ca.crt"),
+            "user",
+            "add",
+            USER,
+            "--password-stdin",
+            "--as-node",
+            str(dev.tls_dir / "node-2"),
+            stdin=PASSWORD + "\n",
+        )
+        assert done.returncode == 0, done.stderr
+        yield dev
+    finally:
+        dev.stop()
+        for node_id in dev.nodes:
+            log = dev.log_path(node_id)
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "Traceback" in text:
+                print(f"\n----- node {node_id} log -----\n{text[-6000:]}")
+
+
+def ca(dev: DevCluster) -> str:
+    return str(dev.tls_dir / "ca.crt")
+
+
+def sasl(dev: DevCluster, password: str = PASSWORD, user: str = USER) -> dict[str, str]:
+    return {
+        "security_protocol": "SASL_SSL",
+        "ssl_cafile": ca(dev),
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": user,
+        "sasl_plain_password": password,
+    }
+
+
+async def topics(dev: DevCluster) -> set[str]:
+    async with AdminClient(dev.bootstrap, **sasl(dev)) as admin:  # type: ignore[arg-type]
+        return set(await admin.list_topics())
+
+
+def test_liferaft_client_logs_in_and_works(sasl_cluster: DevCluster) -> None:
+    name = unique("sasl")
+
+    async def run() -> None:
+        settings = sasl(sasl_cluster)
+        async with AdminClient(sasl_cluster.bootstrap, **settings) as admin:  # type: ignore[arg-type]
+            # Sent to every node in turn: the non-controllers forward it, signed.
+            await admin.create_topic(name, partitions=2, replication_factor=3)
+            assert USER in await admin.describe_users()
+        async with Producer(sasl_cluster.bootstrap, **settings) as producer:  # type: ignore[arg-type]
+            await producer.send_and_wait(name, b"logged in", key=b"k")
+        async with Consumer(
+            sasl_cluster.bootstrap,
+            auto_offset_reset="earliest",
+            group_id=unique("g"),
+            **settings,  # type: ignore[arg-type]
+        ) as consumer:
+            consumer.subscribe([name])
+            values: list[bytes | None] = []
+            for _ in range(20):
+                got = await consumer.getmany(timeout_ms=1_000)
+                values += [r.value for recs in got.values() for r in recs]
+                if values:
+                    break
+            assert values == [b"logged in"]
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("how", ["no credentials", "wrong password", "unknown user"])
+def test_grpc_refuses_bad_credentials_and_changes_nothing(
+    sasl_cluster: DevCluster, how: str
+) -> None:
+    name = unique("refused")
+
+    async def run() -> None:
+        settings: dict[str, str] = {"security_protocol": "SSL", "ssl_cafile": ca(sasl_cluster)}
+        if how == "wrong password":
+            settings = sasl(sasl_cluster, password="not-it")
+        elif how == "unknown user":
+            settings = sasl(sasl_cluster, user="mallory")
+        admin = AdminClient(
+            sasl_cluster.bootstrap,
+            timeout_ms=5_000,
+            request_timeout_ms=2_000,
+            **settings,  # type: ignore[arg-type]
+        )
+        with pytest.raises(SaslAuthenticationFailedError) as err:
+            async with admin:
+                await admin.create_topic(name, partitions=1, replication_factor=1)
+        text = str(err.value)
+        if how == "no credentials":
+            assert "username and password" in text
+        else:
+            assert "invalid credentials" in text and "SCRAM-SHA-512" in text
+        assert name not in await topics(sasl_cluster)
+
+    asyncio.run(run())
+
+
+def test_another_ca_is_refused(sasl_cluster: DevCluster, tmp_path: Path) -> None:
+    """A client that trusts another CA (a man in the middle's, say) does not finish the TLS
+    handshake, so it never sends its password, on either listener; the cluster is unchanged.
+    (A client certificate from another CA, where certificates are required, is
+    test_auth_tls.py's test_client_certificates_required.)"""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient as CKAdmin
+    from confluent_kafka.admin import NewTopic as CKNewTopic
+
+    other = tmp_path / "other"
+    create_certs(other, [1], cluster="other", hosts=["127.0.0.1", "localhost"])
+    name = unique("otherca")
+
+    async def grpc_side() -> None:
+        admin = AdminClient(
+            sasl_cluster.bootstrap,
+            timeout_ms=4_000,
+            request_timeout_ms=1_000,
+            **{**sasl(sasl_cluster), "ssl_cafile": str(other / "ca.crt")},  # type: ignore[arg-type]
+        )
+        with pytest.raises(LiferaftError, match=r"BROKER_NOT_AVAILABLE|DEADLINE|UNAVAILABLE"):
+            async with admin:
+                await admin.create_topic(name, partitions=1, replication_factor=1)
+
+    asyncio.run(grpc_side())
+    ck = CKAdmin(
+        {
+            "bootstrap.servers": sasl_cluster.kafka_bootstrap,
+            "security.protocol": "SASL_SSL",
+            "ssl.ca.location": str(other / "ca.crt"),
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": USER,
+            "sasl.password": PASSWORD,
+        }
+    )
+    futures = ck.create_topics([CKNewTopic(name, 1, 1)], request_timeout=5)
+    with pytest.raises(KafkaException):
+        futures[name].result(timeout=20)
+    assert name not in asyncio.run(topics(sasl_cluster))
+
+
+def _ck_conf(
+    dev: DevCluster, password: str = PASSWORD, protocol: str = "SASL_SSL"
+) -> dict[str, object]:
+    conf: dict[str, object] = {
+        "bootstrap.servers": dev.kafka_bootstrap,
+        "security.protocol": protocol,
+        "ssl.ca.location": ca(dev),
+    }
+    if protocol.startswith("SASL"):
+        conf.update(
+            {"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": USER, "sasl.password": password}
+        )
+    return conf
+
+
+@pytest.mark.parametrize("how", ["no credentials", "wrong password"])
+def test_kafka_listener_refuses_bad_credentials_and_changes_nothing(
+    sasl_cluster: DevCluster, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+    from aiokafka.helpers import create_ssl_context
+    from confluent_kafka import Producer as CKProducer
+
+    name = unique("krefused")
+
+    async def run() -> None:
+        context = create_ssl_context(cafile=ca(sasl_cluster))
+        extra: dict[str, object] = {"security_protocol": "SSL"}
+        if how == "wrong password":
+            extra = {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": USER,
+                "sasl_plain_password": "not-it",
+            }
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=sasl_cluster.kafka_bootstrap,
+            ssl_context=context,
+            request_timeout_ms=5_000,
+            **extra,  # type: ignore[arg-type]
+        )
+        with pytest.raises((KafkaError, KafkaConnectionError, OSError)) as err:
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(name, 1, 1)])
+            finally:
+                await admin.close()
+        assert "bootstrap" in str(err.value)
+
+    asyncio.run(run())
+    if how == "wrong password":
+        # aiokafka logs each node's answer: Kafka's code and words.
+        assert "SaslAuthenticationFailed" in caplog.text
+        assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in caplog.text
+        # librdkafka too, through its error callback. (Without credentials a client is only
+        # disconnected, as Kafka does; the node logs why.)
+        errors: list[str] = []
+        conf = _ck_conf(sasl_cluster, password="not-it")
+        producer = CKProducer({**conf, "error_cb": lambda e: errors.append(str(e))})
+        producer.produce(name, b"never")
+        producer.flush(5)
+        producer.purge()
+        assert any("invalid credentials" in e for e in errors), errors
+    assert name not in asyncio.run(topics(sasl_cluster))
+
+
+def test_aiokafka_confluent_kafka_and_kafka_python_with_scram(sasl_cluster: DevCluster) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.helpers import create_ssl_context
+    from confluent_kafka import Consumer as CKConsumer
+    from confluent_kafka import Producer as CKProducer
+    from kafka import KafkaProducer
+
+    name = unique("kscram")
+    boot = sasl_cluster.kafka_bootstrap
+    login = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": USER,
+        "sasl_plain_password": PASSWORD,
+    }
+
+    async def run() -> None:
+        context = create_ssl_context(cafile=ca(sasl_cluster))
+        admin = AIOKafkaAdminClient(bootstrap_servers=boot, ssl_context=context, **login)  # type: ignore[arg-type]
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, 1, 3)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=boot,
+            ssl_context=context,
+            acks="all",
+            **login,  # type: ignore[arg-type]
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(name, b"from aiokafka")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            name,
+            bootstrap_servers=boot,
+            ssl_context=context,
+            auto_offset_reset="earliest",
+            **login,  # type: ignore[arg-type]
+        )
+        await consumer.start()
+        try:
+            record = await asyncio.wait_for(consumer.getone(), 20)
+            assert record.value == b"from aiokafka"
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+    p = CKProducer(_ck_conf(sasl_cluster))
+    p.produce(name, b"from confluent")
+    assert p.flush(20) == 0
+    kp = KafkaProducer(
+        bootstrap_servers=boot.split(","),
+        security_protocol="SASL_SSL",
+        ssl_cafile=ca(sasl_cluster),
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username=USER,
+        sasl_plain_password=PASSWORD,
+        acks="all",
+    )
+    try:
+        kp.send(name, b"from kafka-python").get(timeout=30)
+    finally:
+        kp.close()
+    ck = CKConsumer(
+        {**_ck_conf(sasl_cluster), "group.id": unique("g"), "auto.offset.reset": "earliest"}
+    )
+    try:
+        ck.subscribe([name])
+        values = []
+        for _ in range(60):
+            msg = ck.poll(0.5)
+            if msg is not None and msg.error() is None:
+                values.append(msg.value())
+                if len(values) == 3:
+                    break
+        assert values == [b"from aiokafka", b"from confluent", b"from kafka-python"]
+    finally:
+        ck.close()
+
+
+def test_cli_with_sasl_ssl(sasl_cluster: DevCluster) -> None:
+    name = unique("clisasl")
+    env = {
+        "LIFERAFT_SECURITY_PROTOCOL": "SASL_SSL",
+        "LIFERAFT_SSL_CAFILE": ca(sasl_cluster),
+        "LIFERAFT_SASL_USERNAME": USER,
+        "LIFERAFT_SASL_PASSWORD": PASSWORD,
+    }
+    done = cli(sasl_cluster, "topic", "create", name, "--partitions", "1", env=env)
+    assert done.returncode == 0, done.stderr
+    done = cli(sasl_cluster, "user", "add", "bob", "--password-stdin", stdin="bobs-pw\n", env=env)
+    assert done.returncode == 0, done.stderr
+    done = cli(sasl_cluster, "user", "list", env=env)
+    assert done.returncode == 0 and "bob\tSCRAM-SHA-512" in done.stdout, done.stderr
+    wrong = {**env, "LIFERAFT_SASL_PASSWORD": "nope"}
+    done = cli(sasl_cluster, "topic", "delete", name, env=wrong)
+    assert done.returncode == 1 and "SASL_AUTHENTICATION_FAILED" in done.stderr
+    # Bad input: a clear error, nothing changed.
+    done = cli(sasl_cluster, "user", "add", "a,b", "--password-stdin", stdin="pw\n", env=env)
+    assert done.returncode == 1 and "INVALID_REQUEST" in done.stderr and "','" in done.stderr
+    done = cli(sasl_cluster, "user", "add", "carl", "--password-stdin", stdin="\n", env=env)
+    assert done.returncode == 2 and "password is empty" in done.stderr
+    done = cli(sasl_cluster, "user", "list", "--json", env=env)
+    assert {u["user"] for u in json.loads(done.stdout)} >= {"alice", "bob"}
+    assert not {"a,b", "carl"} & {u["user"] for u in json.loads(done.stdout)}
+    done = cli(sasl_cluster, "user", "remove", "bob", env=env)
+    assert done.returncode == 0, done.stderr
+    done = cli(sasl_cluster, "user", "remove", "bob", env=env)
+    assert done.returncode == 1 and "RESOURCE_NOT_FOUND" in done.stderr
+    assert name in asyncio.run(topics(sasl_cluster))
+
+
+def test_kafka_admin_manages_scram_users(sasl_cluster: DevCluster) -> None:
+    """A user made with Kafka's AlterUserScramCredentials (confluent-kafka's admin, logged in
+    as alice) logs in on the gRPC listener; once removed it cannot."""
+    from confluent_kafka.admin import AdminClient as CKAdmin
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    ck = CKAdmin(_ck_conf(sasl_cluster))
+    upsert = UserScramCredentialUpsertion(
+        "carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"carols-pw"
+    )
+    for f in ck.alter_user_scram_credentials([upsert]).values():
+        f.result(timeout=20)
+    described = ck.describe_user_scram_credentials(["carol"])["carol"].result(timeout=20)
+    infos = described.scram_credential_infos
+    assert [(i.mechanism, i.iterations) for i in infos] == [(ScramMechanism.SCRAM_SHA_512, 8192)]
+
+    async def carol_lists_topics() -> None:
+        await topics_as(sasl_cluster, "carol", "carols-pw")
+
+    asyncio.run(carol_lists_topics())
+    deletion = UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_512)
+    for f in ck.alter_user_scram_credentials([deletion]).values():
+        f.result(timeout=20)
+    with pytest.raises(SaslAuthenticationFailedError):
+        asyncio.run(carol_lists_topics())
+
+
+async def topics_as(dev: DevCluster, user: str, password: str) -> set[str]:
+    async with AdminClient(
+        dev.bootstrap,
+        timeout_ms=5_000,
+        **sasl(dev, user=user, password=password),  # type: ignore[arg-type]
+    ) as admin:
+        return set(await admin.list_topics())
+
+
+def test_first_admin_and_client_config(sasl_cluster: DevCluster) -> None:
+    """What `liferaft dev up --secure` does after start: a first user with a random password,
+    made with a node's key, its settings in client.toml (owner-only), which the CLI reads."""
+    password = sasl_cluster.make_first_admin("root")
+    assert password is not None and len(password) >= 20
+    config = sasl_cluster.client_config
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert password in config.read_text()
+    assert sasl_cluster.make_first_admin("root") is None  # printed once, never remade
+    done = cli(sasl_cluster, "user", "list", env={"LIFERAFT_CLIENT_CONFIG": str(config)})
+    assert done.returncode == 0 and "root\tSCRAM-SHA-512" in done.stdout, done.stderr
+    assert password not in done.stdout + done.stderr

@@ -1,0 +1,337 @@
+"""Replica moves as plain functions and values (node/moves.py, the controller's appliers, the
+driver's throttle): the step order, the plan checks, placement by load, and the metadata
+following the reports. The whole thing against real processes is tests/integration/test_moves.py;
+with crashes and cuts, the broker simulation (tests/brokersim)."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.controller import BrokerInfo, Controller, ControllerState, TopicInfo
+from node.controller_commands import DecommissionNode, MovePartition, PartitionMembership
+from node.driver import Throttle
+from node.errors import BrokerError, ErrorCode
+from node.moves import (
+    CATCH_UP_LAG,
+    Step,
+    assign_least_loaded,
+    next_step,
+    plan_decommission,
+    plan_moves,
+    plan_readd,
+    plan_rebalance,
+    replica_load,
+)
+from raft import Entry, EntryType, Message, MessageType, PeerProgress, ProgressState
+
+
+def pr(match: int, ticks: int = 0) -> PeerProgress:
+    return PeerProgress(
+        match=match,
+        next=match + 1,
+        state=ProgressState.REPLICATE,
+        ticks_since_ack=ticks,
+        is_learner=False,
+    )
+
+
+def step(voters: set[int], learners: set[int], target: list[int], **kw: object) -> Step:
+    args: dict[str, object] = {
+        "leader": 1,
+        "progress": {n: pr(100) for n in voters | learners},
+        "in_sync": voters,
+        "last_index": 100,
+        "recent_ticks": 10,
+    }
+    args.update(kw)
+    return next_step(voters=voters, learners=learners, target=target, **args)  # type: ignore[arg-type]
+
+
+def test_a_move_adds_a_learner_promotes_it_once_caught_up_then_removes_the_old_replica() -> None:
+    assert step({1, 2, 3}, set(), [1, 2, 4]) == Step("add_learner", 4)
+    behind = {1: pr(100), 2: pr(100), 3: pr(100), 4: pr(100 - CATCH_UP_LAG - 1)}
+    assert step({1, 2, 3}, {4}, [1, 2, 4], progress=behind) == Step("wait", 4)
+    silent = {1: pr(100), 2: pr(100), 3: pr(100), 4: pr(100, ticks=11)}
+    assert step({1, 2, 3}, {4}, [1, 2, 4], progress=silent) == Step("wait", 4)
+    assert step({1, 2, 3}, {4}, [1, 2, 4]) == Step("promote", 4)
+    assert step({1, 2, 3, 4}, set(), [1, 2, 4]) == Step("remove", 3)
+    assert step({1, 2, 4}, set(), [1, 2, 4]) == Step("done")
+
+
+def test_new_replicas_join_one_at_a_time_before_any_old_one_leaves() -> None:
+    assert step({1, 2, 3}, set(), [4, 5, 6]) == Step("add_learner", 4)
+    assert step({1, 2, 3, 4}, set(), [4, 5, 6]) == Step("add_learner", 5)
+    assert step({1, 2, 3, 4}, {5}, [4, 5, 6], progress={5: pr(0)}, last_index=1000) == Step(
+        "wait", 5
+    )
+    assert step({1, 2, 3, 4, 5, 6}, set(), [4, 5, 6]) == Step("remove", 2)
+
+
+def test_the_leader_hands_over_before_it_is_removed() -> None:
+    # Only the leader (1) is left to go: transfer to an in-sync, caught-up target voter.
+    assert step({1, 2, 3}, set(), [2, 3]) == Step("transfer", 2)
+    lagging = {1: pr(1000), 2: pr(10), 3: pr(1000)}
+    assert step({1, 2, 3}, set(), [2, 3], progress=lagging, last_index=1000) == Step("transfer", 3)
+    assert step({1, 2, 3}, set(), [2, 3], in_sync={1}) == Step("wait", 0)
+    # Other voters that go are removed first, the leader last.
+    assert step({1, 2, 3, 4}, set(), [3, 4]) == Step("remove", 2)
+
+
+def test_a_learner_outside_the_target_is_removed_first() -> None:
+    assert step({1, 2, 3}, {5}, [1, 2, 4]) == Step("remove", 5)
+
+
+def state(brokers: int = 4) -> ControllerState:
+    st = ControllerState()
+    for b in range(1, brokers + 1):
+        st.brokers[b] = BrokerInfo(b, "127.0.0.1", 9000 + b)
+    st.topics["t"] = TopicInfo("t", 1, [[1, 2, 3], [2, 3, 1]])
+    return st
+
+
+@pytest.mark.parametrize(
+    ("wishes", "code", "why"),
+    [
+        ([("t", 0, [1, 2, 9])], ErrorCode.INVALID_REPLICA_ASSIGNMENT, "not registered brokers"),
+        ([("t", 0, [1, 1, 2])], ErrorCode.INVALID_REPLICA_ASSIGNMENT, "name a node twice"),
+        ([("t", 0, [])], ErrorCode.INVALID_REPLICATION_FACTOR, "replication factor 0"),
+        ([("u", 0, [1, 2])], ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "does not exist"),
+        ([("t", 2, [1, 2])], ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "partitions 0..1"),
+        ([("t", 0, [1, 2, 4]), ("t", 0, [1, 2])], ErrorCode.INVALID_REPLICA_ASSIGNMENT, "twice"),
+    ],
+)
+def test_a_bad_plan_is_refused_whole(
+    wishes: list[tuple[str, int, list[int]]], code: int, why: str
+) -> None:
+    st = state()
+    with pytest.raises(BrokerError, match=why) as err:
+        plan_moves(st, [("t", 1, [2, 3, 4]), *wishes])
+    assert err.value.code == code
+
+
+def test_a_plan_skips_what_is_in_place_and_refuses_a_second_move_and_retired_nodes() -> None:
+    st = state()
+    assert plan_moves(st, [("t", 0, [1, 2, 3])]) == []
+    (cmd,) = plan_moves(st, [("t", 0, [1, 2, 4])], throttle_bytes_s=1000)
+    assert cmd == MovePartition(
+        name="t", topic_id=1, partition=0, target=(1, 2, 4), throttle_bytes_s=1000
+    )
+    ctl = _controller(st)
+    ctl.apply_command(cmd)
+    with pytest.raises(BrokerError, match="being moved already"):
+        plan_moves(st, [("t", 0, [1, 2, 3])])
+    ctl.apply_command(DecommissionNode(node_id=4))
+    with pytest.raises(BrokerError, match="decommissioned"):
+        plan_moves(st, [("t", 1, [2, 3, 4])])
+    with pytest.raises(BrokerError, match="throttle"):
+        plan_moves(st, [("t", 1, [2, 1, 3])], throttle_bytes_s=-1)
+
+
+def _controller(st: ControllerState) -> Controller:
+    ctl = Controller.__new__(Controller)  # the appliers only: no Raft group needed
+    ctl.state = st
+    ctl._appliers = {  # type: ignore[attr-defined]
+        MovePartition: ctl._move_partition,
+        PartitionMembership: ctl._partition_membership,
+        DecommissionNode: ctl._decommission_node,
+    }
+    return ctl
+
+
+def report(voters: tuple[int, ...], learners: tuple[int, ...], at: int) -> PartitionMembership:
+    return PartitionMembership(
+        name="t", topic_id=1, partition=0, voters=voters, learners=learners, conf_index=at
+    )
+
+
+def test_the_metadata_follows_each_reported_step_and_the_move_ends_at_the_target() -> None:
+    st = state()
+    ctl = _controller(st)
+    ctl.apply_command(MovePartition(name="t", topic_id=1, partition=0, target=(4, 2, 1)))
+    info = st.topics["t"]
+    assert ctl.hosted_replicas(info, 0) == [1, 2, 3, 4]
+    ctl.apply_command(report((1, 2, 3), (4,), 5))
+    assert st.moves["t/0"].learners == [4] and ctl.learners_of(info, 0) == [4]
+    ctl.apply_command(report((1, 2, 3, 4), (), 6))
+    assert info.replicas[0] == [4, 2, 1, 3]  # target order first: 4 is the preferred leader
+    ctl.apply_command(report((1, 2, 3), (4,), 5))  # a stale report changes nothing
+    assert info.replicas[0] == [4, 2, 1, 3] and st.moves["t/0"].learners == []
+    ctl.apply_command(report((1, 2, 4), (), 9))
+    assert info.replicas[0] == [4, 2, 1] and "t/0" not in st.moves
+    assert ctl.hosted_replicas(info, 0) == [4, 2, 1]
+    # The state survives a snapshot round trip.
+    again = ControllerState.from_json(st.to_json())
+    assert again.topics["t"].replicas == info.replicas and again.topics["t"].conf_index == {"0": 9}
+
+
+def test_the_same_replicas_in_another_order_only_reorder() -> None:
+    st = state()
+    ctl = _controller(st)
+    ctl.apply_command(MovePartition(name="t", topic_id=1, partition=0, target=(3, 1, 2)))
+    assert st.topics["t"].replicas[0] == [3, 1, 2] and not st.moves
+
+
+def test_decommission_moves_each_replica_to_the_least_loaded_other_broker() -> None:
+    st = state(5)
+    st.topics["t"] = TopicInfo("t", 1, [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 4, 2]])
+    wishes = plan_decommission(st, 1)
+    # Loads before: 1:4, 2:4, 3:3, 4:1, 5:0; each replica goes where the load is least then
+    # (ties: fewer preferred leaderships, then the lower id).
+    targets = [w[2] for w in wishes]
+    assert all(1 not in t and len(set(t)) == len(t) == 3 for t in targets)
+    moved_to = [
+        next(n for n in t if n not in old)
+        for t, old in zip(targets, [p for p in st.topics["t"].replicas], strict=True)
+    ]
+    assert moved_to == [5, 4, 5, 5]
+    with pytest.raises(BrokerError, match="not a registered broker"):
+        plan_decommission(st, 9)
+    small = state(3)
+    with pytest.raises(BrokerError, match="add a broker first"):
+        plan_decommission(small, 1)
+
+
+def test_new_partitions_go_to_the_least_loaded_brokers() -> None:
+    # Three brokers full of replicas, a fourth just joined: new partitions start there.
+    st = state(4)
+    st.topics["t"] = TopicInfo("t", 1, [[1, 2, 3], [2, 3, 1], [3, 1, 2]])
+    placed = assign_least_loaded(st, 3, 3, salt=0)
+    assert all(4 in p for p in placed)
+    assert placed[0][0] == 4  # and it leads: it has no preferred leaderships yet
+    replicas, leaders = replica_load(st)
+    for p in placed:
+        for n in p:
+            replicas[n] += 1
+        leaders[p[0]] += 1
+    assert replicas == {1: 5, 2: 5, 3: 5, 4: 3}  # one replica of each new partition at most
+    assert max(leaders.values()) - min(leaders.values()) <= 1
+    # An empty cluster gets the classic spread: every broker leads once.
+    empty = state(3)
+    empty.topics.clear()
+    spread = assign_least_loaded(empty, 3, 3, salt=1)
+    assert sorted(p[0] for p in spread) == [1, 2, 3]
+    # A decommissioned broker gets nothing.
+    st.decommissioned.add(4)
+    assert all(4 not in p for p in assign_least_loaded(st, 3, 3, salt=0))
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str, Message]] = []
+
+    def send(self, to: int, group: str, msg: Message) -> None:
+        self.sent.append((to, group, msg))
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_throttle_releases_appends_in_order_at_its_rate() -> None:
+    out = _Out()
+    throttle = Throttle(per_tick=1000)
+    for i in range(10):
+        throttle.offer(
+            Message(
+                type=MessageType.APP,
+                to=4,
+                frm=1,
+                index=i,
+                entries=[Entry(index=i + 1, term=1, type=EntryType.NORMAL, data=b"x" * 500)],
+            )
+        )
+    released = []
+    for _ in range(5):
+        throttle.release(out, "g", 4)
+        released.append(len(out.sent))
+    # 1000 bytes a tick, 500-byte messages: two a tick.
+    assert released == [2, 4, 6, 8, 10]
+    assert [m.index for _, _, m in out.sent] == list(range(10))
+    # Idle ticks save up at most one tick's allowance: no burst when traffic resumes.
+    for _ in range(50):
+        throttle.release(out, "g", 4)
+    for i in range(10, 20):
+        throttle.offer(
+            Message(
+                type=MessageType.APP,
+                to=4,
+                frm=1,
+                index=i,
+                entries=[Entry(index=i + 1, term=1, type=EntryType.NORMAL, data=b"x" * 500)],
+            )
+        )
+    throttle.release(out, "g", 4)
+    assert len(out.sent) == 12
+    throttle.release_all(out, "g", 4)
+    assert [m.index for _, _, m in out.sent] == list(range(20))
+
+
+def app(index: int, size: int) -> Message:
+    entries = (
+        [Entry(index=index + 1, term=1, type=EntryType.NORMAL, data=b"x" * size)] if size else []
+    )
+    return Message(type=MessageType.APP, to=4, frm=1, index=index, entries=entries)
+
+
+def test_the_throttle_keeps_appends_in_order_and_drops_what_a_resend_covers() -> None:
+    throttle = Throttle(per_tick=100)
+    assert throttle.wants(app(1, 500)) and not throttle.wants(app(1, 0))
+    throttle.offer(app(1, 500))
+    throttle.offer(app(2, 500))
+    # An empty append behind held ones waits its turn (overtaking, it would be rejected).
+    assert throttle.wants(app(3, 0))
+    throttle.offer(app(3, 0))
+    # The leader probes again from index 1: the held copies from 1 on are dropped.
+    throttle.offer(app(1, 500))
+    assert [m.index for m in throttle.held] == [1]
+    heartbeat = Message(type=MessageType.HEARTBEAT, to=4, frm=1)
+    assert not throttle.wants(heartbeat)
+    out = _Out()
+    throttle.release(out, "g", 4)
+    assert len(out.sent) == 1 and throttle.allowance < 0
+
+
+def test_a_rebalance_evens_replicas_and_leaders_after_a_broker_joins() -> None:
+    st = state(4)  # brokers 1..4; 4 just joined and holds nothing
+    st.topics["t"] = TopicInfo("t", 1, [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 3, 2]])
+    st.topics["u"] = TopicInfo("u", 2, [[2, 1, 3], [3, 2, 1]])
+    wishes = plan_rebalance(st)
+    assert wishes and all(len(set(t)) == len(t) == 3 for _, _, t in wishes)
+    after = {(t, p): list(r) for t, info in st.topics.items() for p, r in enumerate(info.replicas)}
+    for topic, p, target in wishes:
+        after[(topic, p)] = target
+    replicas = {b: sum(b in r for r in after.values()) for b in (1, 2, 3, 4)}
+    leaders = {b: sum(r[0] == b for r in after.values()) for b in (1, 2, 3, 4)}
+    assert max(replicas.values()) - min(replicas.values()) <= 1, replicas
+    assert max(leaders.values()) - min(leaders.values()) <= 1, leaders
+    # The plan is valid as moves, and a balanced cluster needs none.
+    assert len(plan_moves(st, wishes)) == len(wishes)
+    for topic, p, target in wishes:
+        st.topics[topic].replicas[p] = target
+    assert plan_rebalance(st) == []
+
+
+def test_a_replica_is_replaced_by_a_fresh_one_in_two_legs() -> None:
+    st = state()
+    ctl = _controller(st)
+    (cmd,) = [c for c in plan_readd(st, 3) if c.partition == 0]
+    assert cmd.target == (1, 2) and cmd.then == (1, 2, 3)
+    ctl.apply_command(cmd)
+    info = st.topics["t"]
+    ctl.apply_command(report((1, 2), (), 4))  # node 3's replica is out of the group
+    # The first leg is done; the next waits for its own command, so every node applies the
+    # removal first (node 3 drops its copy).
+    assert "t/0" not in st.moves and st.next_moves["t/0"].target == [1, 2, 3]
+    assert ctl.hosted_replicas(info, 0) == [1, 2]
+    again = ControllerState.from_json(st.to_json())
+    assert again.next_moves["t/0"].target == [1, 2, 3]
+    ctl.apply_command(MovePartition(name="t", topic_id=1, partition=0, target=(1, 2, 3)))
+    assert st.moves["t/0"].target == [1, 2, 3] and not st.next_moves
+    ctl.apply_command(report((1, 2), (3,), 5))
+    ctl.apply_command(report((1, 2, 3), (), 6))
+    assert info.replicas[0] == [1, 2, 3] and not st.moves
+    # Refused: an unknown node, a partition whose only replica is the node's.
+    with pytest.raises(BrokerError, match="not a registered broker"):
+        plan_readd(st, 9)
+    st.topics["solo"] = TopicInfo("solo", 2, [[3]])
+    with pytest.raises(BrokerError, match="nothing to refill it from"):
+        plan_readd(st, 3)

@@ -1,0 +1,106 @@
+"""The fence of a node whose disk was wiped (raft/core.py, "Rejoining after a lost disk"):
+silent while the group still counts its old incarnation, then speaking only from the term it
+was added back in, and voting only once its log holds that add."""
+
+from __future__ import annotations
+
+from raft import (
+    TRANSFER_CONTEXT,
+    Config,
+    ConfState,
+    Entry,
+    Fence,
+    MemoryStorage,
+    Message,
+    MessageType,
+    RawNode,
+)
+
+_DISKS: dict[int, MemoryStorage] = {}
+
+
+def _wiped(node_id: int = 3) -> RawNode:
+    """A node booted on an empty disk with the group's bootstrap membership, as node/ does."""
+    disk = MemoryStorage(ConfState(voters=frozenset({1, 2, 3})))
+    node = RawNode(Config(id=node_id, election_tick=5), disk)
+    _DISKS[id(node)] = disk
+    return node
+
+
+def _vote(term: int, frm: int = 2, pre: bool = False) -> Message:
+    kind = MessageType.PRE_VOTE if pre else MessageType.VOTE
+    return Message(type=kind, to=3, frm=frm, term=term, index=7, log_term=2)
+
+
+def _sent(node: RawNode) -> list[Message]:
+    if not node.has_ready():
+        return []
+    rd = node.ready()
+    disk = _DISKS[id(node)]
+    disk.append(rd.entries)
+    if rd.hard_state is not None:
+        disk.set_hard_state(rd.hard_state)
+    node.advance(rd)
+    return rd.messages + rd.persisted_messages
+
+
+def test_an_unfenced_wiped_node_grants_any_vote() -> None:
+    """The bug the fence exists for: term 0, no vote, an empty log, so any candidate wins it,
+    whatever its old incarnation promised in that term."""
+    node = _wiped()
+    node.step(_vote(term=4))
+    granted = [m for m in _sent(node) if m.type == MessageType.VOTE_RESP and not m.reject]
+    assert granted and node.raft.vote == 2
+
+
+def test_a_silent_fence_steps_nothing_and_never_campaigns() -> None:
+    node = _wiped()
+    node.set_fence(Fence())
+    node.step(_vote(term=4))
+    node.step(_vote(term=4, pre=True))
+    node.step(Message(type=MessageType.HEARTBEAT, to=3, frm=1, term=4, commit=0))
+    for _ in range(50):
+        node.tick()
+    assert _sent(node) == []
+    assert node.term == 0 and node.raft.vote == 0 and node.leader == 0
+    assert node.fence == Fence()
+
+
+def test_a_moved_fence_drops_older_terms_and_votes_until_the_add_is_held() -> None:
+    node = _wiped()
+    node.set_fence(Fence(min_term=5, index=3))
+    node.step(Message(type=MessageType.HEARTBEAT, to=3, frm=1, term=4, commit=0))
+    assert _sent(node) == [] and node.term == 0  # the old incarnation's mail
+    node.step(_vote(term=6))
+    assert _sent(node) == [] and node.term == 0  # no vote before its log holds the add
+    for _ in range(50):
+        node.tick()
+    assert _sent(node) == []  # nor a campaign
+    # The leader of term 5 refills it; once it has committed the add (index 3), it is itself.
+    ents = tuple(Entry(index=i, term=5, data=b"x") for i in (1, 2, 3))
+    node.step(
+        Message(
+            type=MessageType.APP, to=3, frm=1, term=5, index=0, log_term=0, entries=ents, commit=2
+        )
+    )
+    acks = [m for m in _sent(node) if m.type == MessageType.APP_RESP]
+    assert acks and acks[0].index == 3
+    assert node.fence == Fence(min_term=5, index=3)  # commit 2 < 3: still fenced
+    node.step(Message(type=MessageType.HEARTBEAT, to=3, frm=1, term=5, commit=3))
+    _sent(node)
+    assert node.fence is None
+    node.step(_vote(term=6))
+    assert node.raft.vote == 0  # an ordinary node now: its log (term 5) is ahead of this one
+    # (A leadership transfer's vote request, which the leader lease does not hold back.)
+    node.step(
+        Message(
+            type=MessageType.VOTE,
+            to=3,
+            frm=2,
+            term=7,
+            index=3,
+            log_term=5,
+            context=TRANSFER_CONTEXT,
+        )
+    )
+    assert any(m.type == MessageType.VOTE_RESP and not m.reject for m in _sent(node))
