@@ -169,6 +169,7 @@ class ClusterOptions:
     election_ticks: int = 10
     heartbeat_ticks: int = 2
     inline_sync_bytes: int = 64 << 10
+    apply_ahead: bool = False
     quiesce_after_ticks: int = 3
     isr_max_lag_ticks: int = 50
     retention_check_ms: int = 200
@@ -207,6 +208,7 @@ class SimCluster:
             heartbeat_ticks=o.heartbeat_ticks,
             isr=IsrPolicy(max_lag_entries=4000, max_lag_ticks=o.isr_max_lag_ticks),
             inline_sync_bytes=o.inline_sync_bytes,
+            apply_ahead=o.apply_ahead,
             quiesce_after_ticks=o.quiesce_after_ticks,
         )
 

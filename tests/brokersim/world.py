@@ -201,6 +201,8 @@ class World:
         copts = ClusterOptions(
             nodes=p.nodes,
             inline_sync_bytes=p.inline_sync_bytes,
+            # Every round syncs in the worker thread there, so rounds queue and apply ahead.
+            apply_ahead=p.inline_sync_bytes == 0,
             quiesce_after_ticks=p.quiesce_after_ticks,
         )
         self.cluster = c = SimCluster(self._rng(), self.net, copts, self.trace)
