@@ -39,6 +39,7 @@ only the command, and imports chaos/ when it runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -141,6 +142,15 @@ def chaos_run(
     keep_data: Annotated[
         bool, typer.Option(help="local: keep the nodes' data folders afterwards.")
     ] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="local: start the cluster as `liferaft dev up --secure` does (TLS and "
+            "SCRAM-SHA-512 logins on the client listeners, ACLs on); every client of the run "
+            "logs in as its first admin (a super user).",
+        ),
+    ] = False,
 ) -> None:
     """Run a workload under a seeded nemesis, then check that nothing acknowledged was lost."""
     if client not in ("liferaft", "kafka"):
@@ -160,7 +170,8 @@ def chaos_run(
     from chaos.summary import format_run_summary, write_outputs
     from chaos.targets import ComposeNodes, ProcessNodes, TargetError
     from chaos.workload import WorkloadConfig, run_chaos
-    from liferaft.launcher import DevClusterError
+    from liferaft.cli._client import _client_config
+    from liferaft.launcher import DevClusterError, secure_args
 
     try:
         kinds = parse_fault_kinds(faults)
@@ -181,6 +192,13 @@ def chaos_run(
             "the answers fault drops produce answers inside liferaft's client (a gRPC "
             "interceptor); it has no hook in librdkafka: leave it out with --client kafka"
         )
+    if secure and target != "local":
+        raise _fail(
+            "--secure starts a secure local cluster: use it with --target local (the compose "
+            "cluster's clients take no credentials yet)"
+        )
+    if secure and client != "liferaft":
+        raise _fail("--secure runs liferaft's client (--client liferaft) for now")
     if network not in ("proxy", "iptables"):
         raise _fail(f"--network must be proxy or iptables, not {network!r}")
     if duration <= 0 or partitions < 1 or producers_per_partition < 1 or in_flight < 1:
@@ -219,6 +237,8 @@ def chaos_run(
         "topic": topic,
         "client": client,
     }
+    if secure:
+        run["secure"] = "SASL_SSL,SCRAM-SHA-512,acls"
     if in_flight != 1:
         run["in_flight"] = in_flight
     if (request_timeout_ms, retry_backoff_ms, retry_backoff_max_ms) != (3_000, 100, 1_000):
@@ -242,11 +262,25 @@ def chaos_run(
         history = History(stream_to=stream)
         try:
             if target == "local":
-                with local_chaos_cluster(out / "cluster", nodes, power="power" in kinds) as local:
+                with local_chaos_cluster(
+                    out / "cluster",
+                    nodes,
+                    secure_args(nodes) if secure else None,
+                    power="power" in kinds,
+                ) as local:
                     _say(
                         f"local cluster: {local.bootstrap}, links through the proxy at "
                         f"{local.proxy_api}"
                     )
+                    if secure:
+                        local.cluster.make_first_admin()
+                        config = dataclasses.replace(
+                            config, security=_client_config(str(local.cluster.client_config))
+                        )
+                        _say(
+                            "clients log in as admin over SASL_SSL (SCRAM-SHA-512), ACLs on: "
+                            f"{local.cluster.client_config}"
+                        )
                     chaos = Faults(
                         ProcessNodes(local.cluster, local.node_ids, local.disks),
                         ToxiproxyNetwork(local.proxy_api),
