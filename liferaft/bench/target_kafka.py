@@ -303,7 +303,13 @@ async def run_kafka_produce(
     )
 
 
-def _consume_thread(bootstrap: str, spec: ConsumeSpec, targets: list[int], tally: _Tally) -> None:
+def _consume_thread(
+    bootstrap: str,
+    spec: ConsumeSpec,
+    targets: list[int],
+    tally: _Tally,
+    security: dict[str, Any],
+) -> None:
     ck = _confluent()
     consumer = ck.Consumer(
         {
@@ -313,6 +319,7 @@ def _consume_thread(bootstrap: str, spec: ConsumeSpec, targets: list[int], tally
             "enable.auto.commit": False,
             "fetch.max.bytes": max(spec.fetch_max_bytes, 1 << 20),
             "max.partition.fetch.bytes": spec.fetch_max_bytes,
+            **security,
         }
     )
     try:
@@ -345,7 +352,18 @@ def _consume_thread(bootstrap: str, spec: ConsumeSpec, targets: list[int], tally
 
 
 async def consume_kafka(
-    bootstrap: list[str], spec: ConsumeSpec, targets: list[int], tally: _Tally
+    bootstrap: list[str],
+    spec: ConsumeSpec,
+    targets: list[int],
+    tally: _Tally,
+    security: dict[str, Any] | None = None,
 ) -> None:
     """Read `targets[p]` records from each partition p with confluent-kafka."""
-    await asyncio.to_thread(_consume_thread, kafka_bootstrap(bootstrap), spec, targets, tally)
+    await asyncio.to_thread(
+        _consume_thread,
+        kafka_bootstrap(bootstrap),
+        spec,
+        targets,
+        tally,
+        librdkafka_security(security),
+    )

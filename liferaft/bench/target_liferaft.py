@@ -460,18 +460,21 @@ async def _high_watermarks(router: Router, topic: str, partitions: int) -> list[
         def ask(
             stub: broker_pb2_grpc.BrokerStub, req: broker_pb2.ListOffsetsRequest = req
         ) -> Awaitable[broker_pb2.ListOffsetsResponse]:
-            return stub.ListOffsets(req, timeout=5.0)
+            return stub.ListOffsets(req, timeout=5.0, metadata=router.md)
 
         resp = await _call_leader(router, topic, p, ask, time.monotonic() + DELIVERY_TIMEOUT_S)
         out.append(resp.offset)
     return out
 
 
-async def prepare_consume(bootstrap: list[str], spec: ConsumeSpec) -> list[int]:
+async def prepare_consume(
+    bootstrap: list[str], spec: ConsumeSpec, security: dict[str, Any] | None = None
+) -> list[int]:
     """Make sure the topic holds spec.records records (producing what is missing, unmeasured);
     returns the high watermark of each partition."""
-    await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor)
-    router = Router(bootstrap)
+    sec = Security.from_options(security or {})
+    await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor, sec)
+    router = Router(bootstrap, sec)
     try:
         hws = await _high_watermarks(router, spec.topic, spec.partitions)
     finally:
@@ -486,8 +489,8 @@ async def prepare_consume(bootstrap: list[str], spec: ConsumeSpec) -> list[int]:
             partitions=spec.partitions,
             replication_factor=spec.replication_factor,
         )
-        await run_produce(bootstrap, fill, create=False)
-        router = Router(bootstrap)
+        await run_produce(bootstrap, fill, create=False, security=security)
+        router = Router(bootstrap, sec)
         try:
             hws = await _high_watermarks(router, spec.topic, spec.partitions)
         finally:
@@ -501,12 +504,14 @@ async def run_consume(
     *,
     client: str = "raw",
     progress: Progress | None = None,
+    security: dict[str, Any] | None = None,
 ) -> BenchResult:
     """Read spec.records records from the start of the topic's partitions (caught up: the
-    records are all there before the clock starts). Latency figures are per Fetch request."""
+    records are all there before the clock starts). Latency figures are per Fetch request.
+    `security`: the client's security options, as run_produce takes them."""
     if client not in ("raw", "consumer", "kafka"):
         raise ValueError(f"client must be raw, consumer or kafka, got {client!r}")
-    hws = await prepare_consume(bootstrap, spec)
+    hws = await prepare_consume(bootstrap, spec, security)
     # Read each partition up to its share of the records, at most its high watermark.
     targets, left = [], spec.records
     for hw in hws:
@@ -518,13 +523,13 @@ async def run_consume(
     start = time.monotonic()
     try:
         if client == "raw":
-            await _consume_raw(bootstrap, spec, targets, tally)
+            await _consume_raw(bootstrap, spec, targets, tally, security)
         elif client == "kafka":
             from liferaft.bench.target_kafka import consume_kafka
 
-            await consume_kafka(bootstrap, spec, targets, tally)
+            await consume_kafka(bootstrap, spec, targets, tally, security)
         else:
-            await _consume_client(bootstrap, spec, targets, tally)
+            await _consume_client(bootstrap, spec, targets, tally, security)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -546,9 +551,13 @@ async def run_consume(
 
 
 async def _consume_raw(
-    bootstrap: list[str], spec: ConsumeSpec, targets: list[int], tally: _Tally
+    bootstrap: list[str],
+    spec: ConsumeSpec,
+    targets: list[int],
+    tally: _Tally,
+    security: dict[str, Any] | None = None,
 ) -> None:
-    router = Router(bootstrap)
+    router = Router(bootstrap, Security.from_options(security or {}))
     topic = spec.topic
 
     async def one(partition: int, upto: int) -> None:
@@ -566,7 +575,7 @@ async def _consume_raw(
             def fetch(
                 stub: broker_pb2_grpc.BrokerStub, req: broker_pb2.FetchRequest = req
             ) -> Awaitable[broker_pb2.FetchResponse]:
-                return stub.Fetch(req, timeout=REQUEST_TIMEOUT_S)
+                return stub.Fetch(req, timeout=REQUEST_TIMEOUT_S, metadata=router.md)
 
             resp = await _call_leader(
                 router, topic, partition, fetch, time.monotonic() + DELIVERY_TIMEOUT_S
@@ -587,13 +596,20 @@ async def _consume_raw(
 
 
 async def _consume_client(
-    bootstrap: list[str], spec: ConsumeSpec, targets: list[int], tally: _Tally
+    bootstrap: list[str],
+    spec: ConsumeSpec,
+    targets: list[int],
+    tally: _Tally,
+    security: dict[str, Any] | None = None,
 ) -> None:
     from client import Consumer, TopicPartition
 
     want = {TopicPartition(spec.topic, p): upto for p, upto in enumerate(targets) if upto > 0}
     async with Consumer(
-        bootstrap, auto_offset_reset="earliest", fetch_max_bytes=spec.fetch_max_bytes
+        bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=spec.fetch_max_bytes,
+        **(security or {}),
     ) as consumer:
         consumer.assign(list(want))
         await consumer.seek_to_beginning(*want)

@@ -113,6 +113,12 @@ SecureOpt = Annotated[
 ]
 
 
+_SECURE_WITH_BOOTSTRAP = (
+    "--secure starts a secure local cluster: leave out --bootstrap (give its credentials with "
+    "liferaft --client-config)"
+)
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
@@ -351,14 +357,12 @@ def produce(
                         "leave out --bootstrap",
                         2,
                     )
-                if secure and (plaintext or bootstrap):
+                if secure and bootstrap:
+                    raise _fail(_SECURE_WITH_BOOTSTRAP, 2)
+                if secure and plaintext:
                     raise _fail(
                         "--secure starts a secure local cluster: leave out "
-                        + (
-                            "--bootstrap (give its credentials with liferaft --client-config)"
-                            if bootstrap
-                            else "--insecure-plaintext-between-nodes"
-                        ),
+                        "--insecure-plaintext-between-nodes",
                         2,
                     )
                 addresses, security = _cluster(bootstrap, stack, tls=not plaintext, secure=secure)
@@ -428,6 +432,7 @@ def consume(
     runs: RunsOpt = 1,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    secure: SecureOpt = False,
 ) -> None:
     """Fill a topic (unmeasured), then read it from the start as fast as possible and report.
     Latency figures are per fetch request."""
@@ -465,10 +470,14 @@ def consume(
 
                 results = _run_many("nats consume", runs, records, nats_run, bar)
             else:
-                addresses = _addresses(bootstrap, stack)
+                if secure and bootstrap:
+                    raise _fail(_SECURE_WITH_BOOTSTRAP, 2)
+                addresses, security = _cluster(bootstrap, stack, secure=secure)
 
                 async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
-                    return await run_consume(addresses, spec(run), client=client, progress=cb)
+                    return await run_consume(
+                        addresses, spec(run), client=client, progress=cb, security=security
+                    )
 
                 results = _run_many("liferaft consume", runs, records, lr_run, bar)
         _emit("consume", {system: _summary(results)}, as_json)

@@ -124,6 +124,13 @@ def test_bench_on_a_secure_cluster(make_cluster: MakeCluster) -> None:
         assert r["records"] == 1500, r
         if client != "kafka":
             assert r["settings"]["security_protocol"] == "SASL_SSL", r  # type: ignore[index]
+    for client in ("raw", "consumer", "kafka"):
+        r = _bench(
+            "consume", "--bootstrap", cluster.bootstrap, "--records", "1000", "--client", client,
+            before=login,
+        )  # fmt: skip
+        _check(r)
+        assert r["records"] == 1000, r
     env = dict(os.environ, GRPC_VERBOSITY="ERROR")
     refused = subprocess.run(
         [sys.executable, "-m", "liferaft", "bench", "produce", *b, "--json"],
@@ -208,6 +215,8 @@ def test_bad_bench_options_are_refused_before_anything_starts() -> None:
     r = runner.invoke(app, ["produce", "--secure", "--bootstrap", "127.0.0.1:1"])
     assert r.exit_code == 2 and "--secure starts a secure local cluster" in r.output, r.output
     assert "--client-config" in r.output, r.output
+    r = runner.invoke(app, ["consume", "--secure", "--bootstrap", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "--secure starts a secure local cluster" in r.output, r.output
     r = runner.invoke(app, ["produce", "--secure", "--insecure-plaintext-between-nodes"])
     assert r.exit_code == 2 and "--secure starts a secure local cluster" in r.output, r.output
     r = runner.invoke(app, ["e2e", "--record-size", "4", "--bootstrap", "127.0.0.1:1"])
