@@ -2,6 +2,8 @@
 
     liferaft bench produce [--bootstrap ...] --records 200000 --record-size 1024 --acks all
     liferaft bench produce --client kafka --records 200000   # confluent-kafka, Kafka listeners
+    liferaft bench produce --secure --records 200000       # TLS + SCRAM + ACLs (dev up --secure)
+    liferaft --client-config F bench produce -b HOST:PORT   # a cluster whose clients log in
     liferaft bench consume [--bootstrap ...] --records 200000
     liferaft bench compare --records 200000 --runs 3      # liferaft, then NATS JetStream R3
     liferaft bench partitions --partitions 1000           # idle CPU and restart rejoin time

@@ -3,11 +3,17 @@
     liferaft chaos run --faults kill,pause,partition --duration 120 --seed 7 --out chaos-out
     liferaft chaos run --target compose --bootstrap 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
     liferaft chaos run --client kafka --faults kill,pause,partition --duration 60 --seed 1
+    liferaft chaos run --secure --faults kill,pause,partition --duration 60 --seed 1
 
 --client picks the client library under test (chaos/clients.py): liferaft's own (gRPC, the
 default) or confluent-kafka (librdkafka) on the nodes' Kafka listeners (each node's address +
 the port table's Kafka offset); the nemesis, the checker and the replica comparison are the
 same. librdkafka's own log lines go to OUT/kafka-client.log.
+
+--secure (local target, liferaft's client) starts the cluster as `liferaft dev up --secure` does
+(SASL_SSL on both client listeners, ACLs on), makes its first admin (a super user) and gives
+every client of the run that login (WorkloadConfig.security): the producers and readers, the
+nemesis's admin client and the replica comparison.
 
 --target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
 process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
