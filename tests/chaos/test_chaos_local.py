@@ -11,13 +11,14 @@ acknowledged writes again; every replica came back in sync; the log was read bac
 node leads what, how many records are written and how long anything takes vary from run to run
 and are never asserted (the machine is shared). Every wait is bounded.
 
-The short form (four scenarios, about two and a half minutes) runs in CI:
+The short form runs in CI:
   - repeated leader kills (kill -9, restart);
   - a leader paused for longer than the election timeout (400 ms at most here);
   - a minority partition containing the leader;
   - Jepsen's majorities ring;
   - power loss (chaos/lazyfs.py: unsynced writes gone) of one leader, then of every node;
-  - a kill, a pause and a split with confluent-kafka clients on the Kafka listeners.
+  - a kill, a pause and a split with confluent-kafka clients on the Kafka listeners;
+  - a seeded kill, pause and partition schedule on a secure cluster (SASL_SSL, ACLs on).
 The long form (every fault kind, seeded schedules, minutes each) runs with LIFERAFT_CHAOS_LONG=1
 (LIFERAFT_CHAOS_SEEDS, LIFERAFT_CHAOS_DURATION tune it). Seeds that ever failed are replayed
 from tests/chaos/regressions.py. The `liferaft chaos run` command is tested end to end once.
@@ -26,6 +27,7 @@ from tests/chaos/regressions.py. The `liferaft chaos run` command is tested end 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -44,7 +46,8 @@ from chaos.network import ToxiproxyNetwork
 from chaos.summary import format_run_summary, hit_unavailability
 from chaos.targets import ProcessNodes
 from chaos.workload import RunResult, WorkloadConfig, run_chaos
-from liferaft.launcher import DevCluster
+from liferaft.cli._client import _client_config
+from liferaft.launcher import DevCluster, secure_args
 from tests.chaos.regressions import REGRESSIONS, Regression
 
 LONG = os.environ.get("LIFERAFT_CHAOS_LONG") == "1"
@@ -61,13 +64,23 @@ def run_local(
     complete_plan: bool = True,
     power: bool = False,
     config: WorkloadConfig | None = None,
+    secure: bool = False,
 ) -> RunResult:
     """One chaos run on a fresh local cluster; prints its summary (and node logs on failure).
-    With `power`, the nodes run on power-loss disks (chaos/lazyfs.py)."""
+    With `power`, the nodes run on power-loss disks (chaos/lazyfs.py). With `secure`, the
+    cluster is started as `liferaft dev up --secure` starts one (SASL_SSL, ACLs on) and every
+    client of the run logs in as its first admin."""
+    extra = secure_args(3) if secure else None
     with (
-        local_chaos_cluster(tmp_path / "cluster", power=power) as local,
+        local_chaos_cluster(tmp_path / "cluster", 3, extra, power=power) as local,
         open(tmp_path / "history.jsonl", "w", encoding="utf-8") as stream,
     ):
+        config = config or WorkloadConfig(topic="chaos")
+        if secure:
+            assert local.cluster.make_first_admin() is not None
+            security = _client_config(str(local.cluster.client_config))
+            assert security["security_protocol"] == "SASL_SSL"
+            config = dataclasses.replace(config, security=security)
         faults = Faults(
             ProcessNodes(local.cluster, local.node_ids, local.disks),
             ToxiproxyNetwork(local.proxy_api),
@@ -79,7 +92,7 @@ def run_local(
                     faults,
                     plan,
                     History(stream_to=stream),
-                    config or WorkloadConfig(topic="chaos"),
+                    config,
                     duration_s,
                     complete_plan=complete_plan,
                     say=lambda line: print(line, flush=True),
@@ -217,6 +230,18 @@ def test_kafka_clients_through_a_kill_a_pause_and_a_split(tmp_path: Path) -> Non
     assert {op.process for op in result.history.ops if op.f == "send"} == {
         f"p{n}.{k}" for n in range(6) for k in range(2)
     }
+
+
+def test_secure_cluster_kill_pause_partition(tmp_path: Path) -> None:
+    """A seeded kill, pause and partition schedule (45 s) on a cluster whose clients must log in
+    (TLS and SCRAM-SHA-512 on both listeners, ACLs on, as `liferaft chaos run --secure`): the
+    producers, consumers and the nemesis's admin all log in as the first admin, so a reconnect
+    after every fault logs in again, and a request forwarded to the new controller or
+    coordinator carries the caller's signed principal. Nothing acknowledged may be lost."""
+    plan = plan_faults(("kill", "pause", "partition"), 45, 1)
+    assert {p.kind for p in plan} >= {"kill", "pause"}
+    result = run_local(tmp_path, plan, 45, secure=True)
+    assert_safe_and_recovered(result)
 
 
 def test_chaos_run_command(tmp_path: Path) -> None:
