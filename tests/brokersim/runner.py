@@ -73,7 +73,8 @@ class Summary:
             f"{t.read:,} read back",
             f"faults              {t.faults:,} injected: {t.crashes:,} crashes, {t.halts:,} "
             f"restarts, {t.failed_syncs:,} failed syncs, {t.torn:,} torn writes, "
-            f"{t.lost_writes:,} unsynced writes lost, {t.moves:,} replica moves started",
+            f"{t.lost_writes:,} unsynced writes lost, {t.moves:,} replica moves started, "
+            f"{t.wipes:,} disks wiped",
             f"messages delivered  {t.messages:,}",
             f"replica states      {t.states_compared:,} compared at equal applied indexes",
             f"time                {time.perf_counter() - self.started:.1f} s",
