@@ -5,7 +5,11 @@ the test only) and asserts that the simulation finds it within the seeds CI runs
     re-applying controller and group commands the snapshot already holds;
 (b) issue 10 finding 2: a failed sync that does not stop the node ("continuing");
 (c) a partition leader that answers acks=all before the batch is committed;
-(d) a producer-state table that forgets its dedup window when restored from a snapshot.
+(d) a producer-state table that forgets its dedup window when restored from a snapshot;
+(e) issue 19: a controller leader that never admits a node's new incarnation (its disk was
+    wiped): the node stays fenced out of the controller for good;
+(f) issue 19: a fence write whose sync fails (EIO) and does not stop the node: it goes on with
+    fences in memory that its disk does not hold.
 
 Seeds run in order and the hunt stops at the first failure.
 """
@@ -19,6 +23,7 @@ import logging
 import pytest
 
 import node.driver
+from node.broker import Broker
 from node.driver import RaftDriver
 from node.partition import ACKS_ALL, ACKS_LEADER, Partition
 from node.producer_state import ProducerStateTable
@@ -82,3 +87,11 @@ def test_producer_state_forgotten_on_restore(monkeypatch: pytest.MonkeyPatch) ->
         "idempotent records exactly once",
         "replicas agree",
     }, found.error
+
+
+def test_a_new_incarnation_never_admitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Broker, "membership_step", lambda self: None)
+    found = _hunt()
+    # The node stays silent in the controller and its partitions: the first check to see it
+    # says so ("not re-admitted", or a move or partition that cannot complete without it).
+    assert found.prop == "progress", found.error
