@@ -64,6 +64,7 @@ class LiferaftSender:
             retry_backoff_ms=cfg.retry_backoff_ms,
             retry_backoff_max_ms=cfg.retry_backoff_max_ms,
             grpc_interceptors=[answers],
+            **dict(cfg.security),  # type: ignore[arg-type]
         )
 
     async def send(self, value: bytes) -> Sent:
@@ -95,6 +96,7 @@ class LiferaftReader:
             delivery_timeout_ms=30_000 if final else cfg.delivery_timeout_ms,
             retry_backoff_ms=cfg.retry_backoff_ms,
             retry_backoff_max_ms=cfg.retry_backoff_max_ms,
+            **dict(cfg.security),  # type: ignore[arg-type]
         )
         self._consumer.assign([tp])
         self._consumer.seek(tp, 0)
@@ -133,7 +135,12 @@ class _Admin:
 
     async def get(self) -> AdminClient:
         if self._admin is None:
-            admin = AdminClient(self.bootstrap, timeout_ms=10_000, request_timeout_ms=5_000)
+            admin = AdminClient(
+                self.bootstrap,
+                timeout_ms=10_000,
+                request_timeout_ms=5_000,
+                **dict(self.cfg.security),  # type: ignore[arg-type]
+            )
             await admin.start()
             self._admin = admin
         return self._admin

@@ -27,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
+from client.security import Security
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 __all__ = ["ReplicaReport", "compare_replicas", "diff_views"]
@@ -149,15 +151,23 @@ def diff_views(views: Views, ranges: dict[str, tuple[int, int]]) -> tuple[list[s
     return differences, waiting
 
 
-async def _ask(address: str, ranges: dict[str, tuple[int, int]]) -> broker_pb2.ReplicaStateResponse:
+async def _ask(
+    address: str, ranges: dict[str, tuple[int, int]], security: Security
+) -> broker_pb2.ReplicaStateResponse:
     request = broker_pb2.ReplicaStateRequest()
     for tp, (lo, hi) in ranges.items():
         request.ranges[tp].from_offset = lo
         request.ranges[tp].to_offset = hi
-    async with grpc.aio.insecure_channel(address) as channel:
+    credentials = security.channel_credentials()
+    channel = (
+        grpc.aio.insecure_channel(address)
+        if credentials is None
+        else grpc.aio.secure_channel(address, credentials)
+    )
+    async with channel:
         stub = broker_pb2_grpc.BrokerStub(channel)
         response: broker_pb2.ReplicaStateResponse = await stub.ReplicaState(
-            request, timeout=RPC_TIMEOUT_S
+            request, timeout=RPC_TIMEOUT_S, metadata=security.call_metadata() or None
         )
         return response
 
@@ -167,18 +177,21 @@ async def compare_replicas(
     timeout_s: float = 30.0,
     *,
     replica_sets: ReplicaSets | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> ReplicaReport:
     """Ask every node in `addresses` and compare each partition between its current replicas
     (`replica_sets`; None: every node that holds it), the controller and the groups between
     every node (module docstring). Never raises for what the cluster answers: a node that does
-    not answer is a difference."""
+    not answer is a difference. `security`: the client's security options (client/security.py),
+    for a cluster whose clients must log in."""
+    sec = Security.from_options(security or {})
     report = ReplicaReport()
     deadline = time.monotonic() + timeout_s
     ranges: dict[str, tuple[int, int]] = {}
     while True:
         report.attempts += 1
         answers = await asyncio.gather(
-            *(_ask(a, ranges) for a in addresses), return_exceptions=True
+            *(_ask(a, ranges, sec) for a in addresses), return_exceptions=True
         )
         views: Views = {}
         silent: list[str] = []

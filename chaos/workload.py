@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chaos.answers import AnswerDropper
@@ -90,6 +90,11 @@ class WorkloadConfig:
     settle_timeout_s: float = 30.0
     recover_timeout_s: float = 90.0
     final_read_timeout_s: float = 90.0
+    security: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The clients' security options (client/security.py, aiokafka's names: security_protocol,
+    ssl_cafile, sasl_plain_username...), for every client of the run: the workload's, the
+    nemesis's admin and the replica comparison. Empty: plaintext (`chaos run --secure` fills
+    them with the first admin's)."""
 
     def __post_init__(self) -> None:
         if self.client not in CLIENT_KINDS:
@@ -138,6 +143,7 @@ class Workload:
                 self.bootstrap,
                 timeout_ms=10_000,
                 request_timeout_ms=self.config.admin_timeout_ms,
+                **dict(self.config.security),  # type: ignore[arg-type]
             )
             await admin.start()
             self._admin = admin
@@ -535,7 +541,9 @@ async def run_chaos(
         if current is None:
             problems.append("could not read the partitions' current replicas to compare them")
         replicas = await compare_replicas(
-            [a.strip() for a in bootstrap.split(",") if a.strip()], replica_sets=current
+            [a.strip() for a in bootstrap.split(",") if a.strip()],
+            replica_sets=current,
+            security=config.security,
         )
         say(
             f"replicas compared: {replicas.partitions} partitions, the controller and the groups"

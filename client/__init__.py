@@ -22,6 +22,7 @@ from client.admin import (
     GroupOverview,
     NewTopic,
     PartitionOffsetLag,
+    RecordsToDelete,
     TopicDescription,
 )
 from client.cluster import ClientConfig
@@ -155,6 +156,7 @@ __all__ = [
     "Producer",
     "Record",
     "RecordMetadata",
+    "RecordsToDelete",
     "RequestTimedOutError",
     "ResourceNotFoundError",
     "SaslAuthenticationFailedError",

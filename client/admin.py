@@ -57,6 +57,7 @@ __all__ = [
     "OffsetSpec",
     "PartitionMove",
     "PartitionOffsetLag",
+    "RecordsToDelete",
     "ReplicaDescription",
     "TopicDescription",
 ]
@@ -68,6 +69,14 @@ _CONFIG_SOURCES = {
     broker_pb2.ConfigEntry.TOPIC: "topic",
     broker_pb2.ConfigEntry.BROKER: "broker",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsToDelete:
+    """aiokafka's value for delete_records: delete the records before `before_offset` (-1: the
+    high watermark, every committed record)."""
+
+    before_offset: int
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -790,6 +799,47 @@ class AdminClient:
 
         found = await asyncio.gather(*(one(tp, spec) for tp, spec in items))
         return dict(zip((tp for tp, _ in items), found, strict=True))
+
+    async def delete_records(
+        self,
+        records_to_delete: Mapping[TopicPartition | tuple[str, int], int | RecordsToDelete],
+        timeout_ms: int | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Delete the records before an offset in each partition (Kafka's DeleteRecords;
+        aiokafka's name and shape): the partition's log start moves there, records below it are
+        no longer served, and consumers positioned below it get OffsetOutOfRangeError (or their
+        auto_offset_reset). -1 means the high watermark. Returns each partition's new log start
+        (low watermark). Each partition is done at its leader on its own; the first error is
+        raised once all are answered (OffsetOutOfRangeError for an offset above the high
+        watermark or negative other than -1: that partition is left as it was)."""
+        cluster = await self._ready()
+        budget = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        items: list[tuple[TopicPartition, int]] = []
+        for tp, want in records_to_delete.items():
+            offset = want.before_offset if isinstance(want, RecordsToDelete) else want
+            if not isinstance(offset, int) or isinstance(offset, bool):
+                raise ValueError(f"offset for {tp} must be an integer, not {offset!r}")
+            items.append((TopicPartition(*tp), offset))
+
+        async def one(tp: TopicPartition, offset: int) -> int:
+            request = broker_pb2.DeleteRecordsRequest(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                timeout_ms=server_timeout_ms(min(budget, self.config.request_timeout_ms)),
+            )
+            response = await cluster.call_leader(
+                tp.topic, tp.partition, "DeleteRecords", request, timeout_ms=budget
+            )
+            return int(response.low_watermark)
+
+        answers = await asyncio.gather(*(one(tp, o) for tp, o in items), return_exceptions=True)
+        lows: dict[TopicPartition, int] = {}
+        for (tp, _), answer in zip(items, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            lows[tp] = answer
+        return lows
 
     # -- consumer groups -----------------------------------------------------------------------
     async def list_groups(self) -> list[GroupOverview]:

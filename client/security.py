@@ -121,15 +121,22 @@ class Security:
     def tls(self) -> bool:
         return self.protocol in ("SSL", "SASL_SSL")
 
-    def interceptors(self) -> list[Any]:
-        """The interceptors that add the SASL credentials to every call (none without SASL)."""
+    def call_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """The metadata that carries the SASL credentials on a call (empty without SASL), for
+        callers that pass it themselves instead of through interceptors (the raw bench)."""
         if self.username is None or self.password is None:
-            return []
-        md = (
+            return ()
+        return (
             (USER_KEY, self.username.encode()),
             (PASSWORD_KEY, self.password.encode()),
             (MECHANISM_KEY, self.mechanism),
         )
+
+    def interceptors(self) -> list[Any]:
+        """The interceptors that add the SASL credentials to every call (none without SASL)."""
+        md = self.call_metadata()
+        if not md:
+            return []
         return [_Credentials(md), _StreamCredentials(md)]
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:

@@ -36,6 +36,7 @@ from client.admin import (
     GroupOverview,
     NewTopic,
     PartitionMove,
+    RecordsToDelete,
     ReplicaDescription,
     TopicDescription,
 )
@@ -576,3 +577,10 @@ class SyncAdminClient(_SyncFacade):
 
     def rebalance(self, *, execute: bool = False, throttle_bytes_s: int = 0) -> list[PartitionMove]:
         return self._run(self._admin.rebalance(execute=execute, throttle_bytes_s=throttle_bytes_s))
+
+    def delete_records(
+        self,
+        records_to_delete: Mapping[TopicPartition | tuple[str, int], int | RecordsToDelete],
+        timeout_ms: int | None = None,
+    ) -> dict[TopicPartition, int]:
+        return self._run(self._admin.delete_records(dict(records_to_delete), timeout_ms))

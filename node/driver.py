@@ -21,7 +21,10 @@ appends and writing (unsynced) into RocksDB, and queue their Readies behind the 
 returns, one more fsync covers everything written meanwhile (group commit: syncs per second
 stay flat as load grows), and each queued round is finished, steps 6 to 8, in the order it was
 taken. So a proposal that arrives during a sync reaches the followers at once instead of after
-it, and a follower's next append is written while its previous one syncs.
+it, and a follower's next append is written while its previous one syncs. With
+`RaftTiming.apply_ahead`, the committed entries of a queued round that are durable here already
+are applied (and their waiters answered) before that round's own sync returns, in order per
+group (raft/rawnode.py, "Applying ahead of a write").
 
 Only this task touches the RawNodes' Ready cycle; gRPC handlers call `propose` on a group between
 rounds, or while a round waits for its fsync (all on the one event loop thread, so no locks), and
@@ -55,6 +58,7 @@ controller's and the groups' commands are not idempotent.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -138,6 +142,11 @@ class RaftTiming:
     """A round persisting less than this fsyncs on the event loop instead of in the worker
     thread: measured one record at a time, p50 1.9-2.3 -> 1.6-1.7 ms; and 16 KiB batches
     went 11.1k -> 12.6k records/s."""
+    apply_ahead: bool = False
+    """Apply committed entries durable here while a later round's sync runs (raft/rawnode.py,
+    "Applying ahead of a write") instead of after it. Off: on the shared 2-core VM it did not
+    pay (docs/performance.md, issue 18); tests/brokersim runs it in every world whose rounds
+    all sync in the worker thread."""
     quiesce_after_ticks: int = 3
     """A leader with no new entries for this many ticks tries to quiesce (0: never). Short:
     an awake idle group costs heartbeats, and waking one costs a message."""
@@ -178,6 +187,16 @@ class Group:
 
 
 @dataclass(slots=True)
+class _Taken:
+    """A Ready taken and written, waiting for the sync that makes its write durable."""
+
+    group: Group
+    rd: Ready
+    applied: bool = False
+    """Its committed entries were applied ahead of the write (RawNode.advance_applied)."""
+
+
+@dataclass(slots=True)
 class DriverStats:
     rounds: int = 0
     syncs: int = 0
@@ -187,6 +206,8 @@ class DriverStats:
     sync_seconds: float = 0.0
     rounds_over_sync: int = 0
     """Rounds taken while a sync was in flight (writes in flight)."""
+    applied_ahead: int = 0
+    """Readies whose committed entries were applied before their own write was durable."""
     quiesces: int = 0
     wakeups: int = 0
     messages_from_non_members: int = 0
@@ -314,8 +335,10 @@ class RaftDriver:
         self._unreachable: set[int] = set()  # peers the transport says are gone
         self._ticks = 0
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-sync-{node_id}")
-        self._queued: list[tuple[Group, Ready]] = []
+        self._queued: list[_Taken] = []
         """Rounds written but not finished: they wait for the next sync (oldest first)."""
+        self._syncing: list[_Taken] = []
+        """Rounds whose sync is in flight (older than every one in _queued)."""
         self._queued_sync = False  # whether something in _queued needs that sync
         self._sync_task: asyncio.Task[None] | None = None  # the sync in flight, if any
         self._wake = asyncio.Event()
@@ -749,24 +772,29 @@ class RaftDriver:
                 self.stats.entries_persisted += len(u.entries)
 
         if self._sync_task is not None or self._queued:
-            # A sync is in flight: this round is finished after the next one, in order.
+            # A sync is in flight: this round is finished after the next one, in order; the
+            # committed entries it carries that are durable here already are applied now.
             self.stats.rounds_over_sync += 1
-            self._queued.extend(readies)
+            self._queued.extend(_Taken(g, rd) for g, rd in readies)
             self._queued_sync = self._queued_sync or sync
+            if self.timing.apply_ahead:
+                self._doing = "applying committed entries ahead of a sync"
+                self._apply_ahead()
         elif not sync or round_bytes < self.timing.inline_sync_bytes:
             # rocksdict releases the GIL while it syncs the WAL (not while it writes with
             # sync=True), so a large round syncs in the worker thread while the loop goes on.
             # A small round's fsync is shorter than the two thread hand-offs (~0.1 ms each,
-            # more when the GIL is contended), so it syncs in place.
+            # more when the GIL is contended), so it syncs in place. (Even on a slow shared
+            # disk: every small round in the thread measured 10-30 % fewer requests/s there,
+            # docs/performance.md.)
             if sync:
-                t0 = time.perf_counter()
                 self._doing = "syncing the WAL"
-                self.store.sync_wal()
-                self.stats.syncs += 1
-                self.stats.sync_seconds += time.perf_counter() - t0
-            self._finish(readies)
+                took: list[float] = []
+                self._timed_sync(took)
+                self._count_sync(took)
+            self._finish([_Taken(g, rd) for g, rd in readies])
         else:
-            self._queued.extend(readies)
+            self._queued.extend(_Taken(g, rd) for g, rd in readies)
             self._queued_sync = True
         if self._queued and self._sync_task is None:
             self._sync_task = supervise(
@@ -781,22 +809,40 @@ class RaftDriver:
     async def _sync_in_thread(self, sync: Callable[[], None]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._syncer, sync)
 
+    def _timed_sync(self, took: list[float]) -> None:
+        """One WAL fsync, timed where it runs (on the loop or in the worker thread): the
+        time of the fsync, not of the hand-offs around it. The loop counts it (`_count_sync`),
+        so the stats are only ever changed on the loop."""
+        t0 = time.perf_counter()
+        self.store.sync_wal()
+        took.append(time.perf_counter() - t0)
+
+    def _count_sync(self, took: list[float]) -> None:
+        self.stats.syncs += len(took)
+        self.stats.sync_seconds += sum(took)
+
     async def _sync_queued(self) -> None:
         """Sync and finish the queued rounds until none is left: each sync covers every round
         written before it started, and rounds written meanwhile wait for the next one."""
         try:
             while self._queued and not self._stopped:
                 batch, self._queued = self._queued, []
+                self._syncing = batch
                 sync, self._queued_sync = self._queued_sync, False
                 if sync:
-                    t0 = time.perf_counter()
-                    await self._run_sync(self.store.sync_wal)
-                    self.stats.syncs += 1
-                    self.stats.sync_seconds += time.perf_counter() - t0
+                    took: list[float] = []
+                    await self._run_sync(functools.partial(self._timed_sync, took))
+                    self._count_sync(took)
                 if self._stopped:
                     return
+                self._syncing = []
                 self._finish(batch)
-                for group, _ in batch:
+                # The sync made more entries durable here: apply what is committed of them
+                # now rather than after the next sync (the queued rounds' own).
+                touched = {t.group.id: t.group for t in batch}
+                if self.timing.apply_ahead:
+                    touched.update((g.id, g) for g in self._apply_ahead())
+                for group in touched.values():
                     if not group.removed:
                         group.fsm.on_round()
                 self._wake.set()  # advances may have produced messages (commit broadcast)
@@ -806,23 +852,61 @@ class RaftDriver:
             self._fail_stop(f"a WAL sync (or the rounds it finishes) failed: {e!r}")
         finally:
             self._sync_task = None
+            self._syncing = []
 
-    def _finish(self, readies: list[tuple[Group, Ready]]) -> None:
+    def _finish(self, readies: list[_Taken]) -> None:
         """Steps 6 to 8 for rounds whose writes are durable, in the order they were taken."""
         out = self.outbox
-        for group, rd in readies:
-            for m in rd.persisted_messages:
-                out.send(m.to, group.id, m)
+        for t in readies:
+            for m in t.rd.persisted_messages:
+                out.send(m.to, t.group.id, m)
         out.flush()
-        for group, rd in readies:
+        for t in readies:
+            group, rd = t.group, t.rd
             if group.removed:
                 continue
             self._doing = f"applying committed entries of group {group.id}"
-            self._apply(group, rd)
-            group.node.advance(rd)
+            if t.applied:
+                group.node.advance_persisted(rd)
+            else:
+                self._apply(group, rd)
+                group.node.advance(rd)
             self._dirty.add(group.id)  # advance may have produced messages (commit broadcast)
             if self.fences:
                 self._note_lifted(group)
+
+    def _apply_ahead(self) -> list[Group]:
+        """Apply the committed entries of rounds still waiting for a sync, where they are
+        durable on this node already (raft/rawnode.py, "Applying ahead of a write"): a commit
+        that arrives while the next round's fsync runs is applied and answered at once. Per
+        group in Ready order: the first round that cannot go (its entries not yet durable here,
+        a snapshot or a leadership change to hand over with its write) holds back the later
+        ones. Returns the groups that applied something."""
+        held: set[str] = set()
+        applied: list[Group] = []
+        for t in (*self._syncing, *self._queued):
+            if t.applied:
+                continue
+            group, rd = t.group, t.rd
+            if group.removed or group.id in held:
+                continue
+            ents = rd.committed_entries
+            if (
+                rd.snapshot is not None
+                or rd.soft_state is not None
+                or (ents and ents[-1].index > group.node.persisted_index())
+            ):
+                held.add(group.id)
+                continue
+            t.applied = True
+            if ents:
+                self._doing = f"applying committed entries of group {group.id}"
+                self._apply(group, rd)
+                group.node.advance_applied(rd)
+                self._dirty.add(group.id)
+                self.stats.applied_ahead += 1
+                applied.append(group)
+        return applied
 
     def _apply(self, group: Group, rd: Ready) -> None:
         if rd.snapshot is not None:

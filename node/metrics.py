@@ -288,6 +288,11 @@ class NodeCollector(Collector):
             ("liferaft_disk_written_bytes", "Bytes of Raft entries written", s.bytes_persisted),
             ("liferaft_disk_written_entries", "Raft entries written", s.entries_persisted),
             ("liferaft_raft_messages_stepped", "Raft messages received", s.messages_stepped),
+            (
+                "liferaft_raft_applied_ahead",
+                "Readies whose committed entries were applied before their own write was synced",
+                s.applied_ahead,
+            ),
         ):
             c = CounterMetricFamily(name, help_)
             c.add_metric([], value)

@@ -48,6 +48,7 @@ wiped disk all go through it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -60,7 +61,7 @@ from raft import ConfChange, ConfChangeType, RaftError
 
 if TYPE_CHECKING:
     from node.broker import Broker
-    from node.controller import ControllerState
+    from node.controller import Controller, ControllerState
     from node.partition import Partition
     from raft import PeerProgress
 
@@ -278,6 +279,20 @@ def plan_moves(
             )
         )
     return out
+
+
+async def start_moves(ctl: Controller, cmds: list[MovePartition], timeout_s: float) -> None:
+    """Propose the commands `plan_moves` returned, one after the other, on the controller
+    leader: the one way moves start, for the gRPC API and the Kafka listener alike. Those
+    recorded before a timeout stand (each is a whole move); the error says so."""
+    try:
+        for cmd in cmds:
+            await asyncio.wait_for(ctl.replicate_and_wait(cmd), timeout_s)
+    except TimeoutError:
+        raise BrokerError(
+            ErrorCode.REQUEST_TIMED_OUT,
+            "the moves were not recorded in time; `liferaft partition moves` shows which were",
+        ) from None
 
 
 def plan_readd(

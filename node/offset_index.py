@@ -3,7 +3,10 @@
 A partition's log is its Raft log: one entry per record batch (plus no-ops and membership
 entries, which take no offsets). Consumers ask by record offset, Raft reads by entry index; this
 index maps one to the other. It only ever holds committed batches, so it grows at the end and is
-cut at the start (retention) but never rewritten: a committed entry is never taken back.
+cut at the start (retention, DeleteRecords) but never rewritten: a committed entry is never taken
+back. The log start offset may fall inside the first batch held (DeleteRecords to an offset in
+the middle of a batch, as in Kafka): that batch is still served whole, and readers skip the
+records before the offset they asked for.
 
 Kept in memory as parallel lists (bisect on base offsets), rebuilt on restart by re-applying the
 committed log. A few dozen bytes per batch: a million batches of 64 KiB (64 GiB) cost ~50 MB.
@@ -80,10 +83,14 @@ class OffsetIndex:
             self._max_ts[pos],
         )
 
-    def first_at_or_after_time(self, timestamp_ms: int) -> BatchLocation | None:
-        """The first batch whose max timestamp is >= timestamp_ms (ListOffsets by time)."""
-        for pos, ts in enumerate(self._max_ts):
-            if ts >= timestamp_ms:
+    def first_at_or_after_time(self, timestamp_ms: int, after: int = 0) -> BatchLocation | None:
+        """The first batch from offset `after` on whose max timestamp is >= timestamp_ms
+        (ListOffsets by time)."""
+        if after >= self.end_offset:
+            return None
+        first = max(0, self.position(after)) if after > self.start_offset else 0
+        for pos in range(first, len(self._max_ts)):
+            if self._max_ts[pos] >= timestamp_ms:
                 return self.at(pos)
         return None
 
@@ -100,6 +107,17 @@ class OffsetIndex:
         for lst in (self._bases, self._counts, self._indexes, self._sizes, self._max_ts):
             del lst[:count]
         self.start_offset = last.end_offset
+        return last
+
+    def advance_start(self, offset: int) -> BatchLocation | None:
+        """Move the log start up to `offset` (at most the end; never down), dropping the batches
+        now wholly below it (DeleteRecords). Returns the last batch dropped, if any."""
+        start = max(self.start_offset, min(offset, self.end_offset))
+        count = 0
+        while count < len(self._bases) and self._bases[count] + self._counts[count] <= start:
+            count += 1
+        last = self.drop_prefix(count)
+        self.start_offset = start
         return last
 
     def batches_to_drop(self, retention_bytes: int, retention_ms: int, now_ms: int) -> int:

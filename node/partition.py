@@ -20,6 +20,14 @@ committed batches alone and carried in snapshots, so every replica has it. The l
 batch against that state plus its uncommitted tail (`_leader_tail`, rebuilt on becoming leader
 like the next offset): a retry of a batch already in the log is answered with the offset it was
 written at, once that entry is committed, and is not written again.
+
+The log start offset (node/partition_commands.py): retention moves it on each replica by itself
+(whole batches, by size and age); DeleteRecords moves it on request through a command entry in
+the log, so every replica, a restarted one and one rebuilt from a snapshot agree on it: applying
+`DeleteRecords(offset)` raises `requested_log_start` to the offset, and the log start is the
+higher of that and what retention left. The batches wholly below it are dropped from the offset
+index at once and from the disk right after the round (a snapshot, then compaction, as for
+retention). The snapshot carries `requested_log_start`.
 """
 
 from __future__ import annotations
@@ -35,7 +43,10 @@ from dataclasses import dataclass
 from liferaft_proto import records
 from node.driver import Group, RaftDriver, take_snapshot
 from node.errors import BrokerError, ErrorCode
-from node.offset_index import OffsetIndex
+from node.offset_index import BatchLocation, OffsetIndex
+from node.partition_commands import DeleteRecords, is_command
+from node.partition_commands import decode as decode_command
+from node.partition_commands import encode as encode_command
 from node.producer_state import BatchRecord, ProducerStateTable, check_batch
 from node.topic_config import TopicConfig
 from raft import (
@@ -70,6 +81,20 @@ class _Waiter:
     """Its fate, settled when the entry at its index is applied (or a snapshot covers it):
     whether that entry is the one proposed (the same term). Kept here, because retention may
     drop the entry from the log before the waiter is answered (acks=all waits for the ISR)."""
+
+
+@dataclass(slots=True)
+class _CommandWaiter:
+    """A DeleteRecords proposed at `index` in `term`, answered with the log start once that
+    entry is applied (or NOT_LEADER: a retry is harmless, the command is idempotent)."""
+
+    index: int
+    term: int
+    future: asyncio.Future[int]
+
+
+def _is_batch(e: Entry) -> bool:
+    return e.type == EntryType.NORMAL and not is_command(e.data)
 
 
 @dataclass(slots=True, frozen=True)
@@ -172,6 +197,15 @@ class Partition:
         self._leader_producers: ProducerStateTable | None = None
         self._hw_changed = asyncio.Event()
         self._applied_term = 0  # the term of the last entry applied (or of the snapshot)
+        self.applied_index = 0  # the index of the last entry applied (or of the snapshot)
+        self.requested_log_start = 0
+        """The highest offset a committed DeleteRecords asked the log to start at: the same on
+        every replica at the same applied index (retention's start is each replica's own)."""
+        self.restored_as_of_index = 0
+        """The applied index the last restored snapshot's data reflects (its producer table and
+        requested log start are those of a later index than the snapshot's own)."""
+        self._command_waiters: list[_CommandWaiter] = []
+        self._reclaim: BatchLocation | None = None  # dropped from the index, not yet from disk
         self._ticks = 0
         self._retention_ticks = 0
         self.group: Group = driver.add_group(
@@ -383,7 +417,7 @@ class Partition:
             offset = self.offsets.end_offset
             table = self.producers.copy()
             for e in self.group.node.unapplied_entries():
-                if e.type == EntryType.NORMAL:
+                if _is_batch(e):
                     h = records.read_header(e.data)
                     if h.base_offset < offset:
                         continue  # covered by a snapshot
@@ -423,7 +457,7 @@ class Partition:
                 at.base_offset, at.record_count, at.raft_index, node.term_at(at.raft_index)
             )
         for e in node.unapplied_entries():
-            if e.type != EntryType.NORMAL:
+            if not _is_batch(e):
                 continue
             h = records.read_header(e.data)
             if h.base_offset + h.record_count <= view.log_end_offset:
@@ -508,6 +542,117 @@ class Partition:
             if not w.future.done():
                 w.future.set_exception(err)
 
+    # -- delete records ------------------------------------------------------------------------
+    def delete_records(self, offset: int) -> tuple[int, asyncio.Future[int] | None]:
+        """Kafka's DeleteRecords on the leader: move the log start offset up to `offset` (-1:
+        the high watermark). Returns the log start now and, when a command was proposed, a
+        future that resolves to the new log start (the low watermark) once it is applied.
+        An offset at or below the log start changes nothing (no future); one above the high
+        watermark, or negative but -1, is OFFSET_OUT_OF_RANGE, as in Kafka."""
+        if not self.is_leader:
+            raise self._not_leader()
+        hw = self.high_watermark
+        start = self.log_start_offset
+        target = hw if offset == -1 else offset
+        if target < 0 or target > hw:
+            raise BrokerError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"cannot delete records of {self.topic}-{self.index} before offset {offset}: "
+                f"give an offset between its log start {start} and its high watermark {hw}, "
+                "or -1 for the high watermark; nothing was deleted",
+            )
+        if target <= start:
+            return start, None
+        node = self.group.node
+        try:
+            index = node.propose(encode_command(DeleteRecords(offset=target)))
+        except NotLeaderError:
+            raise self._not_leader() from None
+        except ProposalDroppedError as e:
+            raise BrokerError(ErrorCode.NOT_LEADER, f"leadership is moving: {e}") from None
+        self.driver.touched(self.group_id)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._command_waiters.append(_CommandWaiter(index, node.term, fut))
+        return start, fut
+
+    async def delete_records_and_wait(self, offset: int, timeout_s: float) -> int:
+        """delete_records, then wait (up to timeout_s: REQUEST_TIMED_OUT) until it is applied
+        here; returns the low watermark (the new log start). Shared by the gRPC and Kafka
+        handlers."""
+        start, fut = self.delete_records(offset)
+        if fut is None:
+            return start
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            raise BrokerError(
+                ErrorCode.REQUEST_TIMED_OUT,
+                f"the delete-records request on {self.topic}-{self.index} was not committed "
+                f"within {timeout_s:g} s; it may still be (retrying it is safe)",
+            ) from None
+        finally:
+            if not fut.done():
+                self.cancel_command_waiter(fut)
+
+    def cancel_command_waiter(self, fut: asyncio.Future[int]) -> None:
+        self._command_waiters = [w for w in self._command_waiters if w.future is not fut]
+
+    def _fail_command_waiters(self, err: BrokerError, up_to: int | None = None) -> None:
+        kept = []
+        for w in self._command_waiters:
+            if up_to is None or w.index <= up_to:
+                if not w.future.done():
+                    w.future.set_exception(err)
+            else:
+                kept.append(w)
+        self._command_waiters = kept
+
+    def _settle_command_waiters(self, entries: list[Entry]) -> None:
+        lo, hi = entries[0].index, entries[-1].index
+        kept = []
+        for w in self._command_waiters:
+            if w.future.done():
+                continue
+            if not lo <= w.index <= hi:
+                kept.append(w)
+            elif entries[w.index - lo].term == w.term:
+                w.future.set_result(self.log_start_offset)
+            else:
+                w.future.set_exception(
+                    BrokerError(
+                        ErrorCode.NOT_LEADER,
+                        f"the delete-records request on {self.topic}-{self.index} was "
+                        "overwritten by a new leader; retry (it is safe to)",
+                    )
+                )
+        self._command_waiters = kept
+
+    def _apply_command(self, e: Entry) -> None:
+        try:
+            cmd = decode_command(e.data)
+        except BrokerError as err:
+            # Only a leader of this code writes these; one it cannot read is applied as
+            # nothing on every replica alike (as the controller does with a refused command).
+            log.error("%s-%d: entry %d skipped: %s", self.topic, self.index, e.index, err)
+            return
+        if isinstance(cmd, DeleteRecords) and cmd.offset > self.requested_log_start:
+            self.requested_log_start = cmd.offset
+            self._advance_log_start()
+            log.info(
+                "%s-%d: records before offset %d deleted on request; log now starts at %d",
+                self.topic,
+                self.index,
+                cmd.offset,
+                self.log_start_offset,
+            )
+
+    def _advance_log_start(self) -> None:
+        """Raise the log start to the requested one (as far as the applied log reaches): the
+        batches now wholly below it leave the index, and the disk after this round."""
+        dropped = self.offsets.advance_start(self.requested_log_start)
+        if dropped is not None:
+            self._reclaim = dropped
+
     # -- fetch ---------------------------------------------------------------------------------
     async def fetch(
         self, offset: int, max_bytes: int, max_wait_ms: int, min_bytes: int = 1
@@ -543,7 +688,7 @@ class Partition:
         last = self.offsets.last_index()
         storage = self.group.storage
         ents = storage.entries(loc.raft_index, last + 1, max(1, max_bytes))
-        data = [e.data for e in ents if e.type == EntryType.NORMAL]
+        data = [e.data for e in ents if _is_batch(e)]
         return FetchResult(b"".join(data), hw, start)
 
     def lag(self, offset: int) -> tuple[int, int]:
@@ -598,18 +743,21 @@ class Partition:
         holds the answer is decoded, to find the exact record in it."""
         if not self.is_leader:
             raise self._not_leader()
+        start = self.log_start_offset  # the first batch may begin below it (DeleteRecords)
         loc = self.offsets.first_at_or_after_time(timestamp_ms)
-        if loc is None:
-            return None
-        ents = self.group.storage.entries(loc.raft_index, loc.raft_index + 1)
-        try:
-            for rec in records.iter_records(ents[0].data):
-                if rec.timestamp_ms >= timestamp_ms:
-                    return int(rec.offset), int(rec.timestamp_ms)
-        except ImportError:
-            # A compressed batch and no codec here: its first offset is a safe answer (a reader
-            # starting there sees every record at or after the time, and a few before it).
-            return loc.base_offset, loc.max_timestamp_ms
+        while loc is not None:
+            ents = self.group.storage.entries(loc.raft_index, loc.raft_index + 1)
+            try:
+                for rec in records.iter_records(ents[0].data):
+                    if rec.timestamp_ms >= timestamp_ms and rec.offset >= start:
+                        return int(rec.offset), int(rec.timestamp_ms)
+            except ImportError:
+                # A compressed batch and no codec here: its first offset is a safe answer (a
+                # reader starting there sees every record at or after the time, and a few
+                # before it).
+                return max(start, loc.base_offset), loc.max_timestamp_ms
+            # Every record at or after the time in this batch is below the log start.
+            loc = self.offsets.first_at_or_after_time(timestamp_ms, after=loc.end_offset)
         return None
 
     # -- the state machine (called by the driver) ---------------------------------------------
@@ -619,9 +767,14 @@ class Partition:
         if self._waiters:
             self._settle_waiters(entries)
         self._applied_term = entries[-1].term
+        self.applied_index = entries[-1].index
         advanced = False
         for e in entries:
             if e.type != EntryType.NORMAL:
+                continue
+            if is_command(e.data):
+                self._apply_command(e)
+                advanced = True
                 continue
             h = records.read_header(e.data)
             if h.base_offset < self.offsets.end_offset:
@@ -629,6 +782,9 @@ class Partition:
             self.offsets.append(
                 h.base_offset, h.record_count, e.index, len(e.data), h.max_timestamp
             )
+            if self.requested_log_start > self.offsets.start_offset:
+                # Replayed after a snapshot whose requested start lies past its own entries.
+                self._advance_log_start()
             if h.is_idempotent and h.base_offset >= self._producers_as_of:
                 self.producers.record(
                     h.producer_id,
@@ -640,6 +796,8 @@ class Partition:
                     e.term,
                 )
             advanced = True
+        if self._command_waiters:
+            self._settle_command_waiters(entries)
         if advanced:
             self._hw_changed.set()
             self._hw_changed = asyncio.Event()
@@ -676,10 +834,23 @@ class Partition:
 
     def restore(self, snapshot: Snapshot) -> None:
         self._settle_waiters_by_snapshot(snapshot)
+        self._fail_command_waiters(
+            BrokerError(
+                ErrorCode.NOT_LEADER,
+                f"{self.topic}-{self.index} caught up from a snapshot; retry the delete-records "
+                "request (it is safe to)",
+            ),
+            up_to=snapshot.meta.index,
+        )
         self._applied_term = snapshot.meta.term
+        self.applied_index = snapshot.meta.index
         state = json.loads(snapshot.data or b"{}")
         next_offset = int(state.get("next_offset", 0))
         self.offsets.reset(next_offset)
+        self._reclaim = None
+        self.requested_log_start = int(state.get("log_start_offset", 0))
+        self.restored_as_of_index = int(state.get("as_of_index", snapshot.meta.index))
+        self._advance_log_start()
         self.producers = ProducerStateTable.from_json(state.get("producers", []))
         self._producers_as_of = int(state.get("producers_as_of", next_offset))
         self._next_offset = None
@@ -690,11 +861,15 @@ class Partition:
     def on_soft_state(self, soft: SoftState, term: int) -> None:
         self._next_offset = None
         self._leader_producers = None
+        if soft.role != Role.LEADER and self._command_waiters:
+            self._fail_command_waiters(self._not_leader())
         if soft.role == Role.LEADER:
             log.info("node %d leads %s-%d (term %d)", self.node_id, self.topic, self.index, term)
 
     def on_round(self) -> None:
         self._resolve_waiters()
+        if self._reclaim is not None:
+            self._compact()
 
     def on_tick(self) -> None:
         self._ticks += 1
@@ -742,19 +917,8 @@ class Partition:
         )
         if drop <= 0:
             return 0
-        last = self.offsets.drop_prefix(drop)
-        assert last is not None
-        # The producer state is the applied one, newer than the snapshot's index: it says up to
-        # which offset it reflects, so a replica that restores it skips those batches' updates.
-        data = json.dumps(
-            {
-                "next_offset": last.end_offset,
-                "producers": self.producers.to_json(),
-                "producers_as_of": self.offsets.end_offset,
-            }
-        ).encode()
-        take_snapshot(self.group, last.raft_index, data)
-        self.group.storage.compact(last.raft_index)
+        self._reclaim = self.offsets.drop_prefix(drop)
+        self._compact()
         log.info(
             "%s-%d: retention dropped %d batches; log now starts at offset %d",
             self.topic,
@@ -764,5 +928,28 @@ class Partition:
         )
         return drop
 
+    def _compact(self) -> None:
+        """Free the disk below the batches dropped from the index (retention, DeleteRecords):
+        a snapshot at the last one dropped, then the log cut there. RocksDB frees the space as
+        it compacts the deleted range."""
+        last, self._reclaim = self._reclaim, None
+        if last is None:
+            return
+        # The producer state is the applied one, newer than the snapshot's index: it says up to
+        # which offset it reflects, so a replica that restores it skips those batches' updates.
+        # So is the requested log start (applying it again changes nothing).
+        data = json.dumps(
+            {
+                "next_offset": last.end_offset,
+                "producers": self.producers.to_json(),
+                "producers_as_of": self.offsets.end_offset,
+                "log_start_offset": self.requested_log_start,
+                "as_of_index": self.applied_index,
+            }
+        ).encode()
+        take_snapshot(self.group, last.raft_index, data)
+        self.group.storage.compact(last.raft_index)
+
     def close(self, reason: BrokerError) -> None:
         self._fail_waiters(reason)
+        self._fail_command_waiters(reason)

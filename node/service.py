@@ -121,6 +121,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     Fetch = route("Fetch", fetch.fetch)
     ListOffsets = route("ListOffsets", fetch.list_offsets)
     PartitionLag = route("PartitionLag", fetch.partition_lag)
+    DeleteRecords = route("DeleteRecords", fetch.delete_records)
 
     async def FetchStream(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext

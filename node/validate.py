@@ -143,6 +143,12 @@ def list_offsets(r: broker_pb2.ListOffsetsRequest) -> None:
         )
 
 
+def delete_records(r: broker_pb2.DeleteRecordsRequest) -> None:
+    _topic_partition(r.topic, r.partition)
+    check_timeout_ms(r.timeout_ms)
+    # The offset is the partition's to judge (OFFSET_OUT_OF_RANGE, as Kafka answers it).
+
+
 def partition_lag(r: broker_pb2.PartitionLagRequest) -> None:
     _topic_partition(r.topic, r.partition)
     check_offset(r.offset)

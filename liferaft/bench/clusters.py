@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from liferaft.launcher import DevCluster, DevClusterError, free_port_block
+from liferaft.launcher import DevCluster, DevClusterError, free_port_block, secure_args
 
 __all__ = [
     "NATS_SERVER",
@@ -42,15 +42,22 @@ class NatsUnavailable(RuntimeError):
 
 @contextmanager
 def liferaft_cluster(
-    nodes: int = 3, extra_args: list[str] | None = None, *, tls: bool = True
+    nodes: int = 3, extra_args: list[str] | None = None, *, tls: bool = True, secure: bool = False
 ) -> Iterator[DevCluster]:
     """A fresh local liferaft cluster (node processes as `liferaft dev` runs them), with mutual
-    TLS between its nodes unless `tls=False`."""
+    TLS between its nodes unless `tls=False`. `secure=True` starts it as `liferaft dev up
+    --secure` does (TLS and SCRAM logins on both client listeners, ACLs on) and makes the first
+    admin, whose client settings are then in `dev.client_config`."""
+    if secure and not tls:
+        raise ValueError("a secure cluster needs TLS between its nodes")
+    args = list(extra_args or []) + (secure_args(nodes) if secure else [])
     tmp = Path(tempfile.mkdtemp(prefix="liferaft-bench-"))
-    dev = DevCluster.create(tmp, nodes, free_port_block(nodes), list(extra_args or []), tls=tls)
+    dev = DevCluster.create(tmp, nodes, free_port_block(nodes), args, tls=tls)
     try:
         dev.start()
         dev.wait_healthy(60)
+        if secure:
+            dev.make_first_admin()
         yield dev
     finally:
         with suppress(DevClusterError, OSError):

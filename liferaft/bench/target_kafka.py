@@ -53,6 +53,33 @@ def kafka_bootstrap(bootstrap: list[str]) -> str:
     return ",".join(listener_address(a, KAFKA.offset) for a in bootstrap)
 
 
+def librdkafka_security(options: dict[str, Any] | None) -> dict[str, Any]:
+    """The client's security options (aiokafka's names, client/security.py) as librdkafka's
+    settings: the same credentials on the Kafka listener as on the gRPC one."""
+    options = options or {}
+    out: dict[str, Any] = {}
+    names = {
+        "security_protocol": "security.protocol",
+        "ssl_cafile": "ssl.ca.location",
+        "ssl_certfile": "ssl.certificate.location",
+        "ssl_keyfile": "ssl.key.location",
+        "sasl_mechanism": "sasl.mechanism",
+        "sasl_plain_username": "sasl.username",
+        "sasl_plain_password": "sasl.password",
+    }
+    for option, value in options.items():
+        if value is None:
+            continue
+        if option not in names:
+            raise ValueError(f"--client kafka cannot use the security option {option}")
+        out[names[option]] = str(value)
+    if str(out.get("security.protocol", "")).upper().startswith("SASL") and (
+        "sasl.mechanism" not in out
+    ):
+        out["sasl.mechanism"] = "SCRAM-SHA-512"  # the liferaft client's default too
+    return out
+
+
 def _confluent() -> Any:
     try:
         import confluent_kafka
@@ -75,7 +102,9 @@ class _KafkaTally:
     produce_requests: int | None = None
 
 
-def _producer_config(bootstrap: str, spec: ProduceSpec, stats: dict[str, Any]) -> dict[str, Any]:
+def _producer_config(
+    bootstrap: str, spec: ProduceSpec, stats: dict[str, Any], security: dict[str, Any]
+) -> dict[str, Any]:
     idempotent = spec.acks == -1
 
     def on_stats(text: str) -> None:
@@ -98,6 +127,7 @@ def _producer_config(bootstrap: str, spec: ProduceSpec, stats: dict[str, Any]) -
         "message.timeout.ms": int(FLUSH_TIMEOUT_S * 1000),
         "statistics.interval.ms": 500,
         "stats_cb": on_stats,
+        **security,
     }
 
 
@@ -121,11 +151,12 @@ def _produce_thread(
     first_partition: int,
     tally: _KafkaTally,
     ready: threading.Barrier,
+    security: dict[str, Any],
 ) -> None:
     ck = _confluent()
     stats: dict[str, Any] = {}
     try:
-        producer = ck.Producer(_producer_config(bootstrap, spec, stats))
+        producer = ck.Producer(_producer_config(bootstrap, spec, stats, security))
         values = [os.urandom(spec.record_size) for _ in range(min(VALUES, share or VALUES))]
     except BaseException:
         ready.abort()  # the others must not wait for this one
@@ -181,11 +212,21 @@ async def run_kafka_produce(
     *,
     progress: Progress | None = None,
     create: bool = True,
+    security: dict[str, Any] | None = None,
 ) -> BenchResult:
     """Run a produce workload with confluent-kafka (module docstring)."""
+    from client.security import Security
+
     ck = _confluent()
+    kafka_security = librdkafka_security(security)
     if create:
-        await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor)
+        await ensure_topic(
+            bootstrap,
+            spec.topic,
+            spec.partitions,
+            spec.replication_factor,
+            Security.from_options(security or {}),
+        )
     servers = kafka_bootstrap(bootstrap)
     total = spec.total_records
     tallies = [_KafkaTally() for _ in range(spec.producers)]
@@ -207,6 +248,7 @@ async def run_kafka_produce(
                 i,
                 tally,
                 ready,
+                kafka_security,
             )
         )
 
@@ -261,7 +303,13 @@ async def run_kafka_produce(
     )
 
 
-def _consume_thread(bootstrap: str, spec: ConsumeSpec, targets: list[int], tally: _Tally) -> None:
+def _consume_thread(
+    bootstrap: str,
+    spec: ConsumeSpec,
+    targets: list[int],
+    tally: _Tally,
+    security: dict[str, Any],
+) -> None:
     ck = _confluent()
     consumer = ck.Consumer(
         {
@@ -271,6 +319,7 @@ def _consume_thread(bootstrap: str, spec: ConsumeSpec, targets: list[int], tally
             "enable.auto.commit": False,
             "fetch.max.bytes": max(spec.fetch_max_bytes, 1 << 20),
             "max.partition.fetch.bytes": spec.fetch_max_bytes,
+            **security,
         }
     )
     try:
@@ -303,7 +352,18 @@ def _consume_thread(bootstrap: str, spec: ConsumeSpec, targets: list[int], tally
 
 
 async def consume_kafka(
-    bootstrap: list[str], spec: ConsumeSpec, targets: list[int], tally: _Tally
+    bootstrap: list[str],
+    spec: ConsumeSpec,
+    targets: list[int],
+    tally: _Tally,
+    security: dict[str, Any] | None = None,
 ) -> None:
     """Read `targets[p]` records from each partition p with confluent-kafka."""
-    await asyncio.to_thread(_consume_thread, kafka_bootstrap(bootstrap), spec, targets, tally)
+    await asyncio.to_thread(
+        _consume_thread,
+        kafka_bootstrap(bootstrap),
+        spec,
+        targets,
+        tally,
+        librdkafka_security(security),
+    )

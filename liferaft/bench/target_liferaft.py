@@ -25,10 +25,11 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
+from client.security import Security
 from liferaft.bench.stats import BenchResult, LatencyRecorder
 from liferaft.bench.workload import Batch, ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
 from liferaft_proto import records
@@ -79,10 +80,15 @@ def _describe(err: grpc.aio.AioRpcError) -> str:
 class Router:
     """Where each partition's leader is, from the Metadata RPC; one channel per node."""
 
-    def __init__(self, bootstrap: list[str]) -> None:
+    def __init__(self, bootstrap: list[str], security: Security | None = None) -> None:
         if not bootstrap:
             raise BenchError("no bootstrap address")
         self.bootstrap = bootstrap
+        security = security or Security()
+        self._credentials = security.channel_credentials()
+        self.md: tuple[tuple[str, str | bytes], ...] | None = security.call_metadata() or None
+        """What every call carries: the SASL username and password (None without SASL). Passed
+        per call rather than by an interceptor, which would cost Python time on every call."""
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._leaders: dict[tuple[str, int], str] = {}
         self._refreshing: asyncio.Task[None] | None = None
@@ -90,9 +96,11 @@ class Router:
     def stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=CHANNEL_OPTIONS
-            )
+            if self._credentials is None:
+                ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                ch = grpc.aio.secure_channel(address, self._credentials, options=CHANNEL_OPTIONS)
+            self._channels[address] = ch
         return broker_pb2_grpc.BrokerStub(ch)
 
     async def metadata(self, topics: list[str]) -> broker_pb2.MetadataResponse:
@@ -100,7 +108,7 @@ class Router:
         for address in self.bootstrap:
             try:
                 return await self.stub(address).Metadata(
-                    broker_pb2.MetadataRequest(topics=topics), timeout=5.0
+                    broker_pb2.MetadataRequest(topics=topics), timeout=5.0, metadata=self.md
                 )
             except grpc.aio.AioRpcError as e:
                 last = e
@@ -178,6 +186,7 @@ async def create_topic(
     *,
     timeout_s: float = 30.0,
     exist_ok: bool = False,
+    metadata: tuple[tuple[str, str | bytes], ...] | None = None,
 ) -> None:
     """CreateTopics through any node (it forwards to the controller); returns once the topic
     exists. Raises BenchError with the broker's reason."""
@@ -190,7 +199,7 @@ async def create_topic(
         timeout_ms=int(timeout_s * 1000),
     )
     try:
-        resp = await stub.CreateTopics(req, timeout=timeout_s + 15)
+        resp = await stub.CreateTopics(req, timeout=timeout_s + 15, metadata=metadata)
     except grpc.aio.AioRpcError as e:
         raise BenchError(f"creating {topic!r}: {_describe(e)}") from None
     err = resp.topics[0].error
@@ -202,17 +211,26 @@ async def create_topic(
 
 
 async def ensure_topic(
-    bootstrap: list[str], topic: str, partitions: int, replication_factor: int
+    bootstrap: list[str],
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    security: Security | None = None,
 ) -> None:
     """Create the topic unless it exists (with at least that many partitions), and wait until
     every partition has a leader whose ISR is complete (so acks=all is not refused at first)."""
-    router = Router(bootstrap)
+    router = Router(bootstrap, security)
     try:
         md = await router.metadata([topic])
         tm = md.topics[0] if md.topics else None
         if tm is None or tm.error_code == errors_pb2.UNKNOWN_TOPIC_OR_PARTITION:
             await create_topic(
-                router.stub(bootstrap[0]), topic, partitions, replication_factor, exist_ok=True
+                router.stub(bootstrap[0]),
+                topic,
+                partitions,
+                replication_factor,
+                exist_ok=True,
+                metadata=router.md,
             )
         elif len(tm.partitions) < partitions:
             raise BenchError(
@@ -286,18 +304,23 @@ async def _producer(
     tally: _Tally,
     first_partition: int,
     client: str,
+    security: Security,
+    options: dict[str, Any],
 ) -> None:
     templates = _Templates(spec.record_size, spec.batch_records)
     for n in {spec.batch_records, 1}:
         templates.batch(n)
     topic = spec.topic
-    router = Router(bootstrap)
+    router = Router(bootstrap, security)
     producer = None
     if client == "producer":
         from client import Producer
 
         producer = Producer(
-            bootstrap, acks=spec.acks, delivery_timeout_ms=int(DELIVERY_TIMEOUT_S * 1000)
+            bootstrap,
+            acks=spec.acks,
+            delivery_timeout_ms=int(DELIVERY_TIMEOUT_S * 1000),
+            **options,
         )
         await producer.start()
 
@@ -313,7 +336,7 @@ async def _producer(
             router,
             topic,
             partition,
-            lambda stub: stub.Produce(req, timeout=REQUEST_TIMEOUT_S),
+            lambda stub: stub.Produce(req, timeout=REQUEST_TIMEOUT_S, metadata=router.md),
             time.monotonic() + DELIVERY_TIMEOUT_S,
         )
 
@@ -356,16 +379,23 @@ async def run_produce(
     client: str = "raw",
     progress: Progress | None = None,
     create: bool = True,
+    security: dict[str, Any] | None = None,
 ) -> BenchResult:
-    """Run a produce workload (creating the topic first unless create=False)."""
+    """Run a produce workload (creating the topic first unless create=False). `security` holds
+    the client's security options (client/security.py, aiokafka's names), as the CLI reads them
+    (--client-config, LIFERAFT_SECURITY_PROTOCOL...)."""
     if client not in ("raw", "producer", "kafka"):
         raise ValueError(f"client must be raw, producer or kafka, got {client!r}")
     if client == "kafka":
         from liferaft.bench.target_kafka import run_kafka_produce
 
-        return await run_kafka_produce(bootstrap, spec, progress=progress, create=create)
+        return await run_kafka_produce(
+            bootstrap, spec, progress=progress, create=create, security=security
+        )
+    options = dict(security or {})
+    sec = Security.from_options(options)
     if create:
-        await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor)
+        await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor, sec)
     total = spec.total_records
     start = time.monotonic()
     deadline = start + spec.duration_s if spec.duration_s else None
@@ -387,7 +417,10 @@ async def run_produce(
     ticker = asyncio.create_task(_ticker(tally, progress))
     try:
         await asyncio.gather(
-            *(_producer(spec, bootstrap, pacer, tally, i, client) for i, pacer in enumerate(pacers))
+            *(
+                _producer(spec, bootstrap, pacer, tally, i, client, sec, options)
+                for i, pacer in enumerate(pacers)
+            )
         )
     finally:
         ticker.cancel()
@@ -407,7 +440,12 @@ async def run_produce(
         latency=tally.latency,
         errors=tally.errors,
         requests=tally.requests,
-        settings={**spec.settings(), "client": client, "failures": tally.failures},
+        settings={
+            **spec.settings(),
+            "client": client,
+            "security_protocol": sec.protocol,
+            "failures": tally.failures,
+        },
     )
 
 
@@ -422,18 +460,21 @@ async def _high_watermarks(router: Router, topic: str, partitions: int) -> list[
         def ask(
             stub: broker_pb2_grpc.BrokerStub, req: broker_pb2.ListOffsetsRequest = req
         ) -> Awaitable[broker_pb2.ListOffsetsResponse]:
-            return stub.ListOffsets(req, timeout=5.0)
+            return stub.ListOffsets(req, timeout=5.0, metadata=router.md)
 
         resp = await _call_leader(router, topic, p, ask, time.monotonic() + DELIVERY_TIMEOUT_S)
         out.append(resp.offset)
     return out
 
 
-async def prepare_consume(bootstrap: list[str], spec: ConsumeSpec) -> list[int]:
+async def prepare_consume(
+    bootstrap: list[str], spec: ConsumeSpec, security: dict[str, Any] | None = None
+) -> list[int]:
     """Make sure the topic holds spec.records records (producing what is missing, unmeasured);
     returns the high watermark of each partition."""
-    await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor)
-    router = Router(bootstrap)
+    sec = Security.from_options(security or {})
+    await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor, sec)
+    router = Router(bootstrap, sec)
     try:
         hws = await _high_watermarks(router, spec.topic, spec.partitions)
     finally:
@@ -448,8 +489,8 @@ async def prepare_consume(bootstrap: list[str], spec: ConsumeSpec) -> list[int]:
             partitions=spec.partitions,
             replication_factor=spec.replication_factor,
         )
-        await run_produce(bootstrap, fill, create=False)
-        router = Router(bootstrap)
+        await run_produce(bootstrap, fill, create=False, security=security)
+        router = Router(bootstrap, sec)
         try:
             hws = await _high_watermarks(router, spec.topic, spec.partitions)
         finally:
@@ -463,12 +504,14 @@ async def run_consume(
     *,
     client: str = "raw",
     progress: Progress | None = None,
+    security: dict[str, Any] | None = None,
 ) -> BenchResult:
     """Read spec.records records from the start of the topic's partitions (caught up: the
-    records are all there before the clock starts). Latency figures are per Fetch request."""
+    records are all there before the clock starts). Latency figures are per Fetch request.
+    `security`: the client's security options, as run_produce takes them."""
     if client not in ("raw", "consumer", "kafka"):
         raise ValueError(f"client must be raw, consumer or kafka, got {client!r}")
-    hws = await prepare_consume(bootstrap, spec)
+    hws = await prepare_consume(bootstrap, spec, security)
     # Read each partition up to its share of the records, at most its high watermark.
     targets, left = [], spec.records
     for hw in hws:
@@ -480,13 +523,13 @@ async def run_consume(
     start = time.monotonic()
     try:
         if client == "raw":
-            await _consume_raw(bootstrap, spec, targets, tally)
+            await _consume_raw(bootstrap, spec, targets, tally, security)
         elif client == "kafka":
             from liferaft.bench.target_kafka import consume_kafka
 
-            await consume_kafka(bootstrap, spec, targets, tally)
+            await consume_kafka(bootstrap, spec, targets, tally, security)
         else:
-            await _consume_client(bootstrap, spec, targets, tally)
+            await _consume_client(bootstrap, spec, targets, tally, security)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -508,9 +551,13 @@ async def run_consume(
 
 
 async def _consume_raw(
-    bootstrap: list[str], spec: ConsumeSpec, targets: list[int], tally: _Tally
+    bootstrap: list[str],
+    spec: ConsumeSpec,
+    targets: list[int],
+    tally: _Tally,
+    security: dict[str, Any] | None = None,
 ) -> None:
-    router = Router(bootstrap)
+    router = Router(bootstrap, Security.from_options(security or {}))
     topic = spec.topic
 
     async def one(partition: int, upto: int) -> None:
@@ -528,7 +575,7 @@ async def _consume_raw(
             def fetch(
                 stub: broker_pb2_grpc.BrokerStub, req: broker_pb2.FetchRequest = req
             ) -> Awaitable[broker_pb2.FetchResponse]:
-                return stub.Fetch(req, timeout=REQUEST_TIMEOUT_S)
+                return stub.Fetch(req, timeout=REQUEST_TIMEOUT_S, metadata=router.md)
 
             resp = await _call_leader(
                 router, topic, partition, fetch, time.monotonic() + DELIVERY_TIMEOUT_S
@@ -549,13 +596,20 @@ async def _consume_raw(
 
 
 async def _consume_client(
-    bootstrap: list[str], spec: ConsumeSpec, targets: list[int], tally: _Tally
+    bootstrap: list[str],
+    spec: ConsumeSpec,
+    targets: list[int],
+    tally: _Tally,
+    security: dict[str, Any] | None = None,
 ) -> None:
     from client import Consumer, TopicPartition
 
     want = {TopicPartition(spec.topic, p): upto for p, upto in enumerate(targets) if upto > 0}
     async with Consumer(
-        bootstrap, auto_offset_reset="earliest", fetch_max_bytes=spec.fetch_max_bytes
+        bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=spec.fetch_max_bytes,
+        **(security or {}),
     ) as consumer:
         consumer.assign(list(want))
         await consumer.seek_to_beginning(*want)

@@ -2,6 +2,8 @@
 
     liferaft bench produce [--bootstrap ...] --records 200000 --record-size 1024 --acks all
     liferaft bench produce --client kafka --records 200000   # confluent-kafka, Kafka listeners
+    liferaft bench produce --secure --records 200000       # TLS + SCRAM + ACLs (dev up --secure)
+    liferaft --client-config F bench produce -b HOST:PORT   # a cluster whose clients log in
     liferaft bench consume [--bootstrap ...] --records 200000
     liferaft bench compare --records 200000 --runs 3      # liferaft, then NATS JetStream R3
     liferaft bench partitions --partitions 1000           # idle CPU and restart rejoin time
@@ -101,6 +103,22 @@ PlaintextOpt = Annotated[
         help="Start the local cluster without TLS between its nodes (to measure what TLS costs).",
     ),
 ]
+SecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="Start the local cluster as `liferaft dev up --secure` does (TLS and SCRAM-SHA-512 "
+        "logins on the client listeners, ACLs on) and log in as its first admin. Against "
+        "--bootstrap, give the credentials as to any command: liferaft --client-config F, "
+        "--security-protocol ... or LIFERAFT_* variables.",
+    ),
+]
+
+
+_SECURE_WITH_BOOTSTRAP = (
+    "--secure starts a secure local cluster: leave out --bootstrap (give its credentials with "
+    "liferaft --client-config)"
+)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -296,6 +314,7 @@ def produce(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     plaintext: PlaintextOpt = False,
+    secure: SecureOpt = False,
 ) -> None:
     """Produce records as fast as the cluster takes them (or at --throughput) and report."""
     from liferaft.bench.clusters import nats_cluster
@@ -340,14 +359,43 @@ def produce(
                         "leave out --bootstrap",
                         2,
                     )
-                addresses = _addresses(bootstrap, stack, tls=not plaintext)
+                if secure and bootstrap:
+                    raise _fail(_SECURE_WITH_BOOTSTRAP, 2)
+                if secure and plaintext:
+                    raise _fail(
+                        "--secure starts a secure local cluster: leave out "
+                        "--insecure-plaintext-between-nodes",
+                        2,
+                    )
+                addresses, security = _cluster(bootstrap, stack, tls=not plaintext, secure=secure)
 
                 async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
                     spec = _produce_spec(_topic(topic, run), **kw)
-                    return await run_produce(addresses, spec, client=client, progress=cb)
+                    return await run_produce(
+                        addresses, spec, client=client, progress=cb, security=security
+                    )
 
                 results = _run_many("liferaft produce", runs, probe.total_records, lr_run, bar)
         _emit("produce", {system: _summary(results)}, as_json)
+
+
+def _cluster(
+    bootstrap: str | None, stack: ExitStack, *, tls: bool = True, secure: bool = False
+) -> tuple[list[str], dict[str, Any]]:
+    """The cluster's addresses and the client's security options: the CLI's own (--client-config,
+    --security-protocol...) for --bootstrap, the first admin's for a local --secure cluster,
+    none for a local plaintext one."""
+    from liferaft.cli._client import _client_config, security_settings
+
+    if bootstrap:
+        return _addresses(bootstrap, stack), security_settings()
+    if not secure:
+        return _addresses(None, stack, tls=tls), {}
+    from liferaft.bench.clusters import liferaft_cluster
+
+    with err_console.status("starting a local three-node liferaft cluster (--secure)..."):
+        dev = stack.enter_context(liferaft_cluster(secure=True))
+    return dev.bootstrap.split(","), _client_config(str(dev.client_config))
 
 
 def _addresses(bootstrap: str | None, stack: ExitStack, *, tls: bool = True) -> list[str]:
@@ -386,6 +434,7 @@ def consume(
     runs: RunsOpt = 1,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    secure: SecureOpt = False,
 ) -> None:
     """Fill a topic (unmeasured), then read it from the start as fast as possible and report.
     Latency figures are per fetch request."""
@@ -423,10 +472,14 @@ def consume(
 
                 results = _run_many("nats consume", runs, records, nats_run, bar)
             else:
-                addresses = _addresses(bootstrap, stack)
+                if secure and bootstrap:
+                    raise _fail(_SECURE_WITH_BOOTSTRAP, 2)
+                addresses, security = _cluster(bootstrap, stack, secure=secure)
 
                 async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
-                    return await run_consume(addresses, spec(run), client=client, progress=cb)
+                    return await run_consume(
+                        addresses, spec(run), client=client, progress=cb, security=security
+                    )
 
                 results = _run_many("liferaft consume", runs, records, lr_run, bar)
         _emit("consume", {system: _summary(results)}, as_json)

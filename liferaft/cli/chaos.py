@@ -3,11 +3,17 @@
     liferaft chaos run --faults kill,pause,partition --duration 120 --seed 7 --out chaos-out
     liferaft chaos run --target compose --bootstrap 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
     liferaft chaos run --client kafka --faults kill,pause,partition --duration 60 --seed 1
+    liferaft chaos run --secure --faults kill,pause,partition --duration 60 --seed 1
 
 --client picks the client library under test (chaos/clients.py): liferaft's own (gRPC, the
 default) or confluent-kafka (librdkafka) on the nodes' Kafka listeners (each node's address +
 the port table's Kafka offset); the nemesis, the checker and the replica comparison are the
 same. librdkafka's own log lines go to OUT/kafka-client.log.
+
+--secure (local target, liferaft's client) starts the cluster as `liferaft dev up --secure` does
+(SASL_SSL on both client listeners, ACLs on), makes its first admin (a super user) and gives
+every client of the run that login (WorkloadConfig.security): the producers and readers, the
+nemesis's admin client and the replica comparison.
 
 --target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
 process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
@@ -40,6 +46,7 @@ only the command, and imports chaos/ when it runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -149,6 +156,15 @@ def chaos_run(
     keep_data: Annotated[
         bool, typer.Option(help="local: keep the nodes' data folders afterwards.")
     ] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="local: start the cluster as `liferaft dev up --secure` does (TLS and "
+            "SCRAM-SHA-512 logins on the client listeners, ACLs on); every client of the run "
+            "logs in as its first admin (a super user).",
+        ),
+    ] = False,
 ) -> None:
     """Run a workload under a seeded nemesis, then check that nothing acknowledged was lost."""
     if client not in ("liferaft", "kafka"):
@@ -168,7 +184,8 @@ def chaos_run(
     from chaos.summary import format_run_summary, write_outputs
     from chaos.targets import ComposeNodes, ProcessNodes, TargetError
     from chaos.workload import WorkloadConfig, run_chaos
-    from liferaft.launcher import DevClusterError
+    from liferaft.cli._client import _client_config
+    from liferaft.launcher import DevClusterError, secure_args
 
     try:
         kinds = parse_fault_kinds(faults)
@@ -203,6 +220,13 @@ def chaos_run(
         )
     if nodes < 1:
         raise _fail("--nodes must be positive")
+    if secure and target != "local":
+        raise _fail(
+            "--secure starts a secure local cluster: use it with --target local (the compose "
+            "cluster's clients take no credentials yet)"
+        )
+    if secure and client != "liferaft":
+        raise _fail("--secure runs liferaft's client (--client liferaft) for now")
     if network not in ("proxy", "iptables"):
         raise _fail(f"--network must be proxy or iptables, not {network!r}")
     if duration <= 0 or partitions < 1 or producers_per_partition < 1 or in_flight < 1:
@@ -241,6 +265,8 @@ def chaos_run(
         "topic": topic,
         "client": client,
     }
+    if secure:
+        run["secure"] = "SASL_SSL,SCRAM-SHA-512,acls"
     if in_flight != 1:
         run["in_flight"] = in_flight
     if (request_timeout_ms, retry_backoff_ms, retry_backoff_max_ms) != (3_000, 100, 1_000):
@@ -264,11 +290,25 @@ def chaos_run(
         history = History(stream_to=stream)
         try:
             if target == "local":
-                with local_chaos_cluster(out / "cluster", nodes, power="power" in kinds) as local:
+                with local_chaos_cluster(
+                    out / "cluster",
+                    nodes,
+                    secure_args(nodes) if secure else None,
+                    power="power" in kinds,
+                ) as local:
                     _say(
                         f"local cluster: {local.bootstrap}, links through the proxy at "
                         f"{local.proxy_api}"
                     )
+                    if secure:
+                        local.cluster.make_first_admin()
+                        config = dataclasses.replace(
+                            config, security=_client_config(str(local.cluster.client_config))
+                        )
+                        _say(
+                            "clients log in as admin over SASL_SSL (SCRAM-SHA-512), ACLs on: "
+                            f"{local.cluster.client_config}"
+                        )
                     chaos = Faults(
                         ProcessNodes(local.cluster, local.node_ids, local.disks),
                         ToxiproxyNetwork(local.proxy_api),

@@ -8,6 +8,11 @@ else (NOT_SERVING, unreachable, no answer in time), 2 bad usage.
 Without --address it dials the node's own LIFERAFT_LISTEN, with a wildcard host (0.0.0.0, ::)
 read as loopback, so the same command works inside any container whatever port it listens on.
 
+A node whose client listeners serve TLS (LIFERAFT_CLIENT_SECURITY_PROTOCOL SSL or SASL_SSL, or
+LIFERAFT_CLIENT_TLS) is dialled over TLS with its own certificate and key from LIFERAFT_TLS_DIR
+(accepted even where client certificates are required), checking the CA and the first DNS name
+its certificate carries; the health service needs no login.
+
 `python -m liferaft.cli.health` is the same command with fewer imports than the whole `liferaft`
 CLI: a container runs it every few seconds (deploy/Dockerfile's HEALTHCHECK).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import grpc
@@ -59,9 +65,59 @@ def resolve_address(address: str | None, listen: str | None) -> str:
     return f"{dial}:{port}"
 
 
+def _tls_files() -> tuple[bytes, bytes, bytes, str | None] | None:
+    """The node's CA, certificate, key and first DNS name when its client listeners serve TLS
+    (the node's own LIFERAFT_* settings, as a container has them); None for plaintext."""
+    protocol = os.environ.get("LIFERAFT_CLIENT_SECURITY_PROTOCOL", "").strip().upper()
+    flag = os.environ.get("LIFERAFT_CLIENT_TLS", "").strip().lower() in ("1", "true", "yes", "on")
+    if protocol not in ("SSL", "SASL_SSL") and not flag:
+        return None
+    folder = Path(os.environ.get("LIFERAFT_TLS_DIR", "."))
+    node = folder / f"node-{os.environ.get('LIFERAFT_NODE_ID', '').strip()}"
+    if not (folder / "node.crt").exists() and (node / "node.crt").exists():
+        folder = node  # --tls-dir may name the folder of every node's
+    ca = (folder / "ca.crt").read_bytes()
+    cert = (folder / "node.crt").read_bytes()
+    key = (folder / "node.key").read_bytes()
+    from cryptography import x509
+
+    try:
+        names = (
+            x509.load_pem_x509_certificate(cert)
+            .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            .value.get_values_for_type(x509.DNSName)
+        )
+    except x509.ExtensionNotFound:
+        names = []
+    return ca, cert, key, (names[0] if names else None)
+
+
+def _channel(address: str) -> grpc.Channel:
+    try:
+        tls = _tls_files()
+    except OSError as e:
+        raise _Unreachable(f"client TLS is on, but: {e}") from None
+    if tls is None:
+        return grpc.insecure_channel(address)
+    ca, cert, key, name = tls
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+    options = [("grpc.ssl_target_name_override", name)] if name else []
+    return grpc.secure_channel(address, creds, options=options)
+
+
+class _Unreachable(Exception):
+    pass
+
+
 def check(address: str, timeout_s: float, service: str = "") -> HealthResult:
     """One Health.Check call; never raises for a node that is down or slow."""
-    with grpc.insecure_channel(address) as channel:
+    try:
+        channel = _channel(address)
+    except _Unreachable as e:
+        return HealthResult(address, "UNREACHABLE", str(e))
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)

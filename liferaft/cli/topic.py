@@ -1,5 +1,5 @@
-"""`liferaft topic`: create, list, describe, add partitions to, alter the config of, and delete
-topics."""
+"""`liferaft topic`: create, list, describe, add partitions to, alter the config of, delete
+records from, and delete topics."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ from liferaft.cli._client import (
 )
 
 app = typer.Typer(
-    help="Create, list, describe and delete topics.", no_args_is_help=True, add_completion=False
+    help="Create, list, describe, trim (delete records) and delete topics.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -214,6 +216,87 @@ def topic_alter_config(
     verb = "would set" if validate_only else "set"
     own = ", ".join(f"{k}={v.value}" for k, v in now.items() if v.source == "topic")
     console.print(f"{verb} topic [bold]{escape(name)}[/]'s config: {escape(own) or 'all defaults'}")
+
+
+@app.command("delete-records")
+def topic_delete_records(
+    name: Annotated[str, typer.Argument(help="The topic.")],
+    offset: Annotated[
+        int,
+        typer.Option(
+            "--offset",
+            "-o",
+            help="Delete the records before this offset: the partition's log will start there "
+            "(-1: at the high watermark, deleting every record).",
+        ),
+    ],
+    partition: Annotated[
+        list[int] | None,
+        typer.Option("--partition", "-p", help="A partition to trim (repeatable)."),
+    ] = None,
+    all_partitions: Annotated[
+        bool, typer.Option("--all-partitions", help="Trim every partition of the topic.")
+    ] = False,
+    bootstrap: BootstrapOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete the records before --offset (Kafka's DeleteRecords, rpk's `topic trim-prefix`):
+    each partition's log start moves there, on every replica; consumers below it move per
+    their auto_offset_reset. Refused, changing nothing, for an unknown partition or an offset
+    above a partition's high watermark. An offset at or below the log start changes nothing."""
+    from client import TopicPartition
+
+    if offset < -1:
+        raise _fail(f"--offset must be >= 0, or -1 for the high watermark, not {offset}", 2)
+    if partition and all_partitions:
+        raise _fail("give --partition P (repeatable) or --all-partitions, not both", 2)
+    if not partition and not all_partitions:
+        raise _fail("which partitions? give --partition P (repeatable) or --all-partitions", 2)
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
+        known = [p.partition for p in admin.describe_topics([name])[name].partitions]
+        chosen = sorted(known) if all_partitions else sorted(set(partition or []))
+        unknown = [p for p in chosen if p not in known]
+        if unknown:
+            raise _fail(
+                f"UNKNOWN_TOPIC_OR_PARTITION: topic {name!r} has partitions "
+                f"0..{len(known) - 1}, not {', '.join(map(str, unknown))}; nothing was deleted"
+            )
+        tps = [TopicPartition(name, p) for p in chosen]
+        starts = admin.list_offsets({tp: "earliest" for tp in tps})
+        ends = admin.list_offsets({tp: "latest" for tp in tps})
+        above = [
+            f"{tp.partition} (high watermark {ends[tp].offset})"
+            for tp in tps
+            if offset > ends[tp].offset
+        ]
+        if above:
+            raise _fail(
+                f"OFFSET_OUT_OF_RANGE: offset {offset} is above the high watermark of "
+                f"partition(s) {', '.join(above)}; nothing was deleted"
+            )
+        lows = admin.delete_records({tp: offset for tp in tps})
+    rows = [
+        {
+            "partition": tp.partition,
+            "log_start_before": starts[tp].offset,
+            "low_watermark": lows[tp],
+            "deleted": max(0, lows[tp] - starts[tp].offset),
+        }
+        for tp in tps
+    ]
+    if json_out:
+        _print_json({"name": name, "offset": offset, "partitions": rows})
+        return
+    table = Table("partition", "log start before", "log start now", "records deleted")
+    for row in rows:
+        table.add_row(*(str(row[k]) for k in row))
+    console.print(table)
+    total = sum(int(r["deleted"]) for r in rows)
+    console.print(
+        f"deleted {plural(total, 'record')} from topic [bold]{escape(name)}[/] "
+        f"({plural(len(rows), 'partition')})"
+    )
 
 
 @app.command("delete")

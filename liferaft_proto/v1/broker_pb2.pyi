@@ -905,3 +905,23 @@ class RebalanceResponse(_message.Message):
     PLANNED_FIELD_NUMBER: _ClassVar[int]
     planned: _containers.RepeatedCompositeFieldContainer[PartitionMoveStatus]
     def __init__(self, planned: _Optional[_Iterable[_Union[PartitionMoveStatus, _Mapping]]] = ...) -> None: ...
+
+class DeleteRecordsRequest(_message.Message):
+    __slots__ = ("topic", "partition", "offset", "timeout_ms")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    offset: int
+    timeout_ms: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class DeleteRecordsResponse(_message.Message):
+    __slots__ = ("low_watermark", "leader_epoch")
+    LOW_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    low_watermark: int
+    leader_epoch: int
+    def __init__(self, low_watermark: _Optional[int] = ..., leader_epoch: _Optional[int] = ...) -> None: ...

@@ -194,6 +194,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.FromString,
                 _registered_method=True)
+        self.DeleteRecords = channel.unary_unary(
+                '/liferaft.v1.Broker/DeleteRecords',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -440,6 +445,17 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteRecords(self, request, context):
+        """delete records (issues 15, 16): Kafka's DeleteRecords for one partition, at its leader
+        (NOT_LEADER with the leader elsewhere). Moves the log start offset up to `offset` through
+        a command in the partition's Raft log and answers once it is committed. Fails with a gRPC
+        status carrying an ErrorDetail: OFFSET_OUT_OF_RANGE above the high watermark or for a
+        negative offset other than -1; nothing is deleted then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -602,6 +618,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Rebalance,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.SerializeToString,
+            ),
+            'DeleteRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecords,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1468,6 +1489,33 @@ class Broker:
             '/liferaft.v1.Broker/Rebalance',
             liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.RebalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/DeleteRecords',
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.DeleteRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
 """Reading a partition: Fetch (one answer), FetchStream (answers as records come), ListOffsets
-(earliest, latest, by time) and PartitionLag (how far behind an offset is, in records and time)."""
+(earliest, latest, by time), PartitionLag (how far behind an offset is, in records and time) and
+DeleteRecords (move the log start forward)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
 from node import validate
 from node.acl import Operation, topic
-from node.api.context import Api
+from node.api.context import ADMIN_TIMEOUT_MS, Api
 from node.errors import BrokerError, ErrorCode
 
 DEFAULT_FETCH_MAX_BYTES = 1 << 20
@@ -111,4 +112,19 @@ async def partition_lag(
         lag_ms=max(0, now_ms - first_ts) if first_ts >= 0 else 0,
         now_ms=now_ms,
         leader_epoch=part.state().leader_epoch,
+    )
+
+
+async def delete_records(
+    api: Api, request: broker_pb2.DeleteRecordsRequest
+) -> broker_pb2.DeleteRecordsResponse:
+    """Move one partition's log start forward, at its leader (node/partition_commands.py)."""
+    validate.delete_records(request)
+    api.broker.authorizer.check(Operation.DELETE, topic(request.topic))  # as Kafka asks
+    part = api.broker.leader_partition(request.topic, request.partition)
+    low = await part.delete_records_and_wait(
+        request.offset, (request.timeout_ms or ADMIN_TIMEOUT_MS) / 1000
+    )
+    return broker_pb2.DeleteRecordsResponse(
+        low_watermark=low, leader_epoch=part.state().leader_epoch
     )

@@ -1,7 +1,8 @@
 """Replica moves (issue 19): MovePartitions, ListPartitionMoves, DecommissionNode.
 
 Changing moves needs ALTER on the cluster, listing them DESCRIBE (as Kafka's
-AlterPartitionReassignments and ListPartitionReassignments). Each runs on the controller leader (forwarded there, node/api/admin.py's `on_controller`). The
+AlterPartitionReassignments and ListPartitionReassignments, which the Kafka listener serves
+with the same planning and proposing). Each runs on the controller leader (forwarded there, node/api/admin.py's `on_controller`). The
 checks and the commands are node/moves.py's `plan_moves`; a bad entry refuses the whole request
 before anything is proposed, so bad input changes nothing.
 """
@@ -17,7 +18,7 @@ from node.api.context import ADMIN_TIMEOUT_MS, Api
 from node.controller import Controller
 from node.controller_commands import DecommissionNode, MovePartition
 from node.errors import BrokerError, ErrorCode
-from node.moves import Move, plan_decommission, plan_moves, plan_rebalance
+from node.moves import Move, plan_decommission, plan_moves, plan_rebalance, start_moves
 
 
 def _status(ctl: Controller, move: Move) -> broker_pb2.PartitionMoveStatus:
@@ -46,17 +47,6 @@ def _planned(cmd: MovePartition, ctl: Controller) -> broker_pb2.PartitionMoveSta
     )
 
 
-async def _propose(ctl: Controller, cmds: list[MovePartition]) -> None:
-    try:
-        for cmd in cmds:
-            await asyncio.wait_for(ctl.replicate_and_wait(cmd), ADMIN_TIMEOUT_MS / 1000)
-    except TimeoutError:
-        raise BrokerError(
-            ErrorCode.REQUEST_TIMED_OUT,
-            "the moves were not recorded in time; `liferaft partition moves` shows which were",
-        ) from None
-
-
 async def move_partitions(
     api: Api, request: broker_pb2.MovePartitionsRequest
 ) -> broker_pb2.MovePartitionsResponse:
@@ -71,7 +61,7 @@ async def move_partitions(
     cmds = plan_moves(ctl.state, wishes, request.throttle_bytes_s)
     resp = broker_pb2.MovePartitionsResponse(started=[_planned(c, ctl) for c in cmds])
     if not request.validate_only:
-        await _propose(ctl, cmds)
+        await start_moves(ctl, cmds, ADMIN_TIMEOUT_MS / 1000)
     return resp
 
 
@@ -118,7 +108,7 @@ async def decommission_node(
                 ErrorCode.REQUEST_TIMED_OUT,
                 f"node {request.node_id} was not decommissioned in time",
             ) from None
-        await _propose(ctl, cmds)
+        await start_moves(ctl, cmds, ADMIN_TIMEOUT_MS / 1000)
     return resp
 
 
@@ -131,5 +121,5 @@ async def rebalance(api: Api, request: broker_pb2.RebalanceRequest) -> broker_pb
     cmds = plan_moves(ctl.state, plan_rebalance(ctl.state), request.throttle_bytes_s)
     resp = broker_pb2.RebalanceResponse(planned=[_planned(c, ctl) for c in cmds])
     if request.execute:
-        await _propose(ctl, cmds)
+        await start_moves(ctl, cmds, ADMIN_TIMEOUT_MS / 1000)
     return resp

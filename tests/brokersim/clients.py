@@ -7,7 +7,8 @@ does over gRPC, and record what they did and were told (tests/brokersim/history.
   the same producer id and sequence until it is acknowledged, as the real producer does;
 - consumers: fetch every partition from its leader, from the start;
 - group members: join by heartbeat, fetch what they are given, commit, sometimes leave;
-- an admin: creates and deletes scratch topics, asks for producer ids.
+- an admin: creates and deletes scratch topics, asks for producer ids;
+- a trimmer: deletes records (DeleteRecords) of a checked topic, now and then with bad offsets.
 
 Routing is the client's: metadata from any node that is up, then the leader it names; a
 NOT_LEADER answer's leader hint is followed.
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
 from tests.brokersim.fixture import RpcError, SimCluster
-from tests.brokersim.history import NOT_WRITTEN, Attempt, Commit, History
+from tests.brokersim.history import NOT_WRITTEN, Attempt, Commit, Deletion, History
 
 TIMEOUT_S = 1.0
 SESSION_MS = 1500
@@ -238,7 +239,7 @@ async def fetch_once(c: Client, topic: str, p: int, offset: int) -> int:
         (h.base_offset, [rec.value or b"" for rec in records.iter_records(bytes(raw))])
         for h, raw in records.split_batches(r.records)
     ]
-    c.history.read((topic, p), offset, batches, r.high_watermark)
+    c.history.read((topic, p), offset, batches, r.high_watermark, r.log_start_offset)
     if batches:
         base, values = batches[-1]
         return max(offset, base + len(values))
@@ -402,3 +403,65 @@ class Admin(Client):
                 continue
             if not r.topics[0].HasField("error") or r.topics[0].error.code == 0:
                 live.append(name)
+
+
+class Trimmer(Client):
+    """Deletes the records of the checked topics' partitions up to an offset (DeleteRecords):
+    most often one at or a little below the high watermark (inside a batch or not), sometimes
+    -1 (the high watermark), and now and then a bad one (above the high watermark, below -1),
+    which must be refused."""
+
+    def __init__(
+        self,
+        name: str,
+        cluster: SimCluster,
+        history: History,
+        rng: random.Random,
+        topics: dict[str, int],
+    ) -> None:
+        super().__init__(name, cluster, history, rng)
+        self.topics = topics
+
+    async def run(self, until: float) -> None:
+        while self.now() < until:
+            await self.pause(0.2, 0.8)
+            topic = self.rng.choice(sorted(self.topics))
+            p = self.rng.randrange(self.topics[topic])
+            node = await self.leader(topic, p)
+            try:
+                hw = await self.call(
+                    node,
+                    "ListOffsets",
+                    broker_pb2.ListOffsetsRequest(
+                        topic=topic, partition=p, spec=broker_pb2.ListOffsetsRequest.LATEST
+                    ),
+                )
+            except RpcError as e:
+                self.follow(e, topic, p)
+                continue
+            r = self.rng.random()
+            if r < 0.1:
+                offset, bad = hw.offset + 10**9, True
+            elif r < 0.15:
+                offset, bad = -2, True
+            elif r < 0.3:
+                offset, bad = -1, False
+            else:
+                offset, bad = max(0, hw.offset - self.rng.randrange(0, 6)), False
+            await self._delete(node, topic, p, offset, bad)
+
+    async def _delete(self, node: int, topic: str, p: int, offset: int, bad: bool) -> None:
+        d = Deletion((topic, p), offset, bad, sent_at=self.now())
+        self.history.deletions.append(d)
+        req = broker_pb2.DeleteRecordsRequest(
+            topic=topic, partition=p, offset=offset, timeout_ms=int(TIMEOUT_S * 1000)
+        )
+        try:
+            r = await self.call(node, "DeleteRecords", req, TIMEOUT_S + 0.2)
+        except RpcError as e:
+            d.outcome = e.code
+            if e.code in ("NOT_LEADER", "LEADER_NOT_AVAILABLE"):
+                self.follow(e, topic, p)
+            return
+        d.outcome, d.low_watermark = "ok", r.low_watermark
+        self.history.deleted(d)

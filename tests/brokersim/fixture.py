@@ -174,6 +174,7 @@ class ClusterOptions:
     election_ticks: int = 10
     heartbeat_ticks: int = 2
     inline_sync_bytes: int = 64 << 10
+    apply_ahead: bool = False
     quiesce_after_ticks: int = 3
     isr_max_lag_ticks: int = 50
     retention_check_ms: int = 200
@@ -216,6 +217,7 @@ class SimCluster:
             heartbeat_ticks=o.heartbeat_ticks,
             isr=IsrPolicy(max_lag_entries=4000, max_lag_ticks=o.isr_max_lag_ticks),
             inline_sync_bytes=o.inline_sync_bytes,
+            apply_ahead=o.apply_ahead,
             quiesce_after_ticks=o.quiesce_after_ticks,
         )
 
@@ -566,14 +568,22 @@ def _aio_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
 def state_digest(fsm: Any, *, restored: bool) -> str | None:
     """A digest of what must be identical on every replica at one applied index, or None
     where it need not be. The controller's and the groups' state are their snapshots' JSON
-    (canonical, as the ReplicaState RPC compares them). A partition's is its next offset and
-    its producer table; not right after a snapshot restore, nor until it has applied past the
-    point its restored producer table reflects (a retention snapshot carries the table of a
-    later applied index than its own: the batches in between are skipped, not recorded)."""
+    (canonical, as the ReplicaState RPC compares them). A partition's is its next offset, its
+    producer table and the log start DeleteRecords asked for (retention's is each replica's
+    own); not right after a snapshot restore, nor until it has applied past the point its
+    restored state reflects (a retention snapshot carries the producer table and the requested
+    log start of a later applied index than its own: the batches in between are skipped, not
+    recorded)."""
     if isinstance(fsm, Partition):
-        if restored or fsm.offsets.end_offset < getattr(fsm, "_producers_as_of", 0):
+        if (
+            restored
+            or fsm.offsets.end_offset < getattr(fsm, "_producers_as_of", 0)
+            or fsm.applied_index < fsm.restored_as_of_index
+        ):
             return None
-        text = json.dumps([fsm.offsets.end_offset, fsm.producers.to_json()])
+        text = json.dumps(
+            [fsm.offsets.end_offset, fsm.producers.to_json(), fsm.requested_log_start]
+        )
         return hashlib.sha256(text.encode()).hexdigest()
     state = getattr(fsm, "state", None)
     if state is None or not hasattr(state, "to_json"):
@@ -589,7 +599,10 @@ def state_digest(fsm: Any, *, restored: bool) -> str | None:
 
 def describe_state(fsm: Any) -> str:
     if isinstance(fsm, Partition):
-        return f"next offset {fsm.offsets.end_offset}, {len(fsm.producers)} producers"
+        return (
+            f"next offset {fsm.offsets.end_offset}, {len(fsm.producers)} producers, "
+            f"requested log start {fsm.requested_log_start}"
+        )
     text = fsm.state.to_json().decode()
     return text if len(text) < 400 else text[:400] + "..."
 

@@ -3,7 +3,9 @@
 Checked as the run goes (cheap): every read is below the high watermark the same answer gave,
 dense within itself, and agrees with every earlier read of the same offsets (what a consumer
 read is never taken back); no producer id is handed out twice; an idempotent producer with one
-batch in flight is never told its sequence is out of order or unknown.
+batch in flight is never told its sequence is out of order or unknown; no fetch is answered
+from below the log start the answer gives; a DeleteRecords answer's low watermark is at least
+the offset asked for, and a bad one (above the high watermark, below -1) is refused.
 
 Checked at the end, against each partition's final log (read through the handlers from its
 leader, and compared across replicas): offsets dense from the log start to the high watermark;
@@ -11,7 +13,8 @@ every record acknowledged with acks=all there, at the offset it was acknowledged
 record acknowledged with acks=1 at its offset if anywhere (acks=1 may lose a record, never move
 it); a plain batch answered "not written" nowhere; every idempotent batch at most once, and
 exactly once where acknowledged; every acknowledged group commit is the group's committed
-offset unless a later commit may have replaced it.
+offset unless a later commit may have replaced it; the log starts at or above every acknowledged
+DeleteRecords offset.
 """
 
 from __future__ import annotations
@@ -51,12 +54,25 @@ class Commit:
     outcome: str = "unknown"
 
 
+@dataclass(slots=True)
+class Deletion:
+    tp: TP
+    offset: int
+    bad: bool
+    """Asked for an offset that must be refused (above the high watermark, or below -1)."""
+    sent_at: float = 0.0
+    outcome: str = "unknown"
+    """"ok", or the error code."""
+    low_watermark: int = -1
+
+
 @dataclass
 class History:
     attempts: list[Attempt] = field(default_factory=list)
     reads: dict[TP, dict[int, bytes]] = field(default_factory=lambda: defaultdict(dict))
     producer_ids: dict[int, str] = field(default_factory=dict)
     commits: list[Commit] = field(default_factory=list)
+    deletions: list[Deletion] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     records_read: int = 0
 
@@ -72,10 +88,42 @@ class History:
             )
         self.producer_ids[pid] = who
 
+    def deleted(self, d: Deletion) -> None:
+        """A DeleteRecords was answered OK with d.low_watermark."""
+        if d.bad:
+            self.fail(
+                "bad delete-records refused",
+                f"DeleteRecords of {d.tp} before {d.offset} was answered OK "
+                f"(low watermark {d.low_watermark})",
+            )
+        elif d.low_watermark < d.offset:
+            self.fail(
+                "delete-records answers its new start",
+                f"DeleteRecords of {d.tp} before {d.offset} answered low watermark "
+                f"{d.low_watermark}",
+            )
+
+    def acked_log_start(self, tp: TP) -> int:
+        """The highest log start an acknowledged DeleteRecords of tp answered."""
+        return max(
+            (d.low_watermark for d in self.deletions if d.tp == tp and d.outcome == "ok"),
+            default=0,
+        )
+
     def read(
-        self, tp: TP, offset: int, batches: list[tuple[int, list[bytes]]], high_watermark: int
+        self,
+        tp: TP,
+        offset: int,
+        batches: list[tuple[int, list[bytes]]],
+        high_watermark: int,
+        log_start: int = 0,
     ) -> None:
         """A fetch at `offset` answered these (base offset, values) batches."""
+        if batches and offset < log_start:
+            self.fail(
+                "nothing served below the log start",
+                f"{tp}: a fetch at {offset} was answered with records, log start {log_start}",
+            )
         seen = self.reads[tp]
         expect = None
         for base, values in batches:

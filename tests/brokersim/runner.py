@@ -75,6 +75,8 @@ class Summary:
             f"restarts, {t.failed_syncs:,} failed syncs, {t.torn:,} torn writes, "
             f"{t.lost_writes:,} unsynced writes lost, {t.moves:,} replica moves started, "
             f"{t.wipes:,} disks wiped",
+            f"delete-records      {t.deletions_ok:,} acknowledged, {t.deletions_refused:,} bad "
+            "ones refused",
             f"messages delivered  {t.messages:,}",
             f"replica states      {t.states_compared:,} compared at equal applied indexes",
             f"time                {time.perf_counter() - self.started:.1f} s",

@@ -6,10 +6,10 @@ the test only) and asserts that the simulation finds it within the seeds CI runs
 (b) issue 10 finding 2: a failed sync that does not stop the node ("continuing");
 (c) a partition leader that answers acks=all before the batch is committed;
 (d) a producer-state table that forgets its dedup window when restored from a snapshot;
-(e) issue 19: a controller leader that never admits a node's new incarnation (its disk was
-    wiped): the node stays fenced out of the controller for good;
-(f) issue 19: a fence write whose sync fails (EIO) and does not stop the node: it goes on with
-    fences in memory that its disk does not hold.
+(e) a DeleteRecords that moves only the leader's log start (not through the Raft log);
+(f) a snapshot that forgets the log start DeleteRecords asked for;
+(g) issue 19: a controller leader that never admits a node's new incarnation (its disk was
+    wiped): the node stays fenced out of the controller for good.
 
 Seeds run in order and the hunt stops at the first failure.
 """
@@ -25,6 +25,7 @@ import pytest
 import node.driver
 from node.broker import Broker
 from node.driver import RaftDriver
+from node.errors import BrokerError, ErrorCode
 from node.partition import ACKS_ALL, ACKS_LEADER, Partition
 from node.producer_state import ProducerStateTable
 from raft import RawNode
@@ -86,6 +87,40 @@ def test_producer_state_forgotten_on_restore(monkeypatch: pytest.MonkeyPatch) ->
         "idempotent sequences accepted",
         "idempotent records exactly once",
         "replicas agree",
+    }, found.error
+
+
+def test_delete_records_on_the_leader_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    def local(self: Partition, offset: int) -> tuple[int, None]:
+        if not self.is_leader:
+            raise self._not_leader()
+        target = self.high_watermark if offset == -1 else offset
+        if not 0 <= target <= self.high_watermark:
+            raise BrokerError(ErrorCode.OFFSET_OUT_OF_RANGE, "out of range")
+        self.offsets.advance_start(target)
+        return self.log_start_offset, None
+
+    monkeypatch.setattr(Partition, "delete_records", local)
+    found = _hunt()
+    assert found.prop in {
+        "replicas agree on the log start",
+        "acknowledged deletions kept",
+    }, found.error
+
+
+def test_requested_log_start_forgotten_on_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    restore = Partition.restore
+
+    def forgetful(self: Partition, snapshot: object) -> None:
+        restore(self, snapshot)  # type: ignore[arg-type]
+        self.requested_log_start = 0
+
+    monkeypatch.setattr(Partition, "restore", forgetful)
+    found = _hunt()
+    assert found.prop in {
+        "replicas agree",
+        "replicas agree on the log start",
+        "acknowledged deletions kept",
     }, found.error
 
 

@@ -31,7 +31,7 @@ from node import replica_state
 from node.controller import CONTROLLER_GROUP
 from node.errors import BrokerError
 from node.groups import GROUPS_GROUP
-from tests.brokersim.clients import Admin, Client, Consumer, GroupMember, Producer
+from tests.brokersim.clients import Admin, Client, Consumer, GroupMember, Producer, Trimmer
 from tests.brokersim.fixture import ClusterOptions, RpcError, SimCluster, Violation
 from tests.brokersim.history import History
 from tests.brokersim.loop import Deadlock, SimLoop, VirtualClock, virtual_process
@@ -113,6 +113,8 @@ class SeedStats:
     faults: int = 0
     moves: int = 0
     wipes: int = 0
+    deletions_ok: int = 0
+    deletions_refused: int = 0
 
 
 @dataclass
@@ -206,6 +208,8 @@ class World:
         copts = ClusterOptions(
             nodes=p.nodes,
             inline_sync_bytes=p.inline_sync_bytes,
+            # Every round syncs in the worker thread there, so rounds queue and apply ahead.
+            apply_ahead=p.inline_sync_bytes == 0,
             quiesce_after_ticks=p.quiesce_after_ticks,
         )
         self.cluster = c = SimCluster(self._rng(), self.net, copts, self.trace)
@@ -278,6 +282,7 @@ class World:
         for i in range(2):
             out.append(GroupMember(f"g{i}", c, h, self._rng(), "grp", "t0"))
         out.append(Admin("admin", c, h, self._rng(), lambda _t, _up: None))
+        out.append(Trimmer("trim", c, h, self._rng(), CHECKED))
         self.workers = out
         return out
 
@@ -560,6 +565,8 @@ class World:
             if a.outcome == "ok":
                 s.acked += len(a.values)
         s.read = h.records_read
+        s.deletions_ok = sum(d.outcome == "ok" for d in h.deletions)
+        s.deletions_refused = sum(d.bad and d.outcome == "OFFSET_OUT_OF_RANGE" for d in h.deletions)
         for n in c.nodes.values():
             s.crashes += n.disk.stats.crashes
             s.failed_syncs += n.disk.stats.failed_syncs
@@ -608,12 +615,31 @@ class World:
                         log[base + k] = v
             offset = got[-1][0] + len(got[-1][1])
         h.check_log((topic, p), start, log)
+        acked = h.acked_log_start((topic, p))
+        if start < acked:
+            h.fail(
+                "acknowledged deletions kept",
+                f"{topic}-{p}: DeleteRecords answered low watermark {acked}; the leader's log "
+                f"starts at {start}",
+            )
         # Every live replica holds the same batches where their logs overlap.
         parts = [
             n.broker.partitions[(topic, p)]
             for n in c.live()
             if n.broker is not None and (topic, p) in n.broker.partitions
         ]
+        for x in parts:
+            # A replica that applied as far as the leader moved its log start as the leader did.
+            if x.applied_index == part.applied_index and (
+                x.requested_log_start != part.requested_log_start or x.log_start_offset < acked
+            ):
+                h.fail(
+                    "replicas agree on the log start",
+                    f"{topic}-{p}: node {x.node_id} has applied up to {x.applied_index} "
+                    f"(the leader {part.applied_index}) with log start {x.log_start_offset} "
+                    f"(asked {x.requested_log_start}); the leader asked "
+                    f"{part.requested_log_start}, acknowledged {acked}",
+                )
         lo = max(x.log_start_offset for x in parts)
         hi = min(x.high_watermark for x in parts)
         digests = {replica_state.partition_digest(x, lo, hi) for x in parts}

@@ -11,14 +11,15 @@ acknowledged writes again; every replica came back in sync; the log was read bac
 node leads what, how many records are written and how long anything takes vary from run to run
 and are never asserted (the machine is shared). Every wait is bounded.
 
-The short form (four scenarios, about two and a half minutes) runs in CI:
+The short form runs in CI:
   - repeated leader kills (kill -9, restart);
   - a leader paused for longer than the election timeout (400 ms at most here);
   - a minority partition containing the leader;
   - Jepsen's majorities ring;
   - power loss (chaos/lazyfs.py: unsynced writes gone) of one leader, then of every node;
   - a kill, a pause and a split with confluent-kafka clients on the Kafka listeners;
-  - replica moves (four nodes) concurrent with leader kills and partitions, seeded (60 s).
+  - replica moves (four nodes) concurrent with leader kills and partitions, seeded (60 s);
+  - a seeded kill, pause and partition schedule on a secure cluster (SASL_SSL, ACLs on).
 The long form (every fault kind, seeded schedules, minutes each) runs with LIFERAFT_CHAOS_LONG=1
 (LIFERAFT_CHAOS_SEEDS, LIFERAFT_CHAOS_DURATION tune it). Seeds that ever failed are replayed
 from tests/chaos/regressions.py. The `liferaft chaos run` command is tested end to end once.
@@ -27,6 +28,7 @@ from tests/chaos/regressions.py. The `liferaft chaos run` command is tested end 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -45,7 +47,8 @@ from chaos.network import ToxiproxyNetwork
 from chaos.summary import format_run_summary, hit_unavailability
 from chaos.targets import ProcessNodes
 from chaos.workload import RunResult, WorkloadConfig, run_chaos
-from liferaft.launcher import DevCluster
+from liferaft.cli._client import _client_config
+from liferaft.launcher import DevCluster, secure_args
 from tests.chaos.regressions import REGRESSIONS, Regression
 
 LONG = os.environ.get("LIFERAFT_CHAOS_LONG") == "1"
@@ -63,13 +66,23 @@ def run_local(
     power: bool = False,
     config: WorkloadConfig | None = None,
     nodes: int = 3,
+    secure: bool = False,
 ) -> RunResult:
     """One chaos run on a fresh local cluster of `nodes`; prints its summary (and node logs on
-    failure). With `power`, the nodes run on power-loss disks (chaos/lazyfs.py)."""
+    failure). With `power`, the nodes run on power-loss disks (chaos/lazyfs.py). With `secure`,
+    the cluster is started as `liferaft dev up --secure` starts one (SASL_SSL, ACLs on) and every
+    client of the run logs in as its first admin."""
+    extra = secure_args(nodes) if secure else None
     with (
-        local_chaos_cluster(tmp_path / "cluster", nodes, power=power) as local,
+        local_chaos_cluster(tmp_path / "cluster", nodes, extra, power=power) as local,
         open(tmp_path / "history.jsonl", "w", encoding="utf-8") as stream,
     ):
+        config = config or WorkloadConfig(topic="chaos")
+        if secure:
+            assert local.cluster.make_first_admin() is not None
+            security = _client_config(str(local.cluster.client_config))
+            assert security["security_protocol"] == "SASL_SSL"
+            config = dataclasses.replace(config, security=security)
         faults = Faults(
             ProcessNodes(local.cluster, local.node_ids, local.disks),
             ToxiproxyNetwork(local.proxy_api),
@@ -81,7 +94,7 @@ def run_local(
                     faults,
                     plan,
                     History(stream_to=stream),
-                    config or WorkloadConfig(topic="chaos"),
+                    config,
                     duration_s,
                     complete_plan=complete_plan,
                     say=lambda line: print(line, flush=True),
@@ -243,6 +256,18 @@ def test_replica_moves_while_leaders_are_killed_and_cut_off(tmp_path: Path) -> N
     assert all(m.finished for m in started)
     assert any(set(m.target) != set(m.origin) for m in started)
     assert not result.stuck, f"producers stuck after the final heal: {result.stuck}"
+
+
+def test_secure_cluster_kill_pause_partition(tmp_path: Path) -> None:
+    """A seeded kill, pause and partition schedule (45 s) on a cluster whose clients must log in
+    (TLS and SCRAM-SHA-512 on both listeners, ACLs on, as `liferaft chaos run --secure`): the
+    producers, consumers and the nemesis's admin all log in as the first admin, so a reconnect
+    after every fault logs in again, and a request forwarded to the new controller or
+    coordinator carries the caller's signed principal. Nothing acknowledged may be lost."""
+    plan = plan_faults(("kill", "pause", "partition"), 45, 1)
+    assert {p.kind for p in plan} >= {"kill", "pause"}
+    result = run_local(tmp_path, plan, 45, secure=True)
+    assert_safe_and_recovered(result)
 
 
 def test_chaos_run_command(tmp_path: Path) -> None:

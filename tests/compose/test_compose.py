@@ -54,6 +54,7 @@ pytestmark = pytest.mark.skipif(
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 CHAOS_ENV = REPO / "deploy" / "chaos.env"
+SECURE_ENV = REPO / "deploy" / "secure.env"
 BUILD_SCRIPT = REPO / "deploy" / "build-image.sh"
 NODES = (1, 2, 3)
 DEFAULT_IMAGE = "liferaft:latest"
@@ -135,6 +136,8 @@ class ComposeCluster:
 
     image: str
     chaos: bool = False
+    secure: bool = False
+    """deploy/secure.env and the `secure` profile: SASL_SSL, ACLs, the first-admin service."""
     command: list[str] = field(default_factory=compose_command)
     project: str = field(default_factory=lambda: f"lrtest{os.getpid()}{secrets.token_hex(3)}")
     ports: dict[int, int] = field(init=False)
@@ -169,6 +172,8 @@ class ComposeCluster:
         head = [*self.command, "-f", str(COMPOSE_FILE), "-p", self.project]
         if self.chaos:
             head += ["--env-file", str(CHAOS_ENV), "--profile", "chaos-local"]
+        if self.secure:
+            head += ["--env-file", str(SECURE_ENV), "--profile", "secure"]
         return run([*head, *args], timeout=timeout, env=env, cwd=REPO)
 
     def container(self, service: str) -> str:
@@ -549,3 +554,63 @@ def test_chaos_profile_cuts_a_node_off_and_heals(image: str) -> None:
         f"chaos profile test: {len(work.acked)} acked, {total} in the log, node {cut} cut off "
         f"and healed, {time.monotonic() - started:.0f}s"
     )
+
+
+def test_secure_profile_makes_the_first_admin_once(image: str, tmp_path: Path) -> None:
+    """`--env-file deploy/secure.env --profile secure`: the nodes serve TLS and SCRAM logins with
+    ACLs on, come up healthy (the health check dials them over TLS), and the first start makes
+    `admin` and prints its password once; with it a client on the host logs in and works, without
+    it or with another password it is refused; a later start makes nothing and prints nothing."""
+    import re
+
+    from client import SaslAuthenticationFailedError
+
+    cluster = ComposeCluster(image, secure=True)
+    with running(cluster):
+
+        def admin_done() -> str | None:
+            status, _ = cluster.state("first-admin")
+            return None if status == "exited" else status
+
+        wait_until("first-admin done", admin_done, HEALTHY_TIMEOUT_S)
+        log = cluster.compose("logs", "--no-color", "first-admin", timeout=60)
+        passwords = re.findall(r"first user: admin, password (\S+) \(shown once", log)
+        assert len(passwords) == 1, log
+        ca = tmp_path / "ca.crt"
+        ca.write_text(
+            cluster.compose(
+                "run", "--rm", "--no-deps", "--entrypoint", "cat", "first-admin", "/certs/ca.crt",
+                timeout=120,
+            )
+        )  # fmt: skip
+        login = {
+            "security_protocol": "SASL_SSL",
+            "ssl_cafile": str(ca),
+            "sasl_plain_username": "admin",
+            "sasl_plain_password": passwords[0],
+        }
+        with SyncAdminClient(cluster.bootstrap, timeout_ms=30_000, **login) as admin:  # type: ignore[arg-type]
+            admin.create_topic("secured", partitions=1, replication_factor=3)
+            assert "admin" in admin.describe_users()
+        with (
+            pytest.raises(SaslAuthenticationFailedError),
+            SyncAdminClient(
+                cluster.bootstrap,
+                timeout_ms=10_000,
+                **{**login, "sasl_plain_password": "not-it"},  # type: ignore[arg-type]
+            ) as wrong,
+        ):
+            wrong.list_topics()
+        with (
+            pytest.raises(LiferaftError),
+            SyncAdminClient(cluster.bootstrap, timeout_ms=5_000) as a,
+        ):
+            a.list_topics()  # plaintext to a TLS listener: nothing answers
+
+        # A later start: the mark in the certs-ca volume says the admin exists.
+        cluster.compose("rm", "--force", "--stop", "first-admin", timeout=60)
+        cluster.compose("up", "-d", timeout=180)
+        wait_until("first-admin done again", admin_done, HEALTHY_TIMEOUT_S)
+        again = cluster.compose("logs", "--no-color", "first-admin", timeout=60)
+        assert "password" not in again.replace("its password was printed then", ""), again
+        assert "the first admin was made at the first start" in again, again

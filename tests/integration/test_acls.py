@@ -166,6 +166,21 @@ def test_grpc_produce_refused_without_write_then_allowed(
     assert high_watermarks(admin, "orders") == [1, 0, 0]
 
 
+def test_delete_records_needs_delete_on_the_topic(
+    cluster: DevCluster, admin: SyncAdminClient
+) -> None:
+    tp = TopicPartition("orders", 0)  # one record (the test above wrote it); no DELETE yet
+    with pytest.raises(TopicAuthorizationFailedError) as e:
+        admin.delete_records({tp: -1})
+    assert str(e.value) == (
+        "TOPIC_AUTHORIZATION_FAILED: User:ANONYMOUS may not DELETE topic orders"
+    )
+    assert admin.list_offsets({tp: "earliest"})[tp].offset == 0  # nothing deleted
+    grant(cluster, admin, allow("delete", "topic", "orders"))
+    assert admin.delete_records({tp: -1}) == {tp: 1}
+    assert high_watermarks(admin, "orders") == [1, 0, 0]
+
+
 def test_grpc_create_topic_refused_then_allowed_by_a_prefixed_acl(
     cluster: DevCluster, admin: SyncAdminClient
 ) -> None:

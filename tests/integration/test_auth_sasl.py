@@ -1,11 +1,13 @@
 """SASL/SCRAM on both client listeners (issue 17, authentication) on a real three-node cluster.
 
-The cluster runs with `--client-security-protocol SASL_SSL`. Its first user is made with a
+The cluster runs with `--client-security-protocol SASL_SSL` and the authorizer on (alice is a
+super user). Its first user is made with a
 node's key (`liferaft user add --as-node`), as `liferaft dev up --secure` does. Then, on the
 gRPC listener and on the Kafka listener: a client without credentials, with a wrong password,
 and with a certificate from another CA is refused with a clear error and changes nothing;
 liferaft's client, the CLI, aiokafka and confluent-kafka log in with SCRAM-SHA-512 and produce
-and consume. Admin requests sent to a node that does not lead the controller are forwarded
+and consume; a user with ACLs for one topic and its group works there through every client and
+is refused on another topic with TOPIC_AUTHORIZATION_FAILED, nothing written. Admin requests sent to a node that does not lead the controller are forwarded
 with the caller's principal, signed by the node, so they work too.
 """
 
@@ -19,12 +21,25 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
-from client import AdminClient, Consumer, LiferaftError, Producer, SaslAuthenticationFailedError
+from client import (
+    Acl,
+    AdminClient,
+    Consumer,
+    LiferaftError,
+    Producer,
+    SaslAuthenticationFailedError,
+    TopicAuthorizationFailedError,
+    TopicPartition,
+)
+from client.security import Security
 from liferaft.certs import create_certs
 from liferaft.launcher import DevCluster, free_port_block
+from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 USER, PASSWORD = "alice", "s3cret-for-alice"
 
@@ -50,7 +65,16 @@ def cli(
 @pytest.fixture(scope="module")
 def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     root = tmp_path_factory.mktemp("sasl")
-    dev = DevCluster.create(root, 3, free_port_block(3), ["--client-security-protocol", "SASL_SSL"])
+    # The authorizer is on, as `dev up --secure` has it: alice (and root, the first admin a test
+    # makes, and the nodes' own certificates, for `user add --as-node`) are super users; other
+    # users may do only what an ACL allows.
+    supers = ";".join(["User:alice", "User:root"] + [f"User:CN=node-{n}" for n in (1, 2, 3)])
+    dev = DevCluster.create(
+        root,
+        3,
+        free_port_block(3),
+        ["--client-security-protocol", "SASL_SSL", "--authorizer", "--super-users", supers],
+    )
     dev.start()
     try:
         dev.wait_healthy(60)
@@ -435,3 +459,172 @@ def test_first_admin_and_client_config(sasl_cluster: DevCluster) -> None:
     done = cli(sasl_cluster, "user", "list", env={"LIFERAFT_CLIENT_CONFIG": str(config)})
     assert done.returncode == 0 and "root\tSCRAM-SHA-512" in done.stdout, done.stderr
     assert password not in done.stdout + done.stderr
+
+
+# -- a user under ACLs, on both listeners -------------------------------------------------------
+ERIN, ERIN_PASSWORD = "erin", "erins-password-under-acls"
+
+
+def _applied_everywhere(dev: DevCluster, acls: list[Acl]) -> None:
+    """Until every node has applied `acls` (each answers from its own replica of the
+    controller's state, a moment behind the leader's)."""
+    import time
+
+    sec = Security.from_options(sasl(dev))
+    wanted = {a.to_pb().SerializeToString() for a in acls}
+    deadline = time.monotonic() + 30
+    for n in dev.nodes:
+        creds = sec.channel_credentials()
+        assert creds is not None
+        with grpc.secure_channel(dev.node(n).address, creds) as ch:
+            stub = broker_pb2_grpc.BrokerStub(ch)  # type: ignore[no-untyped-call]
+            while True:
+                got = stub.DescribeAcls(
+                    broker_pb2.DescribeAclsRequest(), timeout=5, metadata=sec.call_metadata()
+                ).acls
+                if wanted <= {pb.SerializeToString() for pb in got}:
+                    break
+                assert time.monotonic() < deadline, f"node {n} has not applied {acls}"
+                time.sleep(0.05)
+
+
+def test_a_user_under_acls_on_both_listeners(sasl_cluster: DevCluster) -> None:
+    """erin may write and read one topic and use one group, nothing else. Through liferaft's
+    client (gRPC), aiokafka and confluent-kafka (Kafka listener, SASL_SSL/SCRAM-SHA-512) she
+    produces and consumes there; writing another topic is refused with
+    TOPIC_AUTHORIZATION_FAILED naming what is missing, and nothing is written to it."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.errors import TopicAuthorizationFailedError as AKTopicAuthorizationFailed
+    from aiokafka.helpers import create_ssl_context
+    from confluent_kafka import Consumer as CKConsumer
+    from confluent_kafka import KafkaError
+    from confluent_kafka import Producer as CKProducer
+
+    dev = sasl_cluster
+    mine, other, group = unique("erin-own"), unique("erin-other"), unique("erin-g")
+    me = f"User:{ERIN}"
+    acls = [
+        Acl(principal=me, operation="write", resource_type="topic", resource_name=mine),
+        Acl(principal=me, operation="read", resource_type="topic", resource_name=mine),
+        Acl(principal=me, operation="read", resource_type="group", resource_name=group),
+        # She may see the other topic (so the refusal is of the write itself, not of its
+        # metadata, which would say DESCRIBE), not write it.
+        Acl(principal=me, operation="describe", resource_type="topic", resource_name=other),
+    ]
+    erin = sasl(dev, user=ERIN, password=ERIN_PASSWORD)
+
+    async def as_alice_setup() -> None:
+        async with AdminClient(dev.bootstrap, **sasl(dev)) as admin:  # type: ignore[arg-type]
+            await admin.create_topic(mine, partitions=1, replication_factor=3)
+            await admin.create_topic(other, partitions=1, replication_factor=3)
+            await admin.upsert_user(ERIN, ERIN_PASSWORD)
+            assert await admin.create_acls(acls) == 4
+
+    async def end_offset(topic: str) -> int:
+        async with AdminClient(dev.bootstrap, **sasl(dev)) as admin:  # type: ignore[arg-type]
+            tp = TopicPartition(topic, 0)
+            return (await admin.list_offsets({tp: "latest"}))[tp].offset
+
+    asyncio.run(as_alice_setup())
+    _applied_everywhere(dev, acls)
+
+    # gRPC, liferaft's client.
+    async def grpc_client() -> None:
+        async with Producer(dev.bootstrap, acks="all", **erin) as producer:  # type: ignore[arg-type]
+            await producer.send_and_wait(mine, b"grpc", partition=0)
+            with pytest.raises(TopicAuthorizationFailedError) as e:
+                await producer.send_and_wait(other, b"never", partition=0)
+            assert str(e.value) == (
+                f"TOPIC_AUTHORIZATION_FAILED: User:{ERIN} may not WRITE topic {other}"
+            )
+        async with Consumer(dev.bootstrap, auto_offset_reset="earliest", **erin) as consumer:  # type: ignore[arg-type]
+            consumer.assign([TopicPartition(other, 0)])
+            with pytest.raises(TopicAuthorizationFailedError) as e:
+                for _ in range(10):
+                    await consumer.getmany(timeout_ms=500)
+            assert str(e.value) == (
+                f"TOPIC_AUTHORIZATION_FAILED: User:{ERIN} may not READ topic {other}"
+            )
+
+    asyncio.run(grpc_client())
+
+    # Kafka listener, aiokafka.
+    login = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": ERIN,
+        "sasl_plain_password": ERIN_PASSWORD,
+    }
+
+    async def aiokafka_client() -> None:
+        context = create_ssl_context(cafile=ca(dev))
+        producer = AIOKafkaProducer(
+            bootstrap_servers=dev.kafka_bootstrap,
+            ssl_context=context,
+            acks="all",
+            request_timeout_ms=10_000,
+            **login,  # type: ignore[arg-type]
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(mine, b"aiokafka", partition=0)
+            with pytest.raises(AKTopicAuthorizationFailed):
+                await producer.send_and_wait(other, b"never", partition=0)
+        finally:
+            await producer.stop()
+
+    asyncio.run(aiokafka_client())
+
+    # Kafka listener, confluent-kafka (librdkafka).
+    conf = {
+        **_ck_conf(dev),
+        "sasl.username": ERIN,
+        "sasl.password": ERIN_PASSWORD,
+    }
+    delivered: list[Any] = []
+    producer = CKProducer({**conf, "acks": "all", "message.timeout.ms": 20_000})
+    producer.produce(mine, b"confluent", partition=0, on_delivery=lambda e, _m: delivered.append(e))
+    producer.flush(30)
+    assert delivered == [None]
+    refused: list[Any] = []
+    producer = CKProducer({**conf, "acks": "all", "message.timeout.ms": 20_000})
+    producer.produce(other, b"never", partition=0, on_delivery=lambda e, _m: refused.append(e))
+    producer.flush(30)
+    assert [e.code() for e in refused] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+
+    # Nothing reached the other topic; all three writes reached hers.
+    assert asyncio.run(end_offset(other)) == 0
+    assert asyncio.run(end_offset(mine)) == 3
+
+    # Consuming in her group: aiokafka (and commits), then confluent-kafka from the commit.
+    async def aiokafka_consume() -> None:
+        consumer = AIOKafkaConsumer(
+            mine,
+            bootstrap_servers=dev.kafka_bootstrap,
+            ssl_context=create_ssl_context(cafile=ca(dev)),
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            **login,  # type: ignore[arg-type]
+        )
+        await consumer.start()
+        try:
+            got = [(await asyncio.wait_for(consumer.getone(), 30)).value for _ in range(2)]
+            assert got == [b"grpc", b"aiokafka"]
+            await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    asyncio.run(aiokafka_consume())
+    ck = CKConsumer({**conf, "group.id": group, "auto.offset.reset": "earliest"})
+    try:
+        ck.subscribe([mine])
+        values = []
+        for _ in range(120):
+            msg = ck.poll(0.5)
+            if msg is not None and msg.error() is None:
+                values.append(msg.value())
+                break
+        assert values == [b"confluent"]  # from the committed offset 2
+    finally:
+        ck.close()

@@ -22,10 +22,11 @@ from tests.integration.conftest import MakeCluster
 FIGURES = ("records_per_s", "requests_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms")
 
 
-def _bench(*args: str, timeout: float = 180) -> dict[str, object]:
+def _bench(*args: str, timeout: float = 180, before: list[str] | None = None) -> dict[str, object]:
+    """`liferaft [before...] bench args... --json`, its JSON."""
     env = dict(os.environ, GRPC_VERBOSITY="ERROR")
     proc = subprocess.run(
-        [sys.executable, "-m", "liferaft", "bench", *args, "--json"],
+        [sys.executable, "-m", "liferaft", *(before or []), "bench", *args, "--json"],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -107,6 +108,41 @@ def test_bench_with_confluent_kafka_on_the_kafka_listeners(make_cluster: MakeClu
     assert r["records"] == 2000, r
 
 
+def test_bench_on_a_secure_cluster(make_cluster: MakeCluster) -> None:
+    """Against a cluster whose clients must log in (as `dev up --secure` starts one), the bench
+    logs in with the CLI's client options (--client-config) through every client; without
+    them it is refused with the cluster's reason. `--secure` starts such a cluster itself."""
+    from liferaft.launcher import secure_args
+
+    cluster = make_cluster(3, *secure_args(3))
+    assert cluster.make_first_admin() is not None
+    login = ["--client-config", str(cluster.client_config)]
+    b = ["--bootstrap", cluster.bootstrap, "--records", "1500", "--partitions", "2"]
+    for client in ("raw", "producer", "kafka"):
+        r = _bench("produce", *b, "--client", client, "--batch-size", "65536", before=login)
+        _check(r)
+        assert r["records"] == 1500, r
+        if client != "kafka":
+            assert r["settings"]["security_protocol"] == "SASL_SSL", r  # type: ignore[index]
+    for client in ("raw", "consumer", "kafka"):
+        r = _bench(
+            "consume", "--bootstrap", cluster.bootstrap, "--records", "1000", "--client", client,
+            before=login,
+        )  # fmt: skip
+        _check(r)
+        assert r["records"] == 1000, r
+    env = dict(os.environ, GRPC_VERBOSITY="ERROR")
+    refused = subprocess.run(
+        [sys.executable, "-m", "liferaft", "bench", "produce", *b, "--json"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "no bootstrap node answered Metadata" in refused.stderr, refused.stderr
+    r = _bench("produce", "--secure", "--records", "1000", "--partitions", "2")
+    _check(r)
+    assert r["settings"]["security_protocol"] == "SASL_SSL", r  # type: ignore[index]
+
+
 def test_bench_compare_runs_liferaft_and_nats_side_by_side() -> None:
     _nats_or_skip()
     result = _bench("compare", "--duration", "1", "--runs", "1", timeout=300)
@@ -176,5 +212,12 @@ def test_bad_bench_options_are_refused_before_anything_starts() -> None:
     assert r.exit_code == 2 and "--client must be raw, producer or kafka" in r.output, r.output
     r = runner.invoke(app, ["consume", "--client", "producer", "--bootstrap", "127.0.0.1:1"])
     assert r.exit_code == 2 and "--client must be raw, consumer or kafka" in r.output, r.output
+    r = runner.invoke(app, ["produce", "--secure", "--bootstrap", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "--secure starts a secure local cluster" in r.output, r.output
+    assert "--client-config" in r.output, r.output
+    r = runner.invoke(app, ["consume", "--secure", "--bootstrap", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "--secure starts a secure local cluster" in r.output, r.output
+    r = runner.invoke(app, ["produce", "--secure", "--insecure-plaintext-between-nodes"])
+    assert r.exit_code == 2 and "--secure starts a secure local cluster" in r.output, r.output
     r = runner.invoke(app, ["e2e", "--record-size", "4", "--bootstrap", "127.0.0.1:1"])
     assert r.exit_code == 2 and "record size must be >= 8" in r.output, r.output

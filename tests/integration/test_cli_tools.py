@@ -341,6 +341,56 @@ def test_topic_add_partitions_grows_the_topic_and_bad_counts_change_nothing(
     assert after["configs"] == before["configs"]
 
 
+# -- topic delete-records ----------------------------------------------------------------------
+def test_topic_delete_records_moves_the_log_start_and_bad_input_changes_nothing(
+    bootstrap: str,
+) -> None:
+    b = bootstrap
+    ok(b, "topic", "create", "trim", "-p", "2", "-r", "3")
+    ok(b, "produce", "trim", "-p", "0", stdin=b"a\nb\nc\nd\ne\n")
+    ok(b, "produce", "trim", "-p", "1", stdin=b"f\ng\nh\n")
+
+    def starts() -> list[int]:
+        parts = json.loads(ok(b, "topic", "describe", "trim", "--json"))["partitions"]
+        return [p["log_start_offset"] for p in parts]
+
+    done = run(b, "topic", "delete-records", "trim", "-p", "0", "--offset", "3")
+    assert done.returncode == 0, done.stderr
+    assert b"deleted 3 records from topic trim (1 partition)" in done.stdout, done.stdout
+    assert starts() == [3, 0]
+    # A reader from the beginning starts at the new log start; the records there are unchanged.
+    assert ok(b, "consume", "trim", "-p", "0", "--from-beginning", "-n", "2").splitlines() == [
+        b"d",
+        b"e",
+    ]
+    for args, code, why in [
+        (["-p", "0", "--offset", "99"], 1, b"OFFSET_OUT_OF_RANGE"),  # above the high watermark
+        (["--all-partitions", "--offset", "4"], 1, b"partition(s) 1 (high watermark 3)"),
+        (["-p", "0", "--offset", "-2"], 2, b"-1 for the high watermark"),
+        (["-p", "7", "--offset", "1"], 1, b"not 7"),
+        (["--offset", "1"], 2, b"which partitions?"),
+        (["-p", "0", "--all-partitions", "--offset", "1"], 2, b"not both"),
+    ]:
+        bad = run(b, "topic", "delete-records", "trim", *args)
+        assert bad.returncode == code and why in bad.stderr, (args, bad.stderr)
+    unknown = run(b, "topic", "delete-records", "trim-none", "-p", "0", "--offset", "1")
+    assert unknown.returncode == 1 and b"UNKNOWN_TOPIC_OR_PARTITION" in unknown.stderr
+    assert starts() == [3, 0]
+    # Below the log start: nothing to delete, nothing changes.
+    again = json.loads(ok(b, "topic", "delete-records", "trim", "-p", "0", "-o", "1", "--json"))
+    assert again["partitions"] == [
+        {"partition": 0, "log_start_before": 3, "low_watermark": 3, "deleted": 0}
+    ]
+    # -1: up to the high watermark, in every partition.
+    every = json.loads(
+        ok(b, "topic", "delete-records", "trim", "--all-partitions", "--offset", "-1", "--json")
+    )
+    assert [(p["low_watermark"], p["deleted"]) for p in every["partitions"]] == [(5, 2), (3, 3)]
+    assert starts() == [5, 3]
+    ok(b, "produce", "trim", "-p", "1", stdin=b"i\n")
+    assert records(b, "trim") == [(1, 3, None, b"i")]
+
+
 def test_group_delete_removes_an_empty_group_only(bootstrap: str) -> None:
     b = bootstrap
     ok(b, "topic", "create", "gd", "-p", "1", "-r", "3")

@@ -24,7 +24,14 @@ from typing import Any
 
 import pytest
 
-from client import AdminClient, Consumer, Producer, TopicPartition
+from client import (
+    AdminClient,
+    Consumer,
+    OffsetOutOfRangeError,
+    Producer,
+    TopicPartition,
+    UnknownTopicOrPartitionError,
+)
 from liferaft.launcher import DevCluster, free_port_block
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
@@ -401,6 +408,123 @@ def test_kafka_admin_adds_partitions_that_take_records(cluster: DevCluster) -> N
     for p in range(3):
         assert consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=20) == (0, 1)
     consumer.close()
+
+
+def test_kafka_admins_delete_records_and_consumers_move_to_the_new_start(
+    cluster: DevCluster,
+) -> None:
+    """DeleteRecords from confluent-kafka (librdkafka) and kafka-python: the answer is the new
+    low watermark; ListOffsets earliest shows it; a group whose committed offset is now below it
+    resumes at it (auto.offset.reset=earliest), as in Kafka; a bad offset changes nothing; a
+    node that does not lead the partition answers NOT_LEADER_OR_FOLLOWER."""
+    import confluent_kafka as ck
+    import kafka
+    import kafka.errors
+    from confluent_kafka.admin import AdminClient as CkAdmin
+
+    topic = unique("trim")
+    create_with_kafka_python(cluster, topic, partitions=2)
+    b = kafka_bootstrap(cluster)
+    producer = ck.Producer({"bootstrap.servers": b, "enable.idempotence": True, "acks": "all"})
+    for i in range(10):
+        producer.produce(topic, value=b"v%d" % i, partition=0)
+    for i in range(4):
+        producer.produce(topic, value=b"w%d" % i, partition=1)
+    assert producer.flush(30) == 0
+    group = unique("g")
+    committer = ck.Consumer(
+        {"bootstrap.servers": b, "group.id": group, "enable.auto.commit": False}
+    )
+    committer.commit(offsets=[ck.TopicPartition(topic, 0, 2)], asynchronous=False)
+    committer.close()
+
+    admin = CkAdmin({"bootstrap.servers": b})
+    tp0 = ck.TopicPartition(topic, 0, 6)
+    (done,) = admin.delete_records([tp0], request_timeout=20).values()
+    assert done.result().low_watermark == 6
+    too_far = admin.delete_records([ck.TopicPartition(topic, 1, 99)], request_timeout=20)
+    with pytest.raises(ck.KafkaException, match="OFFSET_OUT_OF_RANGE"):
+        next(iter(too_far.values())).result()
+
+    kp = kafka.KafkaAdminClient(bootstrap_servers=b, request_timeout_ms=20_000)
+    try:
+        out = kp.delete_records({kafka.TopicPartition(topic, 1): -1})
+        assert out[kafka.TopicPartition(topic, 1)]["low_watermark"] == 4
+        leader = admin.list_topics(topic, timeout=10).topics[topic].partitions[0].leader
+        other = next(n for n in cluster.nodes if n != leader)
+        with pytest.raises(kafka.errors.NotLeaderForPartitionError):
+            kp.delete_records({kafka.TopicPartition(topic, 0): 8}, partition_leader_id=other)
+    finally:
+        kp.close()
+
+    consumer = ck.Consumer(
+        {
+            "bootstrap.servers": b,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        assert consumer.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=20) == (6, 10)
+        assert consumer.get_watermark_offsets(ck.TopicPartition(topic, 1), timeout=20) == (4, 4)
+        consumer.assign([ck.TopicPartition(topic, 0)])  # from the group's committed offset 2
+        got: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 4 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append((msg.offset(), msg.value()))
+    finally:
+        consumer.close()
+    assert got == [(6, b"v6"), (7, b"v7"), (8, b"v8"), (9, b"v9")]
+
+
+async def test_aiokafka_and_the_liferaft_admin_delete_records(cluster: DevCluster) -> None:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from aiokafka.structs import TopicPartition as AioTP
+
+    topic = unique("trim-aio")
+    create_with_kafka_python(cluster, topic, partitions=1)
+    async with Producer(cluster.bootstrap, acks="all") as producer:
+        for i in range(6):
+            await producer.send_and_wait(topic, b"v%d" % i, partition=0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap(cluster))
+    await admin.start()
+    try:
+        lows = await admin.delete_records({AioTP(topic, 0): RecordsToDelete(before_offset=2)})
+        assert lows == {AioTP(topic, 0): 2}
+    finally:
+        await admin.close()
+    async with AdminClient(cluster.bootstrap) as ours:
+        assert await ours.delete_records({(topic, 0): 4}) == {TopicPartition(topic, 0): 4}
+        assert (await ours.list_offsets({(topic, 0): "earliest"}))[
+            TopicPartition(topic, 0)
+        ].offset == 4
+        # Bad input: a clear error, and the log start stays where it was.
+        with pytest.raises(OffsetOutOfRangeError, match="nothing was deleted"):
+            await ours.delete_records({(topic, 0): 100})
+        with pytest.raises(OffsetOutOfRangeError):
+            await ours.delete_records({(topic, 0): -2})
+        with pytest.raises(UnknownTopicOrPartitionError):
+            await ours.delete_records({(topic, 5): 1}, timeout_ms=3_000)
+        assert (await ours.list_offsets({(topic, 0): "earliest"}))[
+            TopicPartition(topic, 0)
+        ].offset == 4
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap(cluster), auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    got: list[tuple[int, bytes | None]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                got.extend((m.offset, m.value) for m in msgs)
+    finally:
+        await consumer.stop()
+    assert got == [(4, b"v4"), (5, b"v5")]
 
 
 def test_a_failed_acks0_produce_closes_the_connection(cluster: DevCluster) -> None:

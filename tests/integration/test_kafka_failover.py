@@ -7,6 +7,7 @@ own, from NOT_LEADER_OR_FOLLOWER, a dropped connection and fresh metadata, as wi
 from __future__ import annotations
 
 import io
+import signal
 import socket
 import struct
 import threading
@@ -130,6 +131,57 @@ def test_idempotent_confluent_producer_survives_a_leader_kill(cluster: DevCluste
         later = [o for o, e in epochs.items() if e > epoch]
         expected_end = min(later) if later else hw
         assert offset_for_leader_epoch(cluster, topic, epoch) == (epoch, expected_end)
+
+
+def partition_metadata(address: str, topic: str) -> Any:
+    from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+    from kio.schema.metadata.v12.response import MetadataResponse
+
+    md = kafka_request(
+        address,
+        MetadataRequest(
+            topics=(MetadataRequestTopic(topic_id=None, name=topic),),
+            allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False,
+        ),
+        MetadataResponse,
+    )
+    return md.topics[0].partitions[0]
+
+
+def test_a_cut_off_leader_sends_kafka_clients_to_another_replica(cluster: DevCluster) -> None:
+    """The old leader of a partition, cut off from the others (they are paused here), steps
+    down and knows no leader: its Metadata names another replica, epoch -1 (unknown), so a
+    client that only talks to it goes there (node/kafka/cut_off.py). It used to answer leader
+    -1 until the fault healed, and librdkafka kept asking it. Once healed it names the real
+    leader with its epoch again."""
+    from kio.schema.errors import ErrorCode as KafkaError
+
+    topic = "cutoff"
+    create_with_kafka_python(cluster, topic, partitions=1)
+    victim = leader_of(kafka_bootstrap(cluster), topic)
+    address = cluster.node(victim).kafka_address
+    others = [n for n in cluster.nodes if n != victim]
+    for n in others:
+        cluster.signal_node(n, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 30
+        part = partition_metadata(address, topic)
+        while part.leader_id not in others and time.monotonic() < deadline:
+            time.sleep(0.2)
+            part = partition_metadata(address, topic)
+        assert part.leader_id in others, part
+        assert part.leader_epoch == -1 and part.error_code == KafkaError.not_leader_or_follower
+        assert sorted(part.replica_nodes) == sorted(cluster.nodes)
+    finally:
+        for n in others:
+            cluster.signal_node(n, signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    part = partition_metadata(address, topic)
+    while (part.leader_epoch < 0 or part.error_code != 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        part = partition_metadata(address, topic)
+    assert part.error_code == 0 and part.leader_epoch > 0 and part.leader_id in cluster.nodes
 
 
 def offset_for_leader_epoch(cluster: DevCluster, topic: str, epoch: int) -> tuple[int, int]:

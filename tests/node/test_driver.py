@@ -162,6 +162,65 @@ async def test_appends_leave_while_the_previous_round_syncs(
     assert held.calls >= 2  # the second round waited for a sync of its own
 
 
+class PermitSync:
+    """Wraps NodeStore.sync_wal: each sync waits for a permit the test gives, one at a time."""
+
+    def __init__(self, real: Callable[[], None]) -> None:
+        self.real = real
+        self.permits = threading.Semaphore(0)
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        assert self.permits.acquire(timeout=10), "the test gave no permit"
+        self.real()
+
+
+async def test_a_commit_is_applied_while_the_next_round_syncs(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
+) -> None:
+    """Applying ahead (raft/rawnode.py): an entry committed and durable here is applied at once,
+    not after the sync of a later round that has nothing to do with it; the later entry is
+    applied only once its own sync returns."""
+    driver, out, fsm, held = leader
+    driver.timing.apply_ahead = True
+    syncs = PermitSync(held.real)
+    driver.store.sync_wal = syncs  # type: ignore[method-assign]
+    try:
+        await _apply_while_held(driver, out, fsm, syncs)
+    finally:
+        syncs.permits.release(100)  # no sync is left waiting when the fixture stops the driver
+
+
+async def _apply_while_held(
+    driver: RaftDriver, out: Outbox, fsm: Machine, syncs: PermitSync
+) -> None:
+    node = driver.groups[GROUP].node
+    node.propose(b"a" * BIG)
+    driver.touched(GROUP)
+    await until(lambda: syncs.calls == 1, "the first sync to start")
+    node.propose(b"b" * BIG)
+    driver.touched(GROUP)
+    await until(
+        lambda: any(
+            m.type == MessageType.APP and any(e.data[:1] == b"b" for e in m.entries)
+            for m in out.sent
+        ),
+        "the second append while the first sync is held",
+    )
+    ack(driver, out)  # node 2 holds both: each commits once our own copy is durable
+    await asyncio.sleep(0.05)
+    assert fsm.applied == []
+    syncs.permits.release()  # the first sync returns; the second starts and is held
+    await until(lambda: syncs.calls == 2, "the second sync to start")
+    await until(lambda: fsm.applied == [b"a" * BIG], "a applied while b's sync is held")
+    assert driver.stats.applied_ahead >= 1
+    await asyncio.sleep(0.05)
+    assert fsm.applied == [b"a" * BIG], "b applied before its own sync returned"
+    syncs.permits.release()
+    await until(lambda: fsm.applied == [b"a" * BIG, b"b" * BIG], "b applied after its sync")
+
+
 async def test_a_vote_reply_waits_for_the_sync_that_covers_the_vote(
     leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
 ) -> None:

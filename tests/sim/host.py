@@ -31,6 +31,11 @@ Four things a real host (node/driver.py) does, and the world turns on per seed (
                 chaos often none, when calm all, as a disk is much faster than a tick), and
                 only then does the host do steps 3 to 5 for each. A crash loses every write
                 still queued.
+  apply ahead   with writes in flight, in half the lives of a node (drawn from its restart
+                seed): committed entries already durable on the node are applied, and
+                RawNode.advance_applied called, while their Ready's write (or an earlier one)
+                is still queued, as node/driver.py does; the rest of the Ready finishes with its
+                write (advance_persisted).
 """
 
 from __future__ import annotations
@@ -187,6 +192,16 @@ class HostLoopError(RuntimeError):
     pass
 
 
+@dataclass(slots=True)
+class _Write:
+    """A Ready whose write is in flight (pipeline)."""
+
+    rd: Ready
+    point: CrashPoint
+    applied: bool = False
+    """Its committed entries were applied ahead of the write (apply ahead)."""
+
+
 class SimNode:
     """One node and its disk. `node` is None while the node is down."""
 
@@ -218,7 +233,9 @@ class SimNode:
         self.client_waiting = False  # a client batch to take during the next fsync
         self.unreachable: set[int] = set()  # peers the transport reports lost
         self.peer_lives: dict[int, int] = {}  # peer -> its life when last seen reachable
-        self.writes: deque[tuple[Ready, CrashPoint]] = deque()  # in flight (pipeline), oldest first
+        self.writes: deque[_Write] = deque()  # in flight (pipeline), oldest first
+        self.apply_ahead = False  # this life applies durable committed entries early
+        self.applied_ahead = 0  # Readies whose entries were applied before their write
         self.disk = random.Random(0)  # how many queued writes the disk finishes (pipeline)
         self.disk_stalled = False  # a fault: the disk finishes nothing until it heals
         self.crashes = 0
@@ -256,6 +273,7 @@ class SimNode:
         if self.fence is not None:
             self.node.set_fence(self.fence)
         self.disk = random.Random(rng_seed ^ 0xD15C)  # its own: the world's draws stay as they are
+        self.apply_ahead = self.policy.pipeline and random.Random(rng_seed ^ 0xA4EAD).random() < 0.5
         self.life += 1
         self.restart_at = None
         self.crash_armed = False
@@ -322,9 +340,11 @@ class SimNode:
                 if point == CrashPoint.AFTER_SEND:
                     self.crash(point)
                     return
-                self.writes.append((rd, point))
+                self.writes.append(_Write(rd, point))
                 self.pipelined += len(self.writes) > 1
                 ev.syncing(self)
+                if self.apply_ahead:
+                    self._apply_ahead()
                 if not pipeline and not self._finish_write():
                     return
             if not pipeline:
@@ -334,6 +354,8 @@ class SimNode:
             for _ in range(done):
                 if not self._finish_write():
                     return
+            if self.apply_ahead and done:
+                self._apply_ahead()
             if done < queued or self.dirty or self.node is None or not self.node.has_ready():
                 return
 
@@ -348,7 +370,8 @@ class SimNode:
         """The oldest queued write is durable: steps 3 to 5 for its Ready. False: crashed."""
         node = self.node
         assert node is not None
-        rd, point = self.writes.popleft()
+        w = self.writes.popleft()
+        rd, point = w.rd, w.point
         ev = self.events
         if rd.entries:
             last = rd.entries[-1]
@@ -362,12 +385,39 @@ class SimNode:
         if point == CrashPoint.AFTER_PERSISTED_SEND:
             self.crash(point)
             return False
-        self._apply(node, rd)
+        if not w.applied:
+            self._apply(node, rd)
         if point == CrashPoint.AFTER_APPLY:
             self.crash(point)
             return False
-        node.advance(rd)
+        if w.applied:
+            node.advance_persisted(rd)
+        else:
+            node.advance(rd)
         return True
+
+    def _apply_ahead(self) -> None:
+        """Apply the committed entries of queued writes that are durable here already, in Ready
+        order: the first that cannot (not durable yet, or a snapshot or leader change to hand
+        over with its write) holds back the rest (raft/rawnode.py, "Applying ahead")."""
+        node = self.node
+        assert node is not None
+        for w in self.writes:
+            if w.applied:
+                continue
+            rd = w.rd
+            ents = rd.committed_entries
+            if (
+                rd.snapshot is not None
+                or rd.soft_state is not None
+                or (ents and ents[-1].index > node.persisted_index())
+            ):
+                return
+            w.applied = True
+            if ents:
+                self._apply(node, rd)
+                node.advance_applied(rd)
+                self.applied_ahead += 1
 
     def _persist(self, rd: Ready) -> None:
         st = self.storage

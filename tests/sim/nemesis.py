@@ -108,7 +108,7 @@ class Nemesis:
                 chance = max(chance, p.crash_vote)
                 if (
                     any(m.entries for m in rd.messages)
-                    and any(q.hard_state and q.hard_state.term == r.term for q, _ in sn.writes)
+                    and any(q.rd.hard_state and q.rd.hard_state.term == r.term for q in sn.writes)
                     and w.rng.random() < p.crash_vote
                 ):
                     # Entries of a term whose write is still in flight leave the node, and it

@@ -126,6 +126,7 @@ class Summary:
     checks: int = 0
     pipelined: int = 0
     stale_writes: int = 0
+    applied_ahead: int = 0
     wipes: int = 0
     rejoined: int = 0
     max_leader_ets: float = 0.0
@@ -155,6 +156,7 @@ class Summary:
         self.messages += s.messages
         self.pipelined += s.pipelined
         self.stale_writes += s.stale_writes
+        self.applied_ahead += s.applied_ahead
         self.wipes += s.wipes
         self.rejoined += s.rejoined
         self.checks += s.checks
@@ -186,7 +188,8 @@ class Summary:
             f"{self.rejoined:,})",
             f"messages delivered  {self.messages:,}",
             f"writes in flight    {self.pipelined:,} Readies taken over one, "
-            f"{self.stale_writes:,} finished after their entries were replaced",
+            f"{self.stale_writes:,} finished after their entries were replaced, "
+            f"{self.applied_ahead:,} applied ahead of their write",
             f"safety checks       {self.checks:,} node-steps checked",
             "liveness (calm)     in election timeouts, worst seen (bound, seed): "
             f"leader {self.max_leader_ets:.1f} ({LEADER_BOUND_ETS}, {w[0]}), "

@@ -9,7 +9,8 @@ blind. Seeds run in order and the hunt stops at the first failure, so this file 
 
 Beyond the four classic bugs, three more prove the checks no classic bug reaches can fire: log
 matching, commit monotonicity and leader append-only; one more is a host-contract bug of writes
-in flight (a Ready that repeats committed entries), and one is issue 11's single voter that
+in flight (a Ready that repeats committed entries), one a host that applies ahead of its
+writes out of order, and one is issue 11's single voter that
 leads a term before it is durable.
 """
 
@@ -23,6 +24,7 @@ from raft.quorum import VoteResult
 from raft.rawnode import RawNode
 from raft.types import Entry, Message, MessageType
 from tests.sim.cli import main
+from tests.sim.host import SimNode
 from tests.sim.profile import SimOptions
 from tests.sim.runner import SeedResult, first_failure
 
@@ -145,6 +147,33 @@ def test_a_ready_that_hands_out_committed_entries_again(monkeypatch: pytest.Monk
     that forgets which committed entries are already on their way to be applied."""
     monkeypatch.setattr(RaftLog, "applying_to", lambda self, index: None)
     found = _hunt(budget=20)
+    assert found.kind in {"safety", "exception"}, found.error
+    if found.kind == "safety":
+        assert found.prop == "state machine safety", found.error
+
+
+def test_a_host_that_applies_ahead_out_of_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Applying ahead of a write (raft/rawnode.py): a Ready whose committed entries are not
+    durable yet must hold back the applies of every later Ready. Plant a host that skips it
+    and applies the later ones (node/driver.py's `_apply_ahead` keeps the same rule)."""
+
+    def apply_ahead_skipping(self: SimNode) -> None:
+        node = self.node
+        assert node is not None
+        for w in self.writes:
+            rd = w.rd
+            ents = rd.committed_entries
+            if w.applied or (ents and ents[-1].index > node.persisted_index()):
+                continue  # the bug: `return`, holding back the rest, is what is right
+            if rd.snapshot is not None or rd.soft_state is not None:
+                continue
+            w.applied = True
+            if ents:
+                self._apply(node, rd)
+                node.advance_applied(rd)
+
+    monkeypatch.setattr(SimNode, "_apply_ahead", apply_ahead_skipping)
+    found = _hunt(budget=100)
     assert found.kind in {"safety", "exception"}, found.error
     if found.kind == "safety":
         assert found.prop == "state machine safety", found.error

@@ -134,6 +134,8 @@ class SeedStats:
     """Readies a host took while an earlier write was still in flight (pipeline)."""
     stale_writes: int = 0
     """Writes that finished after a newer leader had replaced their entries (pipeline)."""
+    applied_ahead: int = 0
+    """Readies whose committed entries were applied before their write finished (apply ahead)."""
     leader_ticks: int = 0
     """Calm phase: ticks until a leader was elected."""
     commit_ticks: int = 0
@@ -743,6 +745,7 @@ class World:
         s.snapshots_installed = sum(sn.snapshots_installed for sn in self.nodes.values())
         s.pipelined = sum(sn.pipelined for sn in self.nodes.values())
         s.stale_writes = sum(sn.stale_writes for sn in self.nodes.values())
+        s.applied_ahead = sum(sn.applied_ahead for sn in self.nodes.values())
         s.checks = c.checks
 
 

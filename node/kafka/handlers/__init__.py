@@ -11,6 +11,7 @@ from importlib import import_module
 from node.kafka.wire import Api
 
 HANDLERS = (
+    "alter_partition_reassignments",
     "alter_user_scram_credentials",
     "api_versions",
     "create_acls",
@@ -18,6 +19,7 @@ HANDLERS = (
     "create_topics",
     "delete_acls",
     "delete_groups",
+    "delete_records",
     "delete_topics",
     "describe_acls",
     "describe_cluster",
@@ -33,6 +35,7 @@ HANDLERS = (
     "leave_group",
     "list_groups",
     "list_offsets",
+    "list_partition_reassignments",
     "metadata",
     "offset_commit",
     "offset_fetch",

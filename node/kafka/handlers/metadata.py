@@ -3,7 +3,9 @@
 Served from this node's replica of the controller's state and what it knows of partition
 leaders (its own replicas, and the leaders' gossip), like the gRPC Metadata. The leader epoch is
 the partition's Raft term. Topics are never created by a Metadata request (Redpanda's default:
-auto_create_topics_enabled=false): an unknown topic is UNKNOWN_TOPIC_OR_PARTITION.
+auto_create_topics_enabled=false): an unknown topic is UNKNOWN_TOPIC_OR_PARTITION. A node cut
+off from the others names another replica for a partition it knows no leader of
+(node/kafka/cut_off.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from kio.schema.errors import ErrorCode as KafkaErrorCode
 from node import acl
 from node.acl import Operation
 from node.controller import TopicInfo
+from node.kafka.cut_off import leader_hint
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses
 
 UNKNOWN_AUTHORIZED_OPERATIONS = -(2**31)
@@ -28,6 +31,22 @@ def _partitions(ctx: Ctx, r: Responses, info: TopicInfo) -> tuple[Any, ...]:
         view = ctx.broker.partition_view(info, p)
         st = view.state
         if st is None or not st.leader:
+            hint = leader_hint(ctx.broker.node_id, view.replicas, ctx.broker.controller_leader())
+            if hint is not None:
+                # Cut off: send the client to another replica (node/kafka/cut_off.py).
+                out.append(
+                    r.make(
+                        "MetadataResponsePartition",
+                        error_code=KafkaErrorCode.not_leader_or_follower,
+                        partition_index=p,
+                        leader_id=hint,
+                        leader_epoch=-1,
+                        replica_nodes=view.replicas,
+                        isr_nodes=(),
+                        offline_replicas=(),
+                    )
+                )
+                continue
             out.append(
                 r.make(
                     "MetadataResponsePartition",
