@@ -593,8 +593,18 @@ class World:
                 break
             await asyncio.sleep(0.05)
         if part is None:
-            alive = [n.id for n in c.live()]
-            if len(alive) * 2 > len(c.ids):
+            alive = {n.id for n in c.live()}
+            # The partition's own voters, as its live replicas have them: a partition moved
+            # down to two replicas, one of which cannot start again (a corrupt disk), has lost
+            # its majority for good, whatever the rest of the cluster does.
+            voters: set[int] = set()
+            for n in c.live():
+                assert n.broker is not None
+                replica = n.broker.partitions.get((topic, p))
+                if replica is not None:
+                    voters |= set(replica.group.conf_state.voters)
+            majority = len(voters & alive) * 2 > len(voters) if voters else True
+            if len(alive) * 2 > len(c.ids) and majority:
                 h.fail("progress", f"{topic}-{p} has no leader 5 s after the faults ended")
             return
         log: dict[int, bytes] = {}
