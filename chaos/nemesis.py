@@ -22,7 +22,15 @@ Fault kinds (the CLI's --faults names on the left):
   bandwidth  every node-to-node link limited to kbps KB/s
   answers    every produce answer is lost on its way back to the producers (the batch is
              written; the producer sees a broken connection): chaos/answers.py
-Each fault is healed (restart, resume, heal) after its hold time, before the next one starts.
+  move       move partition p onto other replicas through the admin API (one replica swapped
+             for a node that holds none of p, at a drawn throttle); after `hold_s` the heal step
+             moves it back (`back`) if the move has finished, else leaves it: chaos/moves.py.
+Each fault is healed (restart, resume, heal) after its hold time, before the next one starts;
+except moves, which have a schedule of their own, drawn from a second random stream of the same
+seed, and run concurrently with the other faults: a move is asked for while a node may be down
+or cut off, and a kill or a partition lands in the middle of a move (the nemesis's settle check
+then waits for the voters to be in sync, not for the move to finish). With move among the
+kinds, the schedule of the other kinds is the one they would have without it.
 
 Execution. Before each fault the nemesis waits (bounded) until the cluster is settled (every
 partition led, every replica in sync), so each fault starts from a healthy cluster and its
@@ -51,6 +59,7 @@ from typing import Any
 from chaos.answers import AnswerDropper
 from chaos.faults import Faults
 from chaos.history import History
+from chaos.moves import MoveRecord, ReplicaMover
 from chaos.targets import TargetError
 
 __all__ = [
@@ -66,7 +75,16 @@ __all__ = [
 
 log = logging.getLogger("liferaft.chaos")
 
-FAULT_KINDS = ("kill", "pause", "partition", "power", "latency", "bandwidth", "answers")
+FAULT_KINDS = (
+    "kill",
+    "pause",
+    "partition",
+    "power",
+    "latency",
+    "bandwidth",
+    "answers",
+    "move",
+)
 PARTITION_KINDS = ("isolate", "split", "one_way", "ring")
 POWER_KINDS = ("power", "power_all")
 NODE_KINDS = ("kill", "pause", "isolate", "split", "one_way", "power")
@@ -74,6 +92,8 @@ NODE_KINDS = ("kill", "pause", "isolate", "split", "one_way", "power")
 
 LATENCY_MS = (20, 50, 100, 150)
 BANDWIDTH_KBPS = (20, 100, 500)
+MOVE_THROTTLE_BYTES_S = (0, 200_000, 1_000_000)
+"""A move's throttle (0: none): a slow one is still catching up when the next fault lands."""
 
 
 def parse_fault_kinds(text: str) -> tuple[str, ...]:
@@ -101,6 +121,11 @@ class PlannedFault:
     latency_ms: int = 0
     jitter_ms: int = 0
     kbps: int = 0
+    pick: int = 0
+    """move: which replica is replaced and by which node (chaos.moves.move_target)."""
+    throttle_bytes_s: int = 0
+    back: bool = False
+    """move: the heal step moves the partition back if the move has finished."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v or k in ("at_s", "kind", "hold_s")}
@@ -120,6 +145,11 @@ class PlannedFault:
             return f"power loss of every node for {self.hold_s:.1f}s"
         if self.kind == "answers":
             return f"lose every produce answer for {self.hold_s:.1f}s"
+        if self.kind == "move":
+            return (
+                f"move partition {self.partition} (then {'back' if self.back else 'leave it'}"
+                f" after {self.hold_s:.1f}s)"
+            )
         return f"{self.kind} the leader of partition {self.partition} for {self.hold_s:.1f}s"
 
 
@@ -139,6 +169,75 @@ def plan_faults(
     for k in kinds:
         if k not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {k!r}")
+    if not kinds:
+        return []
+    plan = _plan_sequence(
+        [k for k in kinds if k != "move"],
+        duration_s,
+        seed,
+        partitions=partitions,
+        first_s=first_s,
+        hold_s=hold_s,
+        quiet_s=quiet_s,
+        tail_s=tail_s,
+    )
+    if "move" in kinds:
+        moves = _plan_moves(
+            duration_s, seed, partitions=partitions, first_s=first_s, hold_s=hold_s, tail_s=tail_s
+        )
+        plan = sorted(plan + moves, key=lambda p: (p.at_s, p.kind == "move"))
+    return plan
+
+
+def _plan_moves(
+    duration_s: float,
+    seed: int,
+    *,
+    partitions: int,
+    first_s: float,
+    hold_s: tuple[float, float],
+    tail_s: float,
+    gap_s: tuple[float, float] = (3.0, 8.0),
+) -> list[PlannedFault]:
+    """The move track: a move every few seconds, each held `hold_s` before its heal step, from
+    a random stream of its own (the seed's other faults do not shift when move is added)."""
+    rng = random.Random(f"move-{seed}")
+    plan: list[PlannedFault] = []
+    t = first_s + rng.uniform(*gap_s)
+    while True:
+        hold = round(rng.uniform(*hold_s), 3)
+        partition = rng.randrange(partitions)
+        pick = rng.randrange(1 << 16)
+        throttle = rng.choice(MOVE_THROTTLE_BYTES_S)
+        back = rng.random() < 0.5
+        if t + hold > duration_s - tail_s:
+            return plan
+        plan.append(
+            PlannedFault(
+                at_s=round(t, 3),
+                kind="move",
+                hold_s=hold,
+                partition=partition,
+                pick=pick,
+                throttle_bytes_s=throttle,
+                back=back,
+            )
+        )
+        t += hold + rng.uniform(*gap_s)
+
+
+def _plan_sequence(
+    kinds: Sequence[str],
+    duration_s: float,
+    seed: int,
+    *,
+    partitions: int,
+    first_s: float,
+    hold_s: tuple[float, float],
+    quiet_s: tuple[float, float],
+    tail_s: float,
+) -> list[PlannedFault]:
+    """The faults one after the other (every kind but move)."""
     if not kinds:
         return []
     rng = random.Random(seed)
@@ -195,9 +294,12 @@ class FaultEvent:
     heal_ms: float = 0.0
     error: str | None = None
     skipped: str | None = None
+    moves: list[MoveRecord] = field(default_factory=list)
+    """move: the move it asked for, and the move back if its heal step asked for one."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        d["moves"] = [m.to_json() for m in self.moves]
         d["planned"] = self.planned.to_json()
         d["leaders"] = {str(k): v for k, v in self.leaders.items()}
         return d
@@ -207,6 +309,8 @@ class FaultEvent:
             return f"latency {self.planned.latency_ms}+-{self.planned.jitter_ms}ms"
         if self.kind == "bandwidth":
             return f"bandwidth {self.planned.kbps}KB/s"
+        if self.kind == "move" and self.moves:
+            return self.moves[0].describe()
         target = f" node {','.join(map(str, self.nodes))}" if self.nodes else ""
         return f"{self.kind}{target}"
 
@@ -229,9 +333,11 @@ class Nemesis:
         settle_timeout_s: float = 30.0,
         on_event: Callable[[str], None] | None = None,
         answers: AnswerDropper | None = None,
+        mover: ReplicaMover | None = None,
     ) -> None:
         self.faults = faults
         self.answers = answers
+        self.mover = mover
         self.history = history
         self.plan = list(plan)
         self.leaders = leaders
@@ -243,10 +349,24 @@ class Nemesis:
     async def run(self, started: float, end_s: float | None) -> list[FaultEvent]:
         """Inject the plan; `started` is the run's time.monotonic() origin and `end_s` the
         run's length (None: inject every fault, however late). Returns the events (also kept
-        in `self.events`)."""
-        for planned in self.plan:
+        in `self.events`). Moves run on their own track, concurrently (module docstring)."""
+        moves = [p for p in self.plan if p.kind == "move"]
+        others = [p for p in self.plan if p.kind != "move"]
+        if moves:
+            await asyncio.gather(
+                self._track(others, started, end_s, settle=True),
+                self._track(moves, started, end_s, settle=False),
+            )
+        else:
+            await self._track(others, started, end_s, settle=True)
+        return self.events
+
+    async def _track(
+        self, plan: Sequence[PlannedFault], started: float, end_s: float | None, *, settle: bool
+    ) -> None:
+        for planned in plan:
             await _sleep_until(started + planned.at_s)
-            if self.settled is not None:
+            if settle and self.settled is not None:
                 await self._settle()
             now_s = time.monotonic() - started
             event = FaultEvent(kind=planned.kind, planned=planned)
@@ -256,7 +376,6 @@ class Nemesis:
                 continue
             self.events.append(event)  # before it runs: a cancelled run still lists it
             await self._one(planned, event, started)
-        return self.events
 
     async def _settle(self) -> None:
         assert self.settled is not None
@@ -277,6 +396,9 @@ class Nemesis:
             leaders = {}
             log.warning("leader lookup failed: %r", e)
         event.leaders = leaders
+        if planned.kind == "move":
+            await self._move(planned, event, started)
+            return
         nodes = self.faults.node_ids
         leader = leaders.get(planned.partition) or nodes[planned.partition % len(nodes)]
         inject, heal, targets = self._actions(planned, leader)
@@ -313,6 +435,45 @@ class Nemesis:
                 event.error = f"heal: {e}"
                 await self._recover()
             event.heal_ms = (time.monotonic() - t1) * 1000
+            event.start_ns, event.end_ns = start, self.history.now()
+            event.start_wall = time.time() - (event.end_ns - start) / 1e9
+            self.history.record_fault(planned.kind, event.start_ns, event.end_ns)
+
+    async def _move(self, planned: PlannedFault, event: FaultEvent, started: float) -> None:
+        """A move fault: ask for the move, hold, then the heal step (chaos/moves.py). A
+        request the cluster refused is the event's error, not a run failure."""
+        mover = self.mover
+        if mover is None:
+            raise ValueError("the 'move' fault needs a ReplicaMover")
+        event.affected_partitions = (planned.partition,)
+        start = self.history.now()
+        record = await mover.start(planned.partition, planned.pick, planned.throttle_bytes_s)
+        event.moves.append(record)
+        event.nodes = tuple(sorted(set(record.target) ^ set(record.origin)))
+        if record.error is not None:
+            event.error = f"move: {record.error}"
+            self._say(
+                f"[{time.monotonic() - started:6.1f}s] {record.describe()} FAILED: {record.error}"
+            )
+        else:
+            self._say(
+                f"[{time.monotonic() - started:6.1f}s] {planned.describe()}: {record.describe()}"
+            )
+        try:
+            await asyncio.sleep(planned.hold_s)
+            if record.started:
+                again = await mover.heal(record, planned.back)
+                if again is not None:
+                    event.moves.append(again)
+                    self._say(
+                        f"[{time.monotonic() - started:6.1f}s] "
+                        + (
+                            f"{again.describe()} FAILED: {again.error}"
+                            if again.error
+                            else again.describe()
+                        )
+                    )
+        finally:
             event.start_ns, event.end_ns = start, self.history.now()
             event.start_wall = time.time() - (event.end_ns - start) / 1e9
             self.history.record_fault(planned.kind, event.start_ns, event.end_ns)

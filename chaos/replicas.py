@@ -10,6 +10,12 @@ compares:
 - the controller and the consumer groups: a SHA-256 of the applied state, between replicas at
   the same applied index.
 
+Which nodes hold a partition: the partition's replicas NOW (`replica_sets`, from the metadata),
+not the ones it was created with: a replica move (chaos/moves.py) adds some and removes others.
+A node outside a partition's current replicas that still answers for it (a removed replica
+closing its copy) is left out; a current replica that does not answer for it has not caught up
+(and is a difference if it never does).
+
 Replicas still catching up are not a difference: the comparison is asked again (every half
 second, up to `timeout_s`) until every group's replicas stand at the same high watermark and
 applied index. What remains then is a difference: digests that disagree, and also replicas that
@@ -52,6 +58,44 @@ class ReplicaReport:
 
 Views = dict[str, broker_pb2.ReplicaStateResponse]
 """node address -> its answer."""
+
+
+ReplicaSets = dict[str, set[int]]
+""" "topic/partition" -> the node ids of its replicas now."""
+
+
+def current_views(views: Views, replica_sets: ReplicaSets | None) -> Views:
+    """`views` with every partition answer from a node outside that partition's current
+    replicas left out (None: keep every answer)."""
+    if replica_sets is None:
+        return views
+    out: Views = {}
+    for addr, v in views.items():
+        kept = broker_pb2.ReplicaStateResponse()
+        kept.CopyFrom(v)
+        del kept.partitions[:]
+        kept.partitions.extend(
+            p
+            for p in v.partitions
+            if v.node_id in replica_sets.get(f"{p.topic}/{p.partition}", {v.node_id})
+        )
+        out[addr] = kept
+    return out
+
+
+def missing_replicas(views: Views, replica_sets: ReplicaSets | None) -> list[str]:
+    """A current replica (of a node that answered) that holds no copy of its partition."""
+    if replica_sets is None:
+        return []
+    held: dict[int, set[str]] = {
+        v.node_id: {f"{p.topic}/{p.partition}" for p in v.partitions} for v in views.values()
+    }
+    return [
+        f"{tp}: node {n} is a replica and holds no copy"
+        for tp, nodes in sorted(replica_sets.items())
+        for n in sorted(nodes)
+        if n in held and tp not in held[n]
+    ]
 
 
 def _ranges(views: Views) -> dict[str, tuple[int, int]]:
@@ -132,11 +176,14 @@ async def compare_replicas(
     addresses: Sequence[str],
     timeout_s: float = 30.0,
     *,
+    replica_sets: ReplicaSets | None = None,
     security: Mapping[str, Any] | None = None,
 ) -> ReplicaReport:
-    """Ask every node in `addresses` and compare (module docstring). Never raises for what the
-    cluster answers: a node that does not answer is a difference. `security`: the client's
-    security options (client/security.py), for a cluster whose clients must log in."""
+    """Ask every node in `addresses` and compare each partition between its current replicas
+    (`replica_sets`; None: every node that holds it), the controller and the groups between
+    every node (module docstring). Never raises for what the cluster answers: a node that does
+    not answer is a difference. `security`: the client's security options (client/security.py),
+    for a cluster whose clients must log in."""
     sec = Security.from_options(security or {})
     report = ReplicaReport()
     deadline = time.monotonic() + timeout_s
@@ -154,8 +201,10 @@ async def compare_replicas(
                 silent.append(f"{addr} did not answer ReplicaState: {detail}")
             else:
                 views[addr] = answer
+        views = current_views(views, replica_sets)
         wanted = _ranges(views)
         differences, waiting = diff_views(views, ranges)
+        waiting += missing_replicas(views, replica_sets)
         done = not silent and not waiting and wanted == ranges
         if done or time.monotonic() >= deadline:
             report.differences = (

@@ -127,6 +127,7 @@ def summary_dict(result: RunResult, run: Mapping[str, Any]) -> dict[str, Any]:
         "problems": result.problems,
         "stuck_producers": result.stuck,
         "answers_dropped": result.answers_dropped,
+        "moves": move_counts(result),
         "client_notes": result.client_notes,
         "lost": len(result.report.lost),
         "duplicated": len(result.report.duplicated),
@@ -144,6 +145,19 @@ def summary_dict(result: RunResult, run: Mapping[str, Any]) -> dict[str, Any]:
             }
         ),
         "checker": result.report.to_dict(),
+    }
+
+
+def move_counts(result: RunResult) -> dict[str, Any]:
+    """The `move` fault's moves: asked for, started (the controller accepted), finished, and
+    each one."""
+    started = [m for m in result.moves if m.started]
+    return {
+        "asked": len(result.moves),
+        "started": len(started),
+        "finished": sum(m.finished for m in started),
+        "refused": len(result.moves) - len(started),
+        "each": [m.to_json() for m in result.moves],
     }
 
 
@@ -189,6 +203,12 @@ def format_run_summary(result: RunResult, run: Mapping[str, Any]) -> str:
             else "; replicas NOT back in sync"
         )
     )
+    if result.moves:
+        moves = move_counts(result)
+        lines.append(
+            f"moves: {moves['asked']} asked, {moves['started']} started, "
+            f"{moves['finished']} finished, {moves['refused']} refused"
+        )
     if result.answers_dropped:
         lines.append(f"produce answers lost by the 'answers' fault: {result.answers_dropped}")
     for note in result.client_notes:

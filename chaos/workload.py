@@ -51,6 +51,7 @@ from chaos.clients import (
 )
 from chaos.faults import Faults
 from chaos.history import History, Value
+from chaos.moves import MoveRecord, ReplicaMover
 from chaos.nemesis import FaultEvent, Nemesis, PlannedFault
 from chaos.replicas import ReplicaReport, compare_replicas
 from client import AdminClient, LiferaftError, TopicPartition
@@ -165,6 +166,26 @@ class Workload:
         return len(desc.partitions) == self.config.partitions and all(
             p.leader and set(p.isr) == set(p.replicas) for p in desc.partitions
         )
+
+    async def voters_in_sync(self) -> bool:
+        """Every partition led, and every replica in its ISR but the learners of moves under
+        way: the nemesis's settle check when moves run in the background (a move's new replica
+        catches up for as long as its throttle makes it; the next fault need not wait)."""
+        admin = await self.admin()
+        moving, _ = await admin.list_partition_moves()
+        learners = {m.partition: set(m.learners) for m in moving if m.topic == self.topic}
+        desc = (await admin.describe_topics([self.topic]))[self.topic]
+        return len(desc.partitions) == self.config.partitions and all(
+            p.leader and set(p.isr) == set(p.replicas) - learners.get(p.partition, set())
+            for p in desc.partitions
+        )
+
+    async def current_replicas(self) -> dict[str, set[int]]:
+        """ "topic/partition" -> the partition's replicas now, as the metadata says (a move
+        changes them: the replicas compared after a run are these, not the first ones)."""
+        admin = await self.admin()
+        desc = (await admin.describe_topics([self.topic]))[self.topic]
+        return {f"{self.topic}/{p.partition}": set(p.replicas) for p in desc.partitions}
 
     async def wait_in_sync(self, timeout_s: float) -> float | None:
         """Seconds until `in_sync`, or None if it did not happen within `timeout_s`."""
@@ -371,6 +392,8 @@ class RunResult:
     client_notes: list[str] = field(default_factory=list)
     """What the client library reported about itself (e.g. Kafka producers replaced after a
     fatal error): shown, never a failure by itself."""
+    moves: list[MoveRecord] = field(default_factory=list)
+    """Every move the `move` fault asked for (started or refused), in order."""
 
     @property
     def replica_differences(self) -> int:
@@ -414,6 +437,12 @@ async def run_chaos(
     problems: list[str] = []
     recovery: list[str] = []
     replicas: ReplicaReport | None = None
+    moving = faults is not None and any(p.kind == "move" for p in plan)
+    mover = (
+        ReplicaMover(workload.admin, config.topic, faults.node_ids, history.now)
+        if moving and faults is not None
+        else None
+    )
     try:
         await workload.create_topic()
         took = await workload.wait_in_sync(config.settle_timeout_s)
@@ -438,10 +467,13 @@ async def run_chaos(
                 history,
                 plan,
                 leaders=workload.leaders,
-                settled=workload.in_sync if settle else None,
+                settled=(workload.voters_in_sync if moving else workload.in_sync)
+                if settle
+                else None,
                 settle_timeout_s=config.settle_timeout_s,
                 on_event=say,
                 answers=workload.answers,
+                mover=mover,
             )
             nemesis_task = asyncio.create_task(
                 nemesis.run(started, None if complete_plan else duration_s)
@@ -477,6 +509,20 @@ async def run_chaos(
                 recovery = await asyncio.to_thread(faults.recover)
             except Exception as e:
                 problems.append(f"recovery: {e}")
+        if mover is not None:
+            t_moves = time.monotonic()
+            unfinished = await mover.wait_finished(config.recover_timeout_s)
+            for r in unfinished:
+                problems.append(
+                    f"{r.describe()}: not finished within "
+                    f"{config.recover_timeout_s:.0f}s of the end"
+                )
+            started_moves = [r for r in mover.records if r.started]
+            say(
+                f"moves: {len(mover.records)} asked, {len(started_moves)} started, "
+                f"{sum(r.finished for r in started_moves)} finished"
+                f" ({time.monotonic() - t_moves:.1f}s waited for the last)"
+            )
         settled = await workload.wait_in_sync(config.recover_timeout_s)
         if settled is None:
             problems.append(
@@ -489,14 +535,23 @@ async def run_chaos(
             + "; reading every partition back"
         )
         problems += await workload.final_reads()
+        current = None
+        with contextlib.suppress(LiferaftError):
+            current = await workload.current_replicas()
+        if current is None:
+            problems.append("could not read the partitions' current replicas to compare them")
         replicas = await compare_replicas(
-            [a.strip() for a in bootstrap.split(",") if a.strip()], security=config.security
+            [a.strip() for a in bootstrap.split(",") if a.strip()],
+            replica_sets=current,
+            security=config.security,
         )
         say(
             f"replicas compared: {replicas.partitions} partitions, the controller and the groups"
             f" on every node: {len(replicas.differences)} differences"
         )
     finally:
+        if mover is not None:
+            await mover.close()
         await workload.close()
     return RunResult(
         report=check_history(history),
@@ -513,4 +568,5 @@ async def run_chaos(
         stuck=stuck,
         answers_dropped=workload.answers.dropped if workload.answers is not None else 0,
         client_notes=workload.clients.notes(),
+        moves=list(mover.records) if mover is not None else [],
     )

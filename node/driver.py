@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from node.membership import save_fences
-from node.storage import GroupStorage, GroupUpdate, NodeStore
+from node.storage import GroupStorage, GroupUpdate, NodeStore, StorageError
 from node.tasks import FAIL_STOP_EXIT_CODE, fail_stop, supervise
 from raft import (
     ConfChange,
@@ -434,7 +434,8 @@ class RaftDriver:
                 return
         else:
             self.fences[group_id] = fence
-        save_fences(self.store, self.fences)
+        if not self._save_fences():
+            return
         group = self.groups.get(group_id)
         if group is not None:
             group.node.set_fence(fence)
@@ -443,13 +444,25 @@ class RaftDriver:
             self._awake.add(group_id)
             self._wake.set()
 
+    def _save_fences(self) -> bool:
+        """Write the fences durably; a write or sync that fails stops the node (fail-stop),
+        as any other: the fences in memory are then ahead of the disk, and a grant may come
+        from gossip (an event-loop callback) where a raised error would only be logged."""
+        try:
+            save_fences(self.store, self.fences)
+        except (OSError, StorageError) as e:
+            self._fail_stop(f"saving the node's fences failed: {e!r}")
+            return False
+        return True
+
     def fence_of(self, group_id: str) -> Fence | None:
         return self.fences.get(group_id)
 
     def _note_lifted(self, group: Group) -> None:
         if group.id in self.fences and group.node.fence is None:
             del self.fences[group.id]
-            save_fences(self.store, self.fences)
+            if not self._save_fences():
+                return
             log.info("node %d: group %s: fence lifted, voting as itself", self.node_id, group.id)
 
     # -- inputs --------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ nemesis's admin client and the replica comparison.
 
 --target local starts its own cluster: a Toxiproxy-compatible proxy (python -m chaos.proxy, a
 process of its own) with two proxies on every node-to-node link (gRPC, and the Raft transport
-RAFT_PORT_OFFSET ports above it, liferaft_proto/ports.py), and three node processes whose --peers
-point at those proxies (chaos/local.py). Its data and logs go to OUT/cluster (node data is deleted
+RAFT_PORT_OFFSET ports above it, liferaft_proto/ports.py), and three node processes (--nodes; four
+with the move fault, so that a replica has somewhere to go) whose --peers point at those proxies
+(chaos/local.py). Its data and logs go to OUT/cluster (node data is deleted
 afterwards unless --keep-data; logs stay). With `power` among the faults, each node's data
 directory OUT/cluster/node-N is a power-loss disk: a FUSE mount over OUT/cluster/node-N.disk that
 forgets every write not fsynced when the nemesis cuts the power (chaos/lazyfs.py). That needs
@@ -94,7 +95,8 @@ def chaos_run(
         str,
         typer.Option(
             help="Comma-separated fault kinds: kill, pause, partition, power, latency, "
-            "bandwidth, answers (power: local target, needs FUSE)."
+            "bandwidth, answers, move (power: local target, needs FUSE; move: local target, "
+            "4 nodes by default)."
         ),
     ] = "kill,pause,partition",
     duration: Annotated[float, typer.Option(help="Seconds the workload runs.")] = 60.0,
@@ -118,7 +120,13 @@ def chaos_run(
     project: Annotated[
         str | None, typer.Option(help="compose: the project name (default: the only one).")
     ] = None,
-    nodes: Annotated[int, typer.Option(help="local: how many nodes.")] = 3,
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            help="local: how many nodes (default 3, or 4 with the move fault: a replica needs "
+            "somewhere to go)."
+        ),
+    ] = None,
     client: Annotated[
         str,
         typer.Option(
@@ -198,6 +206,20 @@ def chaos_run(
             "the answers fault drops produce answers inside liferaft's client (a gRPC "
             "interceptor); it has no hook in librdkafka: leave it out with --client kafka"
         )
+    if "move" in kinds and target != "local":
+        raise _fail(
+            "the move fault needs a node outside every replica set: use --target local "
+            "(4 nodes by default with move)"
+        )
+    if nodes is None:
+        nodes = 4 if "move" in kinds else 3
+    if "move" in kinds and nodes < 4:
+        raise _fail(
+            f"the move fault needs more nodes than the replication factor (3): --nodes {nodes} "
+            "leaves a replica nowhere to go; give --nodes 4 or more"
+        )
+    if nodes < 1:
+        raise _fail("--nodes must be positive")
     if secure and target != "local":
         raise _fail(
             "--secure starts a secure local cluster: use it with --target local (the compose "

@@ -34,14 +34,16 @@ from liferaft_proto.v1 import broker_pb2, errors_pb2
 from node import replica_state
 from node.broker import Broker
 from node.config import NodeConfig
-from node.controller import Controller
+from node.controller import CONTROLLER_GROUP, Controller
 from node.driver import Group, RaftDriver, RaftTiming
 from node.errors import BrokerError
-from node.groups import GroupCoordinator
+from node.groups import GROUPS_GROUP, GroupCoordinator
+from node.membership import ANCHOR_GROUP, FENCES_KEY, FOUNDERS_KEY, INCARNATION_KEY, load_fences
 from node.partition import Partition
+from node.server import NODE_ID_KEY
 from node.service import BrokerService
-from node.storage import StorageError
-from raft import IsrPolicy, Ready
+from node.storage import GroupUpdate, StorageError
+from raft import IsrPolicy, MessageType, Ready
 from tests.brokersim.disk import MemDisk, SimStore
 from tests.brokersim.loop import NODE
 from tests.brokersim.net import Outbox, SimNet
@@ -148,6 +150,9 @@ class SimNode:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     context: contextvars.Context | None = None
     reachable: set[int] = field(default_factory=set)
+    data_incarnation: int = 0
+    """Its data directory's incarnation id (node/membership.py): new with every wiped disk."""
+    wipes: int = 0
 
     def own(self, task: asyncio.Task[Any]) -> None:
         self.tasks.add(task)
@@ -198,6 +203,10 @@ class SimCluster:
         self.states_compared = 0
         self.violations: list[Violation] = []
         self.rounds_after_failure = 0
+        self.votes: dict[tuple[str, int, int], int] = {}
+        """(group, term, voter) -> the candidate it granted its vote to, whatever incarnation
+        of the voter did: one node id votes once per term (a wiped disk must not vote again)."""
+        net.on_send = self._observe
 
     # -- life and death ------------------------------------------------------------------------
     def timing(self) -> RaftTiming:
@@ -241,6 +250,7 @@ class SimCluster:
         ctx.run(NODE.set, node)
         node.context = ctx
         store = SimStore(node.disk)
+        incarnation, founders = self._open_store(node, store)
         node.disk.on_sync_failure = None
         driver = SimDriver(
             node_id,
@@ -252,9 +262,10 @@ class SimCluster:
             run_sync=lambda sync, n=node: self._run_sync(n, sync),
         )
         driver.sim_node = node
+        driver.fences = load_fences(store)
         node.store, node.driver, node.up = store, driver, True
         try:
-            broker = ctx.run(Broker, self.config(node_id), driver)
+            broker = ctx.run(Broker, self.config(node_id), driver, incarnation, founders)
         except StorageError as e:  # CorruptStorageError: found while loading
             self.trace("refuse", f"node {node_id} refuses to start: {e}")
             node.broken = f"refused to start: {e}"
@@ -269,8 +280,68 @@ class SimCluster:
         self.net.receivers[node_id] = driver.deliver
         ctx.run(driver.start)
         node.spawn(self._housekeep(node), f"housekeeping-{node_id}")
+        for p in self.ids:  # the peers that hear it get its Hello (a new connection)
+            if p != node_id and self.net.can_hear(node_id, p):
+                self._later_on(p, self.net.faults.delay_s[1], self._hello_from, node_id)
         self.trace("start", f"node {node_id} started (incarnation {node.incarnation})")
         return True
+
+    def _open_store(self, node: SimNode, store: SimStore) -> tuple[int, list[int]]:
+        """What node/server.py's _open_store does: a new data directory gets an incarnation
+        and starts fenced in the controller and __groups groups (node/membership.py)."""
+        if store.get_meta(NODE_ID_KEY) is None:
+            # Drawn from the node id and its wipes, not from the run's generators: adding
+            # incarnations left every seed's draws (and so its run) as it was.
+            digest = hashlib.sha256(f"incarnation {node.id} {node.wipes}".encode()).digest()
+            node.data_incarnation = int.from_bytes(digest[:8], "big") >> 1 | 1
+            fences = {CONTROLLER_GROUP: [0, 0], GROUPS_GROUP: [0, 0]}
+            meta: list[tuple[bytes, bytes | None]] = [
+                (INCARNATION_KEY, str(node.data_incarnation).encode()),
+                (NODE_ID_KEY, str(node.id).encode()),
+                (FENCES_KEY, json.dumps(fences).encode()),
+                (FOUNDERS_KEY, ",".join(map(str, self.ids)).encode()),
+            ]
+            store.write([GroupUpdate(group=store.group(ANCHOR_GROUP), meta=meta)], sync=True)
+        else:
+            node.data_incarnation = int(store.get_meta(INCARNATION_KEY) or b"0")
+        founders = store.get_meta(FOUNDERS_KEY) or ",".join(map(str, self.ids)).encode()
+        return node.data_incarnation, [int(n) for n in founders.decode().split(",")]
+
+    def wipe(self, node_id: int) -> None:
+        """The node's disk is replaced by an empty one (it crashes first if it runs): it comes
+        back, when started, as a new incarnation of its id."""
+        node = self.nodes[node_id]
+        if node.up:
+            self._kill(node)
+        node.disk = MemDisk(node_id)
+        node.broken = ""
+        node.wipes += 1
+        self.trace("wipe", f"node {node_id}'s disk wiped (a new incarnation when it starts)")
+
+    def _hello_from(self, node: SimNode, peer: int) -> None:
+        """`node` hears `peer`'s transport Hello: its incarnation, controller term and whether
+        it asks to be re-admitted (node/server.py wires the same into Broker.on_peer_hello)."""
+        other = self.nodes[peer]
+        if not other.up or other.broker is None or node.broker is None:
+            return
+        b = other.broker
+        node.broker.on_peer_hello(
+            peer, b.incarnation, b.controller.raft_group.node.term, b.rejoining()
+        )
+
+    def _observe(self, frm: int, group: str, msg: Any) -> None:
+        """Every Raft message sent: a granted vote is recorded per (group, term, voter)."""
+        if msg.type != MessageType.VOTE_RESP or msg.reject:
+            return
+        key = (group, msg.term, frm)
+        before = self.votes.setdefault(key, msg.to)
+        if before != msg.to:
+            found = Violation(
+                "one vote per term",
+                f"node {frm} voted for node {before} and node {msg.to} in term {msg.term} "
+                f"of group {group}",
+            )
+            self.violations.append(found)
 
     net_clock: Callable[[], float] = staticmethod(lambda: asyncio.get_running_loop().time())
 
@@ -356,6 +427,14 @@ class SimCluster:
                 for peer in self.ids:
                     if peer != node.id and self.net.can_hear(node.id, peer):
                         self._later_on(peer, self.net.delay(), _gossip, node.id, states)
+            broker.maybe_born()
+            admit = broker.membership_step()  # a new incarnation (node/membership.py)
+            if admit is not None:
+                supervise(
+                    broker.controller.replicate_and_wait(admit),
+                    f"admit-incarnation-{admit.node_id}",
+                    expected=(BrokerError,),
+                )
             for cmd in broker.registrations_due():
                 supervise(
                     broker.controller.replicate_and_wait(cmd),
@@ -378,6 +457,8 @@ class SimCluster:
             was, isnow = p in node.reachable, p in now
             if was != isnow:
                 node.driver.peer_changed(p, isnow)
+            if isnow and not was:  # a new connection: the peer's Hello
+                self._hello_from(node, p)
         node.reachable = now
 
     def _later_on(self, node_id: int, delay: float, fn: Callable[..., Any], *args: Any) -> None:

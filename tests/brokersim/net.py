@@ -51,6 +51,8 @@ class SimNet:
     receivers: dict[int, Callable[[str, Message], None]] = field(default_factory=dict)
     """node id -> the driver's deliver, for the running incarnation only."""
     incarnation: dict[int, int] = field(default_factory=dict)
+    on_send: Callable[[int, str, Message], None] | None = None
+    """Sees every message a node sends (the invariants over Raft messages)."""
 
     def can_hear(self, frm: int, to: int) -> bool:
         return (frm, to) not in self.cut and frm in self.receivers and to in self.receivers
@@ -64,6 +66,8 @@ class SimNet:
 
     def carry(self, frm: int, to: int, group: str, msg: Message) -> None:
         self.stats.sent += 1
+        if self.on_send is not None:
+            self.on_send(frm, group, msg)
         if not self.can_hear(frm, to) or self.rng.random() < self.faults.loss:
             self.stats.lost += 1
             return

@@ -7,7 +7,9 @@ the test only) and asserts that the simulation finds it within the seeds CI runs
 (c) a partition leader that answers acks=all before the batch is committed;
 (d) a producer-state table that forgets its dedup window when restored from a snapshot;
 (e) a DeleteRecords that moves only the leader's log start (not through the Raft log);
-(f) a snapshot that forgets the log start DeleteRecords asked for.
+(f) a snapshot that forgets the log start DeleteRecords asked for;
+(g) issue 19: a controller leader that never admits a node's new incarnation (its disk was
+    wiped): the node stays fenced out of the controller for good.
 
 Seeds run in order and the hunt stops at the first failure.
 """
@@ -21,6 +23,7 @@ import logging
 import pytest
 
 import node.driver
+from node.broker import Broker
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.partition import ACKS_ALL, ACKS_LEADER, Partition
@@ -119,3 +122,11 @@ def test_requested_log_start_forgotten_on_restore(monkeypatch: pytest.MonkeyPatc
         "replicas agree on the log start",
         "acknowledged deletions kept",
     }, found.error
+
+
+def test_a_new_incarnation_never_admitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Broker, "membership_step", lambda self: None)
+    found = _hunt()
+    # The node stays silent in the controller and its partitions: the first check to see it
+    # says so ("not re-admitted", or a move or partition that cannot complete without it).
+    assert found.prop == "progress", found.error

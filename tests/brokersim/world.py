@@ -28,7 +28,9 @@ from typing import Any
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
 from node import replica_state
+from node.controller import CONTROLLER_GROUP
 from node.errors import BrokerError
+from node.groups import GROUPS_GROUP
 from tests.brokersim.clients import Admin, Client, Consumer, GroupMember, Producer, Trimmer
 from tests.brokersim.fixture import ClusterOptions, RpcError, SimCluster, Violation
 from tests.brokersim.history import History
@@ -37,6 +39,8 @@ from tests.brokersim.net import LinkFaults, SimNet
 
 Trace = Callable[[str, str], None]
 CHECKED = {"t0": 3, "t1": 2}
+WIPE_SHARE = 0.25
+"""Of the crashes drawn while every node runs, the share that wipe the disk instead."""
 """The topics whose records are checked, and their partitions (never deleted)."""
 
 
@@ -108,6 +112,7 @@ class SeedStats:
     states_compared: int = 0
     faults: int = 0
     moves: int = 0
+    wipes: int = 0
     deletions_ok: int = 0
     deletions_refused: int = 0
 
@@ -156,6 +161,8 @@ class World:
         self.history = History()
         self.vital_failures: list[BaseException] = []
         self.loud = False
+        self._moves_asked = 0
+        """Move requests still in flight (their outcome not yet known)."""
 
     def _rng(self) -> random.Random:
         return random.Random(self.rng.random())
@@ -223,6 +230,8 @@ class World:
         await asyncio.sleep(self.opts.calm_s)
         self._raise_found()
         await self._moves_finish()
+        await self._wiped_readmitted()
+        self._raise_found()
         await self._final_checks()
         self._raise_found()
 
@@ -284,6 +293,9 @@ class World:
         c, net = self.cluster, self.net
         base = self.profile.net
         torn_left = 1
+        # Wipes draw from a generator of their own: the draws of every other fault (and so
+        # the runs of seeds that wipe nothing) stay as they were before wipes existed.
+        wipes = random.Random(f"wipe-{self.seed}")
         while loop.time() < until:
             await asyncio.sleep(rng.expovariate(1 / self.profile.fault_every_s))
             self._raise_found()
@@ -291,7 +303,11 @@ class World:
             down = [n.id for n in c.nodes.values() if not n.up and not n.broken]
             r = rng.random()
             self.stats.faults += 1
-            if r < 0.22 and up:
+            wipeable = self._wipe_candidates() if r < 0.22 and up else []
+            if wipeable and wipes.random() < WIPE_SHARE:
+                c.wipe(wipes.choice(wipeable))
+                self.stats.wipes += 1
+            elif r < 0.22 and up:
                 victim = rng.choice(up)
                 tear = torn_left > 0 and rng.random() < 0.15
                 torn_left -= tear
@@ -324,9 +340,9 @@ class World:
                 stall = rng.choice((0.0, 0.05, 0.3))
                 c.nodes[node].disk.faults.stall_s = stall
                 self.trace("fault", f"node {node}'s syncs take {stall} s more")
-            elif r < 0.93 and up:
+            elif r < 0.93 and up and not self._readmission_pending():
                 self._move_replica(rng)
-            elif r < 0.95 and up:
+            elif r < 0.95 and up and not self._readmission_pending():
                 self._readd_replicas(rng)
             else:
                 net.faults = LinkFaults(
@@ -336,6 +352,81 @@ class World:
                     slow=rng.choice((base.slow, 0.05)),
                 )
                 self.trace("fault", f"links now {net.faults}")
+
+    def _may_wipe(self) -> bool:
+        """A disk is wiped only while every node runs and no earlier wipe is still being
+        healed: two lost copies of one partition would lose acknowledged records for real
+        (that is a lost disk too many, not a bug)."""
+        c = self.cluster
+        return (
+            all(n.up for n in c.nodes.values())
+            and not self._moves_asked
+            and not self._readmission_pending()
+            and not self._moves_under_way()
+        )
+
+    def _wipe_candidates(self) -> list[int]:
+        """The nodes whose disk may be wiped now: `_may_wipe`, and every partition the node
+        is a replica of has at least three, so that the others elect a leader that replaces
+        it (a group of two that loses one disk has lost its majority for good: that needs an
+        operator, not a bug fix)."""
+        if not self._may_wipe():
+            return []
+        live = [n for n in self.cluster.live() if n.broker is not None]
+        if not live:
+            return []
+        small: set[int] = set()
+        for n in live:  # every view: a follower's controller state may lag
+            assert n.broker is not None
+            for info in n.broker.controller.state.topics.values():
+                for replicas in info.replicas:
+                    if len(replicas) < 3:
+                        small.update(replicas)
+            for part in n.broker.partitions.values():
+                cs = part.group.conf_state
+                if len(cs.voters) < 3:
+                    small.update(cs.voters | cs.learners)
+        return [n.id for n in live if n.id not in small]
+
+    def _moves_under_way(self) -> bool:
+        """Whether a live node's controller lists a replica move (any live one: a move may be
+        recorded where the leader is not yet known). Wipes and moves are kept apart: a move
+        whose target holds a wiped node does not finish (reported, issue 19; not this
+        simulation's to fix)."""
+        for n in self.cluster.live():
+            if n.broker is not None:
+                st = n.broker.controller.state
+                if st.moves or st.next_moves:
+                    return True
+        return False
+
+    def _readmission_pending(self) -> list[int]:
+        """Wiped nodes whose new incarnation is not yet a member of the controller and
+        __groups groups again (its fences there not lifted: node/membership.py)."""
+        return [
+            n.id
+            for n in self.cluster.nodes.values()
+            if n.wipes
+            and (
+                not n.up
+                or n.driver is None
+                or any(n.driver.fence_of(g) is not None for g in (CONTROLLER_GROUP, GROUPS_GROUP))
+            )
+        ]
+
+    async def _wiped_readmitted(self) -> None:
+        """Every wiped node, started again, is re-admitted once the faults are over: the
+        controller replaced its old incarnation and its fences lifted (issue 19)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20.0
+        while loop.time() < deadline and self._readmission_pending():
+            await asyncio.sleep(0.1)
+        pending = self._readmission_pending()
+        if pending and len(self.cluster.live()) * 2 > len(self.cluster.ids):
+            self.history.fail(
+                "progress",
+                f"wiped node(s) {pending} not re-admitted to the controller 20 s after the faults",
+            )
 
     def _move_replica(self, rng: random.Random) -> None:
         """Start a replica move (issue 19) of a checked partition, as an operator would, from
@@ -375,8 +466,12 @@ class World:
         mover = Client("mover", c, self.history, rng)
 
         async def move() -> None:
-            with contextlib.suppress(RpcError):
-                await mover.call(node.id, "MovePartitions", req, 5.0)
+            self._moves_asked += 1
+            try:
+                with contextlib.suppress(RpcError):
+                    await mover.call(node.id, "MovePartitions", req, 5.0)
+            finally:
+                self._moves_asked -= 1
 
         asyncio.get_running_loop().create_task(move())
 
@@ -399,9 +494,13 @@ class World:
         self.stats.moves += len(cmds)
 
         async def propose() -> None:
-            for cmd in cmds:
-                with contextlib.suppress(BrokerError):
-                    await ctl.replicate_and_wait(cmd)
+            self._moves_asked += 1
+            try:
+                for cmd in cmds:
+                    with contextlib.suppress(BrokerError):
+                        await ctl.replicate_and_wait(cmd)
+            finally:
+                self._moves_asked -= 1
 
         asyncio.get_running_loop().create_task(propose())
 
@@ -494,8 +593,18 @@ class World:
                 break
             await asyncio.sleep(0.05)
         if part is None:
-            alive = [n.id for n in c.live()]
-            if len(alive) * 2 > len(c.ids):
+            alive = {n.id for n in c.live()}
+            # The partition's own voters, as its live replicas have them: a partition moved
+            # down to two replicas, one of which cannot start again (a corrupt disk), has lost
+            # its majority for good, whatever the rest of the cluster does.
+            voters: set[int] = set()
+            for n in c.live():
+                assert n.broker is not None
+                replica = n.broker.partitions.get((topic, p))
+                if replica is not None:
+                    voters |= set(replica.group.conf_state.voters)
+            majority = len(voters & alive) * 2 > len(voters) if voters else True
+            if len(alive) * 2 > len(c.ids) and majority:
                 h.fail("progress", f"{topic}-{p} has no leader 5 s after the faults ended")
             return
         log: dict[int, bytes] = {}

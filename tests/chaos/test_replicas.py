@@ -4,7 +4,7 @@ and the compared range is the one every replica holds."""
 
 from __future__ import annotations
 
-from chaos.replicas import _ranges, diff_views
+from chaos.replicas import _ranges, current_views, diff_views, missing_replicas
 from liferaft_proto.v1 import broker_pb2
 
 
@@ -74,3 +74,26 @@ def test_the_range_compared_starts_at_the_largest_log_start() -> None:
     assert waiting and "different ranges" in waiting[0]
     views = {f"n{i}": view(i, start=4 if i == 3 else 0, covered=(4, 10)) for i in (1, 2, 3)}
     assert diff_views(views, _ranges(views)) == ([], [])
+
+
+def test_only_the_current_replicas_of_a_partition_are_compared() -> None:
+    # A move took t/0 from {1, 2, 3} to {1, 2, 4}: node 3's copy, still closing, stopped at an
+    # older high watermark; node 4 holds the whole log. The replicas compared are 1, 2, 4.
+    views = {"n1": view(1), "n2": view(2), "n3": view(3, hw=6, digest="old"), "n4": view(4)}
+    _, waiting = diff_views(views, _ranges(views))
+    assert waiting, "every copy compared: node 3's is taken for one behind"
+    now = current_views(views, {"t/0": {1, 2, 4}})
+    assert [len(v.partitions) for v in now.values()] == [1, 1, 0, 1]
+    assert now["n3"].controller.digest == "c1"  # the controller and groups still compared
+    assert diff_views(now, _ranges(now)) == ([], [])
+    assert missing_replicas(now, {"t/0": {1, 2, 4}}) == []
+    assert current_views(views, None) is views
+
+
+def test_a_current_replica_without_a_copy_is_not_converged() -> None:
+    views = {"n1": view(1), "n2": view(2), "n3": view(3)}
+    views["n3"].ClearField("partitions")
+    assert missing_replicas(views, {"t/0": {1, 2, 3}}) == [
+        "t/0: node 3 is a replica and holds no copy"
+    ]
+    assert missing_replicas(views, {"t/0": {1, 2}}) == []
