@@ -37,7 +37,7 @@ from node.limits import (
     shown,
 )
 from node.membership import PeerHello, Step, born, next_step
-from node.moves import MoveDriver
+from node.moves import MoveDriver, move_key
 from node.partition import Partition, PartitionState, group_id
 from raft import (
     NONE,
@@ -128,6 +128,7 @@ class Broker:
         # Peers this node currently has a transport stream to (set by the server).
         self.reachable: Callable[[], set[int]] = set
         self.moves = MoveDriver(self)
+        driver.expected_members = self._expected_members
         self.controller.listeners.append(self.sync_partitions)
         driver.tick_listeners.append(self._on_tick)
         self.sync_partitions()
@@ -213,6 +214,19 @@ class Broker:
         for gid in list(self._gossip):
             if gid not in live_groups:
                 del self._gossip[gid]
+
+    def _expected_members(self, group: str) -> set[int]:
+        """A partition group's replicas as the metadata names them, and its move's target: the
+        nodes whose leader messages this replica hears before it has applied the change that
+        added them (Driver.expected_members)."""
+        part = self._by_group.get(group)
+        if part is None:
+            return set()
+        members = set(part.replicas)
+        move = self.controller.state.moves.get(move_key(part.topic, part.index))
+        if move is not None:
+            members.update(move.target)
+        return members
 
     def _stale_joiner(self, part: Partition, voters: list[int]) -> bool:
         group = part.group

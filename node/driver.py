@@ -64,7 +64,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -246,6 +246,7 @@ def _payload_bytes(m: Message) -> int:
 
 _THROTTLED = (MessageType.APP, MessageType.SNAP)
 _VOTES = (MessageType.VOTE, MessageType.PRE_VOTE)
+_FROM_LEADER = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP})
 THROTTLED_INFLIGHT = 2
 """Appends in flight to a throttled peer (raft's window for it while throttled)."""
 
@@ -348,6 +349,10 @@ class RaftDriver:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self.tick_listeners: list[Callable[[], None]] = []
+        self.expected_members: Callable[[str], Collection[int]] = lambda _group: ()
+        """group -> the nodes the cluster's metadata names as its replicas (or a move's target):
+        a leader among them is heard before this replica has applied the change that added it
+        (the broker sets it; node/moves.py)."""
         self.fences: dict[str, Fence] = {}
         """Groups in which this node is a wiped node's new incarnation (node/membership.py):
         kept on disk until the core lifts them; the server loads them before any group opens."""
@@ -666,7 +671,15 @@ class RaftDriver:
             if group is None:
                 continue
             cs = group.conf_state  # Only members speak: a non-member's message is dropped.
-            if msg.frm not in cs.voters and msg.frm not in cs.learners:
+            if (
+                msg.frm not in cs.voters
+                and msg.frm not in cs.learners
+                and not (msg.type in _FROM_LEADER and msg.frm in self.expected_members(group_id))
+            ):
+                # A replica that has not yet applied the change adding a new member hears that
+                # member only if the metadata already names it and it speaks as a leader
+                # (appends, heartbeats, snapshots: Raft's own checks decide the rest); without
+                # that, a lagging replica would never hear a new leader it does not know of.
                 self.stats.messages_from_non_members += 1
                 if self.stats.messages_from_non_members % 1000 == 1:
                     log.warning(

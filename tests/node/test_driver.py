@@ -433,3 +433,36 @@ async def test_a_replica_that_joined_as_a_learner_does_not_vote(tmp_path: Path) 
     finally:
         await driver.stop()
         store.close()
+
+
+async def test_a_replica_hears_a_leader_the_metadata_names_before_it_applied_its_addition(
+    tmp_path: Path,
+) -> None:
+    """A replica that has not applied the change adding a new member used to drop that member's
+    messages as a non-member's, for good: after a move made the new member leader, the replica
+    never caught up (the chaos move fault, seed 1: 3,000 heartbeats dropped, its high watermark
+    stuck). A leader's messages from a node the metadata names as a replica (or a move's target)
+    are heard; from any other node, and votes from non-members, they are still dropped."""
+    store = NodeStore(tmp_path / "raft.db")
+    out = Outbox()
+    driver = RaftDriver(4, store, out, RaftTiming(tick_s=3600))
+    driver.expected_members = lambda group: {3} if group == "moved" else ()
+    for gid in ("moved", "other"):
+        driver.add_group(gid, Machine(), ConfState(voters=frozenset({1, 2, 4})))
+    driver.start()
+    try:
+        for gid in ("moved", "other"):
+            driver.deliver(gid, Message(type=MessageType.HEARTBEAT, to=4, frm=3, term=7, commit=0))
+        driver.deliver("moved", Message(type=MessageType.VOTE, to=4, frm=3, term=9))
+        await until(
+            lambda: (
+                driver.groups["moved"].node.term == 7
+                and driver.stats.messages_from_non_members == 2
+            ),
+            "the heartbeat heard, the other two dropped",
+        )
+        assert driver.groups["moved"].node.status().leader == 3
+        assert driver.groups["other"].node.term == 0
+    finally:
+        await driver.stop()
+        store.close()
