@@ -353,6 +353,8 @@ class PartitionMove:
     """New replicas still catching up."""
     origin: tuple[int, ...]
     throttle_bytes_s: int
+    cancelled: bool = False
+    """Cancelled: `target` is `origin` again, the partition is going back there."""
 
     @classmethod
     def from_pb(cls, m: broker_pb2.PartitionMoveStatus) -> PartitionMove:
@@ -364,6 +366,7 @@ class PartitionMove:
             tuple(m.learners),
             tuple(m.origin),
             m.throttle_bytes_s,
+            m.cancelled,
         )
 
 
@@ -1155,16 +1158,45 @@ class AdminClient:
         )
         return [PartitionMove.from_pb(m) for m in resp.moves], dict(resp.decommissioned)
 
+    async def cancel_partition_moves(
+        self, partitions: Iterable[tuple[str, int]], *, validate_only: bool = False
+    ) -> list[PartitionMove]:
+        """Cancel the moves of these (topic, partition)s, as Kafka's AlterPartitionReassignments
+        with null replicas: each goes back to the replicas it had when its move began (a learner
+        it added is removed, a replica it removed comes back and is refilled), one Raft change
+        at a time. All or nothing: a partition not being moved (NoReassignmentInProgressError;
+        a move that is done is undone by moving it back), unknown or named twice, and none is
+        cancelled. Returns the moves as cancelled (target: where each goes back to)."""
+        cluster = await self._ready()
+        request = broker_pb2.CancelPartitionMovesRequest(
+            partitions=[broker_pb2.PartitionRef(topic=t, partition=p) for t, p in partitions],
+            validate_only=validate_only,
+        )
+        resp = await cluster.call_any(
+            "CancelPartitionMoves", request, timeout_ms=self.config.delivery_timeout_ms
+        )
+        cluster.metadata.invalidate()
+        return [PartitionMove.from_pb(m) for m in resp.cancelled]
+
     async def decommission_node(
-        self, node_id: int, *, throttle_bytes_s: int = 0, validate_only: bool = False
+        self,
+        node_id: int,
+        *,
+        throttle_bytes_s: int = 0,
+        validate_only: bool = False,
+        cancel: bool = False,
     ) -> list[PartitionMove]:
         """Move every replica off `node_id` (each to the least loaded other broker) and take it
-        out of placement; returns the moves started."""
+        out of placement; returns the moves started. With `cancel`, undo that: the node takes
+        new replicas again and the moves emptying it are cancelled (returned, cancelled)."""
         cluster = await self._ready()
         resp = await cluster.call_any(
             "DecommissionNode",
             broker_pb2.DecommissionNodeRequest(
-                node_id=node_id, throttle_bytes_s=throttle_bytes_s, validate_only=validate_only
+                node_id=node_id,
+                throttle_bytes_s=throttle_bytes_s,
+                validate_only=validate_only,
+                cancel=cancel,
             ),
             timeout_ms=self.config.delivery_timeout_ms,
         )

@@ -64,6 +64,7 @@ __all__ = [
     "MemberIdRequiredError",
     "MessageTooLargeError",
     "NoOffsetForPartitionError",
+    "NoReassignmentInProgressError",
     "NonEmptyGroupError",
     "NotControllerError",
     "NotCoordinatorError",
@@ -309,6 +310,12 @@ class InvalidReplicationFactorError(LiferaftError):
 
 class InvalidReplicaAssignmentError(LiferaftError):
     code = ErrorCode.INVALID_REPLICA_ASSIGNMENT
+
+
+class NoReassignmentInProgressError(LiferaftError):
+    """The partition whose move was to be cancelled is not being moved."""
+
+    code = ErrorCode.NO_REASSIGNMENT_IN_PROGRESS
 
 
 class InvalidConfigError(LiferaftError):

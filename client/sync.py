@@ -566,12 +566,27 @@ class SyncAdminClient(_SyncFacade):
     def list_partition_moves(self) -> tuple[list[PartitionMove], dict[int, int]]:
         return self._run(self._admin.list_partition_moves())
 
+    def cancel_partition_moves(
+        self, partitions: Iterable[tuple[str, int]], *, validate_only: bool = False
+    ) -> list[PartitionMove]:
+        return self._run(
+            self._admin.cancel_partition_moves(list(partitions), validate_only=validate_only)
+        )
+
     def decommission_node(
-        self, node_id: int, *, throttle_bytes_s: int = 0, validate_only: bool = False
+        self,
+        node_id: int,
+        *,
+        throttle_bytes_s: int = 0,
+        validate_only: bool = False,
+        cancel: bool = False,
     ) -> list[PartitionMove]:
         return self._run(
             self._admin.decommission_node(
-                node_id, throttle_bytes_s=throttle_bytes_s, validate_only=validate_only
+                node_id,
+                throttle_bytes_s=throttle_bytes_s,
+                validate_only=validate_only,
+                cancel=cancel,
             )
         )
 

@@ -27,6 +27,7 @@ from node.controller_commands import (
     AdmitIncarnation,
     AllocateProducerIds,
     AlterTopicConfigs,
+    CancelMove,
     CreateAcls,
     CreatePartitions,
     CreateTopic,
@@ -36,6 +37,7 @@ from node.controller_commands import (
     DeleteUser,
     MovePartition,
     PartitionMembership,
+    RecommissionNode,
     RegisterBroker,
     Replicas,
     UpsertUser,
@@ -43,7 +45,14 @@ from node.controller_commands import (
 from node.driver import RaftDriver
 from node.errors import BrokerError, ErrorCode
 from node.limits import MAX_ACLS, MAX_ACLS_PER_REQUEST, shown
-from node.moves import Move, assign_least_loaded, move_key, ordered_replicas, placeable
+from node.moves import (
+    Move,
+    assign_least_loaded,
+    at_target,
+    move_key,
+    ordered_replicas,
+    placeable,
+)
 from node.replicated import ReplicatedStateMachine
 from node.scram import Users, apply_user_command, users_from_json, users_to_json
 from node.topic_config import TopicConfig, parse_topic_config
@@ -231,6 +240,8 @@ class Controller(ReplicatedStateMachine):
             MovePartition: self._move_partition,
             PartitionMembership: self._partition_membership,
             DecommissionNode: self._decommission_node,
+            CancelMove: self._cancel_move,
+            RecommissionNode: self._recommission_node,
         }
         assert set(self._appliers) == set(CONTROLLER_COMMANDS), "a command without an applier"
         super().__init__(node_id, driver, CONTROLLER_GROUP, voters)
@@ -478,10 +489,15 @@ class Controller(ReplicatedStateMachine):
         is is done."""
         info = self._moved_topic(cmd.name, cmd.topic_id, cmd.partition)
         p = str(cmd.partition)
-        if cmd.conf_index <= info.conf_index.get(p, 0):
-            return  # an older report than the one recorded (a deposed leader's, say)
         key = move_key(cmd.name, cmd.partition)
         move = self.state.moves.get(key)
+        recorded = info.conf_index.get(p, 0)
+        if cmd.conf_index < recorded or (
+            cmd.conf_index == recorded and not (move is not None and at_target(move, cmd))
+        ):
+            # An older report than the one recorded (a deposed leader's, say). The same one
+            # again only matters to a move cancelled before it took a step: it is done.
+            return
         target = move.target if move is not None else info.replicas[cmd.partition]
         info.conf_index[p] = cmd.conf_index
         info.replicas[cmd.partition] = ordered_replicas(
@@ -490,7 +506,7 @@ class Controller(ReplicatedStateMachine):
         if move is None:
             return
         move.learners = list(cmd.learners)
-        if set(cmd.voters) == set(move.target) and not cmd.learners:
+        if at_target(move, cmd):
             info.replicas[cmd.partition] = list(move.target)
             del self.state.moves[key]
             log.info("move of %s-%d to %s is done", cmd.name, cmd.partition, move.target)
@@ -505,6 +521,33 @@ class Controller(ReplicatedStateMachine):
                     origin=list(move.target),
                     throttle_bytes_s=move.throttle_bytes_s,
                 )
+
+    def _cancel_move(self, cmd: CancelMove) -> None:
+        """Turn a move around (node/moves.py's plan_cancel checked it; checked again here for
+        a racing request): its target becomes its origin."""
+        self._moved_topic(cmd.name, cmd.topic_id, cmd.partition)
+        move = self.state.moves.get(move_key(cmd.name, cmd.partition))
+        if move is None or move.cancelled or move.then:
+            raise BrokerError(
+                ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
+                f"{cmd.name}-{cmd.partition} has no move to cancel",
+            )
+        log.info(
+            "move of %s-%d to %s cancelled: back to %s",
+            cmd.name,
+            cmd.partition,
+            move.target,
+            move.origin,
+        )
+        move.target = list(move.origin)
+        move.cancelled = True
+
+    def _recommission_node(self, cmd: RecommissionNode) -> None:
+        if cmd.node_id not in self.state.decommissioned:
+            raise BrokerError(
+                ErrorCode.INVALID_REQUEST, f"node {cmd.node_id} is not decommissioned"
+            )
+        self.state.decommissioned.discard(cmd.node_id)
 
     def _decommission_node(self, cmd: DecommissionNode) -> None:
         if cmd.node_id not in self.state.brokers:

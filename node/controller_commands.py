@@ -289,6 +289,27 @@ class MovePartition(Command):
 
 @CONTROLLER_COMMANDS.register
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CancelMove(Command):
+    """Cancel the move of partition `partition` of topic `name` (`topic_id`): its target
+    becomes the replicas it had when the move began, and its leader drives it back there one
+    Raft change at a time, as any move (node/moves.py): a learner it added is removed, a voter
+    it removed is added back (a fresh replica, refilled from the leader), a voter it added is
+    removed once the old ones vote again. Kafka's AlterPartitionReassignments with null
+    replicas; `rpk cluster partitions move-cancel`."""
+
+    op: ClassVar[str] = "cancel_move"
+    name: str
+    topic_id: int
+    partition: int
+
+    def __post_init__(self) -> None:
+        check_str(self.op, "name", self.name)
+        check_int(self.op, "topic_id", self.topic_id)
+        check_int(self.op, "partition", self.partition)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PartitionMembership(Command):
     """A partition's Raft membership as its leader applied it, as of the group's index
     `conf_index` (the controller leader records what the partition leaders gossip, so the
@@ -318,6 +339,20 @@ class DecommissionNode(Command):
     it are MovePartition commands of their own)."""
 
     op: ClassVar[str] = "decommission_node"
+    node_id: int
+
+    def __post_init__(self) -> None:
+        check_int(self.op, "node_id", self.node_id, 1)
+
+
+@CONTROLLER_COMMANDS.register
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecommissionNode(Command):
+    """Put node `node_id` back into placement (`liferaft node decommission N --cancel`): it may
+    get new replicas again. The moves that were emptying it are cancelled by CancelMove
+    commands of their own."""
+
+    op: ClassVar[str] = "recommission_node"
     node_id: int
 
     def __post_init__(self) -> None:

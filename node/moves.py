@@ -54,7 +54,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from node.controller_commands import MovePartition, PartitionMembership
+from node.controller_commands import CancelMove, MovePartition, PartitionMembership
 from node.errors import BrokerError, ErrorCode
 from node.limits import shown
 from raft import ConfChange, ConfChangeType, RaftError
@@ -62,7 +62,7 @@ from raft import ConfChange, ConfChangeType, RaftError
 if TYPE_CHECKING:
     from node.broker import Broker
     from node.controller import Controller, ControllerState
-    from node.partition import Partition
+    from node.partition import Partition, PartitionState
     from raft import PeerProgress
 
 log = logging.getLogger("liferaft.moves")
@@ -92,6 +92,8 @@ class Move:
     """The group's learners as last recorded."""
     then: list[int] = field(default_factory=list)
     """The move that follows this one once it is done (MovePartition.then)."""
+    cancelled: bool = False
+    """Cancelled (CancelMove): `target` is now `origin`, the partition goes back there."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +108,7 @@ class Move:
             throttle_bytes_s=int(raw.get("throttle_bytes_s", 0)),
             learners=[int(n) for n in raw.get("learners", [])],
             then=[int(n) for n in raw.get("then", [])],
+            cancelled=bool(raw.get("cancelled", False)),
         )
 
 
@@ -165,6 +168,11 @@ def next_step(
                 return Step("transfer", n)
         return Step("wait", 0)
     return Step("done")
+
+
+def at_target(move: Move, membership: PartitionMembership | PartitionState) -> bool:
+    """The group's membership is the move's target: it is done."""
+    return set(membership.voters) == set(move.target) and not membership.learners
 
 
 def ordered_replicas(voters: Iterable[int], target: list[int], previous: list[int]) -> list[int]:
@@ -281,7 +289,91 @@ def plan_moves(
     return out
 
 
-async def start_moves(ctl: Controller, cmds: list[MovePartition], timeout_s: float) -> None:
+def plan_cancel(
+    state: ControllerState, partitions: list[tuple[str, int]], recommissioning: int = 0
+) -> list[CancelMove]:
+    """Check every (topic, partition) whose move is to be cancelled and return the commands,
+    or raise BrokerError for the first bad one (then nothing is cancelled): an unknown
+    partition, one named twice, one not being moved (a move that is done is not undone: move
+    it back), one cancelled already, one whose move refills a node's lost replica (plan_readd:
+    going back would serve the lost copy's place with nothing), one whose old replicas include
+    a decommissioned node it has left."""
+    if len(partitions) > MAX_MOVES_PER_REQUEST:
+        raise BrokerError(
+            ErrorCode.INVALID_REQUEST, f"at most {MAX_MOVES_PER_REQUEST} partitions per request"
+        )
+    seen: set[tuple[str, int]] = set()
+    out: list[CancelMove] = []
+    for topic, partition in partitions:
+        where = f"{shown(topic)}-{partition}"
+        info = state.topics.get(topic)
+        if info is None:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {shown(topic)} does not exist"
+            )
+        if not 0 <= partition < info.partitions:
+            raise BrokerError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                f"topic {shown(topic)} has partitions 0..{info.partitions - 1}, not {partition}",
+            )
+        if (topic, partition) in seen:
+            raise BrokerError(ErrorCode.INVALID_REQUEST, f"{where} is named twice")
+        seen.add((topic, partition))
+        key = move_key(topic, partition)
+        move = state.moves.get(key)
+        if move is None and key in state.next_moves:
+            move = state.next_moves[key]
+        if move is None:
+            raise BrokerError(
+                ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
+                f"{where} is not being moved (its replicas are {info.replicas[partition]}); "
+                "a move that is done is undone by moving it back",
+            )
+        if move.cancelled:
+            raise BrokerError(
+                ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
+                f"{where}'s move is cancelled already; it is going back to {move.target}",
+            )
+        if move.then or key in state.next_moves:
+            raise BrokerError(
+                ErrorCode.INVALID_REQUEST,
+                f"{where} is refilling a replica of a node that lost its disk; that cannot "
+                "be cancelled",
+            )
+        retired = [
+            n
+            for n in move.origin
+            if n in state.decommissioned and n not in move.target and n != recommissioning
+        ]
+        if retired:
+            raise BrokerError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"{where}: cancelling would keep a replica on decommissioned node(s) "
+                f"{retired} (`liferaft node decommission N --cancel` takes a node back)",
+            )
+        out.append(CancelMove(name=topic, topic_id=info.topic_id, partition=partition))
+    return out
+
+
+def plan_recommission(state: ControllerState, node_id: int) -> list[tuple[str, int]]:
+    """The moves to cancel when node_id's decommissioning is: every move under way taking a
+    replica off it (none of a refill). Raises BrokerError if it is not decommissioned."""
+    if node_id not in state.decommissioned:
+        raise BrokerError(
+            ErrorCode.INVALID_REQUEST,
+            f"node {node_id} is not decommissioned (decommissioned: "
+            f"{sorted(state.decommissioned) or 'none'})",
+        )
+    return [
+        (m.topic, m.partition)
+        for _, m in sorted(state.moves.items())
+        if node_id in m.origin and node_id not in m.target and not m.then and not m.cancelled
+    ]
+
+
+async def start_moves(
+    ctl: Controller, cmds: list[MovePartition] | list[CancelMove], timeout_s: float
+) -> None:
     """Propose the commands `plan_moves` returned, one after the other, on the controller
     leader: the one way moves start, for the gRPC API and the Kafka listener alike. Those
     recorded before a timeout stand (each is a whole move); the error says so."""
@@ -483,6 +575,10 @@ REPORT_RETRY_CALLS = 25
 """A membership report proposed this many calls ago and not yet recorded is proposed again (its
 proposal may have been lost to a controller leader change)."""
 
+STRAY_WATCH_CALLS = 100
+"""How many looks at the moves (MOVE_EVERY_TICKS apart) a learner this leader added is watched
+for after its move ended (MoveDriver._drop_strays): long enough for a proposed change to apply."""
+
 
 class MoveDriver:
     """One node's part in the moves: as a partition leader it takes each move's next step
@@ -493,6 +589,9 @@ class MoveDriver:
         self.broker = broker
         self._throttled: set[tuple[str, int]] = set()
         self._reported: dict[str, tuple[int, int]] = {}  # key -> (conf_index, call number)
+        self._added: dict[tuple[str, int], dict[int, int]] = {}
+        """The learners this node added as a partition leader, by partition, until they vote
+        or are gone (see `_drop_strays`)."""
         self._calls = 0
         self.steps_taken = 0
 
@@ -529,11 +628,38 @@ class MoveDriver:
                 throttles[(group.id, step.node)] = move.throttle_bytes_s
                 driver.set_throttle(group.id, step.node, move.throttle_bytes_s)
             self._take(part, step)
+        self._drop_strays()
         for key in self._throttled - set(throttles):
             driver.set_throttle(key[0], key[1], 0)
         for (gid, peer), rate in throttles.items():
             driver.set_throttle(gid, peer, rate)
         self._throttled = set(throttles)
+
+    def _drop_strays(self) -> None:
+        """Remove a learner this node added for a move that has ended without it: a move
+        cancelled (its target back to its origin) can be recorded as done, from a report of
+        the group at its origin, while this leader's add_learner, proposed just before it
+        applied the cancel, is still in flight. Nothing else would remove that learner. An
+        entry is forgotten once its node votes, or STRAY_WATCH_CALLS after its move ended."""
+        b = self.broker
+        moves = b.controller.state.moves
+        for key, added in list(self._added.items()):
+            part = b.partitions.get(key)
+            if part is None or not part.is_leader:
+                del self._added[key]
+                continue
+            cs = part.group.conf_state
+            for n in list(added):
+                if n in cs.voters:
+                    del added[n]
+                elif move_key(*key) not in moves:
+                    if n in cs.learners and n not in part.replicas:
+                        self._take(part, Step("remove", n))
+                    added[n] -= 1
+                    if added[n] <= 0:
+                        del added[n]
+            if not added:
+                del self._added[key]
 
     def _take(self, part: Partition, step: Step) -> None:
         node = part.group.node
@@ -552,6 +678,8 @@ class MoveDriver:
         except RaftError as e:  # a change still pending, leadership moving: next time
             log.debug("%s-%d: %s %d deferred: %s", part.topic, part.index, step.kind, step.node, e)
             return
+        if step.kind == "add_learner":
+            self._added.setdefault((part.topic, part.index), {})[step.node] = STRAY_WATCH_CALLS
         self.steps_taken += 1
         log.info(
             "%s-%d: move step on leader %d: %s node %d",
@@ -578,7 +706,8 @@ class MoveDriver:
             st = b.partition_view(info, move.partition).state
             if st is None or not st.voters:
                 continue
-            if st.conf_index <= info.conf_index.get(str(move.partition), 0):
+            recorded = info.conf_index.get(str(move.partition), 0)
+            if st.conf_index < recorded or (st.conf_index == recorded and not at_target(move, st)):
                 continue
             sent = self._reported.get(key)
             if (

@@ -171,4 +171,5 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     MovePartitions = route("MovePartitions", moves.move_partitions)
     ListPartitionMoves = route("ListPartitionMoves", moves.list_partition_moves)
     DecommissionNode = route("DecommissionNode", moves.decommission_node)
+    CancelPartitionMoves = route("CancelPartitionMoves", moves.cancel_partition_moves)
     Rebalance = route("Rebalance", moves.rebalance)

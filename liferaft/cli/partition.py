@@ -101,6 +101,7 @@ def _move_json(m: Any) -> dict[str, Any]:
         "learners": list(m.learners),
         "origin": list(m.origin),
         "throttle_bytes_s": m.throttle_bytes_s,
+        "cancelled": m.cancelled,
     }
 
 
@@ -126,13 +127,24 @@ def partition_move(
     validate_only: Annotated[
         bool, typer.Option("--validate-only", help="Check everything, move nothing.")
     ] = False,
+    cancel: Annotated[
+        bool,
+        typer.Option(
+            "--cancel",
+            help="Cancel the move of TOPIC PARTITION (or of every partition of the --plan): it "
+            "goes back to the replicas it had when the move began.",
+        ),
+    ] = False,
     bootstrap: BootstrapOpt = None,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
     json_out: JsonOpt = False,
 ) -> None:
     """Move a partition (or every partition of a --plan) onto new replicas, while it serves.
     All or nothing: one bad entry (an unknown topic or node, a node named twice, no replica)
-    and none starts."""
+    and none starts. With --cancel, turn moves under way back instead."""
+    if cancel:
+        _cancel(topic, partition, replicas, plan, validate_only, bootstrap, timeout, json_out)
+        return
     if plan is not None:
         if topic is not None or replicas is not None:
             raise _fail("give either TOPIC PARTITION --replicas or --plan, not both", 2)
@@ -155,6 +167,41 @@ def partition_move(
     skipped = len(wishes) - len(started)
     if skipped:
         console.print(f"{plural(skipped, 'partition')} already on their replicas: nothing to do")
+
+
+def _cancel(
+    topic: str | None,
+    partition: int | None,
+    replicas: str | None,
+    plan: Path | None,
+    validate_only: bool,
+    bootstrap: str | None,
+    timeout: float,
+    json_out: bool,
+) -> None:
+    if replicas is not None:
+        raise _fail("--cancel takes no --replicas: the partition goes back where it was", 2)
+    if plan is not None:
+        if topic is not None:
+            raise _fail("give either TOPIC PARTITION --cancel or --plan FILE --cancel", 2)
+        which = [(t, p) for t, p, _ in read_plan(plan)]
+    elif topic is None or partition is None:
+        raise _fail("give TOPIC PARTITION --cancel (or --plan FILE --cancel)", 2)
+    else:
+        which = [(topic, partition)]
+    with _client_errors(), admin_client(bootstrap, timeout) as admin:
+        cancelled = admin.cancel_partition_moves(which, validate_only=validate_only)
+    if json_out:
+        _print_json(
+            {"cancelled": [_move_json(m) for m in cancelled], "validate_only": validate_only}
+        )
+        return
+    verb = "would cancel" if validate_only else "cancelled"
+    console.print(f"{verb} {plural(len(cancelled), 'move')}")
+    for m in cancelled:
+        console.print(
+            f"  {escape(m.topic)}-{m.partition}: {_ids(m.replicas)} -> back to {_ids(m.target)}"
+        )
 
 
 @app.command("moves")
@@ -184,7 +231,7 @@ def partition_moves(
             table.add_row(
                 f"{escape(m.topic)}-{m.partition}",
                 _ids(m.replicas),
-                _ids(m.target),
+                _ids(m.target) + (" (cancelled: going back)" if m.cancelled else ""),
                 _ids(m.learners) if m.learners else "-",
                 rate,
             )

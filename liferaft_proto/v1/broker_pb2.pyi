@@ -840,7 +840,7 @@ class MovePartitionsResponse(_message.Message):
     def __init__(self, started: _Optional[_Iterable[_Union[PartitionMoveStatus, _Mapping]]] = ...) -> None: ...
 
 class PartitionMoveStatus(_message.Message):
-    __slots__ = ("topic", "partition", "replicas", "target", "learners", "origin", "throttle_bytes_s")
+    __slots__ = ("topic", "partition", "replicas", "target", "learners", "origin", "throttle_bytes_s", "cancelled")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -848,6 +848,7 @@ class PartitionMoveStatus(_message.Message):
     LEARNERS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     THROTTLE_BYTES_S_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     topic: str
     partition: int
     replicas: _containers.RepeatedScalarFieldContainer[int]
@@ -855,7 +856,8 @@ class PartitionMoveStatus(_message.Message):
     learners: _containers.RepeatedScalarFieldContainer[int]
     origin: _containers.RepeatedScalarFieldContainer[int]
     throttle_bytes_s: int
-    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ..., target: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., origin: _Optional[_Iterable[int]] = ..., throttle_bytes_s: _Optional[int] = ...) -> None: ...
+    cancelled: bool
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ..., target: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., origin: _Optional[_Iterable[int]] = ..., throttle_bytes_s: _Optional[int] = ..., cancelled: _Optional[bool] = ...) -> None: ...
 
 class ListPartitionMovesRequest(_message.Message):
     __slots__ = ()
@@ -877,20 +879,44 @@ class ListPartitionMovesResponse(_message.Message):
     def __init__(self, moves: _Optional[_Iterable[_Union[PartitionMoveStatus, _Mapping]]] = ..., decommissioned: _Optional[_Mapping[int, int]] = ...) -> None: ...
 
 class DecommissionNodeRequest(_message.Message):
-    __slots__ = ("node_id", "throttle_bytes_s", "validate_only")
+    __slots__ = ("node_id", "throttle_bytes_s", "validate_only", "cancel")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     THROTTLE_BYTES_S_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     throttle_bytes_s: int
     validate_only: bool
-    def __init__(self, node_id: _Optional[int] = ..., throttle_bytes_s: _Optional[int] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    cancel: bool
+    def __init__(self, node_id: _Optional[int] = ..., throttle_bytes_s: _Optional[int] = ..., validate_only: _Optional[bool] = ..., cancel: _Optional[bool] = ...) -> None: ...
 
 class DecommissionNodeResponse(_message.Message):
     __slots__ = ("started",)
     STARTED_FIELD_NUMBER: _ClassVar[int]
     started: _containers.RepeatedCompositeFieldContainer[PartitionMoveStatus]
     def __init__(self, started: _Optional[_Iterable[_Union[PartitionMoveStatus, _Mapping]]] = ...) -> None: ...
+
+class PartitionRef(_message.Message):
+    __slots__ = ("topic", "partition")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
+
+class CancelPartitionMovesRequest(_message.Message):
+    __slots__ = ("partitions", "validate_only")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionRef]
+    validate_only: bool
+    def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionRef, _Mapping]]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CancelPartitionMovesResponse(_message.Message):
+    __slots__ = ("cancelled",)
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    cancelled: _containers.RepeatedCompositeFieldContainer[PartitionMoveStatus]
+    def __init__(self, cancelled: _Optional[_Iterable[_Union[PartitionMoveStatus, _Mapping]]] = ...) -> None: ...
 
 class RebalanceRequest(_message.Message):
     __slots__ = ("execute", "throttle_bytes_s")

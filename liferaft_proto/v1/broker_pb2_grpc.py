@@ -189,6 +189,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.FromString,
                 _registered_method=True)
+        self.CancelPartitionMoves = channel.unary_unary(
+                '/liferaft.v1.Broker/CancelPartitionMoves',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CancelPartitionMovesRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CancelPartitionMovesResponse.FromString,
+                _registered_method=True)
         self.Rebalance = channel.unary_unary(
                 '/liferaft.v1.Broker/Rebalance',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.RebalanceRequest.SerializeToString,
@@ -438,6 +443,15 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelPartitionMoves(self, request, context):
+        """Cancels moves under way (all or, on any bad entry, none): each partition goes back to the
+        replicas it had when its move began, one Raft change at a time. NO_REASSIGNMENT_IN_PROGRESS
+        for a partition not being moved (a move that is done is not undone).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Rebalance(self, request, context):
         """Plans moves that even out replicas and preferred leaders; starts them only if execute.
         """
@@ -613,6 +627,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DecommissionNode,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.SerializeToString,
+            ),
+            'CancelPartitionMoves': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPartitionMoves,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.CancelPartitionMovesRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.CancelPartitionMovesResponse.SerializeToString,
             ),
             'Rebalance': grpc.unary_unary_rpc_method_handler(
                     servicer.Rebalance,
@@ -1462,6 +1481,33 @@ class Broker:
             '/liferaft.v1.Broker/DecommissionNode',
             liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.DecommissionNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPartitionMoves(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liferaft.v1.Broker/CancelPartitionMoves',
+            liferaft__proto_dot_v1_dot_broker__pb2.CancelPartitionMovesRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.CancelPartitionMovesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_CONFIG: _ClassVar[ErrorCode]
     NOT_CONTROLLER: _ClassVar[ErrorCode]
     INVALID_REQUEST: _ClassVar[ErrorCode]
+    NO_REASSIGNMENT_IN_PROGRESS: _ClassVar[ErrorCode]
     UNSUPPORTED_VERSION: _ClassVar[ErrorCode]
     INCONSISTENT_CLUSTER_ID: _ClassVar[ErrorCode]
     INCONSISTENT_NODE_ID: _ClassVar[ErrorCode]
@@ -96,6 +97,7 @@ INVALID_REPLICA_ASSIGNMENT: ErrorCode
 INVALID_CONFIG: ErrorCode
 NOT_CONTROLLER: ErrorCode
 INVALID_REQUEST: ErrorCode
+NO_REASSIGNMENT_IN_PROGRESS: ErrorCode
 UNSUPPORTED_VERSION: ErrorCode
 INCONSISTENT_CLUSTER_ID: ErrorCode
 INCONSISTENT_NODE_ID: ErrorCode

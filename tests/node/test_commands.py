@@ -23,6 +23,7 @@ from node.controller_commands import (
     AdmitIncarnation,
     AllocateProducerIds,
     AlterTopicConfigs,
+    CancelMove,
     CreateAcls,
     CreatePartitions,
     CreateTopic,
@@ -32,6 +33,7 @@ from node.controller_commands import (
     DeleteUser,
     MovePartition,
     PartitionMembership,
+    RecommissionNode,
     RegisterBroker,
     UpsertUser,
 )
@@ -85,6 +87,8 @@ EXAMPLES = [
         ),
     ),
     (CONTROLLER_COMMANDS, DecommissionNode(node_id=3)),
+    (CONTROLLER_COMMANDS, CancelMove(name="t", topic_id=4, partition=0)),
+    (CONTROLLER_COMMANDS, RecommissionNode(node_id=3)),
     (
         CONSUMER_GROUP_COMMANDS,
         JoinGroup(group_id="g", member_id="m", session_timeout_ms=1, client_id="", topics=("t",)),

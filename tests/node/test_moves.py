@@ -8,7 +8,13 @@ from __future__ import annotations
 import pytest
 
 from node.controller import BrokerInfo, Controller, ControllerState, TopicInfo
-from node.controller_commands import DecommissionNode, MovePartition, PartitionMembership
+from node.controller_commands import (
+    CancelMove,
+    DecommissionNode,
+    MovePartition,
+    PartitionMembership,
+    RecommissionNode,
+)
 from node.driver import Throttle
 from node.errors import BrokerError, ErrorCode
 from node.moves import (
@@ -17,9 +23,11 @@ from node.moves import (
     assign_least_loaded,
     next_step,
     plan_decommission,
+    plan_cancel,
     plan_moves,
     plan_readd,
     plan_rebalance,
+    plan_recommission,
     replica_load,
 )
 from raft import Entry, EntryType, Message, MessageType, PeerProgress, ProgressState
@@ -134,6 +142,8 @@ def _controller(st: ControllerState) -> Controller:
         MovePartition: ctl._move_partition,
         PartitionMembership: ctl._partition_membership,
         DecommissionNode: ctl._decommission_node,
+        CancelMove: ctl._cancel_move,
+        RecommissionNode: ctl._recommission_node,
     }
     return ctl
 
@@ -162,6 +172,102 @@ def test_the_metadata_follows_each_reported_step_and_the_move_ends_at_the_target
     # The state survives a snapshot round trip.
     again = ControllerState.from_json(st.to_json())
     assert again.topics["t"].replicas == info.replicas and again.topics["t"].conf_index == {"0": 9}
+
+
+def test_a_cancelled_move_goes_back_to_its_origin_one_change_at_a_time() -> None:
+    st = state()
+    ctl = _controller(st)
+    info = st.topics["t"]
+    ctl.apply_command(MovePartition(name="t", topic_id=1, partition=0, target=(1, 2, 4)))
+    ctl.apply_command(report((1, 2, 3, 4), (), 6))  # 4 promoted; 3 not removed yet
+    (cmd,) = plan_cancel(st, [("t", 0)])
+    assert cmd == CancelMove(name="t", topic_id=1, partition=0)
+    ctl.apply_command(cmd)
+    move = st.moves["t/0"]
+    assert move.cancelled and move.target == [1, 2, 3] and move.origin == [1, 2, 3]
+    # The leader drives back: the voter the move added goes, the old ones stay.
+    assert step({1, 2, 3, 4}, set(), move.target) == Step("remove", 4)
+    ctl.apply_command(report((1, 2, 3), (), 7))
+    assert "t/0" not in st.moves and info.replicas[0] == [1, 2, 3]
+    # A move that went further: the removed voter comes back as a learner, the added learner
+    # goes first.
+    assert step({1, 2, 4}, {5}, [1, 2, 3]) == Step("remove", 5)
+    assert step({1, 2, 4}, set(), [1, 2, 3]) == Step("add_learner", 3)
+
+
+def test_a_move_cancelled_before_its_first_step_ends_on_a_report_of_the_same_membership() -> None:
+    st = state()
+    ctl = _controller(st)
+    ctl.apply_command(report((1, 2, 3), (), 4))
+    ctl.apply_command(MovePartition(name="t", topic_id=1, partition=0, target=(1, 2, 4)))
+    ctl.apply_command(CancelMove(name="t", topic_id=1, partition=0))
+    # No Raft change happened, so no newer report comes: the same index, at the origin, ends it.
+    ctl.apply_command(report((1, 2, 3), (), 4))
+    assert "t/0" not in st.moves and st.topics["t"].replicas[0] == [1, 2, 3]
+    # A report of the same index ends no move that is not at its target (it says nothing new).
+    ctl.apply_command(MovePartition(name="t", topic_id=1, partition=0, target=(1, 2, 4)))
+    ctl.apply_command(report((1, 2, 3), (), 4))
+    assert "t/0" in st.moves
+
+
+def test_cancelling_what_is_not_a_cancellable_move_is_refused_and_changes_nothing() -> None:
+    st = state(5)
+    ctl = _controller(st)
+    cases: list[tuple[list[tuple[str, int]], int, str]] = [
+        ([("t", 0)], ErrorCode.NO_REASSIGNMENT_IN_PROGRESS, "not being moved"),
+        ([("u", 0)], ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "does not exist"),
+        ([("t", 5)], ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "partitions 0..1"),
+    ]
+    for which, code, why in cases:
+        with pytest.raises(BrokerError, match=why) as err:
+            plan_cancel(st, which)
+        assert err.value.code == code
+    ctl.apply_command(MovePartition(name="t", topic_id=1, partition=0, target=(1, 2, 4)))
+    before = st.to_json()
+    with pytest.raises(BrokerError, match="named twice"):
+        plan_cancel(st, [("t", 0), ("t", 0)])
+    with pytest.raises(BrokerError, match="not being moved"):  # all or nothing
+        plan_cancel(st, [("t", 0), ("t", 1)])
+    ctl.apply_command(CancelMove(name="t", topic_id=1, partition=0))
+    after_cancel = st.to_json()
+    with pytest.raises(BrokerError, match="cancelled already") as err:
+        plan_cancel(st, [("t", 0)])
+    assert err.value.code == ErrorCode.NO_REASSIGNMENT_IN_PROGRESS
+    # A racing second cancel is refused by the applier too, and changes nothing.
+    with pytest.raises(BrokerError, match="no move to cancel"):
+        ctl._cancel_move(CancelMove(name="t", topic_id=1, partition=0))
+    assert st.to_json() == after_cancel != before
+    # A refill of a wiped node's replica cannot be cancelled.
+    fresh = state(5)
+    ctl = _controller(fresh)
+    for readd in plan_readd(fresh, 3):
+        ctl.apply_command(readd)
+    with pytest.raises(BrokerError, match="lost its disk"):
+        plan_cancel(fresh, [("t", 1)])
+
+
+def test_decommission_cancel_takes_the_node_back_and_turns_its_moves_around() -> None:
+    st = state(5)
+    ctl = _controller(st)
+    with pytest.raises(BrokerError, match="not decommissioned"):
+        plan_recommission(st, 3)
+    wishes = plan_decommission(st, 3)
+    ctl.apply_command(DecommissionNode(node_id=3))
+    for cmd in plan_moves(st, wishes):
+        ctl.apply_command(cmd)
+    # A plain cancel would put a replica back on the decommissioned node: refused.
+    with pytest.raises(BrokerError, match="keep a replica on decommissioned node"):
+        plan_cancel(st, [("t", 0)])
+    which = plan_recommission(st, 3)
+    assert which == [("t", 0), ("t", 1)]
+    cancels = plan_cancel(st, which, recommissioning=3)
+    ctl.apply_command(RecommissionNode(node_id=3))
+    for c in cancels:
+        ctl.apply_command(c)
+    assert 3 not in st.decommissioned
+    assert [st.moves[k].target for k in ("t/0", "t/1")] == [[1, 2, 3], [2, 3, 1]]
+    with pytest.raises(BrokerError, match="not decommissioned"):
+        ctl._recommission_node(RecommissionNode(node_id=3))
 
 
 def test_the_same_replicas_in_another_order_only_reorder() -> None:

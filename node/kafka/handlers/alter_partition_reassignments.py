@@ -7,9 +7,9 @@ metadata, a bad one gets its error and changes nothing, the good ones of the sam
 A partition named twice in one request is refused both times (INVALID_REQUEST): which of the two
 targets was meant cannot be told.
 
-Cancelling (null replicas) is not supported: the machinery has no cancel (a move ends when the
-group's voters are its target; undoing half a move is a second move). A partition being moved
-gets INVALID_REQUEST and a message saying to move it back once done; one that is not being moved
+Null replicas cancel the partition's move (node/moves.py's `plan_cancel`, a CancelMove
+command): it goes back to the replicas it had when the move began, one Raft change at a time, a
+replica the move added removed. One that is not being moved (never, done, or cancelled already)
 gets NO_REASSIGNMENT_IN_PROGRESS, as Kafka answers.
 """
 
@@ -20,27 +20,14 @@ from typing import Any
 from kio.schema.errors import ErrorCode as KafkaErrorCode
 
 from node.acl import CLUSTER, Operation
-from node.controller import Controller
+from node.controller_commands import CancelMove, MovePartition
 from node.errors import BrokerError, ErrorCode
 from node.kafka.handlers._common import timeout_s
 from node.kafka.wire import NO_THROTTLE, NONE, Api, Ctx, Responses, error_code_of
 from node.limits import shown
-from node.moves import move_key, plan_moves, start_moves
+from node.moves import plan_cancel, plan_moves, start_moves
 
 DEFAULT_TIMEOUT_MS = 60_000
-
-
-def _cancel_error(ctl: Controller, topic: str, partition: int) -> tuple[KafkaErrorCode, str]:
-    info = ctl.state.topics.get(topic)
-    where = f"{shown(topic)}-{partition}"
-    if info is None or not 0 <= partition < info.partitions:
-        return KafkaErrorCode.unknown_topic_or_partition, f"{where} does not exist"
-    if move_key(topic, partition) not in ctl.state.moves:
-        return KafkaErrorCode.no_reassignment_in_progress, f"{where} is not being moved"
-    return (
-        KafkaErrorCode.invalid_request,
-        f"{where}: cancelling a move is not supported; once it is done, move it back",
-    )
 
 
 async def handle(ctx: Ctx, request: Any, version: int) -> Any:
@@ -75,11 +62,14 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
                     KafkaErrorCode.invalid_request,
                     f"{shown(t.name)}-{key[1]} is named more than once in the request",
                 )
-            elif p.replicas is None:
-                outcome[key] = _cancel_error(ctl, t.name, key[1])
             else:
                 try:
-                    cmds = plan_moves(ctl.state, [(t.name, key[1], [int(n) for n in p.replicas])])
+                    cmds: list[MovePartition] | list[CancelMove]
+                    if p.replicas is None:
+                        cmds = plan_cancel(ctl.state, [(t.name, key[1])])
+                    else:
+                        wish = (t.name, key[1], [int(n) for n in p.replicas])
+                        cmds = plan_moves(ctl.state, [wish])
                 except BrokerError as e:
                     outcome[key] = (error_code_of(e), e.message)
                 else:
