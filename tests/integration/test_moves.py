@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from client import AdminClient, LiferaftError, Producer, TopicPartition
+from client.errors import NoReassignmentInProgressError
 from liferaft.launcher import DevCluster
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from tests.integration.test_cli_tools import ok, run
@@ -261,3 +262,74 @@ async def test_a_move_resumes_after_its_leader_is_killed_and_a_rebalance_fills_a
             for n in p.replicas:
                 counts[n] += 1
     assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+async def test_a_throttled_move_cancelled_mid_way_goes_back_and_loses_nothing(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    """Kafka's cancelled reassignment, `rpk cluster partitions move-cancel`: the learner the
+    move added is removed, the replicas are the original set again, acks=all traffic runs on
+    throughout and every acknowledged record reads back exactly once."""
+    cluster = make_cluster(4)
+    async with AdminClient(cluster.bootstrap) as admin:
+        await admin.create_topic("undo", 1, 3)
+    tp = TopicPartition("undo", 0)
+    acked: dict[bytes, int] = {}
+    value = b"u" * 20_000
+    async with Producer(cluster.bootstrap, acks="all") as producer:
+        for i in range(100):  # ~2 MB, so that a learner fed 200 KB/s takes seconds to catch up
+            md = await producer.send_and_wait("undo", value + b"%d" % i, partition=0)
+            acked[value + b"%d" % i] = md.offset
+    before = (await describe(cluster, "undo")).partitions[0]
+    spare = next(n for n in (1, 2, 3, 4) if n not in before.replicas)
+    going = next(n for n in reversed(before.replicas) if n != before.leader)
+    target = [spare if n == going else n for n in before.replicas]
+    # Bad input first: nothing is being moved, so nothing is cancelled and nothing changes.
+    async with AdminClient(cluster.bootstrap) as admin:
+        with pytest.raises(NoReassignmentInProgressError, match="not being moved"):
+            await admin.cancel_partition_moves([("undo", 0)])
+        with pytest.raises(LiferaftError, match="does not exist"):
+            await admin.cancel_partition_moves([("nope", 0)])
+    done = run(cluster.bootstrap, "partition", "move", "undo", "0", "--cancel", "--replicas", "1")
+    assert done.returncode == 2 and b"takes no --replicas" in done.stderr
+    done = run(cluster.bootstrap, "node", "decommission", str(spare), "--cancel")
+    assert done.returncode == 1 and b"not decommissioned" in done.stderr
+    assert await moves_done(cluster)
+
+    stop = asyncio.Event()
+    async with Producer(cluster.bootstrap, acks="all", delivery_timeout_ms=30_000) as producer:
+        task = asyncio.create_task(produce_loop(producer, tp, acked, stop, b"cx"))
+        await wait_for("acks under traffic", lambda: len(acked) >= 120)
+        async with AdminClient(cluster.bootstrap) as admin:
+            await admin.move_partitions([("undo", 0, target)], throttle_bytes_s=200_000)
+
+            async def learning() -> bool:
+                moves, _ = await admin.list_partition_moves()
+                return bool(moves) and spare in moves[0].learners
+
+            await wait_for(f"node {spare} to be a learner", learning, 30)
+        out = json.loads(
+            ok(cluster.bootstrap, "partition", "move", "undo", "0", "--cancel", "--json")
+        )
+        (cancelled,) = out["cancelled"]
+        assert cancelled["cancelled"] and cancelled["target"] == list(before.replicas), out
+        await wait_for("the cancelled move to end", lambda: moves_done(cluster), 90)
+        acked_mid = len(acked)
+        await wait_for("traffic after the cancel", lambda: len(acked) > acked_mid + 20)
+        stop.set()
+        await task
+
+    async def back() -> bool:
+        p = (await describe(cluster, "undo")).partitions[0]
+        return list(p.replicas) == list(before.replicas) and sorted(p.isr) == sorted(p.replicas)
+
+    await wait_for(f"metadata to show {list(before.replicas)} again", back, 30)
+    await wait_for(
+        f"node {spare} to drop its learner", lambda: _not_in(cluster, spare, "undo/0"), 30
+    )
+    assert "undo/0" in await hosts(cluster, going)
+    # Cancelling a move that is done is refused, and changes nothing.
+    async with AdminClient(cluster.bootstrap) as admin:
+        with pytest.raises(NoReassignmentInProgressError):
+            await admin.cancel_partition_moves([("undo", 0)])
+    check_log(acked, await read_all(cluster, tp, max(acked.values()) + 1))
