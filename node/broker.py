@@ -11,6 +11,7 @@ does the gRPC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from raft import (
     Fence,
     NotLeaderError,
     ProposalDroppedError,
+    RaftError,
     RawNode,
     Role,
 )
@@ -542,16 +544,18 @@ class Broker:
                 self._promoting.discard(gid)
                 continue
             groups.append((gid, self.driver.groups[gid].node))
+        retired = self._retired()
         for gid, node in groups:
             if node.role != Role.LEADER or not node.caught_up_in_term():
                 continue
             conf = node.conf_state()
             caught_up = set()
-            for learner in conf.learners:
-                pr = node.progress_of(learner)
+            for member in conf.voters | conf.learners:
+                pr = node.progress_of(member)
                 if pr is not None and pr.match >= node.committed:
-                    caught_up.add(learner)
+                    caught_up.add(member)
             readded = self._readded.setdefault(gid, {})
+            over_all = gid in (CONTROLLER_GROUP, GROUPS_GROUP)
             if gid == CONTROLLER_GROUP:
                 admitted = self.controller.state.incarnations
                 wanted = self.config.controller_voters
@@ -564,7 +568,9 @@ class Broker:
                 }
                 admitted.update(self._admitted_in.setdefault(gid, {}))
                 part = self._by_group.get(gid)
-                wanted = len(part.replicas) if part is not None else len(self.config.peers)
+                # __groups keeps the controller's voter count: a joined node is promoted
+                # there as it is in the controller group (the founders may be more).
+                wanted = len(part.replicas) if part is not None else self.config.controller_voters
             step = next_step(
                 conf=conf,
                 rejoining={n: h.incarnation for n, h in self.hellos.items() if gid in h.silent},
@@ -572,10 +578,24 @@ class Broker:
                 readded=readded,
                 caught_up=caught_up,
                 voters_wanted=wanted,
+                retired=retired if over_all else frozenset(),
+                leader=self.node_id,
             )
             if step is None:
                 if gid in self._promoting and len(conf.voters) >= wanted:
                     self._promoting.discard(gid)
+                continue
+            if step.kind == "transfer":
+                with contextlib.suppress(RaftError):
+                    if node.status().lead_transferee != step.node_id:
+                        node.transfer_leader(step.node_id)
+                        log.info(
+                            "node %d: group %s: leadership to node %d (this node is "
+                            "decommissioned)",
+                            self.node_id,
+                            gid,
+                            step.node_id,
+                        )
                 continue
             if step.kind != "admit":
                 self._propose_conf_change(gid, node, step, readded)
@@ -593,6 +613,18 @@ class Broker:
                     index=node.applied,
                 )
         return out
+
+    def _retired(self) -> frozenset[int]:
+        """Decommissioned nodes that hold no replica any more (node/moves.py has moved them
+        all off): they stop voting in the groups over every node (node/membership.py)."""
+        st = self.controller.state
+        if not st.decommissioned:
+            return frozenset()
+        holding: set[int] = set()
+        for info in st.topics.values():
+            for p in range(info.partitions):
+                holding.update(self.controller.hosted_replicas(info, p))
+        return frozenset(st.decommissioned - holding)
 
     def _propose_conf_change(
         self, gid: str, node: RawNode, step: Step, readded: dict[int, int]

@@ -94,7 +94,7 @@ class Step:
     """The controller leader's next move for a rejoining node (one Raft change at a time)."""
 
     kind: str
-    """remove | add_learner | admit | promote"""
+    """remove | add_learner | admit | promote | transfer (leadership, to node_id)"""
     node_id: int
     incarnation: int = 0
 
@@ -107,6 +107,8 @@ def next_step(
     readded: dict[int, int],
     caught_up: set[int],
     voters_wanted: int,
+    retired: frozenset[int] = frozenset(),
+    leader: int = 0,
 ) -> Step | None:
     """Decide, in plain code, the one membership change a group's leader makes next.
 
@@ -114,8 +116,11 @@ def next_step(
       the peers silent in this group; admitted: node -> incarnation the group granted a fence
       to; readded: node -> incarnation this leader added back as a learner (in memory: a new
       leader that finds an unadmitted rejoining node in the group removes it again, which is
-      safe, only slower); caught_up: learners whose match reached the leader's commit index;
-      voters_wanted: how many voters the group keeps.
+      safe, only slower); caught_up: members whose match reached the leader's commit index;
+      voters_wanted: how many voters the group keeps; retired: decommissioned nodes that hold
+      no replica any more (the groups over every node only): they stop voting, a learner
+      taking their place first, and stay learners (a copy of the metadata while they run);
+      leader: the leader's own id (it hands leadership over before it stops voting).
     """
     members = conf.voters | conf.learners
     for node, incarnation in sorted(rejoining.items()):
@@ -126,8 +131,18 @@ def next_step(
                 return Step("admit", node, incarnation)
             return Step("remove", node, incarnation)
         return Step("add_learner", node, incarnation)
-    if len(conf.voters) < voters_wanted:
-        for node in sorted(conf.learners & caught_up):
+    serving = conf.voters - retired
+    if len(serving) < voters_wanted:
+        for node in sorted((conf.learners - retired) & caught_up):
             if node in admitted:
                 return Step("promote", node)
+    going = sorted(conf.voters & retired)
+    if going and len(serving) >= min(voters_wanted, len(members - retired)) and serving:
+        node = next((n for n in going if n != leader), going[0])
+        if node != leader:
+            return Step("remove", node)
+        to = next((n for n in sorted(serving) if n in caught_up), 0)
+        return Step("transfer", to) if to else None
+    for node in sorted(retired - members):
+        return Step("add_learner", node)
     return None

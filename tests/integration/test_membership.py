@@ -2,8 +2,9 @@
 wiped data directory comes back as a new incarnation, never as the same voter.
 
 A node started with --join (DevCluster.add_node) learns the members from one of them; the
-controller adds it as a learner, every node lists it in Metadata, and a new topic of replication
-factor 3 places replicas on it.
+controller adds it as a learner and (controller_voters 5) promotes it, as the consumer-group
+group does, every node lists it in Metadata, and a new topic of replication factor 3 places
+replicas on it.
 
 A node's data directory is deleted while acks=all traffic runs, and the node restarted on an empty
 one. It must say hello as a new incarnation and stay silent (fenced) until the controller group
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -119,9 +121,13 @@ async def test_wiped_node_comes_back_as_a_new_incarnation(
 
 
 async def test_a_fourth_node_joins_under_traffic_and_takes_replicas(
-    make_cluster: Callable[..., DevCluster],
+    make_cluster: Callable[..., DevCluster], tmp_path: Path
 ) -> None:
-    cluster = make_cluster(3)
+    # Five controller voters wanted: the joined node is promoted in the controller group and,
+    # following it, in the consumer-group group (which used to keep it a learner).
+    settings = tmp_path / "voters.toml"
+    settings.write_text("controller_voters = 5\n")
+    cluster = make_cluster(3, "--config", str(settings))
     await create_topic(cluster, "before", partitions=1)
     tp = TopicPartition("before", 0)
     acked: dict[bytes, int] = {}
@@ -140,10 +146,16 @@ async def test_a_fourth_node_joins_under_traffic_and_takes_replicas(
             )
 
         await wait_for("node 4 in every node's metadata", in_metadata, 90)
-        # A learner of the controller group (controller_voters is 3), a voter nowhere yet.
-        assert _raft(cluster, 1, "liferaft_raft_voters", "controller") == 3
-        assert _raft(cluster, 1, "liferaft_raft_learners", "controller") == 1
         assert _raft(cluster, 4, "liferaft_raft_fenced", "controller") == 0
+        for group in ("controller", "__groups"):
+            await wait_for(
+                f"node 4 a voter of {group}",
+                lambda g=group: (
+                    _raft(cluster, 1, "liferaft_raft_voters", g) == 4
+                    and _raft(cluster, 1, "liferaft_raft_learners", g) == 0
+                ),
+                90,
+            )
         grown = len(acked)
         await wait_for("50 acks after the join", lambda: len(acked) >= grown + 50, 60)
         stop.set()

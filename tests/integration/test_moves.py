@@ -24,6 +24,7 @@ from liferaft.launcher import DevCluster
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from tests.integration.test_cli_tools import ok, run
 from tests.integration.test_kafka_failover import kafka_request
+from tests.integration.test_membership import _raft
 from tests.integration.test_replication import (
     check_log,
     describe,
@@ -189,6 +190,17 @@ async def test_decommission_empties_a_node_and_bad_plans_change_nothing(
         return not await hosts(cluster, victim)
 
     await wait_for(f"node {victim} to hold nothing", emptied, 30)
+    # Empty, it stops voting in the groups over every node (the controller, __groups): it
+    # stays a learner there (a copy of the metadata while it runs), three voters remain.
+    for group in ("controller", "__groups"):
+        await wait_for(
+            f"node {victim} a learner of {group}",
+            lambda g=group: (
+                _raft(cluster, 1, "liferaft_raft_voters", g) == 3
+                and _raft(cluster, 1, "liferaft_raft_learners", g) == 1
+            ),
+            60,
+        )
     after = await describe(cluster, "spread")
     assert all(victim not in p.replicas and len(p.replicas) == 3 for p in after.partitions)
     async with AdminClient(cluster.bootstrap) as admin:

@@ -62,6 +62,30 @@ def test_an_admitted_learner_is_promoted_once_caught_up_while_voters_are_wanted(
     assert _step(conf=_conf({1, 2, 3}), admitted=admitted, caught_up={3}) is None
 
 
+def test_a_retired_voter_is_replaced_first_then_removed_then_kept_as_a_learner() -> None:
+    """A decommissioned node holding no replica stops voting in the groups over every node:
+    a caught-up learner takes its place first, the leader hands over if it is the one, and the
+    node stays a learner (a copy of the metadata while it runs)."""
+    retired = frozenset({3})
+    base = dict(rejoining={}, retired=retired, leader=1, caught_up={1, 2, 3, 4})
+    # Node 4 joined (a learner): promoted in 3's place before 3 goes.
+    assert _step(conf=_conf({1, 2, 3}, {4}), admitted={4: 7}, **base) == Step("promote", 4)
+    assert _step(conf=_conf({1, 2, 3, 4}), admitted={4: 7}, **base) == Step("remove", 3)
+    assert _step(conf=_conf({1, 2, 4}), **base) == Step("add_learner", 3)
+    assert _step(conf=_conf({1, 2, 4}, {3}), **base) is None
+    # No learner to take its place: it goes all the same (it holds nothing, it is leaving).
+    assert _step(conf=_conf({1, 2, 3}), **base) == Step("remove", 3)
+    # A learner not caught up yet is waited for.
+    waiting = {**base, "caught_up": {1, 2, 3}}
+    assert _step(conf=_conf({1, 2, 3}, {4}), admitted={4: 7}, **waiting) is None
+    # The leader retired: it hands leadership to a caught-up voter first.
+    led = {**base, "leader": 3}
+    assert _step(conf=_conf({1, 2, 3}), **led) == Step("transfer", 1)
+    # A retired learner is never promoted; the last voter is never removed.
+    assert _step(conf=_conf({1, 2}, {3}), voters_wanted=3, **base) is None
+    assert _step(conf=_conf({3}), **{**base, "leader": 1}) is None
+
+
 def test_a_node_that_is_not_rejoining_is_left_alone() -> None:
     assert _step(rejoining={}) is None
     assert _step(rejoining={3: 0}) is None  # a node from before incarnations
