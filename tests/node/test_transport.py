@@ -93,9 +93,10 @@ def _peers() -> dict[int, str]:
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cluster CA with nodes 1-3, and beside it (other-ca/) another CA with the same ids."""
+    """A cluster CA with nodes 1-5 (4 and 5 for joining nodes), and beside it (other-ca/)
+    another CA with ids 1-3."""
     root = tmp_path_factory.mktemp("tls")
-    create_certs(root / "ours", [1, 2, 3], ["127.0.0.1"], cluster="c")
+    create_certs(root / "ours", [1, 2, 3, 4, 5], ["127.0.0.1"], cluster="c")
     create_certs(root / "other-ca", [1, 2, 3], ["127.0.0.1"], cluster="c")
     return root
 
@@ -215,15 +216,20 @@ def _client_context(certs: Path, cert_of: int | None, which: str = "ours") -> ss
     return ctx
 
 
-async def _intrude(address: str, ctx: ssl.SSLContext | None, claim: int, to: int) -> bytes:
-    """Dial the Raft port, send a Hello as node `claim` and then a forged AppendEntries from it;
-    everything the other side sent back before it closed (b"" if it never answered)."""
+async def _intrude(
+    address: str, ctx: ssl.SSLContext | None, claim: int, to: int, **hello_fields: object
+) -> bytes:
+    """Dial the Raft port, send a Hello as node `claim` (with `hello_fields`) and then a forged
+    AppendEntries from it; everything the other side sent back before it closed (b"" if it
+    never answered)."""
     host, port = address.rsplit(":", 1)
     try:
         reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
     except (ssl.SSLError, ConnectionError):
         return b""
-    hello = raft_pb2.Hello(cluster_id="c", from_node=claim, to_node=to, advertise="evil:1")
+    hello = raft_pb2.Hello(
+        cluster_id="c", from_node=claim, to_node=to, advertise="evil:1", **hello_fields
+    )
     forged = Message(
         MessageType.APP,
         to=to,
@@ -293,6 +299,40 @@ async def test_mutual_tls_refuses_every_hello_not_backed_by_the_nodes_certificat
         await victim.t.stop()
 
 
+async def test_a_joining_node_is_the_node_its_certificate_names(certs: Path) -> None:
+    """Join identity (issue 19): a node holding a valid cluster certificate for node 5 cannot
+    join, or ask to be admitted as a new incarnation, as node 2 (a member) or node 4 (a new
+    id): its Hello is refused before any of it is believed, so no link, address, incarnation
+    or admission follows. The membership machinery (node/membership.py, AdmitIncarnation)
+    acts only on what such a Hello, and gossip on the link it opened, said."""
+    peers = {i: f"127.0.0.1:{_free_pair()}" for i in (1, 2, 3)}
+    victim = Node(3, "c", peers, _tls(certs, 3))
+    hellos: list[tuple[int, int, bool]] = []
+    victim.t.on_peer_hello = lambda p, h: hellos.append((p, h.incarnation, h.rejoining))
+    raft = raft_address(peers[3])
+    await victim.t.start()
+    try:
+        for claim in (2, 4):
+            answer = await _intrude(
+                raft, _client_context(certs, 5), claim=claim, to=3, incarnation=77, rejoining=True
+            )
+            assert _frame_kind(answer) == REFUSE, claim
+            detail = errors_pb2.ErrorDetail.FromString(answer[FRAME_HEADER.size :])
+            assert detail.code == errors_pb2.INCONSISTENT_NODE_ID
+            assert "certificate" in detail.message and "node 5" in detail.message
+        assert victim.untouched() and hellos == []
+        assert sorted(victim.t.links) == [1, 2]
+        # The control: node 4's own certificate joins as node 4 (a link, its address, its
+        # incarnation and its wish to be admitted are taken), so the refusals were the check.
+        answer = await _intrude(
+            raft, _client_context(certs, 4), claim=4, to=3, incarnation=77, rejoining=True
+        )
+        assert _frame_kind(answer) == HELLO
+        assert hellos == [(4, 77, True)] and 4 in victim.t.links
+    finally:
+        await victim.t.stop()
+
+
 async def test_the_dialler_hangs_up_on_a_node_that_is_not_the_one_it_dialled(
     certs: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -338,7 +378,7 @@ def test_a_node_refuses_to_start_with_another_nodes_certificate(certs: Path) -> 
     with pytest.raises(ConfigError, match="names node 2, but this is node 3"):
         PeerTls(TlsFiles.find(3, certs / "ours" / "node-2"), 3)
     with pytest.raises(ConfigError, match="neither"):
-        TlsFiles.find(4, certs / "ours")
+        TlsFiles.find(6, certs / "ours")
     mixed = TlsFiles(
         ca=certs / "other-ca" / "ca.crt",
         cert=certs / "ours" / "node-1" / "node.crt",
