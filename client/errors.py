@@ -602,6 +602,8 @@ def from_rpc_error(err: grpc.RpcError, *, address: str = "") -> LiferaftError:
     where = f" from {address}" if address else ""
     cls, retriable, invalid = _TRANSPORT.get(code, (UnknownServerError, False, False))
     name = code.name if code is not None else "UNKNOWN"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        details += tls_hint(details)
     error = cls(
         None,
         f"gRPC {name}{where}: {details}" if details else f"gRPC {name}{where}",
@@ -610,6 +612,25 @@ def from_rpc_error(err: grpc.RpcError, *, address: str = "") -> LiferaftError:
     )
     error.transport = True
     return error
+
+
+def tls_hint(details: str) -> str:
+    """What a bare UNAVAILABLE most likely means when TLS is on one side only, from gRPC's own
+    words: a node serving TLS closes a plaintext connection at once ("Socket closed" while
+    connecting); a plaintext node answers a TLS handshake with something that is not TLS
+    (WRONG_VERSION_NUMBER). "" when the details say neither."""
+    if "WRONG_VERSION_NUMBER" in details or "Tls handshake failed" in details:
+        return (
+            " (the TLS handshake failed: if the node's listener is plaintext, connect with "
+            "security_protocol PLAINTEXT, or turn TLS on there with --client-tls)"
+        )
+    if "failed to connect" in details and "Socket closed" in details:
+        return (
+            " (the node closed the connection at once: if it serves TLS (--client-tls), "
+            "connect with security_protocol SSL and ssl_cafile, `liferaft --security-protocol "
+            "SSL --ssl-cafile CA`)"
+        )
+    return ""
 
 
 def _status_code(err: grpc.RpcError) -> grpc.StatusCode | None:

@@ -12,6 +12,7 @@ import asyncio
 import pickle
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -148,6 +149,44 @@ async def test_refused_connection_is_a_retriable_broker_error() -> None:
     assert err.code == ErrorCode.BROKER_NOT_AVAILABLE
     assert err.retriable and err.invalid_metadata and err.transport
     assert f"UNAVAILABLE from 127.0.0.1:{port}" in err.message
+    assert "TLS" not in err.message  # nothing listens: no guess about TLS
+
+
+async def test_tls_on_one_side_only_is_named(tmp_path: Path) -> None:
+    """A plaintext client of a TLS node, and a TLS client of a plaintext node, get more than a
+    bare UNAVAILABLE: the message says which side of TLS is likely missing."""
+    from liferaft.certs import create_certs
+
+    create_certs(tmp_path, [1], ["127.0.0.1"], cluster="c")
+    key = (tmp_path / "node-1" / "node.key").read_bytes()
+    cert = (tmp_path / "node-1" / "node.crt").read_bytes()
+    secure = grpc.aio.server()
+    broker_pb2_grpc.add_BrokerServicer_to_server(Broker(), secure)
+    tls_port = secure.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+    plain = grpc.aio.server()
+    broker_pb2_grpc.add_BrokerServicer_to_server(Broker(), plain)
+    plain_port = plain.add_insecure_port("127.0.0.1:0")
+    await secure.start()
+    await plain.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{tls_port}") as channel:
+            call = broker_pb2_grpc.BrokerStub(channel).Metadata(
+                broker_pb2.MetadataRequest(), timeout=5
+            )
+            err = from_rpc_error(await failure(call))
+        assert type(err) is BrokerUnavailableError and err.retriable
+        assert "if it serves TLS" in err.message and "security_protocol SSL" in err.message
+        creds = grpc.ssl_channel_credentials((tmp_path / "ca.crt").read_bytes())
+        async with grpc.aio.secure_channel(f"127.0.0.1:{plain_port}", creds) as channel:
+            call = broker_pb2_grpc.BrokerStub(channel).Metadata(
+                broker_pb2.MetadataRequest(), timeout=5
+            )
+            err = from_rpc_error(await failure(call))
+        assert type(err) is BrokerUnavailableError
+        assert "TLS handshake failed" in err.message and "PLAINTEXT" in err.message
+    finally:
+        await secure.stop(grace=None)
+        await plain.stop(grace=None)
 
 
 class FakeRpcError(grpc.RpcError):
