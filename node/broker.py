@@ -544,7 +544,7 @@ class Broker:
                 self._promoting.discard(gid)
                 continue
             groups.append((gid, self.driver.groups[gid].node))
-        retired = self._retired()
+        retired: frozenset[int] | None = None  # computed once, and only where this node leads
         for gid, node in groups:
             if node.role != Role.LEADER or not node.caught_up_in_term():
                 continue
@@ -571,6 +571,11 @@ class Broker:
                 # __groups keeps the controller's voter count: a joined node is promoted
                 # there as it is in the controller group (the founders may be more).
                 wanted = len(part.replicas) if part is not None else self.config.controller_voters
+            leaving: frozenset[int] = frozenset()
+            if over_all:
+                if retired is None:
+                    retired = self._retired()
+                leaving = retired
             step = next_step(
                 conf=conf,
                 rejoining={n: h.incarnation for n, h in self.hellos.items() if gid in h.silent},
@@ -578,7 +583,7 @@ class Broker:
                 readded=readded,
                 caught_up=caught_up,
                 voters_wanted=wanted,
-                retired=retired if over_all else frozenset(),
+                retired=leaving,
                 leader=self.node_id,
             )
             if step is None:

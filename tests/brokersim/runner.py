@@ -73,8 +73,8 @@ class Summary:
             f"{t.read:,} read back",
             f"faults              {t.faults:,} injected: {t.crashes:,} crashes, {t.halts:,} "
             f"restarts, {t.failed_syncs:,} failed syncs, {t.torn:,} torn writes, "
-            f"{t.lost_writes:,} unsynced writes lost, {t.moves:,} replica moves started, "
-            f"{t.wipes:,} disks wiped",
+            f"{t.lost_writes:,} unsynced writes lost, {t.moves:,} replica moves started "
+            f"({t.cancels:,} cancelled), {t.wipes:,} disks wiped",
             f"delete-records      {t.deletions_ok:,} acknowledged, {t.deletions_refused:,} bad "
             "ones refused",
             f"messages delivered  {t.messages:,}",

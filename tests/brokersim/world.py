@@ -112,6 +112,7 @@ class SeedStats:
     states_compared: int = 0
     faults: int = 0
     moves: int = 0
+    cancels: int = 0
     wipes: int = 0
     deletions_ok: int = 0
     deletions_refused: int = 0
@@ -461,15 +462,31 @@ class World:
             moves=[broker_pb2.PartitionMove(topic=topic, partition=p, replicas=target)],
             throttle_bytes_s=throttle,
         )
-        self.trace("fault", f"move {topic}-{p}: {current} -> {target} (throttle {throttle} B/s)")
+        # A third of the moves are cancelled (CancelMove) a moment later, mid-way or not: the
+        # partition goes back to `current` while nodes crash and links are cut.
+        # Drawn from a generator of their own, so the runs' other choices stay as they were.
+        cancels = random.Random(f"cancel-{self.seed}-{self.stats.moves}")
+        cancel_after = cancels.choice((None, None, 0.05, 0.5))
+        self.trace(
+            "fault",
+            f"move {topic}-{p}: {current} -> {target} (throttle {throttle} B/s)"
+            + (f", cancelled after {cancel_after} s" if cancel_after is not None else ""),
+        )
         self.stats.moves += 1
         mover = Client("mover", c, self.history, rng)
+        cancel = broker_pb2.CancelPartitionMovesRequest(
+            partitions=[broker_pb2.PartitionRef(topic=topic, partition=p)]
+        )
 
         async def move() -> None:
             self._moves_asked += 1
             try:
                 with contextlib.suppress(RpcError):
                     await mover.call(node.id, "MovePartitions", req, 5.0)
+                    if cancel_after is not None:
+                        await asyncio.sleep(cancel_after)
+                        await mover.call(node.id, "CancelPartitionMoves", cancel, 5.0)
+                        self.stats.cancels += 1
             finally:
                 self._moves_asked -= 1
 
