@@ -462,11 +462,11 @@ class World:
             moves=[broker_pb2.PartitionMove(topic=topic, partition=p, replicas=target)],
             throttle_bytes_s=throttle,
         )
-        # A third of the moves are cancelled (CancelMove) a moment later, mid-way or not: the
+        # Most moves are cancelled (CancelMove) at once or a moment later, mid-way or not: the
         # partition goes back to `current` while nodes crash and links are cut.
         # Drawn from a generator of their own, so the runs' other choices stay as they were.
         cancels = random.Random(f"cancel-{self.seed}-{self.stats.moves}")
-        cancel_after = cancels.choice((None, None, 0.05, 0.5))
+        cancel_after = cancels.choice((None, 0.0, 0.05, 0.5))
         self.trace(
             "fault",
             f"move {topic}-{p}: {current} -> {target} (throttle {throttle} B/s)"
