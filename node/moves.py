@@ -41,6 +41,14 @@ window in which the ISR misses it is short and the quorum it joins does not stal
 its catch-up. The leader is never removed while it leads (it hands over first), so produce
 moves over by a NOT_LEADER and the client's metadata refresh, as in any leader change.
 
+Cancelling (CancelMove, `plan_cancel`) turns a move around: its target becomes its origin and
+the same steps drive the group back (a learner it added removed first, a replica it removed
+added back and refilled, one it promoted removed once the old ones vote). Two corners: a move
+cancelled before its first step leaves no newer membership to report, so a report at the
+recorded index that matches the target ends it; and a leader that proposed a learner for the
+old target just before it applied the cancel may see the move recorded as done without it:
+it removes the learners it added for moves that ended (MoveDriver._drop_strays).
+
 `plan_moves` is the one entry point that turns wishes (partition -> target) into commands,
 checked against the metadata: the CLI, decommissioning, rebalancing and a node's return with a
 wiped disk all go through it.
