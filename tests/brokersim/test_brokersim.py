@@ -137,3 +137,64 @@ def test_a_leader_whose_sync_fails_stops_and_acknowledges_nothing_after() -> Non
             loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
     finally:
         loop.close()
+
+
+def test_a_leader_removes_a_learner_it_added_for_a_move_that_ended_without_it() -> None:
+    """The race a cancel opens (node/moves.py, MoveDriver._drop_strays): a partition leader
+    proposes a learner for a move's old target just before it applies the cancel, and the
+    controller records the move as done from a report of the group at its origin. Planted here
+    as its outcome, on the real brokers: the leader adds node 4 as a learner for a move that no
+    longer exists. It must take it out again (nothing else would), and node 4 must not keep
+    a replica."""
+    from node.moves import Step
+
+    clock = VirtualClock()
+    loop = SimLoop(clock)
+
+    async def scenario() -> None:
+        net = SimNet(random.Random(1), asyncio.get_running_loop().call_later)
+        c = SimCluster(random.Random(2), net, ClusterOptions(nodes=4, inline_sync_bytes=0))
+        for i in c.ids:
+            c.start(i)
+        create = broker_pb2.CreateTopicsRequest(
+            topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=3)]
+        )
+        while True:
+            try:
+                r = await c.call(1, "CreateTopics", create, 5.0)
+                if r.topics[0].error.code == 0:
+                    break
+            except RpcError:
+                pass
+            await asyncio.sleep(0.1)
+
+        def leading() -> int:
+            for n in c.live():
+                assert n.broker is not None
+                part = n.broker.partitions.get(("t", 0))
+                if part is not None and part.is_leader:
+                    return n.id
+            return 0
+
+        while not leading():
+            await asyncio.sleep(0.05)
+        broker = c.nodes[leading()].broker
+        assert broker is not None
+        part = broker.partitions[("t", 0)]
+        spare = next(n for n in c.ids if n not in part.replicas)
+        broker.moves._take(part, Step("add_learner", spare))
+        while spare not in part.group.conf_state.learners:
+            await asyncio.sleep(0.05)
+        for _ in range(200):  # 10 virtual seconds
+            if not part.group.conf_state.learners:
+                break
+            await asyncio.sleep(0.05)
+        assert part.group.conf_state.learners == frozenset(), "the stray learner stayed"
+        assert set(part.group.conf_state.voters) == set(part.replicas)
+        assert not c.violations
+
+    try:
+        with virtual_process(clock, random.Random(3), lambda e: None):
+            loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
+    finally:
+        loop.close()
