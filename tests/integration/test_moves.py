@@ -184,6 +184,11 @@ async def test_decommission_empties_a_node_and_bad_plans_change_nothing(
         assert json.loads(out)["node_id"] == victim
         _, retired = await admin.list_partition_moves()
         assert victim in retired
+        # Undoing it is possible (checked only here: it would cancel what is still moving off
+        # the node) and each move it names is one taking a replica off the victim.
+        undo = await admin.decommission_node(victim, cancel=True, validate_only=True)
+        assert all(m.cancelled and victim in m.target for m in undo), undo
+        assert victim in (await admin.list_partition_moves())[1]
     await wait_for("the decommission to finish", lambda: moves_done(cluster), 120)
 
     async def emptied() -> bool:
