@@ -158,12 +158,22 @@ def _with(details: Any, md: tuple[tuple[str, str | bytes], ...]) -> Any:
     )
 
 
-class _Credentials(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _Credentials(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Unary calls and the produce stream (client/produce_stream.py)."""
+
     def __init__(self, md: tuple[tuple[str, str | bytes], ...]) -> None:
         self._md = md
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_with(details, self._md), request)
+
+    async def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(_with(details, self._md), request_iterator)
 
 
 class _StreamCredentials(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
