@@ -188,7 +188,7 @@ class Cluster:
             interceptors=(*config.interceptors, *config.security.interceptors()),
             credentials=config.security.channel_credentials(),
         )
-        self._streams = ProduceStreams() if sees_streams(self._conns.interceptors) else None
+        self._streams = ProduceStreams() if sees_streams(config.interceptors) else None
         """Produce attempts travel on one ProduceStream per node (client/produce_stream.py),
         unless an interceptor that sees every unary call could not see a stream."""
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure

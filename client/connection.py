@@ -78,10 +78,6 @@ class Connections:
             stub = self._stubs[address] = broker_pb2_grpc.BrokerStub(channel)
         return stub
 
-    @property
-    def interceptors(self) -> tuple[Any, ...]:
-        return tuple(self._interceptors)
-
     def __contains__(self, address: str) -> bool:
         return address in self._channels
 

@@ -224,11 +224,10 @@ class ProduceStreams:
 
 
 def sees_streams(interceptors: tuple[Any, ...] | list[Any]) -> bool:
-    """Whether every interceptor that sees unary Produce calls would see a ProduceStream too
-    (the chaos suite's lost answers, a tracer, credentials): if one would not, Produce stays
-    unary so that it still sees every request."""
-    return all(
-        isinstance(i, grpc.aio.StreamStreamClientInterceptor)
-        for i in interceptors
-        if isinstance(i, grpc.aio.UnaryUnaryClientInterceptor)
-    )
+    """Whether Produce may travel on streams, given the caller's own grpc_interceptors (the chaos
+    suite's lost answers, a tracer): not when one intercepts unary calls and none intercepts
+    stream-stream calls, so that such an interceptor still sees every Produce request. (The
+    credentials interceptors of client/security.py cover streams.)"""
+    unary = any(isinstance(i, grpc.aio.UnaryUnaryClientInterceptor) for i in interceptors)
+    bidi = any(isinstance(i, grpc.aio.StreamStreamClientInterceptor) for i in interceptors)
+    return bidi or not unary

@@ -76,40 +76,29 @@ class NodeAssertion:
         return "User:" + x509.load_pem_x509_certificate(self.cert_pem).subject.rfc4514_string()
 
 
-class SignedCalls(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
+class SignedCalls(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Signs every call of a channel for `principal()`: on a node's channels to its peers, the
     principal of the request being forwarded; in the launcher and `liferaft user add
-    --as-node`, the node certificate's own. A ProduceStream is signed once, when it opens (the
-    node authenticates a stream once)."""
+    --as-node`, the node certificate's own."""
 
     def __init__(self, assertion: NodeAssertion, principal: Callable[[], str]) -> None:
         self.assertion = assertion
         self.principal = principal
 
-    def _signed(self, client_call_details: Any) -> Any:
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
         method = client_call_details.method
         if isinstance(method, bytes):
             method = method.decode()
         rpc = method.rsplit("/", 1)[-1]
         md = list(client_call_details.metadata or ())
         md.extend(self.assertion.metadata(self.principal(), rpc))
-        return grpc.aio.ClientCallDetails(
+        details = grpc.aio.ClientCallDetails(
             client_call_details.method,
             client_call_details.timeout,
             grpc.aio.Metadata(*md),
             client_call_details.credentials,
             client_call_details.wait_for_ready,
         )
-
-    async def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self._signed(client_call_details), request)
-
-    async def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._signed(client_call_details), request_iterator)
+        return await continuation(details, request)
