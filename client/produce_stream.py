@@ -9,9 +9,10 @@ with the node's error, or fails at the transport.
 
 Theory of operation. `ProduceStreams` keeps one `ProduceStreamCall` per address, opened on
 first use. A request takes a slot (at most `max_in_flight` unanswered per stream: back-pressure),
-gets the next correlation id, is written (writes are serialised, so the node reads them in the
-order they were sent: one partition's batches are proposed in that order) and waits for the
-response carrying its id. Answers of different partitions may come out of order; one
+gets the next correlation id, joins the outbox and waits for the response carrying its id. One
+writer sends the outbox in order, all of what is queued in one message, so the node reads the
+requests in the order they were queued (one partition's batches are proposed in that order) and,
+under load, many share one message. Answers of different partitions may come out of order; one
 partition's come in order, as the node commits them in order.
 
 What an attempt can end with:
@@ -51,6 +52,10 @@ log = logging.getLogger("liferaft.client")
 DEFAULT_MAX_IN_FLIGHT = 128
 """Unanswered requests per stream (the node reads up to 256 ahead: node/api/produce_stream.py)."""
 
+MESSAGE_BYTES = 4 << 20
+"""Record bytes one stream message carries at most (more than one request's only if they fit);
+far below the 64 MiB gRPC message limit (client/connection.py)."""
+
 
 class StreamUnsupported(Exception):
     """The node does not serve ProduceStream (an older version): send Produce unary instead."""
@@ -64,7 +69,12 @@ def _broken(message: str) -> LiferaftError:
 
 
 class ProduceStreamCall:
-    """One ProduceStream call to one node, shared by every Produce attempt sent there."""
+    """One ProduceStream call to one node, shared by every Produce attempt sent there.
+
+    Attempts queue their requests in the outbox; one writer task sends what is queued whenever
+    the previous write is done, as one message (up to MESSAGE_BYTES), so requests that arrive
+    while a write is under way share the next message. One reader task hands each answer to the
+    attempt waiting for its correlation id."""
 
     def __init__(
         self,
@@ -76,12 +86,14 @@ class ProduceStreamCall:
         self.address = address
         self._call: Any = stub.ProduceStream(metadata=metadata)
         self._waiting: dict[int, asyncio.Future[broker_pb2.ProduceResponse]] = {}
+        self._outbox: dict[int, broker_pb2.ProduceRequest] = {}  # queued, not yet written
+        self._queued = asyncio.Event()
         self._next_id = 0
         self._room = asyncio.Semaphore(max_in_flight)
-        self._writing = asyncio.Lock()
         self.failure: BaseException | None = None
         """Why the stream ended (every request on it failed with it); None while it is open."""
         self._reader = asyncio.ensure_future(self._read())
+        self._writer = asyncio.ensure_future(self._write())
 
     @property
     def open(self) -> bool:
@@ -90,13 +102,14 @@ class ProduceStreamCall:
     async def _read(self) -> None:
         try:
             while True:
-                response = await self._call.read()
-                if response is grpc.aio.EOF:
+                message = await self._call.read()
+                if message is grpc.aio.EOF:
                     self._end(_broken(f"{self.address} ended the produce stream"))
                     return
-                fut = self._waiting.pop(response.correlation_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(response)
+                for response in message.responses:
+                    fut = self._waiting.pop(response.correlation_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(response)
         except grpc.RpcError as e:
             if isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self._end(StreamUnsupported(f"{self.address} does not serve ProduceStream"))
@@ -109,14 +122,48 @@ class ProduceStreamCall:
             log.exception("the produce stream to %s failed", self.address)
             self._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
 
+    def _take(self) -> broker_pb2.ProduceStreamRequest:
+        """The next message: queued requests in order, up to MESSAGE_BYTES (at least one)."""
+        message = broker_pb2.ProduceStreamRequest()
+        size = 0
+        for cid in list(self._outbox):
+            request = self._outbox[cid]
+            size += len(request.records)
+            if message.requests and size > MESSAGE_BYTES:
+                break
+            del self._outbox[cid]
+            message.requests.append(request)
+        return message
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._queued.wait()
+                self._queued.clear()
+                while self._outbox:
+                    await self._call.write(self._take())
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            # The call ended ("RPC already finished"): the reader says why.
+            await asyncio.wait([self._reader])
+            self._end(_broken(f"the produce stream to {self.address} ended"))
+        except asyncio.CancelledError:
+            self._end(_broken(f"the produce stream to {self.address} was closed"))
+            raise
+        except Exception as e:  # a bug: fail the waiting requests with it rather than hang them
+            log.exception("the produce stream to %s failed", self.address)
+            self._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
+
     def _end(self, failure: BaseException) -> None:
         if self.failure is None:
             self.failure = failure
+        self._outbox.clear()
         waiting, self._waiting = self._waiting, {}
         for fut in waiting.values():
             if not fut.done():
                 fut.set_exception(copy.copy(self.failure))
         self._call.cancel()
+        if self._writer is not asyncio.current_task():
+            self._writer.cancel()  # it may be waiting for a request that will never come
 
     async def produce(
         self, request: broker_pb2.ProduceRequest, timeout_s: float
@@ -125,7 +172,6 @@ class ProduceStreamCall:
         if self.failure is not None:
             raise copy.copy(self.failure)
         cid = -1
-        written = False
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._room:
@@ -136,28 +182,16 @@ class ProduceStreamCall:
                     fut = asyncio.get_running_loop().create_future()
                     self._waiting[cid] = fut
                     request.correlation_id = cid
-                    async with self._writing:
-                        try:
-                            await self._call.write(request)
-                        except asyncio.CancelledError:
-                            # A write cut short may leave half a message: this stream is done.
-                            self._end(_broken(f"a write to {self.address} was interrupted"))
-                            raise
-                        except (grpc.RpcError, asyncio.InvalidStateError):
-                            # The call ended ("RPC already finished"): the reader says why.
-                            await asyncio.wait([self._reader])
-                            if self.failure is None:
-                                self._end(_broken(f"the produce stream to {self.address} ended"))
-                            assert self.failure is not None
-                            raise copy.copy(self.failure) from None
-                    written = True
+                    self._outbox[cid] = request
+                    self._queued.set()
                     response: broker_pb2.ProduceResponse = await fut
         except TimeoutError:
+            sent = self._outbox.pop(cid, None) is None
             error = RequestTimedOutError(
                 None,
                 f"no answer from {self.address} on the produce stream within "
                 f"{int(timeout_s * 1000)} ms"
-                + ("; the batch may have been written" if written else ""),
+                + ("; the batch may have been written" if sent else " (it was not sent)"),
                 retriable=True,
                 invalid_metadata=True,
             )
@@ -170,9 +204,10 @@ class ProduceStreamCall:
         return response
 
     async def close(self) -> None:
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        for task in (self._writer, self._reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class ProduceStreams:

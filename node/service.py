@@ -122,9 +122,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     async def ProduceStream(
         self,
-        requests: AsyncIterator[broker_pb2.ProduceRequest],
+        requests: AsyncIterator[broker_pb2.ProduceStreamRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[broker_pb2.ProduceResponse]:
+    ) -> AsyncIterator[broker_pb2.ProduceStreamResponse]:
         """Each request is answered (or refused) by a value on the stream; only a failed
         authentication, which concerns every request, ends it with a status."""
         try:

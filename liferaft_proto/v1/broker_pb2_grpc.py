@@ -41,8 +41,8 @@ class BrokerStub:
                 _registered_method=True)
         self.ProduceStream = channel.stream_stream(
                 '/liferaft.v1.Broker/ProduceStream',
-                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceRequest.SerializeToString,
-                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceResponse.FromString,
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamResponse.FromString,
                 _registered_method=True)
         self.Fetch = channel.unary_unary(
                 '/liferaft.v1.Broker/Fetch',
@@ -218,10 +218,12 @@ class BrokerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ProduceStream(self, request_iterator, context):
-        """Produce over one long-lived call (a client keeps one per leader it writes to): each request
-        carries a correlation_id its response echoes. Requests are proposed in the order they arrive,
-        so one partition's batches keep the stream's order; responses come as each completes, so
-        different partitions' answers may overtake one another (one partition's never do).
+        """Produce over one long-lived call (a client keeps one per leader it writes to). Each message
+        carries one or more requests, each with a correlation_id its response echoes; a client puts
+        in one message what it has to send at that moment, and the node answers in one message what
+        has completed, so under load many batches share one message's cost. Requests are proposed in
+        the order they arrive, so one partition's batches keep the stream's order; answers come as
+        each completes: different partitions' may overtake one another (one partition's never do).
         A request that fails is answered with its `error` (NOT_LEADER, ...), and the stream goes on;
         the stream itself ends with a status only for what concerns every request on it (the caller
         failed authentication, the node is shutting down). The node reads at most a bounded number
@@ -485,8 +487,8 @@ def add_BrokerServicer_to_server(servicer, server):
             ),
             'ProduceStream': grpc.stream_stream_rpc_method_handler(
                     servicer.ProduceStream,
-                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceRequest.FromString,
-                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceResponse.SerializeToString,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamResponse.SerializeToString,
             ),
             'Fetch': grpc.unary_unary_rpc_method_handler(
                     servicer.Fetch,
@@ -701,8 +703,8 @@ class Broker:
             request_iterator,
             target,
             '/liferaft.v1.Broker/ProduceStream',
-            liferaft__proto_dot_v1_dot_broker__pb2.ProduceRequest.SerializeToString,
-            liferaft__proto_dot_v1_dot_broker__pb2.ProduceResponse.FromString,
+            liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

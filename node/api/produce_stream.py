@@ -1,8 +1,10 @@
 """ProduceStream: many produce requests over one long-lived call, answered as each completes.
 
 Why: a unary gRPC call costs the leader about a third of its CPU per small batch (call set-up,
-metadata, a task, status and trailers; docs/performance.md, issue 18). On a stream a request is
-one message in and one message out.
+metadata, a task, status and trailers; docs/performance.md, issue 18). On a stream there is no
+call per request, and a message in or out costs gRPC about what a small unary call's message
+does, so messages carry several requests (what the client had to send at once) and several
+answers (what completed at once): under load, many batches share one message's cost.
 
 Theory of operation. One reader takes the stream's requests in order and runs each one's
 synchronous part, node/api/produce.py's `propose` (validate, authorize, leader check, propose),
@@ -10,7 +12,7 @@ before it reads the next: so a partition's batches are proposed in the order the
 them, and Raft commits (and so answers) them in that order. Different partitions' answers
 complete independently and may overtake one another; the client matches them by correlation_id.
 Each request's wait for its acks is produce.when_done's callback and timer, which drops the
-answer on the queue this generator yields from.
+answer on the queue this generator drains: every answer there goes out in one message.
 
 Errors are values: a request that fails (NOT_LEADER, a refused batch, REQUEST_TIMED_OUT, a bug:
 UNKNOWN_SERVER_ERROR) is answered with its `error` and the stream goes on. The caller's
@@ -65,12 +67,12 @@ def _error_response(
 
 async def produce_stream(
     api: Api,
-    requests: AsyncIterator[broker_pb2.ProduceRequest],
+    messages: AsyncIterator[broker_pb2.ProduceStreamRequest],
     observe: Observe | None = None,
     max_in_flight: int = MAX_IN_FLIGHT,
-) -> AsyncIterator[broker_pb2.ProduceResponse]:
-    """The stream's answers, one per request, as they complete; ends after the client has
-    closed its side and every request read has been answered."""
+) -> AsyncIterator[broker_pb2.ProduceStreamResponse]:
+    """The stream's answers, one per request, as they complete (those ready together in one
+    message); ends after the client has closed its side and every request read is answered."""
     answers: asyncio.Queue[object] = asyncio.Queue()
     room = asyncio.Semaphore(max_in_flight)
     open_requests = 0
@@ -108,9 +110,10 @@ async def produce_stream(
     async def read() -> None:
         nonlocal reading
         try:
-            async for request in requests:
-                await room.acquire()
-                handle(request)
+            async for message in messages:
+                for request in message.requests:
+                    await room.acquire()
+                    handle(request)
         finally:
             reading = False
             if open_requests == 0:
@@ -125,12 +128,21 @@ async def produce_stream(
     reader = asyncio.ensure_future(read())
     reader.add_done_callback(read_ended)
     try:
-        while True:
+        ended = False
+        while not ended:
             item = await answers.get()
-            if item is _END:
-                break
-            assert isinstance(item, broker_pb2.ProduceResponse)
-            yield item
+            out = broker_pb2.ProduceStreamResponse()
+            while True:
+                if item is _END:
+                    ended = True
+                    break
+                assert isinstance(item, broker_pb2.ProduceResponse)
+                out.responses.append(item)
+                if answers.empty():
+                    break
+                item = answers.get_nowait()
+            if out.responses:
+                yield out
         failure = reader.exception() if reader.done() and not reader.cancelled() else None
         if failure is not None:
             raise failure

@@ -41,37 +41,44 @@ class StreamNode(FakeNode):
 
     async def ProduceStream(
         self,
-        requests: AsyncIterator[broker_pb2.ProduceRequest],
+        messages: AsyncIterator[broker_pb2.ProduceStreamRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[broker_pb2.ProduceResponse]:
+    ) -> AsyncIterator[broker_pb2.ProduceStreamResponse]:
         self.streams += 1
         held: list[broker_pb2.ProduceRequest] = []
-        async for request in requests:
-            if request.records == b"break":
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted: connection lost")
-            held.append(request)
+        async for message in messages:
+            for request in message.requests:
+                if request.records == b"break":
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted: connection lost")
+                held.append(request)
             if len(held) < self.hold:
                 continue
+            out = broker_pb2.ProduceStreamResponse()
             for r in reversed(held):
                 self.order.append(r.correlation_id)
                 if r.records == b"refuse-%d" % self.node_id:
-                    yield broker_pb2.ProduceResponse(
-                        correlation_id=r.correlation_id,
-                        error=ErrorDetail(
-                            code=ErrorCode.NOT_LEADER,
-                            message="scripted",
-                            leader_id=2,
-                            leader_address=self.picture.addresses[2],
-                            retriable=True,
-                        ),
+                    out.responses.append(
+                        broker_pb2.ProduceResponse(
+                            correlation_id=r.correlation_id,
+                            error=ErrorDetail(
+                                code=ErrorCode.NOT_LEADER,
+                                message="scripted",
+                                leader_id=2,
+                                leader_address=self.picture.addresses[2],
+                                retriable=True,
+                            ),
+                        )
                     )
                 else:
                     self.produced.append(r)
                     base = int(r.records) if r.records.isdigit() else len(self.produced) - 1
-                    yield broker_pb2.ProduceResponse(
-                        correlation_id=r.correlation_id, base_offset=base
+                    out.responses.append(
+                        broker_pb2.ProduceResponse(
+                            correlation_id=r.correlation_id, base_offset=base
+                        )
                     )
             held = []
+            yield out
 
 
 @pytest.fixture

@@ -652,11 +652,22 @@ def test_produce_stream_principal_per_stream_and_acls_per_request(sasl_cluster: 
         Acl(principal=f"User:{FRANK}", operation="write", resource_type="topic", resource_name=mine)
     ]
 
-    def req(topic: str, cid: int) -> broker_pb2.ProduceRequest:
+    def req(topic: str, cid: int) -> broker_pb2.ProduceStreamRequest:
         data = records.build_batch([records.Record(value=b"%d" % cid)])
-        return broker_pb2.ProduceRequest(
+        one = broker_pb2.ProduceRequest(
             topic=topic, partition=0, acks=-1, timeout_ms=20_000, records=data, correlation_id=cid
         )
+        return broker_pb2.ProduceStreamRequest(requests=[one])
+
+    unread: dict[int, list[broker_pb2.ProduceResponse]] = {}
+
+    async def answer(call: Any) -> broker_pb2.ProduceResponse:
+        """The call's next answer (a message may carry several)."""
+        left = unread.setdefault(id(call), [])
+        if not left:
+            message = await asyncio.wait_for(call.read(), 60)
+            left.extend(message.responses)
+        return left.pop(0)
 
     async def ends() -> dict[str, int]:
         async with AdminClient(dev.bootstrap, **sasl(dev)) as admin:  # type: ignore[arg-type]
@@ -693,13 +704,12 @@ def test_produce_stream_principal_per_stream_and_acls_per_request(sasl_cluster: 
             await frank_other.write(req(other, 2))
             await alice.write(req(other, 3))
             await frank_mine.write(req(mine, 4))  # after a refusal on another of his streams
-            async with asyncio.timeout(60):
-                one, two, three, four = (
-                    await frank_mine.read(),
-                    await frank_other.read(),
-                    await alice.read(),
-                    await frank_mine.read(),
-                )
+            one, two, three, four = (
+                await answer(frank_mine),
+                await answer(frank_other),
+                await answer(alice),
+                await answer(frank_mine),
+            )
             assert (one.correlation_id, one.HasField("error")) == (1, False)
             assert two.correlation_id == 2
             assert two.error.code == errors_pb2.TOPIC_AUTHORIZATION_FAILED
@@ -708,7 +718,7 @@ def test_produce_stream_principal_per_stream_and_acls_per_request(sasl_cluster: 
             assert (four.correlation_id, four.HasField("error"), four.base_offset) == (4, False, 1)
             # The refused stream is still open: a second refusal is a value too.
             await frank_other.write(req(other, 5))
-            five = await asyncio.wait_for(frank_other.read(), 60)
+            five = await answer(frank_other)
             assert five.error.code == errors_pb2.TOPIC_AUTHORIZATION_FAILED
             for call in (frank_mine, frank_other, alice):
                 await call.done_writing()
@@ -736,7 +746,7 @@ def test_produce_stream_principal_per_stream_and_acls_per_request(sasl_cluster: 
         async with signed:
             call = broker_pb2_grpc.BrokerStub(signed).ProduceStream(metadata=signed_md)  # type: ignore[no-untyped-call]
             await call.write(req(mine, 7))
-            seven = await asyncio.wait_for(call.read(), 60)
+            seven = await answer(call)
             assert (seven.correlation_id, seven.HasField("error")) == (7, False)
             await call.done_writing()
 

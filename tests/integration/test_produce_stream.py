@@ -45,11 +45,16 @@ async def answers(call: grpc.aio.StreamStreamCall, n: int) -> dict[int, broker_p
     got: dict[int, broker_pb2.ProduceResponse] = {}
     async with asyncio.timeout(60):
         while len(got) < n:
-            response = await call.read()
-            assert response is not grpc.aio.EOF, "the stream ended early"
-            assert response.correlation_id not in got, "one request answered twice"
-            got[response.correlation_id] = response
+            message = await call.read()
+            assert message is not grpc.aio.EOF, "the stream ended early"
+            for response in message.responses:
+                assert response.correlation_id not in got, "one request answered twice"
+                got[response.correlation_id] = response
     return got
+
+
+def message(*requests: broker_pb2.ProduceRequest) -> broker_pb2.ProduceStreamRequest:
+    return broker_pb2.ProduceStreamRequest(requests=requests)
 
 
 async def test_order_per_partition_and_errors_are_values(
@@ -65,15 +70,20 @@ async def test_order_per_partition_and_errors_are_values(
 
     async with grpc.aio.insecure_channel(address) as channel:
         call = broker_pb2_grpc.BrokerStub(channel).ProduceStream()  # type: ignore[no-untyped-call]
-        # 60 batches over the partitions this node leads, all written before any is answered.
+        # 60 batches over the partitions this node leads, all written before any is answered,
+        # in messages of one to seven requests.
         sent: dict[int, tuple[int, bytes]] = {}
+        pending: list[broker_pb2.ProduceRequest] = []
         for i in range(60):
             p = mine[i % len(mine)]
             value = b"v-%03d" % i
             sent[1000 + i] = (p, value)
             req = request("s", p, batch(value))
             req.correlation_id = 1000 + i
-            await call.write(req)
+            pending.append(req)
+            if len(pending) == 1 + i % 7 or i == 59:
+                await call.write(message(*pending))
+                pending = []
         got = await answers(call, 60)
         assert set(got) == set(sent)
         for p in mine:
@@ -97,10 +107,10 @@ async def test_order_per_partition_and_errors_are_values(
         before = {p.partition: p.high_watermark for p in (await describe(cluster, "s")).partitions}
         for i, (req, _) in enumerate(bad):
             req.correlation_id = 1 + i
-            await call.write(req)
         good = request("s", mine[0], batch(b"after the errors"))
         good.correlation_id = 500
-        await call.write(good)
+        # One message: the refusals and a good request after them.
+        await call.write(message(*(req for req, _ in bad), good))
         got = await answers(call, len(bad) + 1)
         for i, (_, code) in enumerate(bad):
             error = got[1 + i].error

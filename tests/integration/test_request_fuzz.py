@@ -150,8 +150,12 @@ def _valid() -> dict[str, Message]:
     tp = broker_pb2.TopicPartitions(topic=TOPIC, partitions=[0])
     return {
         "Produce": broker_pb2.ProduceRequest(topic=TOPIC, partition=0, acks=-1, records=BATCH),
-        "ProduceStream": broker_pb2.ProduceRequest(
-            topic=TOPIC, partition=0, acks=-1, records=BATCH, correlation_id=7
+        "ProduceStream": broker_pb2.ProduceStreamRequest(
+            requests=[
+                broker_pb2.ProduceRequest(
+                    topic=TOPIC, partition=0, acks=-1, records=BATCH, correlation_id=7
+                )
+            ]
         ),
         "Fetch": broker_pb2.FetchRequest(topic=TOPIC, partition=0, offset=0, max_wait_ms=10),
         "FetchStream": broker_pb2.FetchRequest(topic=TOPIC, partition=0, max_wait_ms=10),
@@ -257,12 +261,20 @@ class _StreamRefusal(grpc.RpcError):
 def _call(stub: broker_pb2_grpc.BrokerStub, rpc: str, req: Message) -> Message | grpc.RpcError:
     try:
         if rpc == "ProduceStream":
-            stream = stub.ProduceStream(iter([req]), timeout=10)
-            answers = list(stream)  # the stream ends once its one request is answered
-            assert len(answers) == 1, f"ProduceStream answered {len(answers)} times"
-            answer = answers[0]
-            assert answer.correlation_id == req.correlation_id  # type: ignore[attr-defined]
-            return _StreamRefusal(answer.error) if answer.HasField("error") else answer
+            # One message of requests; each is answered once, with its correlation id; the
+            # first refusal is checked as a unary call's would be (a refusal changes nothing).
+            stream = stub.ProduceStream(iter([req]), timeout=30)
+            answers = [a for m in stream for a in m.responses]
+            asked = sorted(r.correlation_id for r in req.requests)  # type: ignore[attr-defined]
+            assert sorted(a.correlation_id for a in answers) == asked
+            refused = [a.error for a in answers if a.HasField("error")]
+            for detail in refused:
+                assert detail.code != errors_pb2.UNKNOWN_SERVER_ERROR, detail.message
+                assert len(detail.message) <= MAX_ERROR_MESSAGE_CHARS
+            if refused and len(refused) == len(answers):
+                timed_out = [d for d in refused if d.code == errors_pb2.REQUEST_TIMED_OUT]
+                return _StreamRefusal((timed_out or refused)[0])
+            return req
         if rpc == "FetchStream":
             stream = stub.FetchStream(req, timeout=10)
             try:
