@@ -38,6 +38,8 @@ class StreamNode(FakeNode):
         self.hold = 1
         self.streams = 0
         self.order: list[int] = []
+        self.unanswered = 0
+        self.most_unanswered = 0
 
     async def ProduceStream(
         self,
@@ -51,6 +53,8 @@ class StreamNode(FakeNode):
                 if request.records == b"break":
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted: connection lost")
                 held.append(request)
+                self.unanswered += 1
+                self.most_unanswered = max(self.most_unanswered, self.unanswered)
             if len(held) < self.hold:
                 continue
             out = broker_pb2.ProduceStreamResponse()
@@ -77,6 +81,7 @@ class StreamNode(FakeNode):
                             correlation_id=r.correlation_id, base_offset=base
                         )
                     )
+            self.unanswered -= len(held)
             held = []
             yield out
 
@@ -132,6 +137,26 @@ async def test_answers_matched_by_correlation_id_and_errors_are_values(
         node.hold = 1
         again = await streams.produce(stub, fake.address(1), req(b"14"), 5.0)
         assert again.base_offset == 14 and node.streams == 1
+    finally:
+        await streams.close()
+
+
+async def test_at_most_max_in_flight_requests_are_unanswered_on_a_stream(
+    fake: FakeCluster,
+) -> None:
+    node = fake.nodes[1]
+    assert isinstance(node, StreamNode)
+    node.hold = 2
+    streams = ProduceStreams(max_in_flight=2)
+    stub = broker_pb2_grpc.BrokerStub(grpc.aio.insecure_channel(fake.address(1)))
+    try:
+        sends = [b"%d" % i for i in range(10)]
+        results = await asyncio.gather(
+            *(streams.produce(stub, fake.address(1), req(r), 5.0) for r in sends)
+        )
+        assert [r.base_offset for r in results] == list(range(10))
+        assert node.most_unanswered == 2  # the others waited for room, in order
+        assert [int(r.records) for r in node.produced] == [1, 0, 3, 2, 5, 4, 7, 6, 9, 8]
     finally:
         await streams.close()
 
