@@ -24,17 +24,31 @@ import grpc
 __all__ = ["AnswerDropper"]
 
 _PRODUCE = "/Produce"
+_PRODUCE_STREAM = "/ProduceStream"
 
 
 class AnswerDropper(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """While `active`, every Produce answer (success or a node's error) is dropped and the
-    caller gets UNAVAILABLE, as when a connection dies after the request went through."""
+    caller gets UNAVAILABLE, as when a connection dies after the request went through.
+
+    Give a client both `interceptors()`: this one for unary Produce, its twin for the produce
+    stream (client/produce_stream.py), where a lost answer is a connection that dies: the
+    stream ends, and every request waiting on it fails with UNAVAILABLE."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active = False
         self.dropped = 0
         """Answers dropped so far."""
+        self.stream_twin = _StreamAnswerDropper(self)
+
+    def interceptors(self) -> list[Any]:
+        """Both: a grpc.aio channel files an interceptor under one kind of call only."""
+        return [self, self.stream_twin]
+
+    def note_dropped(self) -> None:
+        with self._lock:
+            self.dropped += 1
 
     @property
     def active(self) -> bool:
@@ -64,11 +78,48 @@ class AnswerDropper(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
             await call  # the node handles the request to the end: written, or refused
         if not self._active:  # healed while the node answered: let the answer through
             return call
-        with self._lock:
-            self.dropped += 1
-        raise grpc.aio.AioRpcError(
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.aio.Metadata(),
-            grpc.aio.Metadata(),
-            details="chaos: the answer was lost on its way back to the client",
-        )
+        self.note_dropped()
+        raise _lost()
+
+
+def _lost() -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details="chaos: the answer was lost on its way back to the client",
+    )
+
+
+class _StreamAnswerDropper(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    """AnswerDropper's twin for ProduceStream: while active, the first answer to come back
+    ends the stream (cancelled) and its reader sees UNAVAILABLE; the node handled the request."""
+
+    def __init__(self, owner: AnswerDropper) -> None:
+        self._owner = owner
+
+    async def intercept_stream_stream(
+        self,
+        continuation: Callable[[Any, Any], Any],
+        client_call_details: Any,
+        request_iterator: Any,
+    ) -> Any:
+        call = await continuation(client_call_details, request_iterator)
+        method = client_call_details.method
+        name = method.decode() if isinstance(method, bytes) else str(method)
+        if not name.endswith(_PRODUCE_STREAM):
+            return call
+        owner = self._owner
+
+        async def answers() -> Any:
+            while True:
+                answer = await call.read()
+                if answer is grpc.aio.EOF:
+                    return
+                if owner.active:
+                    owner.note_dropped()
+                    call.cancel()
+                    raise _lost()
+                yield answer
+
+        return answers()

@@ -63,7 +63,7 @@ class LiferaftSender:
             request_timeout_ms=cfg.request_timeout_ms,
             retry_backoff_ms=cfg.retry_backoff_ms,
             retry_backoff_max_ms=cfg.retry_backoff_max_ms,
-            grpc_interceptors=[answers],
+            grpc_interceptors=answers.interceptors(),
             **dict(cfg.security),  # type: ignore[arg-type]
         )
 

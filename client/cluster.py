@@ -50,6 +50,7 @@ from client.errors import (
     from_rpc_error,
 )
 from client.metadata import ClusterMetadata, TopicMetadata
+from client.produce_stream import ProduceStreams, StreamUnsupported, sees_streams
 from client.retry import RetryPolicy, RetryState
 from client.security import Security
 from liferaft_proto.address import parse_address
@@ -187,6 +188,9 @@ class Cluster:
             interceptors=(*config.interceptors, *config.security.interceptors()),
             credentials=config.security.channel_credentials(),
         )
+        self._streams = ProduceStreams() if sees_streams(config.interceptors) else None
+        """Produce attempts travel on one ProduceStream per node (client/produce_stream.py),
+        unless an interceptor that sees every unary call could not see a stream."""
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
         self._suspect_for_s = max(config.retry_backoff_max_ms, 100) / 1000
         self._refresh: asyncio.Future[None] | None = None
@@ -213,6 +217,8 @@ class Cluster:
         self._closed = True
         if self._refresh is not None and not self._refresh.done():
             self._refresh.cancel()
+        if self._streams is not None:
+            await self._streams.close()
         await self._conns.close()
 
     async def __aenter__(self) -> Cluster:
@@ -380,12 +386,21 @@ class Cluster:
                 )
         attempt_ms = self._attempt_ms(deadline)
         req = request(attempt_ms) if callable(request) else request
+        timeout_s = (attempt_ms + extra_attempt_ms) / 1000
+        stub = self._conns.stub(address)
         try:
-            return await getattr(self._conns.stub(address), rpc)(
-                req, timeout=(attempt_ms + extra_attempt_ms) / 1000
-            )
-        except grpc.RpcError as e:
-            err = from_rpc_error(e, address=address)
+            try:
+                if (
+                    rpc == "Produce"
+                    and self._streams is not None
+                    and address not in self._streams.unsupported
+                ):
+                    return await self._streams.produce(stub, address, req, timeout_s)
+            except StreamUnsupported:
+                pass  # an older node: unary from now on (nothing was written)
+            return await getattr(stub, rpc)(req, timeout=timeout_s)
+        except (grpc.RpcError, LiferaftError) as e:
+            err = e if isinstance(e, LiferaftError) else from_rpc_error(e, address=address)
             self._note_failure(address, err)
             if isinstance(err, NotLeaderError) and err.has_leader_hint:
                 state.followed_hint = self.metadata.apply_leader_hint(
@@ -393,7 +408,7 @@ class Cluster:
                 )
             if err.invalid_metadata and not state.followed_hint:
                 self.metadata.invalidate()
-            raise err from e
+            raise err from (None if err is e else e)
 
     async def call_any(
         self,

@@ -137,7 +137,7 @@ class Security:
         md = self.call_metadata()
         if not md:
             return []
-        return [_Credentials(md), _StreamCredentials(md)]
+        return [_Credentials(md), _StreamCredentials(md), _BidiCredentials(md)]
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
         """None for plaintext; else TLS credentials checking the node's host name."""
@@ -164,6 +164,19 @@ class _Credentials(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_with(details, self._md), request)
+
+
+class _BidiCredentials(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    """The produce stream (client/produce_stream.py). A class of its own: a grpc.aio channel
+    files each interceptor under the first kind of call it intercepts, and only that one."""
+
+    def __init__(self, md: tuple[tuple[str, str | bytes], ...]) -> None:
+        self._md = md
+
+    async def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(_with(details, self._md), request_iterator)
 
 
 class _StreamCredentials(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]

@@ -49,6 +49,7 @@ FSYNC_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5
 # The request families, for dashboards that want "produce" rather than eight method names.
 FAMILIES = {
     "Produce": "produce",
+    "ProduceStream": "produce",
     "Fetch": "fetch",
     "FetchStream": "fetch",
     "ListOffsets": "fetch",

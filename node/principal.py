@@ -1,9 +1,11 @@
 """Who is asking: the principal a request runs as, written as Kafka writes it (`User:alice`;
 a certificate user is `User:` plus the certificate's subject, e.g. `User:CN=alice,O=acme`).
 
-Authentication sets it once per request (gRPC: in the `unary` wrapper of node/api/service.py,
-from the call's credentials) or once per connection (Kafka: after SASL or the TLS handshake,
-before the connection's request tasks are made, so they inherit it); authorization reads it.
+Authentication sets it once per request (gRPC: in the `unary` wrapper of node/service.py,
+from the call's credentials), once per stream (ProduceStream: when it opens, before its reader
+task is made, so every request read on it runs as the stream's caller) or once per connection
+(Kafka: after SASL or the TLS handshake, before the connection's request tasks are made, so
+they inherit it); authorization reads it.
 A context variable, so the handlers in between need not pass it along.
 """
 

@@ -29,6 +29,7 @@ from node.api import (
     metadata,
     moves,
     produce,
+    produce_stream,
     producers,
     replicas,
     users,
@@ -118,6 +119,24 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     # -- produce and read (node/api/produce.py, fetch.py) --------------------------------------
     Produce = route("Produce", produce.produce)
+
+    async def ProduceStream(
+        self,
+        requests: AsyncIterator[broker_pb2.ProduceStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[broker_pb2.ProduceStreamResponse]:
+        """Each request is answered (or refused) by a value on the stream; only a failed
+        authentication, which concerns every request, ends it with a status."""
+        try:
+            self.authenticate(context, "ProduceStream")
+        except BrokerError as e:
+            if self.metrics is not None:
+                self.metrics.observe_request("ProduceStream", e.code_name, 0.0)
+            await context.abort_with_status(wire_status.error_status(detail(e)))
+        observe = self.metrics.observe_request if self.metrics is not None else None
+        async for answer in produce_stream.produce_stream(self.api, requests, observe):
+            yield answer
+
     Fetch = route("Fetch", fetch.fetch)
     ListOffsets = route("ListOffsets", fetch.list_offsets)
     PartitionLag = route("PartitionLag", fetch.partition_lag)

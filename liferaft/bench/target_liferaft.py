@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from client.errors import LiferaftError
+from client.produce_stream import ProduceStreams, StreamUnsupported
 from client.security import Security
 from liferaft.bench.stats import BenchResult, LatencyRecorder
 from liferaft.bench.workload import Batch, ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
@@ -90,6 +92,8 @@ class Router:
         """What every call carries: the SASL username and password (None without SASL). Passed
         per call rather than by an interceptor, which would cost Python time on every call."""
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.streams = ProduceStreams(metadata=self.md)
+        """Produce travels on one ProduceStream per node (unary to a node without one)."""
         self._leaders: dict[tuple[str, int], str] = {}
         self._refreshing: asyncio.Task[None] | None = None
 
@@ -131,18 +135,33 @@ class Router:
                     self._leaders.pop((t.name, p.partition), None)
 
     async def leader(self, topic: str, partition: int) -> broker_pb2_grpc.BrokerStub:
+        return self.stub(await self.leader_address(topic, partition))
+
+    async def leader_address(self, topic: str, partition: int) -> str:
         address = self._leaders.get((topic, partition))
         if address is None:
             await self.refresh(topic)
             address = self._leaders.get((topic, partition))
             if address is None:
                 raise _NoLeader(f"{topic}-{partition} has no leader yet")
-        return self.stub(address)
+        return address
+
+    async def produce(
+        self, topic: str, partition: int, req: broker_pb2.ProduceRequest
+    ) -> broker_pb2.ProduceResponse:
+        """One Produce attempt at the leader: on its stream, or unary to an older node."""
+        address = await self.leader_address(topic, partition)
+        stub = self.stub(address)
+        if address not in self.streams.unsupported:
+            with contextlib.suppress(StreamUnsupported):
+                return await self.streams.produce(stub, address, req, REQUEST_TIMEOUT_S)
+        return await stub.Produce(req, timeout=REQUEST_TIMEOUT_S, metadata=self.md)
 
     def forget(self, topic: str, partition: int) -> None:
         self._leaders.pop((topic, partition), None)
 
     async def close(self) -> None:
+        await self.streams.close()
         channels, self._channels = list(self._channels.values()), {}
         for ch in channels:
             await ch.close()
@@ -167,6 +186,11 @@ async def _call_leader(
             return await call(stub)
         except _NoLeader as e:
             err: str = str(e)
+        except LiferaftError as e:  # an answer on the produce stream, or the stream broke
+            if not e.retriable:
+                raise BenchError(f"{topic}-{partition}: {e}") from None
+            err = str(e)
+            router.forget(topic, partition)
         except grpc.aio.AioRpcError as e:
             if not _retriable(e):
                 raise BenchError(f"{topic}-{partition}: {_describe(e)}") from None
@@ -336,7 +360,7 @@ async def _producer(
             router,
             topic,
             partition,
-            lambda stub: stub.Produce(req, timeout=REQUEST_TIMEOUT_S, metadata=router.md),
+            lambda _stub: router.produce(topic, partition, req),
             time.monotonic() + DELIVERY_TIMEOUT_S,
         )
 

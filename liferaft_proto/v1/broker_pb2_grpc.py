@@ -39,6 +39,11 @@ class BrokerStub:
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceRequest.SerializeToString,
                 response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceResponse.FromString,
                 _registered_method=True)
+        self.ProduceStream = channel.stream_stream(
+                '/liferaft.v1.Broker/ProduceStream',
+                request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamRequest.SerializeToString,
+                response_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamResponse.FromString,
+                _registered_method=True)
         self.Fetch = channel.unary_unary(
                 '/liferaft.v1.Broker/Fetch',
                 request_serializer=liferaft__proto_dot_v1_dot_broker__pb2.FetchRequest.SerializeToString,
@@ -212,6 +217,22 @@ class BrokerServicer:
     def Produce(self, request, context):
         """Append one record batch to a partition. The leader stamps the batch's base offset; the
         response says where it landed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProduceStream(self, request_iterator, context):
+        """Produce over one long-lived call (a client keeps one per leader it writes to). Each message
+        carries one or more requests, each with a correlation_id its response echoes; a client puts
+        in one message what it has to send at that moment, and the node answers in one message what
+        has completed, so under load many batches share one message's cost. Requests are proposed in
+        the order they arrive, so one partition's batches keep the stream's order; answers come as
+        each completes: different partitions' may overtake one another (one partition's never do).
+        A request that fails is answered with its `error` (NOT_LEADER, ...), and the stream goes on;
+        the stream itself ends with a status only for what concerns every request on it (the caller
+        failed authentication, the node is shutting down). The node reads at most a bounded number
+        of requests ahead of their answers (back-pressure through HTTP/2 flow control).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -478,6 +499,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceRequest.FromString,
                     response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceResponse.SerializeToString,
             ),
+            'ProduceStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProduceStream,
+                    request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamRequest.FromString,
+                    response_serializer=liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamResponse.SerializeToString,
+            ),
             'Fetch': grpc.unary_unary_rpc_method_handler(
                     servicer.Fetch,
                     request_deserializer=liferaft__proto_dot_v1_dot_broker__pb2.FetchRequest.FromString,
@@ -671,6 +697,33 @@ class Broker:
             '/liferaft.v1.Broker/Produce',
             liferaft__proto_dot_v1_dot_broker__pb2.ProduceRequest.SerializeToString,
             liferaft__proto_dot_v1_dot_broker__pb2.ProduceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProduceStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/liferaft.v1.Broker/ProduceStream',
+            liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamRequest.SerializeToString,
+            liferaft__proto_dot_v1_dot_broker__pb2.ProduceStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

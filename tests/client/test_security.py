@@ -26,7 +26,7 @@ def test_sasl_ssl_is_tls_with_credentials_on_every_call() -> None:
         "pw",
         "SCRAM-SHA-512",
     )
-    assert len(sec.interceptors()) == 2  # unary and streaming calls
+    assert len(sec.interceptors()) == 3  # unary, server-streaming and produce-stream calls
     assert "pw" not in repr(sec)
     plain = Security.from_options(sasl(security_protocol="SASL_PLAINTEXT"))
     assert not plain.tls and plain.interceptors()

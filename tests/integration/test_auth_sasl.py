@@ -628,3 +628,128 @@ def test_a_user_under_acls_on_both_listeners(sasl_cluster: DevCluster) -> None:
         assert values == [b"confluent"]  # from the committed offset 2
     finally:
         ck.close()
+
+
+# -- the produce stream (issue 18): authenticated once per stream, authorized per request -------
+FRANK, FRANK_PASSWORD = "frank", "franks-password-on-a-stream"
+
+
+def test_produce_stream_principal_per_stream_and_acls_per_request(sasl_cluster: DevCluster) -> None:
+    """frank may write one topic. On his ProduceStream a request to it is written and one to the
+    other topic is answered TOPIC_AUTHORIZATION_FAILED, and the stream goes on; alice's stream,
+    open at the same time to the same node, writes the other topic (each stream has its own
+    principal). A stream signed by a node's key (a forwarded principal) is believed; one with a
+    wrong password ends with SASL_AUTHENTICATION_FAILED before any request is read. Nothing
+    refused is written."""
+    from liferaft.launcher import _node_assertion
+    from liferaft_proto import records
+    from liferaft_proto.status import error_detail
+    from liferaft_proto.v1 import errors_pb2
+
+    dev = sasl_cluster
+    mine, other = unique("frank-own"), unique("frank-other")
+    acls = [
+        Acl(principal=f"User:{FRANK}", operation="write", resource_type="topic", resource_name=mine)
+    ]
+
+    def req(topic: str, cid: int) -> broker_pb2.ProduceStreamRequest:
+        data = records.build_batch([records.Record(value=b"%d" % cid)])
+        one = broker_pb2.ProduceRequest(
+            topic=topic, partition=0, acks=-1, timeout_ms=20_000, records=data, correlation_id=cid
+        )
+        return broker_pb2.ProduceStreamRequest(requests=[one])
+
+    unread: dict[int, list[broker_pb2.ProduceResponse]] = {}
+
+    async def answer(call: Any) -> broker_pb2.ProduceResponse:
+        """The call's next answer (a message may carry several)."""
+        left = unread.setdefault(id(call), [])
+        if not left:
+            message = await asyncio.wait_for(call.read(), 60)
+            left.extend(message.responses)
+        return left.pop(0)
+
+    async def ends() -> dict[str, int]:
+        async with AdminClient(dev.bootstrap, **sasl(dev)) as admin:  # type: ignore[arg-type]
+            tps = [TopicPartition(mine, 0), TopicPartition(other, 0)]
+            got = await admin.list_offsets({tp: "latest" for tp in tps})
+            return {tp.topic: got[tp].offset for tp in tps}
+
+    async def run() -> None:
+        async with AdminClient(dev.bootstrap, **sasl(dev)) as admin:  # type: ignore[arg-type]
+            await admin.create_topic(mine, partitions=1, replication_factor=3)
+            await admin.create_topic(other, partitions=1, replication_factor=3)
+            await admin.upsert_user(FRANK, FRANK_PASSWORD)
+            await admin.create_acls(acls)
+            leaders = await admin.describe_topics([mine, other])
+        _applied_everywhere(dev, acls)
+        assert leaders[mine].partitions[0].leader and leaders[other].partitions[0].leader
+
+        def channel(topic: str, user: str = USER, password: str = PASSWORD) -> tuple[Any, Any]:
+            node = leaders[topic].partitions[0].leader
+            sec = Security.from_options(sasl(dev, user=user, password=password))
+            creds = sec.channel_credentials()
+            assert creds is not None
+            return grpc.aio.secure_channel(dev.node(node).address, creds), sec.call_metadata()
+
+        # frank: one stream to the leader of his topic, one to the other's (maybe the same node).
+        ch_a, md_frank = channel(mine, FRANK, FRANK_PASSWORD)
+        ch_b, _ = channel(other, FRANK, FRANK_PASSWORD)
+        ch_alice, md_alice = channel(other)
+        async with ch_a, ch_b, ch_alice:
+            frank_mine = broker_pb2_grpc.BrokerStub(ch_a).ProduceStream(metadata=md_frank)  # type: ignore[no-untyped-call]
+            frank_other = broker_pb2_grpc.BrokerStub(ch_b).ProduceStream(metadata=md_frank)  # type: ignore[no-untyped-call]
+            alice = broker_pb2_grpc.BrokerStub(ch_alice).ProduceStream(metadata=md_alice)  # type: ignore[no-untyped-call]
+            await frank_mine.write(req(mine, 1))
+            await frank_other.write(req(other, 2))
+            await alice.write(req(other, 3))
+            await frank_mine.write(req(mine, 4))  # after a refusal on another of his streams
+            one, two, three, four = (
+                await answer(frank_mine),
+                await answer(frank_other),
+                await answer(alice),
+                await answer(frank_mine),
+            )
+            assert (one.correlation_id, one.HasField("error")) == (1, False)
+            assert two.correlation_id == 2
+            assert two.error.code == errors_pb2.TOPIC_AUTHORIZATION_FAILED
+            assert two.error.message == f"User:{FRANK} may not WRITE topic {other}"
+            assert (three.correlation_id, three.HasField("error")) == (3, False)
+            assert (four.correlation_id, four.HasField("error"), four.base_offset) == (4, False, 1)
+            # The refused stream is still open: a second refusal is a value too.
+            await frank_other.write(req(other, 5))
+            five = await answer(frank_other)
+            assert five.error.code == errors_pb2.TOPIC_AUTHORIZATION_FAILED
+            for call in (frank_mine, frank_other, alice):
+                await call.done_writing()
+                assert await call.code() == grpc.StatusCode.OK
+
+        # A wrong password: the stream ends with the failed login, before reading a request.
+        ch_bad, md_bad = channel(mine, FRANK, "not-his")
+        async with ch_bad:
+            bad = broker_pb2_grpc.BrokerStub(ch_bad).ProduceStream(metadata=md_bad)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await asyncio.wait_for(bad.read(), 60)
+            detail = error_detail(err.value)
+            assert detail is not None, (err.value.code(), err.value.details())
+            assert detail.code == errors_pb2.SASL_AUTHENTICATION_FAILED
+
+        # Signed by node 2's key, for the node certificate's principal (a super user here).
+        node = leaders[mine].partitions[0].leader
+        creds = Security.from_options(
+            {"security_protocol": "SSL", "ssl_cafile": ca(dev)}
+        ).channel_credentials()
+        assert creds is not None
+        assertion = _node_assertion(dev.tls_dir / "node-2")
+        signed_md = tuple(assertion.metadata(assertion.principal_of_cert(), "ProduceStream"))
+        signed = grpc.aio.secure_channel(dev.node(node).address, creds)
+        async with signed:
+            call = broker_pb2_grpc.BrokerStub(signed).ProduceStream(metadata=signed_md)  # type: ignore[no-untyped-call]
+            await call.write(req(mine, 7))
+            seven = await answer(call)
+            assert (seven.correlation_id, seven.HasField("error")) == (7, False)
+            await call.done_writing()
+
+        assert await ends() == {mine: 3, other: 1}
+
+    asyncio.run(run())

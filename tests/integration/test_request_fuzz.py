@@ -150,6 +150,13 @@ def _valid() -> dict[str, Message]:
     tp = broker_pb2.TopicPartitions(topic=TOPIC, partitions=[0])
     return {
         "Produce": broker_pb2.ProduceRequest(topic=TOPIC, partition=0, acks=-1, records=BATCH),
+        "ProduceStream": broker_pb2.ProduceStreamRequest(
+            requests=[
+                broker_pb2.ProduceRequest(
+                    topic=TOPIC, partition=0, acks=-1, records=BATCH, correlation_id=7
+                )
+            ]
+        ),
         "Fetch": broker_pb2.FetchRequest(topic=TOPIC, partition=0, offset=0, max_wait_ms=10),
         "FetchStream": broker_pb2.FetchRequest(topic=TOPIC, partition=0, max_wait_ms=10),
         "Metadata": broker_pb2.MetadataRequest(topics=[TOPIC]),
@@ -243,8 +250,31 @@ def _state(stub: broker_pb2_grpc.BrokerStub) -> tuple[dict[str, tuple[int, ...]]
     return topics, groups
 
 
+class _StreamRefusal(grpc.RpcError):
+    """A ProduceStream request answered with its error (a value on the stream, which goes on):
+    checked as a unary call's refusal would be."""
+
+    def __init__(self, detail: errors_pb2.ErrorDetail) -> None:
+        self.detail = detail
+
+
 def _call(stub: broker_pb2_grpc.BrokerStub, rpc: str, req: Message) -> Message | grpc.RpcError:
     try:
+        if rpc == "ProduceStream":
+            # One message of requests; each is answered once, with its correlation id; the
+            # first refusal is checked as a unary call's would be (a refusal changes nothing).
+            stream = stub.ProduceStream(iter([req]), timeout=30)
+            answers = [a for m in stream for a in m.responses]
+            asked = sorted(r.correlation_id for r in req.requests)  # type: ignore[attr-defined]
+            assert sorted(a.correlation_id for a in answers) == asked
+            refused = [a.error for a in answers if a.HasField("error")]
+            for detail in refused:
+                assert detail.code != errors_pb2.UNKNOWN_SERVER_ERROR, detail.message
+                assert len(detail.message) <= MAX_ERROR_MESSAGE_CHARS
+            if refused and len(refused) == len(answers):
+                timed_out = [d for d in refused if d.code == errors_pb2.REQUEST_TIMED_OUT]
+                return _StreamRefusal((timed_out or refused)[0])
+            return req
         if rpc == "FetchStream":
             stream = stub.FetchStream(req, timeout=10)
             try:
@@ -274,7 +304,11 @@ def test_random_and_mutated_requests(node: broker_pb2_grpc.BrokerStub, rpc: str)
         answer = _call(node, rpc, req)
         after = _state(node)
         if isinstance(answer, grpc.RpcError):
-            detail = wire_status.error_detail(answer)
+            detail = (
+                answer.detail
+                if isinstance(answer, _StreamRefusal)
+                else wire_status.error_detail(answer)
+            )
             assert detail is not None, f"{rpc}: {answer.code()} without an ErrorDetail"
             assert detail.code != errors_pb2.UNKNOWN_SERVER_ERROR, detail.message
             assert len(detail.message) <= MAX_ERROR_MESSAGE_CHARS
@@ -300,7 +334,7 @@ def test_random_and_mutated_requests(node: broker_pb2_grpc.BrokerStub, rpc: str)
             gone = {g.group_id for g in answer.groups if not g.error.code}  # type: ignore[attr-defined]
             assert after[0] == before[0]
             assert after[1] == {g: o for g, o in before[1].items() if g not in gone}
-        elif rpc not in ("Produce", "CommitOffsets"):
+        elif rpc not in ("Produce", "ProduceStream", "CommitOffsets"):
             # Reads, joins and leaves change no topic and no committed offset.
             assert after == before, f"{rpc} answered OK and changed state"
 

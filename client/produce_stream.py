@@ -1,0 +1,268 @@
+"""Produce over one long-lived ProduceStream call per node, instead of a unary call per batch.
+
+A unary gRPC call costs the leader about a third of its CPU per small batch (issue 18); on a
+stream each batch is one message each way. The cluster core (client/cluster.py) sends a
+Produce attempt here when the node is known to serve ProduceStream and the channel's
+interceptors can see streams; everything above it (failover, retries, the idempotent
+producer's sequence book) is unchanged: one attempt is still one request that succeeds, fails
+with the node's error, or fails at the transport.
+
+Theory of operation. `ProduceStreams` keeps one `ProduceStreamCall` per address, opened on
+first use. A request takes a slot (at most `max_in_flight` unanswered per stream: back-pressure),
+gets the next correlation id, joins the outbox and waits for the response carrying its id. One
+writer sends the outbox in order, all of what is queued in one message, so the node reads the
+requests in the order they were queued (one partition's batches are proposed in that order) and,
+under load, many share one message. Answers of different partitions may come out of order; one
+partition's come in order, as the node commits them in order.
+
+What an attempt can end with:
+  - the response, or its `error` as the LiferaftError it names (NOT_LEADER with its hint, ...):
+    the stream goes on;
+  - no answer within the attempt's time: RequestTimedOutError, as a unary deadline would (the
+    batch may have been written; the stream goes on, a late answer is dropped);
+  - the stream broke (node gone, connection lost): every waiting request fails with the
+    transport error, as each unary call would have; the next request opens a new stream;
+  - UNIMPLEMENTED: the node predates ProduceStream; the address is remembered and the cluster
+    core sends its Produce requests unary (`StreamUnsupported`; nothing was written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from typing import Any
+
+import grpc
+
+from client.errors import (
+    BrokerUnavailableError,
+    LiferaftError,
+    RequestTimedOutError,
+    error_from_detail,
+    from_rpc_error,
+)
+from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "ProduceStreamCall", "ProduceStreams", "StreamUnsupported"]
+
+log = logging.getLogger("liferaft.client")
+
+DEFAULT_MAX_IN_FLIGHT = 128
+"""Unanswered requests per stream (the node reads up to 256 ahead: node/api/produce_stream.py)."""
+
+MESSAGE_BYTES = 4 << 20
+"""Record bytes one stream message carries at most (more than one request's only if they fit);
+far below the 64 MiB gRPC message limit (client/connection.py)."""
+
+
+class StreamUnsupported(Exception):
+    """The node does not serve ProduceStream (an older version): send Produce unary instead."""
+
+
+def _broken(message: str) -> LiferaftError:
+    """The stream failed below liferaft, as a unary call's lost connection would."""
+    error = BrokerUnavailableError(None, message, retriable=True, invalid_metadata=True)
+    error.transport = True
+    return error
+
+
+class ProduceStreamCall:
+    """One ProduceStream call to one node, shared by every Produce attempt sent there.
+
+    Attempts queue their requests in the outbox; one writer task sends what is queued whenever
+    the previous write is done, as one message (up to MESSAGE_BYTES), so requests that arrive
+    while a write is under way share the next message. One reader task hands each answer to the
+    attempt waiting for its correlation id."""
+
+    def __init__(
+        self,
+        stub: broker_pb2_grpc.BrokerStub,
+        address: str,
+        max_in_flight: int,
+        metadata: tuple[tuple[str, str | bytes], ...] | None = None,
+    ) -> None:
+        self.address = address
+        self._call: Any = stub.ProduceStream(metadata=metadata)
+        self._waiting: dict[int, asyncio.Future[broker_pb2.ProduceResponse]] = {}
+        self._outbox: dict[int, broker_pb2.ProduceRequest] = {}  # queued, not yet written
+        self._queued = asyncio.Event()
+        self._next_id = 0
+        self._room = asyncio.Semaphore(max_in_flight)
+        self.failure: BaseException | None = None
+        """Why the stream ended (every request on it failed with it); None while it is open."""
+        self._reader = asyncio.ensure_future(self._read())
+        self._writer = asyncio.ensure_future(self._write())
+
+    @property
+    def open(self) -> bool:
+        return self.failure is None
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self._call.read()
+                if message is grpc.aio.EOF:
+                    self._end(_broken(f"{self.address} ended the produce stream"))
+                    return
+                for response in message.responses:
+                    fut = self._waiting.pop(response.correlation_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(response)
+        except grpc.RpcError as e:
+            if isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self._end(StreamUnsupported(f"{self.address} does not serve ProduceStream"))
+            else:
+                self._end(from_rpc_error(e, address=self.address))
+        except asyncio.CancelledError:
+            self._end(_broken(f"the produce stream to {self.address} was closed"))
+            raise
+        except Exception as e:  # a bug: fail the waiting requests with it rather than hang them
+            log.exception("the produce stream to %s failed", self.address)
+            self._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
+
+    def _take(self) -> broker_pb2.ProduceStreamRequest:
+        """The next message: queued requests in order, up to MESSAGE_BYTES (at least one)."""
+        message = broker_pb2.ProduceStreamRequest()
+        size = 0
+        for cid in list(self._outbox):
+            request = self._outbox[cid]
+            size += len(request.records)
+            if message.requests and size > MESSAGE_BYTES:
+                break
+            del self._outbox[cid]
+            message.requests.append(request)
+        return message
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._queued.wait()
+                self._queued.clear()
+                while self._outbox:
+                    await self._call.write(self._take())
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            # The call ended ("RPC already finished"): the reader says why.
+            await asyncio.wait([self._reader])
+            self._end(_broken(f"the produce stream to {self.address} ended"))
+        except asyncio.CancelledError:
+            self._end(_broken(f"the produce stream to {self.address} was closed"))
+            raise
+        except Exception as e:  # a bug: fail the waiting requests with it rather than hang them
+            log.exception("the produce stream to %s failed", self.address)
+            self._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
+
+    def _end(self, failure: BaseException) -> None:
+        if self.failure is None:
+            self.failure = failure
+        self._outbox.clear()
+        waiting, self._waiting = self._waiting, {}
+        for fut in waiting.values():
+            if not fut.done():
+                fut.set_exception(copy.copy(self.failure))
+        self._call.cancel()
+        if self._writer is not asyncio.current_task():
+            self._writer.cancel()  # it may be waiting for a request that will never come
+
+    async def produce(
+        self, request: broker_pb2.ProduceRequest, timeout_s: float
+    ) -> broker_pb2.ProduceResponse:
+        """One attempt: the response, or the LiferaftError it ended with (module docstring)."""
+        if self.failure is not None:
+            raise copy.copy(self.failure)
+        cid = -1
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._room:
+                    if self.failure is not None:
+                        raise copy.copy(self.failure)
+                    self._next_id += 1
+                    cid = self._next_id
+                    fut = asyncio.get_running_loop().create_future()
+                    self._waiting[cid] = fut
+                    request.correlation_id = cid
+                    self._outbox[cid] = request
+                    self._queued.set()
+                    response: broker_pb2.ProduceResponse = await fut
+        except TimeoutError:
+            sent = self._outbox.pop(cid, None) is None
+            error = RequestTimedOutError(
+                None,
+                f"no answer from {self.address} on the produce stream within "
+                f"{int(timeout_s * 1000)} ms"
+                + ("; the batch may have been written" if sent else " (it was not sent)"),
+                retriable=True,
+                invalid_metadata=True,
+            )
+            error.transport = True
+            raise error from None
+        finally:
+            self._waiting.pop(cid, None)
+        if response.HasField("error"):
+            raise error_from_detail(response.error)
+        return response
+
+    async def close(self) -> None:
+        for task in (self._writer, self._reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class ProduceStreams:
+    """The ProduceStream call per node address, and the addresses that do not serve one."""
+
+    def __init__(
+        self,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        metadata: tuple[tuple[str, str | bytes], ...] | None = None,
+    ) -> None:
+        self.max_in_flight = max_in_flight
+        self.metadata = metadata
+        """Sent when a stream opens (the raw bench's SASL credentials; the client's come from
+        its channel's interceptors)."""
+        self._calls: dict[str, ProduceStreamCall] = {}
+        self.unsupported: set[str] = set()
+        """Nodes that answered UNIMPLEMENTED: Produce goes to them unary."""
+
+    async def produce(
+        self,
+        stub: broker_pb2_grpc.BrokerStub,
+        address: str,
+        request: broker_pb2.ProduceRequest,
+        timeout_s: float,
+    ) -> broker_pb2.ProduceResponse:
+        """Send one Produce attempt on `address`'s stream (opened if need be). Raises
+        LiferaftError as a unary call's failure would map, or StreamUnsupported."""
+        call = self._calls.get(address)
+        if call is None or not call.open:
+            call = self._calls[address] = ProduceStreamCall(
+                stub, address, self.max_in_flight, self.metadata
+            )
+        try:
+            return await call.produce(request, timeout_s)
+        except StreamUnsupported:
+            self.unsupported.add(address)
+            self._calls.pop(address, None)
+            raise
+
+    async def drop(self, address: str) -> None:
+        call = self._calls.pop(address, None)
+        if call is not None:
+            await call.close()
+
+    async def close(self) -> None:
+        calls, self._calls = list(self._calls.values()), {}
+        for call in calls:
+            await call.close()
+
+
+def sees_streams(interceptors: tuple[Any, ...] | list[Any]) -> bool:
+    """Whether Produce may travel on streams, given the caller's own grpc_interceptors (the chaos
+    suite's lost answers, a tracer): not when one intercepts unary calls and none intercepts
+    stream-stream calls, so that such an interceptor still sees every Produce request. (The
+    credentials interceptors of client/security.py cover streams.)"""
+    unary = any(isinstance(i, grpc.aio.UnaryUnaryClientInterceptor) for i in interceptors)
+    bidi = any(isinstance(i, grpc.aio.StreamStreamClientInterceptor) for i in interceptors)
+    return bidi or not unary
