@@ -275,7 +275,17 @@ _THROTTLED = (MessageType.APP, MessageType.SNAP)
 _VOTES = (MessageType.VOTE, MessageType.PRE_VOTE)
 _FROM_LEADER = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP})
 THROTTLED_INFLIGHT = 2
-"""Appends in flight to a throttled peer (raft's window for it while throttled)."""
+"""Appends in flight to a throttled peer at least (raft's window for it while throttled)."""
+THROTTLED_INFLIGHT_S = 0.25
+"""...and as many as hold this long a stretch of its rate: a window of 2 appends of up to
+max_size_per_msg, acknowledged only after the learner's fsync (tens of ms on a busy disk),
+would cap the rate below a throttle of 20 MB/s; the token bucket, not the window, is what
+keeps the pace, so a wider window costs only what waits in the bucket."""
+
+
+def throttled_window(bytes_per_s: int, max_size_per_msg: int) -> int:
+    """Raft's in-flight window for a peer fed at `bytes_per_s`."""
+    return max(THROTTLED_INFLIGHT, -(-int(bytes_per_s * THROTTLED_INFLIGHT_S) // max_size_per_msg))
 
 
 @dataclass(slots=True)
@@ -302,6 +312,8 @@ class Throttle:
     when the last piece is acknowledged."""
 
     per_tick: float
+    window: int = THROTTLED_INFLIGHT
+    """Raft's in-flight window for the peer while throttled (throttled_window)."""
     allowance: float = 0.0
     held: deque[Message] = field(default_factory=deque)
     bytes_sent: int = 0
@@ -537,16 +549,18 @@ class RaftDriver:
                 if group is not None:
                     group.node.set_inflight_limit(peer, 0)
             return
+        window = throttled_window(bytes_per_s, self.timing.max_size_per_msg)
         if group is not None:
             # A short window: the leader reads and holds at most that much for the peer, not
             # max_inflight_msgs appends of up to max_size_per_msg each in one round.
-            group.node.set_inflight_limit(peer, THROTTLED_INFLIGHT)
+            group.node.set_inflight_limit(peer, window)
         per_tick = bytes_per_s * self.timing.tick_s
         throttle = self.throttles.get(key)
         if throttle is None:
-            self.throttles[key] = Throttle(per_tick)
+            self.throttles[key] = Throttle(per_tick, window)
         else:
             throttle.per_tick = per_tick
+            throttle.window = window
 
     def _release_throttled(self) -> None:
         out = self.outbox
@@ -977,8 +991,9 @@ class RaftDriver:
                     group.conf_state = group.node.apply_conf_change(cc)
                     group.conf_changes.append((e.index, group.conf_state))
                     group.conf_index = e.index
-                    if (group.id, cc.node_id) in self.throttles:
+                    throttle = self.throttles.get((group.id, cc.node_id))
+                    if throttle is not None:
                         # A new member throttled from the start: a short window before the
                         # leader's first full append to it (it probes first).
-                        group.node.set_inflight_limit(cc.node_id, THROTTLED_INFLIGHT)
+                        group.node.set_inflight_limit(cc.node_id, throttle.window)
             group.fsm.apply(rd.committed_entries)

@@ -9,7 +9,7 @@ import pytest
 
 from node.controller import BrokerInfo, Controller, ControllerState, TopicInfo
 from node.controller_commands import DecommissionNode, MovePartition, PartitionMembership
-from node.driver import Throttle, split_append
+from node.driver import THROTTLED_INFLIGHT, Throttle, split_append, throttled_window
 from node.errors import BrokerError, ErrorCode
 from node.moves import (
     CATCH_UP_LAG,
@@ -328,6 +328,13 @@ def test_the_throttle_cuts_a_large_append_into_pieces_a_follower_takes_as_the_wh
     # An entry larger than the limit goes alone; an append within it stays one message.
     assert [len(p.entries) for p in split_append(whole, 100)] == [1] * 5
     assert split_append(whole, 10_000) == [whole]
+
+
+def test_a_throttled_peers_window_holds_a_quarter_second_of_its_rate() -> None:
+    # 2 appends of 1 MiB acknowledged after a 100 ms fsync would cap a move at 20 MB/s.
+    assert throttled_window(20_000_000, 1 << 20) == 5
+    assert throttled_window(100_000_000, 1 << 20) == 24
+    assert throttled_window(20_000, 1 << 20) == THROTTLED_INFLIGHT
 
 
 def test_a_rebalance_evens_replicas_and_leaders_after_a_broker_joins() -> None:
