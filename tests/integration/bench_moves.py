@@ -12,7 +12,8 @@
    cluster, say).
 3. Produces at half of it, open loop as `liferaft bench produce --throughput R --linger-ms 5`
    does (a record's latency runs from its arrival to its acknowledgement, queueing included),
-   interleaved: without a move (--without-s seconds), with one (big-0 moves one follower replica
+   interleaved: without a move (--without-s seconds; by default as long as the move before it,
+   the first as long as size / throttle), with one (big-0 moves one follower replica
    to the spare node at --throttle-mb-s; produce runs until the move is done), without, with
    (the replica moves back: the same data again), ..., without: --sets moves in all.
 4. Prints each phase (the 1-minute load average at its start, records/s reached, p50/p99; the
@@ -218,11 +219,15 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             await fill(bootstrap, a.size_mb)
             top = a.max_rate or await maximum(bootstrap, a.partitions, a.max_runs)
             rate = top / 2
-            spec = half_load_spec(rate, a.without_s, a.partitions)
+            # Phases of equal length: where the rate is more than the cluster keeps up with,
+            # open-loop latency grows with the phase's length, and a longer phase would look
+            # worse for that alone.
+            without_s = a.without_s or (a.size_mb / a.throttle_mb_s if a.throttle_mb_s else 15)
+            spec = half_load_spec(rate, without_s, a.partitions)
             print(
                 f"half load: {rate:,.0f} records/s ({rate * RECORD / 1e6:.1f} MB/s) of 1 KiB "
-                f"records, linger {LINGER_MS:g} ms, acks=all, {a.partitions} partitions; {a.without_s:g} s "
-                f"without a move between moves at {a.throttle_mb_s:g} MB/s",
+                f"records, linger {LINGER_MS:g} ms, acks=all, {a.partitions} partitions; phases "
+                f"without a move {without_s:.0f} s (then as long as the move before) at {a.throttle_mb_s:g} MB/s",
                 flush=True,
             )
             spare = next(n for n in (1, 2, 3, 4) if n not in md.replicas)
@@ -232,7 +237,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             async with AdminClient(dev.bootstrap) as admin:
                 for i in range(a.sets + 1):
                     ph = Phase("without", load_average())
-                    await window(bootstrap, spec, ph)
+                    await window(bootstrap, replace(spec, duration_s=without_s), ph)
                     phases.append(ph)
                     print(ph.line(), flush=True)
                     if i == a.sets:
@@ -243,6 +248,8 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                     )
                     phases.append(ph)
                     print(ph.line(), flush=True)
+                    if not a.without_s:
+                        without_s = ph.move_s
             out = {
                 "size_mb": a.size_mb,
                 "throttle_mb_s": a.throttle_mb_s,
@@ -271,11 +278,16 @@ def main() -> None:
     ap.add_argument("--max-rate", type=float, default=0, help="records/s; 0: measure it")
     ap.add_argument("--max-runs", type=int, default=3)
     ap.add_argument("--sets", type=int, default=2, help="moves, each between two phases without")
-    ap.add_argument("--without-s", type=float, default=15, help="seconds of each phase without")
+    ap.add_argument(
+        "--without-s",
+        type=float,
+        default=0,
+        help="seconds of each phase without a move (0: as long as the move before it)",
+    )
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    if a.sets < 1 or a.without_s <= 0 or a.size_mb <= 0:
-        ap.error("--sets, --without-s and --size-mb must be positive")
+    if a.sets < 1 or a.without_s < 0 or a.size_mb <= 0 or a.throttle_mb_s < 0:
+        ap.error("--sets and --size-mb must be positive, --without-s and --throttle-mb-s >= 0")
     out = asyncio.run(run(a))
     if a.json:
         print(json.dumps(out))
