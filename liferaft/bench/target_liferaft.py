@@ -330,6 +330,7 @@ async def _producer(
     client: str,
     security: Security,
     options: dict[str, Any],
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     templates = _Templates(spec.record_size, spec.batch_records)
     for n in {spec.batch_records, 1}:
@@ -372,6 +373,8 @@ async def _producer(
 
     async def sender() -> None:
         while True:
+            if stop is not None and stop():
+                return
             batch = pacer.next()
             if batch is None:
                 return
@@ -404,13 +407,19 @@ async def run_produce(
     progress: Progress | None = None,
     create: bool = True,
     security: dict[str, Any] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> BenchResult:
     """Run a produce workload (creating the topic first unless create=False). `security` holds
     the client's security options (client/security.py, aiokafka's names), as the CLI reads them
-    (--client-config, LIFERAFT_SECURITY_PROTOCOL...)."""
+    (--client-config, LIFERAFT_SECURITY_PROTOCOL...). `stop`, if given, ends the run early once
+    it returns True (each sender asks before it takes a batch; batches in flight finish): a
+    caller measuring while something else happens (tests/integration/bench_moves.py, a replica
+    move) runs for exactly as long as that lasts."""
     if client not in ("raw", "producer", "kafka"):
         raise ValueError(f"client must be raw, producer or kafka, got {client!r}")
     if client == "kafka":
+        if stop is not None:
+            raise ValueError("stop is supported by the raw and producer clients only")
         from liferaft.bench.target_kafka import run_kafka_produce
 
         return await run_kafka_produce(
@@ -442,7 +451,7 @@ async def run_produce(
     try:
         await asyncio.gather(
             *(
-                _producer(spec, bootstrap, pacer, tally, i, client, sec, options)
+                _producer(spec, bootstrap, pacer, tally, i, client, sec, options, stop)
                 for i, pacer in enumerate(pacers)
             )
         )

@@ -15,7 +15,7 @@ from node.controller_commands import (
     PartitionMembership,
     RecommissionNode,
 )
-from node.driver import Throttle
+from node.driver import THROTTLED_INFLIGHT, Throttle, split_append, throttled_window
 from node.errors import BrokerError, ErrorCode
 from node.moves import (
     CATCH_UP_LAG,
@@ -31,6 +31,7 @@ from node.moves import (
     replica_load,
 )
 from raft import Entry, EntryType, Message, MessageType, PeerProgress, ProgressState
+from tests.raft.harness import Solo
 
 
 def pr(match: int, ticks: int = 0) -> PeerProgress:
@@ -394,6 +395,52 @@ def test_the_throttle_keeps_appends_in_order_and_drops_what_a_resend_covers() ->
     out = _Out()
     throttle.release(out, "g", 4)
     assert len(out.sent) == 1 and throttle.allowance < 0
+
+
+def test_the_throttle_cuts_a_large_append_into_pieces_a_follower_takes_as_the_whole() -> None:
+    # A leader's append of five 300-byte entries (one message: its size limit is 1 MiB).
+    lead = Solo(1)
+    lead.make_leader()
+    lead.commit_all()
+    lead.rn.propose_many([bytes([i]) * 300 for i in range(5)])
+    (whole,) = [m for m in lead.drain() if m.type == MessageType.APP and m.to == 2]
+    assert len(whole.entries) == 5
+    throttle = Throttle(per_tick=700)  # two entries' data per tick
+    throttle.offer(whole)
+    pieces = list(throttle.held)
+    assert [len(p.entries) for p in pieces] == [2, 2, 1]
+    assert [p.index for p in pieces] == [whole.index, whole.index + 2, whole.index + 4]
+    # They leave tick by tick, in order: a piece goes while the allowance is positive, so a
+    # tick sends at most its allowance plus one piece (whole, all 1,500 bytes would go at once).
+    out = _Out()
+    sent = []
+    for _ in range(3):
+        throttle.release(out, "g", 2)
+        sent.append(len(out.sent))
+    assert sent == [2, 3, 3] and [m for _, _, m in out.sent] == pieces
+    # A follower that steps the pieces ends with the leader's log and acknowledges each piece;
+    # one that steps the whole message ends the same.
+    logs = []
+    for msgs in (pieces, [whole]):
+        f = Solo(2, terms=[e.term for e in lead.storage.entries(1, whole.index + 1)])
+        acks = []
+        for m in msgs:
+            f.rn.step(m)
+            acks += [r for r in f.drain() if r.type == MessageType.APP_RESP]
+        assert [a.index for a in acks] == [m.entries[-1].index for m in msgs]
+        assert not any(a.reject for a in acks)
+        logs.append(f.storage.entries(whole.index + 1, f.storage.last_index() + 1))
+    assert logs[0] == logs[1] == list(whole.entries)
+    # An entry larger than the limit goes alone; an append within it stays one message.
+    assert [len(p.entries) for p in split_append(whole, 100)] == [1] * 5
+    assert split_append(whole, 10_000) == [whole]
+
+
+def test_a_throttled_peers_window_holds_a_quarter_second_of_its_rate() -> None:
+    # 2 appends of 1 MiB acknowledged after a 100 ms fsync would cap a move at 20 MB/s.
+    assert throttled_window(20_000_000, 1 << 20) == 5
+    assert throttled_window(100_000_000, 1 << 20) == 24
+    assert throttled_window(20_000, 1 << 20) == THROTTLED_INFLIGHT
 
 
 def test_a_rebalance_evens_replicas_and_leaders_after_a_broker_joins() -> None:
