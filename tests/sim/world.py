@@ -229,10 +229,14 @@ class World:
         )
         """Whether the operator adds removed nodes back, as a broker's replica moves away and
         back do (SimNode.readd). Drawn apart from `rng`, so that other worlds stay as they were.
-        Such worlds change their membership more often: a node must be removed, stopped and
-        added back while the others still vote around it."""
+        Such worlds change their membership more often (a node must be removed, stopped and
+        added back while the others still vote around it) and wipe no disk: that churn would
+        break the nemesis's rule of three voters besides a wiped one (seed 2386: two wiped
+        voters of three, no leader for good)."""
         if self.readd_removed:
-            self.profile = dataclasses.replace(self.profile, member_rate=READD_MEMBER_RATE)
+            self.profile = dataclasses.replace(
+                self.profile, member_rate=READD_MEMBER_RATE, wipe_rate=0.0
+            )
         self._readded_at: dict[int, int] = {}
         """node -> the index of the change that last added it back (a removal below it is
         an older one)."""
