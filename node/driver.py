@@ -464,15 +464,7 @@ class RaftDriver:
                         term=hs.term, vote=hs.vote, last_term=st.term(last), last_index=last
                     )
             if dropped:
-                self.store.write(
-                    [
-                        GroupUpdate(
-                            group=self.store.group(ANCHOR_GROUP),
-                            meta=[(PROMISES_KEY, promises_value(promises))],
-                        )
-                    ],
-                    sync=True,
-                )
+                self._write_promises(promises, "saving a deleted replica's promises")
             st.destroy()
             if self.fences.pop(group_id, None) is not None:
                 save_fences(self.store, self.fences)
@@ -491,15 +483,27 @@ class RaftDriver:
             return
         for g in dropped:
             del promises[g]
-        self.store.write(
+        self._write_promises(promises, "dropping a deleted topic's promises")
+
+    def _write_promises(self, promises: dict[str, Promises], what: str) -> None:
+        self._durably(
             [
                 GroupUpdate(
                     group=self.store.group(ANCHOR_GROUP),
                     meta=[(PROMISES_KEY, promises_value(promises))],
                 )
             ],
-            sync=True,
+            what,
         )
+
+    def _durably(self, updates: list[GroupUpdate], what: str) -> None:
+        """One synced write of promises or fences. A failure stops the node (fail-stop): what
+        it promised is then unknown on disk; the error goes on to the caller too."""
+        try:
+            self.store.write(updates, sync=True)
+        except (OSError, StorageError) as e:
+            self._fail_stop(f"{what} failed: {e!r}")
+            raise
 
     def _keep_promises(self, storage: GroupStorage, promised: Promises) -> None:
         """Start a new replica of a group from what this node's deleted replica of it promised
@@ -516,7 +520,7 @@ class RaftDriver:
             )
         promises = self._load_promises()
         del promises[group_id]
-        self.store.write(
+        self._durably(
             [
                 GroupUpdate(
                     group=storage,
@@ -527,7 +531,7 @@ class RaftDriver:
                     ],
                 )
             ],
-            sync=True,
+            "starting a replica from its predecessor's promises",
         )
         self.stats.replicas_readded_with_promises += 1
         log.info(

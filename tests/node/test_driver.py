@@ -548,6 +548,32 @@ async def test_a_deleted_topics_replicas_leave_no_promises(tmp_path: Path) -> No
         store.close()
 
 
+async def test_a_failed_write_of_promises_stops_the_node_and_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica is deleted only once what it promised is on disk: if that write fails, the
+    node stops (fail-stop) and the replica is still there for the next start."""
+    store = NodeStore(tmp_path / "raft.db")
+    driver = RaftDriver(3, store, Outbox(), RaftTiming(tick_s=3600))
+    halts: list[str] = []
+    driver.halt = halts.append
+    try:
+        g = driver.add_group("p1.0", Machine(), ConfState(voters=frozenset({1, 2, 3})))
+        g.node.step(Message(type=MessageType.VOTE, to=3, frm=1, term=4))
+        rd = g.node.ready()
+        store.write([GroupUpdate(group=g.storage, hard_state=rd.hard_state)])
+        g.node.advance(rd)
+        monkeypatch.setattr(store, "write", lambda *_a, **_k: _eio())
+        with pytest.raises(OSError):
+            driver.remove_group("p1.0", destroy=True)
+        assert driver.failure is not None and "promises" in driver.failure
+        assert len(halts) == 1
+        monkeypatch.undo()
+        assert "p1.0" in store.groups() and load_promises(store) == {}
+    finally:
+        store.close()
+
+
 async def test_a_replica_hears_a_leader_the_metadata_names_before_it_applied_its_addition(
     tmp_path: Path,
 ) -> None:
