@@ -17,7 +17,9 @@ tests/sim/host.py), unless the world lets inputs pile up first, as node/'s drive
 and the checker (tests/sim/checker.py) checks that node.
 
 Most worlds start with every node a voter; some (Profile.voters) with one voter and the rest
-learners, a broker partition of replication factor 1 whose replica is being moved.
+learners, a broker partition of replication factor 1 whose replica is being moved. In some
+(World.readd_removed) the operator adds removed nodes back with an empty log, as a broker's
+replica moved away and back (raft/core.py, "Coming back after a removal").
 
 A run has two phases. Chaos: the faults above. Calm: every partition healed, every crashed member
 restarted, no loss; then a leader must emerge and a fresh proposal commit on every member within
