@@ -161,12 +161,14 @@ class Broker:
                     ),
                 )
             elif key not in wanted or info is None or info.topic_id != part.topic_id:
-                self._close_partition(key, destroy=True)
+                # Its topic was deleted: topic ids are never reused, so the group never comes
+                # back and what its replica promised can go with it.
+                self._close_partition(key, destroy=True, for_good=True)
             elif self._stale_joiner(part, wanted[key][1]):
                 # A joining replica that has received nothing yet, bootstrapped with voters the
                 # metadata has since corrected (a leader it would not hear from, not being in
-                # them): start it again with the metadata's. It holds nothing to lose: no
-                # entry, no snapshot, and as a learner it cast no vote.
+                # them): start it again with the metadata's. It holds no entry and no snapshot;
+                # a vote it cast is kept (RaftDriver.remove_group).
                 self._close_partition(key, destroy=True)
         rejoining = self.driver.fence_of(CONTROLLER_GROUP) is not None
         stale = set(self.controller.state.stale.get(self.node_id, ()))
@@ -216,6 +218,11 @@ class Broker:
         for gid in list(self._gossip):
             if gid not in live_groups:
                 del self._gossip[gid]
+        # Deleted replicas' promises outlive them only while their topic exists.
+        next_id = self.controller.state.next_topic_id
+        self.driver.forget_promises(
+            lambda gid: gid not in live_groups and 0 <= _topic_id_of(gid) < next_id
+        )
 
     def _expected_members(self, group: str) -> set[int]:
         """A partition group's replicas as the metadata names them, and its move's target: the
@@ -242,7 +249,12 @@ class Broker:
         )
 
     def _close_partition(
-        self, key: tuple[str, int], *, destroy: bool, reason: BrokerError | None = None
+        self,
+        key: tuple[str, int],
+        *,
+        destroy: bool,
+        for_good: bool = False,
+        reason: BrokerError | None = None,
     ) -> None:
         part = self.partitions.pop(key)
         self._by_group.pop(part.group_id, None)
@@ -253,7 +265,7 @@ class Broker:
                 ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {part.topic!r} was deleted"
             )
         )
-        self.driver.remove_group(part.group_id, destroy=destroy)
+        self.driver.remove_group(part.group_id, destroy=destroy, for_good=for_good)
         log.info("node %d closed %s-%d (destroy=%s)", self.node_id, part.topic, part.index, destroy)
 
     # -- lookups -------------------------------------------------------------------------------
@@ -782,6 +794,13 @@ class Broker:
             self.controller.leader,
             self.node_id in self.controller.state.brokers,
         )
+
+
+def _topic_id_of(gid: str) -> int:
+    """The topic id in a partition's group id (node/partition.py's group_id); a group of
+    another kind gives -1 (it is never a deleted topic's)."""
+    head, _, _ = gid.partition(".")
+    return int(head[1:]) if head.startswith("p") and head[1:].isdigit() else -1
 
 
 def waiting_for(

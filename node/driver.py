@@ -67,10 +67,19 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from node.membership import save_fences
+from node.membership import (
+    ANCHOR_GROUP,
+    FENCES_KEY,
+    PROMISES_KEY,
+    Promises,
+    fences_value,
+    load_promises,
+    promises_value,
+    save_fences,
+)
 from node.storage import GroupStorage, GroupUpdate, NodeStore, StorageError
 from node.tasks import FAIL_STOP_EXIT_CODE, fail_stop, supervise
 from raft import (
@@ -80,6 +89,7 @@ from raft import (
     Entry,
     EntryType,
     Fence,
+    HardState,
     IsrPolicy,
     Message,
     MessageType,
@@ -195,6 +205,9 @@ class _Taken:
     rd: Ready
     applied: bool = False
     """Its committed entries were applied ahead of the write (RawNode.advance_applied)."""
+    unfenced: bool = True
+    """The group's fence had lifted when this Ready was taken: once its write is durable, so
+    is everything the lift rests on, and the fence may leave the disk."""
 
 
 @dataclass(slots=True)
@@ -213,8 +226,9 @@ class DriverStats:
     wakeups: int = 0
     messages_from_non_members: int = 0
     """Messages dropped because their sender is not a voter or learner of the group."""
-    votes_refused_as_non_voter: int = 0
-    """Vote and pre-vote requests dropped because this node is not a voter of the group."""
+    replicas_readded_with_promises: int = 0
+    """Replicas created again where a deleted one of this node had promised something (their
+    term, vote and fence floor come from it: node/membership.py, "Promises")."""
 
 
 def snapshot_and_trim(group: Group, index: int, data: bytes, keep_entries: int) -> None:
@@ -272,7 +286,6 @@ def split_append(m: Message, max_bytes: int) -> list[Message]:
 
 
 _THROTTLED = (MessageType.APP, MessageType.SNAP)
-_VOTES = (MessageType.VOTE, MessageType.PRE_VOTE)
 _FROM_LEADER = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP})
 THROTTLED_INFLIGHT = 2
 """Appends in flight to a throttled peer at least (raft's window for it while throttled)."""
@@ -405,8 +418,11 @@ class RaftDriver:
         a leader among them is heard before this replica has applied the change that added it
         (the broker sets it; node/moves.py)."""
         self.fences: dict[str, Fence] = {}
-        """Groups in which this node is a wiped node's new incarnation (node/membership.py):
-        kept on disk until the core lifts them; the server loads them before any group opens."""
+        """Groups in which this node is a wiped node's new incarnation, or a replica added back
+        with a floor (node/membership.py): kept on disk until the core lifts them; the server
+        loads them before any group opens."""
+        self._promises: dict[str, Promises] | None = None
+        """Deleted replicas' promises by group (node/membership.py), read from disk at first use."""
         self.throttles: dict[tuple[str, int], Throttle] = {}
         """(group, peer) -> how fast that peer is fed the group's log (a learner catching up
         during a replica move: node/moves.py)."""
@@ -433,6 +449,9 @@ class RaftDriver:
                 raise RaftError(f"group {group_id} has no membership on disk and none was given")
             storage.bootstrap(bootstrap)
             cs = bootstrap
+            promised = self._load_promises().get(group_id)
+            if promised is not None:
+                self._keep_promises(storage, promised)
         snap = storage.snapshot()
         if not snap.is_empty():
             fsm.restore(snap)
@@ -470,7 +489,10 @@ class RaftDriver:
         self.wake()
         return group
 
-    def remove_group(self, group_id: str, *, destroy: bool) -> None:
+    def remove_group(self, group_id: str, *, destroy: bool, for_good: bool = False) -> None:
+        """Close a group; with destroy, delete its replica from disk, first writing what it
+        promised (node/membership.py, "Promises") unless the group can never come back here
+        (for_good: its topic was deleted)."""
         group = self.groups.pop(group_id, None)
         if group is None:
             return
@@ -478,13 +500,111 @@ class RaftDriver:
         self._dirty.discard(group_id)
         self._awake.discard(group_id)
         if destroy:
-            group.storage.destroy()
+            promises = self._load_promises()
+            st = group.storage
+            hs, last = st.hard_state, st.last_index()
+            if for_good:
+                dropped = promises.pop(group_id, None) is not None
+            else:
+                old = promises.get(group_id)
+                # (Promises still on disk for a replica that has state: a crash came between
+                # their write and the deletion. The replica's own are as new or newer.)
+                dropped = hs.term > 0 and (old is None or old.term <= hs.term)
+                if dropped:
+                    promises[group_id] = Promises(
+                        term=hs.term, vote=hs.vote, last_term=st.term(last), last_index=last
+                    )
+            if dropped:
+                self._write_promises(promises, "saving a deleted replica's promises")
+            st.destroy()
             if self.fences.pop(group_id, None) is not None:
                 save_fences(self.store, self.fences)
+
+    def _load_promises(self) -> dict[str, Promises]:
+        if self._promises is None:
+            self._promises = load_promises(self.store)
+        return self._promises
+
+    def forget_promises(self, gone: Callable[[str], bool]) -> None:
+        """Drop the promises of deleted replicas whose group is `gone` for good (its topic was
+        deleted: topic ids are never reused)."""
+        promises = self._load_promises()
+        dropped = [g for g in promises if gone(g)]
+        if not dropped:
+            return
+        for g in dropped:
+            del promises[g]
+        self._write_promises(promises, "dropping a deleted topic's promises")
+
+    def _write_promises(self, promises: dict[str, Promises], what: str) -> None:
+        self._durably(
+            [
+                GroupUpdate(
+                    group=self.store.group(ANCHOR_GROUP),
+                    meta=[(PROMISES_KEY, promises_value(promises))],
+                )
+            ],
+            what,
+        )
+
+    def _durably(self, updates: list[GroupUpdate], what: str) -> None:
+        """One synced write of promises or fences. A failure stops the node (fail-stop): what
+        it promised is then unknown on disk; the error goes on to the caller too."""
+        try:
+            self.store.write(updates, sync=True)
+        except (OSError, StorageError) as e:
+            self._fail_stop(f"{what} failed: {e!r}")
+            raise
+
+    def _keep_promises(self, storage: GroupStorage, promised: Promises) -> None:
+        """Start a new replica of a group from what this node's deleted replica of it promised
+        (node/membership.py, "Promises"; raft/core.py, "Coming back after a removal"): its
+        term and vote as the hard state, its last entry as the floor of the group's fence
+        (kept with a wiped node's fence if there is one). One synced write, before the core
+        is made: the promises leave the disk only with their replacement on it."""
+        group_id = storage.group_id
+        fence = self.fences.get(group_id)
+        if promised.last_index > 0:
+            floor = {"floor_term": promised.last_term, "floor_index": promised.last_index}
+            self.fences[group_id] = (
+                replace(fence, **floor) if fence is not None else Fence(min_term=1, **floor)
+            )
+        promises = self._load_promises()
+        del promises[group_id]
+        self._durably(
+            [
+                GroupUpdate(
+                    group=storage,
+                    hard_state=HardState(term=promised.term, vote=promised.vote),
+                    meta=[
+                        (FENCES_KEY, fences_value(self.fences)),
+                        (PROMISES_KEY, promises_value(promises)),
+                    ],
+                )
+            ],
+            "starting a replica from its predecessor's promises",
+        )
+        self.stats.replicas_readded_with_promises += 1
+        log.info(
+            "node %d: group %s: a replica of this node was here before; starting from its "
+            "term %d (vote %d), voting once the log passes its last entry %d@%d",
+            self.node_id,
+            group_id,
+            promised.term,
+            promised.vote,
+            promised.last_index,
+            promised.last_term,
+        )
 
     def set_fence(self, group_id: str, fence: Fence | None) -> None:
         """Fence (or unfence) this node in a group, durably first, then in the core if the
         group is open (raft/core.py, "Rejoining after a lost disk")."""
+        old = self.fences.get(group_id)
+        if old is not None and old.floor_index and (fence is None or not fence.floor_index):
+            # A floor is this node's own promise (node/membership.py, "Promises"): no grant or
+            # birth waives it; it lifts with the core's fence.
+            floor = {"floor_term": old.floor_term, "floor_index": old.floor_index}
+            fence = replace(fence, **floor) if fence is not None else Fence(min_term=1, **floor)
         if fence is None:
             if self.fences.pop(group_id, None) is None:
                 return
@@ -743,15 +863,6 @@ class RaftDriver:
                         self.stats.messages_from_non_members,
                     )
                 continue
-            if msg.type in _VOTES and self.node_id not in cs.voters:
-                # Only a voter of its own applied membership votes. A replica that joined as a
-                # learner (a move: node/moves.py) may be the same node id as a replica removed
-                # from the group before, whose votes it cannot remember; voting before it is
-                # promoted could elect two leaders in one term (a stale voter counting it). The
-                # cost: a learner promoted by a leader that dies before it learns so cannot
-                # help elect the next one until it hears of its promotion.
-                self.stats.votes_refused_as_non_voter += 1
-                continue
             try:
                 group.node.step(msg)
             except RaftError:
@@ -841,7 +952,7 @@ class RaftDriver:
             # A sync is in flight: this round is finished after the next one, in order; the
             # committed entries it carries that are durable here already are applied now.
             self.stats.rounds_over_sync += 1
-            self._queued.extend(_Taken(g, rd) for g, rd in readies)
+            self._queued.extend(_Taken(g, rd, unfenced=g.node.fence is None) for g, rd in readies)
             self._queued_sync = self._queued_sync or sync
             if self.timing.apply_ahead:
                 self._doing = "applying committed entries ahead of a sync"
@@ -858,9 +969,9 @@ class RaftDriver:
                 took: list[float] = []
                 self._timed_sync(took)
                 self._count_sync(took)
-            self._finish([_Taken(g, rd) for g, rd in readies])
+            self._finish([_Taken(g, rd, unfenced=g.node.fence is None) for g, rd in readies])
         else:
-            self._queued.extend(_Taken(g, rd) for g, rd in readies)
+            self._queued.extend(_Taken(g, rd, unfenced=g.node.fence is None) for g, rd in readies)
             self._queued_sync = True
         if self._queued and self._sync_task is None:
             self._sync_task = supervise(
@@ -938,7 +1049,7 @@ class RaftDriver:
                 self._apply(group, rd)
                 group.node.advance(rd)
             self._dirty.add(group.id)  # advance may have produced messages (commit broadcast)
-            if self.fences:
+            if self.fences and t.unfenced:
                 self._note_lifted(group)
 
     def _apply_ahead(self) -> list[Group]:

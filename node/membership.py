@@ -29,6 +29,16 @@ Controller.stale_replicas) for tools and the replica-move machinery.
 
 Fences are kept on disk (one host metadata key) until the core lifts them, and re-applied at
 every restart before any message is stepped.
+
+Promises: a replica moved away and back. A node whose replica of a partition is removed (a move:
+node/moves.py) deletes it; a later move may add it back, as a learner with an empty log. The
+disk is the same, so this is no new incarnation, but the new replica would have forgotten the
+old one's vote and what it acknowledged. So before it deletes a replica, the node writes what
+that replica promised (`Promises`: its durable term and vote, its last entry) under one host
+key; a replica it creates later for the same group starts from them, in one synced write: the
+term and vote as its hard state, the last entry as its fence's floor (raft/core.py, "Coming back
+after a removal", holds the argument). With that, a learner may vote (as in etcd) without ever
+voting twice in a term. A topic's deletion drops its groups' promises: its id never comes back.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from raft import ConfState, Fence
 
 INCARNATION_KEY = b"node/incarnation"
 FENCES_KEY = b"node/fences"
+PROMISES_KEY = b"node/promises"
 FOUNDERS_KEY = b"node/founders"
 """The controller group's founding voters, which this node bootstraps its copy with."""
 ANCHOR_GROUP = "__node__"
@@ -52,21 +63,54 @@ def new_incarnation() -> int:
     return secrets.randbits(63) | 1
 
 
+def fences_value(fences: dict[str, Fence]) -> bytes:
+    """The fences as FENCES_KEY's value (a floor only when there is one: older values load)."""
+    out: dict[str, list[int]] = {}
+    for g, f in sorted(fences.items()):
+        out[g] = [f.min_term, f.index]
+        if f.floor_index:
+            out[g] += [f.floor_term, f.floor_index]
+    return json.dumps(out).encode()
+
+
 def load_fences(store: NodeStore) -> dict[str, Fence]:
     raw = store.get_meta(FENCES_KEY)
     if not raw:
         return {}
-    data = json.loads(raw)
-    return {g: Fence(min_term=int(t), index=int(i)) for g, (t, i) in data.items()}
+    return {g: Fence(*(int(x) for x in v)) for g, v in json.loads(raw).items()}
 
 
 def save_fences(store: NodeStore, fences: dict[str, Fence]) -> None:
     """Write the fences durably (one synced write: a fence forgotten in a crash would let the
     node vote as its old self)."""
-    value = json.dumps({g: [f.min_term, f.index] for g, f in sorted(fences.items())}).encode()
     store.write(
-        [GroupUpdate(group=store.group(ANCHOR_GROUP), meta=[(FENCES_KEY, value)])], sync=True
+        [GroupUpdate(group=store.group(ANCHOR_GROUP), meta=[(FENCES_KEY, fences_value(fences))])],
+        sync=True,
     )
+
+
+@dataclass(slots=True, frozen=True)
+class Promises:
+    """What a deleted replica promised (see "Promises" above): its durable term and vote, and
+    the position of its last entry (index 0: it held none)."""
+
+    term: int
+    vote: int
+    last_term: int
+    last_index: int
+
+
+def promises_value(promises: dict[str, Promises]) -> bytes:
+    return json.dumps(
+        {g: [p.term, p.vote, p.last_term, p.last_index] for g, p in sorted(promises.items())}
+    ).encode()
+
+
+def load_promises(store: NodeStore) -> dict[str, Promises]:
+    raw = store.get_meta(PROMISES_KEY)
+    if not raw:
+        return {}
+    return {g: Promises(*(int(x) for x in v)) for g, v in json.loads(raw).items()}
 
 
 @dataclass(slots=True, frozen=True)

@@ -263,7 +263,8 @@ class NodeCollector(Collector):
         )
         fenced = GaugeMetricFamily(
             "liferaft_raft_fenced",
-            "1 while this node, a new incarnation, may not vote in the group (node/membership.py)",
+            "1 while this node may not vote in the group: a new incarnation, or a replica added "
+            "back below its old replica's last entry (node/membership.py)",
             labels=labels,
         )
         for gid, group in sorted(self.driver.groups.items()):

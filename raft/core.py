@@ -57,6 +57,36 @@ server that happens to reuse its id:
 tests/sim wipes nodes ("wipe" fault) and checks that no node id votes twice in a term and that
 every committed entry stays electable-only-with; planting the old behaviour (no fence) fails it.
 
+Coming back after a removal (the fence's floor). A replica removed from a group (a replica move)
+is deleted by its host; the node may be added back later, as a learner with an empty log. The
+node kept its disk, so it is not a new incarnation, but the new replica has forgotten what the
+old one promised: unguarded, it votes in a term its old replica already voted in, and for a
+candidate that lacks entries the old replica acknowledged. A candidate still counting the old
+replica as a voter (one that has not applied its removal) can then win a term another leader
+holds (the broker simulation's seed 4 did). The host keeps, when it deletes a replica, the old
+replica's durable term and vote and its last entry's position, and starts the new replica from
+them: term and vote in its hard state, the last entry as the floor of a fence (Fence.floor_*).
+With the floor, the node grants no vote (nor pre-vote) and does not campaign until its own log
+is at least as up to date as the old replica's last entry. The argument: to Raft's proof the two
+replicas are one server whose log was cut short once, and the proof needs two things of every
+voter v (Raft §5.2, §5.4.3):
+  1. v votes at most once per term: its term never goes back (the new replica starts at the
+     old one's term) and the vote of that term is kept; the old replica never voted in a later
+     term, since its term was no higher than the one it left on disk.
+  2. if v acknowledged an entry E that was committed in term t counting v, any candidate v votes
+     for in a later term holds E. If the old replica acknowledged E, its last log held E (entries
+     committed are never removed from a log by a leader, and no leader of an older term was
+     heard once its term passed t), so a candidate at least as up to date as that last entry
+     holds E, by the usual argument (the same last term: log matching; a later last term: the
+     leader of that term held E, by induction on terms). The floor makes every vote of the new
+     replica, and its own vote as a candidate, pass that test. Entries the new replica
+     acknowledged are in its own log, as for any voter. Once its log passes the floor it holds E
+     for good and the floor, now implied, lifts.
+Nothing else about the node changes: it hears leaders of its term and later as any follower
+does, and, as a learner, it votes when asked (as etcd does, see `_handle_vote_request`).
+Liveness: any leader it follows (of the old term or a later one) brings its log past the floor
+(that leader's log holds the old replica's last entry, or has entries of a later term).
+
 Where this core deliberately differs from etcd-io/raft, and what it took from etcd's scenarios,
 is listed in raft/README.md.
 
@@ -481,32 +511,44 @@ class Raft:
     # -- the fence of a wiped node (see "Rejoining after a lost disk" above) -----------------
     def _fence_blocks_votes(self) -> bool:
         f = self.fence
-        return f is not None and (f.min_term == 0 or self.log.committed < f.index)
+        return f is not None and (f.min_term == 0 or not self._fence_passed(f))
+
+    def _fence_passed(self, f: Fence) -> bool:
+        """Whether our log holds what the fence asks before we vote: the entry that added us
+        back committed (a wiped node), and a log at least as up to date as our earlier
+        replica's last entry (its floor; see "Coming back after a removal")."""
+        if self.log.committed < f.index:
+            return False
+        if f.floor_index == 0:
+            return True
+        last_term = self.log.last_term()
+        return last_term > f.floor_term or (
+            last_term == f.floor_term and self.log.last_index() >= f.floor_index
+        )
 
     def _fence_drops(self, m: Message) -> bool:
         """Whether a fenced node must ignore m: anything while the old incarnation is still a
         member (min_term 0) or from before the term it was added back in; a vote request
-        until its log holds the entry that added it back."""
+        until its log holds the entry that added it back and passes its floor."""
         f = self.fence
         assert f is not None
         if f.min_term == 0 or m.term < f.min_term:
             return True
-        return m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and self.log.committed < f.index
+        return m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and not self._fence_passed(f)
 
     def _maybe_lift_fence(self) -> None:
         f = self.fence
-        if (
-            f is not None
-            and f.min_term > 0
-            and self.term >= f.min_term
-            and self.log.committed >= f.index
-        ):
+        if f is not None and f.min_term > 0 and self.term >= f.min_term and self._fence_passed(f):
             self.logger.info(
-                "%d: fence lifted (term %d, commit %d >= %d)",
+                "%d: fence lifted (term %d, commit %d >= %d, last %d@%d >= floor %d@%d)",
                 self.id,
                 self.term,
                 self.log.committed,
                 f.index,
+                self.log.last_index(),
+                self.log.last_term(),
+                f.floor_index,
+                f.floor_term,
             )
             self.fence = None
 
@@ -571,6 +613,13 @@ class Raft:
             self.step_candidate(m)
 
     def _handle_vote_request(self, m: Message) -> None:
+        """Grant or refuse a (pre-)vote. A learner votes too, as in etcd: a candidate asks only
+        the voters of its own configuration, which may be newer than ours (we were promoted by
+        a leader that died before we heard of it); refusing would leave a group whose voters
+        are alive without a leader. A candidate whose configuration is older than ours cannot
+        win with our vote unless it is at least as up to date as we are (Raft's usual checks),
+        and a replica that was a member before and was added back votes only past its floor
+        ("Coming back after a removal")."""
         can_vote = (
             self.vote == m.frm
             or (self.vote == NONE and self.lead == NONE)

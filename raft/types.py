@@ -156,7 +156,9 @@ class Message:
 @dataclass(slots=True, frozen=True)
 class Fence:
     """What keeps a node whose disk was wiped from speaking as its old self (a new incarnation
-    of a node id; see "Rejoining after a lost disk" in raft/core.py).
+    of a node id; see "Rejoining after a lost disk" in raft/core.py), and a replica added back
+    to a group it was removed from from voting below what its old replica promised (the floor;
+    "Coming back after a removal" in raft/core.py).
 
     min_term: 0 while the group has not yet replaced the old incarnation: the node steps no
       message at all and never campaigns (to the group it is a node that crashed for good).
@@ -167,7 +169,15 @@ class Fence:
       reaches it, it neither grants a vote (nor a pre-vote) nor campaigns: its log may still
       lack the entries the old incarnation acknowledged. Past it, and at min_term or later, the
       fence lifts itself (RawNode.fence becomes None): from then on its durable state is its own.
+    floor_term, floor_index: the last entry of the node's earlier replica of this group (0, 0:
+      none). Until the node's own log is at least as up to date as that entry (Raft §5.4.1's
+      order), it neither grants a vote (nor a pre-vote) nor campaigns: what the old replica
+      acknowledged may have been counted toward a commit. Past it (and past the two above),
+      the fence lifts itself. A fence with only a floor has min_term >= 1 (the old replica's
+      term, which the new one starts at): min_term 0 would hold the node silent.
     """
 
     min_term: int = 0
     index: int = 0
+    floor_term: int = 0
+    floor_index: int = 0

@@ -4,14 +4,24 @@ page-cache disk under the real NodeStore, the fixture's fail-stop) do what they 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
 
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
+from node.partition import Partition
 from node.storage import CorruptStorageError, GroupUpdate, StorageError
-from raft import ConfState, Entry, HardState
+from raft import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+)
 from tests.brokersim.disk import MemDisk, SimStore
 from tests.brokersim.fixture import ClusterOptions, RpcError, SimCluster
 from tests.brokersim.loop import SimLoop, VirtualClock, virtual_process
@@ -198,3 +208,98 @@ def test_a_leader_removes_a_learner_it_added_for_a_move_that_ended_without_it() 
             loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
     finally:
         loop.close()
+
+
+def test_a_learner_promoted_by_a_leader_that_dies_helps_elect_the_next() -> None:
+    """Issue 19's liveness gap: a partition on two nodes moves to three; its leader promotes the
+    new replica (committed with the other voter) and dies before the new replica hears of it.
+    The survivor needs the new replica's vote, which the driver dropped while the replica was a
+    learner of its own membership: no leader until the dead node came back. A learner votes
+    when asked now (as in etcd), so the survivor wins at once."""
+    clock = VirtualClock()
+    loop = SimLoop(clock)
+    elected: list[int] = []
+
+    async def scenario() -> None:
+        net = SimNet(random.Random(1), asyncio.get_running_loop().call_later)
+        c = SimCluster(random.Random(2), net, ClusterOptions())
+        for i in c.ids:
+            c.start(i)
+        create = broker_pb2.CreateTopicsRequest(
+            topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=2)]
+        )
+        while True:
+            with contextlib.suppress(RpcError):
+                r = await c.call(1, "CreateTopics", create, 5.0)
+                if r.topics[0].error.code == 0:
+                    break
+            await asyncio.sleep(0.1)
+
+        def replica(node: int) -> Partition | None:
+            n = c.nodes[node]
+            return n.broker.partitions.get(("t", 0)) if n.up and n.broker else None
+
+        def leader() -> int:
+            for n in c.live():
+                part = replica(n.id)
+                if part is not None and part.is_leader:
+                    return n.id
+            return 0
+
+        while not leader():
+            await asyncio.sleep(0.05)
+        old = leader()
+        part = replica(old)
+        assert part is not None
+        gid = part.group_id
+        other = next(n for n in part.group.conf_state.voters if n != old)
+        new = next(n for n in c.ids if n not in (old, other))
+        # From the leader's first append carrying the promotion on, it reaches no one's new
+        # replica: the other voter commits and applies it, the new replica never hears of it.
+        carry = net.carry
+        promoted = False
+
+        def filtered(frm: int, to: int, group: str, msg: Message) -> None:
+            nonlocal promoted
+            if group == gid and frm == old and to == new:
+                promoted = promoted or any(
+                    e.type == EntryType.CONF_CHANGE
+                    and ConfChange.decode(e.data) == ConfChange(ConfChangeType.ADD_VOTER, new)
+                    for e in msg.entries
+                )
+                if promoted:
+                    return
+            carry(frm, to, group, msg)
+
+        net.carry = filtered  # type: ignore[method-assign]
+        move = broker_pb2.MovePartitionsRequest(
+            moves=[broker_pb2.PartitionMove(topic="t", partition=0, replicas=[old, other, new])]
+        )
+        while True:
+            with contextlib.suppress(RpcError):
+                await c.call(old, "MovePartitions", move, 5.0)
+                break
+            await asyncio.sleep(0.1)
+
+        def applied_promotion(node: int) -> bool:
+            p = replica(node)
+            return p is not None and new in p.group.conf_state.voters
+
+        while not (applied_promotion(old) and applied_promotion(other)):
+            await asyncio.sleep(0.02)
+        learner = replica(new)
+        assert learner is not None and new in learner.group.conf_state.learners
+        c.crash(old)
+        for _ in range(200):  # 10 virtual seconds: 25 election timeouts
+            if leader():
+                elected.append(leader())
+                break
+            await asyncio.sleep(0.05)
+        assert not c.violations
+
+    try:
+        with virtual_process(clock, random.Random(3), lambda e: None):
+            loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
+    finally:
+        loop.close()
+    assert elected, "no leader while two of the partition's three voters were alive"

@@ -9,7 +9,10 @@ the test only) and asserts that the simulation finds it within the seeds CI runs
 (e) a DeleteRecords that moves only the leader's log start (not through the Raft log);
 (f) a snapshot that forgets the log start DeleteRecords asked for;
 (g) issue 19: a controller leader that never admits a node's new incarnation (its disk was
-    wiped): the node stays fenced out of the controller for good.
+    wiped): the node stays fenced out of the controller for good;
+(h) issue 19: a replica moved away and back that forgets what its deleted replica promised
+    (node/membership.py, "Promises"): learners vote, so it votes again in a term its old
+    replica voted in (first found at seed 13).
 
 Seeds run in order and the hunt stops at the first failure.
 """
@@ -130,3 +133,11 @@ def test_a_new_incarnation_never_admitted(monkeypatch: pytest.MonkeyPatch) -> No
     # The node stays silent in the controller and its partitions: the first check to see it
     # says so ("not re-admitted", or a move or partition that cannot complete without it).
     assert found.prop == "progress", found.error
+
+
+def test_a_replica_added_back_forgets_its_old_replicas_promises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(RaftDriver, "_keep_promises", lambda self, storage, promised: None)
+    found = _hunt()
+    assert found.prop == "one vote per term", found.error

@@ -16,8 +16,20 @@ from pathlib import Path
 import pytest
 
 from node.driver import EXIT_STORAGE_FAILURE, RaftDriver, RaftTiming
-from node.storage import NodeStore
-from raft import ConfState, Entry, EntryType, Message, MessageType, Role, Snapshot, SoftState
+from node.membership import load_fences, load_promises
+from node.storage import GroupUpdate, NodeStore
+from raft import (
+    TRANSFER_CONTEXT,
+    ConfState,
+    Entry,
+    EntryType,
+    Fence,
+    Message,
+    MessageType,
+    Role,
+    Snapshot,
+    SoftState,
+)
 
 GROUP = "g"
 BIG = 128 << 10  # above inline_sync_bytes: the round syncs in the worker thread
@@ -402,36 +414,163 @@ def test_fail_stop_ends_the_process_with_a_critical_line(tmp_path: Path) -> None
     assert "injected EIO" in critical[0]
 
 
-async def test_a_replica_that_joined_as_a_learner_does_not_vote(tmp_path: Path) -> None:
-    """A replica added back to a group it was removed from (a replica move, issue 19) starts
-    with no memory of the votes its earlier copy cast; voting before it is promoted let a stale
-    voter win a term another leader already held (the broker simulation's seed 4 found it). A
-    learner of its own applied membership drops vote requests; a voter answers them."""
+async def test_a_learner_votes_when_asked(tmp_path: Path) -> None:
+    """A learner promoted by a leader that died before it heard of it is a voter of the other
+    voters' configuration, not of its own: dropping their vote requests left such a group
+    without a leader (a two-voter group whose leader promoted a learner and died elects no one
+    until that node returns). A learner answers them, as in etcd (raft/core.py,
+    _handle_vote_request); a vote from a non-member is still dropped."""
     store = NodeStore(tmp_path / "raft.db")
     out = Outbox()
     driver = RaftDriver(3, store, out, RaftTiming(tick_s=3600))
     learner = driver.add_group(
         "joined", Machine(), ConfState(voters=frozenset({1, 2}), learners=frozenset({3}))
     )
-    voter = driver.add_group("member", Machine(), ConfState(voters=frozenset({1, 2, 3})))
     driver.start()
     try:
-        for gid in ("joined", "member"):
-            for kind in (MessageType.PRE_VOTE, MessageType.VOTE):
-                driver.deliver(gid, Message(type=kind, to=3, frm=1, term=5, index=0, log_term=0))
-        await until(
-            lambda: sum(m.type == MessageType.VOTE_RESP for m in out.sent) >= 1, "the voter's vote"
-        )
+        for kind in (MessageType.PRE_VOTE, MessageType.VOTE):
+            driver.deliver("joined", Message(type=kind, to=3, frm=2, term=5, index=0, log_term=0))
+        driver.deliver("joined", Message(type=MessageType.VOTE, to=3, frm=9, term=6))
+        await until(lambda: sum(m.type == MessageType.VOTE_RESP for m in out.sent) >= 1, "the vote")
         answered = {
             (m.type, m.reject)
             for m in out.sent
             if m.type in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP)
         }
-        assert (MessageType.VOTE_RESP, False) in answered
-        assert driver.stats.votes_refused_as_non_voter == 2
-        assert learner.node.status().vote == 0 and voter.node.status().vote == 1
+        assert answered == {(MessageType.PRE_VOTE_RESP, False), (MessageType.VOTE_RESP, False)}
+        assert learner.node.status().vote == 2 and learner.node.term == 5
+        assert driver.stats.messages_from_non_members == 1
     finally:
         await driver.stop()
+        store.close()
+
+
+async def test_a_replica_added_back_keeps_what_its_deleted_replica_promised(
+    tmp_path: Path,
+) -> None:
+    """The double vote a learner's vote used to risk (the broker simulation's seed 4): node 3
+    voted for 1 in term 5 and held entries up to 2@5; a move removed its replica (deleted from
+    disk) and added it back. The new replica starts from the old one's term and vote, across a
+    restart, and votes only once its log is as up to date as 2@5 (node/membership.py,
+    "Promises"; raft/core.py, "Coming back after a removal")."""
+    path = tmp_path / "raft.db"
+    store = NodeStore(path)
+    out = Outbox()
+    driver = RaftDriver(3, store, out, RaftTiming(tick_s=3600))
+    gid = "p1.0"
+    group = driver.add_group(gid, Machine(), ConfState(voters=frozenset({1, 2, 3})))
+    driver.start()
+    try:
+        driver.deliver(gid, Message(type=MessageType.VOTE, to=3, frm=1, term=5))
+        ents = (Entry(index=1, term=5), Entry(index=2, term=5, data=b"x"))
+        driver.deliver(
+            gid,
+            Message(type=MessageType.APP, to=3, frm=1, term=5, index=0, log_term=0, entries=ents),
+        )
+        await until(lambda: any(m.type == MessageType.APP_RESP for m in out.sent), "the ack")
+        assert group.storage.hard_state.vote == 1 and group.storage.last_index() == 2
+        driver.remove_group(gid, destroy=True)
+    finally:
+        await driver.stop()
+        store.close()
+
+    store = NodeStore(path)
+    out = Outbox()
+    driver = RaftDriver(3, store, out, RaftTiming(tick_s=3600))
+    try:
+        assert gid not in store.groups()
+        group = driver.add_group(
+            gid, Machine(), ConfState(voters=frozenset({1, 2}), learners=frozenset({3}))
+        )
+        assert (group.node.term, group.node.status().vote) == (5, 1)
+        assert driver.fence_of(gid) == Fence(min_term=1, floor_term=5, floor_index=2)
+        driver.start()
+        # Node 2, which never applied 3's removal, asks in term 5 and 6 with a log lacking 2@5.
+        for term in (5, 6):
+            for kind in (MessageType.PRE_VOTE, MessageType.VOTE):
+                driver.deliver(gid, Message(type=kind, to=3, frm=2, term=term, index=1, log_term=5))
+        # Leader 1 of term 6 refills it: past 2@5, the floor lifts and leaves the disk.
+        ents = (Entry(index=1, term=5), Entry(index=2, term=5, data=b"x"), Entry(index=3, term=6))
+        driver.deliver(
+            gid,
+            Message(type=MessageType.APP, to=3, frm=1, term=6, index=0, log_term=0, entries=ents),
+        )
+        await until(lambda: driver.fence_of(gid) is None, "the floor lifted")
+        assert not any(
+            m.type in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP) and not m.reject
+            for m in out.sent
+        )
+        assert group.node.term == 6 and group.node.status().vote == 0
+        # (A transfer's vote request: it was just heard from leader 1, whose lease holds.)
+        driver.deliver(
+            gid,
+            Message(
+                type=MessageType.VOTE,
+                to=3,
+                frm=2,
+                term=7,
+                index=3,
+                log_term=6,
+                context=TRANSFER_CONTEXT,
+            ),
+        )
+        await until(lambda: group.node.status().vote == 2, "the vote for an up-to-date candidate")
+    finally:
+        await driver.stop()
+        store.close()
+    store = NodeStore(path)
+    try:
+        assert load_fences(store) == {} and load_promises(store) == {}
+    finally:
+        store.close()
+
+
+async def test_a_deleted_topics_replicas_leave_no_promises(tmp_path: Path) -> None:
+    """Promises outlive a replica only while its group can come back: not past its topic's
+    deletion (for_good, or forget_promises for a replica deleted before the topic was)."""
+    store = NodeStore(tmp_path / "raft.db")
+    driver = RaftDriver(3, store, Outbox(), RaftTiming(tick_s=3600))
+    try:
+        for gid in ("p1.0", "p2.0"):
+            g = driver.add_group(gid, Machine(), ConfState(voters=frozenset({1, 2, 3})))
+            g.node.step(Message(type=MessageType.VOTE, to=3, frm=1, term=4))
+            rd = g.node.ready()
+            store.write([GroupUpdate(group=g.storage, hard_state=rd.hard_state)])
+            g.node.advance(rd)
+        driver.remove_group("p1.0", destroy=True)
+        driver.remove_group("p2.0", destroy=True, for_good=True)
+        assert set(load_promises(store)) == {"p1.0"}
+        driver.forget_promises(lambda gid: gid == "p1.0")
+        assert load_promises(store) == {}
+        again = driver.add_group("p1.0", Machine(), ConfState(voters=frozenset({1, 2, 3})))
+        assert again.node.term == 0 and driver.fence_of("p1.0") is None
+    finally:
+        store.close()
+
+
+async def test_a_failed_write_of_promises_stops_the_node_and_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica is deleted only once what it promised is on disk: if that write fails, the
+    node stops (fail-stop) and the replica is still there for the next start."""
+    store = NodeStore(tmp_path / "raft.db")
+    driver = RaftDriver(3, store, Outbox(), RaftTiming(tick_s=3600))
+    halts: list[str] = []
+    driver.halt = halts.append
+    try:
+        g = driver.add_group("p1.0", Machine(), ConfState(voters=frozenset({1, 2, 3})))
+        g.node.step(Message(type=MessageType.VOTE, to=3, frm=1, term=4))
+        rd = g.node.ready()
+        store.write([GroupUpdate(group=g.storage, hard_state=rd.hard_state)])
+        g.node.advance(rd)
+        monkeypatch.setattr(store, "write", lambda *_a, **_k: _eio())
+        with pytest.raises(OSError):
+            driver.remove_group("p1.0", destroy=True)
+        assert driver.failure is not None and "promises" in driver.failure
+        assert len(halts) == 1
+        monkeypatch.undo()
+        assert "p1.0" in store.groups() and load_promises(store) == {}
+    finally:
         store.close()
 
 

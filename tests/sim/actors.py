@@ -112,6 +112,19 @@ def change_membership(w: World) -> None:
         for sn in w.nodes.values()
         if sn.id not in voters and sn.id not in learners and not sn.removed
     ]
+    returning: list[SimNode] = []
+    if w.readd_removed:
+        # Removed and shut down: a broker's replica moved away, which a later move brings back.
+        returning = [
+            sn
+            for sn in w.nodes.values()
+            if sn.removed
+            and sn.node is None
+            and sn.shutdown_at is None
+            and sn.id not in voters
+            and sn.id not in learners
+        ]
+        joiners += returning
     options: list[str] = []
     if len(voters) + len(learners) < MAX_MEMBERS and (joiners or w.next_id <= w.max_id):
         options.append("add")
@@ -135,6 +148,8 @@ def change_membership(w: World) -> None:
             ]
             + ([ConfChange(ConfChangeType.ADD_LEARNER, min(learners))] if learners else [])
         )
+    elif choice == "add" and returning and rng.random() < 0.7:
+        cc = ConfChange(ConfChangeType.ADD_LEARNER, rng.choice(returning).id)
     elif choice == "add":
         if joiners and (w.next_id > w.max_id or rng.random() < 0.5):
             node_id = rng.choice(joiners).id
@@ -148,7 +163,7 @@ def change_membership(w: World) -> None:
         cc = ConfChange(ConfChangeType.REMOVE_NODE, rng.choice(pool))
     w.begin_step()
     try:
-        lead.node.propose_conf_change(cc)
+        at = lead.node.propose_conf_change(cc)
     except ConfChangeError as e:
         w.stats.conf_refused += 1
         w.emit("member", f"refused {cc_text(cc)}: {e}", (cc.node_id,))
@@ -159,6 +174,11 @@ def change_membership(w: World) -> None:
         return
     w.emit("member", f"leader {lead.id} proposes {cc_text(cc)}", (cc.node_id,))
     w.finish(lead)
+    back = w.nodes.get(cc.node_id)
+    if cc.type == ConfChangeType.ADD_LEARNER and back is not None and back.removed:
+        w.begin_step()
+        w.readd(back, frozenset(voters), at)
+        w.finish(back)
     if new_id:
         w.next_id += 1
         w.begin_step()

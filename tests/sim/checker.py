@@ -502,15 +502,21 @@ class Checker:
 
 
 def _fenced(sn: SimNode) -> bool:
-    """Whether a wiped node may not vote or campaign (its fence, raft/core.py), live or down
-    (a down node restarts with the fence its disk holds, at its durable commit index)."""
+    """Whether a wiped node, or a node added back below its old replica's last entry, may not
+    vote or campaign (its fence, raft/core.py), live or down (a down node restarts with the
+    fence its disk holds, at its durable commit index and the log on its disk)."""
     if sn.node is not None:
         f = sn.node.fence
-        commit = sn.node.raft.log.committed
+        log = sn.node.raft.log
+        commit, last = log.committed, (log.last_term(), log.last_index())
     else:
         f = sn.fence
-        commit = sn.storage.hard_state.commit
-    return f is not None and (f.min_term == 0 or commit < f.index)
+        st = sn.storage
+        commit, last = st.hard_state.commit, (st.term(st.last_index()), st.last_index())
+    if f is None:
+        return False
+    below_floor = f.floor_index > 0 and last < (f.floor_term, f.floor_index)
+    return f.min_term == 0 or commit < f.index or below_floor
 
 
 def _entry_at(log: RaftLog, index: int) -> Entry | None:

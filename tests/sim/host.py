@@ -40,6 +40,7 @@ Four things a real host (node/driver.py) does, and the world turns on per seed (
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import struct
@@ -304,6 +305,32 @@ class SimNode:
         self.conf_state = ConfState()
         self.incarnation += 1
         self.fence = Fence()
+
+    def readd(self, bootstrap: ConfState) -> None:
+        """Added back after its removal (a broker's replica move away and back: node/driver.py
+        deletes the replica and keeps what it promised, node/membership.py "Promises"): an
+        empty log with `bootstrap`'s membership, the old replica's term and vote, and a fence
+        whose floor is its last entry (raft/core.py, "Coming back after a removal"). The node
+        must be down."""
+        assert self.node is None
+        old = self.storage
+        hs = old.hard_state
+        last = old.last_index()
+        promised = HardState(term=hs.term, vote=hs.vote)
+        self.storage = MemoryStorage(bootstrap)
+        self.storage.set_hard_state(promised)
+        self.synced = promised
+        self.durable_commit = 0
+        self.machine = Machine()
+        self.conf_state = ConfState()
+        self.removed = False
+        if last > 0:
+            floor = Fence(min_term=1, floor_term=old.term(last), floor_index=last)
+            if self.fence is not None:
+                floor = dataclasses.replace(
+                    self.fence, floor_term=floor.floor_term, floor_index=floor.floor_index
+                )
+            self.fence = floor
 
     def sync_fence(self) -> None:
         """The core lifted its fence: forget it on disk too (lazily: a restart before this

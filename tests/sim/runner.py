@@ -129,6 +129,7 @@ class Summary:
     applied_ahead: int = 0
     wipes: int = 0
     rejoined: int = 0
+    readds: int = 0
     max_leader_ets: float = 0.0
     max_commit_ets: float = 0.0
     max_no_pre_vote_ets: float = 0.0
@@ -159,6 +160,7 @@ class Summary:
         self.applied_ahead += s.applied_ahead
         self.wipes += s.wipes
         self.rejoined += s.rejoined
+        self.readds += s.readds
         self.checks += s.checks
         if r.ok:
             et = s.election_tick
@@ -185,7 +187,7 @@ class Summary:
             f"membership changes  {self.conf_changes:,} applied, {self.conf_refused:,} refused",
             f"faults              {self.faults:,} injected, {self.crashes:,} crashes",
             f"wiped disks         {self.wipes:,} (old incarnation replaced and promoted back: "
-            f"{self.rejoined:,})",
+            f"{self.rejoined:,}); removed nodes added back {self.readds:,}",
             f"messages delivered  {self.messages:,}",
             f"writes in flight    {self.pipelined:,} Readies taken over one, "
             f"{self.stale_writes:,} finished after their entries were replaced, "

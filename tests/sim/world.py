@@ -17,7 +17,9 @@ tests/sim/host.py), unless the world lets inputs pile up first, as node/'s drive
 and the checker (tests/sim/checker.py) checks that node.
 
 Most worlds start with every node a voter; some (Profile.voters) with one voter and the rest
-learners, a broker partition of replication factor 1 whose replica is being moved.
+learners, a broker partition of replication factor 1 whose replica is being moved. In some
+(World.readd_removed) the operator adds removed nodes back with an empty log, as a broker's
+replica moved away and back (raft/core.py, "Coming back after a removal").
 
 A run has two phases. Chaos: the faults above. Calm: every partition healed, every crashed member
 restarted, no loss; then a leader must emerge and a fresh proposal commit on every member within
@@ -26,6 +28,7 @@ bounds derived from the election timeout (LEADER_BOUND_ETS and COMMIT_BOUND_ETS 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +82,12 @@ NO_PRE_VOTE_BOUND_ETS = 30
 stale log that times out first raises the term and deposes whoever leads; it wins that race
 with odds up to one half per round, so liveness is only probabilistic: 30 election timeouts
 (about 15 rounds; 12,000 seeds measured at most 12.8)."""
+
+
+READD_ODDS = 0.5
+"""Share of worlds with membership changes whose operator adds removed nodes back."""
+READD_SALT = 0x5EADD
+READD_MEMBER_RATE = 0.08
 
 
 def liveness_bounds(raft: RaftParams) -> tuple[int, int]:
@@ -144,6 +153,8 @@ class SeedStats:
     """Disks wiped (a node back as a new incarnation)."""
     rejoined: int = 0
     """Wiped nodes whose old incarnation was replaced and that were promoted back to voter."""
+    readds: int = 0
+    """Removed nodes added back with an empty log and their old replica's promises."""
 
 
 @dataclass(slots=True)
@@ -213,6 +224,24 @@ class World:
         self._fence_mail: list[tuple[int, int, int, Fence]] = []
         """(tick, node, incarnation, fence): the controller telling a wiped node it was
         added back, delivered late (it is mail, not a Raft message)."""
+        self.readd_removed = (
+            not self.profile.voters
+            and self.profile.member_rate > 0
+            and random.Random(seed ^ READD_SALT).random() < READD_ODDS
+        )
+        """Whether the operator adds removed nodes back, as a broker's replica moves away and
+        back do (SimNode.readd). Drawn apart from `rng`, so that other worlds stay as they were.
+        Such worlds change their membership more often (a node must be removed, stopped and
+        added back while the others still vote around it) and wipe no disk: that churn would
+        break the nemesis's rule of three voters besides a wiped one (seed 2386: two wiped
+        voters of three, no leader for good)."""
+        if self.readd_removed:
+            self.profile = dataclasses.replace(
+                self.profile, member_rate=READD_MEMBER_RATE, wipe_rate=0.0
+            )
+        self._readded_at: dict[int, int] = {}
+        """node -> the index of the change that last added it back (a removal below it is
+        an older one)."""
         self.nemesis = Nemesis(self)
         self._durability_checked = 0
         for i in range(1, n + 1):
@@ -340,6 +369,8 @@ class World:
             self.conf = cs
         if self._rejoin_step(sn, e, cc):
             return
+        if cc.type == ConfChangeType.REMOVE_NODE and e.index < self._readded_at.get(cc.node_id, 0):
+            return  # a removal before the node was added back, applied again by a replay
         if cc.type == ConfChangeType.REMOVE_NODE:
             gone = self.nodes.get(cc.node_id)
             if gone is not None and not gone.removed:
@@ -365,6 +396,23 @@ class World:
             del self.rejoins[nid]  # removed again, for good this time
             return False
         return False
+
+    def readd(self, sn: SimNode, voters: frozenset[int], index: int) -> None:
+        """The operator adds a removed node back (actors.change_membership proposed it as a
+        learner, at `index`): its host makes a new, empty replica from what the old one
+        promised."""
+        sn.readd(ConfState(voters=voters, learners=frozenset({sn.id})))
+        self._readded_at[sn.id] = index
+        sn.restart_at = self.now
+        self.stats.readds += 1
+        f = sn.fence
+        floor = f"{f.floor_index}@{f.floor_term}" if f is not None else "none"
+        self.emit(
+            "restart",
+            f"node {sn.id} added back: empty log, term {sn.synced.term} and vote "
+            f"{sn.synced.vote} kept, voting past {floor}",
+            (sn.id,),
+        )
 
     def tell_fence(self, nid: int, fence: Fence) -> None:
         """The controller tells a wiped node it was added back: late, as mail (not Raft)."""
