@@ -151,6 +151,9 @@ class RaftTiming:
     """Group commit of proposals: the produce requests of one partition that arrive between
     two rounds are proposed as one entry holding their batches (node/partition.py,
     `flush_proposals`) instead of one entry each."""
+    coalesce_max_bytes: int = 128 << 10
+    """Batches proposed together fill entries up to this size; a larger batch is an entry of
+    its own (large batches gain little from sharing one, and joining them costs a copy)."""
     coalesce_max_turns: int = 32
     coalesce_quiet_turns: int = 8
     """Group commit waits up to coalesce_max_turns turns of the event loop for more proposals,
@@ -344,6 +347,7 @@ class RaftDriver:
         """Told every group's leader or role change after its owner (the node's metrics)."""
         self._inbox: list[tuple[str, Message]] = []
         self._proposals_queued = 0  # calls of will_propose, ever (to see new ones arrive)
+        self._gather = False  # a group with proposals waiting has others in flight
         self._proposers: dict[str, Callable[[], None]] = {}
         """Groups with proposals waiting for the next round (group commit), and how to make
         them: each is called once, before the round ticks or steps anything."""
@@ -493,11 +497,15 @@ class RaftDriver:
         self._inbox.append((group_id, msg))
         self._wake.set()
 
-    def will_propose(self, group_id: str, flush: Callable[[], None]) -> None:
+    def will_propose(self, group_id: str, flush: Callable[[], None], *, busy: bool) -> None:
         """A handler has proposals for a group waiting: `flush` proposes them, first thing in
-        the next round (so every handler that runs before it adds to the same entry)."""
+        the next round (so every handler that runs before it adds to the same entry). `busy`:
+        the group has earlier proposals still unanswered, so more requests are likely on their
+        way; the round then waits a few loop turns for them (`_gather_proposals`). A lone
+        request (one at a time) is proposed at once, as without group commit."""
         self._proposers[group_id] = flush
         self._proposals_queued += 1
+        self._gather = self._gather or busy
         self._wake.set()
 
     async def _gather_proposals(self) -> None:
@@ -521,6 +529,7 @@ class RaftDriver:
 
     def _flush_proposals(self) -> None:
         proposers, self._proposers = self._proposers, {}
+        self._gather = False
         for group_id, flush in proposers.items():
             if group_id in self.groups:
                 flush()
@@ -639,7 +648,8 @@ class RaftDriver:
                 # its own entries broadcasts the new commit index), ticking on time throughout.
                 while not self._stopped:
                     if self._proposers:
-                        await self._gather_proposals()
+                        if self._gather:
+                            await self._gather_proposals()
                         self._doing = "proposing"
                         self._flush_proposals()
                     self._doing = "ticking"

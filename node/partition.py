@@ -1,7 +1,14 @@
 """One topic partition on one node: its Raft group's state machine, produce and fetch.
 
-Theory of operation. The partition log IS the Raft log: one NORMAL entry per record batch, stored
-as the producer sent it except for the base offset the leader stamps in its header. The leader
+Theory of operation. The partition log IS the Raft log: each NORMAL entry holds one record batch
+or several in a row, each stored as the producer sent it except for the base offset the leader
+stamps in its header. Several when they arrived together (group commit): the produce requests
+that reach the leader between two driver rounds are validated, given their offsets and producer
+state at once, and proposed as ONE entry before the next round (`flush_proposals`), so k
+requests cost one entry, one write, one fsync and one append and acknowledgement per follower
+instead of k of each. Each batch keeps its own offsets, sequence checks and answer; fetch serves
+the batches unchanged, from the one that holds the offset asked for; the offset index has a row
+per entry, and retention drops whole entries. The leader
 knows the next offset because offsets follow from the log prefix: every entry in its log, committed
 or not, has a fixed offset range, and a new leader's log holds every committed entry (Raft's leader
 completeness). Entries a deposed leader wrote but did not commit are overwritten with new
@@ -464,12 +471,12 @@ class Partition:
         self._pending.append(
             _Pending(stamped, term, header.producer_id, header.base_sequence, waiter)
         )
-        self.driver.will_propose(self.group_id, self.flush_proposals)
+        self.driver.will_propose(self.group_id, self.flush_proposals, busy=bool(self._waiters))
         return base, fut
 
     def flush_proposals(self) -> None:
-        """Propose the waiting batches, as few entries as `max_size_per_msg` allows (one,
-        mostly): each entry is the batches one after the other, each with its own base offset,
+        """Propose the waiting batches, as few entries as `coalesce_max_bytes` allows (one,
+        mostly; a batch that large alone, uncopied): each entry is the batches one after the other, each with its own base offset,
         producer id and sequence, as fetch serves them. Called by the driver before it steps
         or ticks, so the term and leadership they were checked in still hold; if the node
         cannot propose after all (a leadership transfer under way), none was written, and each
@@ -478,7 +485,7 @@ class Partition:
         if not pending:
             return
         node = self.group.node
-        limit = self.driver.timing.max_size_per_msg
+        limit = self.driver.timing.coalesce_max_bytes
         entries: list[list[_Pending]] = [[]]
         size = 0
         for p in pending:
