@@ -158,6 +158,24 @@ class RaftTiming:
     "Applying ahead of a write") instead of after it. Off: on the shared 2-core VM it did not
     pay (docs/performance.md, issue 18); tests/brokersim runs it in every world whose rounds
     all sync in the worker thread."""
+    coalesce_proposals: bool = True
+    """Group commit of proposals: the produce requests of one partition that arrive between
+    two rounds are proposed as one entry holding their batches (node/partition.py,
+    `flush_proposals`) instead of one entry each."""
+    coalesce_max_bytes: int = 128 << 10
+    """Batches proposed together fill entries up to this size; a larger batch is an entry of
+    its own (large batches gain little from sharing one, and joining them costs a copy)."""
+    coalesce_max_turns: int = 32
+    coalesce_quiet_turns: int = 8
+    """Group commit waits up to coalesce_max_turns turns of the event loop for more proposals,
+    and stops after coalesce_quiet_turns in a row without one (RaftDriver._gather_proposals)."""
+    lazy_commit: bool = False
+    """Leaders send a new commit index with the next append, or at the next tick, not in an
+    empty append of its own (raft Config.lazy_commit): half the messages, acknowledgements
+    and follower rounds per entry under load. Off for now: with it on, an integration test
+    (test_idempotent_pipelined_producer_survives_leader_kills) stalled its acks after a
+    leader kill in 2 of 10 runs on a machine at load 15-17, unexplained (docs/performance.md,
+    issue 18, third pass); the simulations run it on in part of their worlds."""
     quiesce_after_ticks: int = 3
     """A leader with no new entries for this many ticks tries to quiesce (0: never). Short:
     an awake idle group costs heartbeats, and waking one costs a message."""
@@ -395,6 +413,11 @@ class RaftDriver:
         self.soft_state_listeners: list[Callable[[str, SoftState], None]] = []
         """Told every group's leader or role change after its owner (the node's metrics)."""
         self._inbox: list[tuple[str, Message]] = []
+        self._proposals_queued = 0  # calls of will_propose, ever (to see new ones arrive)
+        self._gather = False  # a group with proposals waiting has others in flight
+        self._proposers: dict[str, Callable[[], None]] = {}
+        """Groups with proposals waiting for the next round (group commit), and how to make
+        them: each is called once, before the round ticks or steps anything."""
         self._dirty: set[str] = set()
         self._awake: set[str] = set()  # groups that are not quiesced: the ones to tick
         self._unreachable: set[int] = set()  # peers the transport says are gone
@@ -466,6 +489,7 @@ class RaftDriver:
             max_size_per_msg=self.timing.max_size_per_msg,
             max_inflight_msgs=self.timing.max_inflight_msgs,
             isr=self.timing.isr,
+            lazy_commit=self.timing.lazy_commit,
             logger=logging.getLogger(f"liferaft.raft.{group_id}"),
         )
         node = RawNode(cfg, storage)
@@ -647,6 +671,43 @@ class RaftDriver:
         self._inbox.append((group_id, msg))
         self._wake.set()
 
+    def will_propose(self, group_id: str, flush: Callable[[], None], *, busy: bool) -> None:
+        """A handler has proposals for a group waiting: `flush` proposes them, first thing in
+        the next round (so every handler that runs before it adds to the same entry). `busy`:
+        the group has earlier proposals still unanswered, so more requests are likely on their
+        way; the round then waits a few loop turns for them (`_gather_proposals`). A lone
+        request (one at a time) is proposed at once, as without group commit."""
+        self._proposers[group_id] = flush
+        self._proposals_queued += 1
+        self._gather = self._gather or busy
+        self._wake.set()
+
+    async def _gather_proposals(self) -> None:
+        """Let the loop run a few more times before proposing, while more requests keep
+        arriving: a request the transport has already taken in reaches its handler (and
+        `will_propose`) only a few loop turns later, and each turn costs microseconds where
+        an entry of its own costs a write, an fsync, an append and an acknowledgement per
+        follower. Stops after `coalesce_quiet_turns` turns without a new proposal."""
+        quiet = 0
+        for _ in range(self.timing.coalesce_max_turns):
+            before = self._proposals_queued
+            await asyncio.sleep(0)
+            if self._stopped:
+                return
+            if self._proposals_queued == before:
+                quiet += 1
+                if quiet >= self.timing.coalesce_quiet_turns:
+                    return
+            else:
+                quiet = 0
+
+    def _flush_proposals(self) -> None:
+        proposers, self._proposers = self._proposers, {}
+        self._gather = False
+        for group_id, flush in proposers.items():
+            if group_id in self.groups:
+                flush()
+
     def touched(self, group_id: str) -> None:
         """A handler proposed on or otherwise changed a group: process it next round."""
         self._dirty.add(group_id)
@@ -762,6 +823,11 @@ class RaftDriver:
                 # Keep going while rounds produce work (a leader that commits after persisting
                 # its own entries broadcasts the new commit index), ticking on time throughout.
                 while not self._stopped:
+                    if self._proposers:
+                        if self._gather:
+                            await self._gather_proposals()
+                        self._doing = "proposing"
+                        self._flush_proposals()
                     self._doing = "ticking"
                     self._maybe_tick(loop.time())
                     self._doing = "stepping messages"

@@ -1,10 +1,11 @@
 """Where each committed record batch of a partition sits in its Raft log.
 
-A partition's log is its Raft log: one entry per record batch (plus no-ops and membership
-entries, which take no offsets). Consumers ask by record offset, Raft reads by entry index; this
-index maps one to the other. It only ever holds committed batches, so it grows at the end and is
-cut at the start (retention, DeleteRecords) but never rewritten: a committed entry is never taken
-back. The log start offset may fall inside the first batch held (DeleteRecords to an offset in
+A partition's log is its Raft log: one entry per record batch, or per run of batches proposed
+together (node/partition.py: a row here is an entry, its offsets those of all its batches), plus
+no-ops and membership entries, which take no offsets. Consumers ask by record offset, Raft reads
+by entry index; this index maps one to the other. It only ever holds committed batches, so it
+grows at the end and is cut at the start (retention, DeleteRecords) but never rewritten: a
+committed entry is never taken back. The log start offset may fall inside the first batch held (DeleteRecords to an offset in
 the middle of a batch, as in Kafka): that batch is still served whole, and readers skip the
 records before the offset they asked for.
 

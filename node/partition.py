@@ -1,7 +1,14 @@
 """One topic partition on one node: its Raft group's state machine, produce and fetch.
 
-Theory of operation. The partition log IS the Raft log: one NORMAL entry per record batch, stored
-as the producer sent it except for the base offset the leader stamps in its header. The leader
+Theory of operation. The partition log IS the Raft log: each NORMAL entry holds one record batch
+or several in a row, each stored as the producer sent it except for the base offset the leader
+stamps in its header. Several when they arrived together (group commit): the produce requests
+that reach the leader between two driver rounds are validated, given their offsets and producer
+state at once, and proposed as ONE entry before the next round (`flush_proposals`), so k
+requests cost one entry, one write, one fsync and one append and acknowledgement per follower
+instead of k of each. Each batch keeps its own offsets, sequence checks and answer; fetch serves
+the batches unchanged, from the one that holds the offset asked for; the offset index has a row
+per entry, and retention drops whole entries. The leader
 knows the next offset because offsets follow from the log prefix: every entry in its log, committed
 or not, has a fixed offset range, and a new leader's log holds every committed entry (Raft's leader
 completeness). Entries a deposed leader wrote but did not commit are overwritten with new
@@ -35,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,7 +55,7 @@ from node.offset_index import BatchLocation, OffsetIndex
 from node.partition_commands import DeleteRecords, is_command
 from node.partition_commands import decode as decode_command
 from node.partition_commands import encode as encode_command
-from node.producer_state import BatchRecord, ProducerStateTable, check_batch
+from node.producer_state import PENDING_INDEX, BatchRecord, ProducerStateTable, check_batch
 from node.topic_config import TopicConfig
 from raft import (
     NONE,
@@ -93,8 +101,55 @@ class _CommandWaiter:
     future: asyncio.Future[int]
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A validated, stamped batch waiting to be proposed with its neighbours as one entry."""
+
+    data: bytes
+    term: int
+    producer_id: int
+    first_seq: int
+    waiter: _Waiter | None
+
+
 def _is_batch(e: Entry) -> bool:
     return e.type == EntryType.NORMAL and not is_command(e.data)
+
+
+_BASE_AND_LENGTH = struct.Struct(">qi")
+_RECORD_COUNT = struct.Struct(">i")
+_RECORD_COUNT_AT = 57  # the last field of the 61-byte batch header
+_LENGTH_END = 12  # batch_length counts the bytes after itself
+
+
+def _batches(data: bytes) -> list[records.BatchHeader]:
+    """The headers of the record batches in one entry of the log: one, or several proposed
+    together (group commit), each validated (CRC) as apply always did."""
+    first = records.read_header(data)
+    if first.size == len(data):
+        return [first]
+    out = [first]
+    pos = first.size
+    while pos < len(data):
+        h = records.read_header(data, pos)
+        out.append(h)
+        pos += h.size
+    return out
+
+
+def _from_offset(data: bytes, offset: int) -> bytes:
+    """The batches of one entry from the one that holds `offset` on (the entry unchanged if
+    that is its first): a fetch serves whole batches, never one that ends before `offset`.
+    Reads two header fields per batch, no CRC (the entry was checked when it was written)."""
+    pos = 0
+    n = len(data)
+    while pos < n:
+        base, length = _BASE_AND_LENGTH.unpack_from(data, pos)
+        (count,) = _RECORD_COUNT.unpack_from(data, pos + _RECORD_COUNT_AT)
+        if offset < base + count:
+            return data if pos == 0 else data[pos:]
+        pos += length + _LENGTH_END
+    return data
 
 
 @dataclass(slots=True, frozen=True)
@@ -188,6 +243,10 @@ class Partition:
         self.group_id = group_id(topic_id, index)
         self.offsets = OffsetIndex()
         self._waiters: deque[_Waiter] = deque()
+        self._pending: list[_Pending] = []
+        """Leader only: batches validated, given offsets and stamped, not yet proposed (group
+        commit: the driver proposes them as one entry before its next round). Their offsets
+        are in `_next_offset` and their producer state in `_leader_producers` already."""
         self._next_offset: int | None = None  # leader only: offset for the next batch
         self.producers = ProducerStateTable()  # from committed batches only (apply, snapshots)
         # Batches below this offset are already reflected in `producers` (it came from a
@@ -346,10 +405,17 @@ class Partition:
                 need_commit=acks == ACKS_ALL,
             )
             if decision.duplicate is not None:
+                if decision.duplicate.raft_index == PENDING_INDEX:
+                    # A retry of a batch not proposed yet: propose it now, so that the retry
+                    # can wait on its entry like on any other.
+                    self.flush_proposals()
+                    return self.produce(batch, acks)
                 return self._answer_duplicate(decision.duplicate, acks)
         # The leader epoch (the Raft term) goes into the batch, as Kafka stamps it: consumers
         # validate their position with it after a leader change (KIP-320).
         stamped = records.stamp_base_offset(batch, base, leader_epoch=node.term)
+        if self.driver.timing.coalesce_proposals:
+            return self._queue_proposal(stamped, header, base, acks, table)
         try:
             index = node.propose(stamped)
         except NotLeaderError:
@@ -373,6 +439,97 @@ class Partition:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(_Waiter(index, node.term, acks, base, fut, header.is_idempotent))
         return base, fut
+
+    def _queue_proposal(
+        self,
+        stamped: bytes,
+        header: records.BatchHeader,
+        base: int,
+        acks: int,
+        table: ProducerStateTable,
+    ) -> tuple[int, asyncio.Future[int] | None]:
+        """Group commit: the batch joins the ones waiting for the driver's next round, which
+        proposes them all as one entry (`flush_proposals`). Its offsets and producer state
+        are taken now, so the next batch is checked and placed after it at once."""
+        term = self.group.node.term
+        self._next_offset = base + header.record_count
+        if header.is_idempotent:
+            table.record(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.record_count,
+                base,
+                PENDING_INDEX,
+                term,
+            )
+        waiter = None
+        fut: asyncio.Future[int] | None = None
+        if acks != ACKS_NONE:
+            fut = asyncio.get_running_loop().create_future()
+            waiter = _Waiter(PENDING_INDEX, term, acks, base, fut, header.is_idempotent)
+        self._pending.append(
+            _Pending(stamped, term, header.producer_id, header.base_sequence, waiter)
+        )
+        self.driver.will_propose(self.group_id, self.flush_proposals, busy=bool(self._waiters))
+        return base, fut
+
+    def flush_proposals(self) -> None:
+        """Propose the waiting batches, as few entries as `coalesce_max_bytes` allows (one,
+        mostly; a batch that large alone, uncopied): each entry is the batches one after the other, each with its own base offset,
+        producer id and sequence, as fetch serves them. Called by the driver before it steps
+        or ticks, so the term and leadership they were checked in still hold; if the node
+        cannot propose after all (a leadership transfer under way), none was written, and each
+        waiter hears NOT_LEADER."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        node = self.group.node
+        limit = self.driver.timing.coalesce_max_bytes
+        entries: list[list[_Pending]] = [[]]
+        size = 0
+        for p in pending:
+            if entries[-1] and size + len(p.data) > limit:
+                entries.append([])
+                size = 0
+            entries[-1].append(p)
+            size += len(p.data)
+        datas = [b"".join(p.data for p in ps) if len(ps) > 1 else ps[0].data for ps in entries]
+        try:
+            if any(p.term != node.term for p in pending):
+                raise NotLeaderError(node.leader, node.term)
+            first = node.propose_many(datas)
+        except (NotLeaderError, ProposalDroppedError) as e:
+            # Nothing of them is in the log: forget their offsets and producer state too.
+            self._next_offset = None
+            self._leader_producers = None
+            err = (
+                BrokerError(ErrorCode.NOT_LEADER, f"leadership is moving: {e}")
+                if isinstance(e, ProposalDroppedError)
+                else self._not_leader()
+            )
+            for p in pending:
+                if p.waiter is not None and not p.waiter.future.done():
+                    p.waiter.future.set_exception(err)
+            return
+        table = self._leader_producers
+        for i, ps in enumerate(entries):
+            index = first + i
+            for p in ps:
+                if table is not None and p.producer_id != records.NO_PRODUCER_ID:
+                    table.assign_index(p.producer_id, p.first_seq, index, p.term)
+                if p.waiter is not None:
+                    p.waiter.index = index
+                    self._waiters.append(p.waiter)
+        self.driver.touched(self.group_id)
+
+    def _drop_pending(self, err: BrokerError) -> None:
+        """This node stopped leading before its waiting batches were proposed: none of them
+        was written."""
+        pending, self._pending = self._pending, []
+        for p in pending:
+            if p.waiter is not None and not p.waiter.future.done():
+                p.waiter.future.set_exception(err)
 
     def _answer_duplicate(
         self, dup: BatchRecord, acks: int
@@ -414,11 +571,14 @@ class Partition:
         not: the committed state plus every batch of the uncommitted tail, computed once per
         term and then kept up to date by produce()."""
         if self._next_offset is None or self._leader_producers is None:
+            if self._pending:
+                self.flush_proposals()  # into the log, where the rebuild below finds them
             offset = self.offsets.end_offset
             table = self.producers.copy()
             for e in self.group.node.unapplied_entries():
-                if _is_batch(e):
-                    h = records.read_header(e.data)
+                if not _is_batch(e):
+                    continue
+                for h in _batches(e.data):
                     if h.base_offset < offset:
                         continue  # covered by a snapshot
                     offset = h.base_offset + h.record_count
@@ -459,18 +619,22 @@ class Partition:
         for e in node.unapplied_entries():
             if not _is_batch(e):
                 continue
-            h = records.read_header(e.data)
-            if h.base_offset + h.record_count <= view.log_end_offset:
+            hs = _batches(e.data)
+            base, end = hs[0].base_offset, hs[-1].base_offset + hs[-1].record_count
+            if end <= view.log_end_offset:
                 continue  # already counted (covered by a snapshot or the index)
-            view.log_end_offset = h.base_offset + h.record_count
-            if h.base_offset <= offset < view.log_end_offset and at is None:
-                view.found_in(h.base_offset, h.record_count, e.index, e.term)
+            view.log_end_offset = end
+            if base <= offset < end and at is None:
+                view.found_in(base, end - base, e.index, e.term)
         return view
 
     def cancel_waiter(self, fut: asyncio.Future[int]) -> None:
         for w in list(self._waiters):
             if w.future is fut:
                 self._waiters.remove(w)
+        for p in self._pending:
+            if p.waiter is not None and p.waiter.future is fut:
+                p.waiter = None
 
     def _resolve_waiters(self) -> None:
         """Answer produce requests whose batch is as durable as they asked.
@@ -563,6 +727,7 @@ class Partition:
             )
         if target <= start:
             return start, None
+        self.flush_proposals()  # the batches produced before it go first
         node = self.group.node
         try:
             index = node.propose(encode_command(DeleteRecords(offset=target)))
@@ -689,6 +854,9 @@ class Partition:
         storage = self.group.storage
         ents = storage.entries(loc.raft_index, last + 1, max(1, max_bytes))
         data = [e.data for e in ents if _is_batch(e)]
+        if data and offset > loc.base_offset:
+            # An entry of several batches (group commit): from the one holding `offset`.
+            data[0] = _from_offset(data[0], offset)
         return FetchResult(b"".join(data), hw, start)
 
     def lag(self, offset: int) -> tuple[int, int]:
@@ -723,6 +891,7 @@ class Partition:
         if loc is None:
             return -1
         data = self.group.storage.entries(loc.raft_index, loc.raft_index + 1)[0].data
+        data = _from_offset(data, offset)
         header = records.read_header(data)
         if header.timestamp_type == records.LOG_APPEND_TIME:
             return header.max_timestamp
@@ -776,25 +945,31 @@ class Partition:
                 self._apply_command(e)
                 advanced = True
                 continue
-            h = records.read_header(e.data)
-            if h.base_offset < self.offsets.end_offset:
+            hs = _batches(e.data)
+            first = hs[0]
+            if first.base_offset < self.offsets.end_offset:
                 continue  # replayed after a restart from a snapshot that already covers it
-            self.offsets.append(
-                h.base_offset, h.record_count, e.index, len(e.data), h.max_timestamp
-            )
+            # One index row per entry (the batches of one entry go and stay together).
+            if len(hs) == 1:
+                count, max_ts = first.record_count, first.max_timestamp
+            else:
+                count = hs[-1].base_offset + hs[-1].record_count - first.base_offset
+                max_ts = max(h.max_timestamp for h in hs)
+            self.offsets.append(first.base_offset, count, e.index, len(e.data), max_ts)
             if self.requested_log_start > self.offsets.start_offset:
                 # Replayed after a snapshot whose requested start lies past its own entries.
                 self._advance_log_start()
-            if h.is_idempotent and h.base_offset >= self._producers_as_of:
-                self.producers.record(
-                    h.producer_id,
-                    h.producer_epoch,
-                    h.base_sequence,
-                    h.record_count,
-                    h.base_offset,
-                    e.index,
-                    e.term,
-                )
+            for h in hs:
+                if h.is_idempotent and h.base_offset >= self._producers_as_of:
+                    self.producers.record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.record_count,
+                        h.base_offset,
+                        e.index,
+                        e.term,
+                    )
             advanced = True
         if self._command_waiters:
             self._settle_command_waiters(entries)
@@ -842,6 +1017,8 @@ class Partition:
             ),
             up_to=snapshot.meta.index,
         )
+        if self._pending:
+            self._drop_pending(self._not_leader())
         self._applied_term = snapshot.meta.term
         self.applied_index = snapshot.meta.index
         state = json.loads(snapshot.data or b"{}")
@@ -859,6 +1036,8 @@ class Partition:
         self._hw_changed = asyncio.Event()
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
+        if self._pending:
+            self._drop_pending(self._not_leader())
         self._next_offset = None
         self._leader_producers = None
         if soft.role != Role.LEADER and self._command_waiters:
@@ -951,5 +1130,6 @@ class Partition:
         self.group.storage.compact(last.raft_index)
 
     def close(self, reason: BrokerError) -> None:
+        self._drop_pending(reason)
         self._fail_waiters(reason)
         self._fail_command_waiters(reason)

@@ -1,6 +1,6 @@
 """Commands in a partition's Raft log, beside its record batches: today only DeleteRecords.
 
-A partition's log is its Raft log, one NORMAL entry per record batch (node/partition.py). A
+A partition's log is its Raft log, NORMAL entries of record batches (node/partition.py). A
 change that every replica must make at the same point of the log (moving the log start offset
 forward on request, Kafka's DeleteRecords) is a NORMAL entry too, so that it is replicated,
 committed, kept across restarts and covered by snapshots like the batches around it. It is told

@@ -36,13 +36,23 @@ from typing import Any
 
 from node.errors import BrokerError, ErrorCode
 
-__all__ = ["BatchRecord", "Decision", "ProducerEntry", "ProducerStateTable", "check_batch"]
+__all__ = [
+    "PENDING_INDEX",
+    "BatchRecord",
+    "Decision",
+    "ProducerEntry",
+    "ProducerStateTable",
+    "check_batch",
+]
 
 SEQ_MODULUS = 1 << 31
 """Sequences are int32 >= 0 and wrap to 0 after 2**31 - 1, as in Kafka."""
 BATCHES_KEPT = 5
 """Batches remembered per producer: a producer keeps at most 5 in flight per partition."""
 MAX_PRODUCERS = 2048
+PENDING_INDEX = 0
+"""The Raft index of a batch in the leader's tail that is not proposed yet (log indexes start
+at 1)."""
 
 
 def last_sequence(first: int, count: int) -> int:
@@ -183,6 +193,20 @@ class ProducerStateTable:
                 term,
             )
         )
+
+    def assign_index(self, producer_id: int, first_seq: int, raft_index: int, term: int) -> None:
+        """A batch recorded before it had a place in the Raft log (the leader's tail, with
+        `raft_index` PENDING_INDEX: it waits to be proposed with its neighbours as one entry,
+        node/partition.py) now has one. Unknown or already placed batches are left alone."""
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            return
+        for i, b in enumerate(entry.batches):
+            if b.first_seq == first_seq and b.raft_index == PENDING_INDEX:
+                entry.batches[i] = BatchRecord(
+                    b.first_seq, b.last_seq, b.base_offset, b.record_count, raft_index, term
+                )
+                return
 
     def _evict(self) -> None:
         while len(self.producers) > self.max_producers:

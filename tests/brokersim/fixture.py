@@ -175,6 +175,8 @@ class ClusterOptions:
     heartbeat_ticks: int = 2
     inline_sync_bytes: int = 64 << 10
     apply_ahead: bool = False
+    coalesce_proposals: bool = True
+    lazy_commit: bool = True
     quiesce_after_ticks: int = 3
     isr_max_lag_ticks: int = 50
     retention_check_ms: int = 200
@@ -218,6 +220,8 @@ class SimCluster:
             isr=IsrPolicy(max_lag_entries=4000, max_lag_ticks=o.isr_max_lag_ticks),
             inline_sync_bytes=o.inline_sync_bytes,
             apply_ahead=o.apply_ahead,
+            coalesce_proposals=o.coalesce_proposals,
+            lazy_commit=o.lazy_commit,
             quiesce_after_ticks=o.quiesce_after_ticks,
         )
 

@@ -212,6 +212,10 @@ class World:
             # Every round syncs in the worker thread there, so rounds queue and apply ahead.
             apply_ahead=p.inline_sync_bytes == 0,
             quiesce_after_ticks=p.quiesce_after_ticks,
+            # Their own draws (the other draws of a seed stay as they were): group commit of
+            # proposals and lazy commit indexes, each in three worlds of four.
+            coalesce_proposals=random.Random(f"coalesce-{self.seed}").random() < 0.75,
+            lazy_commit=random.Random(f"lazy-{self.seed}").random() < 0.75,
         )
         self.cluster = c = SimCluster(self._rng(), self.net, copts, self.trace)
         for i in c.ids:

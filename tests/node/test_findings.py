@@ -87,6 +87,7 @@ async def test_a_waiter_whose_batch_retention_dropped_is_answered_with_its_offse
             base, fut = leader.produce(_batch(value), ACKS_ALL)
             assert base == i and fut is not None
             futs.append(fut)
+            leader.flush_proposals()  # one entry each (retention drops whole entries)
         await until(lambda: leader.high_watermark == 3, "a, b, c committed by nodes 1 and 2")
         await asyncio.sleep(0.05)
         assert 3 in leader.state().isr and not any(f.done() for f in futs)

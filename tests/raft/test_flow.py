@@ -252,3 +252,43 @@ def test_the_host_can_narrow_one_followers_window_and_widen_it_again() -> None:
     s.rn.set_inflight_limit(2, 0)  # back to max_inflight_msgs
     s.step(APP_RESP, 2, term=s.raft.term, index=apps_to(msgs, 2)[0].entries[-1].index)
     assert [e.data for m in apps_to(s.drain(), 2) for e in m.entries] == [b"b", b"c"]
+
+
+def test_lazy_commit_sends_the_commit_index_with_the_next_append_or_at_the_next_tick() -> None:
+    for lazy in (False, True):
+        s = leader(lazy_commit=lazy, heartbeat_tick=5, election_tick=20)
+        first = s.rn.propose(b"a")
+        s.drain()
+        # Followers 2 and 3 acknowledge: the entry commits.
+        s.step(APP_RESP, 2, term=s.raft.term, index=first)
+        s.step(APP_RESP, 3, term=s.raft.term, index=first)
+        sent = s.drain()
+        assert s.raft.log.committed == first
+        if not lazy:
+            # etcd's way: an empty append to each follower with the new commit index at once.
+            assert [(m.to, m.entries, m.commit) for m in sent if m.type == APP] == [
+                (2, (), first),
+                (3, (), first),
+            ]
+            continue
+        assert not [m for m in sent if m.type == APP], "no empty append of its own"
+        # A new proposal carries the commit index to every follower.
+        s.rn.propose(b"b")
+        apps = [m for m in s.drain() if m.type == APP]
+        assert [(m.to, [e.data for e in m.entries], m.commit) for m in apps] == [
+            (2, [b"b"], first),
+            (3, [b"b"], first),
+        ]
+        # Committed, and nothing new to send: the next tick (not the next heartbeat) tells them.
+        s.step(APP_RESP, 2, term=s.raft.term, index=first + 1)
+        s.step(APP_RESP, 3, term=s.raft.term, index=first + 1)
+        assert not [m for m in s.drain() if m.type == APP]
+        s.tick()
+        apps = [m for m in s.drain() if m.type == APP]
+        assert [(m.to, m.entries, m.commit) for m in apps] == [
+            (2, (), first + 1),
+            (3, (), first + 1),
+        ]
+        # Told once: later ticks send nothing more until something changes.
+        s.tick()
+        assert not [m for m in s.drain() if m.type == APP]

@@ -269,6 +269,8 @@ class SimNode:
             check_quorum=p.check_quorum,
             pre_vote=p.pre_vote,
             isr=IsrPolicy(),
+            # Its own draw, so the world's draws stay as they are: half the lives commit lazily.
+            lazy_commit=random.Random(rng_seed ^ 0x1A2C0).random() < 0.5,
         )
         self.node = RawNode(cfg, self.storage)
         if self.fence is not None:
