@@ -55,4 +55,23 @@ REGRESSIONS: list[Regression] = [
     Regression(2559, "as seed 2386 (two committed removals not yet applied)", "2026-11-26"),
     Regression(2664, "as seed 2386", "2026-11-26"),
     Regression(2691, "as seed 2386", "2026-11-26"),
+    Regression(
+        757,
+        "applied twice (core): node 3 applied index 1 ahead of the write holding its commit "
+        "(apply ahead), snapshotted at 1, crashed before that write synced and restarted with "
+        "commit 0; the core clamped applied to the stale commit and handed index 1 out again. "
+        "Fix: a restart's applied index (the host's snapshot) counts as committed "
+        "(raft/core.py _restart_applied; tests/raft/test_writes_in_flight.py).",
+        "2026-12-05",
+    ),
+    Regression(
+        524,
+        "no leader (core contract and hosts): voters {1,4}, leader 1 removed itself and was shut "
+        "down; node 4 applied the change to {4}, lost the lazily written commit in a crash and "
+        "restarted in {1,4}, waiting for node 1 forever. Not the apply-ahead bug (node 4 did "
+        "not apply ahead in that life). Fix: a Ready that applies a membership change syncs "
+        "the commit that covers it first and is never applied ahead (Ready.applies_conf_change; "
+        "tests/sim/host.py, node/driver.py; tests/node/test_driver.py).",
+        "2026-12-05",
+    ),
 ]
