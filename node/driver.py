@@ -11,7 +11,8 @@ is a RawNode. One asyncio task runs them all, round after round:
      ONE fsync of the write-ahead log, in a worker thread (in place for a small round when the
      disk is idle, where the hand-off would cost more than the fsync). A round that only moves
      commit indexes does not sync at all: the commit index is recomputed after a restart, so
-     losing its newest value costs nothing;
+     losing its newest value costs nothing (unless it commits a membership change this node
+     applies: a restart must not take that back, raft/rawnode.py);
   6. send the messages that had to wait for that sync (votes, acknowledgements);
   7. apply committed entries to each group's state machine; 8. advance every group.
 
@@ -987,6 +988,11 @@ class RaftDriver:
         for g, rd in readies:
             if rd.entries or rd.committed_entries:
                 g.busy_tick = now
+            if rd.committed_entries and rd.applies_conf_change():
+                # The commit index that covers a membership change is durable before the
+                # change is applied (raft/rawnode.py: Ready.applies_conf_change): this round
+                # syncs, even if only to make a commit written lazily before it durable.
+                sync = True
             hs = rd.hard_state
             if not rd.entries and hs is None and rd.snapshot is None:
                 continue
@@ -1124,7 +1130,8 @@ class RaftDriver:
         that arrives while the next round's fsync runs is applied and answered at once. Per
         group in Ready order: the first round that cannot go (its entries not yet durable here,
         a snapshot or a leadership change to hand over with its write) holds back the later
-        ones. Returns the groups that applied something."""
+        ones. A membership change waits for its round's sync, which makes the commit that
+        covers it durable (raft/rawnode.py). Returns the groups that applied something."""
         held: set[str] = set()
         applied: list[Group] = []
         for t in (*self._syncing, *self._queued):
@@ -1138,6 +1145,7 @@ class RaftDriver:
                 rd.snapshot is not None
                 or rd.soft_state is not None
                 or (ents and ents[-1].index > group.node.persisted_index())
+                or rd.applies_conf_change()
             ):
                 held.add(group.id)
                 continue

@@ -193,7 +193,8 @@ class Config:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     """The only source of randomness; seed it for reproducible runs."""
     applied: int = 0
-    """The host's last applied index on restart; committed entries after it are delivered."""
+    """The host's last applied index on restart (its snapshot's); committed entries after it
+    are delivered. It counts as committed even where the commit index on disk lags it."""
     max_size_per_msg: int = 1 << 20
     """Bytes of entries per append message (at least one entry is always sent)."""
     max_inflight_msgs: int = 256
@@ -258,7 +259,7 @@ class Raft:
         if hs != HardState():
             self._load_hard_state(hs)
         if cfg.applied > 0:
-            self.log.applied_to(min(cfg.applied, self.log.committed))
+            self._restart_applied(cfg.applied)
         self.become_follower(self.term, NONE)
 
     # -- views ---------------------------------------------------------------------------------
@@ -278,14 +279,32 @@ class Raft:
         return self.tracker.in_sync(self.id, self.log.last_index(), self.now, self.cfg.isr)
 
     def _load_hard_state(self, hs: HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        # The commit index on disk may lag the snapshot the log starts after (log.committed
+        # here): a host writes it lazily and applies ahead of it (raft/rawnode.py), and a crash
+        # can keep the snapshot made from that state while losing the commit. A snapshot holds
+        # only committed entries, so it is the floor. Past the last index is a broken disk.
+        if hs.commit > self.log.last_index():
             raise RaftError(
-                f"hard state commit {hs.commit} is out of range "
-                f"[{self.log.committed}, {self.log.last_index()}]"
+                f"hard state commit {hs.commit} is past the last index {self.log.last_index()}"
             )
-        self.log.committed = hs.commit
+        self.log.committed = max(self.log.committed, hs.commit)
         self.term = hs.term
         self.vote = hs.vote
+
+    def _restart_applied(self, applied: int) -> None:
+        """The host restarts its state machine at `applied` (its snapshot). A host applies only
+        committed entries, so `applied` proves them committed even where the commit index on
+        disk lags it (the commit of a round applied ahead of its write was lost in a crash,
+        the state made from it was not: sim seed 757). Clamping `applied` down to that stale
+        commit instead would hand those entries out again: applied twice."""
+        log = self.log
+        if applied > log.last_index():
+            raise RaftError(
+                f"the host applied up to {applied}, past the last index {log.last_index()}: "
+                "its log lost entries it had applied"
+            )
+        log.commit_to(applied)
+        log.applied_to(applied)
 
     # -- sending -------------------------------------------------------------------------------
     def send(self, m: Message) -> None:

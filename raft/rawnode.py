@@ -20,6 +20,14 @@ plants exactly such breaks to prove it notices). Committed entries may include e
 in rd.entries of the same Ready: they are committed by other nodes' copies, and step 2 makes
 ours durable before step 4 applies them.
 
+The commit index (rd.hard_state.commit) may be written without an fsync when nothing else in
+the Ready needs one (rd.must_sync()): a node that loses it relearns it from the leader. Two
+things make that safe. What the host made durable from applied entries (a snapshot) proves them
+committed: a restart gives its index as Config.applied and the core restarts its commit index
+there at least. And a Ready that applies a membership change must sync the commit index that
+covers it before applying (rd.applies_conf_change()), so no crash takes back a membership change
+that others saw applied.
+
 Writes in flight (etcd's asynchronous storage writes). The host need not wait for a Ready's
 write before it takes the next: it may call ready() again as soon as it has taken one, so a
 proposal or an append that arrives while the disk syncs goes out (step 1) and into the next
@@ -36,10 +44,16 @@ advance_applied(rd) then advance_persisted(rd), and the host may split them: the
 entries of a Ready that carries no snapshot and no soft state may be applied, and
 advance_applied(rd) called, before the write of this or an earlier Ready is durable, provided
 every one of them is durable here already (index <= persisted_index(): committed entries are
-durable on a majority, and this keeps "applied only what this node's disk holds" true) and the
-applies of the group stay in Ready order (an earlier Ready whose entries are not yet applied
-holds back every later one). advance_persisted(rd) still follows the write order above. So a
-commit that arrives while the next round syncs is applied at once instead of after that sync.
+durable on a majority, and this keeps "applied only what this node's disk holds" true), none is
+a membership change (rd.applies_conf_change(): it waits for its write, which syncs the commit),
+and the applies of the group stay in Ready order (an earlier Ready whose entries are not yet
+applied holds back every later one). advance_persisted(rd) still follows the write order above.
+So a commit that arrives while the next round syncs is applied at once instead of after that
+sync. The commit index of that round is not durable yet: a crash may lose it while a snapshot
+the host made from the entries applied ahead survives. That is fine: the host restarts at its
+snapshot (Config.applied) and the core takes the snapshot's index as committed (etcd's
+asynchronous writes leave this to the application: its raft panics when Applied exceeds the
+HardState's commit; sim seed 757 applied index 1 twice when this core clamped applied down).
 """
 
 from __future__ import annotations
@@ -85,9 +99,27 @@ class Ready:
     advance(rd) steps back into it once this Ready is durable."""
 
     def must_sync(self) -> bool:
-        """Whether step 2 needs an fsync: new entries, a new vote or term, or a snapshot.
-        A commit index alone can be written lazily (it is recomputed after a restart)."""
-        return bool(self.entries) or self.snapshot is not None or self.hard_state is not None
+        """Whether step 2 needs an fsync: new entries, a new vote or term, a snapshot, or a
+        membership change to apply. A commit index alone can be written lazily (a restarted
+        node relearns it from the leader), but not one that covers a membership change the
+        node applies: see `applies_conf_change`."""
+        return (
+            bool(self.entries)
+            or self.snapshot is not None
+            or self.hard_state is not None
+            or self.applies_conf_change()
+        )
+
+    def applies_conf_change(self) -> bool:
+        """Whether committed_entries hold a membership change. Then the commit index that
+        covers them (this Ready's hard state, or one written lazily before it) must be durable
+        before they are applied, so not ahead of the write (see "Applying ahead of a write").
+        Membership takes effect on apply, and what a node applied is seen (the leader, an
+        operator, node/'s controller act on it: a removed node is shut down). A crash that lost
+        the commit would take the change back on that node: it restarts in the old membership,
+        which may need the removed node's vote for good (sim seed 524: voters {1,4}, 1 removed
+        and gone, 4 restarted with commit 64 < 65 and waited for 1 forever). Rare, so cheap."""
+        return any(e.type == EntryType.CONF_CHANGE for e in self.committed_entries)
 
 
 @dataclass(slots=True, frozen=True)
@@ -250,6 +282,11 @@ class RawNode:
         a write" above): only for a Ready with no snapshot, and in Ready order among applies."""
         if rd.snapshot is not None:
             raise RaftError("a Ready with a snapshot is applied only with its write (advance)")
+        if rd.applies_conf_change():
+            raise RaftError(
+                "a Ready with a membership change is applied only once its commit is durable "
+                "(advance)"
+            )
         if rd.committed_entries:
             last = rd.committed_entries[-1].index
             log = self.raft.log

@@ -20,6 +20,8 @@ from node.membership import load_fences, load_promises
 from node.storage import GroupUpdate, NodeStore
 from raft import (
     TRANSFER_CONTEXT,
+    ConfChange,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryType,
@@ -265,6 +267,51 @@ async def test_a_vote_reply_waits_for_the_sync_that_covers_the_vote(
     held.gate.set()
     await until(lambda: any(m.type == MessageType.VOTE_RESP for m in out.sent), "the vote reply")
     assert node.status().vote == 3
+
+
+async def _membership_change_acked(driver: RaftDriver, out: Outbox) -> int:
+    """Propose adding learner 4, wait until our own copy of it is durable, and have node 2
+    acknowledge it: its commit is the next round's. Returns its index."""
+    node = driver.groups[GROUP].node
+    index = node.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    driver.touched(GROUP)
+    await until(lambda: node.persisted_index() >= index, "the change durable here")
+    return index
+
+
+async def test_a_membership_change_is_applied_only_after_a_sync_covers_its_commit(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
+) -> None:
+    """A round that only moves the commit index does not sync, unless that commit applies a
+    membership change: a crash must not take back a change others saw applied (sim seed 524:
+    a node restarted in {1,4} after applying its group's change to {4}, with 1 gone)."""
+    driver, out, _, held = leader
+    group = driver.groups[GROUP]
+    await _membership_change_acked(driver, out)
+    syncs = held.calls
+    ack(driver, out)
+    await until(lambda: 4 in group.conf_state.learners, "the change applied")
+    assert held.calls > syncs, "the change was applied with its commit index unsynced"
+
+
+async def test_a_membership_change_is_not_applied_ahead_of_a_sync(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
+) -> None:
+    driver, out, _, held = leader
+    driver.timing.apply_ahead = True
+    group = driver.groups[GROUP]
+    index = await _membership_change_acked(driver, out)
+    held.gate.clear()
+    held.entered.clear()
+    group.node.propose(b"a" * BIG)
+    driver.touched(GROUP)
+    await until(held.entered.is_set, "a sync in the worker thread")
+    ack(driver, out)  # commits the change (durable here); its round queues behind the sync
+    await until(lambda: group.node.committed >= index, "the change committed")
+    await asyncio.sleep(0.05)
+    assert 4 not in group.conf_state.learners, "applied ahead of the sync of its commit"
+    held.gate.set()
+    await until(lambda: 4 in group.conf_state.learners, "the change applied after the sync")
 
 
 # -- fail-stop (issue 10, finding 2) -------------------------------------------------------------

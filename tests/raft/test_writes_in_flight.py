@@ -6,7 +6,22 @@ from __future__ import annotations
 
 import pytest
 
-from raft import Config, Entry, Message, MessageType, NotLeaderError, RawNode, Ready, Role
+from raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    NotLeaderError,
+    RaftError,
+    RawNode,
+    Ready,
+    Role,
+)
 from raft.log import RaftLog
 from tests.raft.harness import storage_with
 
@@ -147,3 +162,78 @@ def test_a_vote_that_becomes_durable_after_a_newer_term_counts_for_nothing() -> 
     rn.step(Message(type=MessageType.HEARTBEAT, to=1, frm=2, term=5))
     finish(rn, rd)
     assert (rn.role, rn.term) == (Role.FOLLOWER, 5)
+
+
+# -- what a crash may leave behind when the host applies ahead of its write (sim seeds 757, 524)
+
+
+def restarted_over(keep: int) -> RawNode:
+    """Node 2 restarted from a disk where the host applied entries 1..3 ahead of the write that
+    held their commit: the crash kept its snapshot at 3 (and the log from `keep` entries
+    before it) but lost the commit index, which reads 1."""
+    st = storage_with([1, 2, 3], [1, 1, 1], HardState(term=1, commit=1))
+    st.create_snapshot(3, ConfState(voters=frozenset({1, 2, 3})), b"state at 3")
+    st.compact(3 - keep)
+    return RawNode(Config(id=2, applied=3), st)
+
+
+@pytest.mark.parametrize("keep", [0, 2])
+def test_a_snapshot_ahead_of_the_durable_commit_is_committed_and_never_applied_again(
+    keep: int,
+) -> None:
+    # Sim seed 757: the core clamped applied down to the stale commit, then handed entry 1
+    # out again once the leader's commit came back; applied twice. With the log compacted at
+    # the snapshot it refused to start at all ("hard state commit 1 is out of range [3, 3]").
+    rn = restarted_over(keep)
+    assert (rn.committed, rn.applied) == (3, 3)
+    rn.step(Message(type=APP, to=2, frm=1, term=1, index=3, log_term=1, commit=3))
+    rd = rn.ready()
+    assert rd.committed_entries == []
+    finish(rn, rd)
+    rn.step(
+        Message(
+            type=APP, to=2, frm=1, term=1, index=3, log_term=1, commit=4, entries=ents(1, start=4)
+        )
+    )
+    rd = rn.ready()
+    assert [e.index for e in rd.committed_entries] == [4]
+
+
+def test_a_host_that_applied_past_its_log_is_refused() -> None:
+    # Its disk lost entries it had applied: a broken disk, not something to clamp away.
+    st = storage_with([1, 2, 3], [1, 1, 1], HardState(term=1, commit=1))
+    with pytest.raises(RaftError, match="past the last index"):
+        RawNode(Config(id=2, applied=5), st)
+
+
+def committing_a_conf_change() -> tuple[RawNode, Ready]:
+    """Follower 2 holds a membership change at index 2 and learns it is committed."""
+    rn = follower()
+    cc = Entry(
+        index=2,
+        term=2,
+        type=EntryType.CONF_CHANGE,
+        data=ConfChange(ConfChangeType.ADD_LEARNER, 4).encode(),
+    )
+    rn.step(Message(type=APP, to=2, frm=1, term=2, index=1, log_term=1, entries=(cc,)))
+    finish(rn, rn.ready())
+    rn.step(Message(type=MessageType.HEARTBEAT, to=2, frm=1, term=2, commit=2))
+    rd = rn.ready()
+    assert [e.index for e in rd.committed_entries] == [2]
+    return rn, rd
+
+
+def test_a_membership_change_is_applied_only_after_its_commit_is_synced() -> None:
+    # Sim seed 524: node 4 applied its group's change {1,4} -> {4}, lost the lazily written
+    # commit in a crash, and restarted in {1,4} with node 1 gone for good: no leader, ever.
+    rn, rd = committing_a_conf_change()
+    assert rd.applies_conf_change() and rd.must_sync()
+    with pytest.raises(RaftError, match="membership change"):
+        rn.advance_applied(rd)  # not ahead of its write
+    plain = follower()
+    plain.step(
+        Message(
+            type=APP, to=2, frm=1, term=2, index=1, log_term=1, commit=2, entries=ents(2, start=2)
+        )
+    )
+    assert not plain.ready().applies_conf_change()

@@ -161,6 +161,13 @@ def change_membership(w: World) -> None:
     else:
         pool = sorted(learners) + (sorted(voters) if len(voters) > keep else [])
         cc = ConfChange(ConfChangeType.REMOVE_NODE, rng.choice(pool))
+        if cc.node_id == lead.id and not w.opts.leader_removes_itself:
+            # The leader is the one to go: it hands over first, and the next leader removes
+            # it, as node/moves.py does. A leader that removes itself and is stopped may leave
+            # the remaining voters in the old membership, not knowing the removal committed,
+            # and needing the removed node's vote, which its longer log refuses (seed 907).
+            transfer(w)
+            return
     w.begin_step()
     try:
         at = lead.node.propose_conf_change(cc)

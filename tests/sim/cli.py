@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int, help="cap the chaos phase at this many steps")
     p.add_argument(
+        "--leader-removes-itself",
+        action="store_true",
+        help="let the operator ask a leader to remove itself (the operator before seed 907)",
+    )
+    p.add_argument(
         "--jobs",
         type=int,
         default=os.cpu_count() or 1,
@@ -52,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         from tests.sim.bench import run_bench
 
         return run_bench()
-    opts = SimOptions(nodes=args.nodes, ticks=args.ticks, steps=args.steps)
+    opts = SimOptions(
+        nodes=args.nodes,
+        ticks=args.ticks,
+        steps=args.steps,
+        leader_removes_itself=args.leader_removes_itself,
+    )
     if args.seed is not None:
         return _replay(args.seed, opts, args.verbose)
     seeds = list(range(args.start, args.start + args.seeds))

@@ -20,7 +20,8 @@ Four things a real host (node/driver.py) does, and the world turns on per seed (
   lazy commit   a Ready whose only durable change is the commit index is written without an
                 fsync (rawnode.Ready.must_sync says it may be); a crash loses it, and the node
                 relearns its commit index after the restart. Any later sync (entries, a vote, a
-                snapshot, a compaction) makes it durable, as a database's log does.
+                snapshot, a compaction) makes it durable, as a database's log does. A Ready
+                that applies a membership change syncs (Ready.applies_conf_change).
   syncing       while step 2's fsync is pending the host takes client proposals (etcd allows
                 propose between ready() and advance()); the world proposes then (`syncing`).
   quiescence    an idle leader is asked to quiesce and quiesced nodes are not ticked; the
@@ -35,7 +36,7 @@ Four things a real host (node/driver.py) does, and the world turns on per seed (
                 seed): committed entries already durable on the node are applied, and
                 RawNode.advance_applied called, while their Ready's write (or an earlier one)
                 is still queued, as node/driver.py does; the rest of the Ready finishes with its
-                write (advance_persisted).
+                write (advance_persisted). A membership change waits for its write.
 """
 
 from __future__ import annotations
@@ -440,6 +441,7 @@ class SimNode:
                 rd.snapshot is not None
                 or rd.soft_state is not None
                 or (ents and ents[-1].index > node.persisted_index())
+                or rd.applies_conf_change()
             ):
                 return
             w.applied = True
@@ -464,6 +466,7 @@ class SimNode:
             or rd.snapshot is not None
             or hs.term != synced.term
             or hs.vote != synced.vote
+            or rd.applies_conf_change()
         ):
             self.synced = hs
 

@@ -29,6 +29,9 @@ class SimOptions:
     """Optional cap on the chaos phase in steps."""
     faults: bool = True
     """False: no faults at all (the benchmark)."""
+    leader_removes_itself: bool = False
+    """The operator may ask a leader to remove itself, as it did before seed 907 (tests/sim/
+    actors.py); seed 524's world needs it to replay."""
 
 
 @dataclass(slots=True, frozen=True)

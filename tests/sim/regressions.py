@@ -20,9 +20,12 @@ class Regression:
     date: str
     nodes: int | None = None
     ticks: int = SimOptions().ticks
+    leader_removes_itself: bool = False
 
     def options(self) -> SimOptions:
-        return SimOptions(nodes=self.nodes, ticks=self.ticks)
+        return SimOptions(
+            nodes=self.nodes, ticks=self.ticks, leader_removes_itself=self.leader_removes_itself
+        )
 
 
 REGRESSIONS: list[Regression] = [
@@ -55,4 +58,35 @@ REGRESSIONS: list[Regression] = [
     Regression(2559, "as seed 2386 (two committed removals not yet applied)", "2026-11-26"),
     Regression(2664, "as seed 2386", "2026-11-26"),
     Regression(2691, "as seed 2386", "2026-11-26"),
+    Regression(
+        757,
+        "applied twice (core): node 3 applied index 1 ahead of the write holding its commit "
+        "(apply ahead), snapshotted at 1, crashed before that write synced and restarted with "
+        "commit 0; the core clamped applied to the stale commit and handed index 1 out again. "
+        "Fix: a restart's applied index (the host's snapshot) counts as committed "
+        "(raft/core.py _restart_applied; tests/raft/test_writes_in_flight.py).",
+        "2026-12-05",
+    ),
+    Regression(
+        524,
+        "no leader (core contract and hosts): voters {1,4}, leader 1 removed itself and was shut "
+        "down; node 4 applied the change to {4}, lost the lazily written commit in a crash and "
+        "restarted in {1,4}, waiting for node 1 forever. Not the apply-ahead bug (node 4 did "
+        "not apply ahead in that life). Fix: a Ready that applies a membership change syncs "
+        "the commit that covers it first and is never applied ahead (Ready.applies_conf_change; "
+        "tests/sim/host.py, node/driver.py; tests/node/test_driver.py). Replays with the "
+        "operator of that day, who let a leader remove itself (see seed 907).",
+        "2026-12-05",
+        leader_removes_itself=True,
+    ),
+    Regression(
+        907,
+        "no leader (simulation's operator): leader 3 removed itself from {1,3,4,6} and stepped "
+        "down on applying it before 4 and 6 heard the commit; they stayed in the old "
+        "membership with 1 wiped (fenced silent), needing 3's vote, which its longer log "
+        "refused. Config-on-apply Raft (etcd's too) cannot get out of that; node/moves.py never "
+        "removes a leader, it hands over first, and the operator now does the same "
+        "(tests/sim/actors.py). Found by the soak of seeds 0-999 after the fixes for 757/524.",
+        "2026-12-05",
+    ),
 ]

@@ -50,6 +50,8 @@ def replay_command(seed: int, opts: SimOptions) -> str:
         cmd += f" --ticks {opts.ticks}"
     if opts.steps is not None:
         cmd += f" --steps {opts.steps}"
+    if opts.leader_removes_itself:
+        cmd += " --leader-removes-itself"
     return cmd
 
 
