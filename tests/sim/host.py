@@ -316,6 +316,11 @@ class SimNode:
         whose floor is its last entry (raft/core.py, "Coming back after a removal"). The node
         must be down."""
         assert self.node is None
+        # The old replica's writes still in flight (a shutdown, unlike a crash, leaves them to
+        # finish) belong to the deleted replica: the broker deletes it in a later round, after
+        # them; none may land in the new one's empty log. What they held was never promised
+        # (nothing is sent before its write is durable), so the promises below are complete.
+        self.writes.clear()
         old = self.storage
         hs = old.hard_state
         last = old.last_index()

@@ -89,4 +89,18 @@ REGRESSIONS: list[Regression] = [
         "(tests/sim/actors.py). Found by the soak of seeds 0-999 after the fixes for 757/524.",
         "2026-12-05",
     ),
+    Regression(
+        204,
+        "the simulation's host: a removed node shut down with a write still in flight, was added "
+        "back with an empty log (its old replica's promises), and the old write landed in the "
+        "new replica's log (missing log entry: appending at 67 to an empty log; seeds 68 and 81: "
+        "a commit of 54 made durable over an empty log). Found when the promises of the "
+        "learnervote branch met the writes in flight of the others. Fix: readd drops the old "
+        "replica's writes in flight (tests/sim/host.py), as the broker deletes a replica only "
+        "after its writes.",
+        "2026-12-05",
+    ),
+    Regression(68, "as seed 204", "2026-12-05"),
+    Regression(81, "as seed 204", "2026-12-05"),
+    Regression(173, "as seed 204", "2026-12-05"),
 ]
