@@ -606,6 +606,9 @@ class Broker:
                 with contextlib.suppress(RaftError):
                     if node.status().lead_transferee != step.node_id:
                         node.transfer_leader(step.node_id)
+                        # As node/moves.py does: the group may be quiesced in the driver, and
+                        # the transfer's messages go out only in a round that looks at it.
+                        self.driver.touched(gid)
                         log.info(
                             "node %d: group %s: leadership to node %d (this node is "
                             "decommissioned)",
