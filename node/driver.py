@@ -306,6 +306,10 @@ def split_append(m: Message, max_bytes: int) -> list[Message]:
 
 _THROTTLED = (MessageType.APP, MessageType.SNAP)
 _FROM_LEADER = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP})
+_FROM_EXPECTED = _FROM_LEADER | {MessageType.VOTE, MessageType.PRE_VOTE}
+"""What a replica hears from a node the metadata names as a member before it has applied that
+node's addition: a leader's messages, and vote requests (granting a vote is safe whoever asks;
+a lagging voter that dropped a new voter's vote requests could leave the group leaderless)."""
 THROTTLED_INFLIGHT = 2
 """Appends in flight to a throttled peer at least (raft's window for it while throttled)."""
 THROTTLED_INFLIGHT_S = 0.25
@@ -914,12 +918,13 @@ class RaftDriver:
             if (
                 msg.frm not in cs.voters
                 and msg.frm not in cs.learners
-                and not (msg.type in _FROM_LEADER and msg.frm in self.expected_members(group_id))
+                and not (msg.type in _FROM_EXPECTED and msg.frm in self.expected_members(group_id))
             ):
                 # A replica that has not yet applied the change adding a new member hears that
                 # member only if the metadata already names it and it speaks as a leader
-                # (appends, heartbeats, snapshots: Raft's own checks decide the rest); without
-                # that, a lagging replica would never hear a new leader it does not know of.
+                # (appends, heartbeats, snapshots) or asks for a vote: Raft's own checks decide
+                # the rest. Without that, a lagging replica would never hear a new leader it
+                # does not know of, nor vote for a new voter whose election needs it.
                 self.stats.messages_from_non_members += 1
                 if self.stats.messages_from_non_members % 1000 == 1:
                     log.warning(

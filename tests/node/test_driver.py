@@ -628,7 +628,7 @@ async def test_a_replica_hears_a_leader_the_metadata_names_before_it_applied_its
     messages as a non-member's, for good: after a move made the new member leader, the replica
     never caught up (the chaos move fault, seed 1: 3,000 heartbeats dropped, its high watermark
     stuck). A leader's messages from a node the metadata names as a replica (or a move's target)
-    are heard; from any other node, and votes from non-members, they are still dropped."""
+    are heard; from any other node they are still dropped."""
     store = NodeStore(tmp_path / "raft.db")
     out = Outbox()
     driver = RaftDriver(4, store, out, RaftTiming(tick_s=3600))
@@ -639,16 +639,49 @@ async def test_a_replica_hears_a_leader_the_metadata_names_before_it_applied_its
     try:
         for gid in ("moved", "other"):
             driver.deliver(gid, Message(type=MessageType.HEARTBEAT, to=4, frm=3, term=7, commit=0))
-        driver.deliver("moved", Message(type=MessageType.VOTE, to=4, frm=3, term=9))
         await until(
             lambda: (
                 driver.groups["moved"].node.term == 7
-                and driver.stats.messages_from_non_members == 2
+                and driver.stats.messages_from_non_members == 1
             ),
-            "the heartbeat heard, the other two dropped",
+            "the heartbeat heard, the other dropped",
         )
         assert driver.groups["moved"].node.status().leader == 3
         assert driver.groups["other"].node.term == 0
+    finally:
+        await driver.stop()
+        store.close()
+
+
+async def test_a_replica_votes_for_a_member_the_metadata_names_before_it_applied_its_addition(
+    tmp_path: Path,
+) -> None:
+    """Voters {1,2,4} add 3, promote it and remove 1; the leader dies before node 4 applies any
+    of it. Node 3 needs node 4's vote ({2,3,4} with 2 gone), and node 4 cannot win in its own
+    stale configuration: if 4 drops 3's vote requests as a non-member's, the group stays
+    leaderless. Votes are safe to grant whoever asks, so a vote request from a node the metadata
+    names is answered; from any other non-member it is still dropped."""
+    store = NodeStore(tmp_path / "raft.db")
+    out = Outbox()
+    driver = RaftDriver(4, store, out, RaftTiming(tick_s=3600))
+    driver.expected_members = lambda group: {3} if group == "moved" else ()
+    for gid in ("moved", "other"):
+        driver.add_group(gid, Machine(), ConfState(voters=frozenset({1, 2, 4})))
+    driver.start()
+    try:
+        for gid in ("moved", "other"):
+            for kind in (MessageType.PRE_VOTE, MessageType.VOTE):
+                driver.deliver(gid, Message(type=kind, to=4, frm=3, term=9, index=5, log_term=8))
+        await until(lambda: sum(m.type == MessageType.VOTE_RESP for m in out.sent) >= 1, "the vote")
+        answered = {
+            (m.type, m.reject)
+            for m in out.sent
+            if m.type in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP)
+        }
+        assert answered == {(MessageType.PRE_VOTE_RESP, False), (MessageType.VOTE_RESP, False)}
+        assert driver.groups["moved"].node.status().vote == 3
+        assert driver.groups["other"].node.term == 0
+        assert driver.stats.messages_from_non_members == 2
     finally:
         await driver.stop()
         store.close()
