@@ -285,8 +285,10 @@ class Fetcher:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {}
+            # asyncio.timeout, not wait_for: no task of its own per wait (issue 18).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self.wakeup.wait()
 
     def _deserialize(self, rec: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
         kd, vd = self._key_deserializer, self._value_deserializer

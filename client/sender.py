@@ -245,8 +245,13 @@ class PartitionSender:
             if deadlines:
                 expiry = max(0.0, min(deadlines) - now)
                 timeout = expiry if timeout is None else min(timeout, expiry)
+            if self.wakeup.is_set():
+                await asyncio.sleep(0)  # woken meanwhile: go round again, after the others
+                continue
+            # asyncio.timeout, not wait_for: no task of its own per wait (issue 18).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wakeup.wait()
 
     def _may_take(self) -> bool:
         if self.book is not None:
@@ -351,17 +356,16 @@ class PartitionSender:
             data = self._bytes(batch, stamp)
             book = self.book
             on_retry = (lambda e: book.attempt_failed(batch, e)) if book is not None else None
-            # The call keeps to its budget by itself; this deadline only makes sure of it.
-            result = await asyncio.wait_for(
-                self.sender.send(
+            # The call keeps to its budget by itself; this deadline only makes sure of it
+            # (asyncio.timeout rather than wait_for: no second task per batch).
+            async with asyncio.timeout(remaining_ms / 1000 + _CALL_GRACE_S):
+                result = await self.sender.send(
                     self.tp.topic,
                     self.tp.partition,
                     data,
                     timeout_ms=remaining_ms,
                     on_retry=on_retry,
-                ),
-                remaining_ms / 1000 + _CALL_GRACE_S,
-            )
+                )
             outcome = Complete(
                 result.base_offset, result.log_start_offset, result.log_append_time_ms
             )

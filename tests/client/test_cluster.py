@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from client.errors import (
     NotEnoughReplicasError,
     UnknownTopicOrPartitionError,
 )
+from client.retry import RetryState
 from client.sender import Sender
 from liferaft_proto.status import error_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
@@ -294,3 +296,44 @@ async def test_any_node_call_follows_the_controller_hint(fake: FakeCluster) -> N
     assert [t.name for t in response.topics] == ["n"]
     assert (fake.nodes[1].admin_calls, fake.nodes[3].admin_calls) == (1, 1)
     assert sleeps.waits == [0]
+
+
+async def test_a_first_attempt_that_succeeds_builds_no_retrying(fake: FakeCluster) -> None:
+    """The per-call cost of issue 18: tenacity's retrying is built only once an attempt has
+    failed and will be retried (a call that succeeds at once runs bare)."""
+    async with client(fake, Sleeps()) as cluster:
+        built: list[str] = []
+        retrying = cluster._retrying
+
+        def counting(*args: object, **kwargs: object) -> object:
+            built.append(str(args[2]))
+            return retrying(*args, **kwargs)  # type: ignore[arg-type]
+
+        cluster._retrying = counting  # type: ignore[method-assign]
+        await produce(cluster)
+        assert built == []
+        fake.nodes[1].script.append(detail(ErrorCode.NOT_ENOUGH_REPLICAS, True))
+        failed: list[BaseException] = []
+        request = broker_pb2.ProduceRequest(topic=TOPIC, partition=0, acks=-1, records=b"x")
+        await cluster.call_leader(TOPIC, 0, "Produce", request, on_retry=failed.append)
+        assert built == ["Produce to t-0"]
+        assert [type(e) for e in failed] == [NotEnoughReplicasError]  # told once, as before
+    assert len(fake.nodes[1].produced) == 3
+
+
+async def test_the_budget_counts_the_bare_first_attempt(fake: FakeCluster) -> None:
+    """The retrying that takes over after a bare first attempt keeps to the call's budget from
+    the call's start: a first attempt that used it all up is not retried."""
+    async with client(fake, Sleeps(), retry_backoff_ms=10, retry_backoff_max_ms=10) as cluster:
+        attempts = 0
+
+        async def fails() -> None:
+            nonlocal attempts
+            attempts += 1
+            raise NotEnoughReplicasError(None, "not enough", retriable=True)
+
+        started = time.monotonic() - 0.5  # the first attempt took 0.5 s of a 0.3 s budget
+        retrying = cluster._retrying(300, RetryState(), "Produce to t-0", started=started)
+        with pytest.raises(DeliveryTimeoutError, match=r"within 300 ms \(1 attempts in 5\d\d ms"):
+            await retrying(fails)
+        assert attempts == 1
