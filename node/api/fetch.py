@@ -51,8 +51,9 @@ async def fetch(api: Api, request: broker_pb2.FetchRequest) -> broker_pb2.FetchR
 async def fetch_stream(
     api: Api, request: broker_pb2.FetchRequest
 ) -> AsyncIterator[broker_pb2.FetchResponse]:
-    """Answers from `request.offset` on, each as soon as it has records, or an empty one with
-    the high watermark when max_wait_ms (at least MIN_STREAM_WAIT_MS) passes without any.
+    """Answers from `request.offset` on, each as soon as it has min_bytes (1 if 0) of records,
+    or what there is (perhaps nothing: the high watermark) when max_wait_ms (at least
+    MIN_STREAM_WAIT_MS) passes first.
 
     The stream lives until the client cancels it (gRPC cancels this generator at its await)
     or it fails (NOT_LEADER when leadership moves, ...: a status ends it). Each answer is
@@ -67,7 +68,7 @@ async def fetch_stream(
     offset = request.offset
     while True:
         part = api.broker.leader_partition(request.topic, request.partition)
-        res = await part.fetch(offset, max_bytes, max_wait, 1)
+        res = await part.fetch(offset, max_bytes, max_wait, request.min_bytes)
         api.broker.authorizer.check(Operation.READ, resource)
         if res.records:
             end = offset
