@@ -426,10 +426,10 @@ class Fetcher:
         Ends when the partition moves on (seek, new assignment: cancelled), or with an error
         for getmany to raise."""
         while True:
+            await pf.room.wait()
             offset = pf.next_fetch_offset()
             if offset is None or not self._current(tp, pf):
                 return
-            await pf.room.wait()
             request = broker_pb2.FetchRequest(
                 topic=tp.topic,
                 partition=tp.partition,
