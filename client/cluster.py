@@ -46,6 +46,7 @@ from client.errors import (
     LiferaftError,
     NotControllerError,
     NotLeaderError,
+    RequestTimedOutError,
     UnknownTopicOrPartitionError,
     from_rpc_error,
 )
@@ -57,7 +58,14 @@ from liferaft_proto.address import parse_address
 from liferaft_proto.v1 import broker_pb2
 from liferaft_proto.v1.errors_pb2 import ErrorCode
 
-__all__ = ["ClientConfig", "Cluster", "order_nodes", "parse_bootstrap", "resolve_bootstrap"]
+__all__ = [
+    "ClientConfig",
+    "Cluster",
+    "LeaderStream",
+    "order_nodes",
+    "parse_bootstrap",
+    "resolve_bootstrap",
+]
 
 log = logging.getLogger("liferaft.client")
 
@@ -165,6 +173,50 @@ def order_nodes(
     return healthy + sick
 
 
+@dataclass(slots=True)
+class LeaderStream:
+    """A server stream open at a partition's leader (Cluster.open_leader_stream)."""
+
+    address: str
+    call: Any
+    """The grpc.aio call to read the next answers from, or None: the node does not serve the
+    stream and `first` is the answer of one unary call."""
+    first: Any
+    """The first answer."""
+
+
+def _unimplemented(error: grpc.RpcError) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _timed_out(address: str, rpc: str, timeout_s: float) -> LiferaftError:
+    error = RequestTimedOutError(
+        None,
+        f"no first answer on {rpc} from {address} within {int(timeout_s * 1000)} ms",
+        retriable=True,
+        invalid_metadata=True,
+    )
+    error.transport = True
+    return error
+
+
+def _stream_ended(address: str, rpc: str) -> LiferaftError:
+    error = BrokerUnavailableError(
+        None, f"{address} ended {rpc} without an answer", retriable=True, invalid_metadata=True
+    )
+    error.transport = True
+    return error
+
+
+def sees_fetch_streams(interceptors: Sequence[Any]) -> bool:
+    """Whether reads may travel on FetchStream, given the caller's own grpc_interceptors: not
+    when one intercepts unary calls and none intercepts unary-stream calls, so that such an
+    interceptor still sees every Fetch (as client/produce_stream.py's `sees_streams`)."""
+    unary = any(isinstance(i, grpc.aio.UnaryUnaryClientInterceptor) for i in interceptors)
+    stream = any(isinstance(i, grpc.aio.UnaryStreamClientInterceptor) for i in interceptors)
+    return stream or not unary
+
+
 class Cluster:
     """Connections, metadata and the retry loops, for one event loop."""
 
@@ -191,6 +243,10 @@ class Cluster:
         self._streams = ProduceStreams() if sees_streams(config.interceptors) else None
         """Produce attempts travel on one ProduceStream per node (client/produce_stream.py),
         unless an interceptor that sees every unary call could not see a stream."""
+        self.fetch_streams = sees_fetch_streams(config.interceptors)
+        """Whether the consumer reads on FetchStream (open_leader_stream), same rule."""
+        self.streams_unsupported: set[str] = set()
+        """Nodes that answered UNIMPLEMENTED to a server stream: they get unary calls."""
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
         self._suspect_for_s = max(config.retry_backoff_max_ms, 100) / 1000
         self._refresh: asyncio.Future[None] | None = None
@@ -384,6 +440,28 @@ class Cluster:
         state: RetryState,
     ) -> Any:
         state.followed_hint = False
+        address = await self._leader_route(topic, partition)
+        attempt_ms = self._attempt_ms(deadline)
+        req = request(attempt_ms) if callable(request) else request
+        timeout_s = (attempt_ms + extra_attempt_ms) / 1000
+        stub = self._conns.stub(address)
+        try:
+            try:
+                if (
+                    rpc == "Produce"
+                    and self._streams is not None
+                    and address not in self._streams.unsupported
+                ):
+                    return await self._streams.produce(stub, address, req, timeout_s)
+            except StreamUnsupported:
+                pass  # an older node: unary from now on (nothing was written)
+            return await getattr(stub, rpc)(req, timeout=timeout_s)
+        except (grpc.RpcError, LiferaftError) as e:
+            err = self.leader_call_failed(address, topic, partition, e, state)
+            raise err from (None if err is e else e)
+
+    async def _leader_route(self, topic: str, partition: int) -> str:
+        """The address to send a call about topic-partition to: its leader, else a replica."""
         self._check_open()
         tm = await self.topic_metadata(topic)
         if not 0 <= partition < len(tm.partitions):
@@ -403,31 +481,91 @@ class Cluster:
                     None,
                     f"{topic}-{partition} has no leader right now (an election may be under way)",
                 )
-        attempt_ms = self._attempt_ms(deadline)
-        req = request(attempt_ms) if callable(request) else request
-        timeout_s = (attempt_ms + extra_attempt_ms) / 1000
-        stub = self._conns.stub(address)
-        try:
+        return address
+
+    def leader_call_failed(
+        self,
+        address: str,
+        topic: str,
+        partition: int,
+        error: grpc.RpcError | LiferaftError,
+        state: RetryState | None = None,
+    ) -> LiferaftError:
+        """A call to `address` about topic-partition failed (a unary attempt, or a stream that
+        broke): map the error, note a transport failure, follow a leader hint or mark the
+        metadata stale. Returns the LiferaftError to act on."""
+        err = error if isinstance(error, LiferaftError) else from_rpc_error(error, address=address)
+        self._note_failure(address, err)
+        followed = False
+        if isinstance(err, NotLeaderError) and err.has_leader_hint:
+            followed = self.metadata.apply_leader_hint(
+                topic, partition, err.leader_id, err.leader_address, err.leader_epoch
+            )
+        if state is not None:
+            state.followed_hint = followed
+        if err.invalid_metadata and not followed:
+            self.metadata.invalidate()
+        return err
+
+    async def open_leader_stream(
+        self,
+        topic: str,
+        partition: int,
+        rpc: str,
+        unary: str,
+        request: Message,
+        *,
+        extra_attempt_ms: int = 0,
+        timeout_ms: int | None = None,
+    ) -> LeaderStream:
+        """Open the server-streaming `rpc` (FetchStream) at the partition's leader and wait for
+        its first answer, with call_leader's routing, failover and budget: an attempt fails
+        (and is retried) as a unary call would, on the first read. The stream has no deadline:
+        it lives until the caller cancels it (`LeaderStream.call.cancel()`) or it breaks.
+
+        A node that answers UNIMPLEMENTED (it predates `rpc`) is remembered, and the attempt,
+        and every later one to that node, sends the `unary` call instead: the result then has
+        no stream (`call` None) and its one answer as `first`."""
+        budget_ms = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        deadline = time.monotonic() + budget_ms / 1000
+        state = RetryState()
+
+        async def attempt() -> LeaderStream:
+            state.followed_hint = False
+            address = await self._leader_route(topic, partition)
+            timeout_s = (self._attempt_ms(deadline) + extra_attempt_ms) / 1000
+            stub = self._conns.stub(address)
             try:
-                if (
-                    rpc == "Produce"
-                    and self._streams is not None
-                    and address not in self._streams.unsupported
-                ):
-                    return await self._streams.produce(stub, address, req, timeout_s)
-            except StreamUnsupported:
-                pass  # an older node: unary from now on (nothing was written)
-            return await getattr(stub, rpc)(req, timeout=timeout_s)
-        except (grpc.RpcError, LiferaftError) as e:
-            err = e if isinstance(e, LiferaftError) else from_rpc_error(e, address=address)
-            self._note_failure(address, err)
-            if isinstance(err, NotLeaderError) and err.has_leader_hint:
-                state.followed_hint = self.metadata.apply_leader_hint(
-                    topic, partition, err.leader_id, err.leader_address, err.leader_epoch
-                )
-            if err.invalid_metadata and not state.followed_hint:
-                self.metadata.invalidate()
-            raise err from (None if err is e else e)
+                if self.fetch_streams and address not in self.streams_unsupported:
+                    call = getattr(stub, rpc)(request)
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            first = await call.read()
+                    except TimeoutError:
+                        call.cancel()
+                        raise _timed_out(address, rpc, timeout_s) from None
+                    except grpc.RpcError as e:
+                        call.cancel()
+                        if not _unimplemented(e):
+                            raise
+                        self.streams_unsupported.add(address)  # an older node: unary from now on
+                    except BaseException:
+                        call.cancel()
+                        raise
+                    else:
+                        if first is grpc.aio.EOF:
+                            raise _stream_ended(address, rpc)
+                        return LeaderStream(address, call, first)
+                answer = await getattr(stub, unary)(request, timeout=timeout_s)
+                return LeaderStream(address, None, answer)
+            except (grpc.RpcError, LiferaftError) as e:
+                err = self.leader_call_failed(address, topic, partition, e, state)
+                raise err from (None if err is e else e)
+
+        opened: LeaderStream = await self._retrying(
+            budget_ms, state, f"{rpc} to {topic}-{partition}"
+        )(attempt)
+        return opened
 
     async def call_any(
         self,

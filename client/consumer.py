@@ -152,6 +152,7 @@ class Consumer:
             fetch_max_bytes=fetch_max_bytes,
             fetch_min_bytes=fetch_min_bytes,
             max_poll_records=self.max_poll_records,
+            request_timeout_ms=request_timeout_ms,
             key_deserializer=key_deserializer,
             value_deserializer=value_deserializer,
         )

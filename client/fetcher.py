@@ -3,17 +3,26 @@ records out in offset order (aiokafka's fetcher.py). It also finds positions: th
 committed offset, auto_offset_reset, seeks, and the offset look-ups (beginning, end, by time).
 
 Theory of operation. Each assigned partition has a position (client/subscription_state.py): the
-offset of the next record to hand to the user. `getmany` returns buffered records first; when a
-partition's buffer is empty it starts one Fetch for it at the partition's position, through the
-cluster core (leader routing, failover, retries). A fetch still running when `getmany` times
-out keeps running and fills the buffer for the next call (prefetch), so at most one fetch per
-partition is in flight and at most one fetch's worth of records is buffered: backpressure for
-free.
+offset of the next record to hand to the user. `getmany` returns buffered records first; a
+partition that has a position and no reader gets one: a task that opens a FetchStream at the
+partition's leader (through the cluster core: leader routing, failover, retries) from the next
+offset not yet fetched, and puts each answer's records in the partition's buffer as it comes.
+One long-lived stream per partition replaces a unary Fetch per answer: an answer on a stream
+costs the leader a message, not a gRPC call (docs/performance.md, "The consumer on
+FetchStream"). The reader keeps running between getmany calls (prefetch), but reads the next
+answer only while the buffer holds less than `fetch_max_bytes`: beyond that it stops reading,
+gRPC's flow control holds the node back, and memory stays bounded.
+
+A stream that breaks (the leader died, moved: NOT_LEADER, UNAVAILABLE) is reopened at once at
+the next offset not yet fetched, after the cluster core has followed the leader hint or
+refreshed the metadata, so no record is skipped or read twice. A node without FetchStream
+(UNIMPLEMENTED: an older version) is read with one unary Fetch per answer, as before.
 
 A fetch returns whole batches starting with the one that holds the offset asked for, so records
-below it are skipped. A seek cancels the partition's fetch and drops its buffer; a fetch that
-finishes for an offset that is no longer the next one, or for an earlier assignment of the
-partition (the TopicPartitionState it started for is not the current one), is discarded.
+below it are skipped. A seek cancels the partition's stream and drops its buffer; pause cancels
+the stream and keeps the buffer; an answer for an offset that is no longer the next one, or for
+an earlier assignment of the partition (the TopicPartitionState it started for is not the
+current one), is dropped and its stream closed.
 
 Positions: a partition starts without one and gets one from the group's committed offset, else
 from `auto_offset_reset` ("earliest": the log start, "latest": the high watermark, as in Kafka;
@@ -31,19 +40,24 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+import grpc
 
 from client.cluster import Cluster
 from client.errors import (
+    BrokerUnavailableError,
     CorruptMessageError,
     InvalidRecordError,
     LiferaftError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
+    RequestTimedOutError,
 )
 from client.offsets import OffsetSpec, list_offset
 from client.subscription_state import SubscriptionState, TopicPartitionState
@@ -57,7 +71,8 @@ AutoOffsetReset = Literal["earliest", "latest", "none", "error"]
 RESETS: tuple[str, ...] = ("earliest", "latest", "none", "error")
 Deserializer = Callable[[bytes | None], Any]
 
-_FetchResult = tuple[int, broker_pb2.FetchResponse]
+log = logging.getLogger("liferaft.consumer")
+
 CommittedLookup = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
 
 
@@ -89,6 +104,16 @@ def decode_fetch(tp: TopicPartition, offset: int, data: bytes) -> list[ConsumerR
     return out
 
 
+RECORD_OVERHEAD_BYTES = 64
+"""What a buffered record counts for beyond its key and value (so empty records count too)."""
+
+
+def _size(rec: ConsumerRecord[Any, Any]) -> int:
+    return (
+        max(rec.serialized_key_size, 0) + max(rec.serialized_value_size, 0) + RECORD_OVERHEAD_BYTES
+    )
+
+
 @dataclass(slots=True)
 class _PartitionFetch:
     """The fetcher's part of one assigned partition (its position lives in `owner`)."""
@@ -96,14 +121,40 @@ class _PartitionFetch:
     owner: TopicPartitionState
     buffer: deque[ConsumerRecord[Any, Any]] = field(default_factory=deque)
     """Fetched records not yet handed out, contiguous from owner.position."""
-    task: asyncio.Task[_FetchResult] | None = None
+    buffered_bytes: int = 0
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while the buffer has room for another answer (the reader waits for it)."""
+    task: asyncio.Task[None] | None = None
+    """The reader: the partition's stream (or unary fetches), while it runs."""
     error: BaseException | None = None
     """A fetch's failure, raised by the next getmany for this partition."""
+    out_of_range: bool = False
+    """The next offset was out of range: reset the position (auto_offset_reset) once the
+    buffer is handed out."""
+
+    def __post_init__(self) -> None:
+        self.room.set()
 
     def next_fetch_offset(self) -> int | None:
         if self.buffer:
             return self.buffer[-1].offset + 1
         return self.owner.position
+
+    def add(self, recs: list[ConsumerRecord[Any, Any]], limit: int) -> None:
+        self.buffer.extend(recs)
+        self.buffered_bytes += sum(map(_size, recs))
+        if self.buffered_bytes >= limit:
+            self.room.clear()
+
+    def taken(self, rec: ConsumerRecord[Any, Any], limit: int) -> None:
+        self.buffered_bytes -= _size(rec)
+        if self.buffered_bytes < limit:
+            self.room.set()
+
+    def clear(self) -> None:
+        self.buffer.clear()
+        self.buffered_bytes = 0
+        self.room.set()
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -124,6 +175,7 @@ class Fetcher:
         fetch_max_bytes: int,
         fetch_min_bytes: int,
         max_poll_records: int,
+        request_timeout_ms: int = 30_000,
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
     ) -> None:
@@ -141,6 +193,9 @@ class Fetcher:
         self._parts: dict[TopicPartition, _PartitionFetch] = {}
         self.wakeup = asyncio.Event()
         """Set when a fetch lands, the assignment changes, or the consumer closes."""
+        self._silence_ms = request_timeout_ms
+        """How much longer than fetch_max_wait_ms a stream may stay silent before it is
+        given up and reopened."""
         self._rotation = 0  # which partition getmany drains first, for fairness
         self.closed = False
 
@@ -186,8 +241,9 @@ class Fetcher:
         pf = self._part(tp)
         assert pf is not None
         pf.cancel()
-        pf.buffer.clear()
+        pf.clear()
         pf.error = None
+        pf.out_of_range = False
         self.wakeup.set()
 
     async def seek_to(
@@ -280,6 +336,7 @@ class Fetcher:
             self._raise_errors(tps)
             if self.closed:
                 return {}
+            self._reset_out_of_range(tps)
             await self.resolve_positions(tps)
             self._start_fetches(cluster, self._subscription.fetchable(tps))
             remaining = deadline - time.monotonic()
@@ -321,7 +378,7 @@ class Fetcher:
                         failed = True  # hand out what came before; the next call raises
                         break
                     raise
-                pf.buffer.popleft()
+                pf.taken(pf.buffer.popleft(), self.fetch_max_bytes)
                 taken.append(rec)
                 limit -= 1
             if taken:
@@ -338,65 +395,161 @@ class Fetcher:
                 error, pf.error = pf.error, None
                 raise error
 
+    def _reset_out_of_range(self, tps: list[TopicPartition]) -> None:
+        """Partitions whose next offset was out of range and whose buffer is handed out: no
+        position, so resolve_positions applies auto_offset_reset."""
+        for tp in tps:
+            pf = self._part(tp)
+            if pf is not None and pf.out_of_range and not pf.buffer:
+                pf.out_of_range = False
+                pf.owner.position = None
+
     def _start_fetches(self, cluster: Cluster, tps: list[TopicPartition]) -> None:
         for tp in tps:
             pf = self._part(tp)
             if (
                 pf is None
                 or pf.task is not None
-                or pf.buffer
                 or pf.error is not None
+                or pf.out_of_range
                 or pf.owner.position is None
             ):
                 continue
-            offset = pf.owner.position
-            task = asyncio.ensure_future(self._fetch(cluster, tp, offset))
+            task = asyncio.ensure_future(self._read(cluster, tp, pf))
             pf.task = task
-            task.add_done_callback(functools.partial(self._on_fetched, tp, pf))
+            task.add_done_callback(functools.partial(self._reader_done, tp, pf))
 
-    async def _fetch(self, cluster: Cluster, tp: TopicPartition, offset: int) -> _FetchResult:
-        request = broker_pb2.FetchRequest(
-            topic=tp.topic,
-            partition=tp.partition,
-            offset=offset,
-            max_bytes=self.fetch_max_bytes,
-            max_wait_ms=self.fetch_max_wait_ms,
-            min_bytes=self.fetch_min_bytes,
-        )
-        response = await cluster.call_leader(
-            tp.topic, tp.partition, "Fetch", request, extra_attempt_ms=self.fetch_max_wait_ms
-        )
-        return offset, response
+    def _current(self, tp: TopicPartition, pf: _PartitionFetch) -> bool:
+        return self._parts.get(tp) is pf and self._subscription.state_or_none(tp) is pf.owner
 
-    def _on_fetched(
-        self, tp: TopicPartition, pf: _PartitionFetch, task: asyncio.Task[_FetchResult]
-    ) -> None:
-        """A fetch finished: keep its records if they are still wanted; wake getmany."""
-        if pf.task is task:
-            pf.task = None
-        if task.cancelled() or self._parts.get(tp) is not pf:
-            return  # seeked, unassigned or closed meanwhile
-        if self._subscription.state_or_none(tp) is not pf.owner:
-            return
-        self.wakeup.set()
-        error = task.exception()
-        if error is not None:
-            if isinstance(error, OffsetOutOfRangeError) and self.auto_offset_reset in (
-                "earliest",
-                "latest",
-            ):
-                pf.owner.position = None  # getmany resolves it per the policy
-                pf.buffer.clear()
-            else:
-                pf.error = error
-            return
-        offset, response = task.result()
-        if offset != pf.next_fetch_offset() or pf.buffer:
-            return  # a stale answer: the partition moved on
+    async def _read(self, cluster: Cluster, tp: TopicPartition, pf: _PartitionFetch) -> None:
+        """The partition's reader: a FetchStream from the next offset not yet fetched, its
+        answers into the buffer while there is room; reopened where it broke if it breaks.
+        Ends when the partition moves on (seek, new assignment: cancelled), or with an error
+        for getmany to raise."""
+        while True:
+            await pf.room.wait()
+            offset = pf.next_fetch_offset()
+            if offset is None or not self._current(tp, pf):
+                return
+            request = broker_pb2.FetchRequest(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                max_bytes=self.fetch_max_bytes,
+                max_wait_ms=self.fetch_max_wait_ms,
+                min_bytes=self.fetch_min_bytes,
+            )
+            try:
+                opened = await cluster.open_leader_stream(
+                    tp.topic,
+                    tp.partition,
+                    "FetchStream",
+                    "Fetch",
+                    request,
+                    extra_attempt_ms=self.fetch_max_wait_ms,
+                )
+            except LiferaftError as e:
+                self._failed(tp, pf, e)
+                return
+            call, answer = opened.call, opened.first
+            try:
+                while True:
+                    next_offset = self._take(tp, pf, offset, answer)
+                    if next_offset is None:
+                        return  # stale, or a bad batch (pf.error says)
+                    offset = next_offset
+                    if call is None:
+                        break  # a unary answer: the next one is a new call
+                    await pf.room.wait()
+                    answer = await self._next_answer(call)
+            except grpc.RpcError as e:
+                err = cluster.leader_call_failed(opened.address, tp.topic, tp.partition, e)
+                if not err.retriable:
+                    self._failed(tp, pf, err)
+                    return
+                log.debug("the fetch stream of %s broke (%s): reopening at %d", tp, err, offset)
+            except LiferaftError as e:  # the stream ended or went silent
+                cluster.leader_call_failed(opened.address, tp.topic, tp.partition, e)
+                log.debug("the fetch stream of %s broke (%s): reopening at %d", tp, e, offset)
+            finally:
+                if call is not None:
+                    call.cancel()
+
+    async def _next_answer(self, call: Any) -> broker_pb2.FetchResponse:
+        """The stream's next answer. The node sends one at least every fetch_max_wait_ms (an
+        empty one with the high watermark when there is nothing new): one that stays silent
+        much longer is as good as gone."""
+        silent_s = (self.fetch_max_wait_ms + self._silence_ms) / 1000
+        try:
+            async with asyncio.timeout(silent_s):
+                answer = await call.read()
+        except TimeoutError:
+            error = RequestTimedOutError(
+                None,
+                f"the fetch stream was silent for {int(silent_s * 1000)} ms",
+                retriable=True,
+                invalid_metadata=True,
+            )
+            error.transport = True
+            raise error from None
+        if answer is grpc.aio.EOF:
+            ended = BrokerUnavailableError(
+                None, "the node ended the fetch stream", retriable=True, invalid_metadata=True
+            )
+            ended.transport = True
+            raise ended
+        return cast(broker_pb2.FetchResponse, answer)
+
+    def _take(
+        self,
+        tp: TopicPartition,
+        pf: _PartitionFetch,
+        offset: int,
+        response: broker_pb2.FetchResponse,
+    ) -> int | None:
+        """Buffer an answer fetched from `offset`: the next offset to expect, or None if the
+        answer is no longer wanted (the partition moved on) or failed to decode."""
+        if not self._current(tp, pf) or offset != pf.next_fetch_offset():
+            return None
         pf.owner.highwater = response.high_watermark
         pf.owner.log_start_offset = response.log_start_offset
         pf.owner.last_poll_timestamp_ms = int(time.time() * 1000)
         try:
-            pf.buffer.extend(decode_fetch(tp, offset, response.records))
+            recs = decode_fetch(tp, offset, response.records)
         except LiferaftError as e:
             pf.error = e
+            self.wakeup.set()
+            return None
+        if not recs:
+            return offset
+        pf.add(recs, self.fetch_max_bytes)
+        self.wakeup.set()
+        return recs[-1].offset + 1
+
+    def _failed(self, tp: TopicPartition, pf: _PartitionFetch, error: BaseException) -> None:
+        """The reader ended with `error`: getmany raises it, or resets the position."""
+        if not self._current(tp, pf):
+            return
+        self.wakeup.set()
+        if isinstance(error, OffsetOutOfRangeError) and self.auto_offset_reset in (
+            "earliest",
+            "latest",
+        ):
+            pf.out_of_range = True  # getmany resolves it per the policy, once the buffer is out
+        else:
+            pf.error = error
+
+    def _reader_done(
+        self, tp: TopicPartition, pf: _PartitionFetch, task: asyncio.Task[None]
+    ) -> None:
+        if pf.task is task:
+            pf.task = None
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:  # a bug: raise it from getmany rather than hang the partition
+            log.error("the reader of %s failed", tp, exc_info=error)
+            self._failed(tp, pf, error)
+        elif self._current(tp, pf):
+            self.wakeup.set()

@@ -24,6 +24,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -116,6 +117,11 @@ class NodeMetrics:
         self.snapshots_sent = Counter(
             "liferaft_raft_snapshots_sent",
             "Snapshots this node sent to followers behind its log start",
+            registry=self.registry,
+        )
+        self.fetch_streams = Gauge(
+            "liferaft_fetch_streams_open",
+            "FetchStream calls open on this node (a consumer holds one per partition it reads)",
             registry=self.registry,
         )
         self._leaders: dict[str, int] = {}

@@ -1042,6 +1042,11 @@ class Partition:
         self._leader_producers = None
         if soft.role != Role.LEADER and self._command_waiters:
             self._fail_command_waiters(self._not_leader())
+        if soft.role != Role.LEADER:
+            # Waiting fetches (a consumer's FetchStream) learn at once that this node no longer
+            # leads (NOT_LEADER with the hint), not at the end of their max_wait_ms.
+            self._hw_changed.set()
+            self._hw_changed = asyncio.Event()
         if soft.role == Role.LEADER:
             log.info("node %d leads %s-%d (term %d)", self.node_id, self.topic, self.index, term)
 

@@ -145,12 +145,27 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def FetchStream(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[broker_pb2.FetchResponse]:
+        """Each answer counts as one FetchStream request (its time: from the previous answer);
+        the open streams are a gauge, down again when the client cancels (gRPC cancels this
+        generator) or the stream fails."""
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.fetch_streams.inc()
+        t0 = time.perf_counter()
         try:
             self.authenticate(context, "FetchStream")
             async for answer in fetch.fetch_stream(self.api, request):
+                if metrics is not None:
+                    metrics.observe_request("FetchStream", "OK", time.perf_counter() - t0)
                 yield answer
+                t0 = time.perf_counter()
         except BrokerError as e:
+            if metrics is not None:
+                metrics.observe_request("FetchStream", e.code_name, time.perf_counter() - t0)
             await context.abort_with_status(wire_status.error_status(detail(e)))
+        finally:
+            if metrics is not None:
+                metrics.fetch_streams.dec()
 
     # -- metadata (node/api/metadata.py) -------------------------------------------------------
     Metadata = route("Metadata", metadata.metadata)

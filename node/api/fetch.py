@@ -17,6 +17,9 @@ from node.errors import BrokerError, ErrorCode
 DEFAULT_FETCH_MAX_BYTES = 1 << 20
 DEFAULT_FETCH_MAX_WAIT_MS = 500
 MAX_FETCH_BYTES = 64 << 20
+MIN_STREAM_WAIT_MS = 100
+"""The shortest silence between a stream's empty answers: a client asking for 1 ms would
+otherwise have the node send a thousand empty messages a second on every stream."""
 
 
 def _fetch_limits(request: broker_pb2.FetchRequest) -> tuple[int, int]:
@@ -48,14 +51,25 @@ async def fetch(api: Api, request: broker_pb2.FetchRequest) -> broker_pb2.FetchR
 async def fetch_stream(
     api: Api, request: broker_pb2.FetchRequest
 ) -> AsyncIterator[broker_pb2.FetchResponse]:
-    """Answers from `request.offset` on, each as soon as it has records (or the wait ends)."""
+    """Answers from `request.offset` on, each as soon as it has min_bytes (1 if 0) of records,
+    or what there is (perhaps nothing: the high watermark) when max_wait_ms (at least
+    MIN_STREAM_WAIT_MS) passes first.
+
+    The stream lives until the client cancels it (gRPC cancels this generator at its await)
+    or it fails (NOT_LEADER when leadership moves, ...: a status ends it). Each answer is
+    authorized again, so a READ permission removed while a stream is open stops it, as it
+    would refuse the next unary Fetch. A client that does not read holds this generator at
+    its `yield` (gRPC's flow control): nothing is read ahead of what the client takes."""
     validate.fetch(request)
-    api.broker.authorizer.check(Operation.READ, topic(request.topic))
+    resource = topic(request.topic)
+    api.broker.authorizer.check(Operation.READ, resource)
     max_bytes, max_wait = _fetch_limits(request)
+    max_wait = max(max_wait, MIN_STREAM_WAIT_MS)
     offset = request.offset
     while True:
         part = api.broker.leader_partition(request.topic, request.partition)
-        res = await part.fetch(offset, max_bytes, max_wait, 1)
+        res = await part.fetch(offset, max_bytes, max_wait, request.min_bytes)
+        api.broker.authorizer.check(Operation.READ, resource)
         if res.records:
             end = offset
             for header, _ in records.split_batches(res.records):

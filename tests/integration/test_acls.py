@@ -37,7 +37,9 @@ from client import (
     TopicAuthorizationFailedError,
     TopicPartition,
 )
+from client.errors import from_rpc_error
 from liferaft.launcher import DevCluster, free_port_block
+from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 ME = "User:ANONYMOUS"
@@ -390,6 +392,53 @@ def test_kafka_produce_and_create_refused_without_the_acl(
     err = e.value.args[0]
     assert err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert f"User:ANONYMOUS may not CREATE topic {name}" in err.str()
+
+
+def test_a_fetch_stream_ends_when_read_is_revoked(
+    cluster: DevCluster, admin: SyncAdminClient
+) -> None:
+    """FetchStream authorizes every answer, as each unary Fetch is authorized: READ revoked
+    while a stream is open ends it with TOPIC_AUTHORIZATION_FAILED, and what is written after
+    the revocation is not sent on it."""
+    name = unique("streamed")
+    grant(cluster, admin, allow("create", "topic", name))
+    admin.create_topic(name, 1, 3)
+    read = allow("read", "topic", name)
+    grant(cluster, admin, allow("describe", "topic", name), allow("write", "topic", name), read)
+    with SyncProducer(cluster.bootstrap, enable_idempotence=False, acks="all") as producer:
+        producer.send_and_wait(name, b"before", partition=0)
+        leader = admin.describe_topics([name])[name].partitions[0].leader
+        with grpc.insecure_channel(cluster.node(leader).address) as ch:
+            stub = broker_pb2_grpc.BrokerStub(ch)  # type: ignore[no-untyped-call]
+            stream = stub.FetchStream(
+                broker_pb2.FetchRequest(topic=name, partition=0, offset=0, max_wait_ms=100),
+                timeout=60,
+            )
+            first = next(stream)
+            assert [r.value for r in records.iter_records(first.records)] == [b"before"]
+            admin.delete_acls(
+                [
+                    AclFilter(
+                        principal=ME, operation="read", resource_type="topic", resource_name=name
+                    )
+                ]
+            )
+            deadline = time.monotonic() + 30
+            while read.to_pb().SerializeToString() in {  # until the leader has applied it
+                pb.SerializeToString()
+                for pb in stub.DescribeAcls(broker_pb2.DescribeAclsRequest(), timeout=5).acls
+            }:
+                assert time.monotonic() < deadline, "the leader still has the READ ACL"
+                time.sleep(0.05)
+            producer.send_and_wait(name, b"after", partition=0)
+            seen: list[bytes | None] = []
+            with pytest.raises(grpc.RpcError) as e:
+                for answer in stream:
+                    seen += [r.value for r in records.iter_records(answer.records)]
+    assert b"after" not in seen
+    error = from_rpc_error(e.value)
+    assert isinstance(error, TopicAuthorizationFailedError), error
+    assert error.message == f"User:ANONYMOUS may not READ topic {name}"
 
 
 def test_acls_hold_under_a_new_controller_leader(cluster: DevCluster) -> None:

@@ -147,6 +147,9 @@ def test_liferaft_client_logs_in_and_works(sasl_cluster: DevCluster) -> None:
                 if values:
                     break
             assert values == [b"logged in"]
+            # Read on FetchStream, which carries the credentials as unary calls do.
+            assert consumer._cluster is not None and consumer._cluster.fetch_streams
+            assert not consumer._cluster.streams_unsupported
 
     asyncio.run(run())
 

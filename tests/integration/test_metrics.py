@@ -63,9 +63,24 @@ async def test_each_node_serves_live_metrics(make_cluster: Callable[..., DevClus
             batches = await consumer.getmany(timeout_ms=500, max_records=40 - got)
             got += sum(len(r) for r in batches.values())
         await consumer.commit()
+        # It reads the partition on one FetchStream, open at the leader while it runs.
+        streams = {
+            n: value(scrape(node.address), "liferaft_fetch_streams_open")
+            for n, node in cluster.nodes.items()
+        }
+        assert sorted(streams.values()) == [0, 0, 1], streams
+    # Closing the consumer cancels the stream: the node's handler ends (bounded poll).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while any(
+        value(scrape(n.address), "liferaft_fetch_streams_open") for n in cluster.nodes.values()
+    ):
+        assert loop.time() < deadline, (
+            "a FetchStream still open on a node after the consumer closed"
+        )
+        await asyncio.sleep(0.2)
 
     # Gauges follow the cluster within a few rounds; poll rather than sleep a fixed time.
-    loop = asyncio.get_running_loop()
     deadline = loop.time() + 20
     while True:
         scraped = {n: scrape(node.address) for n, node in cluster.nodes.items()}
@@ -105,6 +120,11 @@ async def test_each_node_serves_live_metrics(make_cluster: Callable[..., DevClus
         for s in scraped.values()
     )
     assert produced >= 1
+    answers = sum(
+        value(s, "liferaft_requests_total", api="FetchStream", outcome="OK") or 0
+        for s in scraped.values()
+    )
+    assert answers >= 1
     assert any(
         value(s, "liferaft_request_duration_seconds_count", api="Metadata")
         for s in scraped.values()

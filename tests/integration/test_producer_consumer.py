@@ -12,6 +12,7 @@ bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -113,6 +114,72 @@ async def test_idempotent_pipelined_producer_survives_leader_kills(
     assert [v for _, v in log] == sent, "the log is not exactly the records sent, in order"
     known = [o for o in acked.values() if o != -1]
     assert len(known) > len(acked) // 2, "most acknowledgements carry their offset"
+
+
+async def test_a_consumer_stream_follows_a_leader_kill_and_reads_every_record_once_in_order(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    """The consumer reads the partition on a FetchStream while records are produced; the
+    leader is killed under the stream: the consumer finds the new leader and reopens the
+    stream at the next offset, so it reads every record once, in order (the idempotent
+    producer writes each exactly once: the log is exactly what was sent)."""
+    cluster = make_cluster(3)
+    await create_topic(cluster, "follow", partitions=1)
+    tp = TopicPartition("follow", 0)
+    sent: list[bytes] = []
+    futures: list[asyncio.Future[RecordMetadata]] = []
+    got: list[tuple[int, bytes | None]] = []
+    stop = asyncio.Event()
+    async with (
+        Producer(cluster.bootstrap, linger_ms=2, delivery_timeout_ms=60_000) as producer,
+        Consumer(cluster.bootstrap, fetch_max_wait_ms=200) as consumer,
+    ):
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+
+        async def pump() -> None:
+            i = 0
+            while not stop.is_set():
+                value = b"rec-%06d" % i
+                i += 1
+                futures.append(await producer.send("follow", value, partition=0))
+                sent.append(value)
+                if i % 10 == 0:
+                    await asyncio.sleep(0.005)
+
+        async def read() -> None:
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=200)
+                got.extend((r.offset, r.value) for r in batch.get(tp, []))
+
+        pumping = asyncio.create_task(pump())
+        reading = asyncio.create_task(read())
+        try:
+            await wait_for("records read", lambda: len(got) > 300)
+            old = (await describe(cluster, "follow")).partitions[0]
+            cluster.kill(old.leader)
+
+            async def new_leader() -> bool:
+                p = (await describe(cluster, "follow")).partitions[0]
+                return p.leader not in (0, old.leader) and p.leader_epoch > old.leader_epoch
+
+            await wait_for("a new leader", new_leader)
+            n = len(got)
+            await wait_for("records read after the kill", lambda: len(got) > n + 300, 60)
+            stop.set()
+            await asyncio.wait_for(pumping, 30)
+            await asyncio.wait_for(producer.flush(), 60)
+            assert all(f.done() and f.exception() is None for f in futures)
+            await wait_for("every record read", lambda: len(got) >= len(sent), 60)
+            await asyncio.sleep(0.5)  # nothing more may come: no record twice
+        finally:
+            for task in (pumping, reading):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        assert consumer._cluster is not None and not consumer._cluster.streams_unsupported
+    assert [o for o, _ in got] == list(range(len(sent))), "a record skipped or read twice"
+    assert [v for _, v in got] == sent
 
 
 async def test_per_key_order_and_compressed_round_trips(
