@@ -585,6 +585,10 @@ _TRANSPORT: MappingProxyType[grpc.StatusCode, tuple[type[LiferaftError], bool, b
 )
 
 
+CORE_WRITE_FAILED = "Internal error from Core"
+"""The details of grpc.aio's INTERNAL status for a write on a call that had already ended."""
+
+
 def from_rpc_error(err: grpc.RpcError, *, address: str = "") -> LiferaftError:
     """Translate a failed gRPC call into a LiferaftError. The one place this happens.
 
@@ -601,6 +605,12 @@ def from_rpc_error(err: grpc.RpcError, *, address: str = "") -> LiferaftError:
     details = _status_details(err)
     where = f" from {address}" if address else ""
     cls, retriable, invalid = _TRANSPORT.get(code, (UnknownServerError, False, False))
+    if code == grpc.StatusCode.INTERNAL and details == CORE_WRITE_FAILED:
+        # Not a node's answer: grpc.aio's own status for a stream write that failed because the
+        # call had already ended, which hides the real status (a node killed under a stream:
+        # UNAVAILABLE; grpc/grpc#36066). The stream is broken; whatever was in flight may or
+        # may not have been written, as with UNAVAILABLE.
+        cls, retriable, invalid = _TRANSPORT[grpc.StatusCode.UNAVAILABLE]
     name = code.name if code is not None else "UNKNOWN"
     if code == grpc.StatusCode.UNAVAILABLE:
         details += tls_hint(details)

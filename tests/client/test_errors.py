@@ -19,6 +19,7 @@ import pytest
 
 import client.errors as errors
 from client.errors import (
+    CORE_WRITE_FAILED,
     BrokerUnavailableError,
     CorruptMessageError,
     DeliveryTimeoutError,
@@ -253,3 +254,21 @@ def test_errors_pickle_with_their_fields() -> None:
     last = again.last_error
     assert type(last) is NotLeaderError
     assert (last.leader_id, last.leader_address, last.leader_epoch) == (2, "h:1", 3)
+
+
+def test_grpc_cores_own_internal_on_a_broken_stream_is_retriable() -> None:
+    """grpc.aio reports a stream write that failed because the call had already ended (a node
+    killed under a ProduceStream) as INTERNAL "Internal error from Core", hiding the real
+    UNAVAILABLE (grpc/grpc#36066): seen as a failed send in a leader-kill test. It is a broken
+    stream, retriable as UNAVAILABLE is; an INTERNAL a node sends stays an unknown error."""
+    core = grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), CORE_WRITE_FAILED
+    )
+    err = from_rpc_error(core, address="n1:1")
+    assert type(err) is BrokerUnavailableError
+    assert err.retriable and err.invalid_metadata and err.transport
+    assert "INTERNAL from n1:1: Internal error from Core" in err.message
+    sent = grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), "a handler failed"
+    )
+    assert not from_rpc_error(sent).retriable
