@@ -1,7 +1,9 @@
 """The producer's record accumulator: records in, one growing batch per partition, bounded memory.
 
 `send()` appends a record to the open batch of its partition (a list of Record values and their
-futures); the partition's sender (client/sender.py) takes whole batches off the front when they
+futures); `send_batch()` queues records as a batch of their own with one future for all of
+them (Kafka's producer, too, resolves a batch's records from one result per batch), so a batch
+of thousands of small records costs one future, not thousands. The partition's sender (client/sender.py) takes whole batches off the front when they
 are full (`batch_size` bytes), old enough (`linger_ms`), or a flush asks. Everything after this
 point is per batch: one build (and compression) per batch, one request per batch.
 
@@ -46,6 +48,10 @@ class ProducerBatch:
     """Monotonic time after which the batch fails with DeliveryTimeoutError."""
     records: list[Record] = field(default_factory=list)
     futures: list[asyncio.Future[RecordMetadata]] = field(default_factory=list)
+    """One per record, in order (send()); empty for a batch queued whole."""
+    whole: asyncio.Future[RecordMetadata] | None = None
+    """A batch queued whole (send_batch): one future for all its records, resolved with the
+    first record's metadata and record_count, or failed with the batch's error."""
     size: int = BATCH_OVERHEAD
     closed: bool = False
     """No more records may join (full, or sent whole by send_batch)."""
@@ -66,10 +72,25 @@ class ProducerBatch:
         return len(self.records)
 
     def complete(self, base_offset: int, log_start_offset: int, append_time_ms: int) -> None:
-        for i, (rec, fut) in enumerate(zip(self.records, self.futures, strict=True)):
+        whole = self.whole
+        if whole is not None and not whole.done():
+            ts = append_time_ms if append_time_ms >= 0 else self.records[0].timestamp_ms
+            whole.set_result(
+                RecordMetadata(
+                    topic=self.tp.topic,
+                    partition=self.tp.partition,
+                    offset=base_offset,
+                    timestamp_ms=ts if ts is not None else -1,
+                    log_start_offset=log_start_offset,
+                    record_count=len(self.records),
+                    timestamp_type=1 if append_time_ms >= 0 else 0,
+                )
+            )
+        records = self.records
+        for i, fut in enumerate(self.futures):  # none for a batch queued whole
             if fut.done():
                 continue
-            ts = append_time_ms if append_time_ms >= 0 else rec.timestamp_ms
+            ts = append_time_ms if append_time_ms >= 0 else records[i].timestamp_ms
             fut.set_result(
                 RecordMetadata(
                     topic=self.tp.topic,
@@ -84,6 +105,8 @@ class ProducerBatch:
         self.done.set()
 
     def fail(self, error: BaseException) -> None:
+        if self.whole is not None and not self.whole.done():
+            self.whole.set_exception(error)
         for fut in self.futures:
             if not fut.done():
                 fut.set_exception(error)
@@ -168,18 +191,31 @@ class RecordAccumulator:
     def append_batch(
         self, tp: TopicPartition, records: list[Record], size: int
     ) -> list[asyncio.Future[RecordMetadata]]:
-        """Queue records as one batch of their own (send_batch: all or nothing)."""
+        """Queue records as one batch of their own (all or nothing), a future for each."""
+        batch = self._queue_whole(tp, records, size)
+        loop = asyncio.get_running_loop()
+        batch.futures = [loop.create_future() for _ in batch.records]
+        return batch.futures
+
+    def append_whole(
+        self, tp: TopicPartition, records: list[Record], size: int
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue records as one batch of their own (send_batch: all or nothing) with one future
+        for all of them: the first record's metadata (offset, record_count), or the error."""
+        batch = self._queue_whole(tp, records, size)
+        batch.whole = asyncio.get_running_loop().create_future()
+        return batch.whole
+
+    def _queue_whole(self, tp: TopicPartition, records: list[Record], size: int) -> ProducerBatch:
         q = self.queues.setdefault(tp, deque())
         if q and not q[-1].closed:
             q[-1].closed = True
         batch = self._new_batch(tp)
-        loop = asyncio.get_running_loop()
         batch.records = list(records)
-        batch.futures = [loop.create_future() for _ in records]
         batch.size += size - BATCH_OVERHEAD
         batch.closed = True
         q.append(batch)
-        return batch.futures
+        return batch
 
     def _new_batch(self, tp: TopicPartition) -> ProducerBatch:
         now = time.monotonic()

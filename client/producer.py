@@ -533,32 +533,14 @@ class Producer:
                     "send_batch(batch, topic, partition=...) needs a topic and partition"
                 )
             batch.close()
-            futures, count = await self._queue_batch(topic, batch.records(), partition)
-            return asyncio.ensure_future(self._batch_metadata(futures, count))
+            return await self._queue_batch(topic, batch.records(), partition)
         if isinstance(topic, str):
             raise TypeError("send_batch(topic, records): records must be an iterable of records")
-        futures, count = await self._queue_batch(batch, self._normalize(topic), partition)
-        return await self._batch_metadata(futures, count)
-
-    @staticmethod
-    async def _batch_metadata(
-        futures: list[asyncio.Future[RecordMetadata]], count: int
-    ) -> RecordMetadata:
-        first = await futures[0]
-        await asyncio.gather(*futures[1:])
-        return RecordMetadata(
-            topic=first.topic,
-            partition=first.partition,
-            offset=first.offset,
-            timestamp_ms=first.timestamp_ms,
-            log_start_offset=first.log_start_offset,
-            record_count=count,
-            timestamp_type=first.timestamp_type,
-        )
+        return await (await self._queue_batch(batch, self._normalize(topic), partition))
 
     async def _queue_batch(
         self, topic: str, batch_records: list[Record], partition: int | None
-    ) -> tuple[list[asyncio.Future[RecordMetadata]], int]:
+    ) -> asyncio.Future[RecordMetadata]:
         if not batch_records:
             raise ValueError("send_batch needs at least one record")
         cluster, acc = await self._ready()
@@ -581,10 +563,10 @@ class Producer:
             )
         sender = self._partition_sender(tp)
         await acc.reserve(size, self.max_block_ms / 1000)
-        futures = acc.append_batch(tp, batch_records, size)
+        whole = acc.append_whole(tp, batch_records, size)
         sender.wake()
         sender.fail_queued_if_dead()
-        return futures, len(batch_records)
+        return whole
 
     def _partition_sender(self, tp: TopicPartition) -> PartitionSender:
         """tp's sender (started on first use). Raises what killed it, if it died: its sequence
@@ -622,13 +604,16 @@ class Producer:
     def _normalize(records: Iterable[Record | Bytes | None]) -> list[Record]:
         now = _now_ms()
         out: list[Record] = []
+        append = out.append
         for item in records:
-            if isinstance(item, Record):
+            if type(item) is bytes:  # the common case first: one check, positional fields
+                append(Record(item, None, (), now))
+            elif isinstance(item, Record):
                 if item.timestamp_ms is None:
                     item = Record(item.value, item.key, item.headers, now)
-                out.append(item)
+                append(item)
             else:
-                out.append(Record(value=_as_bytes(item, "value"), timestamp_ms=now))
+                append(Record(_as_bytes(item, "value"), None, (), now))
         return out
 
     async def _choose(
