@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from client.accumulator import BATCH_OVERHEAD, RecordAccumulator, estimate_size
-from client.errors import BufferFullError
-from client.types import TopicPartition
+from client.errors import BufferFullError, RequestTimedOutError
+from client.types import RecordMetadata, TopicPartition
 from liferaft_proto.records import Record
 
 TP = TopicPartition("t", 0)
@@ -48,6 +48,40 @@ async def test_send_batch_records_travel_as_one_batch_in_order() -> None:
     assert len(futures) == 2
     assert [b.count for b in a.queues[TP]] == [1, 2]
     assert all(b.closed for b in a.queues[TP])
+
+
+async def test_a_batch_queued_whole_has_one_future_with_its_first_records_metadata() -> None:
+    """send_batch's path: one future for the batch, not one per record; it resolves with the
+    first record's offset and timestamp and the batch's record count."""
+    a = acc()
+    recs = [Record(b"a", timestamp_ms=5), Record(b"b", timestamp_ms=9), Record(b"c")]
+    whole = a.append_whole(TP, recs, 150)
+    (batch,) = a.queues[TP]
+    assert batch.closed and batch.whole is whole and batch.futures == [] and batch.count == 3
+    batch.complete(40, 3, -1)
+    assert whole.result() == RecordMetadata(
+        topic="t", partition=0, offset=40, timestamp_ms=5, log_start_offset=3, record_count=3
+    )
+    assert batch.acked and batch.done.is_set()
+
+    # LogAppendTime: the leader's time; acks=0 or a duplicate: offset unknown (-1).
+    logged = a.append_whole(TP, recs, 150)
+    a.queues[TP][-1].complete(-1, 0, 777)
+    assert (logged.result().offset, logged.result().timestamp_ms) == (-1, 777)
+    assert (logged.result().timestamp_type, logged.result().record_count) == (1, 3)
+
+
+async def test_a_batch_queued_whole_fails_as_one_and_a_cancelled_future_is_left_alone() -> None:
+    a = acc()
+    whole = a.append_whole(TP, [Record(b"a"), Record(b"b")], 100)
+    error = RequestTimedOutError(None, "no answer")
+    a.queues[TP][-1].fail(error)
+    assert whole.exception() is error
+
+    cancelled = a.append_whole(TP, [Record(b"a")], 100)
+    cancelled.cancel()  # the caller gave up waiting; the batch still completes
+    a.queues[TP][-1].complete(7, 0, -1)
+    assert cancelled.cancelled() and a.queues[TP][-1].done.is_set()
 
 
 async def test_a_full_buffer_blocks_then_raises_and_frees_on_release() -> None:
