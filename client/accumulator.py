@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 from client.errors import BufferFullError
 from client.types import RecordMetadata, TopicPartition
-from liferaft_proto.records import Record
+from liferaft_proto.records import Record, ValueRecords
 
-__all__ = ["ProducerBatch", "RecordAccumulator", "estimate_size"]
+__all__ = ["ProducerBatch", "RecordAccumulator", "estimate_records_size", "estimate_size"]
 
 RECORD_OVERHEAD = 24
 """Bytes a record takes in a batch beyond its key, value and headers (varints, deltas)."""
@@ -38,6 +38,13 @@ def estimate_size(record: Record) -> int:
     return size
 
 
+def estimate_records_size(records: list[Record] | ValueRecords) -> int:
+    """The sum of estimate_size over records (bare values: without a Record each)."""
+    if isinstance(records, ValueRecords):
+        return RECORD_OVERHEAD * len(records) + sum(map(len, records.values))
+    return sum(estimate_size(r) for r in records)
+
+
 @dataclass(slots=True, eq=False)
 class ProducerBatch:
     """Records on their way to one partition, sent (and retried) as one record batch."""
@@ -46,7 +53,9 @@ class ProducerBatch:
     created: float
     deadline: float
     """Monotonic time after which the batch fails with DeliveryTimeoutError."""
-    records: list[Record] = field(default_factory=list)
+    records: list[Record] | ValueRecords = field(default_factory=list)
+    """A list that send() appends to, or what send_batch queued whole (bare values: as they
+    are, client/producer.py's _normalize)."""
     futures: list[asyncio.Future[RecordMetadata]] = field(default_factory=list)
     """One per record, in order (send()); empty for a batch queued whole."""
     whole: asyncio.Future[RecordMetadata] | None = None
@@ -180,7 +189,7 @@ class RecordAccumulator:
             batch = self._new_batch(tp)
             q.append(batch)
         fut: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        batch.records.append(record)
+        batch.records.append(record)  # type: ignore[union-attr]  # send()'s batches are lists
         batch.futures.append(fut)
         batch.size += size
         full = batch.size >= self.batch_size
@@ -189,16 +198,16 @@ class RecordAccumulator:
         return fut, full or opened
 
     def append_batch(
-        self, tp: TopicPartition, records: list[Record], size: int
+        self, tp: TopicPartition, records: list[Record] | ValueRecords, size: int
     ) -> list[asyncio.Future[RecordMetadata]]:
         """Queue records as one batch of their own (all or nothing), a future for each."""
         batch = self._queue_whole(tp, records, size)
         loop = asyncio.get_running_loop()
-        batch.futures = [loop.create_future() for _ in batch.records]
+        batch.futures = [loop.create_future() for _ in range(len(batch.records))]
         return batch.futures
 
     def append_whole(
-        self, tp: TopicPartition, records: list[Record], size: int
+        self, tp: TopicPartition, records: list[Record] | ValueRecords, size: int
     ) -> asyncio.Future[RecordMetadata]:
         """Queue records as one batch of their own (send_batch: all or nothing) with one future
         for all of them: the first record's metadata (offset, record_count), or the error."""
@@ -206,12 +215,14 @@ class RecordAccumulator:
         batch.whole = asyncio.get_running_loop().create_future()
         return batch.whole
 
-    def _queue_whole(self, tp: TopicPartition, records: list[Record], size: int) -> ProducerBatch:
+    def _queue_whole(
+        self, tp: TopicPartition, records: list[Record] | ValueRecords, size: int
+    ) -> ProducerBatch:
         q = self.queues.setdefault(tp, deque())
         if q and not q[-1].closed:
             q[-1].closed = True
         batch = self._new_batch(tp)
-        batch.records = list(records)
+        batch.records = records if isinstance(records, ValueRecords) else list(records)
         batch.size += size - BATCH_OVERHEAD
         batch.closed = True
         q.append(batch)

@@ -37,7 +37,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Unpack, overload
 
-from client.accumulator import BATCH_OVERHEAD, ProducerBatch, RecordAccumulator, estimate_size
+from client.accumulator import (
+    BATCH_OVERHEAD,
+    ProducerBatch,
+    RecordAccumulator,
+    estimate_records_size,
+    estimate_size,
+)
 from client.cluster import ClientConfig, Cluster, resolve_bootstrap
 from client.errors import (
     MessageTooLargeError,
@@ -49,7 +55,13 @@ from client.partitioner import DefaultPartitioner, Partitioner
 from client.security import Security, SecurityOptions
 from client.sender import ACKS_ALL, PartitionSender, ProducerIdentity, Sender, parse_acks
 from client.types import Header, RecordMetadata, TopicPartition
-from liferaft_proto.records import COMPRESSION_NONE, Record, compress, compression_codec
+from liferaft_proto.records import (
+    COMPRESSION_NONE,
+    Record,
+    ValueRecords,
+    compress,
+    compression_codec,
+)
 from liferaft_proto.v1 import broker_pb2
 
 __all__ = ["BatchBuilder", "Producer", "Record"]
@@ -539,13 +551,16 @@ class Producer:
         return await (await self._queue_batch(batch, self._normalize(topic), partition))
 
     async def _queue_batch(
-        self, topic: str, batch_records: list[Record], partition: int | None
+        self, topic: str, batch_records: list[Record] | ValueRecords, partition: int | None
     ) -> asyncio.Future[RecordMetadata]:
         if not batch_records:
             raise ValueError("send_batch needs at least one record")
         cluster, acc = await self._ready()
         if partition is None:
-            keys = list(dict.fromkeys(r.key for r in batch_records))
+            if isinstance(batch_records, ValueRecords):
+                keys: list[bytes | None] = [None]
+            else:
+                keys = list(dict.fromkeys(r.key for r in batch_records))
             chosen = {(await self._choose(cluster, topic, None, k)).partition for k in keys}
             if len(chosen) != 1:
                 raise ValueError(
@@ -554,7 +569,7 @@ class Producer:
                 )
             partition = chosen.pop()
         tp = await self._choose(cluster, topic, partition, None)
-        size = sum(estimate_size(r) for r in batch_records) + BATCH_OVERHEAD
+        size = estimate_records_size(batch_records) + BATCH_OVERHEAD
         if size > self.max_request_size:
             raise MessageTooLargeError(
                 None,
@@ -601,14 +616,17 @@ class Producer:
         return ProducerIdentity(resp.producer_id, resp.producer_epoch)
 
     @staticmethod
-    def _normalize(records: Iterable[Record | Bytes | None]) -> list[Record]:
+    def _normalize(records: Iterable[Record | Bytes | None]) -> list[Record] | ValueRecords:
+        """send_batch's items as records stamped now; plain bytes values stay as they are
+        (ValueRecords: no object per record, build_batch encodes them straight)."""
         now = _now_ms()
+        items = list(records)  # ours: the caller may reuse its list
+        if items and all(type(item) is bytes for item in items):
+            return ValueRecords(items, now)  # type: ignore[arg-type]  # all bytes
         out: list[Record] = []
         append = out.append
-        for item in records:
-            if type(item) is bytes:  # the common case first: one check, positional fields
-                append(Record(item, None, (), now))
-            elif isinstance(item, Record):
+        for item in items:
+            if isinstance(item, Record):
                 if item.timestamp_ms is None:
                     item = Record(item.value, item.key, item.headers, now)
                 append(item)

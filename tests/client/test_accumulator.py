@@ -7,10 +7,16 @@ import asyncio
 
 import pytest
 
-from client.accumulator import BATCH_OVERHEAD, RecordAccumulator, estimate_size
+from client.accumulator import (
+    BATCH_OVERHEAD,
+    RecordAccumulator,
+    estimate_records_size,
+    estimate_size,
+)
 from client.errors import BufferFullError, RequestTimedOutError
+from client.producer import Producer
 from client.types import RecordMetadata, TopicPartition
-from liferaft_proto.records import Record
+from liferaft_proto.records import Record, ValueRecords
 
 TP = TopicPartition("t", 0)
 pytestmark = pytest.mark.asyncio
@@ -102,3 +108,24 @@ async def test_a_full_buffer_blocks_then_raises_and_frees_on_release() -> None:
     await asyncio.wait_for(waiting, 5)
     with pytest.raises(BufferFullError, match="can never fit"):
         await a.reserve(5000, 1)
+
+
+async def test_send_batch_keeps_plain_bytes_as_values_and_counts_them_the_same() -> None:
+    """send_batch's items: all plain bytes stay values (no Record each), sized as the Records
+    would be; anything else (a Record, a str, a bytearray) gives Records, as before."""
+    values = [b"a", b"bc" * 40, b""]
+    plain = Producer._normalize(iter(values))
+    assert isinstance(plain, ValueRecords) and plain.values == values
+    assert list(plain) == [Record(v, None, (), plain.timestamp_ms) for v in values]
+    assert estimate_records_size(plain) == sum(estimate_size(r) for r in plain)
+    for mixed in ([b"a", "b"], [b"a", bytearray(b"b")], [Record(b"a", key=b"k"), b"b"]):
+        recs = Producer._normalize(mixed)
+        assert isinstance(recs, list) and [r.value for r in recs] == [b"a", b"b"]
+        assert all(r.timestamp_ms is not None for r in recs)
+
+    a = acc()
+    whole = a.append_whole(TP, plain, estimate_records_size(plain) + BATCH_OVERHEAD)
+    (batch,) = a.queues[TP]
+    assert batch.records is plain and batch.count == 3
+    batch.complete(10, 0, -1)
+    assert (whole.result().offset, whole.result().timestamp_ms) == (10, plain.timestamp_ms)

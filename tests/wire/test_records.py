@@ -27,6 +27,7 @@ from liferaft_proto.records import (
     Record,
     UnsupportedBatchError,
     UnsupportedCompressionError,
+    ValueRecords,
     build_batch,
     iter_records,
     read_header,
@@ -275,6 +276,36 @@ def test_offset_deltas_past_the_table_give_the_same_bytes() -> None:
     ours = build_batch(recs, timestamp_ms=7, producer_id=5, producer_epoch=0, base_sequence=0)
     assert ours == _ref_build(recs, 7, 5, 0)
     assert [r.offset for r in iter_records(ours)][8_190:8_195] == list(range(8_190, 8_195))
+
+
+@SETTINGS
+@given(
+    values=st.lists(st.binary(max_size=40) | EDGE_SIZES.map(lambda n: b"v" * n), min_size=1),
+    ts=st.sampled_from([0, 8192, 2**40]) | TIMESTAMPS,
+    producer_id=st.integers(-1, 2**62),
+)
+def test_bare_values_encode_to_the_bytes_of_their_records(
+    values: list[bytes], ts: int, producer_id: int
+) -> None:
+    """ValueRecords (send_batch's plain bytes) take a path of their own through build_batch:
+    the same bytes as the Records they stand for, and they read back as those Records."""
+    recs = [Record(v, None, (), ts) for v in values]
+    ours = build_batch(
+        ValueRecords(list(values), ts), producer_id=producer_id, producer_epoch=0, base_sequence=0
+    )
+    assert ours == _ref_build(recs, 0, producer_id, 0)
+    assert ours == build_batch(recs, producer_id=producer_id, producer_epoch=0, base_sequence=0)
+
+
+def test_bare_values_past_the_table_and_as_a_sequence() -> None:
+    values = [b"x" * (i % 70) for i in range(8_200)]
+    vr = ValueRecords(values, 11)
+    recs = [Record(v, None, (), 11) for v in values]
+    assert build_batch(vr, producer_epoch=0) == _ref_build(recs, 0, -1, -1)
+    assert len(vr) == 8_200 and vr[5] == recs[5] and vr[-1] == recs[-1]
+    assert vr[2:4] == recs[2:4] and list(vr) == recs and recs[9] in vr
+    with pytest.raises(ValueError, match="at least one record"):
+        build_batch(ValueRecords([], 11))
 
 
 # -- stamping -------------------------------------------------------------------------------------
