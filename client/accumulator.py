@@ -1,7 +1,9 @@
 """The producer's record accumulator: records in, one growing batch per partition, bounded memory.
 
 `send()` appends a record to the open batch of its partition (a list of Record values and their
-futures); the partition's sender (client/sender.py) takes whole batches off the front when they
+futures); `send_batch()` queues records as a batch of their own with one future for all of
+them (Kafka's producer, too, resolves a batch's records from one result per batch), so a batch
+of thousands of small records costs one future, not thousands. The partition's sender (client/sender.py) takes whole batches off the front when they
 are full (`batch_size` bytes), old enough (`linger_ms`), or a flush asks. Everything after this
 point is per batch: one build (and compression) per batch, one request per batch.
 
@@ -20,9 +22,9 @@ from dataclasses import dataclass, field
 
 from client.errors import BufferFullError
 from client.types import RecordMetadata, TopicPartition
-from liferaft_proto.records import Record
+from liferaft_proto.records import Record, ValueRecords
 
-__all__ = ["ProducerBatch", "RecordAccumulator", "estimate_size"]
+__all__ = ["ProducerBatch", "RecordAccumulator", "estimate_records_size", "estimate_size"]
 
 RECORD_OVERHEAD = 24
 """Bytes a record takes in a batch beyond its key, value and headers (varints, deltas)."""
@@ -36,6 +38,13 @@ def estimate_size(record: Record) -> int:
     return size
 
 
+def estimate_records_size(records: list[Record] | ValueRecords) -> int:
+    """The sum of estimate_size over records (bare values: without a Record each)."""
+    if isinstance(records, ValueRecords):
+        return RECORD_OVERHEAD * len(records) + sum(map(len, records.values))
+    return sum(estimate_size(r) for r in records)
+
+
 @dataclass(slots=True, eq=False)
 class ProducerBatch:
     """Records on their way to one partition, sent (and retried) as one record batch."""
@@ -44,8 +53,14 @@ class ProducerBatch:
     created: float
     deadline: float
     """Monotonic time after which the batch fails with DeliveryTimeoutError."""
-    records: list[Record] = field(default_factory=list)
+    records: list[Record] | ValueRecords = field(default_factory=list)
+    """A list that send() appends to, or what send_batch queued whole (bare values: as they
+    are, client/producer.py's _normalize)."""
     futures: list[asyncio.Future[RecordMetadata]] = field(default_factory=list)
+    """One per record, in order (send()); empty for a batch queued whole."""
+    whole: asyncio.Future[RecordMetadata] | None = None
+    """A batch queued whole (send_batch): one future for all its records, resolved with the
+    first record's metadata and record_count, or failed with the batch's error."""
     size: int = BATCH_OVERHEAD
     closed: bool = False
     """No more records may join (full, or sent whole by send_batch)."""
@@ -66,10 +81,25 @@ class ProducerBatch:
         return len(self.records)
 
     def complete(self, base_offset: int, log_start_offset: int, append_time_ms: int) -> None:
-        for i, (rec, fut) in enumerate(zip(self.records, self.futures, strict=True)):
+        whole = self.whole
+        if whole is not None and not whole.done():
+            ts = append_time_ms if append_time_ms >= 0 else self.records[0].timestamp_ms
+            whole.set_result(
+                RecordMetadata(
+                    topic=self.tp.topic,
+                    partition=self.tp.partition,
+                    offset=base_offset,
+                    timestamp_ms=ts if ts is not None else -1,
+                    log_start_offset=log_start_offset,
+                    record_count=len(self.records),
+                    timestamp_type=1 if append_time_ms >= 0 else 0,
+                )
+            )
+        records = self.records
+        for i, fut in enumerate(self.futures):  # none for a batch queued whole
             if fut.done():
                 continue
-            ts = append_time_ms if append_time_ms >= 0 else rec.timestamp_ms
+            ts = append_time_ms if append_time_ms >= 0 else records[i].timestamp_ms
             fut.set_result(
                 RecordMetadata(
                     topic=self.tp.topic,
@@ -84,6 +114,8 @@ class ProducerBatch:
         self.done.set()
 
     def fail(self, error: BaseException) -> None:
+        if self.whole is not None and not self.whole.done():
+            self.whole.set_exception(error)
         for fut in self.futures:
             if not fut.done():
                 fut.set_exception(error)
@@ -157,7 +189,7 @@ class RecordAccumulator:
             batch = self._new_batch(tp)
             q.append(batch)
         fut: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        batch.records.append(record)
+        batch.records.append(record)  # type: ignore[union-attr]  # send()'s batches are lists
         batch.futures.append(fut)
         batch.size += size
         full = batch.size >= self.batch_size
@@ -166,20 +198,35 @@ class RecordAccumulator:
         return fut, full or opened
 
     def append_batch(
-        self, tp: TopicPartition, records: list[Record], size: int
+        self, tp: TopicPartition, records: list[Record] | ValueRecords, size: int
     ) -> list[asyncio.Future[RecordMetadata]]:
-        """Queue records as one batch of their own (send_batch: all or nothing)."""
+        """Queue records as one batch of their own (all or nothing), a future for each."""
+        batch = self._queue_whole(tp, records, size)
+        loop = asyncio.get_running_loop()
+        batch.futures = [loop.create_future() for _ in range(len(batch.records))]
+        return batch.futures
+
+    def append_whole(
+        self, tp: TopicPartition, records: list[Record] | ValueRecords, size: int
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue records as one batch of their own (send_batch: all or nothing) with one future
+        for all of them: the first record's metadata (offset, record_count), or the error."""
+        batch = self._queue_whole(tp, records, size)
+        batch.whole = asyncio.get_running_loop().create_future()
+        return batch.whole
+
+    def _queue_whole(
+        self, tp: TopicPartition, records: list[Record] | ValueRecords, size: int
+    ) -> ProducerBatch:
         q = self.queues.setdefault(tp, deque())
         if q and not q[-1].closed:
             q[-1].closed = True
         batch = self._new_batch(tp)
-        loop = asyncio.get_running_loop()
-        batch.records = list(records)
-        batch.futures = [loop.create_future() for _ in records]
+        batch.records = records if isinstance(records, ValueRecords) else list(records)
         batch.size += size - BATCH_OVERHEAD
         batch.closed = True
         q.append(batch)
-        return batch.futures
+        return batch
 
     def _new_batch(self, tp: TopicPartition) -> ProducerBatch:
         now = time.monotonic()

@@ -37,7 +37,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Unpack, overload
 
-from client.accumulator import BATCH_OVERHEAD, ProducerBatch, RecordAccumulator, estimate_size
+from client.accumulator import (
+    BATCH_OVERHEAD,
+    ProducerBatch,
+    RecordAccumulator,
+    estimate_records_size,
+    estimate_size,
+)
 from client.cluster import ClientConfig, Cluster, resolve_bootstrap
 from client.errors import (
     MessageTooLargeError,
@@ -49,7 +55,13 @@ from client.partitioner import DefaultPartitioner, Partitioner
 from client.security import Security, SecurityOptions
 from client.sender import ACKS_ALL, PartitionSender, ProducerIdentity, Sender, parse_acks
 from client.types import Header, RecordMetadata, TopicPartition
-from liferaft_proto.records import COMPRESSION_NONE, Record, compress, compression_codec
+from liferaft_proto.records import (
+    COMPRESSION_NONE,
+    Record,
+    ValueRecords,
+    compress,
+    compression_codec,
+)
 from liferaft_proto.v1 import broker_pb2
 
 __all__ = ["BatchBuilder", "Producer", "Record"]
@@ -533,37 +545,22 @@ class Producer:
                     "send_batch(batch, topic, partition=...) needs a topic and partition"
                 )
             batch.close()
-            futures, count = await self._queue_batch(topic, batch.records(), partition)
-            return asyncio.ensure_future(self._batch_metadata(futures, count))
+            return await self._queue_batch(topic, batch.records(), partition)
         if isinstance(topic, str):
             raise TypeError("send_batch(topic, records): records must be an iterable of records")
-        futures, count = await self._queue_batch(batch, self._normalize(topic), partition)
-        return await self._batch_metadata(futures, count)
-
-    @staticmethod
-    async def _batch_metadata(
-        futures: list[asyncio.Future[RecordMetadata]], count: int
-    ) -> RecordMetadata:
-        first = await futures[0]
-        await asyncio.gather(*futures[1:])
-        return RecordMetadata(
-            topic=first.topic,
-            partition=first.partition,
-            offset=first.offset,
-            timestamp_ms=first.timestamp_ms,
-            log_start_offset=first.log_start_offset,
-            record_count=count,
-            timestamp_type=first.timestamp_type,
-        )
+        return await (await self._queue_batch(batch, self._normalize(topic), partition))
 
     async def _queue_batch(
-        self, topic: str, batch_records: list[Record], partition: int | None
-    ) -> tuple[list[asyncio.Future[RecordMetadata]], int]:
+        self, topic: str, batch_records: list[Record] | ValueRecords, partition: int | None
+    ) -> asyncio.Future[RecordMetadata]:
         if not batch_records:
             raise ValueError("send_batch needs at least one record")
         cluster, acc = await self._ready()
         if partition is None:
-            keys = list(dict.fromkeys(r.key for r in batch_records))
+            if isinstance(batch_records, ValueRecords):
+                keys: list[bytes | None] = [None]
+            else:
+                keys = list(dict.fromkeys(r.key for r in batch_records))
             chosen = {(await self._choose(cluster, topic, None, k)).partition for k in keys}
             if len(chosen) != 1:
                 raise ValueError(
@@ -572,7 +569,7 @@ class Producer:
                 )
             partition = chosen.pop()
         tp = await self._choose(cluster, topic, partition, None)
-        size = sum(estimate_size(r) for r in batch_records) + BATCH_OVERHEAD
+        size = estimate_records_size(batch_records) + BATCH_OVERHEAD
         if size > self.max_request_size:
             raise MessageTooLargeError(
                 None,
@@ -581,10 +578,10 @@ class Producer:
             )
         sender = self._partition_sender(tp)
         await acc.reserve(size, self.max_block_ms / 1000)
-        futures = acc.append_batch(tp, batch_records, size)
+        whole = acc.append_whole(tp, batch_records, size)
         sender.wake()
         sender.fail_queued_if_dead()
-        return futures, len(batch_records)
+        return whole
 
     def _partition_sender(self, tp: TopicPartition) -> PartitionSender:
         """tp's sender (started on first use). Raises what killed it, if it died: its sequence
@@ -619,16 +616,22 @@ class Producer:
         return ProducerIdentity(resp.producer_id, resp.producer_epoch)
 
     @staticmethod
-    def _normalize(records: Iterable[Record | Bytes | None]) -> list[Record]:
+    def _normalize(records: Iterable[Record | Bytes | None]) -> list[Record] | ValueRecords:
+        """send_batch's items as records stamped now; plain bytes values stay as they are
+        (ValueRecords: no object per record, build_batch encodes them straight)."""
         now = _now_ms()
+        items = list(records)  # ours: the caller may reuse its list
+        if items and all(type(item) is bytes for item in items):
+            return ValueRecords(items, now)  # type: ignore[arg-type]  # all bytes
         out: list[Record] = []
-        for item in records:
+        append = out.append
+        for item in items:
             if isinstance(item, Record):
                 if item.timestamp_ms is None:
                     item = Record(item.value, item.key, item.headers, now)
-                out.append(item)
+                append(item)
             else:
-                out.append(Record(value=_as_bytes(item, "value"), timestamp_ms=now))
+                append(Record(_as_bytes(item, "value"), None, (), now))
         return out
 
     async def _choose(

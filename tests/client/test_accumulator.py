@@ -7,10 +7,16 @@ import asyncio
 
 import pytest
 
-from client.accumulator import BATCH_OVERHEAD, RecordAccumulator, estimate_size
-from client.errors import BufferFullError
-from client.types import TopicPartition
-from liferaft_proto.records import Record
+from client.accumulator import (
+    BATCH_OVERHEAD,
+    RecordAccumulator,
+    estimate_records_size,
+    estimate_size,
+)
+from client.errors import BufferFullError, RequestTimedOutError
+from client.producer import Producer
+from client.types import RecordMetadata, TopicPartition
+from liferaft_proto.records import Record, ValueRecords
 
 TP = TopicPartition("t", 0)
 pytestmark = pytest.mark.asyncio
@@ -50,6 +56,40 @@ async def test_send_batch_records_travel_as_one_batch_in_order() -> None:
     assert all(b.closed for b in a.queues[TP])
 
 
+async def test_a_batch_queued_whole_has_one_future_with_its_first_records_metadata() -> None:
+    """send_batch's path: one future for the batch, not one per record; it resolves with the
+    first record's offset and timestamp and the batch's record count."""
+    a = acc()
+    recs = [Record(b"a", timestamp_ms=5), Record(b"b", timestamp_ms=9), Record(b"c")]
+    whole = a.append_whole(TP, recs, 150)
+    (batch,) = a.queues[TP]
+    assert batch.closed and batch.whole is whole and batch.futures == [] and batch.count == 3
+    batch.complete(40, 3, -1)
+    assert whole.result() == RecordMetadata(
+        topic="t", partition=0, offset=40, timestamp_ms=5, log_start_offset=3, record_count=3
+    )
+    assert batch.acked and batch.done.is_set()
+
+    # LogAppendTime: the leader's time; acks=0 or a duplicate: offset unknown (-1).
+    logged = a.append_whole(TP, recs, 150)
+    a.queues[TP][-1].complete(-1, 0, 777)
+    assert (logged.result().offset, logged.result().timestamp_ms) == (-1, 777)
+    assert (logged.result().timestamp_type, logged.result().record_count) == (1, 3)
+
+
+async def test_a_batch_queued_whole_fails_as_one_and_a_cancelled_future_is_left_alone() -> None:
+    a = acc()
+    whole = a.append_whole(TP, [Record(b"a"), Record(b"b")], 100)
+    error = RequestTimedOutError(None, "no answer")
+    a.queues[TP][-1].fail(error)
+    assert whole.exception() is error
+
+    cancelled = a.append_whole(TP, [Record(b"a")], 100)
+    cancelled.cancel()  # the caller gave up waiting; the batch still completes
+    a.queues[TP][-1].complete(7, 0, -1)
+    assert cancelled.cancelled() and a.queues[TP][-1].done.is_set()
+
+
 async def test_a_full_buffer_blocks_then_raises_and_frees_on_release() -> None:
     a = acc(buffer_memory=1000)
     rec = Record(b"x" * 400)
@@ -68,3 +108,24 @@ async def test_a_full_buffer_blocks_then_raises_and_frees_on_release() -> None:
     await asyncio.wait_for(waiting, 5)
     with pytest.raises(BufferFullError, match="can never fit"):
         await a.reserve(5000, 1)
+
+
+async def test_send_batch_keeps_plain_bytes_as_values_and_counts_them_the_same() -> None:
+    """send_batch's items: all plain bytes stay values (no Record each), sized as the Records
+    would be; anything else (a Record, a str, a bytearray) gives Records, as before."""
+    values = [b"a", b"bc" * 40, b""]
+    plain = Producer._normalize(iter(values))
+    assert isinstance(plain, ValueRecords) and plain.values == values
+    assert list(plain) == [Record(v, None, (), plain.timestamp_ms) for v in values]
+    assert estimate_records_size(plain) == sum(estimate_size(r) for r in plain)
+    for mixed in ([b"a", "b"], [b"a", bytearray(b"b")], [Record(b"a", key=b"k"), b"b"]):
+        recs = Producer._normalize(mixed)
+        assert isinstance(recs, list) and [r.value for r in recs] == [b"a", b"b"]
+        assert all(r.timestamp_ms is not None for r in recs)
+
+    a = acc()
+    whole = a.append_whole(TP, plain, estimate_records_size(plain) + BATCH_OVERHEAD)
+    (batch,) = a.queues[TP]
+    assert batch.records is plain and batch.count == 3
+    batch.complete(10, 0, -1)
+    assert (whole.result().offset, whole.result().timestamp_ms) == (10, plain.timestamp_ms)

@@ -106,10 +106,26 @@ async def test_a_send_loop_that_dies_fails_its_records_with_the_cause(
     assert isinstance(ps.failure, ImportError)
     # Records queued for it afterwards fail too, with the same cause, rather than wait.
     (queued,) = ps.acc.append_batch(TP, [records.Record(b"e")], 100)
+    whole = ps.acc.append_whole(TP, [records.Record(b"f"), records.Record(b"g")], 100)
     ps.fail_queued_if_dead()
     assert not ps.acc.queues[TP]
-    with pytest.raises(UnknownServerError):
-        await queued
+    for fut in (queued, whole):
+        with pytest.raises(UnknownServerError):
+            await fut
+
+
+async def test_whole_batches_and_record_futures_get_their_offsets_in_order() -> None:
+    """send_batch's one future per batch and send()'s future per record, mixed on one
+    partition: each resolves with its own offsets, in the order they were queued."""
+    ps = partition_sender(AnswersAll())
+    first = queue(ps, b"a", b"b")
+    whole = ps.acc.append_whole(TP, [records.Record(b"%d" % i) for i in range(5)], 100)
+    ps.wake()
+    last = queue(ps, b"z")
+    assert [(await asyncio.wait_for(f, 5)).offset for f in first] == [0, 1]
+    meta = await asyncio.wait_for(whole, 5)
+    assert (meta.offset, meta.record_count) == (2, 5)
+    assert (await asyncio.wait_for(last[0], 5)).offset == 7
 
 
 async def test_an_unanswered_batch_fails_at_its_delivery_timeout() -> None:

@@ -27,6 +27,7 @@ from liferaft_proto.records import (
     Record,
     UnsupportedBatchError,
     UnsupportedCompressionError,
+    ValueRecords,
     build_batch,
     iter_records,
     read_header,
@@ -184,6 +185,127 @@ def test_same_bytes_as_kafka(recs: list[Record], now: int) -> None:
         (rec.offset, rec.timestamp_ms, rec.key, rec.value, rec.headers)
         for rec in iter_records(stamped)
     ]
+
+
+# -- the encoder's fast paths against a naive one -------------------------------------------------
+#
+# build_batch takes the varints of small numbers from a table (zigzag values below 2**14: one or
+# two bytes) and falls back to a loop above it. The reference below is the format written out
+# the slow, obvious way (one bytearray per record, a varint loop for every number); the edges of
+# the table (lengths 63/64 and 8191/8192, offset deltas past 8191, timestamp deltas of either
+# sign) are where a fast path would go wrong.
+
+
+def _ref_varint(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        if z < 0x80:
+            out.append(z)
+            return bytes(out)
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+
+
+def _ref_build(recs: list[Record], now: int, producer_id: int, base_sequence: int) -> bytes:
+    stamps = [now if r.timestamp_ms is None else r.timestamp_ms for r in recs]
+    body = bytearray()
+    for i, (r, ts) in enumerate(zip(recs, stamps, strict=True)):
+        rec = bytearray(b"\x00") + _ref_varint(ts - stamps[0]) + _ref_varint(i)
+        for field in (r.key, r.value):
+            rec += b"\x01" if field is None else _ref_varint(len(field)) + field
+        rec += _ref_varint(len(r.headers))
+        for hkey, hval in r.headers:
+            kb = hkey.encode("utf-8")
+            rec += _ref_varint(len(kb)) + kb
+            rec += b"\x01" if hval is None else _ref_varint(len(hval)) + hval
+        body += _ref_varint(len(rec)) + rec
+    tail = struct.pack(
+        ">hiqqqhii",
+        0,
+        len(recs) - 1,
+        stamps[0],
+        max(stamps),
+        producer_id,
+        0,
+        base_sequence,
+        len(recs),
+    )
+    head = struct.pack(">qiibI", 0, 49 + len(body), -1, 2, crc32c(bytes(body), crc32c(tail)))
+    return head + tail + bytes(body)
+
+
+EDGE_SIZES = st.sampled_from([0, 1, 62, 63, 64, 65, 127, 128, 8190, 8191, 8192, 8193, 20000])
+edge_records = st.builds(
+    Record,
+    value=st.none() | EDGE_SIZES.map(lambda n: b"v" * n),
+    key=st.none() | EDGE_SIZES.map(lambda n: b"k" * n),
+    headers=st.lists(
+        st.tuples(st.text(max_size=3), st.none() | EDGE_SIZES.map(lambda n: b"h" * n)),
+        max_size=2,
+    ).map(tuple),
+    timestamp_ms=st.none()
+    | st.sampled_from([0, 1, 4095, 4096, 8191, 8192, 8193, 2**40])
+    | st.integers(0, 2**50),
+)
+
+
+@SETTINGS
+@given(
+    recs=st.lists(edge_records, min_size=1, max_size=8),
+    now=st.sampled_from([0, 4096, 8192, 2**40]) | TIMESTAMPS,
+    producer_id=st.integers(-1, 2**62),
+    base_sequence=st.integers(-1, 2**31 - 1),
+)
+def test_the_varint_table_edges_give_the_same_bytes_as_the_naive_encoder(
+    recs: list[Record], now: int, producer_id: int, base_sequence: int
+) -> None:
+    ours = build_batch(
+        recs,
+        timestamp_ms=now,
+        producer_id=producer_id,
+        producer_epoch=0,
+        base_sequence=base_sequence,
+    )
+    assert ours == _ref_build(recs, now, producer_id, base_sequence)
+
+
+def test_offset_deltas_past_the_table_give_the_same_bytes() -> None:
+    """8,200 records: offset deltas 8,192 and up (zigzag 16,384+) take three varint bytes."""
+    recs = [Record(b"x" * (i % 3), timestamp_ms=1_000 + i % 5) for i in range(8_200)]
+    ours = build_batch(recs, timestamp_ms=7, producer_id=5, producer_epoch=0, base_sequence=0)
+    assert ours == _ref_build(recs, 7, 5, 0)
+    assert [r.offset for r in iter_records(ours)][8_190:8_195] == list(range(8_190, 8_195))
+
+
+@SETTINGS
+@given(
+    values=st.lists(st.binary(max_size=40) | EDGE_SIZES.map(lambda n: b"v" * n), min_size=1),
+    ts=st.sampled_from([0, 8192, 2**40]) | TIMESTAMPS,
+    producer_id=st.integers(-1, 2**62),
+)
+def test_bare_values_encode_to_the_bytes_of_their_records(
+    values: list[bytes], ts: int, producer_id: int
+) -> None:
+    """ValueRecords (send_batch's plain bytes) take a path of their own through build_batch:
+    the same bytes as the Records they stand for, and they read back as those Records."""
+    recs = [Record(v, None, (), ts) for v in values]
+    ours = build_batch(
+        ValueRecords(list(values), ts), producer_id=producer_id, producer_epoch=0, base_sequence=0
+    )
+    assert ours == _ref_build(recs, 0, producer_id, 0)
+    assert ours == build_batch(recs, producer_id=producer_id, producer_epoch=0, base_sequence=0)
+
+
+def test_bare_values_past_the_table_and_as_a_sequence() -> None:
+    values = [b"x" * (i % 70) for i in range(8_200)]
+    vr = ValueRecords(values, 11)
+    recs = [Record(v, None, (), 11) for v in values]
+    assert build_batch(vr, producer_epoch=0) == _ref_build(recs, 0, -1, -1)
+    assert len(vr) == 8_200 and vr[5] == recs[5] and vr[-1] == recs[-1]
+    assert vr[2:4] == recs[2:4] and list(vr) == recs and recs[9] in vr
+    with pytest.raises(ValueError, match="at least one record"):
+        build_batch(ValueRecords([], 11))
 
 
 # -- stamping -------------------------------------------------------------------------------------
