@@ -746,7 +746,9 @@ class RaftDriver:
             return
         per_tick = bytes_per_s * self.timing.tick_s
         piece = throttled_piece(per_tick, self.timing.max_size_per_msg)
-        window = throttled_window(bytes_per_s, piece)
+        # An append holds whole entries: one just over half a piece goes alone (two would be
+        # over), so count appends as half full.
+        window = throttled_window(bytes_per_s, max(1, piece // 2))
         if group is not None:
             # A short window: the leader reads and holds at most that much for the peer, not
             # max_inflight_msgs appends of up to max_size_per_msg each in one round. And small
