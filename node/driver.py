@@ -319,6 +319,16 @@ would cap the rate below a throttle of 20 MB/s; the token bucket, not the window
 keeps the pace, so a wider window costs only what waits in the bucket."""
 
 
+def throttled_piece(per_tick: float, max_size_per_msg: int) -> int:
+    """Raft's entry bytes per append to a throttled peer: one tick's allowance (at most
+    max_size_per_msg). The leader reads each append from its database in one call that holds
+    the GIL, disk waits included: a 1 MiB read of a moving partition's old log held the
+    leader's event loop 4-10 ms on the 2-core VM, and the produce traffic it leads or follows
+    waited behind it (issue 19). Tick-sized appends leave the bucket as they are read, so
+    split_append has nothing to cut."""
+    return max(1, min(int(per_tick), max_size_per_msg))
+
+
 def throttled_window(bytes_per_s: int, max_size_per_msg: int) -> int:
     """Raft's in-flight window for a peer fed at `bytes_per_s`."""
     return max(THROTTLED_INFLIGHT, -(-int(bytes_per_s * THROTTLED_INFLIGHT_S) // max_size_per_msg))
@@ -350,6 +360,9 @@ class Throttle:
     per_tick: float
     window: int = THROTTLED_INFLIGHT
     """Raft's in-flight window for the peer while throttled (throttled_window)."""
+    piece: int = 0
+    """Raft's entry bytes per append to the peer while throttled (throttled_piece; 0: its
+    max_size_per_msg)."""
     allowance: float = 0.0
     held: deque[Message] = field(default_factory=deque)
     bytes_sent: int = 0
@@ -735,18 +748,23 @@ class RaftDriver:
                 if group is not None:
                     group.node.set_inflight_limit(peer, 0)
             return
-        window = throttled_window(bytes_per_s, self.timing.max_size_per_msg)
+        per_tick = bytes_per_s * self.timing.tick_s
+        piece = throttled_piece(per_tick, self.timing.max_size_per_msg)
+        # An append holds whole entries: one just over half a piece goes alone (two would be
+        # over), so count appends as half full.
+        window = throttled_window(bytes_per_s, max(1, piece // 2))
         if group is not None:
             # A short window: the leader reads and holds at most that much for the peer, not
-            # max_inflight_msgs appends of up to max_size_per_msg each in one round.
-            group.node.set_inflight_limit(peer, window)
-        per_tick = bytes_per_s * self.timing.tick_s
+            # max_inflight_msgs appends of up to max_size_per_msg each in one round. And small
+            # appends: each is one read of old entries from the database, under the GIL.
+            group.node.set_inflight_limit(peer, window, piece)
         throttle = self.throttles.get(key)
         if throttle is None:
-            self.throttles[key] = Throttle(per_tick, window)
+            self.throttles[key] = Throttle(per_tick, window, piece)
         else:
             throttle.per_tick = per_tick
             throttle.window = window
+            throttle.piece = piece
 
     def _release_throttled(self) -> None:
         out = self.outbox
@@ -1185,5 +1203,5 @@ class RaftDriver:
                     if throttle is not None:
                         # A new member throttled from the start: a short window before the
                         # leader's first full append to it (it probes first).
-                        group.node.set_inflight_limit(cc.node_id, throttle.window)
+                        group.node.set_inflight_limit(cc.node_id, throttle.window, throttle.piece)
             group.fsm.apply(rd.committed_entries)

@@ -182,17 +182,21 @@ def _collect(
     backwards: bool = False,
     limit: int | None = None,
     accept: Callable[[bytes, bytes], bool] | None = None,
+    verify: bool = True,
 ) -> list[tuple[bytes, bytes]]:
     """Items from start on: forward and below upper, or backwards from start (no lower bound:
     rocksdict 0.3.29's set_iterate_lower_bound sets the upper bound). At most limit of them;
     accept(key, value) returning False ends the scan before that item. Keys and values are bytes
-    in raw mode.
+    in raw mode. verify=False skips RocksDB's own checksums of what it reads (for values that
+    carry a checksum of ours; GroupStorage.entries says why).
 
     The iterator lives only inside this call. While one lives, the database stays open (and
     locked) even after close(), so none may outlive a call through an exception's traceback.
     And it must not outlive its ReadOptions either: rocksdict's iterator reads its upper bound
     from there, and a dropped ReadOptions lets the scan run past its bound."""
     ro = ReadOptions()
+    if not verify:
+        ro.set_verify_checksums(False)
     if upper is not None:
         ro.set_iterate_upper_bound(upper)
     out: list[tuple[bytes, bytes]] = []
@@ -391,7 +395,15 @@ class GroupStorage:
             total += size
             return True
 
-        raw = self._store._scan(keys.entry(lo), keys.entry(hi), accept=within_size)
+        # RocksDB's own checksums off: each entry carries a CRC32C of ours over its key and
+        # value, checked below, so a damaged value (or one under the wrong key) is still caught,
+        # and reported as CorruptStorageError rather than RocksDB's error. RocksDB in rocksdict's
+        # wheel computes its CRC32C in software ("Fast CRC32 supported: Not supported on x86"
+        # in the database's LOG): about 0.9 ms per MiB read from blob files, held under the
+        # GIL, of the 2.2 ms a leader spends reading 1 MiB of old log for a catching-up
+        # replica (issue 19: the leader of a partition being moved reads it at the throttle
+        # rate while it serves produce traffic). Ours (the crc32c package) takes 0.04 ms.
+        raw = self._store._scan(keys.entry(lo), keys.entry(hi), accept=within_size, verify=False)
         out: list[Entry] = []
         run = bisect_right(self._run_starts, lo) - 1
         next_run = self._run_starts[run + 1] if run + 1 < len(self._run_starts) else None
@@ -945,9 +957,16 @@ class NodeStore:
         backwards: bool = False,
         limit: int | None = None,
         accept: Callable[[bytes, bytes], bool] | None = None,
+        verify: bool = True,
     ) -> list[tuple[bytes, bytes]]:
         return _collect(
-            self._live_db(), start, upper, backwards=backwards, limit=limit, accept=accept
+            self._live_db(),
+            start,
+            upper,
+            backwards=backwards,
+            limit=limit,
+            accept=accept,
+            verify=verify,
         )
 
     def _get_raw(self, key: bytes) -> bytes | None:

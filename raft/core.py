@@ -336,7 +336,8 @@ class Raft:
     def _send_append(self, to: int, pr: Progress, send_if_empty: bool, with_entries: bool) -> bool:
         try:
             prev_term = self.log.term(pr.next - 1)
-            ents = self.log.entries(pr.next, self.cfg.max_size_per_msg) if with_entries else []
+            size = pr.max_msg_bytes or self.cfg.max_size_per_msg
+            ents = self.log.entries(pr.next, size) if with_entries else []
         except (CompactedError, UnavailableError):
             return self._send_snapshot(to, pr)
         if not ents and not send_if_empty:
@@ -1128,14 +1129,18 @@ class Raft:
             self._send_lazy_commits()
 
     # -- host feedback -------------------------------------------------------------------------
-    def set_inflight_limit(self, to: int, limit: int) -> None:
+    def set_inflight_limit(self, to: int, limit: int, max_bytes: int = 0) -> None:
         """Host flow control: at most `limit` appends in flight to `to` (0: back to
-        max_inflight_msgs). A host that throttles a peer (a learner catching up during a replica
-        move) keeps its window small, so what the host holds back stays small too. Leader only;
-        a new term's progress starts with the configured window again."""
+        max_inflight_msgs), each of at most `max_bytes` of entries (0: max_size_per_msg; at
+        least one entry all the same). A host that throttles a peer (a learner catching up
+        during a replica move) keeps its window small, so what the host holds back stays small
+        too, and its appends small, so that no single read of old entries from storage holds
+        the host up for long. Leader only; a new term's progress starts with the configured
+        window and size again."""
         pr = self.tracker.progress.get(to)
         if self.role == Role.LEADER and pr is not None:
             pr.inflights.capacity = limit if limit > 0 else self.cfg.max_inflight_msgs
+            pr.max_msg_bytes = max(0, max_bytes)
 
     def report_unreachable(self, to: int) -> None:
         pr = self.tracker.progress.get(to)

@@ -61,6 +61,7 @@ class Progress:
         "is_learner",
         "last_ack_tick",
         "match",
+        "max_msg_bytes",
         "next",
         "pending_snapshot",
         "probe_sent",
@@ -77,6 +78,9 @@ class Progress:
         self.pending_snapshot = 0  # index of the snapshot in flight, in SNAPSHOT state
         self.probe_sent = False  # in PROBE: an append is in flight, wait for its answer
         self.inflights = Inflights(max_inflight)
+        # Entry bytes per append to this follower (0: the configured max_size_per_msg); the
+        # host narrows it for a throttled follower (Raft.set_inflight_limit).
+        self.max_msg_bytes = 0
         self.is_learner = is_learner
         self.last_ack_tick = -(1 << 62)  # leader tick of the follower's last response
         # Whether the follower has answered this leader at all. A new leader must not count a

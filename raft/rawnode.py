@@ -202,9 +202,10 @@ class RawNode:
     def report_unreachable(self, to: int) -> None:
         self.raft.report_unreachable(to)
 
-    def set_inflight_limit(self, to: int, limit: int) -> None:
-        """Leader: at most `limit` appends in flight to `to` (0: the configured window)."""
-        self.raft.set_inflight_limit(to, limit)
+    def set_inflight_limit(self, to: int, limit: int, max_bytes: int = 0) -> None:
+        """Leader: at most `limit` appends in flight to `to` (0: the configured window), each
+        of at most `max_bytes` of entries (0: max_size_per_msg)."""
+        self.raft.set_inflight_limit(to, limit, max_bytes)
 
     def maybe_quiesce(self, unreachable: frozenset[int] = frozenset()) -> bool:
         """Leader: go quiet if the group is idle and fully replicated (raft/core.py), leaving

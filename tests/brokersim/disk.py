@@ -240,6 +240,7 @@ class SimStore(NodeStore):
         backwards: bool = False,
         limit: int | None = None,
         accept: Callable[[bytes, bytes], bool] | None = None,
+        verify: bool = True,  # the simulated disk has no checksums of its own to skip
     ) -> list[tuple[bytes, bytes]]:
         self._live_db()
         return self.disk.scan(start, upper, backwards=backwards, limit=limit, accept=accept)

@@ -62,6 +62,8 @@ class Phase:
     errors: int = 0
     move_s: float = 0.0
     move_mb_s: float = 0.0
+    cpu: dict[int, float] = field(default_factory=dict)
+    """Node id -> cores it used over the phase (CPU seconds / seconds, all its threads)."""
 
     def p(self, q: float) -> float:
         return self.latency.percentiles(q)[0]
@@ -76,7 +78,32 @@ class Phase:
             s += f", {self.errors} failed"
         if self.kind == "with":
             s += f"; move {self.move_s:.1f} s ({self.move_mb_s:.2f} MB/s)"
+        if self.cpu:
+            s += "; cores " + " ".join(f"n{n} {c:.2f}" for n, c in sorted(self.cpu.items()))
         return s
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process so far, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Each node's CPU over a phase: what a move costs where (the learner, the leader reading
+    the old log, the others), measured alongside the latency it is blamed for."""
+
+    def __init__(self, pids: dict[int, int]) -> None:
+        self.pids = pids
+        self.t0 = 0.0
+        self.c0: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.t0, self.c0 = time.monotonic(), {n: cpu_seconds(p) for n, p in self.pids.items()}
+
+    def stop(self, phase: Phase) -> None:
+        dt = time.monotonic() - self.t0
+        phase.cpu = {n: (cpu_seconds(p) - self.c0[n]) / dt for n, p in self.pids.items()}
 
 
 def load_average() -> float:
@@ -195,6 +222,7 @@ def summary(phases: list[Phase]) -> dict[str, Any]:
         "move_s": [round(m.move_s, 1) for m in moves],
         "move_mb_s": [round(m.move_mb_s, 2) for m in moves],
         "load_averages": [round(ph.load, 1) for ph in phases],
+        "cores": [{str(n): round(c, 3) for n, c in sorted(ph.cpu.items())} for ph in phases],
         "errors": sum(ph.errors for ph in phases),
     }
 
@@ -234,18 +262,23 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             going = next(n for n in reversed(md.replicas) if n != md.leader)
             there = [spare if n == going else n for n in md.replicas]
             phases: list[Phase] = []
+            meter = CpuMeter({n: dev.node(n).pid for n in (1, 2, 3, 4)})
             async with AdminClient(dev.bootstrap) as admin:
                 for i in range(a.sets + 1):
                     ph = Phase("without", load_average())
+                    meter.start()
                     await window(bootstrap, replace(spec, duration_s=without_s), ph)
+                    meter.stop(ph)
                     phases.append(ph)
                     print(ph.line(), flush=True)
                     if i == a.sets:
                         break
                     target = there if i % 2 == 0 else list(md.replicas)
+                    meter.start()
                     ph = await during_move(
                         admin, bootstrap, spec, target, a.throttle_mb_s, a.size_mb
                     )
+                    meter.stop(ph)
                     phases.append(ph)
                     print(ph.line(), flush=True)
                     if not a.without_s:

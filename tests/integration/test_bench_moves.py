@@ -41,5 +41,8 @@ def test_the_move_benchmark_moves_a_replica_there_and_back_under_produce_traffic
     assert out["errors"] == 0
     assert len(out["move_s"]) == 2 and all(s > 0 for s in out["move_s"])
     assert len(out["load_averages"]) == 5  # without, with, without, with, without
+    # Each node's CPU over each phase: every node is busy under acks=all traffic (RF 3 of 4).
+    assert len(out["cores"]) == 5
+    assert all(sorted(c) == ["1", "2", "3", "4"] and min(c.values()) > 0 for c in out["cores"])
     for key in ("without_p50_ms", "without_p99_ms", "with_p50_ms", "with_p99_ms"):
         assert out[key] > 0, out

@@ -685,3 +685,46 @@ async def test_a_replica_votes_for_a_member_the_metadata_names_before_it_applied
     finally:
         await driver.stop()
         store.close()
+
+
+async def test_a_throttled_peer_is_read_tick_sized_appends(
+    leader: tuple[RaftDriver, Outbox, Machine, HeldSync],
+) -> None:
+    """The leader reads each append from its database in one call that holds the GIL: for a
+    throttled peer (a replica being moved in) it reads one tick's allowance at a time, not
+    max_size_per_msg, so no read of the old log holds the event loop long; the other
+    followers get whole appends."""
+    driver, out, _fsm, _held = leader
+    node = driver.groups[GROUP].node
+    term = node.term
+    last = node.raft.log.last_index()
+    # Node 3 answers the leader's probe: it is in sync and replicating.
+    driver.deliver(GROUP, Message(type=MessageType.APP_RESP, to=1, frm=3, term=term, index=last))
+    await asyncio.sleep(0.05)
+    out.take(MessageType.APP)
+    driver.set_throttle(GROUP, 3, 1)  # 3,600 bytes per (hour-long) tick: nothing is released
+    throttle = driver.throttles[(GROUP, 3)]
+    assert throttle.piece == 3600 and throttle.window == 2  # at least 2 in flight
+    node.propose_many([bytes([i]) * 2000 for i in range(5)])  # one append of 5 entries
+    driver.touched(GROUP)
+    await until(
+        lambda: (
+            sum(len(m.entries) for m in out.sent if m.type == MessageType.APP and m.to == 2) == 5
+        ),
+        "node 2's appends",
+    )
+    # One 2,000-byte entry per append (two would be over 3,600), where one append held all 5
+    # (cut into pieces in the bucket).
+    assert [[e.index for e in m.entries] for m in throttle.held] == [[last + 1]]
+    # An acknowledgment fills the window (2 in flight): again one entry per append.
+    driver.deliver(
+        GROUP, Message(type=MessageType.APP_RESP, to=1, frm=3, term=term, index=last + 1)
+    )
+    await until(lambda: len(throttle.held) == 3, "two more appends to node 3")
+    assert [[e.index for e in m.entries] for m in throttle.held] == [
+        [last + 1],
+        [last + 2],
+        [last + 3],
+    ]
+    driver.set_throttle(GROUP, 3, 0)  # lifted: what waited leaves, the rest in whole appends
+    assert node.raft.tracker.progress[3].max_msg_bytes == 0

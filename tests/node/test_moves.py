@@ -5,6 +5,8 @@ with crashes and cuts, the broker simulation (tests/brokersim)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from node.controller import BrokerInfo, Controller, ControllerState, TopicInfo
@@ -15,7 +17,15 @@ from node.controller_commands import (
     PartitionMembership,
     RecommissionNode,
 )
-from node.driver import THROTTLED_INFLIGHT, Throttle, split_append, throttled_window
+from node.driver import (
+    THROTTLED_INFLIGHT,
+    THROTTLED_INFLIGHT_S,
+    RaftDriver,
+    RaftTiming,
+    Throttle,
+    split_append,
+    throttled_window,
+)
 from node.errors import BrokerError, ErrorCode
 from node.moves import (
     CATCH_UP_LAG,
@@ -30,6 +40,7 @@ from node.moves import (
     plan_recommission,
     replica_load,
 )
+from node.storage import NodeStore
 from raft import Entry, EntryType, Message, MessageType, PeerProgress, ProgressState
 from tests.raft.harness import Solo
 
@@ -441,6 +452,22 @@ def test_a_throttled_peers_window_holds_a_quarter_second_of_its_rate() -> None:
     assert throttled_window(20_000_000, 1 << 20) == 5
     assert throttled_window(100_000_000, 1 << 20) == 24
     assert throttled_window(20_000, 1 << 20) == THROTTLED_INFLIGHT
+
+
+def test_a_throttled_peers_appends_are_tick_sized_and_its_window_a_quarter_second_of_them(
+    tmp_path: Path,
+) -> None:
+    # The leader reads one tick's allowance per append (400 kB at 20 MB/s, 20 ms ticks), and an
+    # append holds whole entries: 256 KiB record batches go one per append. The window must
+    # still hold a quarter second of the rate, or the move runs below its throttle.
+    with NodeStore(tmp_path / "db") as store:
+        driver = RaftDriver(1, store, _Out(), RaftTiming(tick_s=0.02))
+        driver.set_throttle("g", 4, 20_000_000)
+        throttle = driver.throttles[("g", 4)]
+        assert throttle.piece == 400_000
+        assert throttle.window * (256 << 10) >= 20_000_000 * THROTTLED_INFLIGHT_S
+        driver.set_throttle("g", 4, 200_000_000)  # over max_size_per_msg a tick: capped
+        assert throttle.piece == 1 << 20
 
 
 def test_a_rebalance_evens_replicas_and_leaders_after_a_broker_joins() -> None:

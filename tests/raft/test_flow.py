@@ -254,6 +254,25 @@ def test_the_host_can_narrow_one_followers_window_and_widen_it_again() -> None:
     assert [e.data for m in apps_to(s.drain(), 2) for e in m.entries] == [b"b", b"c"]
 
 
+def test_the_host_can_cut_one_followers_appends_small_and_restore_them() -> None:
+    # A throttled follower's appends hold at most max_bytes of entries (at least one entry):
+    # the leader reads that much from storage per append, not max_size_per_msg.
+    s = leader(max_inflight_msgs=8)
+    s.rn.set_inflight_limit(2, 8, max_bytes=700)
+    s.rn.propose_many([bytes([i]) * 300 for i in range(5)])  # 324 bytes each, Entry.size
+    msgs = s.drain()
+    assert [len(m.entries) for m in apps_to(msgs, 2)] == [2]
+    assert [len(m.entries) for m in apps_to(msgs, 3)] == [5]
+    # Its acknowledgment fills the window: the rest, in appends of at most 700 bytes again.
+    s.step(APP_RESP, 2, term=s.raft.term, index=apps_to(msgs, 2)[0].entries[-1].index)
+    assert [len(m.entries) for m in apps_to(s.drain(), 2)] == [2, 1]
+    assert s.raft.tracker.progress[2].max_msg_bytes == 700
+    s.rn.set_inflight_limit(2, 0)  # back to max_inflight_msgs and max_size_per_msg
+    assert s.raft.tracker.progress[2].max_msg_bytes == 0
+    s.rn.propose_many([b"x" * 300] * 3)
+    assert [len(m.entries) for m in apps_to(s.drain(), 2)] == [3]
+
+
 def test_lazy_commit_sends_the_commit_index_with_the_next_append_or_at_the_next_tick() -> None:
     for lazy in (False, True):
         s = leader(lazy_commit=lazy, heartbeat_tick=5, election_tick=20)
