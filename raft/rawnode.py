@@ -131,6 +131,8 @@ class PeerProgress:
     is_learner: bool
     inflight: int = 0
     """Appends sent and not yet acknowledged (REPLICATE; bounded by max_inflight_msgs)."""
+    max_msg_bytes: int = 0
+    """The most entry bytes per append to this peer (0: max_size_per_msg; set_inflight_limit)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -408,6 +410,7 @@ class RawNode:
             ticks_since_ack=0 if peer == r.id else r.now - pr.last_ack_tick,
             is_learner=pr.is_learner,
             inflight=pr.inflights.count(),
+            max_msg_bytes=pr.max_msg_bytes,
         )
 
     def caught_up_in_term(self) -> bool:

@@ -697,7 +697,7 @@ async def test_a_throttled_peer_is_read_tick_sized_appends(
     driver, out, _fsm, _held = leader
     node = driver.groups[GROUP].node
     term = node.term
-    last = node.raft.log.last_index()
+    last = node.last_index()
     # Node 3 answers the leader's probe: it is in sync and replicating.
     driver.deliver(GROUP, Message(type=MessageType.APP_RESP, to=1, frm=3, term=term, index=last))
     await asyncio.sleep(0.05)
@@ -727,4 +727,5 @@ async def test_a_throttled_peer_is_read_tick_sized_appends(
         [last + 3],
     ]
     driver.set_throttle(GROUP, 3, 0)  # lifted: what waited leaves, the rest in whole appends
-    assert node.raft.tracker.progress[3].max_msg_bytes == 0
+    progress = node.progress_of(3)
+    assert progress is not None and progress.max_msg_bytes == 0
