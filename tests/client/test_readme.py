@@ -28,6 +28,13 @@ from liferaft.launcher import DevCluster, free_port_block
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_ADDRESS = "127.0.0.1:9092"
+AS_IN_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_path(sys.argv[1], run_name='__main__')"
+)
+"""Runs a script with Ctrl-C as a terminal gives it: a test run started in the background by a
+shell without job control (`cmd &`) inherits SIGINT ignored, and so would the example, which
+then never sees the test's Ctrl-C (this test failed twice in a `.ci/run` started that way)."""
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +107,7 @@ def test_readme_examples_run_against_a_dev_cluster(cluster: DevCluster, tmp_path
     consumer = tmp_path / "consumer_example.py"
     consumer.write_text(pointed_at(example("Consumer"), cluster.bootstrap))
     proc = subprocess.Popen(
-        [sys.executable, str(consumer)],
+        [sys.executable, "-c", AS_IN_A_TERMINAL, str(consumer)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
