@@ -4,6 +4,10 @@ and mutual TLS between the nodes (DevCluster makes the certificates), as a real 
 `make_cluster(n, *extra_node_args)` starts a fresh cluster in a temporary directory and stops it
 (SIGTERM, then SIGKILL) when the test ends, whatever happened; a failing test's node logs are
 printed so the failure can be read without re-running.
+
+`kafka_clients(client)` hands a confluent-kafka or kafka-python client back and closes it when
+the test ends, whatever happened (see closing.py: one left to the garbage collector can hang the
+whole pytest process in librdkafka).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from liferaft.launcher import DevCluster, free_port_block
+from tests.integration.closing import KafkaClients
 
 MakeCluster = Callable[..., DevCluster]
 
@@ -41,6 +46,12 @@ def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mak
                 if log.exists():
                     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
                     print(f"\n----- node {node_id} log (tail) -----\n{tail}")
+
+
+@pytest.fixture
+def kafka_clients() -> Iterator[KafkaClients]:
+    with KafkaClients() as clients:
+        yield clients
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -41,6 +41,7 @@ from client.errors import from_rpc_error
 from liferaft.launcher import DevCluster, free_port_block
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from tests.integration.closing import KafkaClients
 
 ME = "User:ANONYMOUS"
 TOPICS = ("orders", "pay.eu", "pay.us", "k-orders", "k-pay")
@@ -314,10 +315,12 @@ def _binding(op: Any, name: str, rtype: Any = None) -> Any:
     )
 
 
-def test_kafka_acl_apis_with_confluent_admin(cluster: DevCluster, admin: SyncAdminClient) -> None:
+def test_kafka_acl_apis_with_confluent_admin(
+    cluster: DevCluster, kafka_clients: KafkaClients, admin: SyncAdminClient
+) -> None:
     ck = _ck()
 
-    kadmin = _kafka_admin(cluster)
+    kadmin = kafka_clients(_kafka_admin(cluster))
     binding = _binding(ck.AclOperation.DESCRIBE, "k-orders")
     for fut in kadmin.create_acls([binding], request_timeout=20).values():
         assert fut.result(timeout=30) is None
@@ -349,13 +352,13 @@ def test_kafka_acl_apis_with_confluent_admin(cluster: DevCluster, admin: SyncAdm
 
 
 def test_kafka_produce_and_create_refused_without_the_acl(
-    cluster: DevCluster, admin: SyncAdminClient
+    cluster: DevCluster, kafka_clients: KafkaClients, admin: SyncAdminClient
 ) -> None:
     from confluent_kafka import KafkaError, KafkaException, Producer
 
     ck = _ck()
 
-    kadmin = _kafka_admin(cluster)
+    kadmin = kafka_clients(_kafka_admin(cluster))
     for fut in kadmin.create_acls([_binding(ck.AclOperation.DESCRIBE, "k-orders")]).values():
         fut.result(timeout=30)
     everywhere(cluster, allow("describe", "topic", "k-orders"))
@@ -366,7 +369,7 @@ def test_kafka_produce_and_create_refused_without_the_acl(
         "acks": "all",
         "message.timeout.ms": 20_000,
     }
-    producer = Producer(settings)
+    producer = kafka_clients(Producer(settings))
     producer.produce(
         "k-orders", b"nope", partition=0, on_delivery=lambda err, _m: errors.append(err)
     )
@@ -377,7 +380,7 @@ def test_kafka_produce_and_create_refused_without_the_acl(
         fut.result(timeout=30)
     everywhere(cluster, allow("write", "topic", "k-orders"))
     errors.clear()
-    producer = Producer(settings)  # librdkafka remembers the refusal for the topic
+    producer = kafka_clients(Producer(settings))  # librdkafka remembers the refusal for the topic
     producer.produce(
         "k-orders", b"yes", partition=0, on_delivery=lambda err, _m: errors.append(err)
     )

@@ -40,6 +40,7 @@ from client.security import Security
 from liferaft.certs import create_certs
 from liferaft.launcher import DevCluster, free_port_block
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from tests.integration.closing import KafkaClients
 
 USER, PASSWORD = "alice", "s3cret-for-alice"
 
@@ -185,7 +186,9 @@ def test_grpc_refuses_bad_credentials_and_changes_nothing(
     asyncio.run(run())
 
 
-def test_another_ca_is_refused(sasl_cluster: DevCluster, tmp_path: Path) -> None:
+def test_another_ca_is_refused(
+    sasl_cluster: DevCluster, kafka_clients: KafkaClients, tmp_path: Path
+) -> None:
     """A client that trusts another CA (a man in the middle's, say) does not finish the TLS
     handshake, so it never sends its password, on either listener; the cluster is unchanged.
     (A client certificate from another CA, where certificates are required, is
@@ -210,15 +213,17 @@ def test_another_ca_is_refused(sasl_cluster: DevCluster, tmp_path: Path) -> None
                 await admin.create_topic(name, partitions=1, replication_factor=1)
 
     asyncio.run(grpc_side())
-    ck = CKAdmin(
-        {
-            "bootstrap.servers": sasl_cluster.kafka_bootstrap,
-            "security.protocol": "SASL_SSL",
-            "ssl.ca.location": str(other / "ca.crt"),
-            "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": USER,
-            "sasl.password": PASSWORD,
-        }
+    ck = kafka_clients(
+        CKAdmin(
+            {
+                "bootstrap.servers": sasl_cluster.kafka_bootstrap,
+                "security.protocol": "SASL_SSL",
+                "ssl.ca.location": str(other / "ca.crt"),
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": USER,
+                "sasl.password": PASSWORD,
+            }
+        )
     )
     futures = ck.create_topics([CKNewTopic(name, 1, 1)], request_timeout=5)
     with pytest.raises(KafkaException):
@@ -243,7 +248,10 @@ def _ck_conf(
 
 @pytest.mark.parametrize("how", ["no credentials", "wrong password"])
 def test_kafka_listener_refuses_bad_credentials_and_changes_nothing(
-    sasl_cluster: DevCluster, how: str, caplog: pytest.LogCaptureFixture
+    sasl_cluster: DevCluster,
+    kafka_clients: KafkaClients,
+    how: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -285,7 +293,7 @@ def test_kafka_listener_refuses_bad_credentials_and_changes_nothing(
         # disconnected, as Kafka does; the node logs why.)
         errors: list[str] = []
         conf = _ck_conf(sasl_cluster, password="not-it")
-        producer = CKProducer({**conf, "error_cb": lambda e: errors.append(str(e))})
+        producer = kafka_clients(CKProducer({**conf, "error_cb": lambda e: errors.append(str(e))}))
         producer.produce(name, b"never")
         producer.flush(5)
         producer.purge()
@@ -293,7 +301,9 @@ def test_kafka_listener_refuses_bad_credentials_and_changes_nothing(
     assert name not in asyncio.run(topics(sasl_cluster))
 
 
-def test_aiokafka_confluent_kafka_and_kafka_python_with_scram(sasl_cluster: DevCluster) -> None:
+def test_aiokafka_confluent_kafka_and_kafka_python_with_scram(
+    sasl_cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.helpers import create_ssl_context
@@ -344,7 +354,7 @@ def test_aiokafka_confluent_kafka_and_kafka_python_with_scram(sasl_cluster: DevC
             await consumer.stop()
 
     asyncio.run(run())
-    p = CKProducer(_ck_conf(sasl_cluster))
+    p = kafka_clients(CKProducer(_ck_conf(sasl_cluster)))
     p.produce(name, b"from confluent")
     assert p.flush(20) == 0
     kp = KafkaProducer(
@@ -409,7 +419,9 @@ def test_cli_with_sasl_ssl(sasl_cluster: DevCluster) -> None:
     assert name in asyncio.run(topics(sasl_cluster))
 
 
-def test_kafka_admin_manages_scram_users(sasl_cluster: DevCluster) -> None:
+def test_kafka_admin_manages_scram_users(
+    sasl_cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     """A user made with Kafka's AlterUserScramCredentials (confluent-kafka's admin, logged in
     as alice) logs in on the gRPC listener; once removed it cannot."""
     from confluent_kafka.admin import AdminClient as CKAdmin
@@ -420,7 +432,7 @@ def test_kafka_admin_manages_scram_users(sasl_cluster: DevCluster) -> None:
         UserScramCredentialUpsertion,
     )
 
-    ck = CKAdmin(_ck_conf(sasl_cluster))
+    ck = kafka_clients(CKAdmin(_ck_conf(sasl_cluster)))
     upsert = UserScramCredentialUpsertion(
         "carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"carols-pw"
     )
@@ -491,7 +503,9 @@ def _applied_everywhere(dev: DevCluster, acls: list[Acl]) -> None:
                 time.sleep(0.05)
 
 
-def test_a_user_under_acls_on_both_listeners(sasl_cluster: DevCluster) -> None:
+def test_a_user_under_acls_on_both_listeners(
+    sasl_cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     """erin may write and read one topic and use one group, nothing else. Through liferaft's
     client (gRPC), aiokafka and confluent-kafka (Kafka listener, SASL_SSL/SCRAM-SHA-512) she
     produces and consumes there; writing another topic is refused with
@@ -585,12 +599,12 @@ def test_a_user_under_acls_on_both_listeners(sasl_cluster: DevCluster) -> None:
         "sasl.password": ERIN_PASSWORD,
     }
     delivered: list[Any] = []
-    producer = CKProducer({**conf, "acks": "all", "message.timeout.ms": 20_000})
+    producer = kafka_clients(CKProducer({**conf, "acks": "all", "message.timeout.ms": 20_000}))
     producer.produce(mine, b"confluent", partition=0, on_delivery=lambda e, _m: delivered.append(e))
     producer.flush(30)
     assert delivered == [None]
     refused: list[Any] = []
-    producer = CKProducer({**conf, "acks": "all", "message.timeout.ms": 20_000})
+    producer = kafka_clients(CKProducer({**conf, "acks": "all", "message.timeout.ms": 20_000}))
     producer.produce(other, b"never", partition=0, on_delivery=lambda e, _m: refused.append(e))
     producer.flush(30)
     assert [e.code() for e in refused] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]

@@ -33,6 +33,7 @@ from client import (
     UnknownTopicOrPartitionError,
 )
 from liferaft.launcher import DevCluster, free_port_block
+from tests.integration.closing import KafkaClients
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 needs_kcat = pytest.mark.skipif(KCAT is None, reason="kcat is not installed (apt-get install kcat)")
@@ -103,12 +104,14 @@ def test_kcat_lists_brokers_at_their_kafka_addresses(cluster: DevCluster) -> Non
         assert sorted(r["id"] for r in p["replicas"]) == sorted(brokers)
 
 
-def test_confluent_kafka_metadata_has_topic_ids_and_the_controller(cluster: DevCluster) -> None:
+def test_confluent_kafka_metadata_has_topic_ids_and_the_controller(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     from confluent_kafka.admin import AdminClient as CkAdmin
 
     topic = unique("ids")
     create_with_kafka_python(cluster, topic)
-    admin = CkAdmin({"bootstrap.servers": kafka_bootstrap(cluster)})
+    admin = kafka_clients(CkAdmin({"bootstrap.servers": kafka_bootstrap(cluster)}))
     meta = admin.list_topics(topic, timeout=20)
     assert meta.topics[topic].error is None
     assert len(meta.topics[topic].partitions) == 3
@@ -140,19 +143,25 @@ def test_kcat_produces_idempotently_and_consumes_from_the_beginning(cluster: Dev
         assert offsets == list(range(len(offsets))), "offsets are dense from 0"
 
 
-def test_kafka_python_idempotent_producer_and_consumer(cluster: DevCluster) -> None:
+def test_kafka_python_idempotent_producer_and_consumer(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     from kafka import KafkaConsumer, KafkaProducer
 
     topic = unique("kp")
     create_with_kafka_python(cluster, topic)
     b = kafka_bootstrap(cluster)
-    producer = KafkaProducer(bootstrap_servers=b, acks="all", enable_idempotence=True)
+    producer = kafka_clients(
+        KafkaProducer(bootstrap_servers=b, acks="all", enable_idempotence=True)
+    )
     futures = [producer.send(topic, key=b"k%d" % (i % 7), value=b"v%d" % i) for i in range(200)]
     producer.flush(30)
     acked = [f.get(timeout=30) for f in futures]
     producer.close()
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=b, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    consumer = kafka_clients(
+        KafkaConsumer(
+            topic, bootstrap_servers=b, auto_offset_reset="earliest", consumer_timeout_ms=5000
+        )
     )
     got = {(m.partition, m.offset): m.value for m in consumer}
     consumer.close()
@@ -165,7 +174,9 @@ def test_kafka_python_idempotent_producer_and_consumer(cluster: DevCluster) -> N
     assert all(vs == sorted(vs) for vs in by_key.values())
 
 
-def test_confluent_kafka_idempotent_producer_and_consumer(cluster: DevCluster) -> None:
+def test_confluent_kafka_idempotent_producer_and_consumer(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     import confluent_kafka as ck
 
     topic = unique("ck")
@@ -177,14 +188,16 @@ def test_confluent_kafka_idempotent_producer_and_consumer(cluster: DevCluster) -
         assert err is None, err
         delivered.append((msg.partition(), msg.offset()))
 
-    producer = ck.Producer({"bootstrap.servers": b, "enable.idempotence": True, "acks": "all"})
+    producer = kafka_clients(
+        ck.Producer({"bootstrap.servers": b, "enable.idempotence": True, "acks": "all"})
+    )
     for i in range(300):
         producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, on_delivery=on_delivery)
         producer.poll(0)
     assert producer.flush(30) == 0
     assert len(delivered) == 300
-    consumer = ck.Consumer(
-        {"bootstrap.servers": b, "group.id": unique("g"), "enable.auto.commit": False}
+    consumer = kafka_clients(
+        ck.Consumer({"bootstrap.servers": b, "group.id": unique("g"), "enable.auto.commit": False})
     )
     consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(3)])
     got: dict[tuple[int, int], bytes] = {}
@@ -224,17 +237,19 @@ async def test_aiokafka_idempotent_producer_and_consumer(cluster: DevCluster) ->
     assert set(got) == {(m.partition, m.offset) for m in sent}
 
 
-def test_list_offsets_earliest_latest_and_by_time(cluster: DevCluster) -> None:
+def test_list_offsets_earliest_latest_and_by_time(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     import confluent_kafka as ck
 
     topic = unique("lo")
     create_with_kafka_python(cluster, topic, partitions=1)
     b = kafka_bootstrap(cluster)
-    producer = ck.Producer({"bootstrap.servers": b, "enable.idempotence": True})
+    producer = kafka_clients(ck.Producer({"bootstrap.servers": b, "enable.idempotence": True}))
     for i in range(10):
         producer.produce(topic, value=b"%d" % i, timestamp=1_000_000 + i * 1000)
     assert producer.flush(30) == 0
-    consumer = ck.Consumer({"bootstrap.servers": b, "group.id": unique("g")})
+    consumer = kafka_clients(ck.Consumer({"bootstrap.servers": b, "group.id": unique("g")}))
     low, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=20)
     assert (low, high) == (0, 10)
     (found,) = consumer.offsets_for_times([ck.TopicPartition(topic, 0, 1_004_500)], timeout=20)
@@ -305,7 +320,9 @@ def _send_frame(address: str, payload: bytes, size: int | None = None) -> bytes:
         return got
 
 
-def test_garbage_and_oversized_frames_close_only_their_connection(cluster: DevCluster) -> None:
+def test_garbage_and_oversized_frames_close_only_their_connection(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     address = next(iter(cluster.nodes.values())).kafka_address
     import random
 
@@ -336,7 +353,7 @@ def test_garbage_and_oversized_frames_close_only_their_connection(cluster: DevCl
     # The node still serves everyone else.
     from confluent_kafka.admin import AdminClient as CkAdmin
 
-    meta = CkAdmin({"bootstrap.servers": address}).list_topics(timeout=10)
+    meta = kafka_clients(CkAdmin({"bootstrap.servers": address})).list_topics(timeout=10)
     assert set(meta.brokers) == set(cluster.nodes)
 
 
@@ -356,7 +373,9 @@ def test_an_api_versions_request_newer_than_served_gets_the_table(cluster: DevCl
     assert served[18] == (0, 3) and 0 in served and 1 in served
 
 
-def test_confluent_admin_describes_topic_configs_and_the_cluster(cluster: DevCluster) -> None:
+def test_confluent_admin_describes_topic_configs_and_the_cluster(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     from confluent_kafka.admin import AdminClient as CkAdmin
     from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
 
@@ -368,7 +387,7 @@ def test_confluent_admin_describes_topic_configs_and_the_cluster(cluster: DevClu
         admin_kp.create_topics([NewTopic(topic, 1, 3, topic_configs={"retention.ms": "3600000"})])
     finally:
         admin_kp.close()
-    admin = CkAdmin({"bootstrap.servers": kafka_bootstrap(cluster)})
+    admin = kafka_clients(CkAdmin({"bootstrap.servers": kafka_bootstrap(cluster)}))
     resource = ConfigResource(ResourceType.TOPIC, topic)
     configs = admin.describe_configs([resource], request_timeout=20)[resource].result()
     assert configs["retention.ms"].value == "3600000"
@@ -385,7 +404,9 @@ def test_confluent_admin_describes_topic_configs_and_the_cluster(cluster: DevClu
     assert described.controller.id in cluster.nodes
 
 
-def test_kafka_admin_adds_partitions_that_take_records(cluster: DevCluster) -> None:
+def test_kafka_admin_adds_partitions_that_take_records(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     import confluent_kafka as ck
     from confluent_kafka.admin import AdminClient as CkAdmin
     from confluent_kafka.admin import NewPartitions
@@ -393,18 +414,18 @@ def test_kafka_admin_adds_partitions_that_take_records(cluster: DevCluster) -> N
     topic = unique("grow")
     create_with_kafka_python(cluster, topic, partitions=1)
     b = kafka_bootstrap(cluster)
-    admin = CkAdmin({"bootstrap.servers": b})
+    admin = kafka_clients(CkAdmin({"bootstrap.servers": b}))
     admin.create_partitions([NewPartitions(topic, 3)], request_timeout=20)[topic].result()
     fewer = admin.create_partitions([NewPartitions(topic, 2)], request_timeout=20)[topic]
     with pytest.raises(ck.KafkaException, match="INVALID_PARTITIONS"):
         fewer.result()
-    producer = ck.Producer({"bootstrap.servers": b, "enable.idempotence": True})
+    producer = kafka_clients(ck.Producer({"bootstrap.servers": b, "enable.idempotence": True}))
     for p in range(3):
         producer.produce(topic, value=b"p%d" % p, partition=p)
     assert producer.flush(30) == 0
     meta = admin.list_topics(topic, timeout=10).topics[topic]
     assert sorted(meta.partitions) == [0, 1, 2]
-    consumer = ck.Consumer({"bootstrap.servers": b, "group.id": unique("g")})
+    consumer = kafka_clients(ck.Consumer({"bootstrap.servers": b, "group.id": unique("g")}))
     for p in range(3):
         assert consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=20) == (0, 1)
     consumer.close()
@@ -412,6 +433,7 @@ def test_kafka_admin_adds_partitions_that_take_records(cluster: DevCluster) -> N
 
 def test_kafka_admins_delete_records_and_consumers_move_to_the_new_start(
     cluster: DevCluster,
+    kafka_clients: KafkaClients,
 ) -> None:
     """DeleteRecords from confluent-kafka (librdkafka) and kafka-python: the answer is the new
     low watermark; ListOffsets earliest shows it; a group whose committed offset is now below it
@@ -425,20 +447,22 @@ def test_kafka_admins_delete_records_and_consumers_move_to_the_new_start(
     topic = unique("trim")
     create_with_kafka_python(cluster, topic, partitions=2)
     b = kafka_bootstrap(cluster)
-    producer = ck.Producer({"bootstrap.servers": b, "enable.idempotence": True, "acks": "all"})
+    producer = kafka_clients(
+        ck.Producer({"bootstrap.servers": b, "enable.idempotence": True, "acks": "all"})
+    )
     for i in range(10):
         producer.produce(topic, value=b"v%d" % i, partition=0)
     for i in range(4):
         producer.produce(topic, value=b"w%d" % i, partition=1)
     assert producer.flush(30) == 0
     group = unique("g")
-    committer = ck.Consumer(
-        {"bootstrap.servers": b, "group.id": group, "enable.auto.commit": False}
+    committer = kafka_clients(
+        ck.Consumer({"bootstrap.servers": b, "group.id": group, "enable.auto.commit": False})
     )
     committer.commit(offsets=[ck.TopicPartition(topic, 0, 2)], asynchronous=False)
     committer.close()
 
-    admin = CkAdmin({"bootstrap.servers": b})
+    admin = kafka_clients(CkAdmin({"bootstrap.servers": b}))
     tp0 = ck.TopicPartition(topic, 0, 6)
     (done,) = admin.delete_records([tp0], request_timeout=20).values()
     assert done.result().low_watermark == 6
@@ -457,13 +481,15 @@ def test_kafka_admins_delete_records_and_consumers_move_to_the_new_start(
     finally:
         kp.close()
 
-    consumer = ck.Consumer(
-        {
-            "bootstrap.servers": b,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+    consumer = kafka_clients(
+        ck.Consumer(
+            {
+                "bootstrap.servers": b,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
     )
     try:
         assert consumer.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=20) == (6, 10)
@@ -527,7 +553,9 @@ async def test_aiokafka_and_the_liferaft_admin_delete_records(cluster: DevCluste
     assert got == [(4, b"v4"), (5, b"v5")]
 
 
-def test_a_failed_acks0_produce_closes_the_connection(cluster: DevCluster) -> None:
+def test_a_failed_acks0_produce_closes_the_connection(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     """acks=0 gets no answer, so Kafka tells a producer its batch failed by closing the
     connection (the client reconnects and refreshes metadata); a good one stays open."""
     from confluent_kafka.admin import AdminClient as CkAdmin
@@ -539,7 +567,9 @@ def test_a_failed_acks0_produce_closes_the_connection(cluster: DevCluster) -> No
 
     topic = unique("acks0")
     create_with_kafka_python(cluster, topic, partitions=1)
-    meta = CkAdmin({"bootstrap.servers": kafka_bootstrap(cluster)}).list_topics(topic, timeout=10)
+    meta = kafka_clients(CkAdmin({"bootstrap.servers": kafka_bootstrap(cluster)})).list_topics(
+        topic, timeout=10
+    )
     leader = meta.topics[topic].partitions[0].leader
     batch = build_batch([Record(key=None, value=b"x")])
 
@@ -572,12 +602,16 @@ def test_a_failed_acks0_produce_closes_the_connection(cluster: DevCluster) -> No
     assert produce_acks0(cluster.nodes[leader].kafka_address) == b""
     import confluent_kafka as ck
 
-    consumer = ck.Consumer({"bootstrap.servers": kafka_bootstrap(cluster), "group.id": "x"})
+    consumer = kafka_clients(
+        ck.Consumer({"bootstrap.servers": kafka_bootstrap(cluster), "group.id": "x"})
+    )
     assert consumer.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=20) == (0, 1)
     consumer.close()
 
 
-def test_kafka_admin_alters_topic_configs_and_the_partitions_follow(cluster: DevCluster) -> None:
+def test_kafka_admin_alters_topic_configs_and_the_partitions_follow(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     import confluent_kafka as ck
     from confluent_kafka.admin import AdminClient as CkAdmin
     from confluent_kafka.admin import (
@@ -590,7 +624,7 @@ def test_kafka_admin_alters_topic_configs_and_the_partitions_follow(cluster: Dev
     topic = unique("alter")
     create_with_kafka_python(cluster, topic, partitions=1)
     b = kafka_bootstrap(cluster)
-    admin = CkAdmin({"bootstrap.servers": b})
+    admin = kafka_clients(CkAdmin({"bootstrap.servers": b}))
 
     def alter(*entries: ConfigEntry) -> None:
         resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=list(entries))
@@ -607,7 +641,7 @@ def test_kafka_admin_alters_topic_configs_and_the_partitions_follow(cluster: Dev
         alter(ConfigEntry("retention.ms", "-7", incremental_operation=AlterConfigOpType.SET))
     assert described()["retention.ms"] == "604800000"  # unchanged by the refused request
     # The leader now refuses a batch over the new limit.
-    producer = ck.Producer({"bootstrap.servers": b, "enable.idempotence": True})
+    producer = kafka_clients(ck.Producer({"bootstrap.servers": b, "enable.idempotence": True}))
     errors: list[str] = []
     producer.produce(topic, value=b"x" * 4000, on_delivery=lambda e, m: errors.append(str(e)))
     producer.flush(30)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from liferaft.launcher import DevCluster, free_port_block
+from tests.integration.closing import KafkaClients
 from tests.integration.test_kafka_clients import create_with_kafka_python, kafka_bootstrap
 
 
@@ -35,11 +36,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
 def leader_of(bootstrap: str, topic: str) -> int:
     from confluent_kafka.admin import AdminClient
 
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    with KafkaClients() as clients:
+        admin = clients(AdminClient({"bootstrap.servers": bootstrap}))
+        meta = admin.list_topics(topic, timeout=10)
     return int(meta.topics[topic].partitions[0].leader)
 
 
-def test_idempotent_confluent_producer_survives_a_leader_kill(cluster: DevCluster) -> None:
+def test_idempotent_confluent_producer_survives_a_leader_kill(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     import confluent_kafka as ck
 
     topic = "failover"
@@ -56,15 +61,17 @@ def test_idempotent_confluent_producer_survives_a_leader_kill(cluster: DevCluste
             else:
                 failed.append(str(err))
 
-    producer = ck.Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "message.timeout.ms": 60_000,
-            "topic.metadata.refresh.interval.ms": 1000,
-        }
+    producer = kafka_clients(
+        ck.Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.timeout.ms": 60_000,
+                "topic.metadata.refresh.interval.ms": 1000,
+            }
+        )
     )
     stop = threading.Event()
 
@@ -99,8 +106,10 @@ def test_idempotent_confluent_producer_survives_a_leader_kill(cluster: DevCluste
     assert not failed, failed[:5]
     assert leader_of(bootstrap, topic) != victim
 
-    consumer = ck.Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
+    consumer = kafka_clients(
+        ck.Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
+        )
     )
     consumer.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
     log: list[tuple[int, bytes]] = []

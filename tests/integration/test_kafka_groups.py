@@ -23,6 +23,7 @@ from client import Consumer
 from liferaft.launcher import DevCluster, free_port_block
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
+from tests.integration.closing import KafkaClients
 from tests.integration.test_kafka_clients import create_with_kafka_python, kafka_bootstrap
 
 RECORDS = 60
@@ -46,10 +47,13 @@ def unique(prefix: str) -> str:
 def produce(cluster: DevCluster, topic: str, start: int, count: int) -> None:
     import confluent_kafka as ck
 
-    producer = ck.Producer({"bootstrap.servers": kafka_bootstrap(cluster), "acks": "all"})
-    for i in range(start, start + count):
-        producer.produce(topic, key=b"k%d" % i, value=b"%d" % i)
-    assert producer.flush(30) == 0
+    with KafkaClients() as clients:
+        producer = clients(
+            ck.Producer({"bootstrap.servers": kafka_bootstrap(cluster), "acks": "all"})
+        )
+        for i in range(start, start + count):
+            producer.produce(topic, key=b"k%d" % i, value=b"%d" % i)
+        assert producer.flush(30) == 0
 
 
 def until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -61,7 +65,7 @@ def until(check: Callable[[], bool], timeout: float, what: str) -> None:
 # -- librdkafka ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 def test_confluent_group_rebalances_and_resumes_from_commits(
-    cluster: DevCluster, strategy: str
+    cluster: DevCluster, strategy: str, kafka_clients: KafkaClients
 ) -> None:
     import confluent_kafka as ck
 
@@ -70,16 +74,18 @@ def test_confluent_group_rebalances_and_resumes_from_commits(
     produce(cluster, topic, 0, RECORDS)
 
     def member() -> ck.Consumer:
-        c = ck.Consumer(
-            {
-                "bootstrap.servers": kafka_bootstrap(cluster),
-                "group.id": group,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 300,
-                "partition.assignment.strategy": strategy,
-            }
+        c = kafka_clients(
+            ck.Consumer(
+                {
+                    "bootstrap.servers": kafka_bootstrap(cluster),
+                    "group.id": group,
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 300,
+                    "partition.assignment.strategy": strategy,
+                }
+            )
         )
         c.subscribe([topic])
         return c
@@ -110,18 +116,7 @@ def test_confluent_group_rebalances_and_resumes_from_commits(
         else:
             todo.clear()
 
-    members: list[ck.Consumer] = []
-
-    def member_closed_at_the_end() -> ck.Consumer:
-        members.append(member())
-        return members[-1]
-
-    try:
-        _rebalance_and_resume(cluster, topic, member_closed_at_the_end, poll, read)
-    finally:
-        for c in members:  # a consumer left to the garbage collector blocks in librdkafka
-            with contextlib.suppress(Exception):
-                c.close()
+    _rebalance_and_resume(cluster, topic, member, poll, read)
 
 
 def _rebalance_and_resume(
@@ -161,7 +156,9 @@ def _rebalance_and_resume(
 
 
 # -- kafka-python --------------------------------------------------------------------------------
-def test_kafka_python_group_rebalances_and_resumes_from_commits(cluster: DevCluster) -> None:
+def test_kafka_python_group_rebalances_and_resumes_from_commits(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     from kafka import KafkaConsumer
     from kafka.errors import CommitFailedError, RebalanceInProgressError
 
@@ -170,14 +167,16 @@ def test_kafka_python_group_rebalances_and_resumes_from_commits(cluster: DevClus
     produce(cluster, topic, 0, RECORDS)
 
     def member() -> KafkaConsumer:
-        return KafkaConsumer(
-            topic,
-            bootstrap_servers=kafka_bootstrap(cluster),
-            group_id=group,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=300,
+        return kafka_clients(
+            KafkaConsumer(
+                topic,
+                bootstrap_servers=kafka_bootstrap(cluster),
+                group_id=group,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=300,
+            )
         )
 
     read: list[bytes] = []
@@ -247,25 +246,29 @@ async def test_aiokafka_group_member_commits_and_a_successor_resumes(cluster: De
 
 
 # -- admin and the two kinds of group -------------------------------------------------------------
-def test_groups_are_listed_described_and_deleted_by_kafka_admin(cluster: DevCluster) -> None:
+def test_groups_are_listed_described_and_deleted_by_kafka_admin(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
     import confluent_kafka as ck
     from confluent_kafka.admin import AdminClient
 
     topic, group = unique("adm"), unique("grp")
     create_with_kafka_python(cluster, topic)
     produce(cluster, topic, 0, 6)
-    c = ck.Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap(cluster),
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+    c = kafka_clients(
+        ck.Consumer(
+            {
+                "bootstrap.servers": kafka_bootstrap(cluster),
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
     )
     c.subscribe([topic])
     until(lambda: c.poll(0.1) is not None and bool(c.assignment()), 30, "an assignment")
     c.commit(asynchronous=False)
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap(cluster)})
+    admin = kafka_clients(AdminClient({"bootstrap.servers": kafka_bootstrap(cluster)}))
     listed = admin.list_consumer_groups(request_timeout=20).result()
     assert group in {g.group_id for g in listed.valid}
     desc = admin.describe_consumer_groups([group], request_timeout=20)[group].result()
