@@ -343,6 +343,9 @@ def test_regression(tmp_path: Path, case: Regression) -> None:
 
 
 @pytest.mark.skipif(not LONG, reason="the long chaos form takes minutes: LIFERAFT_CHAOS_LONG=1")
+# As long as it is told to run (300 s by default), then settling and checking: twice that, and
+# ten minutes more, before pytest-timeout calls it hung.
+@pytest.mark.timeout(2 * float(os.environ.get("LIFERAFT_CHAOS_DURATION", "300")) + 600)
 @pytest.mark.parametrize(
     "seed", [int(s) for s in os.environ.get("LIFERAFT_CHAOS_SEEDS", "1,2,3").split(",")]
 )

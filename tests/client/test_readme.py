@@ -70,6 +70,9 @@ def test_the_examples_need_only_the_readme_install() -> None:
         assert "compression_type" not in code, "a codec needs the compression extra"
 
 
+# Its own waits add up to more than pyproject's 600 s per test: it fails on those, with their
+# message, before pytest-timeout would.
+@pytest.mark.timeout(900)
 def test_readme_examples_run_against_a_dev_cluster(cluster: DevCluster, tmp_path: Path) -> None:
     env = {
         **os.environ,

@@ -45,11 +45,16 @@ from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from node.config import KAFKA_PORT_OFFSET
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("LIFERAFT_COMPOSE_TEST") != "1",
-    reason="the docker-compose cluster test needs a docker daemon and takes minutes: "
-    "set LIFERAFT_COMPOSE_TEST=1 (deploy/ci-setup-docker.sh prepares a machine)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get("LIFERAFT_COMPOSE_TEST") != "1",
+        reason="the docker-compose cluster test needs a docker daemon and takes minutes: "
+        "set LIFERAFT_COMPOSE_TEST=1 (deploy/ci-setup-docker.sh prepares a machine)",
+    ),
+    # The first test's setup may build the image (up to 15 minutes, `image` below) before
+    # its own cluster comes up: beyond pyproject's 600 s per test.
+    pytest.mark.timeout(1800),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
