@@ -422,8 +422,12 @@ class ClassicGroups:
     # -- commits ---------------------------------------------------------------------------------
     def check_commit(self, group_id: str, member_id: str, generation: int) -> None:
         """Kafka's fencing of a classic commit: a member of the current generation, not while
-        the group waits for the leader's assignment. A commit with no member and generation -1
-        (a consumer that assigns partitions itself) is allowed only while nobody is a member."""
+        the group waits for the leader's assignment (in PreparingRebalance the generation has
+        not moved yet: taken, as Kafka takes it). A commit with no member and generation -1 (a
+        consumer that assigns partitions itself) is allowed only while nobody is a member; one
+        that names a generation but no member is UNKNOWN_MEMBER_ID, or ILLEGAL_GENERATION if
+        the group does not exist at all (neither members nor offsets), as Kafka answers before
+        OffsetCommit v9."""
         self.check()
         g = self.groups.get(group_id)
         if not member_id and generation < 0:
@@ -434,6 +438,11 @@ class ClassicGroups:
                 )
             return
         if g is None or member_id not in g.members:
+            if not member_id and g is None and not self.coord.committed(group_id):
+                raise BrokerError(
+                    ErrorCode.ILLEGAL_GENERATION,
+                    f"group {group_id!r} does not exist: generation {generation} is none of its",
+                )
             raise BrokerError(
                 ErrorCode.UNKNOWN_MEMBER_ID, f"group {group_id!r} has no member {member_id!r}"
             )

@@ -349,3 +349,58 @@ async def test_a_group_is_classic_or_liferaft_never_both(cluster: DevCluster) ->
         finally:
             await asyncio.to_thread(late.close)
         assert "INCONSISTENT_GROUP_PROTOCOL" in errors
+
+
+def test_a_commit_with_a_generation_but_no_member_is_refused_as_kafka_refuses_it(
+    cluster: DevCluster, kafka_clients: KafkaClients
+) -> None:
+    """Only a consumer that manages no group membership (member id "", generation -1) may commit
+    without being a member. One that names a generation but no member is refused, as Kafka's
+    coordinator refuses it: ILLEGAL_GENERATION while the group does not exist (OffsetCommit
+    before v9), UNKNOWN_MEMBER_ID once it does; nothing is committed. Such commits used to be
+    taken whenever the group had no classic member."""
+    import confluent_kafka as ck
+    from kio.schema.errors import ErrorCode as KafkaError
+    from kio.schema.offset_commit.v8 import request as q
+    from kio.schema.offset_commit.v8.response import OffsetCommitResponse
+
+    from tests.integration.test_kafka_failover import kafka_request
+
+    topic, group = unique("fence"), unique("grp")
+    create_with_kafka_python(cluster, topic)
+
+    def commit(generation: int, offset: int) -> KafkaError:
+        partition = q.OffsetCommitRequestPartition(
+            partition_index=0,
+            committed_offset=offset,
+            committed_leader_epoch=-1,
+            committed_metadata=None,
+        )
+        request = q.OffsetCommitRequest(
+            group_id=group,
+            generation_id_or_member_epoch=generation,
+            member_id="",
+            group_instance_id=None,
+            topics=(q.OffsetCommitRequestTopic(name=topic, partitions=(partition,)),),
+        )
+        for node in cluster.nodes.values():  # the coordinator answers; the others send it there
+            resp = kafka_request(node.kafka_address, request, OffsetCommitResponse)
+            code = resp.topics[0].partitions[0].error_code
+            if code != KafkaError.not_coordinator:
+                return KafkaError(code)
+        raise AssertionError("no node coordinates the group")
+
+    reader = kafka_clients(
+        ck.Consumer({"bootstrap.servers": kafka_bootstrap(cluster), "group.id": group})
+    )
+
+    def committed() -> int:
+        (tp,) = reader.committed([ck.TopicPartition(topic, 0)], timeout=20)
+        return int(tp.offset)
+
+    assert commit(3, 5) == KafkaError.illegal_generation
+    assert committed() == ck.OFFSET_INVALID
+    assert commit(-1, 2) == KafkaError.none  # a standalone consumer's commit
+    assert committed() == 2
+    assert commit(3, 5) == KafkaError.unknown_member_id
+    assert committed() == 2

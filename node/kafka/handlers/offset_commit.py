@@ -1,5 +1,6 @@
 """OffsetCommit (key 8): classic members' commits (fenced by member id and generation), or a
-standalone consumer's (no member, generation -1), into the replicated `__groups` log."""
+standalone consumer's (no member, generation -1), into the replicated `__groups` log. A commit
+that names a member or a generation is a member's, fenced as such (ClassicGroups.check_commit)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ async def handle(ctx: Ctx, request: Any, version: int) -> Any:
         ctx.classic.check()
         validate_group_id(request.group_id)
         ctx.broker.authorizer.check(Operation.READ, acl.group(request.group_id))
-        if request.member_id or ctx.classic.has_members(request.group_id):
+        if request.member_id or generation >= 0 or ctx.classic.has_members(request.group_id):
             ctx.classic.check_commit(request.group_id, request.member_id, generation)
         else:
             tps = {(name, p.partition_index) for name, p in wanted}

@@ -24,7 +24,7 @@ import pytest
 
 from node.errors import BrokerError, ErrorCode
 from node.groups import GroupCoordinator
-from node.kafka.classic import PREPARING, STABLE, ClassicGroups, JoinResult
+from node.kafka.classic import COMPLETING, PREPARING, STABLE, ClassicGroups, JoinResult
 from tests.node.inproc import Net, until
 
 pytestmark = pytest.mark.asyncio
@@ -144,3 +144,60 @@ async def test_a_leader_that_joins_with_new_metadata_rebalances_at_once(
     a = await again
     await other
     assert a.generation == 2
+
+
+def commit_refusal(groups: ClassicGroups, member_id: str, generation: int) -> str | None:
+    """The error code name a classic OffsetCommit would get, None if it is accepted."""
+    try:
+        groups.check_commit(GROUP, member_id, generation)
+    except BrokerError as e:
+        return ErrorCode.Name(e.code)
+    return None
+
+
+async def test_commits_are_fenced_as_kafkas_group_coordinator_fences_them(
+    classic: tuple[ClassicGroups, Clock],
+) -> None:
+    """Kafka's rules for a classic OffsetCommit (GroupCoordinator.doCommitOffsets before 3.7,
+    ClassicGroup.validateOffsetCommit since): an unknown member is UNKNOWN_MEMBER_ID; a
+    generation other than the group's is ILLEGAL_GENERATION; with the group's generation a
+    commit is taken in Stable *and in PreparingRebalance* (the generation only moves when the
+    join phase ends, so a member keeps committing with the one it has until it rejoins: the
+    heartbeat tells it to), and refused with REBALANCE_IN_PROGRESS in CompletingRebalance (the
+    new generation is out, its assignment not yet). So a commit that races its own member's
+    rejoin, sent with the old generation and read after the join phase ended, is
+    ILLEGAL_GENERATION on Kafka as here: the client commits again once it has rejoined."""
+    groups, clock = classic
+    leader, follower = await stable_group_of_two(groups, clock)
+    g = groups.groups[GROUP]
+
+    # Stable, generation 1.
+    assert commit_refusal(groups, leader, 1) is None
+    assert commit_refusal(groups, follower, 1) is None
+    assert commit_refusal(groups, leader, 0) == "ILLEGAL_GENERATION"
+    assert commit_refusal(groups, leader, 2) == "ILLEGAL_GENERATION"
+    assert commit_refusal(groups, "stranger", 1) == "UNKNOWN_MEMBER_ID"
+    assert commit_refusal(groups, "", -1) == "UNKNOWN_MEMBER_ID"  # members only, now
+
+    # The follower leaves: PreparingRebalance, still generation 1 until the leader rejoins.
+    groups.leave(GROUP, follower)
+    assert (g.state, g.generation) == (PREPARING, 1)
+    assert commit_refusal(groups, leader, 1) is None
+    assert commit_refusal(groups, leader, 2) == "ILLEGAL_GENERATION"
+    assert commit_refusal(groups, follower, 1) == "UNKNOWN_MEMBER_ID"
+
+    # The leader rejoins: the join phase ends, generation 2, its assignment awaited.
+    rejoined = await join(groups, leader)
+    assert (g.state, g.generation, rejoined.generation) == (COMPLETING, 2, 2)
+    assert commit_refusal(groups, leader, 1) == "ILLEGAL_GENERATION"
+    assert commit_refusal(groups, leader, 2) == "REBALANCE_IN_PROGRESS"
+
+    # Its SyncGroup: Stable in generation 2.
+    assert await groups.sync(GROUP, leader, 2, {leader: b"A"}) == b"A"
+    assert g.state == STABLE
+    assert commit_refusal(groups, leader, 2) is None
+    assert commit_refusal(groups, leader, 1) == "ILLEGAL_GENERATION"
+
+    # Empty: a consumer that assigns partitions itself (no member, generation -1) may commit.
+    groups.leave(GROUP, leader)
+    assert commit_refusal(groups, "", -1) is None
