@@ -42,6 +42,7 @@ import contextlib
 import functools
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -142,17 +143,26 @@ def _raise_read_limit(reader: asyncio.StreamReader) -> None:
         reader._limit = READ_LIMIT  # type: ignore[attr-defined]
 
 
-class _TlsGate(asyncio.Protocol):
-    """A TLS connection's protocol until the Transport admits it: it reads nothing, so the
-    handshake (loop.start_tls) gets the socket whole, from its first byte."""
-
-    def __init__(self, admit: Callable[[asyncio.Transport], None]) -> None:
-        self._admit = admit
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()
-        self._admit(transport)
+def _listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for host:port, one per address it resolves to, as
+    loop.create_server makes them (SO_REUSEADDR; an IPv6 socket does not take IPv4 too)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(100)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 class TransportRefused(Exception):
@@ -219,6 +229,8 @@ class Transport:
         self._handshaking = 0
         """Accepted connections whose Hello has not been accepted yet."""
         self._server: asyncio.Server | None = None
+        self._listeners: list[socket.socket] = []
+        """The TLS listener's sockets (a plaintext listener is `_server`)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
 
@@ -308,15 +320,22 @@ class Transport:
                     )
                 else:
                     # Not start_server(ssl=...): that starts a handshake (and its buffers) for
-                    # every connection before any count of them could close the surplus.
-                    self._server = await asyncio.get_running_loop().create_server(
-                        lambda: _TlsGate(self._admit_tls), host, port, reuse_address=True
-                    )
+                    # every connection before any count of them could close the surplus. Nor a
+                    # protocol that pauses reading until it is admitted: uvloop starts reading
+                    # after connection_made whatever it asked, and the ClientHello was lost.
+                    # The accept loop takes each socket bare, counts it, and only then hands
+                    # it to loop.connect_accepted_socket for its handshake.
+                    self._listeners = _listening_sockets(host, port)
             except OSError as e:
                 raise ConfigError(
                     f"cannot listen for Raft peers on {self.listen}: {e.strerror or e} (the "
                     "gRPC port plus --raft-port-offset must be free)"
                 ) from None
+        for listener in self._listeners:
+            self._spawn(
+                functools.partial(self._accept_tls_forever, listener),
+                f"raft-accept-{self.node_id}",
+            )
         for link in self.links.values():
             if self.node_id < link.peer_id or self.dial_all:
                 self._spawn(
@@ -332,6 +351,9 @@ class Transport:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
         for link in self.links.values():
             if link.writer is not None:
                 link.writer.close()
@@ -514,50 +536,55 @@ class Transport:
         self._handshaking += 1
         await self._greet(reader, writer)
 
-    def _admit_tls(self, raw: asyncio.Transport) -> None:
+    async def _accept_tls_forever(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as e:  # out of file descriptors, mostly: asyncio's server waits too
+                log.warning("node %d: accepting a Raft connection failed: %s", self.node_id, e)
+                await asyncio.sleep(1.0)
+                continue
+            self._admit_tls(sock)
+
+    def _admit_tls(self, sock: socket.socket) -> None:
         """A TLS connection from anyone, before its handshake: admitted under the same bound as
         a plaintext one (a handshake costs memory too), then the handshake and the Hello."""
         if self._stopped or self._over_limit():
-            raw.close()
+            sock.close()
             return
         self._handshaking += 1
-        task = asyncio.create_task(self._tls_accept(raw))
+        task = asyncio.create_task(self._tls_accept(sock))
         self._tasks.add(task)  # cancelled by stop(), as the links are
         task.add_done_callback(self._tasks.discard)
 
-    async def _tls_accept(self, raw: asyncio.Transport) -> None:
+    async def _tls_accept(self, sock: socket.socket) -> None:
         assert self.tls is not None
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=HELLO_READ_LIMIT, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
-            secured = await loop.start_tls(
-                raw,
-                protocol,
-                self.tls.server,
-                server_side=True,
+            peer = sock.getpeername()
+        except OSError:
+            peer = None
+        try:
+            # The loop owns the socket from here on, and closes it if the handshake fails.
+            secured, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=self.tls.server,
                 ssl_handshake_timeout=self.hello_timeout_s,
             )
         except BaseException as e:
             self._handshaking -= 1
-            raw.close()
             if isinstance(e, ssl.SSLError):  # no certificate, another CA's, not TLS at all
                 self.stats.handshakes_refused += 1
-                log.warning(
-                    "refused a Raft connection from %s: TLS: %s",
-                    raw.get_extra_info("peername"),
-                    e.reason or e,
-                )
+                log.warning("refused a Raft connection from %s: TLS: %s", peer, e.reason or e)
             elif isinstance(e, ConnectionAbortedError | TimeoutError):
                 self.stats.handshakes_timed_out += 1
             if not isinstance(e, Exception):  # cancelled: the transport stops
                 raise
             return
-        if secured is None:  # typeshed's: the loop had no TLS to give
-            self._handshaking -= 1
-            raw.close()
-            return
-        protocol.connection_made(secured)
         await self._greet(reader, asyncio.StreamWriter(secured, protocol, reader, loop))
 
     async def _greet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -661,7 +688,7 @@ class Transport:
                 )
                 backoff = 2.0
             except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
-                log.debug("Raft connection to node %d failed: %s", link.peer_id, e)
+                log.debug("Raft connection to node %d failed: %r", link.peer_id, e, exc_info=True)
             finally:
                 if writer is not None:
                     writer.close()

@@ -6,7 +6,6 @@ the rest of the CLI's tooling is loaded (tests/test_house.py checks a real proce
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -161,6 +160,14 @@ def node_cmd(
         str | None,
         typer.Option("--log-format", envvar="LIFERAFT_LOG_FORMAT", help="text (default) or json."),
     ] = None,
+    event_loop: Annotated[
+        str | None,
+        typer.Option(
+            "--event-loop",
+            envvar="LIFERAFT_EVENT_LOOP",
+            help="uvloop (default) or asyncio (the standard library's loop).",
+        ),
+    ] = None,
 ) -> None:
     """Run one node in the foreground until SIGINT/SIGTERM (then hand off leadership and stop)."""
     from node.config import ConfigError, NodeConfig, load_toml, parse_peers, parse_super_users
@@ -183,6 +190,7 @@ def node_cmd(
             "retention_check_ms": retention_check_ms,
             "metrics_listen": metrics_listen,
             "log_format": log_format,
+            "event_loop": event_loop,
             "tls_dir": tls_dir,
             "tls_ca": tls_ca,
             "tls_cert": tls_cert,
@@ -209,13 +217,14 @@ def node_cmd(
         cfg = NodeConfig(**settings).validate()
     except (ConfigError, TypeError) as e:
         raise fail(str(e), 2) from None
+    from node import event_loop as loops
     from node import logs
     from node.server import serve
 
     logs.configure(log_level, cfg.log_format, cfg.node_id)
 
     try:
-        asyncio.run(serve(cfg))
+        loops.run(serve(cfg), cfg.event_loop)
     except ConfigError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from node.raft_wire import BATCH, FRAME_HEADER, HELLO, REFUSE, encode_message, f
 from node.tls import PeerTls, TlsFiles, cert_node_ids
 from node.transport import Transport
 from raft import Entry, Message, MessageType
+from tests.node.loops import event_loop_policy  # noqa: F401  (every test on each loop)
 
 
 def _free_pair() -> int:

@@ -15,6 +15,7 @@ from node.config import RAFT_PORT_OFFSET
 from node.raft_wire import FRAME_HEADER, HELLO, LEADERS, REFUSE, encode_message, frame
 from node.transport import Transport
 from raft import Message, MessageType
+from tests.node.loops import event_loop_policy  # noqa: F401  (every test on each loop)
 from tests.node.test_transport import Node, _free_pair, _until
 
 
