@@ -830,7 +830,10 @@ class Partition:
                 return result
             event = self._hw_changed
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                # A deadline on this task, not wait_for's task per wait: a FetchStream waits
+                # here once for every answer (each committed batch wakes it).
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             except TimeoutError:
                 return self.read(offset, max_bytes)
 
