@@ -830,10 +830,7 @@ class Partition:
                 return result
             event = self._hw_changed
             try:
-                # A deadline on this task, not wait_for's task per wait: a FetchStream waits
-                # here once for every answer (each committed batch wakes it).
-                async with asyncio.timeout(remaining):
-                    await event.wait()
+                await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 return self.read(offset, max_bytes)
 
