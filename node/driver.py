@@ -170,13 +170,12 @@ class RaftTiming:
     coalesce_quiet_turns: int = 8
     """Group commit waits up to coalesce_max_turns turns of the event loop for more proposals,
     and stops after coalesce_quiet_turns in a row without one (RaftDriver._gather_proposals)."""
-    lazy_commit: bool = False
+    lazy_commit: bool = True
     """Leaders send a new commit index with the next append, or at the next tick, not in an
     empty append of its own (raft Config.lazy_commit): half the messages, acknowledgements
-    and follower rounds per entry under load. Off for now: with it on, an integration test
-    (test_idempotent_pipelined_producer_survives_leader_kills) stalled its acks after a
-    leader kill in 2 of 10 runs on a machine at load 15-17, unexplained (docs/performance.md,
-    issue 18, third pass); the simulations run it on in part of their worlds."""
+    and follower rounds per entry under load. On since session 8 (docs/performance.md,
+    issue 18): the stall once suspected of it was the grpc INTERNAL error since fixed in
+    client/errors.py; the simulations run it both ways."""
     quiesce_after_ticks: int = 3
     """A leader with no new entries for this many ticks tries to quiesce (0: never). Short:
     an awake idle group costs heartbeats, and waking one costs a message."""
@@ -243,6 +242,12 @@ class DriverStats:
     """Readies whose committed entries were applied before their own write was durable."""
     quiesces: int = 0
     wakeups: int = 0
+    gathers: int = 0
+    """Rounds that waited loop turns for more proposals (group commit, `_gather_proposals`)."""
+    gather_turns: int = 0
+    """Loop turns those waits took."""
+    gathers_caught: int = 0
+    """Waits during which another proposal arrived (the turns bought something)."""
     messages_from_non_members: int = 0
     """Messages dropped because their sender is not a voter or learner of the group."""
     replicas_readded_with_promises: int = 0
@@ -433,6 +438,11 @@ class RaftDriver:
         self._inbox: list[tuple[str, Message]] = []
         self._proposals_queued = 0  # calls of will_propose, ever (to see new ones arrive)
         self._gather = False  # a group with proposals waiting has others in flight
+        self._quiet_turns = timing.coalesce_quiet_turns
+        """How many turns without a new proposal end the next gather: the configured number
+        while gathers catch proposals, halved after each one that caught none (a lone request
+        every few milliseconds gains nothing from waiting; each turn costs ~15 us)."""
+        self._gathers_since_full = 0
         self._proposers: dict[str, Callable[[], None]] = {}
         """Groups with proposals waiting for the next round (group commit), and how to make
         them: each is called once, before the round ticks or steps anything."""
@@ -705,19 +715,44 @@ class RaftDriver:
         arriving: a request the transport has already taken in reaches its handler (and
         `will_propose`) only a few loop turns later, and each turn costs microseconds where
         an entry of its own costs a write, an fsync, an append and an acknowledgement per
-        follower. Stops after `coalesce_quiet_turns` turns without a new proposal."""
+        follower. Stops after `_quiet_turns` turns without a new proposal.
+
+        Adaptive: a gather that caught nothing halves the next one's quiet turns (down to
+        one), one that caught a proposal restores `coalesce_quiet_turns`, and every
+        `coalesce_quiet_turns`-th gather runs in full anyway, so arrivals a few turns apart
+        are found again. At a few hundred lone requests a second per leader (bench e2e)
+        the quiet turns cost more than they caught."""
+        full = self.timing.coalesce_quiet_turns
+        self._gathers_since_full += 1
+        if self._gathers_since_full >= full:
+            self._gathers_since_full = 0
+            limit = full
+        else:
+            limit = self._quiet_turns
         quiet = 0
+        turns = 0
+        caught = False
+        stats = self.stats
         for _ in range(self.timing.coalesce_max_turns):
             before = self._proposals_queued
             await asyncio.sleep(0)
+            turns += 1
             if self._stopped:
-                return
+                break
             if self._proposals_queued == before:
                 quiet += 1
-                if quiet >= self.timing.coalesce_quiet_turns:
-                    return
+                if quiet >= limit:
+                    break
             else:
                 quiet = 0
+                caught = True
+        stats.gathers += 1
+        stats.gather_turns += turns
+        if caught:
+            stats.gathers_caught += 1
+            self._quiet_turns = full
+        else:
+            self._quiet_turns = max(1, limit // 2)
 
     def _flush_proposals(self) -> None:
         proposers, self._proposers = self._proposers, {}

@@ -296,6 +296,13 @@ class NodeCollector(Collector):
             ("liferaft_disk_written_bytes", "Bytes of Raft entries written", s.bytes_persisted),
             ("liferaft_disk_written_entries", "Raft entries written", s.entries_persisted),
             ("liferaft_raft_messages_stepped", "Raft messages received", s.messages_stepped),
+            ("liferaft_raft_gathers", "Rounds that waited for more proposals", s.gathers),
+            ("liferaft_raft_gather_turns", "Loop turns those waits took", s.gather_turns),
+            (
+                "liferaft_raft_gathers_caught",
+                "Waits for more proposals during which one arrived",
+                s.gathers_caught,
+            ),
             (
                 "liferaft_raft_applied_ahead",
                 "Readies whose committed entries were applied before their own write was synced",
