@@ -21,7 +21,7 @@ is wrong) and cleared by a full `update()`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from liferaft_proto.address import format_address, parse_address
 from liferaft_proto.v1 import broker_pb2
@@ -88,10 +88,11 @@ class TopicMetadata:
     partitions: tuple[PartitionMetadata, ...]
     """Indexed by partition number: partitions[p].partition == p."""
     is_internal: bool = False
+    partition_ids: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """The partitions' numbers, worked out once: the producer asks for every record."""
 
-    @property
-    def partition_ids(self) -> tuple[int, ...]:
-        return tuple(p.partition for p in self.partitions)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "partition_ids", tuple(p.partition for p in self.partitions))
 
     @classmethod
     def from_pb(cls, tm: broker_pb2.TopicMetadata) -> TopicMetadata:

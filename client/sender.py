@@ -24,7 +24,7 @@ call's bookkeeping raises, every batch of the partition fails with the cause.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -193,6 +193,7 @@ class PartitionSender:
         )
         self.in_flight: list[ProducerBatch] = []  # taken, not yet done; in order
         self.wakeup = asyncio.Event()
+        self._alarms: list[tuple[float, asyncio.TimerHandle]] = []  # a heap (_alarm)
         self.closing = False
         self.task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
@@ -248,10 +249,33 @@ class PartitionSender:
             if self.wakeup.is_set():
                 await asyncio.sleep(0)  # woken meanwhile: go round again, after the others
                 continue
-            # asyncio.timeout, not wait_for: no task of its own per wait (issue 18).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.wakeup.wait()
+            if timeout is not None:
+                self._alarm(now + timeout)
+            await self.wakeup.wait()
+
+    def _alarm(self, when: float) -> None:
+        """Wake the loop at monotonic time `when` at the latest. A timer already due by then
+        does (the loop wakes early, looks and sets another), so one long timer (the delivery
+        deadline, minutes out) serves every batch until it fires, instead of a timer made and
+        cancelled per loop turn (issue 18: asyncio.timeout per wait, a timer and a context
+        object, cost the sender more than the rest of its loop turn)."""
+        alarms = self._alarms
+        if alarms and alarms[0][0] <= when:
+            return
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(0.0, when - time.monotonic()), self._ring, when)
+        heapq.heappush(alarms, (when, handle))
+
+    def _ring(self, when: float) -> None:
+        alarms = self._alarms
+        while alarms and alarms[0][0] <= when:
+            heapq.heappop(alarms)
+        self.wakeup.set()
+
+    def _silence(self) -> None:
+        alarms, self._alarms = self._alarms, []
+        for _, handle in alarms:
+            handle.cancel()
 
     def _may_take(self) -> bool:
         if self.book is not None:
@@ -418,6 +442,7 @@ class PartitionSender:
             self._die(task.exception())
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        self._silence()
         if task.cancelled():
             self._die(asyncio.CancelledError("the producer's send loop was cancelled"))
         elif task.exception() is not None:
