@@ -160,6 +160,13 @@ class RecordAccumulator:
         self.on_ready: asyncio.Event | None = None
 
     # -- memory --------------------------------------------------------------------------------
+    def try_reserve(self, size: int) -> bool:
+        """Reserve `size` bytes if they fit now (no waiting); False if reserve() must wait."""
+        if self.used + size > self.buffer_memory:
+            return False
+        self.used += size
+        return True
+
     async def reserve(self, size: int, max_block_s: float) -> None:
         """Wait until `size` bytes fit in the buffer (BufferFullError after max_block_s)."""
         if size > self.buffer_memory:

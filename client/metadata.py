@@ -115,6 +115,9 @@ class ClusterMetadata:
         """Refresh before trusting this (nothing loaded yet, or an error said it is wrong)."""
         self.version = 0
         """Bumped by every update, so a caller can tell whether a refresh happened since."""
+        self._available: dict[
+            str, tuple[TopicMetadata, dict[int, BrokerMetadata], int, tuple[int, ...]]
+        ] = {}
 
     # -- feeding it ----------------------------------------------------------------------------
     def update(self, response: broker_pb2.MetadataResponse, *, all_topics: bool = True) -> None:
@@ -226,7 +229,16 @@ class ClusterMetadata:
         tm = self.topics.get(topic)
         if tm is None:
             return ()
-        return tuple(p.partition for p in tm.partitions if p.leader in self.brokers)
+        # Asked for every keyless record: worked out again only when the topic's metadata (a
+        # new value on every change) or the set of brokers (a new dict, or one more or fewer
+        # in it) changed since.
+        brokers = self.brokers
+        seen = self._available.get(topic)
+        if seen is not None and seen[0] is tm and seen[1] is brokers and seen[2] == len(brokers):
+            return seen[3]
+        found = tuple(p.partition for p in tm.partitions if p.leader in brokers)
+        self._available[topic] = (tm, brokers, len(brokers), found)
+        return found
 
     def partition(self, topic: str, partition: int) -> PartitionMetadata | None:
         tm = self.topics.get(topic)
