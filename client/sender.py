@@ -197,6 +197,7 @@ class PartitionSender:
         self.closing = False
         self.task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
+        self._late: set[asyncio.Task[None]] = set()  # calls cancelled by their deadline
         self._sending: set[ProducerBatch] = set()  # without idempotence: a call under way
         self._renewing: asyncio.Task[None] | None = None
         self._renew_after = 0.0
@@ -380,9 +381,15 @@ class PartitionSender:
             data = self._bytes(batch, stamp)
             book = self.book
             on_retry = (lambda e: book.attempt_failed(batch, e)) if book is not None else None
-            # The call keeps to its budget by itself; this deadline only makes sure of it
-            # (asyncio.timeout rather than wait_for: no second task per batch).
-            async with asyncio.timeout(remaining_ms / 1000 + _CALL_GRACE_S):
+            # The call keeps to its budget by itself; this deadline only makes sure of it: a
+            # timer that cancels this task, as asyncio.timeout would, without its context
+            # object per batch (issue 18), nor wait_for's second task.
+            task = asyncio.current_task()
+            assert task is not None
+            alarm = asyncio.get_running_loop().call_later(
+                remaining_ms / 1000 + _CALL_GRACE_S, self._overdue, task
+            )
+            try:
                 result = await self.sender.send(
                     self.tp.topic,
                     self.tp.partition,
@@ -390,6 +397,14 @@ class PartitionSender:
                     timeout_ms=remaining_ms,
                     on_retry=on_retry,
                 )
+            except asyncio.CancelledError:
+                # Ours (the deadline) and no one else's: the call did not end in time.
+                if task not in self._late or task.uncancel() > 0:
+                    raise
+                raise TimeoutError from None
+            finally:
+                alarm.cancel()
+                self._late.discard(task)
             outcome = Complete(
                 result.base_offset, result.log_start_offset, result.log_append_time_ms
             )
@@ -415,6 +430,11 @@ class PartitionSender:
         else:
             verdict = self.book.answered(batch, outcome)
         self._apply(batch, verdict)
+
+    def _overdue(self, task: asyncio.Task[None]) -> None:
+        """A call ran past its budget and grace: cancel it (_call turns that into a timeout)."""
+        self._late.add(task)
+        task.cancel()
 
     def _apply(self, batch: ProducerBatch, verdict: Verdict) -> None:
         if isinstance(verdict, Complete):
