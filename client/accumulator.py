@@ -73,8 +73,25 @@ class ProducerBatch:
     """The sequence stamp `data` carries (client/sequences.py's Stamp), when idempotent."""
     version: int = 0
     """Bumped whenever the batch is renumbered, so an answer to an older copy is told apart."""
-    done: asyncio.Event = field(default_factory=asyncio.Event)
     acked: bool = False
+    finished: bool = False
+    """Acknowledged or failed."""
+    _done: asyncio.Event | None = None
+
+    @property
+    def done(self) -> asyncio.Event:
+        """Set once the batch is finished; made only when asked for (flush waits on it), not
+        for every batch (issue 18: the producer's work per small batch)."""
+        if self._done is None:
+            self._done = asyncio.Event()
+            if self.finished:
+                self._done.set()
+        return self._done
+
+    def _finished(self) -> None:
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
 
     @property
     def count(self) -> int:
@@ -111,7 +128,7 @@ class ProducerBatch:
                 )
             )
         self.acked = True
-        self.done.set()
+        self._finished()
 
     def fail(self, error: BaseException) -> None:
         if self.whole is not None and not self.whole.done():
@@ -119,7 +136,7 @@ class ProducerBatch:
         for fut in self.futures:
             if not fut.done():
                 fut.set_exception(error)
-        self.done.set()
+        self._finished()
 
 
 class RecordAccumulator:
@@ -143,6 +160,13 @@ class RecordAccumulator:
         self.on_ready: asyncio.Event | None = None
 
     # -- memory --------------------------------------------------------------------------------
+    def try_reserve(self, size: int) -> bool:
+        """Reserve `size` bytes if they fit now (no waiting); False if reserve() must wait."""
+        if self.used + size > self.buffer_memory:
+            return False
+        self.used += size
+        return True
+
     async def reserve(self, size: int, max_block_s: float) -> None:
         """Wait until `size` bytes fit in the buffer (BufferFullError after max_block_s)."""
         if size > self.buffer_memory:

@@ -37,7 +37,6 @@ Deserializers run as records are handed out, so one that raises does so from get
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -342,10 +341,14 @@ class Fetcher:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {}
-            # asyncio.timeout, not wait_for: no task of its own per wait (issue 18).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self.wakeup.wait()
+            # A timer that sets the wake-up event, not asyncio.timeout (a context object and a
+            # cancellation to undo per wait) nor wait_for (a task): the loop above returns {}
+            # once the time is up (issue 18: the consumer's work per answer).
+            alarm = asyncio.get_running_loop().call_later(remaining, self.wakeup.set)
+            try:
+                await self.wakeup.wait()
+            finally:
+                alarm.cancel()
 
     def _deserialize(self, rec: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
         kd, vd = self._key_deserializer, self._value_deserializer

@@ -21,7 +21,7 @@ is wrong) and cleared by a full `update()`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from liferaft_proto.address import format_address, parse_address
 from liferaft_proto.v1 import broker_pb2
@@ -88,10 +88,11 @@ class TopicMetadata:
     partitions: tuple[PartitionMetadata, ...]
     """Indexed by partition number: partitions[p].partition == p."""
     is_internal: bool = False
+    partition_ids: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """The partitions' numbers, worked out once: the producer asks for every record."""
 
-    @property
-    def partition_ids(self) -> tuple[int, ...]:
-        return tuple(p.partition for p in self.partitions)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "partition_ids", tuple(p.partition for p in self.partitions))
 
     @classmethod
     def from_pb(cls, tm: broker_pb2.TopicMetadata) -> TopicMetadata:
@@ -114,6 +115,9 @@ class ClusterMetadata:
         """Refresh before trusting this (nothing loaded yet, or an error said it is wrong)."""
         self.version = 0
         """Bumped by every update, so a caller can tell whether a refresh happened since."""
+        self._available: dict[
+            str, tuple[TopicMetadata, dict[int, BrokerMetadata], int, tuple[int, ...]]
+        ] = {}
 
     # -- feeding it ----------------------------------------------------------------------------
     def update(self, response: broker_pb2.MetadataResponse, *, all_topics: bool = True) -> None:
@@ -225,7 +229,16 @@ class ClusterMetadata:
         tm = self.topics.get(topic)
         if tm is None:
             return ()
-        return tuple(p.partition for p in tm.partitions if p.leader in self.brokers)
+        # Asked for every keyless record: worked out again only when the topic's metadata (a
+        # new value on every change) or the set of brokers (a new dict, or one more or fewer
+        # in it) changed since.
+        brokers = self.brokers
+        seen = self._available.get(topic)
+        if seen is not None and seen[0] is tm and seen[1] is brokers and seen[2] == len(brokers):
+            return seen[3]
+        found = tuple(p.partition for p in tm.partitions if p.leader in brokers)
+        self._available[topic] = (tm, brokers, len(brokers), found)
+        return found
 
     def partition(self, topic: str, partition: int) -> PartitionMetadata | None:
         tm = self.topics.get(topic)

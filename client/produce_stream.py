@@ -68,6 +68,11 @@ def _broken(message: str) -> LiferaftError:
     return error
 
 
+def _expire(fut: asyncio.Future[broker_pb2.ProduceResponse]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class ProduceStreamCall:
     """One ProduceStream call to one node, shared by every Produce attempt sent there.
 
@@ -171,37 +176,54 @@ class ProduceStreamCall:
         """One attempt: the response, or the LiferaftError it ended with (module docstring)."""
         if self.failure is not None:
             raise copy.copy(self.failure)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if self._room.locked():  # max_in_flight unanswered: wait for a slot, within the time
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._room.acquire()
+            except TimeoutError:
+                raise self._timed_out(timeout_s, sent=False) from None
+        else:
+            await self._room.acquire()  # a slot is free: returns at once, no wait to time
         cid = -1
         try:
-            async with asyncio.timeout(timeout_s):
-                async with self._room:
-                    if self.failure is not None:
-                        raise copy.copy(self.failure)
-                    self._next_id += 1
-                    cid = self._next_id
-                    fut = asyncio.get_running_loop().create_future()
-                    self._waiting[cid] = fut
-                    request.correlation_id = cid
-                    self._outbox[cid] = request
-                    self._queued.set()
-                    response: broker_pb2.ProduceResponse = await fut
+            if self.failure is not None:
+                raise copy.copy(self.failure)
+            self._next_id += 1
+            cid = self._next_id
+            fut: asyncio.Future[broker_pb2.ProduceResponse] = loop.create_future()
+            self._waiting[cid] = fut
+            request.correlation_id = cid
+            self._outbox[cid] = request
+            self._queued.set()
+            # A timer on the answer's future, not asyncio.timeout: no context object, no
+            # cancellation of the task to undo (issue 18: the client's work per request).
+            timer = loop.call_at(deadline, _expire, fut)
+            try:
+                response = await fut
+            finally:
+                timer.cancel()
         except TimeoutError:
-            sent = self._outbox.pop(cid, None) is None
-            error = RequestTimedOutError(
-                None,
-                f"no answer from {self.address} on the produce stream within "
-                f"{int(timeout_s * 1000)} ms"
-                + ("; the batch may have been written" if sent else " (it was not sent)"),
-                retriable=True,
-                invalid_metadata=True,
-            )
-            error.transport = True
-            raise error from None
+            raise self._timed_out(timeout_s, sent=self._outbox.pop(cid, None) is None) from None
         finally:
             self._waiting.pop(cid, None)
+            self._room.release()
         if response.HasField("error"):
             raise error_from_detail(response.error)
         return response
+
+    def _timed_out(self, timeout_s: float, *, sent: bool) -> LiferaftError:
+        error = RequestTimedOutError(
+            None,
+            f"no answer from {self.address} on the produce stream within "
+            f"{int(timeout_s * 1000)} ms"
+            + ("; the batch may have been written" if sent else " (it was not sent)"),
+            retriable=True,
+            invalid_metadata=True,
+        )
+        error.transport = True
+        return error
 
     async def close(self) -> None:
         for task in (self._writer, self._reader):

@@ -51,6 +51,7 @@ from client.errors import (
     UnknownTopicOrPartitionError,
     UnsupportedCompressionTypeError,
 )
+from client.metadata import TopicMetadata
 from client.partitioner import DefaultPartitioner, Partitioner
 from client.security import Security, SecurityOptions
 from client.sender import ACKS_ALL, PartitionSender, ProducerIdentity, Sender, parse_acks
@@ -482,9 +483,15 @@ class Producer:
                 f"a record of about {size} bytes is larger than max_request_size="
                 f"{self.max_request_size}",
             )
-        tp = await self._choose(cluster, topic, partition, record.key)
+        # Known topic, room in the buffer (the usual case): no coroutine to run for either.
+        tm = cluster.metadata.topic(topic)
+        if tm is not None and (partition is None or partition in tm.partition_ids):
+            tp = self._pick(cluster, tm, topic, partition, record.key)
+        else:
+            tp = await self._choose(cluster, topic, partition, record.key)
         sender = self._partition_sender(tp)
-        await acc.reserve(size, self.max_block_ms / 1000)
+        if not acc.try_reserve(size):
+            await acc.reserve(size, self.max_block_ms / 1000)
         fut, wake = acc.append(tp, record, size)
         if wake:
             sender.wake()
@@ -653,6 +660,21 @@ class Producer:
                         f"not {partition}",
                     )
             return TopicPartition(topic, partition)
+        return self._pick(cluster, tm, topic, None, key)
+
+    def _pick(
+        self,
+        cluster: Cluster,
+        tm: TopicMetadata,
+        topic: str,
+        partition: int | None,
+        key: bytes | None,
+    ) -> TopicPartition:
+        """The partition, once the topic's metadata is known (and `partition`, if given, is
+        one of its partitions)."""
+        if partition is not None:
+            return TopicPartition(topic, partition)
+        partitions = tm.partition_ids
         available = cluster.metadata.available_partitions_for(topic)
         p = self.partitioner(topic, key, partitions, available)
         if p not in partitions:

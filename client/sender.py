@@ -24,7 +24,7 @@ call's bookkeeping raises, every batch of the partition fails with the cause.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -193,9 +193,11 @@ class PartitionSender:
         )
         self.in_flight: list[ProducerBatch] = []  # taken, not yet done; in order
         self.wakeup = asyncio.Event()
+        self._alarms: list[tuple[float, asyncio.TimerHandle]] = []  # a heap (_alarm)
         self.closing = False
         self.task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
+        self._late: set[asyncio.Task[None]] = set()  # calls cancelled by their deadline
         self._sending: set[ProducerBatch] = set()  # without idempotence: a call under way
         self._renewing: asyncio.Task[None] | None = None
         self._renew_after = 0.0
@@ -248,10 +250,33 @@ class PartitionSender:
             if self.wakeup.is_set():
                 await asyncio.sleep(0)  # woken meanwhile: go round again, after the others
                 continue
-            # asyncio.timeout, not wait_for: no task of its own per wait (issue 18).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.wakeup.wait()
+            if timeout is not None:
+                self._alarm(now + timeout)
+            await self.wakeup.wait()
+
+    def _alarm(self, when: float) -> None:
+        """Wake the loop at monotonic time `when` at the latest. A timer already due by then
+        does (the loop wakes early, looks and sets another), so one long timer (the delivery
+        deadline, minutes out) serves every batch until it fires, instead of a timer made and
+        cancelled per loop turn (issue 18: asyncio.timeout per wait, a timer and a context
+        object, cost the sender more than the rest of its loop turn)."""
+        alarms = self._alarms
+        if alarms and alarms[0][0] <= when:
+            return
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(0.0, when - time.monotonic()), self._ring, when)
+        heapq.heappush(alarms, (when, handle))
+
+    def _ring(self, when: float) -> None:
+        alarms = self._alarms
+        while alarms and alarms[0][0] <= when:
+            heapq.heappop(alarms)
+        self.wakeup.set()
+
+    def _silence(self) -> None:
+        alarms, self._alarms = self._alarms, []
+        for _, handle in alarms:
+            handle.cancel()
 
     def _may_take(self) -> bool:
         if self.book is not None:
@@ -356,9 +381,15 @@ class PartitionSender:
             data = self._bytes(batch, stamp)
             book = self.book
             on_retry = (lambda e: book.attempt_failed(batch, e)) if book is not None else None
-            # The call keeps to its budget by itself; this deadline only makes sure of it
-            # (asyncio.timeout rather than wait_for: no second task per batch).
-            async with asyncio.timeout(remaining_ms / 1000 + _CALL_GRACE_S):
+            # The call keeps to its budget by itself; this deadline only makes sure of it: a
+            # timer that cancels this task, as asyncio.timeout would, without its context
+            # object per batch (issue 18), nor wait_for's second task.
+            task = asyncio.current_task()
+            assert task is not None
+            alarm = asyncio.get_running_loop().call_later(
+                remaining_ms / 1000 + _CALL_GRACE_S, self._overdue, task
+            )
+            try:
                 result = await self.sender.send(
                     self.tp.topic,
                     self.tp.partition,
@@ -366,6 +397,14 @@ class PartitionSender:
                     timeout_ms=remaining_ms,
                     on_retry=on_retry,
                 )
+            except asyncio.CancelledError:
+                # Ours (the deadline) and no one else's: the call did not end in time.
+                if task not in self._late or task.uncancel() > 0:
+                    raise
+                raise TimeoutError from None
+            finally:
+                alarm.cancel()
+                self._late.discard(task)
             outcome = Complete(
                 result.base_offset, result.log_start_offset, result.log_append_time_ms
             )
@@ -391,6 +430,11 @@ class PartitionSender:
         else:
             verdict = self.book.answered(batch, outcome)
         self._apply(batch, verdict)
+
+    def _overdue(self, task: asyncio.Task[None]) -> None:
+        """A call ran past its budget and grace: cancel it (_call turns that into a timeout)."""
+        self._late.add(task)
+        task.cancel()
 
     def _apply(self, batch: ProducerBatch, verdict: Verdict) -> None:
         if isinstance(verdict, Complete):
@@ -418,6 +462,7 @@ class PartitionSender:
             self._die(task.exception())
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        self._silence()
         if task.cancelled():
             self._die(asyncio.CancelledError("the producer's send loop was cancelled"))
         elif task.exception() is not None:

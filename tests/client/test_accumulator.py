@@ -98,6 +98,9 @@ async def test_a_full_buffer_blocks_then_raises_and_frees_on_release() -> None:
     a.append(TP, rec, size)
     await a.reserve(size, 1)
     a.append(TP, rec, size)
+    used = a.used
+    assert not a.try_reserve(size)  # send()'s no-wait path: refused, and nothing reserved
+    assert a.used == used
     with pytest.raises(BufferFullError, match="stayed full"):
         await a.reserve(size, 0.05)
     waiting = asyncio.ensure_future(a.reserve(size, 5))
@@ -106,6 +109,8 @@ async def test_a_full_buffer_blocks_then_raises_and_frees_on_release() -> None:
     batch = a.take(TP)
     a.release(batch)  # the batch was written: its memory is free again
     await asyncio.wait_for(waiting, 5)
+    assert a.try_reserve(size)  # the waiter's record and one more fit
+    assert not a.try_reserve(size)  # and no third
     with pytest.raises(BufferFullError, match="can never fit"):
         await a.reserve(5000, 1)
 

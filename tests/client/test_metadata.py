@@ -209,3 +209,22 @@ def test_best_view_prefers_the_newest_epoch_then_the_leaders_own() -> None:
     assert best_view([]) is None
     # A deposed leader that has not heard of the election yet loses to the new one.
     assert best_view([(1, view(1, 3, isr=(1,))), (2, view(2, 4))]) == view(2, 4)
+
+
+def test_available_partitions_follow_every_change_though_they_are_worked_out_once() -> None:
+    """available_partitions_for is remembered per topic (the producer asks for every keyless
+    record); a new leader, a broker joining or leaving must still show at once."""
+    md = ClusterMetadata()
+    md.update(response((1, 3, [1, 2, 3]), (4, 5, [2, 3]), (0, 0, [])))
+    assert md.available_partitions_for("orders") == (0,)  # 4 is not a known broker
+    assert md.available_partitions_for("orders") is md.available_partitions_for("orders")
+    # A hint names node 4 with its address: it joins the brokers in place.
+    md.apply_leader_hint("orders", 2, 4, "127.0.0.1:9094", 6)
+    assert md.available_partitions_for("orders") == (0, 1, 2)
+    # A Metadata answer without node 1: its partition is no longer available.
+    md.update(response((1, 4, [1, 2, 3]), (4, 5, [2, 3]), (4, 6, [2]), brokers=(2, 3, 4)))
+    assert md.available_partitions_for("orders") == (1, 2)
+    # A broker removed in place (not through update) counts too.
+    del md.brokers[4]
+    assert md.available_partitions_for("orders") == ()
+    assert md.available_partitions_for("nope") == ()
