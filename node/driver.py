@@ -175,7 +175,8 @@ class RaftTiming:
     empty append of its own (raft Config.lazy_commit): half the messages, acknowledgements
     and follower rounds per entry under load. On since session 8 (docs/performance.md,
     issue 18): the stall once suspected of it was the grpc INTERNAL error since fixed in
-    client/errors.py; the simulations run it both ways."""
+    client/errors.py; the simulations run it both ways. Partition groups only: the metadata
+    groups tell their followers at once (`add_group(eager_commit=True)`)."""
     quiesce_after_ticks: int = 3
     """A leader with no new entries for this many ticks tries to quiesce (0: never). Short:
     an awake idle group costs heartbeats, and waking one costs a message."""
@@ -486,8 +487,16 @@ class RaftDriver:
         bootstrap: ConfState | None = None,
         *,
         campaign: bool = False,
+        eager_commit: bool = False,
     ) -> Group:
         """Open a group from disk, or create it with the `bootstrap` membership if it is new.
+
+        `eager_commit`: the leader tells the followers each new commit index at once, whatever
+        `RaftTiming.lazy_commit` says. For the metadata groups (the controller's, the consumer
+        groups'): a follower applies a change as soon as it hears it is committed, so what an
+        administrator changed through one node (a topic's config, a user, an ACL) is in force
+        on every node about a round trip after the answer, not up to a tick later. Their
+        traffic is too small for lazy commit indexes to save anything there.
 
         Every replica of a new group bootstraps the same membership at index 0, so none needs
         to hear from another before the first election."""
@@ -517,7 +526,7 @@ class RaftDriver:
             max_size_per_msg=self.timing.max_size_per_msg,
             max_inflight_msgs=self.timing.max_inflight_msgs,
             isr=self.timing.isr,
-            lazy_commit=self.timing.lazy_commit,
+            lazy_commit=self.timing.lazy_commit and not eager_commit,
             logger=logging.getLogger(f"liferaft.raft.{group_id}"),
         )
         node = RawNode(cfg, storage)

@@ -63,8 +63,9 @@ class ReplicatedStateMachine(ABC):
         self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         """index -> (term it was proposed in, the proposer's future)."""
         self._applied_since_snapshot = 0
+        # Metadata: followers apply each change as soon as it commits (RaftDriver.add_group).
         self.raft_group: Group = driver.add_group(
-            group_id, self, bootstrap=ConfState(voters=frozenset(voters))
+            group_id, self, bootstrap=ConfState(voters=frozenset(voters)), eager_commit=True
         )
 
     # -- what a subclass says ------------------------------------------------------------------
