@@ -51,7 +51,7 @@ from typing import Any, Protocol, TypeVar
 from chaos.proxy import format_hostport, parse_hostport
 from chaos.targets import ComposeNodes, TargetError
 from liferaft.free_ports import listen_port_range, port_free
-from liferaft_proto.ports import RAFT_PORT_OFFSET
+from liferaft_proto.ports import RAFT_PORT_OFFSET, bound_offsets
 
 __all__ = [
     "RAFT_PORT_OFFSET",
@@ -334,11 +334,12 @@ def create_links(
 
     host, _, port = api.rpartition(":")
     client = Toxiproxy()
-    # The nodes are not listening yet: keep their ports (both kinds) out of the proxies' way.
+    # The nodes are not listening yet: keep every port they will bind (gRPC, Raft, Kafka,
+    # metrics) out of the proxies' way; a link on a node's Kafka port failed its start.
     taken: set[int] = set()
     for address in addresses.values():
         node_port = parse_hostport(address)[1]
-        taken |= {node_port, node_port + raft_port_offset}
+        taken |= {node_port + offset for offset in (*bound_offsets(), raft_port_offset)}
     out: dict[Cut, str] = {}
     for i in sorted(addresses):
         for j in sorted(addresses):

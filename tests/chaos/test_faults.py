@@ -44,6 +44,7 @@ from chaos.network import (
 )
 from chaos.proxy import ToxiproxyServer, format_hostport, parse_hostport
 from chaos.targets import TargetError, parse_docker_time
+from liferaft_proto.ports import KAFKA, METRICS
 from node import config as node_config
 
 WAIT_S = 15.0
@@ -247,8 +248,9 @@ def free_pair() -> int:
 async def test_create_links_skips_taken_ports_and_cleans_up_after_a_clash(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A candidate that is a node's port is never tried; one whose Raft port turns out taken
-    (the proxy answers 500) leaves no proxy behind, and the next candidate is used."""
+    """A candidate that is a node's port (any it will bind: gRPC, Raft, Kafka, metrics) is
+    never tried; one whose Raft port turns out taken (the proxy answers 500) leaves no proxy
+    behind, and the next candidate is used."""
     ups = {"grpc": {n: Upstream() for n in (1, 2)}, "raft": {n: Upstream() for n in (1, 2)}}
     addresses = {n: await start_node(ups["grpc"][n], ups["raft"][n]) for n in (1, 2)}
     squatter = socket.socket()
@@ -257,7 +259,9 @@ async def test_create_links_skips_taken_ports_and_cleans_up_after_a_clash(
     clash = int(squatter.getsockname()[1]) - RAFT_PORT_OFFSET  # its Raft port is taken
     good = [free_pair(), free_pair()]
     node_port = parse_hostport(addresses[2])[1]
-    candidates = iter([node_port, clash, good[0], good[1]])
+    kafka_port = parse_hostport(addresses[1])[1] + KAFKA.offset  # CI once started a link there
+    metrics_port = node_port + METRICS.offset
+    candidates = iter([kafka_port, metrics_port, node_port, clash, good[0], good[1]])
 
     class Scripted:
         def randrange(self, start: int, stop: int) -> int:
