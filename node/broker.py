@@ -133,6 +133,7 @@ class Broker:
         driver.expected_members = self._expected_members
         self.controller.listeners.append(self.sync_partitions)
         driver.tick_listeners.append(self._on_tick)
+        driver.next_duty_in = self._ticks_to_duty
         self.sync_partitions()
 
     # -- partitions follow the controller's metadata -------------------------------------------
@@ -730,6 +731,20 @@ class Broker:
             self._sweep_quiesced()
         if self._ticks % MOVE_EVERY_TICKS == 0:
             self.drive_moves()
+
+    def _ticks_to_duty(self) -> int:
+        """In how many ticks _on_tick next does more than count: a driver with no group awake
+        sleeps until then (node/driver.py)."""
+        t = self._ticks
+        return min(
+            every - t % every
+            for every in (
+                GOSSIP_EVERY_TICKS,
+                REGISTER_EVERY_TICKS,
+                SWEEP_EVERY_TICKS,
+                MOVE_EVERY_TICKS,
+            )
+        )
 
     def _sweep_quiesced(self) -> None:
         """The periodic duties of partitions whose Raft group is quiesced (the driver does not

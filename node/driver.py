@@ -44,6 +44,12 @@ follower leaves the ISR, then quiesces without it; a leader whose follower came 
 it back into the ISR. A live leader woken by a follower resumes heartbeats at once, so its
 lease, CheckQuorum and PreVote work as they do without quiescence.
 
+A node with no group awake does not even wake every tick: the tick timer is armed for the next
+tick the tick listeners have work at (`next_duty_in`: the broker's gossip and chores, every
+fifth tick), and the ticks in between are counted for the listeners then, at once. A group that
+wakes in between wakes the driver, which takes the ticks that passed and arms the timer for the
+next tick again: an awake group is ticked exactly as before.
+
 Fail-stop. A write, a sync or an apply that raises leaves Readies taken and not finished, and
 writes of unknown durability behind them: the RawNodes now believe things the disk may not
 hold. Nothing safe remains but to stop the node (etcd panics, Redpanda asserts): `halt` logs one
@@ -251,6 +257,9 @@ class DriverStats:
     """Waits during which another proposal arrived (the turns bought something)."""
     messages_from_non_members: int = 0
     """Messages dropped because their sender is not a voter or learner of the group."""
+    tick_passes: int = 0
+    """Times the driver took the ticks due (most a loop wake-up of their own): one a tick
+    while a group is awake, one per several ticks while none is (`next_duty_in`)."""
     replicas_readded_with_promises: int = 0
     """Replicas created again where a deleted one of this node had promised something (their
     term, vote and fence floor come from it: node/membership.py, "Promises")."""
@@ -310,6 +319,9 @@ def split_append(m: Message, max_bytes: int) -> list[Message]:
     return pieces
 
 
+IDLE_TICKS_MAX = 10
+"""With no group awake, the driver's timer spans at most this many ticks (the listeners'
+next_duty_in says how many); a stall past them is not made up for."""
 _THROTTLED = (MessageType.APP, MessageType.SNAP)
 _FROM_LEADER = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP})
 _FROM_EXPECTED = _FROM_LEADER | {MessageType.VOTE, MessageType.PRE_VOTE}
@@ -465,6 +477,11 @@ class RaftDriver:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self.tick_listeners: list[Callable[[], None]] = []
+        self.next_duty_in: Callable[[], int] = lambda: 1
+        """In how many ticks (>= 1) the tick listeners next do more than count the tick: with
+        no group awake, the driver sleeps until then (at most IDLE_TICKS_MAX ticks)."""
+        self._armed_ticks = 1
+        """How many ticks the armed timer spans: 1, or more while no group is awake."""
         self.expected_members: Callable[[str], Collection[int]] = lambda _group: ()
         """group -> the nodes the cluster's metadata names as its replicas (or a move's target):
         a leader among them is heard before this replica has applied the change that added it
@@ -878,8 +895,23 @@ class RaftDriver:
         self._syncer.shutdown(wait=True)
 
     def _schedule_tick(self) -> None:
+        """Arm the timer for the next tick, or, with no group awake and no throttled messages,
+        for the next tick the listeners have work at (module docstring): a quiet node's loop
+        then wakes a fifth as often."""
         loop = asyncio.get_running_loop()
-        self._tick_handle = loop.call_at(self._next_tick, self._wake.set)
+        span = 1
+        if not self._awake and not self.throttles:
+            span = max(1, min(IDLE_TICKS_MAX, self.next_duty_in()))
+        self._armed_ticks = span
+        self._tick_handle = loop.call_at(
+            self._next_tick + (span - 1) * self.timing.tick_s, self._wake.set
+        )
+
+    def _rearm_tick(self) -> None:
+        """A group woke while the timer spanned idle ticks: tick on time again."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._schedule_tick()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -903,6 +935,8 @@ class RaftDriver:
                     if not await self._round():
                         break
                     await asyncio.sleep(0)  # let handlers and the transport run between rounds
+                if self._armed_ticks > 1 and (self._awake or self.throttles):
+                    self._rearm_tick()
             except Exception as e:
                 self._fail_stop(f"a raft round failed while {self._doing}: {e!r}")
                 return
@@ -928,6 +962,16 @@ class RaftDriver:
     def _maybe_tick(self, now: float) -> None:
         if now < self._next_tick:
             return
+        self.stats.tick_passes += 1
+        if self._armed_ticks > 1:
+            # The ticks that passed while the timer spanned them had no group awake: the
+            # listeners count them now (a group woken since is ticked below, as it would
+            # have been at the first tick after it woke). No more than the timer spanned: a
+            # stall is not made up for, as below.
+            passed = int((now - self._next_tick) / self.timing.tick_s) + 1
+            for _ in range(min(passed, self._armed_ticks) - 1):
+                self._tick_all(ticking_groups=False)
+                self._next_tick += self.timing.tick_s
         self._tick_all()
         self._next_tick += self.timing.tick_s
         if self._next_tick < now:  # we fell far behind (a stall): do not burst ticks
@@ -936,9 +980,16 @@ class RaftDriver:
             self._tick_handle.cancel()
         self._schedule_tick()
 
-    def _tick_all(self) -> None:
-        """Tick the awake groups; ask idle leaders among them to quiesce."""
+    def _tick_all(self, ticking_groups: bool = True) -> None:
+        """Tick the awake groups (unless not ticking_groups: a tick that passed with none awake);
+        ask idle leaders among them to quiesce."""
         self._ticks += 1
+        if not ticking_groups:
+            if self.throttles:
+                self._release_throttled()
+            for listener in self.tick_listeners:
+                listener()
+            return
         now = self._ticks
         quiet_after = self.timing.quiesce_after_ticks
         unreachable = frozenset(self._unreachable)

@@ -729,3 +729,33 @@ async def test_a_throttled_peer_is_read_tick_sized_appends(
     driver.set_throttle(GROUP, 3, 0)  # lifted: what waited leaves, the rest in whole appends
     progress = node.progress_of(3)
     assert progress is not None and progress.max_msg_bytes == 0
+
+
+async def test_a_node_with_no_group_awake_wakes_only_when_its_tick_listeners_have_work(
+    tmp_path: Path,
+) -> None:
+    """With nothing awake the tick timer spans the ticks up to the listeners' next duty (the
+    broker's: every fifth), and the listeners still hear every tick, in order; a group that
+    wakes is ticked tick by tick again, with no burst of the ticks it slept through."""
+    store = NodeStore(tmp_path / "raft.db")
+    driver = RaftDriver(1, store, Outbox(), RaftTiming(tick_s=0.002))
+    heard: list[int] = []
+    driver.tick_listeners.append(lambda: heard.append(len(heard) + 1))
+    driver.next_duty_in = lambda: 5 - len(heard) % 5
+    driver.start()
+    try:
+        await until(lambda: len(heard) >= 40, "forty ticks")
+        passes = driver.stats.tick_passes
+        assert passes <= len(heard) // 5 + 1, (passes, len(heard))
+        assert heard == list(range(1, len(heard) + 1))
+        # A group wakes: from its first tick on, one pass per tick again.
+        group = driver.add_group(GROUP, Machine(), ConfState(voters=frozenset({1, 2, 3})))
+        heard_at_add = len(heard)
+        await until(lambda: group.node.raft.now >= 30, "thirty ticks of the group")
+        ticked = group.node.raft.now
+        since = len(heard) - heard_at_add
+        assert ticked <= since <= ticked + 5, (ticked, since)
+        assert driver.stats.tick_passes - passes >= ticked
+    finally:
+        await driver.stop()
+        store.close()

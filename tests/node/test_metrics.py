@@ -114,3 +114,23 @@ async def test_the_server_answers_metrics_refuses_the_rest_and_survives_garbage(
         assert again.startswith(b"HTTP/1.0 200")
     finally:
         await server.stop()
+
+
+def test_request_figures_stay_right_when_the_labelled_children_are_reused() -> None:
+    """observe_request keeps each (api, outcome)'s children: repeated and interleaved calls
+    still land in the right series, and outcomes of one API share its latency histogram."""
+    m = NodeMetrics(1)
+    for _ in range(3):
+        m.observe_request("ProduceStream", "OK", 0.001)
+        m.observe_request("ProduceStream", "NOT_LEADER", 0.004)
+    m.observe_request("FetchStream", "OK", 0.3)
+    got = samples(m.exposition())
+    produce = (("api", "ProduceStream"), ("family", "produce"))
+    assert got[("liferaft_requests_total", (*produce, ("outcome", "OK")))] == 3
+    assert got[("liferaft_requests_total", (*produce, ("outcome", "NOT_LEADER")))] == 3
+    assert got[("liferaft_request_duration_seconds_count", produce)] == 6
+    assert got[("liferaft_request_duration_seconds_sum", produce)] == pytest.approx(0.015)
+    assert got[("liferaft_request_duration_seconds_bucket", (*produce, ("le", "0.002")))] == 3
+    fetch = (("api", "FetchStream"), ("family", "fetch"))
+    assert got[("liferaft_requests_total", (*fetch, ("outcome", "OK")))] == 1
+    assert got[("liferaft_request_duration_seconds_count", fetch)] == 1
