@@ -311,3 +311,45 @@ def test_lazy_commit_sends_the_commit_index_with_the_next_append_or_at_the_next_
         # Told once: later ticks send nothing more until something changes.
         s.tick()
         assert not [m for m in s.drain() if m.type == APP]
+
+
+HEARTBEAT = MessageType.HEARTBEAT
+
+
+def test_appends_answered_since_the_last_heartbeat_round_stand_in_for_heartbeats() -> None:
+    """appends_for_heartbeats: a follower an append reached and answered since the last round
+    gets no heartbeat; one that was sent nothing, or did not answer, or has a full window,
+    still does; and without the option every follower gets one."""
+    for stand_in in (False, True):
+        s = leader(appends_for_heartbeats=stand_in, heartbeat_tick=2, max_inflight_msgs=2)
+        s.tick()
+        s.tick()  # a heartbeat round
+        s.drain()
+        # Round to round: node 2 is sent an append and answers it, node 3 is sent one and
+        # does not answer.
+        first = s.rn.propose(b"a")
+        s.drain()
+        s.step(APP_RESP, 2, term=s.raft.term, index=first)
+        s.drain()
+        s.tick()
+        s.tick()  # the next round
+        beats = sorted(m.to for m in s.drain() if m.type == HEARTBEAT)
+        assert beats == ([3] if stand_in else [2, 3])
+        # Nothing sent since: the next round heartbeats everyone.
+        s.tick()
+        s.tick()
+        assert sorted(m.to for m in s.drain() if m.type == HEARTBEAT) == [2, 3]
+        if not stand_in:
+            continue
+        # An answered append while node 2's window is full (two in flight): it gets one.
+        second = s.rn.propose(b"b")
+        s.rn.propose(b"c")
+        s.rn.propose(b"d")
+        s.drain()
+        s.step(APP_RESP, 2, term=s.raft.term, index=second)
+        s.drain()
+        pr = s.raft.tracker.progress[2]
+        assert pr.inflights.full()
+        s.tick()
+        s.tick()
+        assert 2 in [m.to for m in s.drain() if m.type == HEARTBEAT]
