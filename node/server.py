@@ -387,11 +387,16 @@ class NodeServer:
     async def _housekeep(self) -> None:
         """Every few ticks: gossip leader states, register brokers, update health."""
         assert self.broker is not None and self.transport is not None
-        broker, transport = self.broker, self.transport
+        assert self.driver is not None
+        broker, transport, driver = self.broker, self.transport, self.driver
         serving = False
         next_wait_log = time.monotonic() + WAIT_LOG_EVERY_S
+        tick_s = self.config.tick_ms / 1000
         while not self._stopping:
-            await asyncio.sleep(self.config.tick_ms / 1000 * 2)
+            # Every 2 ticks while a Raft group is awake; every 5 (the broker's gossip and
+            # chores) while none is: a quiet node's loop wakes less (docs/performance.md,
+            # "Session 9"), and a peer coming or going wakes the groups it concerns.
+            await asyncio.sleep(tick_s * (2 if driver.awake_groups() else 5))
             for states in broker.take_gossip():
                 transport.broadcast_leaders(states)
             broker.maybe_born()  # a cluster of one hears no Hello
