@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import heapq
 import logging
+import math
 from typing import Any
 
 import grpc
@@ -68,11 +70,6 @@ def _broken(message: str) -> LiferaftError:
     return error
 
 
-def _expire(fut: asyncio.Future[broker_pb2.ProduceResponse]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
-
-
 class ProduceStreamCall:
     """One ProduceStream call to one node, shared by every Produce attempt sent there.
 
@@ -95,6 +92,12 @@ class ProduceStreamCall:
         self._queued = asyncio.Event()
         self._next_id = 0
         self._room = asyncio.Semaphore(max_in_flight)
+        # The waiting requests' deadlines, (when, cid), a heap; an answered request's entry is
+        # dropped when it surfaces (or the heap is rebuilt). One timer, at the earliest entry,
+        # times them all: no timer made and cancelled per request (issue 18).
+        self._deadlines: list[tuple[float, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self.failure: BaseException | None = None
         """Why the stream ended (every request on it failed with it); None while it is open."""
         self._reader = asyncio.ensure_future(self._read())
@@ -158,9 +161,41 @@ class ProduceStreamCall:
             log.exception("the produce stream to %s failed", self.address)
             self._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
 
+    def _time(self, cid: int, deadline: float) -> None:
+        """Fail request `cid` with TimeoutError at `deadline` if it is still waiting then."""
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._waiting) + 64:  # mostly answered: keep it small
+            heap[:] = [e for e in heap if e[1] in self._waiting]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, cid))
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._ring)
+
+    def _ring(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        heap, waiting = self._deadlines, self._waiting
+        now = asyncio.get_running_loop().time()
+        while heap and (heap[0][0] <= now or heap[0][1] not in waiting):
+            _, cid = heapq.heappop(heap)
+            fut = waiting.get(cid)
+            if fut is not None and not fut.done():
+                fut.set_exception(TimeoutError())
+        if heap:
+            self._arm(heap[0][0])
+
     def _end(self, failure: BaseException) -> None:
         if self.failure is None:
             self.failure = failure
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        self._deadlines.clear()
         self._outbox.clear()
         waiting, self._waiting = self._waiting, {}
         for fut in waiting.values():
@@ -197,13 +232,10 @@ class ProduceStreamCall:
             request.correlation_id = cid
             self._outbox[cid] = request
             self._queued.set()
-            # A timer on the answer's future, not asyncio.timeout: no context object, no
-            # cancellation of the task to undo (issue 18: the client's work per request).
-            timer = loop.call_at(deadline, _expire, fut)
-            try:
-                response = await fut
-            finally:
-                timer.cancel()
+            # The stream's deadline timer on the answer's future, not asyncio.timeout: no
+            # context object, no cancellation of the task to undo, no timer per request.
+            self._time(cid, deadline)
+            response = await fut
         except TimeoutError:
             raise self._timed_out(timeout_s, sent=self._outbox.pop(cid, None) is None) from None
         finally:

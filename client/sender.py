@@ -24,6 +24,7 @@ call's bookkeeping raises, every batch of the partition fails with the cause.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import time
@@ -196,7 +197,7 @@ class PartitionSender:
         self._alarms: list[tuple[float, asyncio.TimerHandle]] = []  # a heap (_alarm)
         self.closing = False
         self.task: asyncio.Task[None] | None = None
-        self._calls: set[asyncio.Task[None]] = set()
+        self._calls: dict[ProducerBatch, asyncio.Task[None]] = {}  # the call under way per batch
         self._late: set[asyncio.Task[None]] = set()  # calls cancelled by their deadline
         self._sending: set[ProducerBatch] = set()  # without idempotence: a call under way
         self._renewing: asyncio.Task[None] | None = None
@@ -224,6 +225,7 @@ class PartitionSender:
             for batch in self.acc.expired(self.tp, now):
                 self._finish(batch, DeliveryTimeoutError(self._expired_message(batch, sent=False)))
             self._expire_held(now)
+            self._cancel_overdue(now)
             self._maybe_bump(now)
             ready = self.acc.ready_at(self.tp, self.closing)
             while ready is not None and ready <= now and self._may_take():
@@ -238,7 +240,12 @@ class PartitionSender:
             timeout = None
             if ready is not None and self._may_take():
                 timeout = max(0.0, ready - now)
-            deadlines = [b.deadline for b in self.in_flight]
+            # A batch with a call under way: its call's grace deadline (_cancel_overdue);
+            # without one, its delivery deadline (_expire_held).
+            calls = self._calls
+            deadlines = [
+                b.deadline + _CALL_GRACE_S if b in calls else b.deadline for b in self.in_flight
+            ]
             q = self.acc.queues.get(self.tp)
             if q:
                 deadlines.append(q[0].deadline)
@@ -277,6 +284,15 @@ class PartitionSender:
         alarms, self._alarms = self._alarms, []
         for _, handle in alarms:
             handle.cancel()
+
+    def _cancel_overdue(self, now: float) -> None:
+        """Calls still under way past their batch's delivery deadline and grace (a call keeps to
+        its budget by itself; this only makes sure of it): cancel them, and _call turns that
+        into a timeout. The loop's own alarm times this, not a timer per call (issue 18)."""
+        for batch, task in self._calls.items():
+            if batch.deadline + _CALL_GRACE_S <= now and task not in self._late:
+                self._late.add(task)
+                task.cancel()
 
     def _may_take(self) -> bool:
         if self.book is not None:
@@ -369,8 +385,8 @@ class PartitionSender:
         if self.book is None:
             self._sending.add(batch)
         task = asyncio.ensure_future(self._call(batch, stamp))
-        self._calls.add(task)
-        task.add_done_callback(self._call_ended)
+        self._calls[batch] = task
+        task.add_done_callback(functools.partial(self._call_ended, batch))
 
     async def _call(self, batch: ProducerBatch, stamp: Stamp | None) -> None:
         outcome: Complete | LiferaftError
@@ -381,14 +397,9 @@ class PartitionSender:
             data = self._bytes(batch, stamp)
             book = self.book
             on_retry = (lambda e: book.attempt_failed(batch, e)) if book is not None else None
-            # The call keeps to its budget by itself; this deadline only makes sure of it: a
-            # timer that cancels this task, as asyncio.timeout would, without its context
-            # object per batch (issue 18), nor wait_for's second task.
-            task = asyncio.current_task()
-            assert task is not None
-            alarm = asyncio.get_running_loop().call_later(
-                remaining_ms / 1000 + _CALL_GRACE_S, self._overdue, task
-            )
+            # The call keeps to its budget by itself; the loop makes sure of it: past the
+            # batch's deadline and grace it cancels this task (_cancel_overdue), as
+            # asyncio.timeout would, without a timer or a context object per batch (issue 18).
             try:
                 result = await self.sender.send(
                     self.tp.topic,
@@ -399,12 +410,10 @@ class PartitionSender:
                 )
             except asyncio.CancelledError:
                 # Ours (the deadline) and no one else's: the call did not end in time.
-                if task not in self._late or task.uncancel() > 0:
+                task = asyncio.current_task()
+                if task is None or task not in self._late or task.uncancel() > 0:
                     raise
                 raise TimeoutError from None
-            finally:
-                alarm.cancel()
-                self._late.discard(task)
             outcome = Complete(
                 result.base_offset, result.log_start_offset, result.log_append_time_ms
             )
@@ -431,20 +440,35 @@ class PartitionSender:
             verdict = self.book.answered(batch, outcome)
         self._apply(batch, verdict)
 
-    def _overdue(self, task: asyncio.Task[None]) -> None:
-        """A call ran past its budget and grace: cancel it (_call turns that into a timeout)."""
-        self._late.add(task)
-        task.cancel()
-
     def _apply(self, batch: ProducerBatch, verdict: Verdict) -> None:
         if isinstance(verdict, Complete):
-            self._finish(batch, None, verdict)
-        elif isinstance(verdict, Fail):
+            self._finish(batch, None, verdict, wake=False)
+            if self._turn_needed():
+                self.wake()
+            return
+        if isinstance(verdict, Fail):
             self._finish(batch, verdict.error)
         self.wake()
 
+    def _turn_needed(self) -> bool:
+        """After a batch was acknowledged: whether the loop has anything to do that its alarm
+        would not wake it for. Not when every batch in flight has its call under way and none
+        waits to be taken (one record per request: the usual case), so the answer costs no
+        loop turn (issue 18: the client's task switches per request)."""
+        if self.closing or self.acc.queues.get(self.tp):
+            return True  # a batch may be taken now (a slot is free), or the loop may end
+        book = self.book
+        if book is None:
+            return False  # without idempotence every batch in flight has its call
+        return book.bump_needed or book.fresh_id_needed or not all(s.sending for s in book.slots)
+
     def _finish(
-        self, batch: ProducerBatch, error: BaseException | None, result: Complete | None = None
+        self,
+        batch: ProducerBatch,
+        error: BaseException | None,
+        result: Complete | None = None,
+        *,
+        wake: bool = True,
     ) -> None:
         if error is not None:
             batch.fail(error)
@@ -454,10 +478,13 @@ class PartitionSender:
         if batch in self.in_flight:
             self.in_flight.remove(batch)
         self.acc.release(batch)
-        self.wake()
+        if wake:
+            self.wake()
 
-    def _call_ended(self, task: asyncio.Task[None]) -> None:
-        self._calls.discard(task)
+    def _call_ended(self, batch: ProducerBatch, task: asyncio.Task[None]) -> None:
+        if self._calls.get(batch) is task:
+            del self._calls[batch]
+        self._late.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._die(task.exception())
 
@@ -488,7 +515,7 @@ class PartitionSender:
         for batch in list(self.in_flight):
             self._finish(batch, err)
         self.fail_queued_if_dead()
-        for task in list(self._calls):
+        for task in list(self._calls.values()):
             task.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()

@@ -210,6 +210,35 @@ async def test_no_answer_in_time_is_a_retriable_timeout_and_the_stream_goes_on(
         await streams.close()
 
 
+async def test_each_waiting_request_times_out_at_its_own_deadline(fake: FakeCluster) -> None:
+    """The stream times its requests with one timer: a request queued after one with a later
+    deadline still times out at its own, and each of several does, in turn; the others go on."""
+    node = fake.nodes[1]
+    assert isinstance(node, StreamNode)
+    node.hold = 4  # nothing is answered until the fourth request is in
+    streams = ProduceStreams()
+    stub = broker_pb2_grpc.BrokerStub(grpc.aio.insecure_channel(fake.address(1)))
+    try:
+        patient = asyncio.ensure_future(streams.produce(stub, fake.address(1), req(b"1"), 60.0))
+        await asyncio.sleep(0.05)
+        async with asyncio.timeout(20):  # far less than the first request's 60 s
+            hasty = [
+                asyncio.ensure_future(streams.produce(stub, fake.address(1), req(b"%d" % i), t))
+                for i, t in ((2, 0.3), (3, 0.6))
+            ]
+            for fut in hasty:
+                with pytest.raises(Exception) as e:
+                    await fut
+                assert e.value.__class__.__name__ == "RequestTimedOutError"
+        assert not patient.done()
+        # The fourth request releases the held answers: the patient one gets its own.
+        assert (await streams.produce(stub, fake.address(1), req(b"4"), 5.0)).base_offset == 4
+        assert (await patient).base_offset == 1
+        assert node.streams == 1
+    finally:
+        await streams.close()
+
+
 async def test_the_cluster_core_uses_streams_and_falls_back_to_unary_on_an_older_node(
     fake: FakeCluster,
 ) -> None:
