@@ -31,9 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import heapq
 import logging
 import math
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -57,6 +60,55 @@ DEFAULT_MAX_IN_FLIGHT = 128
 MESSAGE_BYTES = 4 << 20
 """Record bytes one stream message carries at most (more than one request's only if they fit);
 far below the 64 MiB gRPC message limit (client/connection.py)."""
+
+
+Outcome = broker_pb2.ProduceResponse | BaseException
+"""What a submitted request ended with: the response (no error in it), or the exception a
+`produce` call would have raised (a LiferaftError, StreamUnsupported)."""
+
+
+class _Slots:
+    """At most n unanswered requests per stream (back-pressure): an asyncio.Semaphore that can
+    also be taken without a coroutine (`try_take`, for `submit`). A released slot goes to the
+    longest waiter first."""
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def locked(self) -> bool:
+        return self.free == 0 or bool(self._waiters)
+
+    def try_take(self) -> bool:
+        if self.locked():
+            return False
+        self.free -= 1
+        return True
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot, but gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes to it
+                return
+        self.free += 1
 
 
 class StreamUnsupported(Exception):
@@ -91,7 +143,7 @@ class ProduceStreamCall:
         self._outbox: dict[int, broker_pb2.ProduceRequest] = {}  # queued, not yet written
         self._queued = asyncio.Event()
         self._next_id = 0
-        self._room = asyncio.Semaphore(max_in_flight)
+        self._room = _Slots(max_in_flight)
         # The waiting requests' deadlines, (when, cid), a heap; an answered request's entry is
         # dropped when it surfaces (or the heap is rebuilt). One timer, at the earliest entry,
         # times them all: no timer made and cancelled per request (issue 18).
@@ -213,14 +265,12 @@ class ProduceStreamCall:
             raise copy.copy(self.failure)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        if self._room.locked():  # max_in_flight unanswered: wait for a slot, within the time
+        if not self._room.try_take():  # max_in_flight unanswered: wait, within the time
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._room.acquire()
+                    await self._room.take()
             except TimeoutError:
                 raise self._timed_out(timeout_s, sent=False) from None
-        else:
-            await self._room.acquire()  # a slot is free: returns at once, no wait to time
         cid = -1
         try:
             if self.failure is not None:
@@ -244,6 +294,55 @@ class ProduceStreamCall:
         if response.HasField("error"):
             raise error_from_detail(response.error)
         return response
+
+    def submit(
+        self,
+        request: broker_pb2.ProduceRequest,
+        timeout_s: float,
+        on_done: Callable[[Outcome], None],
+    ) -> asyncio.Future[broker_pb2.ProduceResponse] | None:
+        """One attempt without a coroutine, when the stream is open and has a free slot (else
+        None: the caller uses `produce`). `on_done` hears what the attempt ended with, as
+        `produce` would return or raise it, from a callback of the answer's future (which is
+        returned: cancelling it ends the attempt). No task per request, no wake-up of a
+        waiting task for its answer (issue 18: the client's task switches per request)."""
+        if self.failure is not None or not self._room.try_take():
+            return None
+        loop = asyncio.get_running_loop()
+        self._next_id += 1
+        cid = self._next_id
+        fut: asyncio.Future[broker_pb2.ProduceResponse] = loop.create_future()
+        self._waiting[cid] = fut
+        request.correlation_id = cid
+        self._outbox[cid] = request
+        self._queued.set()
+        self._time(cid, loop.time() + timeout_s)
+        fut.add_done_callback(functools.partial(self._submitted, cid, timeout_s, on_done))
+        return fut
+
+    def _submitted(
+        self,
+        cid: int,
+        timeout_s: float,
+        on_done: Callable[[Outcome], None],
+        fut: asyncio.Future[broker_pb2.ProduceResponse],
+    ) -> None:
+        self._waiting.pop(cid, None)
+        self._room.release()
+        outcome: Outcome
+        if fut.cancelled():
+            self._outbox.pop(cid, None)
+            outcome = asyncio.CancelledError()
+        elif (error := fut.exception()) is not None:
+            if isinstance(error, TimeoutError):
+                sent = self._outbox.pop(cid, None) is None
+                outcome = self._timed_out(timeout_s, sent=sent)
+            else:
+                outcome = error
+        else:
+            response = fut.result()
+            outcome = error_from_detail(response.error) if response.HasField("error") else response
+        on_done(outcome)
 
     def _timed_out(self, timeout_s: float, *, sent: bool) -> LiferaftError:
         error = RequestTimedOutError(
@@ -300,6 +399,26 @@ class ProduceStreams:
             self.unsupported.add(address)
             self._calls.pop(address, None)
             raise
+
+    def submit(
+        self,
+        address: str,
+        request: broker_pb2.ProduceRequest,
+        timeout_s: float,
+        on_done: Callable[[Outcome], None],
+    ) -> asyncio.Future[broker_pb2.ProduceResponse] | None:
+        """ProduceStreamCall.submit on `address`'s stream, if one is open (else None)."""
+        call = self._calls.get(address)
+        if call is None:
+            return None
+        return call.submit(request, timeout_s, on_done)
+
+    def unsupported_at(self, address: str) -> None:
+        """`address` answered UNIMPLEMENTED (a submitted attempt's StreamUnsupported)."""
+        self.unsupported.add(address)
+        call = self._calls.get(address)
+        if call is not None and not call.open:
+            del self._calls[address]
 
     async def drop(self, address: str) -> None:
         call = self._calls.pop(address, None)

@@ -30,9 +30,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from client.accumulator import ProducerBatch, RecordAccumulator
-from client.cluster import Cluster
+from client.cluster import Cluster, FirstAttempt
 from client.errors import DeliveryTimeoutError, LiferaftError, UnknownServerError
 from client.sequences import (
     MAX_EPOCH,
@@ -124,6 +125,7 @@ class Sender:
         *,
         timeout_ms: int | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
+        failed_first: FirstAttempt | None = None,
     ) -> ProduceResult:
         """Deliver one record batch (bytes from records.build_batch) to a partition.
 
@@ -140,6 +142,7 @@ class Sender:
             lambda attempt_ms: self.build_request(topic, partition, batch, attempt_ms),
             timeout_ms=timeout_ms if timeout_ms is not None else self.delivery_timeout_ms,
             on_retry=on_retry,
+            failed_first=failed_first,
         )
         return self.handle_response(response)
 
@@ -182,6 +185,7 @@ class PartitionSender:
     ) -> None:
         self.tp = tp
         self.sender = sender
+        self._at_once = isinstance(sender, Sender)  # (tests' stand-ins: only send())
         self.acc = accumulator
         self.max_in_flight = max_in_flight
         self.compression = compression
@@ -197,8 +201,9 @@ class PartitionSender:
         self._alarms: list[tuple[float, asyncio.TimerHandle]] = []  # a heap (_alarm)
         self.closing = False
         self.task: asyncio.Task[None] | None = None
-        self._calls: dict[ProducerBatch, asyncio.Task[None]] = {}  # the call under way per batch
-        self._late: set[asyncio.Task[None]] = set()  # calls cancelled by their deadline
+        # The call under way per batch: its task, or its first attempt's answer (_try_at_once).
+        self._calls: dict[ProducerBatch, asyncio.Future[Any]] = {}
+        self._late: set[asyncio.Future[Any]] = set()  # calls cancelled by their deadline
         self._sending: set[ProducerBatch] = set()  # without idempotence: a call under way
         self._renewing: asyncio.Task[None] | None = None
         self._renew_after = 0.0
@@ -384,15 +389,102 @@ class PartitionSender:
         stamp = self.book.started(batch) if self.book is not None else None
         if self.book is None:
             self._sending.add(batch)
-        task = asyncio.ensure_future(self._call(batch, stamp))
+        if not self._try_at_once(batch, stamp):
+            self._spawn(batch, stamp, None, 0)
+
+    def _spawn(
+        self, batch: ProducerBatch, stamp: Stamp | None, first: FirstAttempt | None, budget_ms: int
+    ) -> None:
+        task = asyncio.ensure_future(self._call(batch, stamp, first, budget_ms))
         self._calls[batch] = task
         task.add_done_callback(functools.partial(self._call_ended, batch))
 
-    async def _call(self, batch: ProducerBatch, stamp: Stamp | None) -> None:
+    def _try_at_once(self, batch: ProducerBatch, stamp: Stamp | None) -> bool:
+        """The call's first attempt straight onto the leader's open produce stream, its answer
+        handled in the stream's callback (_answered): no task, no coroutines, no wake-up per
+        batch when it succeeds (issue 18: the client's task switches per request). Anything
+        else (a failure, nothing open to send on) goes the way of `_call`, which carries on
+        from the failed attempt exactly as if it had made it."""
+        remaining_ms = int((batch.deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0 or not self._at_once:
+            return False
+        try:
+            data = self._bytes(batch, stamp)
+        except Exception:
+            return False  # _call fails the batch with it
+        sender, tp = self.sender, self.tp
+
+        def build(attempt_ms: int) -> broker_pb2.ProduceRequest:
+            return sender.build_request(tp.topic, tp.partition, data, attempt_ms)
+
+        def done(outcome: Any) -> None:
+            self._answered(batch, stamp, tried, remaining_ms, outcome)
+
+        tried = sender.cluster.try_produce(
+            tp.topic, tp.partition, build, time.monotonic() + remaining_ms / 1000, done
+        )
+        if tried is None:
+            return False
+        self._calls[batch] = tried[0]
+        return True
+
+    def _answered(
+        self,
+        batch: ProducerBatch,
+        stamp: Stamp | None,
+        tried: tuple[asyncio.Future[Any], FirstAttempt] | None,
+        budget_ms: int,
+        outcome: Any,
+    ) -> None:
+        """The answer to a batch's first attempt sent by _try_at_once."""
+        assert tried is not None
+        fut, first = tried
+        if self._calls.get(batch) is fut:
+            del self._calls[batch]
+        late = fut in self._late
+        self._late.discard(fut)
+        if self.failure is not None or batch.finished:
+            return  # the sender died (the batch failed with it), or the batch ended otherwise
+        if isinstance(outcome, broker_pb2.ProduceResponse):
+            result = self.sender.handle_response(outcome)
+            self._conclude(
+                batch,
+                Complete(result.base_offset, result.log_start_offset, result.log_append_time_ms),
+            )
+            return
+        if isinstance(outcome, asyncio.CancelledError):
+            if not late:
+                return  # cancelled by _die: the batch failed with its cause
+            self._conclude(
+                batch,
+                DeliveryTimeoutError(
+                    f"{self._expired_message(batch, sent=True)}: the Produce call did not end"
+                ),
+            )
+            return
+        if not isinstance(outcome, Exception):
+            outcome = UnknownServerError(None, f"{type(outcome).__name__}: {outcome}")
+        go_on = self.sender.cluster.produce_attempt_failed(
+            self.tp.topic, self.tp.partition, first, outcome
+        )
+        # The rest of the call: retries as call_leader makes them, or the failure as it
+        # raises it (go_on None: no stream there after all, nothing sent: a call anew).
+        self._spawn(batch, stamp, go_on, budget_ms)
+
+    async def _call(
+        self,
+        batch: ProducerBatch,
+        stamp: Stamp | None,
+        first: FirstAttempt | None = None,
+        budget_ms: int = 0,
+    ) -> None:
         outcome: Complete | LiferaftError
         try:
-            remaining_ms = int((batch.deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
+            if first is not None:
+                remaining_ms = budget_ms  # the call's budget, its clock from first.started
+            else:
+                remaining_ms = int((batch.deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or batch.deadline <= time.monotonic():
                 raise DeliveryTimeoutError(self._expired_message(batch, sent=True))
             data = self._bytes(batch, stamp)
             book = self.book
@@ -401,12 +493,14 @@ class PartitionSender:
             # batch's deadline and grace it cancels this task (_cancel_overdue), as
             # asyncio.timeout would, without a timer or a context object per batch (issue 18).
             try:
+                more = {"failed_first": first} if first is not None else {}
                 result = await self.sender.send(
                     self.tp.topic,
                     self.tp.partition,
                     data,
                     timeout_ms=remaining_ms,
                     on_retry=on_retry,
+                    **more,
                 )
             except asyncio.CancelledError:
                 # Ours (the deadline) and no one else's: the call did not end in time.
@@ -426,6 +520,10 @@ class PartitionSender:
         except Exception as e:  # a bug: fail the records with it rather than hang their futures
             log.exception("sending a batch to %s failed", self.tp)
             outcome = UnknownServerError(None, f"{type(e).__name__}: {e}")
+        self._conclude(batch, outcome)
+
+    def _conclude(self, batch: ProducerBatch, outcome: Complete | LiferaftError) -> None:
+        """A send call ended: what its outcome means for the batch (the book decides)."""
         if isinstance(outcome, DeliveryTimeoutError) and not outcome.message.startswith(
             f"{batch.count} records"
         ):
