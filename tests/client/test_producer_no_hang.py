@@ -55,12 +55,13 @@ def partition_sender(
     sender: Any,
     delivery_timeout_ms: int = 60_000,
     *,
+    linger_ms: int = 0,
     max_in_flight: int = 5,
     identity: ProducerIdentity | None = ProducerIdentity(1, 0),  # noqa: B008 (frozen value)
 ) -> PartitionSender:
     acc = RecordAccumulator(
         batch_size=1 << 16,
-        linger_ms=0,
+        linger_ms=linger_ms,
         buffer_memory=1 << 20,
         delivery_timeout_ms=delivery_timeout_ms,
     )
@@ -156,6 +157,27 @@ async def test_an_answer_lets_the_next_queued_batch_go_at_once(idempotent: bool)
     ps.closing = True
     ps.wake()
     await asyncio.wait_for(ps.task, 5)  # idle and closing: the loop ends
+
+
+async def test_a_lingering_batch_goes_when_its_linger_time_is_up() -> None:
+    """send() opening a batch sets the loop's alarm for its linger time (no loop turn now):
+    the batch waits that long, takes what comes meanwhile, and then goes without any other
+    wake-up (the delivery timeout is a minute away)."""
+    ps = partition_sender(AnswersAll(), linger_ms=300)
+    await asyncio.sleep(0)  # the loop's first turn: nothing queued, it waits
+    futures = []
+    for value in (b"a", b"b"):
+        fut, wake = ps.acc.append(TP, records.Record(value), 100)
+        if wake:
+            ps.look_again()
+        futures.append(fut)
+    await asyncio.sleep(0.05)
+    assert not any(f.done() for f in futures)  # lingering: sent at 300 ms at the earliest
+    metas = await asyncio.wait_for(asyncio.gather(*futures), 20)
+    assert [m.offset for m in metas] == [0, 1]  # one batch
+    ps.closing = True
+    ps.wake()
+    await asyncio.wait_for(ps.task, 5)
 
 
 async def test_an_unanswered_batch_fails_at_its_delivery_timeout() -> None:
