@@ -13,7 +13,9 @@ gets the next correlation id, joins the outbox and waits for the response carryi
 writer sends the outbox in order, all of what is queued in one message, so the node reads the
 requests in the order they were queued (one partition's batches are proposed in that order) and,
 under load, many share one message. Answers of different partitions may come out of order; one
-partition's come in order, as the node commits them in order.
+partition's come in order, as the node commits them in order. `submit` is the same attempt
+without a coroutine (the producer's sender, when the stream is open and has a free slot): its
+outcome reaches a callback, from the answer's future.
 
 What an attempt can end with:
   - the response, or its `error` as the LiferaftError it names (NOT_LEADER with its hint, ...):

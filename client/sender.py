@@ -166,8 +166,11 @@ class PartitionSender:
     """Sends one partition's batches, in order, at most max_in_flight at a time.
 
     The loop in `_run` decides (with client/sequences.py's SequenceBook for an idempotent
-    producer) and starts one task per send call; each call's answer goes back to the book,
-    which says what it means, and wakes the loop. Every batch ends: acknowledged, or failed
+    producer) and starts each send call: its first attempt straight onto the leader's open
+    produce stream when it can (`_try_at_once`, the answer handled in the stream's callback),
+    else, and for whatever follows a failed first attempt, one task per call (`_call`); each
+    call's answer goes back to the book, which says what it means, and wakes the loop when it
+    has something to do. Every batch ends: acknowledged, or failed
     with its cause, at the latest at its delivery timeout; if the loop itself dies, every
     batch of the partition fails with the cause (no future is left pending).
     """
