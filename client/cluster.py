@@ -208,6 +208,17 @@ def _stream_ended(address: str, rpc: str) -> LiferaftError:
     return error
 
 
+@dataclass(slots=True)
+class FirstAttempt:
+    """A call's first attempt made outside call_leader (try_produce): where it went, when the
+    call's clock started, its retry state and, once it failed, its error."""
+
+    address: str
+    started: float
+    state: RetryState
+    error: Exception = field(default_factory=Exception)
+
+
 def sees_fetch_streams(interceptors: Sequence[Any]) -> bool:
     """Whether reads may travel on FetchStream, given the caller's own grpc_interceptors: not
     when one intercepts unary calls and none intercepts unary-stream calls, so that such an
@@ -390,14 +401,26 @@ class Cluster:
         timeout_ms: int | None = None,
         extra_attempt_ms: int = 0,
         on_retry: Callable[[BaseException], None] | None = None,
+        failed_first: FirstAttempt | None = None,
     ) -> Any:
         """Send `rpc` to the partition's leader, failing over until it succeeds, fails for good,
         or `timeout_ms` (default: delivery_timeout_ms) runs out.
 
         extra_attempt_ms: added to each attempt's gRPC deadline for calls the node may hold on
         purpose (a Fetch's max_wait_ms). on_retry: told of every failed attempt that is retried.
+        failed_first: the call's first attempt already ran (try_produce) and failed: go on from
+        there (its error, its state, its clock), as if this call had made it.
         """
         budget_ms = timeout_ms if timeout_ms is not None else self.config.delivery_timeout_ms
+        if failed_first is not None:
+            started, state = failed_first.started, failed_first.state
+            if not self.policy.should_retry(failed_first.error):
+                raise failed_first.error
+            first: Exception | None = failed_first.error
+            return await self._retry_leader(
+                topic, partition, rpc, request, budget_ms, started, state, first,
+                extra_attempt_ms, on_retry,
+            )  # fmt: skip
         started = time.monotonic()
         deadline = started + budget_ms / 1000
         state = RetryState()
@@ -414,7 +437,28 @@ class Cluster:
         except Exception as e:
             if not self.policy.should_retry(e):
                 raise
-            first: Exception | None = e
+            first = e
+        return await self._retry_leader(
+            topic, partition, rpc, request, budget_ms, started, state, first,
+            extra_attempt_ms, on_retry,
+        )  # fmt: skip
+
+    async def _retry_leader(
+        self,
+        topic: str,
+        partition: int,
+        rpc: str,
+        request: RequestOrBuilder,
+        budget_ms: int,
+        started: float,
+        state: RetryState,
+        first: Exception | None,
+        extra_attempt_ms: int,
+        on_retry: Callable[[BaseException], None] | None,
+    ) -> Any:
+        """call_leader after its first attempt failed with `first` (retriable): tenacity takes
+        that as its first attempt's outcome and goes on."""
+        deadline = started + budget_ms / 1000
 
         async def attempt() -> Any:
             nonlocal first
@@ -459,6 +503,57 @@ class Cluster:
         except (grpc.RpcError, LiferaftError) as e:
             err = self.leader_call_failed(address, topic, partition, e, state)
             raise err from (None if err is e else e)
+
+    def try_produce(
+        self,
+        topic: str,
+        partition: int,
+        request: Callable[[int], broker_pb2.ProduceRequest],
+        deadline: float,
+        on_done: Callable[[Any], None],
+    ) -> tuple[asyncio.Future[Any], FirstAttempt] | None:
+        """call_leader's first Produce attempt without a coroutine, when nothing needs waiting
+        for: the metadata fresh, the partition's leader known, its produce stream open with a
+        free slot. Else None (use call_leader). `on_done` hears the response, or the attempt's
+        failure: hand it to call_leader as `failed_first` (after `produce_attempt_failed`),
+        which retries or raises as it would have (issue 18: no task per request)."""
+        if self._closed or self._streams is None:
+            return None
+        metadata = self.metadata
+        if (
+            metadata.stale
+            or (time.monotonic() - self._last_refresh) * 1000 > self.config.metadata_max_age_ms
+        ):
+            return None
+        tm = metadata.topic(topic)
+        if tm is None or not 0 <= partition < len(tm.partitions):
+            return None
+        address = metadata.leader_address(topic, partition)
+        if address is None or address in self._streams.unsupported:
+            return None
+        attempt_ms = self._attempt_ms(deadline)
+        first = FirstAttempt(address, time.monotonic(), RetryState())
+        fut = self._streams.submit(address, request(attempt_ms), attempt_ms / 1000, on_done)
+        if fut is None:
+            return None
+        return fut, first
+
+    def produce_attempt_failed(
+        self, topic: str, partition: int, first: FirstAttempt, error: Exception
+    ) -> FirstAttempt | None:
+        """A try_produce attempt failed with `error`: note it as call_leader notes a failed
+        attempt; the FirstAttempt to go on from, or None when nothing was sent because the
+        node has no produce stream (start over: call_leader sends it unary)."""
+        if isinstance(error, StreamUnsupported):
+            if self._streams is not None:
+                self._streams.unsupported_at(first.address)
+            return None
+        if not isinstance(error, (grpc.RpcError, LiferaftError)):
+            first.error = error
+            return first
+        err = self.leader_call_failed(first.address, topic, partition, error, first.state)
+        first.error = err
+        return first
 
     async def _leader_route(self, topic: str, partition: int) -> str:
         """The address to send a call about topic-partition to: its leader, else a replica."""

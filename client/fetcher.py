@@ -113,6 +113,54 @@ def _size(rec: ConsumerRecord[Any, Any]) -> int:
     )
 
 
+class _Watchdog:
+    """Gives up on a fetch stream's read that stays silent for `silent_s`: it cancels the
+    reading task, and `barked()` tells that cancellation from anyone else's.
+
+    One timer per stream, moved on lazily when it fires early, instead of an asyncio.timeout
+    (a timer, a context object and a cancellation to undo) around every answer's read (issue 18:
+    the consumer's work per answer). Only time spent in a read counts: a reader waiting for
+    room in the buffer (flow control) is not silent."""
+
+    __slots__ = ("_cancelled", "_handle", "_loop", "_since", "_task", "silent_s")
+
+    def __init__(self, silent_s: float) -> None:
+        self.silent_s = silent_s
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._since: float | None = None  # when the read under way began; None: no read
+        self._cancelled = False
+        self._handle = self._loop.call_later(silent_s, self._check)
+
+    def reading(self) -> None:
+        self._since = self._loop.time()
+
+    def idle(self) -> None:
+        self._since = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        since = self._since
+        if since is None or now < since + self.silent_s:
+            due = now + self.silent_s if since is None else since + self.silent_s
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self._cancelled = True
+        self._task.cancel()
+
+    def barked(self) -> bool:
+        """Whether the cancellation being handled is the watchdog's alone (it is undone)."""
+        if not self._cancelled:
+            return False
+        self._cancelled = False
+        return self._task.uncancel() == 0
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
 @dataclass(slots=True)
 class _PartitionFetch:
     """The fetcher's part of one assigned partition (its position lives in `owner`)."""
@@ -456,16 +504,21 @@ class Fetcher:
                 self._failed(tp, pf, e)
                 return
             call, answer = opened.call, opened.first
+            watch = (
+                _Watchdog((self.fetch_max_wait_ms + self._silence_ms) / 1000)
+                if call is not None
+                else None
+            )
             try:
                 while True:
                     next_offset = self._take(tp, pf, offset, answer)
                     if next_offset is None:
                         return  # stale, or a bad batch (pf.error says)
                     offset = next_offset
-                    if call is None:
+                    if call is None or watch is None:
                         break  # a unary answer: the next one is a new call
                     await pf.room.wait()
-                    answer = await self._next_answer(call)
+                    answer = await self._next_answer(call, watch)
             except grpc.RpcError as e:
                 err = cluster.leader_call_failed(opened.address, tp.topic, tp.partition, e)
                 if not err.retriable:
@@ -476,26 +529,31 @@ class Fetcher:
                 cluster.leader_call_failed(opened.address, tp.topic, tp.partition, e)
                 log.debug("the fetch stream of %s broke (%s): reopening at %d", tp, e, offset)
             finally:
+                if watch is not None:
+                    watch.stop()
                 if call is not None:
                     call.cancel()
 
-    async def _next_answer(self, call: Any) -> broker_pb2.FetchResponse:
+    async def _next_answer(self, call: Any, watch: _Watchdog) -> broker_pb2.FetchResponse:
         """The stream's next answer. The node sends one at least every fetch_max_wait_ms (an
         empty one with the high watermark when there is nothing new): one that stays silent
-        much longer is as good as gone."""
-        silent_s = (self.fetch_max_wait_ms + self._silence_ms) / 1000
+        much longer is as good as gone (the stream's watchdog cancels the read)."""
+        watch.reading()
         try:
-            async with asyncio.timeout(silent_s):
-                answer = await call.read()
-        except TimeoutError:
+            answer = await call.read()
+        except asyncio.CancelledError:
+            if not watch.barked():
+                raise  # someone else's cancellation (a seek, pause, close)
             error = RequestTimedOutError(
                 None,
-                f"the fetch stream was silent for {int(silent_s * 1000)} ms",
+                f"the fetch stream was silent for {int(watch.silent_s * 1000)} ms",
                 retriable=True,
                 invalid_metadata=True,
             )
             error.transport = True
             raise error from None
+        finally:
+            watch.idle()
         if answer is grpc.aio.EOF:
             ended = BrokerUnavailableError(
                 None, "the node ended the fetch stream", retriable=True, invalid_metadata=True

@@ -13,7 +13,9 @@ gets the next correlation id, joins the outbox and waits for the response carryi
 writer sends the outbox in order, all of what is queued in one message, so the node reads the
 requests in the order they were queued (one partition's batches are proposed in that order) and,
 under load, many share one message. Answers of different partitions may come out of order; one
-partition's come in order, as the node commits them in order.
+partition's come in order, as the node commits them in order. `submit` is the same attempt
+without a coroutine (the producer's sender, when the stream is open and has a free slot): its
+outcome reaches a callback, from the answer's future.
 
 What an attempt can end with:
   - the response, or its `error` as the LiferaftError it names (NOT_LEADER with its hint, ...):
@@ -31,7 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
+import heapq
 import logging
+import math
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -57,6 +64,55 @@ MESSAGE_BYTES = 4 << 20
 far below the 64 MiB gRPC message limit (client/connection.py)."""
 
 
+Outcome = broker_pb2.ProduceResponse | BaseException
+"""What a submitted request ended with: the response (no error in it), or the exception a
+`produce` call would have raised (a LiferaftError, StreamUnsupported)."""
+
+
+class _Slots:
+    """At most n unanswered requests per stream (back-pressure): an asyncio.Semaphore that can
+    also be taken without a coroutine (`try_take`, for `submit`). A released slot goes to the
+    longest waiter first."""
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def locked(self) -> bool:
+        return self.free == 0 or bool(self._waiters)
+
+    def try_take(self) -> bool:
+        if self.locked():
+            return False
+        self.free -= 1
+        return True
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot, but gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes to it
+                return
+        self.free += 1
+
+
 class StreamUnsupported(Exception):
     """The node does not serve ProduceStream (an older version): send Produce unary instead."""
 
@@ -66,11 +122,6 @@ def _broken(message: str) -> LiferaftError:
     error = BrokerUnavailableError(None, message, retriable=True, invalid_metadata=True)
     error.transport = True
     return error
-
-
-def _expire(fut: asyncio.Future[broker_pb2.ProduceResponse]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 class ProduceStreamCall:
@@ -94,7 +145,13 @@ class ProduceStreamCall:
         self._outbox: dict[int, broker_pb2.ProduceRequest] = {}  # queued, not yet written
         self._queued = asyncio.Event()
         self._next_id = 0
-        self._room = asyncio.Semaphore(max_in_flight)
+        self._room = _Slots(max_in_flight)
+        # The waiting requests' deadlines, (when, cid), a heap; an answered request's entry is
+        # dropped when it surfaces (or the heap is rebuilt). One timer, at the earliest entry,
+        # times them all: no timer made and cancelled per request (issue 18).
+        self._deadlines: list[tuple[float, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self.failure: BaseException | None = None
         """Why the stream ended (every request on it failed with it); None while it is open."""
         self._reader = asyncio.ensure_future(self._read())
@@ -158,9 +215,41 @@ class ProduceStreamCall:
             log.exception("the produce stream to %s failed", self.address)
             self._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
 
+    def _time(self, cid: int, deadline: float) -> None:
+        """Fail request `cid` with TimeoutError at `deadline` if it is still waiting then."""
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._waiting) + 64:  # mostly answered: keep it small
+            heap[:] = [e for e in heap if e[1] in self._waiting]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, cid))
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._ring)
+
+    def _ring(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        heap, waiting = self._deadlines, self._waiting
+        now = asyncio.get_running_loop().time()
+        while heap and (heap[0][0] <= now or heap[0][1] not in waiting):
+            _, cid = heapq.heappop(heap)
+            fut = waiting.get(cid)
+            if fut is not None and not fut.done():
+                fut.set_exception(TimeoutError())
+        if heap:
+            self._arm(heap[0][0])
+
     def _end(self, failure: BaseException) -> None:
         if self.failure is None:
             self.failure = failure
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        self._deadlines.clear()
         self._outbox.clear()
         waiting, self._waiting = self._waiting, {}
         for fut in waiting.values():
@@ -178,14 +267,12 @@ class ProduceStreamCall:
             raise copy.copy(self.failure)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        if self._room.locked():  # max_in_flight unanswered: wait for a slot, within the time
+        if not self._room.try_take():  # max_in_flight unanswered: wait, within the time
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._room.acquire()
+                    await self._room.take()
             except TimeoutError:
                 raise self._timed_out(timeout_s, sent=False) from None
-        else:
-            await self._room.acquire()  # a slot is free: returns at once, no wait to time
         cid = -1
         try:
             if self.failure is not None:
@@ -197,13 +284,10 @@ class ProduceStreamCall:
             request.correlation_id = cid
             self._outbox[cid] = request
             self._queued.set()
-            # A timer on the answer's future, not asyncio.timeout: no context object, no
-            # cancellation of the task to undo (issue 18: the client's work per request).
-            timer = loop.call_at(deadline, _expire, fut)
-            try:
-                response = await fut
-            finally:
-                timer.cancel()
+            # The stream's deadline timer on the answer's future, not asyncio.timeout: no
+            # context object, no cancellation of the task to undo, no timer per request.
+            self._time(cid, deadline)
+            response = await fut
         except TimeoutError:
             raise self._timed_out(timeout_s, sent=self._outbox.pop(cid, None) is None) from None
         finally:
@@ -212,6 +296,55 @@ class ProduceStreamCall:
         if response.HasField("error"):
             raise error_from_detail(response.error)
         return response
+
+    def submit(
+        self,
+        request: broker_pb2.ProduceRequest,
+        timeout_s: float,
+        on_done: Callable[[Outcome], None],
+    ) -> asyncio.Future[broker_pb2.ProduceResponse] | None:
+        """One attempt without a coroutine, when the stream is open and has a free slot (else
+        None: the caller uses `produce`). `on_done` hears what the attempt ended with, as
+        `produce` would return or raise it, from a callback of the answer's future (which is
+        returned: cancelling it ends the attempt). No task per request, no wake-up of a
+        waiting task for its answer (issue 18: the client's task switches per request)."""
+        if self.failure is not None or not self._room.try_take():
+            return None
+        loop = asyncio.get_running_loop()
+        self._next_id += 1
+        cid = self._next_id
+        fut: asyncio.Future[broker_pb2.ProduceResponse] = loop.create_future()
+        self._waiting[cid] = fut
+        request.correlation_id = cid
+        self._outbox[cid] = request
+        self._queued.set()
+        self._time(cid, loop.time() + timeout_s)
+        fut.add_done_callback(functools.partial(self._submitted, cid, timeout_s, on_done))
+        return fut
+
+    def _submitted(
+        self,
+        cid: int,
+        timeout_s: float,
+        on_done: Callable[[Outcome], None],
+        fut: asyncio.Future[broker_pb2.ProduceResponse],
+    ) -> None:
+        self._waiting.pop(cid, None)
+        self._room.release()
+        outcome: Outcome
+        if fut.cancelled():
+            self._outbox.pop(cid, None)
+            outcome = asyncio.CancelledError()
+        elif (error := fut.exception()) is not None:
+            if isinstance(error, TimeoutError):
+                sent = self._outbox.pop(cid, None) is None
+                outcome = self._timed_out(timeout_s, sent=sent)
+            else:
+                outcome = error
+        else:
+            response = fut.result()
+            outcome = error_from_detail(response.error) if response.HasField("error") else response
+        on_done(outcome)
 
     def _timed_out(self, timeout_s: float, *, sent: bool) -> LiferaftError:
         error = RequestTimedOutError(
@@ -268,6 +401,26 @@ class ProduceStreams:
             self.unsupported.add(address)
             self._calls.pop(address, None)
             raise
+
+    def submit(
+        self,
+        address: str,
+        request: broker_pb2.ProduceRequest,
+        timeout_s: float,
+        on_done: Callable[[Outcome], None],
+    ) -> asyncio.Future[broker_pb2.ProduceResponse] | None:
+        """ProduceStreamCall.submit on `address`'s stream, if one is open (else None)."""
+        call = self._calls.get(address)
+        if call is None:
+            return None
+        return call.submit(request, timeout_s, on_done)
+
+    def unsupported_at(self, address: str) -> None:
+        """`address` answered UNIMPLEMENTED (a submitted attempt's StreamUnsupported)."""
+        self.unsupported.add(address)
+        call = self._calls.get(address)
+        if call is not None and not call.open:
+            del self._calls[address]
 
     async def drop(self, address: str) -> None:
         call = self._calls.pop(address, None)

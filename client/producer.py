@@ -494,7 +494,7 @@ class Producer:
             await acc.reserve(size, self.max_block_ms / 1000)
         fut, wake = acc.append(tp, record, size)
         if wake:
-            sender.wake()
+            sender.look_again()
         sender.fail_queued_if_dead()
         return fut
 

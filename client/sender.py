@@ -24,14 +24,16 @@ call's bookkeeping raises, every batch of the partition fails with the cause.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from client.accumulator import ProducerBatch, RecordAccumulator
-from client.cluster import Cluster
+from client.cluster import Cluster, FirstAttempt
 from client.errors import DeliveryTimeoutError, LiferaftError, UnknownServerError
 from client.sequences import (
     MAX_EPOCH,
@@ -123,6 +125,7 @@ class Sender:
         *,
         timeout_ms: int | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
+        failed_first: FirstAttempt | None = None,
     ) -> ProduceResult:
         """Deliver one record batch (bytes from records.build_batch) to a partition.
 
@@ -139,6 +142,7 @@ class Sender:
             lambda attempt_ms: self.build_request(topic, partition, batch, attempt_ms),
             timeout_ms=timeout_ms if timeout_ms is not None else self.delivery_timeout_ms,
             on_retry=on_retry,
+            failed_first=failed_first,
         )
         return self.handle_response(response)
 
@@ -162,8 +166,11 @@ class PartitionSender:
     """Sends one partition's batches, in order, at most max_in_flight at a time.
 
     The loop in `_run` decides (with client/sequences.py's SequenceBook for an idempotent
-    producer) and starts one task per send call; each call's answer goes back to the book,
-    which says what it means, and wakes the loop. Every batch ends: acknowledged, or failed
+    producer) and starts each send call: its first attempt straight onto the leader's open
+    produce stream when it can (`_try_at_once`, the answer handled in the stream's callback),
+    else, and for whatever follows a failed first attempt, one task per call (`_call`); each
+    call's answer goes back to the book, which says what it means, and wakes the loop when it
+    has something to do. Every batch ends: acknowledged, or failed
     with its cause, at the latest at its delivery timeout; if the loop itself dies, every
     batch of the partition fails with the cause (no future is left pending).
     """
@@ -181,6 +188,7 @@ class PartitionSender:
     ) -> None:
         self.tp = tp
         self.sender = sender
+        self._at_once = isinstance(sender, Sender)  # (tests' stand-ins: only send())
         self.acc = accumulator
         self.max_in_flight = max_in_flight
         self.compression = compression
@@ -196,8 +204,9 @@ class PartitionSender:
         self._alarms: list[tuple[float, asyncio.TimerHandle]] = []  # a heap (_alarm)
         self.closing = False
         self.task: asyncio.Task[None] | None = None
-        self._calls: set[asyncio.Task[None]] = set()
-        self._late: set[asyncio.Task[None]] = set()  # calls cancelled by their deadline
+        # The call under way per batch: its task, or its first attempt's answer (_try_at_once).
+        self._calls: dict[ProducerBatch, asyncio.Future[Any]] = {}
+        self._late: set[asyncio.Future[Any]] = set()  # calls cancelled by their deadline
         self._sending: set[ProducerBatch] = set()  # without idempotence: a call under way
         self._renewing: asyncio.Task[None] | None = None
         self._renew_after = 0.0
@@ -212,6 +221,19 @@ class PartitionSender:
     def wake(self) -> None:
         self.wakeup.set()
 
+    def look_again(self) -> None:
+        """send() opened a batch or filled one. A batch that lingers needs the loop only when
+        its linger time is up: set the loop's alarm for then instead of a turn now that would
+        only set it (issue 18: one loop turn per batch fewer with linger_ms > 0)."""
+        if self.task is None or self.task.done():
+            self.wake()
+            return
+        ready = self.acc.ready_at(self.tp, self.closing)
+        if ready is not None and ready > time.monotonic():
+            self._alarm(ready)
+        else:
+            self.wake()
+
     @property
     def idle(self) -> bool:
         return not self.in_flight and self.acc.ready_at(self.tp, self.closing) is None
@@ -224,6 +246,7 @@ class PartitionSender:
             for batch in self.acc.expired(self.tp, now):
                 self._finish(batch, DeliveryTimeoutError(self._expired_message(batch, sent=False)))
             self._expire_held(now)
+            self._cancel_overdue(now)
             self._maybe_bump(now)
             ready = self.acc.ready_at(self.tp, self.closing)
             while ready is not None and ready <= now and self._may_take():
@@ -238,7 +261,12 @@ class PartitionSender:
             timeout = None
             if ready is not None and self._may_take():
                 timeout = max(0.0, ready - now)
-            deadlines = [b.deadline for b in self.in_flight]
+            # A batch with a call under way: its call's grace deadline (_cancel_overdue);
+            # without one, its delivery deadline (_expire_held).
+            calls = self._calls
+            deadlines = [
+                b.deadline + _CALL_GRACE_S if b in calls else b.deadline for b in self.in_flight
+            ]
             q = self.acc.queues.get(self.tp)
             if q:
                 deadlines.append(q[0].deadline)
@@ -277,6 +305,15 @@ class PartitionSender:
         alarms, self._alarms = self._alarms, []
         for _, handle in alarms:
             handle.cancel()
+
+    def _cancel_overdue(self, now: float) -> None:
+        """Calls still under way past their batch's delivery deadline and grace (a call keeps to
+        its budget by itself; this only makes sure of it): cancel them, and _call turns that
+        into a timeout. The loop's own alarm times this, not a timer per call (issue 18)."""
+        for batch, task in self._calls.items():
+            if batch.deadline + _CALL_GRACE_S <= now and task not in self._late:
+                self._late.add(task)
+                task.cancel()
 
     def _may_take(self) -> bool:
         if self.book is not None:
@@ -368,43 +405,125 @@ class PartitionSender:
         stamp = self.book.started(batch) if self.book is not None else None
         if self.book is None:
             self._sending.add(batch)
-        task = asyncio.ensure_future(self._call(batch, stamp))
-        self._calls.add(task)
-        task.add_done_callback(self._call_ended)
+        if not self._try_at_once(batch, stamp):
+            self._spawn(batch, stamp, None, 0)
 
-    async def _call(self, batch: ProducerBatch, stamp: Stamp | None) -> None:
+    def _spawn(
+        self, batch: ProducerBatch, stamp: Stamp | None, first: FirstAttempt | None, budget_ms: int
+    ) -> None:
+        task = asyncio.ensure_future(self._call(batch, stamp, first, budget_ms))
+        self._calls[batch] = task
+        task.add_done_callback(functools.partial(self._call_ended, batch))
+
+    def _try_at_once(self, batch: ProducerBatch, stamp: Stamp | None) -> bool:
+        """The call's first attempt straight onto the leader's open produce stream, its answer
+        handled in the stream's callback (_answered): no task, no coroutines, no wake-up per
+        batch when it succeeds (issue 18: the client's task switches per request). Anything
+        else (a failure, nothing open to send on) goes the way of `_call`, which carries on
+        from the failed attempt exactly as if it had made it."""
+        remaining_ms = int((batch.deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0 or not self._at_once:
+            return False
+        try:
+            data = self._bytes(batch, stamp)
+        except Exception:
+            return False  # _call fails the batch with it
+        sender, tp = self.sender, self.tp
+
+        def build(attempt_ms: int) -> broker_pb2.ProduceRequest:
+            return sender.build_request(tp.topic, tp.partition, data, attempt_ms)
+
+        def done(outcome: Any) -> None:
+            self._answered(batch, stamp, tried, remaining_ms, outcome)
+
+        tried = sender.cluster.try_produce(
+            tp.topic, tp.partition, build, time.monotonic() + remaining_ms / 1000, done
+        )
+        if tried is None:
+            return False
+        self._calls[batch] = tried[0]
+        return True
+
+    def _answered(
+        self,
+        batch: ProducerBatch,
+        stamp: Stamp | None,
+        tried: tuple[asyncio.Future[Any], FirstAttempt] | None,
+        budget_ms: int,
+        outcome: Any,
+    ) -> None:
+        """The answer to a batch's first attempt sent by _try_at_once."""
+        assert tried is not None
+        fut, first = tried
+        if self._calls.get(batch) is fut:
+            del self._calls[batch]
+        late = fut in self._late
+        self._late.discard(fut)
+        if self.failure is not None or batch.finished:
+            return  # the sender died (the batch failed with it), or the batch ended otherwise
+        if isinstance(outcome, broker_pb2.ProduceResponse):
+            result = self.sender.handle_response(outcome)
+            self._conclude(
+                batch,
+                Complete(result.base_offset, result.log_start_offset, result.log_append_time_ms),
+            )
+            return
+        if isinstance(outcome, asyncio.CancelledError):
+            if not late:
+                return  # cancelled by _die: the batch failed with its cause
+            self._conclude(
+                batch,
+                DeliveryTimeoutError(
+                    f"{self._expired_message(batch, sent=True)}: the Produce call did not end"
+                ),
+            )
+            return
+        if not isinstance(outcome, Exception):
+            outcome = UnknownServerError(None, f"{type(outcome).__name__}: {outcome}")
+        go_on = self.sender.cluster.produce_attempt_failed(
+            self.tp.topic, self.tp.partition, first, outcome
+        )
+        # The rest of the call: retries as call_leader makes them, or the failure as it
+        # raises it (go_on None: no stream there after all, nothing sent: a call anew).
+        self._spawn(batch, stamp, go_on, budget_ms)
+
+    async def _call(
+        self,
+        batch: ProducerBatch,
+        stamp: Stamp | None,
+        first: FirstAttempt | None = None,
+        budget_ms: int = 0,
+    ) -> None:
         outcome: Complete | LiferaftError
         try:
-            remaining_ms = int((batch.deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
+            if first is not None:
+                remaining_ms = budget_ms  # the call's budget, its clock from first.started
+            else:
+                remaining_ms = int((batch.deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or batch.deadline <= time.monotonic():
                 raise DeliveryTimeoutError(self._expired_message(batch, sent=True))
             data = self._bytes(batch, stamp)
             book = self.book
             on_retry = (lambda e: book.attempt_failed(batch, e)) if book is not None else None
-            # The call keeps to its budget by itself; this deadline only makes sure of it: a
-            # timer that cancels this task, as asyncio.timeout would, without its context
-            # object per batch (issue 18), nor wait_for's second task.
-            task = asyncio.current_task()
-            assert task is not None
-            alarm = asyncio.get_running_loop().call_later(
-                remaining_ms / 1000 + _CALL_GRACE_S, self._overdue, task
-            )
+            # The call keeps to its budget by itself; the loop makes sure of it: past the
+            # batch's deadline and grace it cancels this task (_cancel_overdue), as
+            # asyncio.timeout would, without a timer or a context object per batch (issue 18).
             try:
+                more = {"failed_first": first} if first is not None else {}
                 result = await self.sender.send(
                     self.tp.topic,
                     self.tp.partition,
                     data,
                     timeout_ms=remaining_ms,
                     on_retry=on_retry,
+                    **more,
                 )
             except asyncio.CancelledError:
                 # Ours (the deadline) and no one else's: the call did not end in time.
-                if task not in self._late or task.uncancel() > 0:
+                task = asyncio.current_task()
+                if task is None or task not in self._late or task.uncancel() > 0:
                     raise
                 raise TimeoutError from None
-            finally:
-                alarm.cancel()
-                self._late.discard(task)
             outcome = Complete(
                 result.base_offset, result.log_start_offset, result.log_append_time_ms
             )
@@ -417,6 +536,10 @@ class PartitionSender:
         except Exception as e:  # a bug: fail the records with it rather than hang their futures
             log.exception("sending a batch to %s failed", self.tp)
             outcome = UnknownServerError(None, f"{type(e).__name__}: {e}")
+        self._conclude(batch, outcome)
+
+    def _conclude(self, batch: ProducerBatch, outcome: Complete | LiferaftError) -> None:
+        """A send call ended: what its outcome means for the batch (the book decides)."""
         if isinstance(outcome, DeliveryTimeoutError) and not outcome.message.startswith(
             f"{batch.count} records"
         ):
@@ -431,20 +554,35 @@ class PartitionSender:
             verdict = self.book.answered(batch, outcome)
         self._apply(batch, verdict)
 
-    def _overdue(self, task: asyncio.Task[None]) -> None:
-        """A call ran past its budget and grace: cancel it (_call turns that into a timeout)."""
-        self._late.add(task)
-        task.cancel()
-
     def _apply(self, batch: ProducerBatch, verdict: Verdict) -> None:
         if isinstance(verdict, Complete):
-            self._finish(batch, None, verdict)
-        elif isinstance(verdict, Fail):
+            self._finish(batch, None, verdict, wake=False)
+            if self._turn_needed():
+                self.wake()
+            return
+        if isinstance(verdict, Fail):
             self._finish(batch, verdict.error)
         self.wake()
 
+    def _turn_needed(self) -> bool:
+        """After a batch was acknowledged: whether the loop has anything to do that its alarm
+        would not wake it for. Not when every batch in flight has its call under way and none
+        waits to be taken (one record per request: the usual case), so the answer costs no
+        loop turn (issue 18: the client's task switches per request)."""
+        if self.closing or self.acc.queues.get(self.tp):
+            return True  # a batch may be taken now (a slot is free), or the loop may end
+        book = self.book
+        if book is None:
+            return False  # without idempotence every batch in flight has its call
+        return book.bump_needed or book.fresh_id_needed or not all(s.sending for s in book.slots)
+
     def _finish(
-        self, batch: ProducerBatch, error: BaseException | None, result: Complete | None = None
+        self,
+        batch: ProducerBatch,
+        error: BaseException | None,
+        result: Complete | None = None,
+        *,
+        wake: bool = True,
     ) -> None:
         if error is not None:
             batch.fail(error)
@@ -454,10 +592,13 @@ class PartitionSender:
         if batch in self.in_flight:
             self.in_flight.remove(batch)
         self.acc.release(batch)
-        self.wake()
+        if wake:
+            self.wake()
 
-    def _call_ended(self, task: asyncio.Task[None]) -> None:
-        self._calls.discard(task)
+    def _call_ended(self, batch: ProducerBatch, task: asyncio.Task[None]) -> None:
+        if self._calls.get(batch) is task:
+            del self._calls[batch]
+        self._late.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._die(task.exception())
 
@@ -488,7 +629,7 @@ class PartitionSender:
         for batch in list(self.in_flight):
             self._finish(batch, err)
         self.fail_queued_if_dead()
-        for task in list(self._calls):
+        for task in list(self._calls.values()):
             task.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()

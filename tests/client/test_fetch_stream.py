@@ -72,6 +72,9 @@ class LogNode(FakeNode):
         self.sent_bytes = 0
         self.sent_answers = 0
         self.unary_fetches = 0
+        self.mute_first_stream = False
+        """The first stream sends one answer, then nothing (not even the empty answer due
+        every max_wait_ms)."""
 
     async def _wait(self, offset: int, max_wait_ms: int) -> None:
         if offset >= len(self.log.batches):
@@ -92,8 +95,11 @@ class LogNode(FakeNode):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "scripted: an older node")
         self.opened.append(request.offset)
         offset = request.offset
+        mute = self.mute_first_stream and len(self.opened) == 1
         try:
             while True:
+                if mute and self.sent_answers > 0:
+                    await asyncio.Event().wait()  # scripted: the stream goes silent
                 await self._wait(offset, request.max_wait_ms)
                 answer = self.log.answer(offset, request.max_bytes)
                 for header, _ in records.split_batches(answer.records):
@@ -110,7 +116,15 @@ async def start_nodes(log: Log, streams: bool) -> FakeCluster:
     """One node that leads the partition, its log `log`."""
     fake = FakeCluster()
     node = LogNode(1, fake.picture, log, streams)
-    server = grpc.aio.server()
+    # As a real node (node/server.py): accept the client's keepalive pings, so a connection is
+    # not closed under a silent stream ("too many pings") and only the client's watchdog ends it.
+    server = grpc.aio.server(
+        options=[
+            ("grpc.http2.min_ping_interval_without_data_ms", 500),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+    )
     broker_pb2_grpc.add_BrokerServicer_to_server(node, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -230,6 +244,51 @@ async def test_a_consumer_that_does_not_poll_holds_the_node_back() -> None:
             assert held < 32 << 20, held
             got = await read(consumer, 3999, timeout_s=120)
             assert got == list(range(1, 4000))
+            assert node.opened == [0]
+    finally:
+        await fake.close()
+
+
+async def test_a_silent_stream_is_given_up_and_reopened_where_it_stopped(log: Log) -> None:
+    """A stream silent for fetch_max_wait_ms + request_timeout_ms is as good as gone: the
+    reader gives it up and reopens one at the next offset (no record lost or read twice)."""
+    fake = await start_nodes(log, streams=True)
+    node = node_of(fake)
+    node.mute_first_stream = True
+    log.append(3)
+    try:
+        async with Consumer(
+            fake.bootstrap, fetch_max_wait_ms=100, request_timeout_ms=300
+        ) as consumer:
+            consumer.assign([TP])
+            consumer.seek(TP, 0)
+            assert await read(consumer, 3) == [0, 1, 2]
+            log.append(2)
+            assert await read(consumer, 2, timeout_s=10) == [3, 4]  # from a second stream
+            assert node.opened == [0, 3]
+    finally:
+        await fake.close()
+
+
+async def test_a_reader_held_back_by_a_full_buffer_is_not_silent() -> None:
+    """Only time spent waiting for an answer counts as silence: a reader that waits for room
+    in its buffer (the consumer does not poll) keeps its stream however long it waits."""
+    log = Log(value_size=16 << 10)
+    log.append(400)
+    fake = await start_nodes(log, streams=True)
+    node = node_of(fake)
+    try:
+        async with Consumer(
+            fake.bootstrap,
+            fetch_max_wait_ms=100,
+            fetch_max_bytes=64 << 10,
+            request_timeout_ms=200,
+        ) as consumer:
+            consumer.assign([TP])
+            consumer.seek(TP, 0)
+            assert await read(consumer, 1) == [0]
+            await asyncio.sleep(1.5)  # no poll: the reader waits for room, far past 300 ms
+            assert await read(consumer, 399) == list(range(1, 400))
             assert node.opened == [0]
     finally:
         await fake.close()

@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from client import Producer
 from client.cluster import ClientConfig, Cluster
 from client.errors import BrokerUnavailableError, NotLeaderError
 from client.produce_stream import ProduceStreams, sees_streams
 from client.security import Security
+from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 from liferaft_proto.v1.errors_pb2 import ErrorCode, ErrorDetail
 from tests.client.test_cluster import TOPIC, FakeCluster, FakeNode, Picture
@@ -40,6 +42,8 @@ class StreamNode(FakeNode):
         self.order: list[int] = []
         self.unanswered = 0
         self.most_unanswered = 0
+        self.refuse_next = 0
+        """Refuse this many of the next requests, whatever their records (as b"refuse-N")."""
 
     async def ProduceStream(
         self,
@@ -60,7 +64,9 @@ class StreamNode(FakeNode):
             out = broker_pb2.ProduceStreamResponse()
             for r in reversed(held):
                 self.order.append(r.correlation_id)
-                if r.records == b"refuse-%d" % self.node_id:
+                refuse = self.refuse_next > 0
+                self.refuse_next -= refuse
+                if refuse or r.records == b"refuse-%d" % self.node_id:
                     out.responses.append(
                         broker_pb2.ProduceResponse(
                             correlation_id=r.correlation_id,
@@ -210,6 +216,35 @@ async def test_no_answer_in_time_is_a_retriable_timeout_and_the_stream_goes_on(
         await streams.close()
 
 
+async def test_each_waiting_request_times_out_at_its_own_deadline(fake: FakeCluster) -> None:
+    """The stream times its requests with one timer: a request queued after one with a later
+    deadline still times out at its own, and each of several does, in turn; the others go on."""
+    node = fake.nodes[1]
+    assert isinstance(node, StreamNode)
+    node.hold = 4  # nothing is answered until the fourth request is in
+    streams = ProduceStreams()
+    stub = broker_pb2_grpc.BrokerStub(grpc.aio.insecure_channel(fake.address(1)))
+    try:
+        patient = asyncio.ensure_future(streams.produce(stub, fake.address(1), req(b"1"), 60.0))
+        await asyncio.sleep(0.05)
+        async with asyncio.timeout(20):  # far less than the first request's 60 s
+            hasty = [
+                asyncio.ensure_future(streams.produce(stub, fake.address(1), req(b"%d" % i), t))
+                for i, t in ((2, 0.3), (3, 0.6))
+            ]
+            for fut in hasty:
+                with pytest.raises(Exception) as e:
+                    await fut
+                assert e.value.__class__.__name__ == "RequestTimedOutError"
+        assert not patient.done()
+        # The fourth request releases the held answers: the patient one gets its own.
+        assert (await streams.produce(stub, fake.address(1), req(b"4"), 5.0)).base_offset == 4
+        assert (await patient).base_offset == 1
+        assert node.streams == 1
+    finally:
+        await streams.close()
+
+
 async def test_the_cluster_core_uses_streams_and_falls_back_to_unary_on_an_older_node(
     fake: FakeCluster,
 ) -> None:
@@ -231,6 +266,31 @@ async def test_the_cluster_core_uses_streams_and_falls_back_to_unary_on_an_older
         assert cluster._streams is not None and fake.address(3) in cluster._streams.unsupported
     finally:
         await cluster.close()
+
+
+async def test_a_producer_attempt_refused_on_an_open_stream_goes_on_at_the_new_leader(
+    fake: FakeCluster,
+) -> None:
+    """A batch's first attempt sent straight onto an open stream (no task: the sender's
+    `_try_at_once`) and refused with NOT_LEADER is carried on by the cluster core's retries,
+    as if its call had made it: the hint is followed and the new leader writes it, once."""
+    node1, node2 = fake.nodes[1], fake.nodes[2]
+    assert isinstance(node1, StreamNode) and isinstance(node2, StreamNode)
+    async with Producer(
+        fake.bootstrap, acks=1, enable_idempotence=False, linger_ms=0, request_timeout_ms=5000
+    ) as producer:
+        first = await producer.send(TOPIC, b"a", partition=0)  # opens node 1's stream
+        assert (await asyncio.wait_for(first, 10)).offset == 0
+        node1.refuse_next = 1
+        refused = await producer.send(TOPIC, b"b", partition=0)
+        meta = await asyncio.wait_for(refused, 10)
+        assert meta.partition == 0
+        assert len(node1.produced) == 1 and len(node2.produced) == 1
+        assert records.read_header(node2.produced[0].records).record_count == 1
+        assert node2.streams == 1
+        then = await producer.send(TOPIC, b"c", partition=0)  # at the new leader, at once
+        await asyncio.wait_for(then, 10)
+        assert len(node2.produced) == 2 and node2.streams == 1
 
 
 async def test_unary_only_interceptors_keep_produce_unary() -> None:

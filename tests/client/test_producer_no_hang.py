@@ -43,10 +43,25 @@ class NeverAnswers:
         raise AssertionError("unreachable")
 
 
-def partition_sender(sender: Any, delivery_timeout_ms: int = 60_000) -> PartitionSender:
+class AnswersSlowly(AnswersAll):
+    """AnswersAll, each answer a little later (so batches queue behind max_in_flight)."""
+
+    async def send(self, topic: str, partition: int, batch: bytes, **kw: Any) -> ProduceResult:
+        await asyncio.sleep(0.01)
+        return await super().send(topic, partition, batch, **kw)
+
+
+def partition_sender(
+    sender: Any,
+    delivery_timeout_ms: int = 60_000,
+    *,
+    linger_ms: int = 0,
+    max_in_flight: int = 5,
+    identity: ProducerIdentity | None = ProducerIdentity(1, 0),  # noqa: B008 (frozen value)
+) -> PartitionSender:
     acc = RecordAccumulator(
         batch_size=1 << 16,
-        linger_ms=0,
+        linger_ms=linger_ms,
         buffer_memory=1 << 20,
         delivery_timeout_ms=delivery_timeout_ms,
     )
@@ -54,9 +69,9 @@ def partition_sender(sender: Any, delivery_timeout_ms: int = 60_000) -> Partitio
         TP,
         sender,
         acc,
-        max_in_flight=5,
+        max_in_flight=max_in_flight,
         compression=records.COMPRESSION_NONE,
-        identity=ProducerIdentity(1, 0),
+        identity=identity,
     )
     ps.start()
     return ps
@@ -126,6 +141,43 @@ async def test_whole_batches_and_record_futures_get_their_offsets_in_order() -> 
     meta = await asyncio.wait_for(whole, 5)
     assert (meta.offset, meta.record_count) == (2, 5)
     assert (await asyncio.wait_for(last[0], 5)).offset == 7
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+async def test_an_answer_lets_the_next_queued_batch_go_at_once(idempotent: bool) -> None:
+    """With max_in_flight batches in the air the next one waits in its queue; each answer
+    frees a slot and the loop takes the next batch then, not at some later alarm (the delivery
+    timeout is a minute away)."""
+    ps = partition_sender(
+        AnswersSlowly(), max_in_flight=1, identity=ProducerIdentity(1, 0) if idempotent else None
+    )
+    futures = [queue(ps, b"%d" % i)[0] for i in range(10)]
+    metas = await asyncio.wait_for(asyncio.gather(*futures), 20)
+    assert [m.offset for m in metas] == list(range(10))
+    ps.closing = True
+    ps.wake()
+    await asyncio.wait_for(ps.task, 5)  # idle and closing: the loop ends
+
+
+async def test_a_lingering_batch_goes_when_its_linger_time_is_up() -> None:
+    """send() opening a batch sets the loop's alarm for its linger time (no loop turn now):
+    the batch waits that long, takes what comes meanwhile, and then goes without any other
+    wake-up (the delivery timeout is a minute away)."""
+    ps = partition_sender(AnswersAll(), linger_ms=300)
+    await asyncio.sleep(0)  # the loop's first turn: nothing queued, it waits
+    futures = []
+    for value in (b"a", b"b"):
+        fut, wake = ps.acc.append(TP, records.Record(value), 100)
+        if wake:
+            ps.look_again()
+        futures.append(fut)
+    await asyncio.sleep(0.05)
+    assert not any(f.done() for f in futures)  # lingering: sent at 300 ms at the earliest
+    metas = await asyncio.wait_for(asyncio.gather(*futures), 20)
+    assert [m.offset for m in metas] == [0, 1]  # one batch
+    ps.closing = True
+    ps.wake()
+    await asyncio.wait_for(ps.task, 5)
 
 
 async def test_an_unanswered_batch_fails_at_its_delivery_timeout() -> None:
