@@ -173,7 +173,7 @@ async def run_e2e(
         seconds=elapsed,
         latency=latency,
         errors=(total - acked) + max(0, acked - seen),
-        requests=0,
+        requests=None,  # batched by the producer as it will: not seen here
         settings={
             **spec.settings(),
             "acked": acked,

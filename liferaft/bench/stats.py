@@ -87,9 +87,10 @@ class BenchResult:
     seconds: float
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     errors: int = 0
-    requests: int = 0
+    requests: int | None = 0
     """Requests that carried the records: produce requests (liferaft: one per batch; NATS: one
-    publish per record) or fetches (pulls). The broker's cost is largely per request."""
+    publish per record) or fetches (pulls). The broker's cost is largely per request. None
+    where the workload cannot see them (e2e: the producer batches as it will)."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The workload's parameters, echoed so a figure always travels with how it was made."""
 
@@ -98,7 +99,9 @@ class BenchResult:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
     @property
-    def requests_per_s(self) -> float:
+    def requests_per_s(self) -> float | None:
+        if self.requests is None:
+            return None
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
     @property
@@ -107,6 +110,7 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         p50, p99, p999 = self.latency.percentiles(0.5, 0.99, 0.999)
+        rps = self.requests_per_s
         return {
             "system": self.system,
             "workload": self.workload,
@@ -115,7 +119,7 @@ class BenchResult:
             "seconds": round(self.seconds, 3),
             "records_per_s": round(self.records_per_s, 1),
             "requests": self.requests,
-            "requests_per_s": round(self.requests_per_s, 1),
+            "requests_per_s": None if rps is None else round(rps, 1),
             "mb_per_s": round(self.mb_per_s, 2),
             "p50_ms": _ms(p50),
             "p99_ms": _ms(p99),

@@ -37,6 +37,18 @@ def test_result_reports_mb_as_kafka_counts_them() -> None:
     assert d["p50_ms"] is None
 
 
+def test_requests_a_workload_cannot_see_are_unknown_not_zero() -> None:
+    r = BenchResult(
+        system="x", workload="e2e", records=10, payload_bytes=10, seconds=1.0, requests=None
+    )
+    d = r.to_dict()
+    assert d["requests"] is None and d["requests_per_s"] is None
+    known = BenchResult(system="x", workload="produce", records=10, payload_bytes=10, seconds=2.0)
+    assert known.to_dict()["requests_per_s"] == 0.0
+    runs = [dict(d, settings={}), dict(d, settings={})]
+    assert median_of(runs)["requests_per_s"] is None
+
+
 def test_median_of_runs() -> None:
     runs = [{"records_per_s": v, "mb_per_s": v, "p50_ms": v, "settings": {}} for v in (3, 1, 2)]
     m = median_of(runs)
