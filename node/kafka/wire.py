@@ -18,6 +18,7 @@ than MAX_FRAME_BYTES closes the connection, as Kafka does: the stream cannot be 
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import struct
 import sys
@@ -26,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, fields
 from typing import Any
 
-from kio.index import load_request_schema, load_response_schema
+import kio.index
 from kio.schema.errors import ErrorCode as KafkaErrorCode
 from kio.serial import entity_reader, entity_writer
 
@@ -124,6 +125,12 @@ def kafka_error(code: int) -> KafkaErrorCode:
 
 
 NONE = KafkaErrorCode.none
+
+# kio finds a schema class by importing its dotted path on every call (pkgutil.resolve_name,
+# ~2 us); a node asks for the same few on every request. Callers ask only for versions the API
+# table serves, so the caches hold at most one entry per served (API, version).
+load_request_schema = functools.cache(kio.index.load_request_schema)
+load_response_schema = functools.cache(kio.index.load_response_schema)
 
 
 def error_code_of(err: BrokerError) -> KafkaErrorCode:
