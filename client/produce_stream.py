@@ -277,16 +277,9 @@ class ProduceStreamCall:
         try:
             if self.failure is not None:
                 raise copy.copy(self.failure)
-            self._next_id += 1
-            cid = self._next_id
-            fut: asyncio.Future[broker_pb2.ProduceResponse] = loop.create_future()
-            self._waiting[cid] = fut
-            request.correlation_id = cid
-            self._outbox[cid] = request
-            self._queued.set()
             # The stream's deadline timer on the answer's future, not asyncio.timeout: no
             # context object, no cancellation of the task to undo, no timer per request.
-            self._time(cid, deadline)
+            cid, fut = self._enqueue(request, deadline)
             response = await fut
         except TimeoutError:
             raise self._timed_out(timeout_s, sent=self._outbox.pop(cid, None) is None) from None
@@ -310,17 +303,24 @@ class ProduceStreamCall:
         waiting task for its answer (issue 18: the client's task switches per request)."""
         if self.failure is not None or not self._room.try_take():
             return None
-        loop = asyncio.get_running_loop()
+        cid, fut = self._enqueue(request, asyncio.get_running_loop().time() + timeout_s)
+        fut.add_done_callback(functools.partial(self._submitted, cid, timeout_s, on_done))
+        return fut
+
+    def _enqueue(
+        self, request: broker_pb2.ProduceRequest, deadline: float
+    ) -> tuple[int, asyncio.Future[broker_pb2.ProduceResponse]]:
+        """Give the request the next correlation id, queue it for the writer, and time its
+        answer's future to `deadline` (loop time). The caller holds a slot."""
         self._next_id += 1
         cid = self._next_id
-        fut: asyncio.Future[broker_pb2.ProduceResponse] = loop.create_future()
+        fut: asyncio.Future[broker_pb2.ProduceResponse] = asyncio.get_running_loop().create_future()
         self._waiting[cid] = fut
         request.correlation_id = cid
         self._outbox[cid] = request
         self._queued.set()
-        self._time(cid, loop.time() + timeout_s)
-        fut.add_done_callback(functools.partial(self._submitted, cid, timeout_s, on_done))
-        return fut
+        self._time(cid, deadline)
+        return cid, fut
 
     def _submitted(
         self,
