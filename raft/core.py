@@ -216,8 +216,7 @@ class Config:
     reset the follower's election timer and carried the commit index, the answer refreshed
     what CheckQuorum, the ISR and quiescence read (last_ack_tick), and a heartbeat reply
     would do nothing more for such a follower. A busy group then sends no heartbeats (etcd
-    sends them regardless; Redpanda's heartbeat manager skips a follower sent an append since
-    the last heartbeat, without asking for an answer too); an idle one heartbeats as ever.
+    sends them regardless; Redpanda skips them the same way); an idle one heartbeats as ever.
     A follower still hears from its leader at least every two heartbeat intervals (an append
     just after one round, none after it: a heartbeat at the round after next), well inside
     the election timeout."""
