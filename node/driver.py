@@ -183,10 +183,6 @@ class RaftTiming:
     issue 18): the stall once suspected of it was the grpc INTERNAL error since fixed in
     client/errors.py; the simulations run it both ways. Partition groups only: the metadata
     groups tell their followers at once (`add_group(eager_commit=True)`)."""
-    appends_for_heartbeats: bool = True
-    """A leader skips the heartbeat to a follower an append reached and answered since the last
-    heartbeat round (raft Config.appends_for_heartbeats): a busy partition sends none, a
-    tenth of its Raft messages at 1,000 one-record requests a second (session 9, issue 18)."""
     quiesce_after_ticks: int = 3
     """A leader with no new entries for this many ticks tries to quiesce (0: never). Short:
     an awake idle group costs heartbeats, and waking one costs a message."""
@@ -548,7 +544,6 @@ class RaftDriver:
             max_inflight_msgs=self.timing.max_inflight_msgs,
             isr=self.timing.isr,
             lazy_commit=self.timing.lazy_commit and not eager_commit,
-            appends_for_heartbeats=self.timing.appends_for_heartbeats,
             logger=logging.getLogger(f"liferaft.raft.{group_id}"),
         )
         node = RawNode(cfg, storage)

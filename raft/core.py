@@ -210,16 +210,6 @@ class Config:
     one append and one acknowledgement per follower instead of two of each; an idle follower
     learns the commit index at most a tick later. Nothing waits on a follower's commit index:
     the leader commits and answers from the followers' acknowledgements (match)."""
-    appends_for_heartbeats: bool = False
-    """A leader skips the heartbeat to a follower it sent an append since the last heartbeat
-    round and heard an answer from since, in REPLICATE with room in its window: the append
-    reset the follower's election timer and carried the commit index, the answer refreshed
-    what CheckQuorum, the ISR and quiescence read (last_ack_tick), and a heartbeat reply
-    would do nothing more for such a follower. A busy group then sends no heartbeats (etcd
-    sends them regardless; Redpanda skips them the same way); an idle one heartbeats as ever.
-    A follower still hears from its leader at least every two heartbeat intervals (an append
-    just after one round, none after it: a heartbeat at the round after next), well inside
-    the election timeout."""
     isr: IsrPolicy = field(default_factory=IsrPolicy)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("raft"))
 
@@ -364,7 +354,6 @@ class Raft:
             )
         )
         pr.sent_commit = self.log.committed
-        pr.append_tick = self.now
         if ents:
             pr.sent_entries(ents[-1].index)
         elif pr.state == ProgressState.PROBE:
@@ -416,20 +405,9 @@ class Raft:
                 self.maybe_send_append(peer)
 
     def bcast_heartbeat(self) -> None:
-        stand_in = self.cfg.appends_for_heartbeats
-        since = self.now - self.cfg.heartbeat_tick  # the last heartbeat round's tick
-        for peer, pr in self.tracker.progress.items():
-            if peer == self.id:
-                continue
-            if (
-                stand_in
-                and pr.append_tick >= since
-                and pr.last_ack_tick >= since
-                and pr.state == ProgressState.REPLICATE
-                and not pr.inflights.full()
-            ):
-                continue  # an append since the last round stands in (Config)
-            self.send_heartbeat(peer)
+        for peer in self.tracker.progress:
+            if peer != self.id:
+                self.send_heartbeat(peer)
 
     # -- role changes ------------------------------------------------------------------------
     def reset(self, term: int) -> None:

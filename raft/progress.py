@@ -57,7 +57,6 @@ class Inflights:
 
 class Progress:
     __slots__ = (
-        "append_tick",
         "inflights",
         "is_learner",
         "last_ack_tick",
@@ -88,7 +87,6 @@ class Progress:
         # follower as in sync on faith: it may be the node whose crash caused the election.
         self.responded = False
         self.snapshot_sent_tick = 0  # leader tick when the pending snapshot was sent
-        self.append_tick = -(1 << 62)  # leader tick of the last append sent to the follower
         # The highest commit index sent to the follower (in an append, heartbeat or snapshot),
         # so the leader sends a commit-only append when it tells the follower something new,
         # not after every acknowledgment. Lowered when appends may have been lost (probing).

@@ -177,7 +177,6 @@ class ClusterOptions:
     apply_ahead: bool = False
     coalesce_proposals: bool = True
     lazy_commit: bool = True
-    appends_for_heartbeats: bool = True
     quiesce_after_ticks: int = 3
     isr_max_lag_ticks: int = 50
     retention_check_ms: int = 200
@@ -223,7 +222,6 @@ class SimCluster:
             apply_ahead=o.apply_ahead,
             coalesce_proposals=o.coalesce_proposals,
             lazy_commit=o.lazy_commit,
-            appends_for_heartbeats=o.appends_for_heartbeats,
             quiesce_after_ticks=o.quiesce_after_ticks,
         )
 

@@ -216,7 +216,6 @@ class World:
             # proposals and lazy commit indexes, each in three worlds of four.
             coalesce_proposals=random.Random(f"coalesce-{self.seed}").random() < 0.75,
             lazy_commit=random.Random(f"lazy-{self.seed}").random() < 0.75,
-            appends_for_heartbeats=random.Random(f"stand-in-{self.seed}").random() < 0.75,
         )
         self.cluster = c = SimCluster(self._rng(), self.net, copts, self.trace)
         for i in c.ids:

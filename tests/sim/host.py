@@ -272,7 +272,6 @@ class SimNode:
             isr=IsrPolicy(),
             # Its own draw, so the world's draws stay as they are: half the lives commit lazily.
             lazy_commit=random.Random(rng_seed ^ 0x1A2C0).random() < 0.5,
-            appends_for_heartbeats=random.Random(rng_seed ^ 0x4EA27).random() < 0.5,
         )
         self.node = RawNode(cfg, self.storage)
         if self.fence is not None:
