@@ -11,6 +11,8 @@ another node's.
     raft         +100   9192             the other nodes' Raft transports (node/transport.py)
     kafka        +200   9292 (reserved)  Kafka clients, once "Speak Kafka" lands
     metrics      +300   9392             Prometheus (GET /metrics; node/metrics.py)
+    stream       +400   9492             liferaft clients' ProduceStream and FetchStream
+                                         (framed TCP: liferaft_proto/stream_wire.py)
 
 Kafka's users expect 9092 for the Kafka protocol. When the Kafka listener lands it takes the
 base port and gRPC moves to +200, the slot reserved here: the two rows trade offsets, so every
@@ -34,6 +36,7 @@ __all__ = [
     "NODE_SPACING",
     "RAFT",
     "RAFT_PORT_OFFSET",
+    "STREAM",
     "Listener",
     "bound_offsets",
     "listener_address",
@@ -63,7 +66,13 @@ GRPC = Listener(
 RAFT = Listener(name="raft", offset=1 * NODE_SPACING, dialled_by="the other nodes' Raft transports")
 KAFKA = Listener(name="kafka", offset=2 * NODE_SPACING, dialled_by="Kafka clients (node/kafka/)")
 METRICS = Listener(name="metrics", offset=3 * NODE_SPACING, dialled_by="Prometheus")
-LISTENERS = (GRPC, RAFT, KAFKA, METRICS)
+STREAM = Listener(
+    name="stream",
+    offset=4 * NODE_SPACING,
+    dialled_by="liferaft clients' ProduceStream and FetchStream (liferaft_proto/stream_wire.py)",
+    reserved=True,
+)
+LISTENERS = (GRPC, RAFT, KAFKA, METRICS, STREAM)
 
 RAFT_PORT_OFFSET = RAFT.offset
 """A node's Raft transport listens on its base (gRPC) port plus this: 9092 -> 9192."""

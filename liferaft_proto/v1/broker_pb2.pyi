@@ -50,6 +50,29 @@ class ProduceStreamResponse(_message.Message):
     responses: _containers.RepeatedCompositeFieldContainer[ProduceResponse]
     def __init__(self, responses: _Optional[_Iterable[_Union[ProduceResponse, _Mapping]]] = ...) -> None: ...
 
+class StreamOpen(_message.Message):
+    __slots__ = ("method", "credentials", "fetch")
+    class CredentialsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    FETCH_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    credentials: _containers.ScalarMap[str, bytes]
+    fetch: FetchRequest
+    def __init__(self, method: _Optional[str] = ..., credentials: _Optional[_Mapping[str, bytes]] = ..., fetch: _Optional[_Union[FetchRequest, _Mapping]] = ...) -> None: ...
+
+class StreamEnd(_message.Message):
+    __slots__ = ("error",)
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    error: _errors_pb2.ErrorDetail
+    def __init__(self, error: _Optional[_Union[_errors_pb2.ErrorDetail, _Mapping]] = ...) -> None: ...
+
 class FetchRequest(_message.Message):
     __slots__ = ("topic", "partition", "offset", "max_bytes", "max_wait_ms", "min_bytes")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
