@@ -51,9 +51,15 @@ from client.errors import (
     from_rpc_error,
 )
 from client.metadata import ClusterMetadata, TopicMetadata
-from client.produce_stream import ProduceStreams, StreamUnsupported, sees_streams
+from client.produce_stream import (
+    STREAM_RETRY_S,
+    ProduceStreams,
+    StreamUnsupported,
+    sees_streams,
+)
 from client.retry import RetryPolicy, RetryState
 from client.security import Security
+from client.stream_transport import FetchStreamConnection, StreamDialer, StreamDialFailed
 from liferaft_proto.address import parse_address
 from liferaft_proto.v1 import broker_pb2
 from liferaft_proto.v1.errors_pb2 import ErrorCode
@@ -136,6 +142,10 @@ class ClientConfig:
     loses answers on their way back)."""
     security: Security = field(default_factory=Security)
     """Plaintext or TLS to the nodes (client/security.py)."""
+    stream_transport: bool = True
+    """ProduceStream and FetchStream on the nodes' stream listeners (framed TCP,
+    client/stream_transport.py) where the metadata names one; False: always gRPC. Off, too,
+    when `interceptors` are given: they see gRPC calls only, and must see every request."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -179,8 +189,9 @@ class LeaderStream:
 
     address: str
     call: Any
-    """The grpc.aio call to read the next answers from, or None: the node does not serve the
-    stream and `first` is the answer of one unary call."""
+    """The call to read the next answers from (a grpc.aio call, or a FetchStreamConnection on
+    the node's stream listener: the same read(), EOF and cancel()), or None: the node does not
+    serve the stream and `first` is the answer of one unary call."""
     first: Any
     """The first answer."""
 
@@ -251,13 +262,23 @@ class Cluster:
             interceptors=(*config.interceptors, *config.security.interceptors()),
             credentials=config.security.channel_credentials(),
         )
-        self._streams = ProduceStreams() if sees_streams(config.interceptors) else None
+        self.dialer = (
+            StreamDialer.from_security(config.security)
+            if config.stream_transport and not config.interceptors
+            else None
+        )
+        """How to reach the nodes' stream listeners; None: gRPC only (ClientConfig)."""
+        self._streams = (
+            ProduceStreams(dialer=self.dialer) if sees_streams(config.interceptors) else None
+        )
         """Produce attempts travel on one ProduceStream per node (client/produce_stream.py),
         unless an interceptor that sees every unary call could not see a stream."""
         self.fetch_streams = sees_fetch_streams(config.interceptors)
         """Whether the consumer reads on FetchStream (open_leader_stream), same rule."""
         self.streams_unsupported: set[str] = set()
         """Nodes that answered UNIMPLEMENTED to a server stream: they get unary calls."""
+        self._fetch_no_listener_until: dict[str, float] = {}
+        """Nodes whose stream listener failed to open a FetchStream: gRPC until then."""
         self._suspects: dict[str, float] = {}  # address -> monotonic time of its last failure
         self._suspect_for_s = max(config.retry_backoff_max_ms, 100) / 1000
         self._refresh: asyncio.Future[None] | None = None
@@ -496,7 +517,9 @@ class Cluster:
                     and self._streams is not None
                     and address not in self._streams.unsupported
                 ):
-                    return await self._streams.produce(stub, address, req, timeout_s)
+                    return await self._streams.produce(
+                        stub, address, req, timeout_s, self.metadata.stream_address(address)
+                    )
             except StreamUnsupported:
                 pass  # an older node: unary from now on (nothing was written)
             return await getattr(stub, rpc)(req, timeout=timeout_s)
@@ -631,6 +654,10 @@ class Cluster:
             timeout_s = (self._attempt_ms(deadline) + extra_attempt_ms) / 1000
             stub = self._conns.stub(address)
             try:
+                if self.fetch_streams and rpc == "FetchStream":
+                    opened = await self._open_fetch_stream(address, request, timeout_s)
+                    if opened is not None:
+                        return opened
                 if self.fetch_streams and address not in self.streams_unsupported:
                     call = getattr(stub, rpc)(request)
                     try:
@@ -661,6 +688,43 @@ class Cluster:
             budget_ms, state, f"{rpc} to {topic}-{partition}"
         )(attempt)
         return opened
+
+    async def _open_fetch_stream(
+        self, address: str, request: Message, timeout_s: float
+    ) -> LeaderStream | None:
+        """open_leader_stream's attempt on the node's stream listener, when it has one and a
+        dialer is set: the stream and its first answer; None when the listener cannot open it
+        (then gRPC, as for a node without one, and the listener is tried again later)."""
+        stream_address = self.metadata.stream_address(address)
+        if self.dialer is None or stream_address is None:
+            return None
+        now = time.monotonic()
+        if now < self._fetch_no_listener_until.get(address, 0.0):
+            return None
+        assert isinstance(request, broker_pb2.FetchRequest)
+        try:
+            async with asyncio.timeout(timeout_s):
+                call = await FetchStreamConnection.open(
+                    self.dialer, stream_address, request, timeout_s
+                )
+        except StreamDialFailed as e:
+            log.info("FetchStream from %s on gRPC for now: %s", address, e)
+            self._fetch_no_listener_until[address] = now + STREAM_RETRY_S
+            return None
+        except TimeoutError:
+            raise _timed_out(address, "FetchStream", timeout_s) from None
+        try:
+            async with asyncio.timeout(timeout_s):
+                first = await call.read()
+        except TimeoutError:
+            call.cancel()
+            raise _timed_out(address, "FetchStream", timeout_s) from None
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF:
+            raise _stream_ended(address, "FetchStream")
+        return LeaderStream(address, call, first)
 
     async def call_any(
         self,

@@ -63,6 +63,8 @@ class Consumer:
     aiokafka's are accepted for porting and have nothing to change here; docs/client.md says
     which and why (isolation_level: no transactions, so read_committed reads the same;
     check_crcs: batches are always checked; heartbeat_interval_ms: the coordinator sets it).
+    stream_transport (default True): tail partitions on the nodes' stream listeners where they
+    have one (framed TCP instead of gRPC); False: always gRPC.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Consumer:
         auto_commit_interval_ms: int = 5_000,
         session_timeout_ms: int = 10_000,
         exclude_internal_topics: bool = True,
+        stream_transport: bool = True,
         # aiokafka's, accepted for porting; nothing to change here (docs/client.md):
         heartbeat_interval_ms: int | None = None,
         max_poll_interval_ms: int | None = None,
@@ -134,6 +137,7 @@ class Consumer:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
+            stream_transport=stream_transport,
             security=Security.from_options(security),
         )
         self.group_id = group_id

@@ -11,7 +11,9 @@ One long-lived stream per partition replaces a unary Fetch per answer: an answer
 costs the leader a message, not a gRPC call (docs/performance.md, "The consumer on
 FetchStream"). The reader keeps running between getmany calls (prefetch), but reads the next
 answer only while the buffer holds less than `fetch_max_bytes`: beyond that it stops reading,
-gRPC's flow control holds the node back, and memory stays bounded.
+gRPC's flow control holds the node back, and memory stays bounded. The stream runs on the
+node's stream listener when it has one (framed TCP, client/stream_transport.py: the same
+answers, read(), EOF and cancel(); TCP's flow control holds the node back), else on gRPC.
 
 A stream that breaks (the leader died, moved: NOT_LEADER, UNAVAILABLE) is reopened at once at
 the next offset not yet fetched, after the cluster core has followed the leader hint or
@@ -525,8 +527,12 @@ class Fetcher:
                     self._failed(tp, pf, err)
                     return
                 log.debug("the fetch stream of %s broke (%s): reopening at %d", tp, err, offset)
-            except LiferaftError as e:  # the stream ended or went silent
+            except LiferaftError as e:  # the stream ended (on a stream listener: its END) or
+                # went silent
                 cluster.leader_call_failed(opened.address, tp.topic, tp.partition, e)
+                if not e.retriable:
+                    self._failed(tp, pf, e)
+                    return
                 log.debug("the fetch stream of %s broke (%s): reopening at %d", tp, e, offset)
             finally:
                 if watch is not None:

@@ -45,10 +45,16 @@ class BrokerMetadata:
     host: str
     port: int
     rack: str = ""
+    stream_port: int = 0
+    """The node's stream listener's port on `host` (client/stream_transport.py); 0: none."""
 
     @property
     def address(self) -> str:
         return format_address(self.host, self.port)
+
+    @property
+    def stream_address(self) -> str | None:
+        return format_address(self.host, self.stream_port) if self.stream_port > 0 else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +121,7 @@ class ClusterMetadata:
         """Refresh before trusting this (nothing loaded yet, or an error said it is wrong)."""
         self.version = 0
         """Bumped by every update, so a caller can tell whether a refresh happened since."""
+        self._stream_addresses: dict[str, str] = {}
         self._available: dict[
             str, tuple[TopicMetadata, dict[int, BrokerMetadata], int, tuple[int, ...]]
         ] = {}
@@ -128,8 +135,17 @@ class ClusterMetadata:
         """
         if response.brokers:
             self.brokers = {
-                b.node_id: BrokerMetadata(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
+                b.node_id: BrokerMetadata(
+                    node_id=b.node_id,
+                    host=b.host,
+                    port=b.port,
+                    rack=b.rack,
+                    stream_port=b.stream_port,
+                )
                 for b in response.brokers
+            }
+            self._stream_addresses = {
+                b.address: b.stream_address for b in self.brokers.values() if b.stream_address
             }
         self.controller_id = response.controller_id
         if response.cluster_id:
@@ -260,6 +276,10 @@ class ClusterMetadata:
         leader = self.leader_for(topic, partition)
         broker = self.brokers.get(leader) if leader is not None else None
         return broker.address if broker is not None else None
+
+    def stream_address(self, address: str) -> str | None:
+        """The stream listener of the node at `address` (its gRPC address), if it has one."""
+        return self._stream_addresses.get(address)
 
     def controller_address(self) -> str | None:
         broker = self.brokers.get(self.controller_id)

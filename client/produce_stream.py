@@ -17,6 +17,12 @@ partition's come in order, as the node commits them in order. `submit` is the sa
 without a coroutine (the producer's sender, when the stream is open and has a free slot): its
 outcome reaches a callback, from the answer's future.
 
+Two links can carry a stream, and all of the above is shared: the node's stream listener
+(framed TCP, client/stream_transport.py; the default when the node's metadata names one and
+the client was not told `stream_transport=False`), or a grpc.aio ProduceStream call (nodes
+without a listener, a listener that fails to open a stream, clients whose own gRPC
+interceptors must see every request). Either ends the same ways, below.
+
 What an attempt can end with:
   - the response, or its `error` as the LiferaftError it names (NOT_LEADER with its hint, ...):
     the stream goes on;
@@ -44,12 +50,13 @@ from typing import Any
 import grpc
 
 from client.errors import (
-    BrokerUnavailableError,
     LiferaftError,
     RequestTimedOutError,
     error_from_detail,
     from_rpc_error,
 )
+from client.stream_transport import StreamDialer, StreamDialFailed, broken
+from liferaft_proto import stream_wire
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "ProduceStreamCall", "ProduceStreams", "StreamUnsupported"]
@@ -117,33 +124,29 @@ class StreamUnsupported(Exception):
     """The node does not serve ProduceStream (an older version): send Produce unary instead."""
 
 
-def _broken(message: str) -> LiferaftError:
-    """The stream failed below liferaft, as a unary call's lost connection would."""
-    error = BrokerUnavailableError(None, message, retriable=True, invalid_metadata=True)
-    error.transport = True
-    return error
+_broken = broken
+"""The stream failed below liferaft, as a unary call's lost connection would."""
+
+STREAM_RETRY_S = 10.0
+"""After a node's stream listener failed to open a stream, how long its produce streams go on
+gRPC before the listener is tried again (a node restarting, a listener not up yet)."""
 
 
 class ProduceStreamCall:
-    """One ProduceStream call to one node, shared by every Produce attempt sent there.
+    """One produce stream to one node, shared by every Produce attempt sent there.
 
-    Attempts queue their requests in the outbox; one writer task sends what is queued whenever
-    the previous write is done, as one message (up to MESSAGE_BYTES), so requests that arrive
-    while a write is under way share the next message. One reader task hands each answer to the
-    attempt waiting for its correlation id."""
+    Attempts queue their requests in the outbox; the link (`_GrpcLink`: a grpc.aio
+    ProduceStream call; `_TcpLink`: the node's stream listener, client/stream_transport.py)
+    sends what is queued whenever the previous write is done, as one message (up to
+    MESSAGE_BYTES), so requests that arrive while a write is under way share the next message,
+    and hands each answer back (`_answer`) to the attempt waiting for its correlation id. All
+    else (slots, deadlines, `submit`) is the same whichever link carries the stream."""
 
-    def __init__(
-        self,
-        stub: broker_pb2_grpc.BrokerStub,
-        address: str,
-        max_in_flight: int,
-        metadata: tuple[tuple[str, str | bytes], ...] | None = None,
-    ) -> None:
+    def __init__(self, link: _GrpcLink | _TcpLink, address: str, max_in_flight: int) -> None:
         self.address = address
-        self._call: Any = stub.ProduceStream(metadata=metadata)
+        self._link = link
         self._waiting: dict[int, asyncio.Future[broker_pb2.ProduceResponse]] = {}
         self._outbox: dict[int, broker_pb2.ProduceRequest] = {}  # queued, not yet written
-        self._queued = asyncio.Event()
         self._next_id = 0
         self._room = _Slots(max_in_flight)
         # The waiting requests' deadlines, (when, cid), a heap; an answered request's entry is
@@ -154,35 +157,29 @@ class ProduceStreamCall:
         self._timer_at = math.inf
         self.failure: BaseException | None = None
         """Why the stream ended (every request on it failed with it); None while it is open."""
-        self._reader = asyncio.ensure_future(self._read())
-        self._writer = asyncio.ensure_future(self._write())
+        link.start(self)
 
     @property
     def open(self) -> bool:
         return self.failure is None
 
-    async def _read(self) -> None:
-        try:
-            while True:
-                message = await self._call.read()
-                if message is grpc.aio.EOF:
-                    self._end(_broken(f"{self.address} ended the produce stream"))
-                    return
-                for response in message.responses:
-                    fut = self._waiting.pop(response.correlation_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(response)
-        except grpc.RpcError as e:
-            if isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNIMPLEMENTED:
-                self._end(StreamUnsupported(f"{self.address} does not serve ProduceStream"))
-            else:
-                self._end(from_rpc_error(e, address=self.address))
-        except asyncio.CancelledError:
-            self._end(_broken(f"the produce stream to {self.address} was closed"))
-            raise
-        except Exception as e:  # a bug: fail the waiting requests with it rather than hang them
-            log.exception("the produce stream to %s failed", self.address)
-            self._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
+    @property
+    def over_tcp(self) -> bool:
+        """Whether the stream runs on the node's stream listener (not gRPC)."""
+        return isinstance(self._link, _TcpLink)
+
+    @property
+    def idle(self) -> bool:
+        """No request waits for an answer."""
+        return not self._waiting
+
+    def _answer(self, message: broker_pb2.ProduceStreamResponse) -> None:
+        """The link read `message`: each response to the attempt waiting for it."""
+        waiting = self._waiting
+        for response in message.responses:
+            fut = waiting.pop(response.correlation_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(response)
 
     def _take(self) -> broker_pb2.ProduceStreamRequest:
         """The next message: queued requests in order, up to MESSAGE_BYTES (at least one)."""
@@ -196,24 +193,6 @@ class ProduceStreamCall:
             del self._outbox[cid]
             message.requests.append(request)
         return message
-
-    async def _write(self) -> None:
-        try:
-            while True:
-                await self._queued.wait()
-                self._queued.clear()
-                while self._outbox:
-                    await self._call.write(self._take())
-        except (grpc.RpcError, asyncio.InvalidStateError):
-            # The call ended ("RPC already finished"): the reader says why.
-            await asyncio.wait([self._reader])
-            self._end(_broken(f"the produce stream to {self.address} ended"))
-        except asyncio.CancelledError:
-            self._end(_broken(f"the produce stream to {self.address} was closed"))
-            raise
-        except Exception as e:  # a bug: fail the waiting requests with it rather than hang them
-            log.exception("the produce stream to %s failed", self.address)
-            self._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
 
     def _time(self, cid: int, deadline: float) -> None:
         """Fail request `cid` with TimeoutError at `deadline` if it is still waiting then."""
@@ -255,9 +234,7 @@ class ProduceStreamCall:
         for fut in waiting.values():
             if not fut.done():
                 fut.set_exception(copy.copy(self.failure))
-        self._call.cancel()
-        if self._writer is not asyncio.current_task():
-            self._writer.cancel()  # it may be waiting for a request that will never come
+        self._link.stop()
 
     async def produce(
         self, request: broker_pb2.ProduceRequest, timeout_s: float
@@ -318,7 +295,7 @@ class ProduceStreamCall:
         self._waiting[cid] = fut
         request.correlation_id = cid
         self._outbox[cid] = request
-        self._queued.set()
+        self._link.wake()
         self._time(cid, deadline)
         return cid, fut
 
@@ -359,25 +336,170 @@ class ProduceStreamCall:
         return error
 
     async def close(self) -> None:
+        await self._link.close()
+
+
+class _GrpcLink:
+    """A produce stream on a grpc.aio ProduceStream call: one writer task sends the outbox,
+    one reader task reads the answers."""
+
+    def __init__(
+        self,
+        stub: broker_pb2_grpc.BrokerStub,
+        metadata: tuple[tuple[str, str | bytes], ...] | None,
+    ) -> None:
+        self._grpc: Any = stub.ProduceStream(metadata=metadata)
+        self._queued = asyncio.Event()
+        self._stream: ProduceStreamCall
+
+    def start(self, stream: ProduceStreamCall) -> None:
+        self._stream = stream
+        self.address = stream.address
+        self._reader = asyncio.ensure_future(self._read())
+        self._writer = asyncio.ensure_future(self._write())
+
+    def wake(self) -> None:
+        self._queued.set()
+
+    async def _read(self) -> None:
+        stream = self._stream
+        try:
+            while True:
+                message = await self._grpc.read()
+                if message is grpc.aio.EOF:
+                    stream._end(_broken(f"{self.address} ended the produce stream"))
+                    return
+                stream._answer(message)
+        except grpc.RpcError as e:
+            if isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                stream._end(StreamUnsupported(f"{self.address} does not serve ProduceStream"))
+            else:
+                stream._end(from_rpc_error(e, address=self.address))
+        except asyncio.CancelledError:
+            stream._end(_broken(f"the produce stream to {self.address} was closed"))
+            raise
+        except Exception as e:  # a bug: fail the waiting requests with it rather than hang them
+            log.exception("the produce stream to %s failed", self.address)
+            stream._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
+
+    async def _write(self) -> None:
+        stream = self._stream
+        try:
+            while True:
+                await self._queued.wait()
+                self._queued.clear()
+                while stream._outbox:
+                    await self._grpc.write(stream._take())
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            # The call ended ("RPC already finished"): the reader says why.
+            await asyncio.wait([self._reader])
+            stream._end(_broken(f"the produce stream to {self.address} ended"))
+        except asyncio.CancelledError:
+            stream._end(_broken(f"the produce stream to {self.address} was closed"))
+            raise
+        except Exception as e:  # a bug: fail the waiting requests with it rather than hang them
+            log.exception("the produce stream to %s failed", self.address)
+            stream._end(_broken(f"the produce stream to {self.address} failed: {e!r}"))
+
+    def stop(self) -> None:
+        self._grpc.cancel()
+        if self._writer is not asyncio.current_task():
+            self._writer.cancel()  # it may be waiting for a request that will never come
+
+    async def close(self) -> None:
         for task in (self._writer, self._reader):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
 
+class _TcpLink:
+    """A produce stream on a node's stream listener (client/stream_transport.py): the answers
+    arrive in the connection's callbacks (no reader task); what the attempts queue in one turn
+    of the event loop is written at its end, as one PRODUCE frame in one write (no writer
+    task), or later when the socket takes writes again."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.conn: Any = None  # the StreamConnection, once open
+        self._stream: ProduceStreamCall | None = None
+        self._flush_at_end_of_turn = False
+        self._draining: asyncio.Future[None] | None = None
+
+    def start(self, stream: ProduceStreamCall) -> None:
+        self._stream = stream
+
+    def wake(self) -> None:
+        if not self._flush_at_end_of_turn:
+            self._flush_at_end_of_turn = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at_end_of_turn = False
+        stream, conn = self._stream, self.conn
+        if stream is None or conn is None:
+            return
+        while stream._outbox and conn.writable:
+            conn.send(stream_wire.PRODUCE, stream._take().SerializeToString())
+        if stream._outbox and not conn.ended and self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.conn.drain()
+        finally:
+            self._draining = None
+        self._flush()
+
+    # StreamSink
+    def on_frame(self, kind: int, payload: bytes) -> None:
+        if kind != stream_wire.PRODUCED:
+            raise ValueError("not a PRODUCED frame on a produce stream")
+        message = broker_pb2.ProduceStreamResponse()
+        message.ParseFromString(payload)
+        if self._stream is not None:
+            self._stream._answer(message)
+
+    def on_end(self, failure: BaseException | None) -> None:
+        if self._stream is not None:
+            self._stream._end(failure or _broken(f"{self.address} ended the produce stream"))
+
+    def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.abort()
+        if self._draining is not None:
+            self._draining.cancel()
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            self._stream._end(_broken(f"the produce stream to {self.address} was closed"))
+        self.stop()
+
+
 class ProduceStreams:
-    """The ProduceStream call per node address, and the addresses that do not serve one."""
+    """The produce stream per node address, and the addresses that do not serve one.
+
+    A node whose metadata names a stream listener (`stream_address`) gets its stream there
+    when a `dialer` is given (client/stream_transport.py); else, or when that listener cannot
+    open a stream (refused, TLS, credentials, silence: StreamDialFailed), a gRPC ProduceStream
+    call, and the listener is tried again STREAM_RETRY_S later, once that gRPC stream is idle
+    (so one partition's batches never travel on two streams to a node at once)."""
 
     def __init__(
         self,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         metadata: tuple[tuple[str, str | bytes], ...] | None = None,
+        dialer: StreamDialer | None = None,
     ) -> None:
         self.max_in_flight = max_in_flight
         self.metadata = metadata
-        """Sent when a stream opens (the raw bench's SASL credentials; the client's come from
-        its channel's interceptors)."""
+        """Sent when a gRPC stream opens (the raw bench's SASL credentials; the client's come
+        from its channel's interceptors)."""
+        self.dialer = dialer
+        """How to reach stream listeners; None: gRPC only."""
         self._calls: dict[str, ProduceStreamCall] = {}
+        self._dialing: dict[str, asyncio.Future[None]] = {}
+        self._no_listener_until: dict[str, float] = {}
         self.unsupported: set[str] = set()
         """Nodes that answered UNIMPLEMENTED: Produce goes to them unary."""
 
@@ -387,20 +509,86 @@ class ProduceStreams:
         address: str,
         request: broker_pb2.ProduceRequest,
         timeout_s: float,
+        stream_address: str | None = None,
     ) -> broker_pb2.ProduceResponse:
-        """Send one Produce attempt on `address`'s stream (opened if need be). Raises
-        LiferaftError as a unary call's failure would map, or StreamUnsupported."""
+        """Send one Produce attempt on `address`'s stream (opened if need be: on the node's
+        stream listener at `stream_address` if it has one, else gRPC). Raises LiferaftError as
+        a unary call's failure would map, or StreamUnsupported."""
         call = self._calls.get(address)
-        if call is None or not call.open:
-            call = self._calls[address] = ProduceStreamCall(
-                stub, address, self.max_in_flight, self.metadata
-            )
+        if call is None or not call.open or self._may_upgrade(call, stream_address):
+            call = await self._open(stub, address, stream_address)
         try:
             return await call.produce(request, timeout_s)
         except StreamUnsupported:
             self.unsupported.add(address)
             self._calls.pop(address, None)
             raise
+
+    def _may_upgrade(self, call: ProduceStreamCall, stream_address: str | None) -> bool:
+        """A gRPC stream, idle, to a node whose stream listener may be tried again."""
+        return (
+            stream_address is not None
+            and self.dialer is not None
+            and not call.over_tcp
+            and call.idle
+            and self._listener_ok(call.address)
+        )
+
+    def _listener_ok(self, address: str) -> bool:
+        until = self._no_listener_until.get(address)
+        if until is None:
+            return True
+        if asyncio.get_running_loop().time() < until:
+            return False
+        del self._no_listener_until[address]
+        return True
+
+    async def _open(
+        self, stub: broker_pb2_grpc.BrokerStub, address: str, stream_address: str | None
+    ) -> ProduceStreamCall:
+        if stream_address is not None and self.dialer is not None and self._listener_ok(address):
+            dialing = self._dialing.get(address)
+            if dialing is None:
+                dialing = self._dialing[address] = asyncio.ensure_future(
+                    self._dial(address, stream_address, self.dialer)
+                )
+                dialing.add_done_callback(lambda f: f.cancelled() or f.exception())
+            await asyncio.shield(dialing)
+        call = self._calls.get(address)
+        if call is None or not call.open or self._may_upgrade(call, stream_address):
+            if call is not None and call.open:
+                await call.close()  # idle: nothing waits on it
+            call = self._calls[address] = ProduceStreamCall(
+                _GrpcLink(stub, self.metadata), address, self.max_in_flight
+            )
+        return call
+
+    async def _dial(self, address: str, stream_address: str, dialer: StreamDialer) -> None:
+        """Open `address`'s stream on its listener, as its call; or note that it cannot."""
+        try:
+            link = _TcpLink(address)
+            try:
+                link.conn = await dialer.open(stream_address, stream_wire.PRODUCE_STREAM, link)
+            except StreamDialFailed as e:
+                log.info("produce stream to %s on gRPC for now: %s", address, e)
+                self._no_listener_for_now(address)
+                return
+            old = self._calls.get(address)
+            if old is not None and old.open and not old.idle:
+                # An upgrade overtaken by requests on the gRPC stream (submit): keep it, so
+                # that no partition's batches travel on two streams at once; later.
+                link.conn.abort()
+                self._no_listener_for_now(address)
+                return
+            self._calls[address] = ProduceStreamCall(link, address, self.max_in_flight)
+            if old is not None:
+                await old.close()  # idle (an upgrade) or ended
+        finally:
+            self._dialing.pop(address, None)
+
+    def _no_listener_for_now(self, address: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._no_listener_until[address] = loop.time() + STREAM_RETRY_S
 
     def submit(
         self,
@@ -415,6 +603,11 @@ class ProduceStreams:
             return None
         return call.submit(request, timeout_s, on_done)
 
+    def over_tcp(self, address: str) -> bool:
+        """Whether `address`'s produce stream is open on its stream listener."""
+        call = self._calls.get(address)
+        return call is not None and call.open and call.over_tcp
+
     def unsupported_at(self, address: str) -> None:
         """`address` answered UNIMPLEMENTED (a submitted attempt's StreamUnsupported)."""
         self.unsupported.add(address)
@@ -428,6 +621,8 @@ class ProduceStreams:
             await call.close()
 
     async def close(self) -> None:
+        for dialing in list(self._dialing.values()):
+            dialing.cancel()
         calls, self._calls = list(self._calls.values()), {}
         for call in calls:
             await call.close()

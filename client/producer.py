@@ -230,7 +230,9 @@ class Producer:
     buffer_memory, max_block_ms, delivery_timeout_ms, request_timeout_ms,
     max_in_flight_requests_per_partition (at most 5 with idempotence), max_request_size,
     compression_type (None, "lz4", "zstd"), partitioner; grpc_interceptors (grpc.aio client
-    interceptors for every channel). aiokafka's names: bootstrap_servers (instead of the first
+    interceptors for every channel); stream_transport (default True: produce on the nodes'
+    stream listeners where they have one, framed TCP instead of gRPC; False: always gRPC; off
+    with grpc_interceptors, which see gRPC only). aiokafka's names: bootstrap_servers (instead of the first
     argument), client_id, key_serializer, value_serializer, max_batch_size (= batch_size);
     api_version is accepted for porting; security_protocol, ssl_* and sasl_* are
     client/security.py's.
@@ -260,6 +262,7 @@ class Producer:
         metadata_max_age_ms: int = 300_000,
         partitioner: Partitioner | None = None,
         grpc_interceptors: Iterable[Any] = (),
+        stream_transport: bool = True,
         max_batch_size: int | None = None,
         api_version: str | None = None,
         **security: Unpack[SecurityOptions],
@@ -317,6 +320,7 @@ class Producer:
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             interceptors=tuple(grpc_interceptors),
+            stream_transport=stream_transport,
             security=Security.from_options(security),
         )
         self.partitioner: Partitioner = _adapt_partitioner(partitioner) or DefaultPartitioner()
