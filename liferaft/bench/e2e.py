@@ -85,10 +85,15 @@ def _acked(into: LatencyRecorder, sent: float, fut: asyncio.Future[object]) -> N
 
 
 async def run_e2e(
-    bootstrap: list[str], spec: E2ESpec, *, progress: Callable[[int], None] | None = None
+    bootstrap: list[str],
+    spec: E2ESpec,
+    *,
+    progress: Callable[[int], None] | None = None,
+    stream_transport: bool = True,
 ) -> BenchResult:
     """Produce spec.total_records at spec.rate while a consumer reads them; per-record latency
-    from the send time in the record to the consumer's receipt."""
+    from the send time in the record to the consumer's receipt. `stream_transport` False: both
+    clients use gRPC streams, not the nodes' stream listeners (A/B runs)."""
     from client import Consumer, Producer, TopicPartition
 
     await ensure_topic(bootstrap, spec.topic, spec.partitions, spec.replication_factor)
@@ -101,8 +106,12 @@ async def run_e2e(
     acked = 0
     pad = b"\0" * (spec.record_size - _STAMP.size)
     async with (
-        Consumer(bootstrap, fetch_max_wait_ms=spec.fetch_max_wait_ms) as consumer,
-        Producer(bootstrap, acks="all", linger_ms=spec.linger_ms) as producer,
+        Consumer(
+            bootstrap, fetch_max_wait_ms=spec.fetch_max_wait_ms, stream_transport=stream_transport
+        ) as consumer,
+        Producer(
+            bootstrap, acks="all", linger_ms=spec.linger_ms, stream_transport=stream_transport
+        ) as producer,
     ):
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
@@ -176,6 +185,7 @@ async def run_e2e(
         requests=None,  # batched by the producer as it will: not seen here
         settings={
             **spec.settings(),
+            "transport": "stream" if stream_transport else "grpc",
             "acked": acked,
             "ack_p50_ms": _ms(ack_p50),
             "ack_p99_ms": _ms(ack_p99),

@@ -32,10 +32,12 @@ import grpc
 from client.errors import LiferaftError
 from client.produce_stream import ProduceStreams, StreamUnsupported
 from client.security import Security
+from client.stream_transport import StreamDialer
 from liferaft.bench.stats import BenchResult, LatencyRecorder
 from liferaft.bench.workload import Batch, ConsumeSpec, Pacer, ProduceSpec, record_latencies_ms
 from liferaft_proto import records
 from liferaft_proto import status as wire_status
+from liferaft_proto.address import format_address
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
 
 __all__ = ["BenchError", "create_topic", "ensure_topic", "run_consume", "run_produce"]
@@ -82,7 +84,13 @@ def _describe(err: grpc.aio.AioRpcError) -> str:
 class Router:
     """Where each partition's leader is, from the Metadata RPC; one channel per node."""
 
-    def __init__(self, bootstrap: list[str], security: Security | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: list[str],
+        security: Security | None = None,
+        *,
+        stream_transport: bool = True,
+    ) -> None:
         if not bootstrap:
             raise BenchError("no bootstrap address")
         self.bootstrap = bootstrap
@@ -92,8 +100,13 @@ class Router:
         """What every call carries: the SASL username and password (None without SASL). Passed
         per call rather than by an interceptor, which would cost Python time on every call."""
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self.streams = ProduceStreams(metadata=self.md)
-        """Produce travels on one ProduceStream per node (unary to a node without one)."""
+        self.streams = ProduceStreams(
+            metadata=self.md,
+            dialer=StreamDialer.from_security(security, self.md) if stream_transport else None,
+        )
+        """Produce travels on one produce stream per node: on its stream listener when it has
+        one (and stream_transport), else gRPC ProduceStream (unary to a node without that)."""
+        self._stream_addresses: dict[str, str] = {}
         self._leaders: dict[tuple[str, int], str] = {}
         self._refreshing: asyncio.Task[None] | None = None
 
@@ -127,6 +140,9 @@ class Router:
     async def _refresh(self, topic: str) -> None:
         md = await self.metadata([topic])
         hosts = {b.node_id: f"{b.host}:{b.port}" for b in md.brokers}
+        for b in md.brokers:
+            if b.stream_port:
+                self._stream_addresses[hosts[b.node_id]] = format_address(b.host, b.stream_port)
         for t in md.topics:
             for p in t.partitions:
                 if p.leader_id and p.leader_id in hosts:
@@ -154,7 +170,9 @@ class Router:
         stub = self.stub(address)
         if address not in self.streams.unsupported:
             with contextlib.suppress(StreamUnsupported):
-                return await self.streams.produce(stub, address, req, REQUEST_TIMEOUT_S)
+                return await self.streams.produce(
+                    stub, address, req, REQUEST_TIMEOUT_S, self._stream_addresses.get(address)
+                )
         return await stub.Produce(req, timeout=REQUEST_TIMEOUT_S, metadata=self.md)
 
     def forget(self, topic: str, partition: int) -> None:
@@ -331,12 +349,13 @@ async def _producer(
     security: Security,
     options: dict[str, Any],
     stop: Callable[[], bool] | None = None,
+    stream_transport: bool = True,
 ) -> None:
     templates = _Templates(spec.record_size, spec.batch_records)
     for n in {spec.batch_records, 1}:
         templates.batch(n)
     topic = spec.topic
-    router = Router(bootstrap, security)
+    router = Router(bootstrap, security, stream_transport=stream_transport)
     producer = None
     if client == "producer":
         from client import Producer
@@ -345,6 +364,7 @@ async def _producer(
             bootstrap,
             acks=spec.acks,
             delivery_timeout_ms=int(DELIVERY_TIMEOUT_S * 1000),
+            stream_transport=stream_transport,
             **options,
         )
         await producer.start()
@@ -408,13 +428,15 @@ async def run_produce(
     create: bool = True,
     security: dict[str, Any] | None = None,
     stop: Callable[[], bool] | None = None,
+    stream_transport: bool = True,
 ) -> BenchResult:
     """Run a produce workload (creating the topic first unless create=False). `security` holds
     the client's security options (client/security.py, aiokafka's names), as the CLI reads them
     (--client-config, LIFERAFT_SECURITY_PROTOCOL...). `stop`, if given, ends the run early once
     it returns True (each sender asks before it takes a batch; batches in flight finish): a
     caller measuring while something else happens (tests/integration/bench_moves.py, a replica
-    move) runs for exactly as long as that lasts."""
+    move) runs for exactly as long as that lasts. `stream_transport` False: the raw and
+    producer clients use gRPC streams, not the nodes' stream listeners (A/B runs)."""
     if client not in ("raw", "producer", "kafka"):
         raise ValueError(f"client must be raw, producer or kafka, got {client!r}")
     if client == "kafka":
@@ -451,7 +473,9 @@ async def run_produce(
     try:
         await asyncio.gather(
             *(
-                _producer(spec, bootstrap, pacer, tally, i, client, sec, options, stop)
+                _producer(
+                    spec, bootstrap, pacer, tally, i, client, sec, options, stop, stream_transport
+                )
                 for i, pacer in enumerate(pacers)
             )
         )
@@ -476,6 +500,7 @@ async def run_produce(
         settings={
             **spec.settings(),
             "client": client,
+            "transport": "stream" if stream_transport else "grpc",
             "security_protocol": sec.protocol,
             "failures": tally.failures,
         },
@@ -538,6 +563,7 @@ async def run_consume(
     client: str = "raw",
     progress: Progress | None = None,
     security: dict[str, Any] | None = None,
+    stream_transport: bool = True,
 ) -> BenchResult:
     """Read spec.records records from the start of the topic's partitions (caught up: the
     records are all there before the clock starts). Latency figures are per Fetch request.
@@ -562,7 +588,7 @@ async def run_consume(
 
             await consume_kafka(bootstrap, spec, targets, tally, security)
         else:
-            await _consume_client(bootstrap, spec, targets, tally, security)
+            await _consume_client(bootstrap, spec, targets, tally, security, stream_transport)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -579,7 +605,11 @@ async def run_consume(
         latency=tally.latency,
         errors=tally.errors,
         requests=tally.requests,
-        settings={**spec.settings(), "client": client},
+        settings={
+            **spec.settings(),
+            "client": client,
+            "transport": "stream" if stream_transport else "grpc",
+        },
     )
 
 
@@ -634,6 +664,7 @@ async def _consume_client(
     targets: list[int],
     tally: _Tally,
     security: dict[str, Any] | None = None,
+    stream_transport: bool = True,
 ) -> None:
     from client import Consumer, TopicPartition
 
@@ -642,6 +673,7 @@ async def _consume_client(
         bootstrap,
         auto_offset_reset="earliest",
         fetch_max_bytes=spec.fetch_max_bytes,
+        stream_transport=stream_transport,
         **(security or {}),
     ) as consumer:
         consumer.assign(list(want))

@@ -113,6 +113,14 @@ SecureOpt = Annotated[
         "--security-protocol ... or LIFERAFT_* variables.",
     ),
 ]
+GrpcOpt = Annotated[
+    bool,
+    typer.Option(
+        "--grpc",
+        help="The clients' ProduceStream and FetchStream on gRPC, not on the nodes' stream "
+        "listeners (framed TCP, the default where a node has one): an A/B run is one flag.",
+    ),
+]
 
 
 _SECURE_WITH_BOOTSTRAP = (
@@ -315,6 +323,7 @@ def produce(
     quiet: QuietOpt = False,
     plaintext: PlaintextOpt = False,
     secure: SecureOpt = False,
+    use_grpc: GrpcOpt = False,
 ) -> None:
     """Produce records as fast as the cluster takes them (or at --throughput) and report."""
     from liferaft.bench.clusters import nats_cluster
@@ -372,7 +381,12 @@ def produce(
                 async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
                     spec = _produce_spec(_topic(topic, run), **kw)
                     return await run_produce(
-                        addresses, spec, client=client, progress=cb, security=security
+                        addresses,
+                        spec,
+                        client=client,
+                        progress=cb,
+                        security=security,
+                        stream_transport=not use_grpc,
                     )
 
                 results = _run_many("liferaft produce", runs, probe.total_records, lr_run, bar)
@@ -435,6 +449,7 @@ def consume(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     secure: SecureOpt = False,
+    use_grpc: GrpcOpt = False,
 ) -> None:
     """Fill a topic (unmeasured), then read it from the start as fast as possible and report.
     Latency figures are per fetch request."""
@@ -478,7 +493,12 @@ def consume(
 
                 async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
                     return await run_consume(
-                        addresses, spec(run), client=client, progress=cb, security=security
+                        addresses,
+                        spec(run),
+                        client=client,
+                        progress=cb,
+                        security=security,
+                        stream_transport=not use_grpc,
                     )
 
                 results = _run_many("liferaft consume", runs, records, lr_run, bar)
@@ -578,6 +598,7 @@ def e2e(
     runs: RunsOpt = 1,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    use_grpc: GrpcOpt = False,
 ) -> None:
     """End to end at a fixed rate: the Python producer (acks=all) and a consumer assigned to
     every partition, in one process; latency is the time the consumer sees a record minus the
@@ -606,7 +627,9 @@ def e2e(
             addresses = _addresses(bootstrap, stack)
 
             async def lr_run(cb: Callable[[int], None] | None, run: int) -> BenchResult:
-                return await run_e2e(addresses, spec(run), progress=cb)
+                return await run_e2e(
+                    addresses, spec(run), progress=cb, stream_transport=not use_grpc
+                )
 
             results = _run_many("liferaft e2e", runs, probe.total_records, lr_run, bar)
         _emit("end to end (producer -> consumer)", {"liferaft": _summary(results)}, as_json)
