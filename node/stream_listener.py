@@ -95,6 +95,14 @@ def _kind(kind: int) -> str:
     return wire.KIND_NAMES.get(kind, f"unknown kind {kind}")
 
 
+def _a(kind: int) -> str:
+    """'a PRODUCE frame', 'an OPEN frame', 'a frame of unknown kind 9'."""
+    name = wire.KIND_NAMES.get(kind)
+    if name is None:
+        return f"a frame of unknown kind {kind}"
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name} frame"
+
+
 def _credentials(open_: broker_pb2.StreamOpen) -> list[tuple[str, str | bytes]]:
     """StreamOpen.credentials as gRPC metadata: values of keys not ending in -bin are text."""
     out: list[tuple[str, str | bytes]] = []
@@ -287,7 +295,7 @@ class StreamConnection:
             if kind == wire.CLOSE:
                 return
             if kind != wire.PRODUCE:
-                raise _bad(f"a {_kind(kind)} frame on a ProduceStream (PRODUCE or CLOSE)")
+                raise _bad(f"{_a(kind)} on a ProduceStream (PRODUCE or CLOSE)")
             try:
                 yield broker_pb2.ProduceStreamRequest.FromString(payload)
             except DecodeError:
@@ -328,7 +336,7 @@ class StreamConnection:
     async def _watch_fetch(self) -> None:
         kind, _ = await _read_frame(self.reader, wire.MAX_FRAME_BYTES)
         if kind != wire.CLOSE:
-            raise _bad(f"a {_kind(kind)} frame on a FetchStream (only CLOSE)")
+            raise _bad(f"{_a(kind)} on a FetchStream (only CLOSE)")
 
     async def _feed(self, request: broker_pb2.FetchRequest) -> None:
         """node/service.py's FetchStream: each answer counts as one FetchStream request (its

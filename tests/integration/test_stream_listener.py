@@ -15,11 +15,13 @@ import contextlib
 import ssl
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from client import AdminClient
+from liferaft.certs import create_client_cert
 from liferaft.launcher import DevCluster, free_port_block
 from liferaft_proto import records
 from liferaft_proto import stream_wire as wire
@@ -220,7 +222,10 @@ BAD_INPUT: dict[str, tuple[bytes, str]] = {
     ),
     "an OPEN that does not parse": (wire.frame(wire.OPEN, b"\xff\xff\xff"), "not a liferaft"),
     "an unknown method": (_open("Produce"), "unknown stream method"),
-    "a second OPEN": (_open("ProduceStream") + _open("ProduceStream"), "OPEN frame on a Produce"),
+    "a second OPEN": (
+        _open("ProduceStream") + _open("ProduceStream"),
+        "an OPEN frame on a Produce",
+    ),
     "a PRODUCE that does not parse": (
         _open("ProduceStream") + wire.frame(wire.PRODUCE, b"\xff\xff\xff"),
         "not a liferaft.v1.ProduceStreamRequest",
@@ -335,3 +340,71 @@ async def test_tls_and_scram(sasl_cluster: DevCluster) -> None:
         leader, produce_request("secure", 3, b"in"), tls=tls, credentials=login(PASSWORD)
     )
     assert got[3].base_offset == 0 and not got[3].HasField("error"), got
+
+
+@pytest.fixture(scope="module")
+def mtls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    """Client certificates required, the authorizer on, alice's certificate a super user."""
+    dev = DevCluster.create(
+        tmp_path_factory.mktemp("stream-mtls"),
+        3,
+        free_port_block(3),
+        [
+            "--client-tls",
+            "--client-tls-auth",
+            "required",
+            "--authorizer",
+            "--super-users",
+            "User:CN=alice",
+        ],
+    )
+    dev.start()
+    try:
+        dev.wait_healthy(60)
+        yield dev
+    finally:
+        dev.stop()
+
+
+def with_cert(dev: DevCluster, folder: Path | None) -> ssl.SSLContext:
+    ctx = client_tls(dev)
+    if folder is not None:
+        ctx.load_cert_chain(folder / "client.crt", folder / "client.key")
+    return ctx
+
+
+async def test_client_certificate_required_and_names_the_caller(mtls_cluster: DevCluster) -> None:
+    alice = create_client_cert(mtls_cluster.tls_dir, "alice")
+    bob = create_client_cert(mtls_cluster.tls_dir, "bob")
+    as_alice = {
+        "security_protocol": "SSL",
+        "ssl_cafile": str(mtls_cluster.tls_dir / "ca.crt"),
+        "ssl_certfile": str(alice / "client.crt"),
+        "ssl_keyfile": str(alice / "client.key"),
+    }
+    leader, _ = await leader_and_follower(mtls_cluster, "certs", as_alice)
+    # No certificate: the handshake is refused, no stream opens.
+    with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+        conn = await Conn.dial(leader, with_cert(mtls_cluster, None))
+        try:
+            await conn.open(wire.PRODUCE_STREAM)
+        finally:
+            await conn.close()
+    # bob's certificate is the cluster's, but no ACL lets him write or read: his requests are
+    # refused as his (the principal reaches the stream's reader), his FetchStream ends.
+    got = await produce(
+        leader, produce_request("certs", 1, b"bob"), tls=with_cert(mtls_cluster, bob)
+    )
+    assert got[1].error.code == errors_pb2.TOPIC_AUTHORIZATION_FAILED, got
+    conn = await Conn.dial(leader, with_cert(mtls_cluster, bob))
+    try:
+        request = broker_pb2.FetchRequest(topic="certs", partition=0)
+        assert await conn.open(wire.FETCH_STREAM, fetch=request) == (wire.READY, b"")
+        assert (await conn.end()).error.code == errors_pb2.TOPIC_AUTHORIZATION_FAILED
+    finally:
+        await conn.close()
+    # alice (a super user by her certificate) writes.
+    got = await produce(
+        leader, produce_request("certs", 2, b"alice"), tls=with_cert(mtls_cluster, alice)
+    )
+    assert got[2].base_offset == 0 and not got[2].HasField("error"), got
