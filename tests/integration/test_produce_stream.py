@@ -136,13 +136,15 @@ async def test_order_per_partition_and_errors_are_values(
     assert [v for _, v in log] == expected
 
 
+@pytest.mark.parametrize("stream_transport", [True, False], ids=["listener", "grpc"])
 async def test_idempotent_producer_over_streams_survives_a_leader_kill(
-    make_cluster: Callable[..., DevCluster],
+    make_cluster: Callable[..., DevCluster], stream_transport: bool
 ) -> None:
     """Four partitions over three leaders, so a stream carries several partitions; the leader of
     partition 0 is killed mid-stream: its waiting requests fail at once, the producer follows
     the new leaders (new streams) and its retries are deduplicated: each partition holds exactly
-    what was sent to it, in order."""
+    what was sent to it, in order. Streams on the nodes' stream listeners (framed TCP, the
+    default) or on gRPC (stream_transport=False): the same outcome."""
     cluster = make_cluster(3)
     n = 4
     await create_topic(cluster, "fo", partitions=n)
@@ -150,7 +152,11 @@ async def test_idempotent_producer_over_streams_survives_a_leader_kill(
     futures: dict[int, list[asyncio.Future[RecordMetadata]]] = {p: [] for p in range(n)}
     stop = asyncio.Event()
     async with Producer(
-        cluster.bootstrap, linger_ms=2, batch_size=2048, delivery_timeout_ms=60_000
+        cluster.bootstrap,
+        linger_ms=2,
+        batch_size=2048,
+        delivery_timeout_ms=60_000,
+        stream_transport=stream_transport,
     ) as producer:
 
         async def pump() -> None:
@@ -172,6 +178,7 @@ async def test_idempotent_producer_over_streams_survives_a_leader_kill(
         streams = producer._cluster._streams  # type: ignore[union-attr]
         assert streams is not None and streams._calls and not streams.unsupported
         old = (await describe(cluster, "fo")).partitions[0]
+        assert streams.over_tcp(cluster.node(old.leader).address) == stream_transport
         cluster.kill(old.leader)
 
         async def moved() -> bool:
@@ -181,6 +188,8 @@ async def test_idempotent_producer_over_streams_survives_a_leader_kill(
         await wait_for("new leaders", moved, timeout_s=60)
         done_at = acked()
         await wait_for("acks after the kill", lambda: acked() > done_at + 400, timeout_s=60)
+        new = (await describe(cluster, "fo")).partitions[0]
+        assert streams.over_tcp(cluster.node(new.leader).address) == stream_transport
         stop.set()
         await asyncio.wait_for(task, 30)
         await asyncio.wait_for(producer.flush(), 60)

@@ -1,0 +1,204 @@
+"""The Python client on the nodes' stream listeners (issue 18), against real node processes.
+
+The Producer and Consumer take ProduceStream and FetchStream to a node's stream listener when
+its metadata names one (client/stream_transport.py), and gRPC otherwise: a node without a
+listener, `stream_transport=False`. What is checked is that the listener is really what carries
+the records (the producer's streams say so; the consumer's FetchStream opens are counted), that
+the records and errors are the same either way (an offset out of range resets as on gRPC, a
+wrong password is the same SaslAuthenticationFailedError), and that TLS (a client certificate)
+and SCRAM logins work through it. A leader killed under the stream transport:
+tests/integration/test_produce_stream.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from client import AdminClient, Consumer, Producer, TopicPartition
+from client.cluster import Cluster
+from client.errors import SaslAuthenticationFailedError
+from client.produce_stream import ProduceStreams
+from client.security import Security
+from client.stream_transport import FetchStreamConnection, StreamDialer
+from liferaft.certs import create_client_cert
+from liferaft.launcher import DevCluster, free_port_block
+from liferaft_proto import records
+from liferaft_proto.v1 import broker_pb2
+from tests.integration.test_auth_sasl import PASSWORD, sasl
+from tests.integration.test_replication import create_topic
+from tests.integration.test_stream_listener import mtls_cluster, sasl_cluster
+
+pytestmark = pytest.mark.asyncio
+
+__all__ = ["mtls_cluster", "sasl_cluster"]  # fixtures, shared with the listener's own tests
+
+WAIT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    dev = DevCluster.create(tmp_path_factory.mktemp("client-stream"), 3, free_port_block(3), [])
+    dev.start()
+    try:
+        dev.wait_healthy(60)
+        yield dev
+    finally:
+        dev.stop()
+
+
+@pytest.fixture
+def fetch_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The addresses of the FetchStreams opened on stream listeners (the real ones: counted,
+    then opened as ever)."""
+    opened: list[str] = []
+    real = FetchStreamConnection.open.__func__  # type: ignore[attr-defined]
+
+    async def counted(cls: Any, dialer: Any, address: str, *args: Any) -> Any:
+        call = await real(cls, dialer, address, *args)
+        opened.append(address)
+        return call
+
+    monkeypatch.setattr(FetchStreamConnection, "open", classmethod(counted))
+    return opened
+
+
+def streams_of(producer: Producer) -> ProduceStreams:
+    cluster = producer._cluster
+    assert isinstance(cluster, Cluster) and cluster._streams is not None
+    return cluster._streams
+
+
+async def produce_and_read(
+    dev: DevCluster, topic: str, n: int, **options: Any
+) -> tuple[dict[str, bool], list[bytes]]:
+    """n records over the topic's three partitions, then all of them read back from the start
+    (both clients with `options`): whether the producer's stream to each leader was on its
+    stream listener, and the values read (each partition's in order)."""
+    sent = [b"r-%04d" % i for i in range(n)]
+    async with Producer(dev.bootstrap, linger_ms=1, **options) as producer:
+        futures = [await producer.send(topic, v, partition=i % 3) for i, v in enumerate(sent)]
+        await asyncio.wait_for(asyncio.gather(*futures), WAIT_S)
+        streams = streams_of(producer)
+        metadata = producer._cluster.metadata  # type: ignore[union-attr]
+        leaders = {metadata.leader_address(topic, p) for p in range(3)}
+        tcp = {a: streams.over_tcp(a) for a in leaders if a is not None}
+    tps = [TopicPartition(topic, p) for p in range(3)]
+    got: list[bytes] = []
+    async with Consumer(dev.bootstrap, auto_offset_reset="earliest", **options) as consumer:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        async with asyncio.timeout(WAIT_S):
+            while len(got) < n:
+                for recs in (await consumer.getmany(timeout_ms=500)).values():
+                    got += [r.value for r in recs if r.value is not None]
+    return tcp, got
+
+
+async def test_records_travel_on_the_stream_listener_and_read_back_the_same(
+    cluster: DevCluster, fetch_opens: list[str]
+) -> None:
+    await create_topic(cluster, "st", partitions=3)
+    tcp, got = await produce_and_read(cluster, "st", 300)
+    assert tcp and all(tcp.values()), tcp
+    assert sorted(got) == [b"r-%04d" % i for i in range(300)]
+    for p in range(3):  # each partition in the order sent
+        mine = [v for v in got if int(v[2:]) % 3 == p]
+        assert mine == sorted(mine)
+    assert len(fetch_opens) >= 3, fetch_opens
+
+    # The same cluster, told to keep to gRPC: no stream on a listener, the same records.
+    fetch_opens.clear()
+    await create_topic(cluster, "sg", partitions=3)
+    tcp, got = await produce_and_read(cluster, "sg", 90, stream_transport=False)
+    assert tcp and not any(tcp.values()), tcp
+    assert sorted(got) == [b"r-%04d" % i for i in range(90)]
+    assert fetch_opens == []
+
+
+async def test_an_offset_out_of_range_on_the_listener_resets_as_on_grpc(
+    cluster: DevCluster, fetch_opens: list[str]
+) -> None:
+    """The node ENDs the FetchStream with OFFSET_OUT_OF_RANGE: auto_offset_reset applies, as
+    it does to the gRPC stream's status."""
+    await create_topic(cluster, "oor")
+    tp = TopicPartition("oor", 0)
+    async with Producer(cluster.bootstrap) as producer:
+        for v in (b"a", b"b", b"c"):
+            await producer.send_and_wait("oor", v, partition=0)
+    async with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([tp])
+        consumer.seek(tp, 1000)
+        got: list[bytes | None] = []
+        async with asyncio.timeout(WAIT_S):
+            while len(got) < 3:
+                for recs in (await consumer.getmany(timeout_ms=500)).values():
+                    got += [r.value for r in recs]
+    assert got == [b"a", b"b", b"c"]
+    assert fetch_opens
+
+
+async def test_a_node_without_a_stream_listener_is_reached_over_grpc(
+    make_cluster: Callable[..., DevCluster], fetch_opens: list[str]
+) -> None:
+    dev = make_cluster(3, "--no-stream-listener")
+    assert all(b.stream_port == 0 for b in dev.metadata(1, timeout_s=10).brokers)
+    await create_topic(dev, "ng", partitions=3)
+    tcp, got = await produce_and_read(dev, "ng", 60)
+    assert tcp and not any(tcp.values()), tcp
+    assert sorted(got) == [b"r-%04d" % i for i in range(60)]
+    assert fetch_opens == []
+
+
+async def test_scram_over_tls_on_the_listener(
+    sasl_cluster: DevCluster, fetch_opens: list[str]
+) -> None:
+    security = sasl(sasl_cluster)
+    async with AdminClient(sasl_cluster.bootstrap, **security) as admin:  # type: ignore[arg-type]
+        await admin.create_topic("ss", 3, 3)
+        leader = (await admin.describe_topics(["ss"]))["ss"].partitions[0].leader
+    tcp, got = await produce_and_read(sasl_cluster, "ss", 60, **security)
+    assert tcp and all(tcp.values()), tcp
+    assert sorted(got) == [b"r-%04d" % i for i in range(60)]
+    assert fetch_opens
+
+    # A wrong password on the listener: the error the gRPC path raises for it, nothing written.
+    address = sasl_cluster.node(leader).address
+    md = sasl_cluster.metadata(leader, timeout_s=10)
+    stream_port = next(b.stream_port for b in md.brokers if b.node_id == leader)
+    host = address.rsplit(":", 1)[0]
+    wrong = Security.from_options(sasl(sasl_cluster, password=PASSWORD + "x"))
+    streams = ProduceStreams(dialer=StreamDialer.from_security(wrong))
+    request = broker_pb2.ProduceRequest(
+        topic="ss",
+        partition=0,
+        acks=-1,
+        timeout_ms=10_000,
+        records=records.build_batch([records.Record(value=b"no")]),
+    )
+    try:
+        with pytest.raises(SaslAuthenticationFailedError):
+            await streams.produce(None, address, request, 10.0, f"{host}:{stream_port}")  # type: ignore[arg-type]
+    finally:
+        await streams.close()
+
+
+async def test_a_client_certificate_on_the_listener(
+    mtls_cluster: DevCluster, fetch_opens: list[str]
+) -> None:
+    alice = create_client_cert(mtls_cluster.tls_dir, "alice")
+    security = {
+        "security_protocol": "SSL",
+        "ssl_cafile": str(mtls_cluster.tls_dir / "ca.crt"),
+        "ssl_certfile": str(alice / "client.crt"),
+        "ssl_keyfile": str(alice / "client.key"),
+    }
+    async with AdminClient(mtls_cluster.bootstrap, **security) as admin:  # type: ignore[arg-type]
+        await admin.create_topic("mt", 3, 3)
+    tcp, got = await produce_and_read(mtls_cluster, "mt", 30, **security)
+    assert tcp and all(tcp.values()), tcp
+    assert sorted(got) == [b"r-%04d" % i for i in range(30)]
+    assert fetch_opens
