@@ -4,6 +4,12 @@ Each sender is one `client.Producer` (acks=all, idempotent, the workload's timeo
 backoffs) whose gRPC channels pass through the `answers` fault's interceptor; each reader one
 `client.Consumer` assigned its partition from offset 0. Errors become outcomes here, at the
 boundary (chaos/clients.py says what each means).
+
+Transports (issue 18): the senders keep to gRPC (`stream_transport=False`; a client with
+grpc_interceptors would anyway), so that the `answers` fault sees every Produce; the readers
+tail on the nodes' stream listeners (framed TCP), the client's default. No client traffic goes
+through the fault proxies or the iptables cuts (they sit on the node-to-node links only,
+chaos/network.py), so neither transport is a way around a fault.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class LiferaftSender:
             retry_backoff_ms=cfg.retry_backoff_ms,
             retry_backoff_max_ms=cfg.retry_backoff_max_ms,
             grpc_interceptors=answers.interceptors(),
+            stream_transport=False,  # the answers fault is a gRPC interceptor (docstring)
             **dict(cfg.security),  # type: ignore[arg-type]
         )
 

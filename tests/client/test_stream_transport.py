@@ -1,0 +1,140 @@
+"""client/stream_transport.py's pure parts: when a client dials the stream listeners at all,
+what it sends as credentials and TLS, and how it reads frames (any split of the bytes gives the
+same frames; a frame over the limit ends the stream as a retriable transport failure). The
+transport against real nodes: tests/integration/test_client_stream_transport.py."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+
+from chaos.answers import AnswerDropper
+from client.cluster import ClientConfig, Cluster
+from client.errors import BrokerUnavailableError, NotLeaderError
+from client.security import Security
+from client.stream_transport import StreamConnection, open_credentials, stream_ssl_context
+from liferaft.certs import create_certs, create_client_cert
+from liferaft_proto import stream_wire
+from liferaft_proto.credentials import MECHANISM_KEY, PASSWORD_KEY, USER_KEY
+from liferaft_proto.v1 import broker_pb2
+from liferaft_proto.v1.errors_pb2 import ErrorCode, ErrorDetail
+
+
+async def test_the_listeners_are_dialled_unless_told_not_to_or_interceptors_must_see_all() -> None:
+    def dialer(**settings: object) -> object:
+        return Cluster(ClientConfig.build("127.0.0.1:1", **settings)).dialer
+
+    assert dialer() is not None
+    assert dialer(stream_transport=False) is None
+    assert dialer(interceptors=tuple(AnswerDropper().interceptors())) is None
+
+
+def test_credentials_are_the_grpc_metadata_under_the_same_keys() -> None:
+    security = Security.from_options(
+        {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-256",
+            "sasl_plain_username": "alice",
+            "sasl_plain_password": "pw",
+        }
+    )
+    assert open_credentials(security.call_metadata()) == {
+        USER_KEY: b"alice",
+        PASSWORD_KEY: b"pw",
+        MECHANISM_KEY: b"SCRAM-SHA-256",
+    }
+    assert open_credentials(Security().call_metadata()) == {}
+
+
+def test_tls_as_the_grpc_channel_has_it(tmp_path: Path) -> None:
+    assert stream_ssl_context(Security()) is None
+    create_certs(tmp_path, [1])
+    alice = create_client_cert(tmp_path, "alice")
+    security = Security.from_options(
+        {
+            "security_protocol": "SSL",
+            "ssl_cafile": tmp_path / "ca.crt",
+            "ssl_certfile": alice / "client.crt",
+            "ssl_keyfile": alice / "client.key",
+        }
+    )
+    context = stream_ssl_context(security)
+    assert context is not None
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    assert len(context.get_ca_certs()) == 1  # the given CA only, not the system's too
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, bytes]] = []
+        self.ended: list[BaseException | None] = []
+
+    def on_frame(self, kind: int, payload: bytes) -> None:
+        self.frames.append((kind, payload))
+
+    def on_end(self, failure: BaseException | None) -> None:
+        self.ended.append(failure)
+
+
+class Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.aborted = True
+
+
+def connection() -> tuple[StreamConnection, Sink, Transport]:
+    sink = Sink()
+    conn = StreamConnection("127.0.0.1:1", sink, asyncio.get_running_loop())
+    transport = Transport()
+    conn.connection_made(transport)
+    return conn, sink, transport
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, 7, 1000])
+async def test_frames_come_out_whole_however_the_bytes_are_split(step: int) -> None:
+    conn, sink, _ = connection()
+    payloads = [b"", b"x", b"y" * 300, b"z" * 5]
+    end = broker_pb2.StreamEnd(
+        error=ErrorDetail(code=ErrorCode.NOT_LEADER, message="moved", leader_id=2, retriable=True)
+    )
+    data = stream_wire.frame(stream_wire.READY)
+    data += b"".join(stream_wire.frame(stream_wire.FETCHED, p) for p in payloads)
+    data += stream_wire.frame(stream_wire.END, end.SerializeToString())
+    data += stream_wire.frame(stream_wire.FETCHED, b"after the end")
+    for i in range(0, len(data), step):
+        conn.data_received(data[i : i + step])
+    assert conn.ready.done() and conn.ready.exception() is None
+    assert sink.frames == [(stream_wire.FETCHED, p) for p in payloads]
+    (failure,) = sink.ended
+    assert isinstance(failure, NotLeaderError) and failure.leader_id == 2  # error_from_detail
+
+
+async def test_a_frame_over_the_limit_ends_the_stream_before_it_is_buffered() -> None:
+    conn, sink, transport = connection()
+    conn.data_received(stream_wire.frame(stream_wire.READY))
+    conn.data_received(stream_wire.FRAME_HEADER.pack(stream_wire.MAX_FRAME_BYTES + 2, 5))
+    (failure,) = sink.ended
+    assert isinstance(failure, BrokerUnavailableError) and failure.retriable and failure.transport
+    assert transport.aborted
+
+
+async def test_before_ready_only_ready_or_end_and_a_lost_connection_fails_the_opener() -> None:
+    conn, sink, _ = connection()
+    conn.data_received(stream_wire.frame(stream_wire.FETCHED, b"early"))
+    with pytest.raises(BrokerUnavailableError):
+        await conn.ready
+    assert sink.frames == [] and sink.ended == []
+
+    conn, sink, _ = connection()
+    conn.connection_lost(ConnectionResetError())
+    with pytest.raises(BrokerUnavailableError, match="lost"):
+        await conn.ready
