@@ -408,3 +408,16 @@ async def test_client_certificate_required_and_names_the_caller(mtls_cluster: De
         leader, produce_request("certs", 2, b"alice"), tls=with_cert(mtls_cluster, alice)
     )
     assert got[2].base_offset == 0 and not got[2].HasField("error"), got
+
+
+async def test_the_listener_can_be_turned_off(tmp_path: Path) -> None:
+    """--no-stream-listener: metadata says 0 (clients use gRPC) and nothing listens there."""
+    dev = DevCluster.create(tmp_path, 1, free_port_block(1), ["--no-stream-listener"])
+    dev.start()
+    try:
+        dev.wait_healthy(60)
+        assert [b.stream_port for b in dev.metadata(1, timeout_s=10).brokers] == [0]
+        with pytest.raises(ConnectionRefusedError):
+            await Conn.dial(dev.node(1).address)
+    finally:
+        dev.stop()
