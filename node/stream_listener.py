@@ -51,6 +51,10 @@ OPEN_DEADLINE_S = HELLO_DEADLINE_S
 WRITE_HIGH_WATER = 1 << 20
 """Unsent bytes on a connection above which its writer waits for the socket to drain."""
 END_WRITE_TIMEOUT_S = 5.0
+READ_LIMIT = 1 << 20
+"""asyncio's read buffer high-water mark once the stream is open (before: MAX_OPEN_BYTES, so a
+stranger can make the node buffer little): reading large PRODUCE frames does not pause and
+resume the socket every 32 KiB."""
 """How long the END frame may take to leave before the connection is closed anyway."""
 
 
@@ -79,7 +83,7 @@ async def _read_frame(reader: asyncio.StreamReader, limit: int) -> tuple[int, by
         if e.partial:
             raise _bad("the connection ended inside a frame header") from None
         raise ClientGone from None
-    except ConnectionError:
+    except OSError:  # reset, or a TLS record that does not decrypt
         raise ClientGone from None
     try:
         kind, size = wire.frame_header(header, limit)
@@ -87,7 +91,7 @@ async def _read_frame(reader: asyncio.StreamReader, limit: int) -> tuple[int, by
         raise _bad(str(e)) from None
     try:
         return kind, await reader.readexactly(size) if size else b""
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, OSError):
         raise ClientGone from None
 
 
@@ -146,6 +150,7 @@ class StreamListener:
             self._accept,
             self.host,
             self.port,
+            limit=wire.MAX_OPEN_BYTES,
             reuse_address=True,
             ssl=self.ssl,
             ssl_handshake_timeout=OPEN_DEADLINE_S if self.ssl is not None else None,
@@ -196,6 +201,8 @@ class StreamConnection:
         end: errors_pb2.ErrorDetail | None = None
         try:
             method, request = await self._open()
+            # asyncio has no public setter; the Raft transport does the same after a Hello.
+            self.reader._limit = READ_LIMIT  # type: ignore[attr-defined]
             self.writer.write(wire.frame(wire.READY))
             if method == wire.PRODUCE_STREAM:
                 await self._produce()
@@ -285,7 +292,7 @@ class StreamConnection:
         if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             try:
                 await writer.drain()
-            except ConnectionError:
+            except OSError:
                 raise ClientGone from None
 
     async def _requests(self) -> AsyncIterator[broker_pb2.ProduceStreamRequest]:

@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import ssl
 import struct
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from client import AdminClient
 from liferaft.certs import create_client_cert
@@ -26,7 +28,7 @@ from liferaft.launcher import DevCluster, free_port_block
 from liferaft_proto import records
 from liferaft_proto import stream_wire as wire
 from liferaft_proto.credentials import MECHANISM_KEY, PASSWORD_KEY, USER_KEY
-from liferaft_proto.ports import STREAM
+from liferaft_proto.ports import METRICS, STREAM
 from liferaft_proto.v1 import broker_pb2, errors_pb2
 from tests.integration.test_auth_sasl import PASSWORD, USER, cli, sasl
 from tests.integration.test_replication import describe
@@ -144,9 +146,24 @@ async def fetch_values(address: str, topic: str, n: int) -> list[bytes]:
             assert kind == wire.FETCHED, wire.KIND_NAMES.get(kind, kind)
             answer = broker_pb2.FetchResponse.FromString(payload)
             values += [r.value or b"" for r in records.iter_records(answer.records)]
+        if values:  # an answer came: the stream is counted open
+            assert metric(address, "liferaft_fetch_streams_open") >= 1
         return values
     finally:
         await conn.close()
+
+
+def metric(address: str, name: str, **labels: str) -> float:
+    """One sample of a node's /metrics (0 if absent)."""
+    host, port = address.rsplit(":", 1)
+    url = f"http://{host}:{int(port) + METRICS.offset}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as page:
+        text = page.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return 0.0
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +194,22 @@ async def test_produce_then_fetch_over_frames(cluster: DevCluster) -> None:
         cluster.node(b.node_id).port + STREAM.offset for b in md.brokers
     }
     leader, _ = await leader_and_follower(cluster, "plain")
+    produced = {"api": "Produce", "outcome": "OK"}
+    before = metric(leader, "liferaft_requests_total", **produced)
     sent = [produce_request("plain", 10 + i, b"a%d" % i, b"b%d" % i) for i in range(5)]
     got = await produce(leader, *sent)
+    # Counted as the gRPC ProduceStream's requests are: one Produce each.
+    assert metric(leader, "liferaft_requests_total", **produced) == before + 5
     assert sorted(got) == [10, 11, 12, 13, 14]
     assert all(not r.HasField("error") for r in got.values()), got
     assert sorted(r.base_offset for r in got.values()) == [0, 2, 4, 6, 8]
     values = await fetch_values(leader, "plain", 10)
     assert values == [v for i in range(5) for v in (b"a%d" % i, b"b%d" % i)]
+    # The open FetchStream was a gauge, down again once the client closed it.
+    async with asyncio.timeout(WAIT_S):
+        while metric(leader, "liferaft_fetch_streams_open") != 0:
+            await asyncio.sleep(0.1)
+    assert metric(leader, "liferaft_requests_total", api="FetchStream", outcome="OK") >= 1
 
 
 async def test_not_leader_is_a_request_error_and_ends_a_fetch(cluster: DevCluster) -> None:
@@ -408,3 +434,16 @@ async def test_client_certificate_required_and_names_the_caller(mtls_cluster: De
         leader, produce_request("certs", 2, b"alice"), tls=with_cert(mtls_cluster, alice)
     )
     assert got[2].base_offset == 0 and not got[2].HasField("error"), got
+
+
+async def test_the_listener_can_be_turned_off(tmp_path: Path) -> None:
+    """--no-stream-listener: metadata says 0 (clients use gRPC) and nothing listens there."""
+    dev = DevCluster.create(tmp_path, 1, free_port_block(1), ["--no-stream-listener"])
+    dev.start()
+    try:
+        dev.wait_healthy(60)
+        assert [b.stream_port for b in dev.metadata(1, timeout_s=10).brokers] == [0]
+        with pytest.raises(ConnectionRefusedError):
+            await Conn.dial(dev.node(1).address)
+    finally:
+        dev.stop()
