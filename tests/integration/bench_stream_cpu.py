@@ -2,6 +2,7 @@
 
     python -m tests.integration.bench_stream_cpu produce [--rounds 3] [--records 2000]
     python -m tests.integration.bench_stream_cpu e2e [--rounds 3] [--duration 10]
+    python -m tests.integration.bench_stream_cpu produce --secure   # TLS + SCRAM to the nodes
 
 One fresh bench cluster (`liferaft bench`'s own: three node processes, TLS between them), the
 two transports alternating on it, `rounds` times each: `produce` is `liferaft bench produce
@@ -25,6 +26,7 @@ from liferaft.bench.clusters import liferaft_cluster
 from liferaft.bench.e2e import E2ESpec, run_e2e
 from liferaft.bench.target_liferaft import run_produce
 from liferaft.bench.workload import ProduceSpec
+from liferaft.cli._client import _client_config
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -41,10 +43,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--records", type=int, default=2000, help="produce: requests per run")
     parser.add_argument("--duration", type=float, default=10.0, help="e2e: seconds per run")
+    parser.add_argument(
+        "--secure", action="store_true", help="produce: as `bench produce --secure` (TLS, SCRAM)"
+    )
     args = parser.parse_args()
-    with liferaft_cluster() as dev:
+    if args.secure and args.workload != "produce":
+        parser.error("--secure is for produce")
+    with liferaft_cluster(secure=args.secure) as dev:
         pids = {n: dev.node(n).pid for n in dev.nodes}
         bootstrap = dev.bootstrap.split(",")
+        security = _client_config(str(dev.client_config)) if args.secure else None
         for r in range(args.rounds):
             for stream_transport in (True, False):
                 topic = f"cpu-{r}-{'stream' if stream_transport else 'grpc'}"
@@ -59,7 +67,9 @@ def main() -> None:
                         in_flight=1,
                     )
                     result = asyncio.run(
-                        run_produce(bootstrap, spec, stream_transport=stream_transport)
+                        run_produce(
+                            bootstrap, spec, security=security, stream_transport=stream_transport
+                        )
                     )
                     count = result.requests or result.records
                 else:
