@@ -75,6 +75,11 @@ def test_bench_produce_and_consume_against_a_cluster(make_cluster: MakeCluster) 
     )
     _check(r)
     assert r["records"] == 600
+    assert r["settings"]["transport"] == "stream", r  # type: ignore[index]
+    # The same on gRPC (an A/B run is one flag).
+    r = _bench("produce", *b, "--client", "producer", "--records", "300", "--grpc")
+    _check(r)
+    assert r["records"] == 300 and r["settings"]["transport"] == "grpc", r  # type: ignore[index]
     _check(_bench("consume", *b, "--records", "3000", "--runs", "2"))
     _check(_bench("consume", *b, "--records", "500", "--client", "consumer"))
     # End to end: every record the producer sent reaches the consumer, with a latency each.
@@ -83,6 +88,7 @@ def test_bench_produce_and_consume_against_a_cluster(make_cluster: MakeCluster) 
     settings = r["settings"]
     assert isinstance(settings, dict), r
     assert r["records"] == 400 and settings["acked"] == 400, r
+    assert settings["transport"] == "stream", r
     assert settings["ack_p50_ms"] is not None and r["p50_ms"] is not None, r
     assert r["requests"] is None and r["requests_per_s"] is None, r  # unknown, not 0
 
