@@ -195,11 +195,11 @@ class StreamConnection:
         self.reader = reader
         self.writer = writer
         self.peer: Any = writer.get_extra_info("peername")
-        writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     async def run(self) -> None:
         end: errors_pb2.ErrorDetail | None = None
         try:
+            self.writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
             method, request = await self._open()
             # asyncio has no public setter; the Raft transport does the same after a Hello.
             self.reader._limit = READ_LIMIT  # type: ignore[attr-defined]
@@ -234,8 +234,8 @@ class StreamConnection:
         """Read and authenticate the OPEN; the stream's method and (FetchStream) request."""
         listener = self.listener
         if listener.opening >= MAX_UNAUTHENTICATED_CONNECTIONS:
-            raise StreamEnded(
-                ErrorCode.INVALID_REQUEST,
+            raise StreamEnded(  # retriable: a burst of connections, not this client's fault
+                ErrorCode.BROKER_NOT_AVAILABLE,
                 f"{MAX_UNAUTHENTICATED_CONNECTIONS} connections are opening already; try again",
             )
         listener.opening += 1

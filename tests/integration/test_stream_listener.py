@@ -228,6 +228,42 @@ async def test_not_leader_is_a_request_error_and_ends_a_fetch(cluster: DevCluste
     assert await fetch_values(leader, "elsewhere", 0) == []
 
 
+async def test_a_client_that_does_not_read_holds_its_fetch_stream(cluster: DevCluster) -> None:
+    """Back-pressure: the node stops making answers for a FetchStream whose client reads
+    nothing once its socket's buffers are full (about WRITE_HIGH_WATER plus the kernel's few
+    MB), instead of buffering the whole log; then the client reads, and gets every batch."""
+    leader, _ = await leader_and_follower(cluster, "slow")
+    chunk = b"s" * (64 << 10)
+    batches = 320  # 128 KiB each, 40 MiB in all: far beyond a socket's buffers
+    for first in range(0, batches, 40):
+        sent = [produce_request("slow", i, chunk, chunk) for i in range(first, first + 40)]
+        assert all(not r.HasField("error") for r in (await produce(leader, *sent)).values())
+    fetched = {"api": "FetchStream", "outcome": "OK"}
+    before = metric(leader, "liferaft_requests_total", **fetched)
+    conn = await Conn.dial(leader)
+    try:
+        request = broker_pb2.FetchRequest(topic="slow", partition=0, max_bytes=128 << 10)
+        conn.send(
+            wire.OPEN,
+            broker_pb2.StreamOpen(method="FetchStream", fetch=request).SerializeToString(),
+        )
+        await asyncio.sleep(3)  # time enough to send everything, were nothing holding it
+        made = metric(leader, "liferaft_requests_total", **fetched) - before
+        assert 0 < made < batches / 2, made  # 47 here; without it, every one
+        assert await conn.read() == (wire.READY, b"")
+        got = 0
+        while got < 2 * batches:
+            kind, payload = await conn.read()
+            assert kind == wire.FETCHED
+            got += sum(
+                1
+                for _ in records.iter_records(broker_pb2.FetchResponse.FromString(payload).records)
+            )
+        assert got == 2 * batches
+    finally:
+        await conn.close()
+
+
 def _open(method: str) -> bytes:
     return wire.frame(wire.OPEN, broker_pb2.StreamOpen(method=method).SerializeToString())
 
