@@ -134,8 +134,9 @@ async def produce(
         await conn.close()
 
 
-async def fetch_values(address: str, topic: str, n: int) -> list[bytes]:
-    """The first n values of partition 0, over one FetchStream that the client then closes."""
+async def fetch_values(address: str, topic: str, n: int, *, close: bool = False) -> list[bytes]:
+    """The first n values of partition 0, over one FetchStream that the client then drops (or
+    ends with CLOSE, and the node with a clean END)."""
     conn = await Conn.dial(address)
     try:
         request = broker_pb2.FetchRequest(topic=topic, partition=0, offset=0, max_wait_ms=200)
@@ -148,6 +149,9 @@ async def fetch_values(address: str, topic: str, n: int) -> list[bytes]:
             values += [r.value or b"" for r in records.iter_records(answer.records)]
         if values:  # an answer came: the stream is counted open
             assert metric(address, "liferaft_fetch_streams_open") >= 1
+        if close:
+            conn.send(wire.CLOSE)
+            assert not (await conn.end()).HasField("error")
         return values
     finally:
         await conn.close()
@@ -205,6 +209,7 @@ async def test_produce_then_fetch_over_frames(cluster: DevCluster) -> None:
     assert sorted(r.base_offset for r in got.values()) == [0, 2, 4, 6, 8]
     values = await fetch_values(leader, "plain", 10)
     assert values == [v for i in range(5) for v in (b"a%d" % i, b"b%d" % i)]
+    assert await fetch_values(leader, "plain", 10, close=True) == values
     # The open FetchStream was a gauge, down again once the client closed it.
     async with asyncio.timeout(WAIT_S):
         while metric(leader, "liferaft_fetch_streams_open") != 0:
