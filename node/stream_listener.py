@@ -7,7 +7,9 @@ only the envelope differs. Per connection: the OPEN frame (at most MAX_OPEN_BYTE
 OPEN_DEADLINE_S of the TLS handshake), authenticated exactly as a gRPC call is (node/authn.py
 GrpcAuth: the StreamOpen's credentials are the call's metadata, the TLS peer certificate is
 gRPC's auth_context), node.principal.caller set for the connection's task and every task it
-starts, READY, then the stream.
+starts, READY, then the stream. At most MAX_UNAUTHENTICATED_CONNECTIONS may be between accept
+and READY at once. A FetchStream's client ends it by closing the connection, or with CLOSE
+(then the node answers END, as a ProduceStream's does).
 
 Errors: a request's error on a ProduceStream is a value in its answer, as on gRPC. Whatever
 ends the whole stream (a failed login, NOT_LEADER on a FetchStream, a bad frame, a protobuf that
@@ -51,11 +53,11 @@ OPEN_DEADLINE_S = HELLO_DEADLINE_S
 WRITE_HIGH_WATER = 1 << 20
 """Unsent bytes on a connection above which its writer waits for the socket to drain."""
 END_WRITE_TIMEOUT_S = 5.0
+"""How long the END frame may take to leave before the connection is closed anyway."""
 READ_LIMIT = 1 << 20
 """asyncio's read buffer high-water mark once the stream is open (before: MAX_OPEN_BYTES, so a
 stranger can make the node buffer little): reading large PRODUCE frames does not pause and
 resume the socket every 32 KiB."""
-"""How long the END frame may take to leave before the connection is closed anyway."""
 
 
 class StreamEnded(Exception):
@@ -195,11 +197,11 @@ class StreamConnection:
         self.reader = reader
         self.writer = writer
         self.peer: Any = writer.get_extra_info("peername")
-        writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     async def run(self) -> None:
         end: errors_pb2.ErrorDetail | None = None
         try:
+            self.writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
             method, request = await self._open()
             # asyncio has no public setter; the Raft transport does the same after a Hello.
             self.reader._limit = READ_LIMIT  # type: ignore[attr-defined]
@@ -234,8 +236,8 @@ class StreamConnection:
         """Read and authenticate the OPEN; the stream's method and (FetchStream) request."""
         listener = self.listener
         if listener.opening >= MAX_UNAUTHENTICATED_CONNECTIONS:
-            raise StreamEnded(
-                ErrorCode.INVALID_REQUEST,
+            raise StreamEnded(  # retriable: a burst of connections, not this client's fault
+                ErrorCode.BROKER_NOT_AVAILABLE,
                 f"{MAX_UNAUTHENTICATED_CONNECTIONS} connections are opening already; try again",
             )
         listener.opening += 1

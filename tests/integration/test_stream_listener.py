@@ -134,8 +134,9 @@ async def produce(
         await conn.close()
 
 
-async def fetch_values(address: str, topic: str, n: int) -> list[bytes]:
-    """The first n values of partition 0, over one FetchStream that the client then closes."""
+async def fetch_values(address: str, topic: str, n: int, *, close: bool = False) -> list[bytes]:
+    """The first n values of partition 0, over one FetchStream that the client then drops (or
+    ends with CLOSE, and the node with a clean END)."""
     conn = await Conn.dial(address)
     try:
         request = broker_pb2.FetchRequest(topic=topic, partition=0, offset=0, max_wait_ms=200)
@@ -148,6 +149,9 @@ async def fetch_values(address: str, topic: str, n: int) -> list[bytes]:
             values += [r.value or b"" for r in records.iter_records(answer.records)]
         if values:  # an answer came: the stream is counted open
             assert metric(address, "liferaft_fetch_streams_open") >= 1
+        if close:
+            conn.send(wire.CLOSE)
+            assert not (await conn.end()).HasField("error")
         return values
     finally:
         await conn.close()
@@ -205,6 +209,7 @@ async def test_produce_then_fetch_over_frames(cluster: DevCluster) -> None:
     assert sorted(r.base_offset for r in got.values()) == [0, 2, 4, 6, 8]
     values = await fetch_values(leader, "plain", 10)
     assert values == [v for i in range(5) for v in (b"a%d" % i, b"b%d" % i)]
+    assert await fetch_values(leader, "plain", 10, close=True) == values
     # The open FetchStream was a gauge, down again once the client closed it.
     async with asyncio.timeout(WAIT_S):
         while metric(leader, "liferaft_fetch_streams_open") != 0:
@@ -226,6 +231,42 @@ async def test_not_leader_is_a_request_error_and_ends_a_fetch(cluster: DevCluste
     finally:
         await conn.close()
     assert await fetch_values(leader, "elsewhere", 0) == []
+
+
+async def test_a_client_that_does_not_read_holds_its_fetch_stream(cluster: DevCluster) -> None:
+    """Back-pressure: the node stops making answers for a FetchStream whose client reads
+    nothing once its socket's buffers are full (about WRITE_HIGH_WATER plus the kernel's few
+    MB), instead of buffering the whole log; then the client reads, and gets every batch."""
+    leader, _ = await leader_and_follower(cluster, "slow")
+    chunk = b"s" * (64 << 10)
+    batches = 320  # 128 KiB each, 40 MiB in all: far beyond a socket's buffers
+    for first in range(0, batches, 40):
+        sent = [produce_request("slow", i, chunk, chunk) for i in range(first, first + 40)]
+        assert all(not r.HasField("error") for r in (await produce(leader, *sent)).values())
+    fetched = {"api": "FetchStream", "outcome": "OK"}
+    before = metric(leader, "liferaft_requests_total", **fetched)
+    conn = await Conn.dial(leader)
+    try:
+        request = broker_pb2.FetchRequest(topic="slow", partition=0, max_bytes=128 << 10)
+        conn.send(
+            wire.OPEN,
+            broker_pb2.StreamOpen(method="FetchStream", fetch=request).SerializeToString(),
+        )
+        await asyncio.sleep(3)  # time enough to send everything, were nothing holding it
+        made = metric(leader, "liferaft_requests_total", **fetched) - before
+        assert 0 < made < batches / 2, made  # 47 here; without it, every one
+        assert await conn.read() == (wire.READY, b"")
+        got = 0
+        while got < 2 * batches:
+            kind, payload = await conn.read()
+            assert kind == wire.FETCHED
+            got += sum(
+                1
+                for _ in records.iter_records(broker_pb2.FetchResponse.FromString(payload).records)
+            )
+        assert got == 2 * batches
+    finally:
+        await conn.close()
 
 
 def _open(method: str) -> bytes:
