@@ -26,7 +26,9 @@ BrokerUnavailableError marked as a transport failure, as gRPC's UNAVAILABLE maps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import ssl
 import tempfile
 from collections import deque
@@ -50,6 +52,8 @@ from liferaft_proto.v1 import broker_pb2
 
 __all__ = [
     "DIAL_TIMEOUT_S",
+    "KEEPALIVE_IDLE_S",
+    "USER_TIMEOUT_MS",
     "FetchStreamConnection",
     "StreamConnection",
     "StreamDialFailed",
@@ -204,6 +208,9 @@ class StreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _keepalive(sock)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -330,6 +337,26 @@ class StreamConnection(asyncio.Protocol):
             self.ready.cancel()
         if self._transport is not None:
             self._transport.abort()
+
+
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 2, 1, 2
+"""TCP keepalive on a stream connection: a node whose host stopped answering at all (gone,
+cut off) is noticed within about four seconds of silence, as a gRPC channel's pings were
+meant to (client/connection.py); the stream then fails as a lost connection. A paused
+process's kernel still answers these probes: that case waits for the requests' deadlines (the
+fetch stream's silence watchdog), on gRPC as here (tried: a SIGSTOPped leader kept its gRPC
+channel READY too)."""
+USER_TIMEOUT_MS = 5_000
+"""Data sent and not acknowledged by the node's kernel this long also ends the connection."""
+
+
+def _keepalive(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not TCP, or not Linux: as it is
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
 
 
 def _kind(kind: int) -> str:

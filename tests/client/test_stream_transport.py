@@ -6,6 +6,7 @@ transport against real nodes: tests/integration/test_client_stream_transport.py.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from chaos.answers import AnswerDropper
 from client.cluster import ClientConfig, Cluster
 from client.errors import BrokerUnavailableError, NotLeaderError
 from client.security import Security
-from client.stream_transport import StreamConnection, open_credentials, stream_ssl_context
+from client.stream_transport import (
+    KEEPALIVE_IDLE_S,
+    USER_TIMEOUT_MS,
+    StreamConnection,
+    open_credentials,
+    stream_ssl_context,
+)
 from liferaft.certs import create_certs, create_client_cert
 from liferaft_proto import stream_wire
 from liferaft_proto.credentials import MECHANISM_KEY, PASSWORD_KEY, USER_KEY
@@ -138,3 +145,20 @@ async def test_before_ready_only_ready_or_end_and_a_lost_connection_fails_the_op
     conn.connection_lost(ConnectionResetError())
     with pytest.raises(BrokerUnavailableError, match="lost"):
         await conn.ready
+
+
+async def test_a_stream_connection_notices_a_silent_host_by_tcp_keepalive() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    transport, conn = await loop.create_connection(
+        lambda: StreamConnection("x", Sink(), loop), "127.0.0.1", port
+    )
+    try:
+        sock = transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == USER_TIMEOUT_MS
+    finally:
+        conn.abort()
+        server.close()
