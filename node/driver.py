@@ -113,6 +113,13 @@ log = logging.getLogger("liferaft.driver")
 EXIT_STORAGE_FAILURE = FAIL_STOP_EXIT_CODE
 """The exit code of a node stopped by fail-stop (node/tasks.py's, as a vital task's failure)."""
 
+TIMER_SLACK_S = 0.001
+"""A tick is due this close to its time. uvloop keeps its clock in whole milliseconds: the
+timer armed for `_next_tick` fires when loop.time() may still read a float epsilon below it
+(on a host up more than 2**16 s, 84 % of the ticks). Such a wake-up used to return without
+ticking or re-arming, leaving the driver asleep until a message came: a new cluster never
+elected its controller (every node "voting", none campaigning)."""
+
 
 def exit_process(cause: str) -> None:
     """The production `halt`: the process ends at once, without running cleanups that would
@@ -960,7 +967,7 @@ class RaftDriver:
         self.halt(cause)
 
     def _maybe_tick(self, now: float) -> None:
-        if now < self._next_tick:
+        if now < self._next_tick - TIMER_SLACK_S:
             return
         self.stats.tick_passes += 1
         if self._armed_ticks > 1:

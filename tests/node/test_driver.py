@@ -762,3 +762,20 @@ async def test_a_node_with_no_group_awake_wakes_only_when_its_tick_listeners_hav
     finally:
         await driver.stop()
         store.close()
+
+
+async def test_a_timer_that_fires_a_float_epsilon_early_still_ticks(tmp_path: Path) -> None:
+    """uvloop's clock is in whole milliseconds: the tick timer fires when loop.time() reads a
+    hair below `_next_tick` (most ticks, on a host up more than 2**16 s). That wake-up must
+    tick and re-arm; it returned without either, and the driver slept until a message came (a
+    new cluster never elected its controller)."""
+    driver = RaftDriver(1, NodeStore(tmp_path / "raft.db"), Outbox(), RaftTiming(tick_s=0.02))
+    driver.start()
+    try:
+        due = driver._next_tick
+        ticks = driver._ticks
+        driver._maybe_tick(due - 1e-9)
+        assert driver._ticks == ticks + 1
+        assert driver._next_tick > due  # and the next one is armed
+    finally:
+        await driver.stop()
