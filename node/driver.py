@@ -911,8 +911,12 @@ class RaftDriver:
             span = max(1, min(IDLE_TICKS_MAX, self.next_duty_in()))
         self._armed_ticks = span
         self._tick_handle = loop.call_at(
-            self._next_tick + (span - 1) * self.timing.tick_s, self._wake.set
+            self._next_tick + (span - 1) * self.timing.tick_s, self._tick_timer_fired
         )
+
+    def _tick_timer_fired(self) -> None:
+        self._tick_handle = None  # spent: _maybe_tick re-arms it if it fired early
+        self._wake.set()
 
     def _rearm_tick(self) -> None:
         """A group woke while the timer spanned idle ticks: tick on time again."""
@@ -968,6 +972,10 @@ class RaftDriver:
 
     def _maybe_tick(self, now: float) -> None:
         if now < self._next_tick - TIMER_SLACK_S:
+            if self._tick_handle is None and not self._stopped:
+                # The timer fired before its time by more than the slack (a coarser clock
+                # still): without a timer armed, no tick would ever come again.
+                self._schedule_tick()
             return
         self.stats.tick_passes += 1
         if self._armed_ticks > 1:

@@ -779,3 +779,21 @@ async def test_a_timer_that_fires_a_float_epsilon_early_still_ticks(tmp_path: Pa
         assert driver._next_tick > due  # and the next one is armed
     finally:
         await driver.stop()
+
+
+async def test_a_timer_that_fires_well_before_its_time_is_armed_again(tmp_path: Path) -> None:
+    """Whatever the loop's clock does, a tick timer spent before the tick is due must leave
+    another armed: the driver's ticks (elections, heartbeats) may never stop for good."""
+    driver = RaftDriver(1, NodeStore(tmp_path / "raft.db"), Outbox(), RaftTiming(tick_s=0.02))
+    driver.start()
+    try:
+        due = driver._next_tick
+        ticks = driver._ticks
+        driver._tick_timer_fired()  # as if the timer fired 10 ms early
+        driver._maybe_tick(due - 0.01)
+        assert driver._ticks == ticks  # not due yet: no tick
+        assert driver._tick_handle is not None  # but the next one is armed
+        await asyncio.sleep(0.1)
+        assert driver._ticks > ticks  # and it came
+    finally:
+        await driver.stop()
