@@ -70,7 +70,6 @@ STREAM = Listener(
     name="stream",
     offset=4 * NODE_SPACING,
     dialled_by="liferaft clients' ProduceStream and FetchStream (liferaft_proto/stream_wire.py)",
-    reserved=True,
 )
 LISTENERS = (GRPC, RAFT, KAFKA, METRICS, STREAM)
 

@@ -93,6 +93,12 @@ KAFKA_PORT_OFFSET = ports.KAFKA.offset
 metadata advertises it at the advertised gRPC port plus this (docs/kafka.md). 0: no listener."""
 
 
+STREAM_PORT_OFFSET = ports.STREAM.offset
+"""A node's stream listener (ProduceStream and FetchStream over framed TCP, node/stream_listener.py)
+is on its gRPC port plus this (9092 -> 9492), on the same host; metadata tells clients the
+advertised gRPC port plus this (BrokerInfo.stream_port). 0: no listener, clients use gRPC."""
+
+
 def raft_address(address: str, offset: int = RAFT_PORT_OFFSET) -> str:
     """The Raft transport's HOST:PORT of the node whose gRPC address is `address`.
 
@@ -124,6 +130,9 @@ class NodeConfig:
     """The Raft transport of every node listens on its gRPC port plus this."""
     kafka_port_offset: int = KAFKA_PORT_OFFSET
     """The Kafka listener of every node is on its gRPC port plus this; 0 turns it off."""
+    stream_port_offset: int = STREAM_PORT_OFFSET
+    """The stream listener (the clients' ProduceStream and FetchStream over framed TCP) of every
+    node is on its gRPC port plus this; 0 turns it off (clients then use gRPC's streams)."""
     tick_ms: int = 20
     """One Raft tick. Elections time out after election_ticks..2*election_ticks ticks."""
     election_ticks: int = 10
@@ -239,6 +248,17 @@ class NodeConfig:
                 raise ConfigError("kafka_port_offset must differ from raft_port_offset")
             raft_address(self.listen, self.kafka_port_offset)
             raft_address(self.advertise, self.kafka_port_offset)
+        if not 0 <= self.stream_port_offset < 65535:
+            raise ConfigError(
+                f"stream_port_offset must be in 0..65534 (0: off), got {self.stream_port_offset}"
+            )
+        if self.stream_port_offset:
+            if self.stream_port_offset in (self.raft_port_offset, self.kafka_port_offset):
+                raise ConfigError(
+                    "stream_port_offset must differ from raft_port_offset and kafka_port_offset"
+                )
+            raft_address(self.listen, self.stream_port_offset)
+            raft_address(self.advertise, self.stream_port_offset)
         for addr in self.peers.values():
             raft_address(addr, self.raft_port_offset)
         if self.metrics_listen not in ("", "off"):

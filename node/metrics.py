@@ -121,7 +121,8 @@ class NodeMetrics:
         )
         self.fetch_streams = Gauge(
             "liferaft_fetch_streams_open",
-            "FetchStream calls open on this node (a consumer holds one per partition it reads)",
+            "FetchStreams open on this node, on gRPC or the stream listener (a consumer holds "
+            "one per partition it reads)",
             registry=self.registry,
         )
         self._leaders: dict[str, int] = {}

@@ -44,6 +44,7 @@ from node.membership import (
 from node.metrics import CountingOutbox, MetricsServer, NodeCollector, NodeMetrics
 from node.service import BrokerService
 from node.storage import GroupUpdate, NodeStore
+from node.stream_listener import StreamListener
 from node.tasks import supervise
 from node.tls import ClientTls, PeerTls, TlsFiles
 from node.transport import Transport
@@ -78,6 +79,7 @@ class NodeServer:
         self.driver: RaftDriver | None = None
         self.transport: Transport | None = None
         self.kafka: KafkaListener | None = None
+        self.stream: StreamListener | None = None
         self.client_tls: ClientTls | None = None
         self._forward_interceptors: list[SignedCalls] = []
         self.health = health.aio.HealthServicer()
@@ -233,9 +235,8 @@ class NodeServer:
         self.broker.reachable = lambda: set(transport.connected_peers())
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        broker_pb2_grpc.add_BrokerServicer_to_server(
-            BrokerService(self.broker, self._peer_stub, self.metrics, self._grpc_auth(tls)), server
-        )
+        service = BrokerService(self.broker, self._peer_stub, self.metrics, self._grpc_auth(tls))
+        broker_pb2_grpc.add_BrokerServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
@@ -291,6 +292,8 @@ class NodeServer:
                     f"cannot listen for Kafka clients on {host}:{port + cfg.kafka_port_offset}: "
                     f"{e.strerror} (gRPC port + kafka_port_offset {cfg.kafka_port_offset})"
                 ) from None
+        if cfg.stream_port_offset:
+            await self._start_stream_listener(service)
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.transport.start()
         self.driver.start()
@@ -303,6 +306,28 @@ class NodeServer:
             metrics_address or "nothing (off)",
             cfg.data_dir,
         )
+
+    async def _start_stream_listener(self, service: BrokerService) -> None:
+        """The clients' ProduceStream and FetchStream over framed TCP (node/stream_listener.py):
+        the gRPC service's handlers, its authentication and metrics, the gRPC listener's TLS."""
+        cfg = self.config
+        host, port = parse_address(cfg.listen)
+        self.stream = StreamListener(
+            service.api,
+            service.auth,
+            self.metrics,
+            host,
+            port + cfg.stream_port_offset,
+            ssl=self.client_tls.stream if self.client_tls is not None else None,
+        )
+        try:
+            await self.stream.start()
+        except OSError as e:
+            raise ConfigError(
+                f"cannot listen for stream clients on {host}:{port + cfg.stream_port_offset}: "
+                f"{e.strerror} (gRPC port + stream_port_offset {cfg.stream_port_offset}; "
+                "0 turns the listener off)"
+            ) from None
 
     def _grpc_auth(self, tls: PeerTls | None) -> GrpcAuth:
         """Who each gRPC call is (node/authn.py); and, on the channels to peers, this node's
@@ -483,6 +508,8 @@ class NodeServer:
             self._housekeeping.cancel()
         if self.kafka is not None:
             await self.kafka.stop()
+        if self.stream is not None:
+            await self.stream.stop()
         if self.server is not None:
             await self.server.stop(grace=0.5)
         if self.metrics_server is not None:

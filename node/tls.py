@@ -213,7 +213,8 @@ Kafka listener offers the same and neither listener is more open than the other.
 
 
 class ClientTls:
-    """TLS for the two client listeners (gRPC and Kafka), with the node's own certificate.
+    """TLS for the client listeners (gRPC, Kafka and the stream listener), with the node's own
+    certificate.
 
     The node certificate names the host names and addresses given to `liferaft certs create
     --hosts`, which is what a client checks; its node-id URI means nothing to a client. One
@@ -235,9 +236,13 @@ class ClientTls:
             self._key = files.key.read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read the client listener's TLS files: {e}") from None
-        self.kafka = self._kafka_context()
+        self.kafka = self._server_context()
+        self.stream = self.kafka
+        """The stream listener's (node/stream_listener.py): the same rules as gRPC's."""
 
-    def _kafka_context(self) -> ssl.SSLContext:
+    def _server_context(self) -> ssl.SSLContext:
+        """An ssl context for a plain-asyncio client listener, with the same rules as the gRPC
+        listener's credentials (grpc_server_credentials)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         try:

@@ -59,6 +59,15 @@ def node_cmd(
             f"(default {RAFT_PORT_OFFSET}).",
         ),
     ] = None,
+    no_stream_listener: Annotated[
+        bool,
+        typer.Option(
+            "--no-stream-listener",
+            envvar="LIFERAFT_NO_STREAM_LISTENER",
+            help="Do not serve the clients' produce and fetch streams over framed TCP (port + "
+            "400, stream_port_offset); clients then use gRPC's streams.",
+        ),
+    ] = False,
     config_file: Annotated[
         Path | None,
         typer.Option("--config", envvar="LIFERAFT_CONFIG", help="A TOML file with these settings."),
@@ -185,6 +194,7 @@ def node_cmd(
             "data_dir": data_dir,
             "cluster_id": cluster_id,
             "raft_port_offset": raft_port_offset,
+            "stream_port_offset": 0 if no_stream_listener else None,
             "tick_ms": tick_ms,
             "election_ticks": election_ticks,
             "retention_check_ms": retention_check_ms,

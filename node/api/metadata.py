@@ -72,8 +72,20 @@ async def metadata(api: Api, request: broker_pb2.MetadataRequest) -> broker_pb2.
         cluster_id=api.broker.config.cluster_id,
         founders=api.broker.founders,
     )
+    # Every node runs the listeners this one does (the offsets are cluster-wide settings, as
+    # kafka_port_offset is): a broker's stream listener is at its advertised port + the offset.
+    stream_offset = api.broker.config.stream_port_offset
     for b in sorted(st.brokers.values(), key=lambda b: b.node_id):
-        resp.brokers.append(broker_pb2.BrokerInfo(node_id=b.node_id, host=b.host, port=b.port))
+        resp.brokers.append(
+            broker_pb2.BrokerInfo(
+                node_id=b.node_id,
+                host=b.host,
+                port=b.port,
+                stream_port=b.port + stream_offset
+                if stream_offset and b.port + stream_offset < 65536
+                else 0,
+            )
+        )
     # Topics the caller may not DESCRIBE are left out of "every topic"; naming one is refused,
     # the whole call, so the refusal carries its message (a topic's entry has only a code).
     authorizer = api.broker.authorizer

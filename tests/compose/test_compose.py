@@ -43,7 +43,7 @@ import pytest
 from client import LiferaftError, SyncAdminClient, SyncProducer
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
-from node.config import KAFKA_PORT_OFFSET
+from node.config import KAFKA_PORT_OFFSET, STREAM_PORT_OFFSET
 
 pytestmark = [
     pytest.mark.skipif(
@@ -174,6 +174,7 @@ class ComposeCluster:
             env[f"LIFERAFT_NODE{n}_PORT"] = str(port)
             # The Kafka listener is published where metadata says it is: the port + the offset.
             env[f"LIFERAFT_NODE{n}_KAFKA_PORT"] = str(port + KAFKA_PORT_OFFSET)
+            env[f"LIFERAFT_NODE{n}_STREAM_PORT"] = str(port + STREAM_PORT_OFFSET)
         head = [*self.command, "-f", str(COMPOSE_FILE), "-p", self.project]
         if self.chaos:
             head += ["--env-file", str(CHAOS_ENV), "--profile", "chaos-local"]

@@ -23,6 +23,7 @@ from liferaft_proto.ports import (
     NODE_SPACING,
     RAFT,
     RAFT_PORT_OFFSET,
+    STREAM,
     bound_offsets,
     listener_address,
 )
@@ -35,8 +36,14 @@ def test_the_table_leaves_room_for_every_node_of_a_dev_cluster() -> None:
     assert len(set(offsets)) == len(offsets)
     assert all(offset % NODE_SPACING == 0 for offset in offsets)
     assert len({listener.name for listener in LISTENERS}) == len(LISTENERS)
-    assert bound_offsets() == (GRPC.offset, RAFT.offset, KAFKA.offset, METRICS.offset)
-    assert bound_offsets() == (0, RAFT_PORT_OFFSET, 200, 300)
+    assert bound_offsets() == (
+        GRPC.offset,
+        RAFT.offset,
+        KAFKA.offset,
+        METRICS.offset,
+        STREAM.offset,
+    )
+    assert bound_offsets() == (0, RAFT_PORT_OFFSET, 200, 300, 400)
 
 
 def test_listener_addresses() -> None:
@@ -73,6 +80,18 @@ def test_compose_nodes_listen_on_the_base_port() -> None:
     assert listens and set(listens) == {str(DEFAULT_BASE_PORT)}
     published = re.findall(r"_NODE\d_PORT:-\d+\}:(\d+)$", compose, re.M)
     assert published and set(published) == {str(GRPC.offset + DEFAULT_BASE_PORT)}
+    # Clients dial the stream listener where metadata says: the advertised port + its offset.
+    for n, advertised in enumerate(re.findall(r"_NODE\d_PORT:-(\d+)\}:\d+$", compose, re.M), 1):
+        stream = f"_NODE{n}_STREAM_PORT:-{int(advertised) + STREAM.offset}}}:"
+        assert stream + str(DEFAULT_BASE_PORT + STREAM.offset) in compose, stream
+
+
+def test_the_readme_shows_every_bound_listener() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for listener in LISTENERS:
+        if not listener.reserved:
+            row = f"| +{listener.offset} | {DEFAULT_BASE_PORT + listener.offset} |"
+            assert row in readme, row
 
 
 def test_the_compose_fault_proxy_forwards_to_each_listener() -> None:
