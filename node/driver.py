@@ -592,8 +592,20 @@ class RaftDriver:
                 # their write and the deletion. The replica's own are as new or newer.)
                 dropped = hs.term > 0 and (old is None or old.term <= hs.term)
                 if dropped:
+                    # Its last entry, or what it still had to pass: a replica started from an
+                    # earlier one's promises and deleted before its log passed their floor
+                    # (added back, removed again at once) promised that floor too. Without it,
+                    # the brokersim seed 50284 (the driver's group order fixed) added node 3 back
+                    # with no floor after such a pair; it voted for a candidate lacking entries
+                    # 23-41 its first replica had helped commit, and they were lost.
+                    at = (st.term(last), last)
+                    fence = self.fences.get(group_id)
+                    if fence is not None and fence.floor_index:
+                        at = max(at, (fence.floor_term, fence.floor_index))
+                    if old is not None:
+                        at = max(at, (old.last_term, old.last_index))
                     promises[group_id] = Promises(
-                        term=hs.term, vote=hs.vote, last_term=st.term(last), last_index=last
+                        term=hs.term, vote=hs.vote, last_term=at[0], last_index=at[1]
                     )
             if dropped:
                 self._write_promises(promises, "saving a deleted replica's promises")
