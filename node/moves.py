@@ -188,10 +188,16 @@ def next_step(
     last_index: int,
     recent_ticks: int,
     settled_at: int = 0,
+    silent: Iterable[int] = (),
 ) -> Step:
     """The next membership step towards `target`, from the leader's applied membership and
     its view of its followers (see the module docstring for the order and why). settled_at:
-    the lowest match of a caught-up member (`settled_index`)."""
+    the lowest match of a caught-up member (`settled_index`); silent: members fenced silent in
+    the group (a wiped node whose old incarnation the group still counts, node/membership.py):
+    no other voter leaves while one is, or the fewer voters left would count it among them and
+    might never have a quorum again (the broker simulation's seed 80259: voters {1, 3, 4}, node
+    1 wiped; node 4's replica was replaced, leaving {1, 3} with 1 silent for good). Its leader
+    replaces it first (Broker.membership_step), then the move goes on."""
     vs, ls, want = set(voters), set(learners), set(target)
     for n in sorted(ls - want):
         return Step("remove", n)
@@ -203,9 +209,12 @@ def next_step(
     for n in target:
         if n not in vs:
             return Step("add_learner", n)
-    going = sorted(vs - want)
+    mute = set(silent) & vs
+    going = sorted(vs - want, key=lambda n: (n not in mute, n))  # a silent one may go first
     for n in going:
         if n != leader:
+            if mute - {n}:
+                return Step("wait", n)
             return Step("remove", n)
     if going:  # only the leader itself is left to go: hand over to an in-sync target voter
         isr = set(in_sync)
@@ -666,6 +675,7 @@ class MoveDriver:
                 last_index=status.last_index,
                 recent_ticks=recent,
                 settled_at=settled_index(group.node, status, group.conf_index),
+                silent=[n for n, h in b.hellos.items() if group.id in h.silent],
             )
             if step.kind in ("wait", "done"):
                 continue

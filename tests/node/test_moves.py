@@ -139,6 +139,16 @@ def test_a_learner_is_caught_up_only_once_it_holds_an_entry_of_the_leaders_term(
     assert settled_index(lead.rn, st, 0) == 4 and settled_index(lead.rn, st, 9) == 9
 
 
+def test_no_voter_leaves_while_another_waits_silent_for_its_wiped_disk_to_be_replaced() -> None:
+    # Brokersim seed 80259: node 1's disk was wiped (its old incarnation still a voter, the
+    # new one silent); removing node 4 left voters {1, 3} that could never commit again.
+    assert step({1, 3, 4}, set(), [1, 3], silent={1}) == Step("wait", 4)
+    assert step({1, 3, 4}, set(), [1, 3]) == Step("remove", 4)
+    # The silent one itself may go, and goes first.
+    assert step({1, 3, 4}, set(), [3, 5], silent={1}) == Step("add_learner", 5)
+    assert step({1, 3, 4, 5}, set(), [3, 5], silent={1}, leader=3) == Step("remove", 1)
+
+
 def test_a_learner_outside_the_target_is_removed_first() -> None:
     assert step({1, 2, 3}, {5}, [1, 2, 4]) == Step("remove", 5)
 
