@@ -574,6 +574,44 @@ async def test_a_replica_added_back_keeps_what_its_deleted_replica_promised(
         store.close()
 
 
+async def test_a_replica_added_back_and_deleted_again_at_once_keeps_the_first_ones_floor(
+    tmp_path: Path,
+) -> None:
+    """The broker simulation's seed 50284: node 3's replica (term 3, entries up to 41@3) was
+    deleted by a move; after a restart it was opened from stale metadata with the promised
+    floor and deleted again before it held anything. Its promises were then rewritten from
+    its own empty log, the floor gone; added back once more, it voted for a candidate that
+    lacked 23..41, committed with its first replica's help, and they were lost."""
+    path = tmp_path / "raft.db"
+    store = NodeStore(path)
+    driver = RaftDriver(3, store, Outbox(), RaftTiming(tick_s=3600))
+    gid = "p1.0"
+    try:
+        g = driver.add_group(gid, Machine(), ConfState(voters=frozenset({1, 2, 3})))
+        g.node.step(Message(type=MessageType.VOTE, to=3, frm=2, term=3))
+        ents = (Entry(index=1, term=3), Entry(index=2, term=3, data=b"x"))
+        g.node.step(
+            Message(type=MessageType.APP, to=3, frm=2, term=3, index=0, log_term=0, entries=ents)
+        )
+        rd = g.node.ready()
+        store.write([GroupUpdate(group=g.storage, hard_state=rd.hard_state, entries=rd.entries)])
+        g.node.advance(rd)
+        assert g.storage.last_index() == 2
+        driver.remove_group(gid, destroy=True)
+        again = driver.add_group(gid, Machine(), ConfState(voters=frozenset({1, 2, 3})))
+        assert again.storage.last_index() == 0
+        assert driver.fence_of(gid) == Fence(min_term=1, floor_term=3, floor_index=2)
+        driver.remove_group(gid, destroy=True)  # before anything reached it
+        assert load_promises(store)[gid].last_index == 2
+        third = driver.add_group(
+            gid, Machine(), ConfState(voters=frozenset({1, 2}), learners=frozenset({3}))
+        )
+        assert (third.node.term, third.node.status().vote) == (3, 2)
+        assert driver.fence_of(gid) == Fence(min_term=1, floor_term=3, floor_index=2)
+    finally:
+        store.close()
+
+
 async def test_a_deleted_topics_replicas_leave_no_promises(tmp_path: Path) -> None:
     """Promises outlive a replica only while its group can come back: not past its topic's
     deletion (for_good, or forget_promises for a replica deleted before the topic was)."""
