@@ -72,7 +72,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, KeysView
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -466,8 +466,11 @@ class RaftDriver:
         self._proposers: dict[str, Callable[[], None]] = {}
         """Groups with proposals waiting for the next round (group commit), and how to make
         them: each is called once, before the round ticks or steps anything."""
-        self._dirty: set[str] = set()
-        self._awake: set[str] = set()  # groups that are not quiesced: the ones to tick
+        # Insertion-ordered (dicts, not sets): groups are ticked and their rounds taken in an
+        # order that does not hang on string hashing, so one seed of the broker simulation
+        # replays one world whatever PYTHONHASHSEED is (tests/brokersim/README.md).
+        self._dirty: dict[str, None] = {}
+        self._awake: dict[str, None] = {}  # groups that are not quiesced: the ones to tick
         self._unreachable: set[int] = set()  # peers the transport says are gone
         self._ticks = 0
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"wal-sync-{node_id}")
@@ -569,8 +572,8 @@ class RaftDriver:
         self.groups[group_id] = group
         if campaign and len(cs.voters) == 1 and self.node_id in cs.voters:
             node.campaign()
-        self._dirty.add(group_id)
-        self._awake.add(group_id)
+        self._dirty[group_id] = None
+        self._awake[group_id] = None
         self.wake()
         return group
 
@@ -582,8 +585,8 @@ class RaftDriver:
         if group is None:
             return
         group.removed = True
-        self._dirty.discard(group_id)
-        self._awake.discard(group_id)
+        self._dirty.pop(group_id, None)
+        self._awake.pop(group_id, None)
         if destroy:
             promises = self._load_promises()
             st = group.storage
@@ -596,8 +599,20 @@ class RaftDriver:
                 # their write and the deletion. The replica's own are as new or newer.)
                 dropped = hs.term > 0 and (old is None or old.term <= hs.term)
                 if dropped:
+                    # Its last entry, or what it still had to pass: a replica started from an
+                    # earlier one's promises and deleted before its log passed their floor
+                    # (added back, removed again at once) promised that floor too. Without it,
+                    # the brokersim seed 50284 (the driver's group order fixed) added node 3 back
+                    # with no floor after such a pair; it voted for a candidate lacking entries
+                    # 23-41 its first replica had helped commit, and they were lost.
+                    at = (st.term(last), last)
+                    fence = self.fences.get(group_id)
+                    if fence is not None and fence.floor_index:
+                        at = max(at, (fence.floor_term, fence.floor_index))
+                    if old is not None:
+                        at = max(at, (old.last_term, old.last_index))
                     promises[group_id] = Promises(
-                        term=hs.term, vote=hs.vote, last_term=st.term(last), last_index=last
+                        term=hs.term, vote=hs.vote, last_term=at[0], last_index=at[1]
                     )
             if dropped:
                 self._write_promises(promises, "saving a deleted replica's promises")
@@ -701,8 +716,8 @@ class RaftDriver:
         if group is not None:
             group.node.set_fence(fence)
             self._note_lifted(group)
-            self._dirty.add(group_id)
-            self._awake.add(group_id)
+            self._dirty[group_id] = None
+            self._awake[group_id] = None
             self._wake.set()
 
     def _save_fences(self) -> bool:
@@ -796,7 +811,7 @@ class RaftDriver:
 
     def touched(self, group_id: str) -> None:
         """A handler proposed on or otherwise changed a group: process it next round."""
-        self._dirty.add(group_id)
+        self._dirty[group_id] = None
         self._wake.set()
 
     def wake(self) -> None:
@@ -849,9 +864,9 @@ class RaftDriver:
         group = self.groups.get(group_id)
         return group is not None and group.node.quiesced
 
-    def awake_groups(self) -> set[str]:
-        """Ids of the groups that are not quiesced (do not modify)."""
-        return self._awake
+    def awake_groups(self) -> KeysView[str]:
+        """Ids of the groups that are not quiesced."""
+        return self._awake.keys()
 
     def peer_changed(self, node_id: int, alive: bool) -> None:
         """The transport lost (alive=False) or regained contact with a node. Wake the quiesced
@@ -875,8 +890,8 @@ class RaftDriver:
             leader = node.leader
             if leader == me or (not alive and leader == node_id):
                 node.unquiesce()
-                self._dirty.add(group.id)
-                self._awake.add(group.id)
+                self._dirty[group.id] = None
+                self._awake[group.id] = None
                 woken += 1
         if woken:
             self.stats.wakeups += woken
@@ -911,8 +926,12 @@ class RaftDriver:
             span = max(1, min(IDLE_TICKS_MAX, self.next_duty_in()))
         self._armed_ticks = span
         self._tick_handle = loop.call_at(
-            self._next_tick + (span - 1) * self.timing.tick_s, self._wake.set
+            self._next_tick + (span - 1) * self.timing.tick_s, self._tick_timer_fired
         )
+
+    def _tick_timer_fired(self) -> None:
+        self._tick_handle = None  # spent: _maybe_tick re-arms it if it fired early
+        self._wake.set()
 
     def _rearm_tick(self) -> None:
         """A group woke while the timer spanned idle ticks: tick on time again."""
@@ -968,6 +987,10 @@ class RaftDriver:
 
     def _maybe_tick(self, now: float) -> None:
         if now < self._next_tick - TIMER_SLACK_S:
+            if self._tick_handle is None and not self._stopped:
+                # The timer fired before its time by more than the slack (a coarser clock
+                # still): without a timer armed, no tick would ever come again.
+                self._schedule_tick()
             return
         self.stats.tick_passes += 1
         if self._armed_ticks > 1:
@@ -1021,8 +1044,8 @@ class RaftDriver:
             node.tick()
             group.fsm.on_tick()
         self._dirty.update(self._awake)
-        if quiesced:
-            self._awake.difference_update(quiesced)
+        for group_id in quiesced:
+            self._awake.pop(group_id, None)
         if self.throttles:
             self._release_throttled()
         for listener in self.tick_listeners:
@@ -1061,14 +1084,14 @@ class RaftDriver:
                 log.exception(
                     "group %s: step of %s from %d failed", group_id, msg.type.name, msg.frm
                 )
-            self._dirty.add(group_id)
+            self._dirty[group_id] = None
         self.stats.messages_stepped += len(inbox)
 
     async def _round(self) -> bool:
         """One Ready cycle over every dirty group, up to its write; the rest (steps 6 to 8)
         now or, with a sync in flight, after the next sync. Returns whether anything was done.
         Never awaits: a round runs whole between two finishes."""
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, {}
         readies: list[tuple[Group, Ready]] = []
         touched: list[Group] = []
         awake = self._awake
@@ -1082,10 +1105,10 @@ class RaftDriver:
             # have put a follower to sleep: tick exactly the groups that are awake.
             if node.quiesced:
                 if group_id in awake:
-                    awake.discard(group_id)
+                    awake.pop(group_id, None)
                     self.stats.quiesces += 1
             else:
-                awake.add(group_id)
+                awake[group_id] = None
             if node.has_ready():
                 readies.append((group, node.ready()))
         if not readies:
@@ -1245,7 +1268,7 @@ class RaftDriver:
             else:
                 self._apply(group, rd)
                 group.node.advance(rd)
-            self._dirty.add(group.id)  # advance may have produced messages (commit broadcast)
+            self._dirty[group.id] = None  # advance may have produced messages (commit broadcast)
             if self.fences and t.unfenced:
                 self._note_lifted(group)
 
@@ -1279,7 +1302,7 @@ class RaftDriver:
                 self._doing = f"applying committed entries of group {group.id}"
                 self._apply(group, rd)
                 group.node.advance_applied(rd)
-                self._dirty.add(group.id)
+                self._dirty[group.id] = None
                 self.stats.applied_ahead += 1
                 applied.append(group)
         return applied

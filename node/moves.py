@@ -7,8 +7,9 @@ function of the two (`next_step`):
 
   1. a learner that is not in the target (a move that was replaced) is removed;
   2. a learner of the target that has caught up (its match index within CATCH_UP_LAG entries
-     of the leader's last index, acknowledged recently) is promoted to voter; one that has not
-     is fed, throttled (RaftDriver.set_throttle), and waited for;
+     of the leader's last index, acknowledged recently, and at least `settled_at`: see below)
+     is promoted to voter; one that has not is fed, throttled (RaftDriver.set_throttle), and
+     waited for;
   3. otherwise the first target node not yet in the group is added as a learner;
   4. once every target node votes, each voter outside the target is removed, the leader last:
      when it is the one to go, it hands leadership to an in-sync target voter first;
@@ -41,6 +42,20 @@ window in which the ISR misses it is short and the quorum it joins does not stal
 its catch-up. The leader is never removed while it leads (it hands over first), so produce
 moves over by a NOT_LEADER and the client's metadata refresh, as in any leader change.
 
+What "caught up" must mean. Within CATCH_UP_LAG of the last index is not enough on its own: in
+a short log a learner that never acknowledged anything (match 0) is "within the lag", and a new
+leader counts every peer as heard at its election. A learner promoted so becomes a voter that
+may not be able to vote: a replica added back carries its old replica's floor (node/membership.py,
+"Promises"; raft/core.py, "Coming back after a removal") and grants no vote until its log passes
+it, which only a leader can bring about. Promote it into a group of two, or remove the next old
+replica, and the group can elect no leader ever again (the broker simulation's seed 50284: voters
+{1, 2}, node 2 a candidate, node 1 a promoted learner with an empty log waiting for a leader). So
+a caught-up member's match must also reach `settled_at` (`settled_index`): the change that added
+it (the group's conf index) and the first entry of the leader's own term. Then it has answered
+this leader, and its log's last entry is of the leader's term, which passes any floor: an old
+replica's last entry is of an older term, or of this one and then below the change that added
+the new one (this leader sent it nothing after it applied the removal, which came first).
+
 Cancelling (CancelMove, `plan_cancel`) turns a move around: its target becomes its origin and
 the same steps drive the group back (a learner it added removed first, a replica it removed
 added back and refilled, one it promoted removed once the old ones vote). Two corners: a move
@@ -71,7 +86,7 @@ if TYPE_CHECKING:
     from node.broker import Broker
     from node.controller import Controller, ControllerState
     from node.partition import Partition, PartitionState
-    from raft import PeerProgress
+    from raft import PeerProgress, RawNode, Status
 
 log = logging.getLogger("liferaft.moves")
 
@@ -133,12 +148,33 @@ class Step:
     node: int = 0
 
 
-def caught_up(pr: PeerProgress | None, last_index: int, recent_ticks: int) -> bool:
+def caught_up(
+    pr: PeerProgress | None, last_index: int, recent_ticks: int, settled_at: int = 0
+) -> bool:
     return (
         pr is not None
         and last_index - pr.match <= CATCH_UP_LAG
+        and pr.match >= settled_at
         and pr.ticks_since_ack <= recent_ticks
     )
+
+
+def settled_index(node: RawNode, status: Status, conf_index: int) -> int:
+    """The lowest match a member may have to count as caught up (the module docstring, "What
+    caught up must mean"): the group's last membership change, and the first entry of this
+    leader's term (found by bisection: terms only grow along the log; past the snapshot the
+    first entry held stands for it)."""
+    term = status.term
+    lo, hi = status.first_index, status.last_index
+    if hi < lo or node.term_at(hi) != term:
+        return max(conf_index, hi + 1)  # nothing of this term yet: nobody is caught up
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if node.term_at(mid) == term:
+            hi = mid
+        else:
+            lo = mid + 1
+    return max(conf_index, lo)
 
 
 def next_step(
@@ -151,28 +187,39 @@ def next_step(
     in_sync: Iterable[int],
     last_index: int,
     recent_ticks: int,
+    settled_at: int = 0,
+    silent: Iterable[int] = (),
 ) -> Step:
     """The next membership step towards `target`, from the leader's applied membership and
-    its view of its followers (see the module docstring for the order and why)."""
+    its view of its followers (see the module docstring for the order and why). settled_at:
+    the lowest match of a caught-up member (`settled_index`); silent: members fenced silent in
+    the group (a wiped node whose old incarnation the group still counts, node/membership.py):
+    no other voter leaves while one is, or the fewer voters left would count it among them and
+    might never have a quorum again (the broker simulation's seed 80259: voters {1, 3, 4}, node
+    1 wiped; node 4's replica was replaced, leaving {1, 3} with 1 silent for good). Its leader
+    replaces it first (Broker.membership_step), then the move goes on."""
     vs, ls, want = set(voters), set(learners), set(target)
     for n in sorted(ls - want):
         return Step("remove", n)
     for n in target:
         if n in ls:
-            if caught_up(progress.get(n), last_index, recent_ticks):
+            if caught_up(progress.get(n), last_index, recent_ticks, settled_at):
                 return Step("promote", n)
             return Step("wait", n)
     for n in target:
         if n not in vs:
             return Step("add_learner", n)
-    going = sorted(vs - want)
+    mute = set(silent) & vs
+    going = sorted(vs - want, key=lambda n: (n not in mute, n))  # a silent one may go first
     for n in going:
         if n != leader:
+            if mute - {n}:
+                return Step("wait", n)
             return Step("remove", n)
     if going:  # only the leader itself is left to go: hand over to an in-sync target voter
         isr = set(in_sync)
         for n in target:
-            if n in isr and caught_up(progress.get(n), last_index, recent_ticks):
+            if n in isr and caught_up(progress.get(n), last_index, recent_ticks, settled_at):
                 return Step("transfer", n)
         return Step("wait", 0)
     return Step("done")
@@ -627,6 +674,8 @@ class MoveDriver:
                 in_sync=status.in_sync,
                 last_index=status.last_index,
                 recent_ticks=recent,
+                settled_at=settled_index(group.node, status, group.conf_index),
+                silent=[n for n, h in b.hellos.items() if group.id in h.silent],
             )
             if step.kind in ("wait", "done"):
                 continue

@@ -31,8 +31,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if os.environ.get("PYTHONHASHSEED") != "0":
-        # Sets of strings are iterated in the driver: fix string hashing, or a seed could not
-        # be replayed. Re-run this very command with it fixed.
+        # A guard: no outcome should hang on string hashing (README, "Determinism"), but a set
+        # of strings iterated somewhere new would make a seed unreplayable. Re-run this very
+        # command with it fixed.
         os.environ["PYTHONHASHSEED"] = "0"
         os.execv(sys.executable, [sys.executable, "-m", "tests.brokersim", *sys.argv[1:]])
     args = _parser().parse_args(argv)

@@ -9,8 +9,8 @@ I/O (the network and the disk are simulated), so nothing is ever missed by not w
 A run is deterministic given its seed: one thread, callbacks in FIFO order, timers in time
 order, every random choice from seeded generators, and `virtual_process` binds what the broker
 reads of the process (time.time, time.monotonic, uuid4) to the virtual clock and the seed.
-String hashing must be fixed too (PYTHONHASHSEED: sets of group ids are iterated): the command
-line re-executes itself with PYTHONHASHSEED=0 (tests/brokersim/cli.py).
+No outcome may hang on string hashing (the driver keeps its groups in insertion order, not in
+sets: README.md, "Determinism"); the command line still fixes PYTHONHASHSEED=0 as a guard.
 """
 
 from __future__ import annotations

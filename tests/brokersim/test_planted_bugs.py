@@ -140,7 +140,7 @@ def test_a_replica_added_back_forgets_its_old_replicas_promises(
 ) -> None:
     monkeypatch.setattr(RaftDriver, "_keep_promises", lambda self, storage, promised: None)
     found = _hunt()
-    # Which symptom comes first depends on the hash seed (pytest's is random): a vote granted
-    # twice, a leader elected without entries the old replica acknowledged (replicas differ),
-    # or a move that never finishes because the group's terms went astray.
+    # Which symptom comes first depends on the world: a vote granted twice, a leader elected
+    # without entries the old replica acknowledged (replicas differ), or a move that never
+    # finishes because the group's terms went astray.
     assert found.prop in {"one vote per term", "replicas agree", "progress"}, found.error

@@ -574,6 +574,44 @@ async def test_a_replica_added_back_keeps_what_its_deleted_replica_promised(
         store.close()
 
 
+async def test_a_replica_added_back_and_deleted_again_at_once_keeps_the_first_ones_floor(
+    tmp_path: Path,
+) -> None:
+    """The broker simulation's seed 50284: node 3's replica (term 3, entries up to 41@3) was
+    deleted by a move; after a restart it was opened from stale metadata with the promised
+    floor and deleted again before it held anything. Its promises were then rewritten from
+    its own empty log, the floor gone; added back once more, it voted for a candidate that
+    lacked 23..41, committed with its first replica's help, and they were lost."""
+    path = tmp_path / "raft.db"
+    store = NodeStore(path)
+    driver = RaftDriver(3, store, Outbox(), RaftTiming(tick_s=3600))
+    gid = "p1.0"
+    try:
+        g = driver.add_group(gid, Machine(), ConfState(voters=frozenset({1, 2, 3})))
+        g.node.step(Message(type=MessageType.VOTE, to=3, frm=2, term=3))
+        ents = (Entry(index=1, term=3), Entry(index=2, term=3, data=b"x"))
+        g.node.step(
+            Message(type=MessageType.APP, to=3, frm=2, term=3, index=0, log_term=0, entries=ents)
+        )
+        rd = g.node.ready()
+        store.write([GroupUpdate(group=g.storage, hard_state=rd.hard_state, entries=rd.entries)])
+        g.node.advance(rd)
+        assert g.storage.last_index() == 2
+        driver.remove_group(gid, destroy=True)
+        again = driver.add_group(gid, Machine(), ConfState(voters=frozenset({1, 2, 3})))
+        assert again.storage.last_index() == 0
+        assert driver.fence_of(gid) == Fence(min_term=1, floor_term=3, floor_index=2)
+        driver.remove_group(gid, destroy=True)  # before anything reached it
+        assert load_promises(store)[gid].last_index == 2
+        third = driver.add_group(
+            gid, Machine(), ConfState(voters=frozenset({1, 2}), learners=frozenset({3}))
+        )
+        assert (third.node.term, third.node.status().vote) == (3, 2)
+        assert driver.fence_of(gid) == Fence(min_term=1, floor_term=3, floor_index=2)
+    finally:
+        store.close()
+
+
 async def test_a_deleted_topics_replicas_leave_no_promises(tmp_path: Path) -> None:
     """Promises outlive a replica only while its group can come back: not past its topic's
     deletion (for_good, or forget_promises for a replica deleted before the topic was)."""
@@ -777,5 +815,23 @@ async def test_a_timer_that_fires_a_float_epsilon_early_still_ticks(tmp_path: Pa
         driver._maybe_tick(due - 1e-9)
         assert driver._ticks == ticks + 1
         assert driver._next_tick > due  # and the next one is armed
+    finally:
+        await driver.stop()
+
+
+async def test_a_timer_that_fires_well_before_its_time_is_armed_again(tmp_path: Path) -> None:
+    """Whatever the loop's clock does, a tick timer spent before the tick is due must leave
+    another armed: the driver's ticks (elections, heartbeats) may never stop for good."""
+    driver = RaftDriver(1, NodeStore(tmp_path / "raft.db"), Outbox(), RaftTiming(tick_s=0.02))
+    driver.start()
+    try:
+        due = driver._next_tick
+        ticks = driver._ticks
+        driver._tick_timer_fired()  # as if the timer fired 10 ms early
+        driver._maybe_tick(due - 0.01)
+        assert driver._ticks == ticks  # not due yet: no tick
+        assert driver._tick_handle is not None  # but the next one is armed
+        await asyncio.sleep(0.1)
+        assert driver._ticks > ticks  # and it came
     finally:
         await driver.stop()

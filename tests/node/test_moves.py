@@ -39,6 +39,7 @@ from node.moves import (
     plan_rebalance,
     plan_recommission,
     replica_load,
+    settled_index,
 )
 from node.storage import NodeStore
 from raft import Entry, EntryType, Message, MessageType, PeerProgress, ProgressState
@@ -95,6 +96,57 @@ def test_the_leader_hands_over_before_it_is_removed() -> None:
     assert step({1, 2, 3}, set(), [2, 3], in_sync={1}) == Step("wait", 0)
     # Other voters that go are removed first, the leader last.
     assert step({1, 2, 3, 4}, set(), [3, 4]) == Step("remove", 2)
+
+
+def test_a_learner_is_caught_up_only_once_it_holds_an_entry_of_the_leaders_term() -> None:
+    # Brokersim seed 50284 (one string hashing, before the driver's order was fixed): a new
+    # leader counts every peer as heard, and a learner with match 0 is "within the lag" of a
+    # short log; promoted so, a re-added replica that waits for its floor (it votes only once
+    # a leader brings its log past its old replica's last entry) left voters {1, 2} with no
+    # leader for good. Now it must hold the leader's first entry of its term (and the change
+    # that added it) first.
+    lead = Solo(1, voters=(1, 2), learners=(3,), terms=[1, 1, 1], term=1)
+    lead.make_leader()
+    term, last = lead.raft.term, lead.raft.log.last_index()
+    assert (term, last) == (2, 4)  # the new leader's no-op at 4
+    lead.step(MessageType.APP_RESP, 2, term=term, index=last)
+    lead.drain()
+
+    def look(conf_index: int = 0) -> Step:
+        st = lead.rn.status()
+        return next_step(
+            leader=1,
+            voters={1, 2},
+            learners={3},
+            target=[1, 2, 3],
+            progress=st.progress,
+            in_sync=st.in_sync,
+            last_index=st.last_index,
+            recent_ticks=10,
+            settled_at=settled_index(lead.rn, st, conf_index),
+        )
+
+    assert lead.rn.status().progress[3].match == 0
+    assert look() == Step("wait", 3)
+    lead.step(MessageType.APP_RESP, 3, term=term, index=3)  # the old term's entries only
+    lead.drain()
+    assert look() == Step("wait", 3)
+    lead.step(MessageType.APP_RESP, 3, term=term, index=last)
+    lead.drain()
+    assert look() == Step("promote", 3)
+    assert look(conf_index=last + 1) == Step("wait", 3)  # nor without the change that added it
+    st = lead.rn.status()
+    assert settled_index(lead.rn, st, 0) == 4 and settled_index(lead.rn, st, 9) == 9
+
+
+def test_no_voter_leaves_while_another_waits_silent_for_its_wiped_disk_to_be_replaced() -> None:
+    # Brokersim seed 80259: node 1's disk was wiped (its old incarnation still a voter, the
+    # new one silent); removing node 4 left voters {1, 3} that could never commit again.
+    assert step({1, 3, 4}, set(), [1, 3], silent={1}) == Step("wait", 4)
+    assert step({1, 3, 4}, set(), [1, 3]) == Step("remove", 4)
+    # The silent one itself may go, and goes first.
+    assert step({1, 3, 4}, set(), [3, 5], silent={1}) == Step("add_learner", 5)
+    assert step({1, 3, 4, 5}, set(), [3, 5], silent={1}, leader=3) == Step("remove", 1)
 
 
 def test_a_learner_outside_the_target_is_removed_first() -> None:
