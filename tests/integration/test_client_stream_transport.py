@@ -13,6 +13,7 @@ tests/integration/test_produce_stream.py.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -202,3 +203,58 @@ async def test_a_client_certificate_on_the_listener(
     assert tcp and all(tcp.values()), tcp
     assert sorted(got) == [b"r-%04d" % i for i in range(30)]
     assert fetch_opens
+
+
+async def test_a_listener_that_cannot_be_dialled_leaves_that_node_to_grpc(
+    cluster: DevCluster, fetch_opens: list[str]
+) -> None:
+    """The metadata names a stream listener nothing answers at (a closed port): the produce
+    and the fetch go to that node on gRPC, nothing fails, and the listener is left alone for a
+    while (then tried again)."""
+    await create_topic(cluster, "df")
+    tp = TopicPartition("df", 0)
+    async with Producer(cluster.bootstrap, linger_ms=0) as producer:
+        await producer.send_and_wait("df", b"first", partition=0)  # the streams open
+        cluster_core = producer._cluster
+        assert cluster_core is not None
+        address = cluster_core.metadata.leader_address("df", 0)
+        assert address is not None
+        streams = streams_of(producer)
+        assert streams.over_tcp(address)
+        await streams.drop(address)
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: refused
+        try:
+            keep_naming(cluster_core.metadata, address, dead)
+            await producer.send_and_wait("df", b"second", partition=0)
+            assert not streams.over_tcp(address) and address in streams._no_listener_until
+            async with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as consumer:
+                core = consumer._cluster
+                assert core is not None
+                keep_naming(core.metadata, address, dead)
+                consumer.assign([tp])
+                got: list[bytes | None] = []
+                async with asyncio.timeout(WAIT_S):
+                    while len(got) < 2:
+                        got += [
+                            r.value for r in (await consumer.getmany(timeout_ms=500)).get(tp, [])
+                        ]
+                assert got == [b"first", b"second"]
+                assert fetch_opens == []
+                assert address in core._fetch_no_listener_until
+        finally:
+            closed.close()
+
+
+def keep_naming(metadata: Any, address: str, stream_address: str) -> None:
+    """From now on `metadata` names `stream_address` as `address`'s stream listener, whatever
+    the nodes' metadata says."""
+    update = metadata.update
+
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        update(*args, **kwargs)
+        metadata._stream_addresses[address] = stream_address
+
+    metadata.update = wrapped
+    metadata._stream_addresses[address] = stream_address
