@@ -5,9 +5,10 @@ backoffs) whose gRPC channels pass through the `answers` fault's interceptor; ea
 `client.Consumer` assigned its partition from offset 0. Errors become outcomes here, at the
 boundary (chaos/clients.py says what each means).
 
-Transports (issue 18): the senders keep to gRPC (`stream_transport=False`; a client with
-grpc_interceptors would anyway), so that the `answers` fault sees every Produce; the readers
-tail on the nodes' stream listeners (framed TCP), the client's default. No client traffic goes
+Transports (issue 18): in a run that injects the `answers` fault the senders keep to gRPC
+(`stream_transport=False`, WorkloadConfig.senders_on_grpc), so that the fault's interceptor
+sees every Produce; otherwise they produce on the nodes' stream listeners (framed TCP), the
+client's default, as the readers always tail there. No client traffic goes
 through the fault proxies or the iptables cuts (they sit on the node-to-node links only,
 chaos/network.py), so neither transport is a way around a fault.
 """
@@ -59,7 +60,11 @@ def error_text(e: BaseException) -> str:
 
 class LiferaftSender:
     def __init__(
-        self, bootstrap: str, tp: TopicPartition, cfg: WorkloadConfig, answers: AnswerDropper
+        self,
+        bootstrap: str,
+        tp: TopicPartition,
+        cfg: WorkloadConfig,
+        answers: AnswerDropper | None,
     ):
         self.tp = tp
         self._producer = Producer(
@@ -69,8 +74,8 @@ class LiferaftSender:
             request_timeout_ms=cfg.request_timeout_ms,
             retry_backoff_ms=cfg.retry_backoff_ms,
             retry_backoff_max_ms=cfg.retry_backoff_max_ms,
-            grpc_interceptors=answers.interceptors(),
-            stream_transport=False,  # the answers fault is a gRPC interceptor (docstring)
+            grpc_interceptors=answers.interceptors() if answers is not None else (),
+            stream_transport=answers is None,
             **dict(cfg.security),  # type: ignore[arg-type]
         )
 
@@ -165,11 +170,11 @@ class LiferaftClients:
     def __init__(self, bootstrap: str, config: WorkloadConfig) -> None:
         self.bootstrap = bootstrap
         self.config = config
-        self.answers: AnswerDropper | None = AnswerDropper()
+        # Only a run that injects the `answers` fault has the dropper (and senders on gRPC).
+        self.answers: AnswerDropper | None = AnswerDropper() if config.senders_on_grpc else None
         self._admin = _Admin(bootstrap, config)
 
     def sender(self, tp: TopicPartition) -> LiferaftSender:
-        assert self.answers is not None
         return LiferaftSender(self.bootstrap, tp, self.config, self.answers)
 
     def reader(self, tp: TopicPartition, *, final: bool) -> LiferaftReader:

@@ -90,6 +90,10 @@ class WorkloadConfig:
     settle_timeout_s: float = 30.0
     recover_timeout_s: float = 90.0
     final_read_timeout_s: float = 90.0
+    senders_on_grpc: bool = False
+    """liferaft's senders keep to gRPC (the run injects the `answers` fault, a gRPC interceptor:
+    chaos/answers.py); otherwise they produce on the nodes' stream listeners, the client's
+    default, so chaos tests the transport users get."""
     security: Mapping[str, str] = field(default_factory=dict, repr=False)
     """The clients' security options (client/security.py, aiokafka's names: security_protocol,
     ssl_cafile, sasl_plain_username...), for every client of the run: the workload's, the

@@ -256,6 +256,7 @@ def chaos_run(
         retry_backoff_ms=retry_backoff_ms,
         retry_backoff_max_ms=retry_backoff_max_ms,
         recover_timeout_s=90.0 if target == "local" else 120.0,
+        senders_on_grpc="answers" in kinds,
     )
     run: dict[str, Any] = {
         "target": target,

@@ -77,7 +77,9 @@ def run_local(
         local_chaos_cluster(tmp_path / "cluster", nodes, extra, power=power) as local,
         open(tmp_path / "history.jsonl", "w", encoding="utf-8") as stream,
     ):
-        config = config or WorkloadConfig(topic="chaos")
+        config = config or WorkloadConfig(
+            topic="chaos", senders_on_grpc=any(f.kind == "answers" for f in plan)
+        )
         if secure:
             assert local.cluster.make_first_admin() is not None
             security = _client_config(str(local.cluster.client_config))
