@@ -107,7 +107,8 @@ def test_a_learner_is_caught_up_only_once_it_holds_an_entry_of_the_leaders_term(
     # that added it) first.
     lead = Solo(1, voters=(1, 2), learners=(3,), terms=[1, 1, 1], term=1)
     lead.make_leader()
-    term, last = lead.raft.term, lead.raft.log.last_index()
+    status = lead.rn.status()
+    term, last = status.term, status.last_index
     assert (term, last) == (2, 4)  # the new leader's no-op at 4
     lead.step(MessageType.APP_RESP, 2, term=term, index=last)
     lead.drain()
