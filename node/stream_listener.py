@@ -43,6 +43,7 @@ from node.authn import AuthError, GrpcAuth
 from node.errors import BrokerError, ErrorCode
 from node.limits import HELLO_DEADLINE_S, MAX_UNAUTHENTICATED_CONNECTIONS
 from node.metrics import NodeMetrics
+from node.tasks import stop_listener
 
 __all__ = ["StreamListener"]
 
@@ -166,16 +167,7 @@ class StreamListener:
         )
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._server is not None:
-            with suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        await stop_listener(self._server, self._connections)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Coroutine
+from contextlib import suppress
 from typing import Any
 
 log = logging.getLogger("liferaft.tasks")
@@ -101,3 +102,19 @@ def _done(
         log.error("task %s failed", task.get_name(), exc_info=exc)
     if on_failure is not None:
         on_failure(exc)
+
+
+async def stop_listener(server: asyncio.Server | None, connections: set[asyncio.Task[Any]]) -> None:
+    """A client listener's stop (the Kafka and stream listeners): accept no more, cancel every
+    connection's task and wait for them, then for the server, at most a second: a client that
+    does not answer the close must not hold up the node's stop."""
+    if server is not None:
+        server.close()
+    for task in list(connections):
+        task.cancel()
+    for task in list(connections):
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+    if server is not None:
+        with suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1.0)

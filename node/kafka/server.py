@@ -37,6 +37,7 @@ from node.kafka.wire import (
     decode_request,
     encode_response,
 )
+from node.tasks import stop_listener
 
 log = logging.getLogger("liferaft.kafka")
 
@@ -89,16 +90,7 @@ class KafkaListener:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._server is not None:
-            with suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        await stop_listener(self._server, self._connections)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
