@@ -45,6 +45,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -130,6 +131,15 @@ _broken = broken
 STREAM_RETRY_S = 10.0
 """After a node's stream listener failed to open a stream, how long its produce streams go on
 gRPC before the listener is tried again (a node restarting, a listener not up yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A request queued on a stream (ProduceStreamCall.send), to wait for its answer."""
+
+    cid: int
+    fut: asyncio.Future[broker_pb2.ProduceResponse]
+    timeout_s: float
 
 
 class ProduceStreamCall:
@@ -240,6 +250,12 @@ class ProduceStreamCall:
         self, request: broker_pb2.ProduceRequest, timeout_s: float
     ) -> broker_pb2.ProduceResponse:
         """One attempt: the response, or the LiferaftError it ended with (module docstring)."""
+        return await self.answer(await self.send(request, timeout_s))
+
+    async def send(self, request: broker_pb2.ProduceRequest, timeout_s: float) -> _Sent:
+        """Queue one attempt behind every request queued before it, waiting for a slot (within
+        `timeout_s`) if need be; `answer` waits for its answer. Split from it so that a caller
+        can queue requests in its own order, then wait for their answers together."""
         if self.failure is not None:
             raise copy.copy(self.failure)
         loop = asyncio.get_running_loop()
@@ -250,18 +266,23 @@ class ProduceStreamCall:
                     await self._room.take()
             except TimeoutError:
                 raise self._timed_out(timeout_s, sent=False) from None
-        cid = -1
+        if self.failure is not None:
+            self._room.release()
+            raise copy.copy(self.failure)
+        # The stream's deadline timer on the answer's future, not asyncio.timeout: no
+        # context object, no cancellation of the task to undo, no timer per request.
+        cid, fut = self._enqueue(request, deadline)
+        return _Sent(cid, fut, timeout_s)
+
+    async def answer(self, sent: _Sent) -> broker_pb2.ProduceResponse:
+        """The answer to a request `send` queued, or the LiferaftError it ended with."""
         try:
-            if self.failure is not None:
-                raise copy.copy(self.failure)
-            # The stream's deadline timer on the answer's future, not asyncio.timeout: no
-            # context object, no cancellation of the task to undo, no timer per request.
-            cid, fut = self._enqueue(request, deadline)
-            response = await fut
+            response = await sent.fut
         except TimeoutError:
-            raise self._timed_out(timeout_s, sent=self._outbox.pop(cid, None) is None) from None
+            sent_out = self._outbox.pop(sent.cid, None) is None
+            raise self._timed_out(sent.timeout_s, sent=sent_out) from None
         finally:
-            self._waiting.pop(cid, None)
+            self._waiting.pop(sent.cid, None)
             self._room.release()
         if response.HasField("error"):
             raise error_from_detail(response.error)
@@ -476,6 +497,16 @@ class _TcpLink:
         self.stop()
 
 
+class _Gate:
+    """The requests waiting for one node's produce stream to open, in arrival order."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class ProduceStreams:
     """The produce stream per node address, and the addresses that do not serve one.
 
@@ -498,6 +529,8 @@ class ProduceStreams:
         self.dialer = dialer
         """How to reach stream listeners; None: gRPC only."""
         self._calls: dict[str, ProduceStreamCall] = {}
+        self._opening: dict[str, _Gate] = {}
+        """Addresses whose stream some `produce` waits to open, and the order they wait in."""
         self._dialing: dict[str, asyncio.Future[None]] = {}
         self._no_listener_until: dict[str, float] = {}
         self.unsupported: set[str] = set()
@@ -515,9 +548,30 @@ class ProduceStreams:
         stream listener at `stream_address` if it has one, else gRPC). Raises LiferaftError as
         a unary call's failure would map, or StreamUnsupported."""
         call = self._calls.get(address)
-        if call is None or not call.open or self._may_upgrade(call, stream_address):
-            call = await self._open(stub, address, stream_address)
         try:
+            if (
+                address in self._opening
+                or call is None
+                or not call.open
+                or self._may_upgrade(call, stream_address)
+            ):
+                # The stream must be opened first: this request and every one after it to this
+                # node queue in the order they came (asyncio.Lock is first come, first served),
+                # and `submit` sends none past them, so a partition's batches are written in
+                # the order its sender sent them even while the stream opens.
+                gate = self._opening.setdefault(address, _Gate())
+                gate.users += 1
+                try:
+                    async with gate.lock:
+                        call = self._calls.get(address)
+                        if call is None or not call.open or self._may_upgrade(call, stream_address):
+                            call = await self._open(stub, address, stream_address)
+                        sent = await call.send(request, timeout_s)
+                finally:
+                    gate.users -= 1
+                    if not gate.users:
+                        del self._opening[address]
+                return await call.answer(sent)
             return await call.produce(request, timeout_s)
         except StreamUnsupported:
             self.unsupported.add(address)
@@ -597,9 +651,10 @@ class ProduceStreams:
         timeout_s: float,
         on_done: Callable[[Outcome], None],
     ) -> asyncio.Future[broker_pb2.ProduceResponse] | None:
-        """ProduceStreamCall.submit on `address`'s stream, if one is open (else None)."""
+        """ProduceStreamCall.submit on `address`'s stream, if one is open and no earlier
+        request waits for it to open (else None)."""
         call = self._calls.get(address)
-        if call is None:
+        if call is None or address in self._opening:
             return None
         return call.submit(request, timeout_s, on_done)
 

@@ -206,6 +206,61 @@ async def test_a_client_certificate_on_the_listener(
     assert fetch_opens
 
 
+async def test_a_request_sent_as_the_stream_opens_waits_behind_the_one_that_opened_it(
+    cluster: DevCluster,
+) -> None:
+    """The first request to a node opens its stream and waits for it; one that comes the moment
+    the stream is open, before the first has resumed, must not be sent past it: a partition's
+    batches are written in the order its sender sent them. (It once was: `bench e2e` counted
+    OUT_OF_ORDER_SEQUENCE_NUMBER at every idempotent producer's start, and without idempotence
+    records 0 and 1 were written as 1, 0.)"""
+    await create_topic(cluster, "og", partitions=1)
+    async with AdminClient(cluster.bootstrap) as admin:
+        leader = (await admin.describe_topics(["og"]))["og"].partitions[0].leader
+    address = cluster.node(leader).address
+    md = cluster.metadata(leader, timeout_s=10)
+    stream_port = next(b.stream_port for b in md.brokers if b.node_id == leader)
+    stream_address = f"{address.rsplit(':', 1)[0]}:{stream_port}"
+    streams = ProduceStreams(dialer=StreamDialer.from_security(Security.from_options({})))
+
+    def request(value: bytes) -> broker_pb2.ProduceRequest:
+        return broker_pb2.ProduceRequest(
+            topic="og",
+            partition=0,
+            acks=-1,
+            timeout_ms=10_000,
+            records=records.build_batch([records.Record(value=value)]),
+        )
+
+    try:
+        first = asyncio.ensure_future(
+            streams.produce(None, address, request(b"0"), 10.0, stream_address)  # type: ignore[arg-type]
+        )
+        async with asyncio.timeout(WAIT_S):
+            while address not in streams._dialing:
+                await asyncio.sleep(0)
+        second: list[asyncio.Future[Any]] = []
+
+        def at_open(_: object) -> None:  # the stream is open; the first has not resumed yet
+            fut = streams.submit(address, request(b"1"), 10.0, lambda outcome: None)
+            if fut is None:  # not past the first: the sender's other way, which queues behind
+                fut = asyncio.ensure_future(
+                    streams.produce(None, address, request(b"1"), 10.0, stream_address)  # type: ignore[arg-type]
+                )
+            second.append(fut)
+
+        streams._dialing[address].add_done_callback(at_open)
+        async with asyncio.timeout(WAIT_S):
+            offset0 = (await first).base_offset
+            while not second:
+                await asyncio.sleep(0.01)
+            offset1 = (await second[0]).base_offset
+        assert streams.over_tcp(address)
+        assert (offset0, offset1) == (0, 1)
+    finally:
+        await streams.close()
+
+
 async def on_uvloop(make: Callable[[], Any]) -> Any:
     """Await the coroutine `make()` returns on a uvloop loop of its own, in a thread (the tests'
     own loop is asyncio's)."""
