@@ -323,7 +323,13 @@ class Producer:
             stream_transport=stream_transport,
             security=Security.from_options(security),
         )
-        self.partitioner: Partitioner = _adapt_partitioner(partitioner) or DefaultPartitioner()
+        self.partitioner: Partitioner = _adapt_partitioner(partitioner) or DefaultPartitioner(
+            batch_size
+        )
+        self._sticky = (
+            self.partitioner if isinstance(self.partitioner, DefaultPartitioner) else None
+        )
+        """The default partitioner, told each keyless record's size (its stickiness)."""
         self._cluster: Cluster | None = None
         self._sender: Sender | None = None
         self._acc: RecordAccumulator | None = None
@@ -466,7 +472,7 @@ class Producer:
 
         Waits only for room in the buffer (BufferFullError after max_block_ms) and, the first
         time a topic is used, for its metadata. partition None: the partitioner chooses (by key
-        hash, or round-robin without a key). The future fails with the record's error:
+        hash; without a key, sticky: batch_size bytes to a partition, then the next). The future fails with the record's error:
         DeliveryTimeoutError, MessageTooLargeError, UnknownTopicOrPartitionError, ...
         """
         cluster, acc = await self._ready()
@@ -497,6 +503,8 @@ class Producer:
         if not acc.try_reserve(size):
             await acc.reserve(size, self.max_block_ms / 1000)
         fut, wake = acc.append(tp, record, size)
+        if partition is None and record.key is None and self._sticky is not None:
+            self._sticky.appended(topic, tp.partition, size)
         if wake:
             sender.look_again()
         sender.fail_queued_if_dead()
@@ -567,6 +575,7 @@ class Producer:
         if not batch_records:
             raise ValueError("send_batch needs at least one record")
         cluster, acc = await self._ready()
+        keyless = False
         if partition is None:
             if isinstance(batch_records, ValueRecords):
                 keys: list[bytes | None] = [None]
@@ -579,6 +588,7 @@ class Producer:
                     "goes to one partition: pass partition=, or send one batch per key"
                 )
             partition = chosen.pop()
+            keyless = keys == [None]
         tp = await self._choose(cluster, topic, partition, None)
         size = estimate_records_size(batch_records) + BATCH_OVERHEAD
         if size > self.max_request_size:
@@ -590,6 +600,8 @@ class Producer:
         sender = self._partition_sender(tp)
         await acc.reserve(size, self.max_block_ms / 1000)
         whole = acc.append_whole(tp, batch_records, size)
+        if keyless and self._sticky is not None:
+            self._sticky.appended(topic, tp.partition, size)
         sender.wake()
         sender.fail_queued_if_dead()
         return whole

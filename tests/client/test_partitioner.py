@@ -6,7 +6,8 @@ for 1000 partitions are the ones kafka-python checks against Java's DefaultParti
 
 from __future__ import annotations
 
-from collections import Counter
+import itertools
+import random
 
 import pytest
 
@@ -58,12 +59,61 @@ def test_a_key_stays_on_its_partition_even_without_a_leader() -> None:
         assert p("t", b"customer-7", partitions, others) == home
 
 
-def test_keyless_records_go_round_robin_per_topic_over_available() -> None:
-    p = DefaultPartitioner()
-    assert [p("a", None, [0, 1, 2], [0, 1, 2]) for _ in range(6)] == [0, 1, 2, 0, 1, 2]
-    assert [p("b", None, [0, 1, 2], [0, 2]) for _ in range(4)] == [0, 2, 0, 2]
-    # Nothing available: spread over all partitions (the send waits for a leader).
-    assert Counter(p("c", None, [0, 1, 2], []) for _ in range(9)) == {0: 3, 1: 3, 2: 3}
+def test_keyless_records_stick_to_a_partition_for_batch_size_bytes_then_move_on() -> None:
+    """Kafka's uniform sticky partitioner (KIP-794): one partition until batch_size bytes have
+    gone there, then the next one that has a leader; per topic."""
+    p = DefaultPartitioner(batch_size=1000, rng=random.Random(7))
+    parts = [0, 1, 2]
+    seen = []
+    for _ in range(30):
+        chosen = p("a", None, parts, parts)
+        p.appended("a", chosen, 100)
+        seen.append(chosen)
+    runs = [len(list(g)) for _, g in itertools.groupby(seen)]
+    assert runs == [10, 10, 10], seen
+    assert sorted(set(seen)) == parts  # each in turn
+    assert seen[10] == (seen[0] + 1) % 3
+    # A partition whose leader is missing is skipped; the order of the rest is kept.
+    q = DefaultPartitioner(batch_size=100, rng=random.Random(1))
+    got = []
+    for _ in range(4):
+        got.append(q("b", None, parts, [0, 2]))
+        q.appended("b", got[-1], 100)
+    assert got in ([0, 2, 0, 2], [2, 0, 2, 0])
+    # Records the producer did not place keylessly (appended for another partition) do not
+    # count towards the sticky partition's bytes.
+    r = DefaultPartitioner(batch_size=100, rng=random.Random(3))
+    home = r("c", None, parts, parts)
+    r.appended("c", (home + 1) % 3, 500)
+    assert r("c", None, parts, parts) == home
+
+
+def test_a_sticky_partition_that_loses_its_leader_is_left_at_once() -> None:
+    p = DefaultPartitioner(batch_size=10**6, rng=random.Random(5))
+    parts = [0, 1, 2, 3]
+    home = p("t", None, parts, parts)
+    assert p("t", None, parts, parts) == home  # far from batch_size: stays
+    others = [x for x in parts if x != home]
+    moved = p("t", None, parts, others)
+    assert moved in others
+    assert p("t", None, parts, parts) == moved  # and stays there once its leader is back
+    # Nothing available: it still chooses among all partitions (the send waits for a leader).
+    assert p("u", None, parts, []) in parts
+
+
+def test_producers_start_on_different_partitions() -> None:
+    """The first keyless partition of a topic is drawn at random, so that many producers
+    started together do not all fill the same partition first."""
+    starts = {
+        DefaultPartitioner(rng=random.Random(seed))("t", None, [0, 1, 2, 3], [0, 1, 2, 3])
+        for seed in range(40)
+    }
+    assert starts == {0, 1, 2, 3}
+
+
+def test_a_batch_size_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        DefaultPartitioner(batch_size=0)
 
 
 def test_no_partitions_is_an_error() -> None:
