@@ -112,7 +112,14 @@ async def test_forged_messages_gossip_and_hellos_change_nothing(tmp_path: Path) 
         await stub.Produce(
             broker_pb2.ProduceRequest(topic=TOPIC, partition=on[1], acks=-1, records=batch)
         )
-        before = _metadata_view(await stub.Metadata(broker_pb2.MetadataRequest()))
+        # Node 1 learns the other partitions' leaders by their gossip: wait until it knows all
+        # three, or a late true gossip would pass for a lie taken in (a flaky run of CI did).
+        async with asyncio.timeout(30):
+            while True:
+                before = _metadata_view(await stub.Metadata(broker_pb2.MetadataRequest()))
+                if all(leader != 0 for _, _, leader, _ in before):
+                    break
+                await asyncio.sleep(0.05)
 
         # 1. Node 2 (a member of the cluster, not of the partition only node 1 hosts) sends node
         # 1 an AppendEntries for it at term + 1000 over its real link.
