@@ -8,7 +8,11 @@ would.
 Keyless records are *sticky*, as Kafka's Java client places them (KIP-480 since 2.4, KIP-794's
 uniform sticky partitioner since 3.3) and librdkafka too: they all go to one partition until
 `batch_size` bytes have gone there, then to the next partition that has a leader (a random
-start per topic and producer, so that many producers do not march in step). Spread evenly over
+start per topic and producer, so that many producers do not march in step). When the producer
+says how many batches wait for each partition (`queued`), the next partition is drawn with
+weight `most waiting + 1 - its own waiting` instead, as KIP-794's adaptive partitioning does: a
+partition whose leader is slow or gone silent (its batches pile up) gets fewer new records, the
+others more. Spread evenly over
 time, but each partition gets full batches in turn instead of every partition a sliver of each
 moment's records: at a low rate that is one request where round-robin made one per partition
 (a 1 ms linger at 1,000 records/s over three partitions: about a third of the requests, and
@@ -22,7 +26,7 @@ A custom partitioner is any callable `(topic, key, partitions, available) -> par
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 __all__ = ["DefaultPartitioner", "Partitioner", "murmur2", "partition_for_key"]
@@ -83,11 +87,18 @@ class DefaultPartitioner:
     next available one (module docstring). The producer tells it each keyless record's size
     (`appended`); without that it sticks until the sticky partition loses its leader."""
 
-    def __init__(self, batch_size: int = 16 * 1024, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        batch_size: int = 16 * 1024,
+        rng: random.Random | None = None,
+        queued: Callable[[str, int], int] | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self._rng = rng or random.Random()
+        self._queued = queued
+        """(topic, partition) -> batches waiting in the producer for it; None: not known."""
         self._sticky: dict[str, _Sticky] = {}
 
     def __call__(
@@ -108,9 +119,20 @@ class DefaultPartitioner:
         if sticky is None:
             sticky = self._sticky[topic] = _Sticky(choices[self._rng.randrange(len(choices))])
         elif sticky.partition not in choices or sticky.bytes >= self.batch_size:
-            sticky.partition = _next(sticky.partition, choices)
+            sticky.partition = self._next(topic, sticky.partition, choices)
             sticky.bytes = 0
         return sticky.partition
+
+    def _next(self, topic: str, current: int, choices: Sequence[int]) -> int:
+        """The next sticky partition: the next in turn, unless some have more batches waiting
+        than others; then a draw weighted towards the least loaded (KIP-794)."""
+        if self._queued is not None and len(choices) > 1:
+            waiting = [self._queued(topic, p) for p in choices]
+            most = max(waiting)
+            if most != min(waiting):
+                weights = [most + 1 - w for w in waiting]
+                return self._rng.choices(choices, weights)[0]
+        return _next(current, choices)
 
     def appended(self, topic: str, partition: int, size: int) -> None:
         """A keyless record of `size` bytes went to `partition` (the one chosen for it)."""

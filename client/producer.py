@@ -324,7 +324,7 @@ class Producer:
             security=Security.from_options(security),
         )
         self.partitioner: Partitioner = _adapt_partitioner(partitioner) or DefaultPartitioner(
-            batch_size
+            batch_size, queued=self._queued_batches
         )
         self._sticky = (
             self.partitioner if isinstance(self.partitioner, DefaultPartitioner) else None
@@ -605,6 +605,11 @@ class Producer:
         sender.wake()
         sender.fail_queued_if_dead()
         return whole
+
+    def _queued_batches(self, topic: str, partition: int) -> int:
+        """Batches of `partition` waiting in the accumulator (the default partitioner's load)."""
+        q = self._acc.queues.get(TopicPartition(topic, partition)) if self._acc else None
+        return len(q) if q else 0
 
     def _partition_sender(self, tp: TopicPartition) -> PartitionSender:
         """tp's sender (started on first use). Raises what killed it, if it died: its sequence

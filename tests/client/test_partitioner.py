@@ -101,6 +101,32 @@ def test_a_sticky_partition_that_loses_its_leader_is_left_at_once() -> None:
     assert p("u", None, parts, []) in parts
 
 
+def test_the_next_sticky_partition_favours_those_with_fewer_batches_waiting() -> None:
+    """KIP-794's adaptive choice: a partition whose batches pile up (a slow or silent leader)
+    gets fewer new records; with every queue alike, the partitions come in turn."""
+    waiting = {0: 6, 1: 0, 2: 1}
+    p = DefaultPartitioner(
+        batch_size=100, rng=random.Random(11), queued=lambda topic, part: waiting[part]
+    )
+    parts = [0, 1, 2]
+    chosen = []
+    for _ in range(600):
+        c = p("t", None, parts, parts)
+        p.appended("t", c, 100)
+        chosen.append(c)
+    counts = {x: chosen.count(x) for x in parts}
+    # Weights 1, 7, 6 (most waiting 6, plus one, minus each partition's own).
+    assert counts[0] < 0.15 * 600, counts
+    assert counts[1] > counts[2] > counts[0], counts
+    waiting.update({0: 2, 1: 2, 2: 2})
+    q = DefaultPartitioner(batch_size=100, rng=random.Random(2), queued=lambda t, x: waiting[x])
+    turn = []
+    for _ in range(6):
+        turn.append(q("u", None, parts, parts))
+        q.appended("u", turn[-1], 100)
+    assert all(b == (a + 1) % 3 for a, b in itertools.pairwise(turn)), turn
+
+
 def test_producers_start_on_different_partitions() -> None:
     """The first keyless partition of a topic is drawn at random, so that many producers
     started together do not all fill the same partition first."""

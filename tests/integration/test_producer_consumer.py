@@ -236,14 +236,13 @@ async def test_per_key_order_and_compressed_round_trips(
     assert codecs == {0, records.COMPRESSION_ZSTD, records.COMPRESSION_LZ4}
 
     # Keyless records are sticky (Kafka's uniform sticky partitioner): batch_size bytes to one
-    # partition, then the next, each in turn; never scattered record by record.
+    # partition before the next is chosen; never scattered record by record.
     async with Producer(cluster.bootstrap, linger_ms=5, batch_size=4096) as producer:
         futures = [await producer.send("keyed", b"k%04d-" % i + b"." * 200) for i in range(300)]
         placed = [(await f).partition for f in futures]
-    switches = sum(1 for a, b in itertools.pairwise(placed) if a != b)
-    assert set(placed) == {0, 1, 2}
-    assert 300 * 200 // 4096 - 3 <= switches <= 300 * 220 // 4096 + 3, placed
-    assert all(b == (a + 1) % 3 for a, b in itertools.pairwise(placed) if a != b), placed
+    runs = [len(list(g)) for _, g in itertools.groupby(placed)]
+    assert len(runs) >= 2, placed
+    assert min(runs[:-1]) >= 4096 // 260, runs  # a record here is ~210-260 bytes in a batch
 
 
 _DYING_MEMBER = textwrap.dedent(
