@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -26,20 +26,9 @@ from client import (
     TopicPartition,
 )
 from client.cluster import resolve_bootstrap
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 
 BASE_TS = 1_700_000_000_000
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("api"), 3, free_port_block(3), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
 
 
 @pytest.fixture

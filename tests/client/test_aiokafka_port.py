@@ -17,30 +17,16 @@ import difflib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from client import AdminClient, NewTopic, Producer
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 
 SERVICE = Path(__file__).with_name("aiokafka_service.py")
 ORDERS = 60
 TOMBSTONES = (17, 41)  # indexes of the orders sent as tombstones
 PRICES = {"apple": 40, "pear": 55, "plum": 25}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("port"), 3, free_port_block(3), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
 
 
 def order(i: int) -> dict[str, Any]:

@@ -18,13 +18,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from client import Consumer, TopicPartition
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_ADDRESS = "127.0.0.1:9092"
@@ -35,17 +34,6 @@ AS_IN_A_TERMINAL = (
 """Runs a script with Ctrl-C as a terminal gives it: a test run started in the background by a
 shell without job control (`cmd &`) inherits SIGINT ignored, and so would the example, which
 then never sees the test's Ctrl-C (this test failed twice in a `.ci/run` started that way)."""
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("readme"), 3, free_port_block(3), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
 
 
 def blocks(language: str) -> list[str]:

@@ -3,7 +3,8 @@ and mutual TLS between the nodes (DevCluster makes the certificates), as a real 
 
 `make_cluster(n, *extra_node_args)` starts a fresh cluster in a temporary directory and stops it
 (SIGTERM, then SIGKILL) when the test ends, whatever happened; a failing test's node logs are
-printed so the failure can be read without re-running.
+printed so the failure can be read without re-running (both by tests/clusters.py's running_cluster,
+which the module-wide `cluster` of tests/conftest.py uses too).
 
 `kafka_clients(client)` hands a confluent-kafka or kafka-python client back and closes it when
 the test ends, whatever happened (see closing.py: one left to the garbage collector can hang the
@@ -12,12 +13,15 @@ whole pytest process in librdkafka).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
+from tests.clusters import running_cluster
 from tests.integration.closing import KafkaClients
 
 MakeCluster = Callable[..., DevCluster]
@@ -25,27 +29,17 @@ MakeCluster = Callable[..., DevCluster]
 
 @pytest.fixture
 def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeCluster]:
-    started: list[DevCluster] = []
+    def failed() -> bool:
+        return getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
 
-    def make(n: int = 3, *extra_args: str) -> DevCluster:
-        dev = DevCluster.create(
-            tmp_path / f"cluster{len(started)}", n, free_port_block(n), list(extra_args)
-        )
-        started.append(dev)
-        dev.start()
-        dev.wait_healthy(60)
-        return dev
+    numbers = itertools.count()
+    with ExitStack() as clusters:
 
-    yield make
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for dev in started:
-        dev.stop()
-        if failed:
-            for node_id in dev.nodes:
-                log = dev.log_path(node_id)
-                if log.exists():
-                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-                    print(f"\n----- node {node_id} log (tail) -----\n{tail}")
+        def make(n: int = 3, *extra_args: str) -> DevCluster:
+            directory = tmp_path / f"cluster{next(numbers)}"
+            return clusters.enter_context(running_cluster(directory, n, extra_args, failed=failed))
+
+        yield make
 
 
 @pytest.fixture

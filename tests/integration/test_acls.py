@@ -38,9 +38,10 @@ from client import (
     TopicPartition,
 )
 from client.errors import from_rpc_error
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from tests.clusters import HEALTHY_WITHIN_S, running_cluster
 from tests.integration.closing import KafkaClients
 
 ME = "User:ANONYMOUS"
@@ -82,15 +83,10 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(
-        tmp_path_factory.mktemp("acls"),
-        3,
-        free_port_block(3),
-        ["--authorizer", "--super-users", ME],
-    )
-    dev.start()
-    try:
-        dev.wait_healthy(60)
+    """Started with ANONYMOUS a super user to make the topics and its cluster ACLs, then every
+    node restarted without super users (the module docstring says why)."""
+    args = ["--authorizer", "--super-users", ME]
+    with running_cluster(tmp_path_factory.mktemp("acls"), 3, args) as dev:
         with SyncAdminClient(dev.bootstrap) as admin:
             for name in TOPICS:
                 admin.create_topic(name, 3, 3)
@@ -104,15 +100,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
         dev.extra_args = ["--authorizer"]
         dev.save()
         dev.start()
-        dev.wait_healthy(60)
+        dev.wait_healthy(HEALTHY_WITHIN_S)
         yield dev
-    finally:
-        dev.stop()
-        for node_id in dev.nodes:
-            log = dev.log_path(node_id)
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "Traceback" in text:
-                print(f"\n----- node {node_id} log -----\n{text[-6000:]}")
 
 
 @pytest.fixture

@@ -38,8 +38,9 @@ from client import (
 )
 from client.security import Security
 from liferaft.certs import create_certs
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
+from tests.clusters import running_cluster
 from tests.integration.closing import KafkaClients
 
 USER, PASSWORD = "alice", "s3cret-for-alice"
@@ -70,15 +71,8 @@ def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluste
     # makes, and the nodes' own certificates, for `user add --as-node`) are super users; other
     # users may do only what an ACL allows.
     supers = ";".join(["User:alice", "User:root"] + [f"User:CN=node-{n}" for n in (1, 2, 3)])
-    dev = DevCluster.create(
-        root,
-        3,
-        free_port_block(3),
-        ["--client-security-protocol", "SASL_SSL", "--authorizer", "--super-users", supers],
-    )
-    dev.start()
-    try:
-        dev.wait_healthy(60)
+    args = ["--client-security-protocol", "SASL_SSL", "--authorizer", "--super-users", supers]
+    with running_cluster(root, 3, args) as dev:
         done = cli(
             dev,
             "--security-protocol",
@@ -95,13 +89,6 @@ def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluste
         )
         assert done.returncode == 0, done.stderr
         yield dev
-    finally:
-        dev.stop()
-        for node_id in dev.nodes:
-            log = dev.log_path(node_id)
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "Traceback" in text:
-                print(f"\n----- node {node_id} log -----\n{text[-6000:]}")
 
 
 def ca(dev: DevCluster) -> str:

@@ -23,34 +23,21 @@ import pytest
 
 from client import AdminClient, Consumer, LiferaftError, Producer
 from liferaft.certs import create_certs, create_client_cert
-from liferaft.launcher import DevCluster, free_port_block
-
-
-def _cluster(root: Path, *args: str) -> Iterator[DevCluster]:
-    dev = DevCluster.create(root, 3, free_port_block(3), list(args))
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
-        for node_id in dev.nodes:
-            log = dev.log_path(node_id)
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "Traceback" in text:
-                print(f"\n----- node {node_id} log -----\n{text[-6000:]}")
+from liferaft.launcher import DevCluster
+from tests.clusters import running_cluster
 
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    yield from _cluster(tmp_path_factory.mktemp("tls"), "--client-tls")
+    with running_cluster(tmp_path_factory.mktemp("tls"), 3, ["--client-tls"]) as dev:
+        yield dev
 
 
 @pytest.fixture(scope="module")
 def mtls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    yield from _cluster(
-        tmp_path_factory.mktemp("mtls"), "--client-tls", "--client-tls-auth", "required"
-    )
+    args = ["--client-tls", "--client-tls-auth", "required"]
+    with running_cluster(tmp_path_factory.mktemp("mtls"), 3, args) as dev:
+        yield dev
 
 
 def unique(prefix: str) -> str:

@@ -13,28 +13,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from client import SyncAdminClient, SyncConsumer
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 from tests.integration.conftest import MakeCluster
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("cluster"), 3, free_port_block(3))
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,23 +45,12 @@ from client import (
 from client.errors import from_rpc_error
 from client.partitioner import partition_for_key
 from liferaft.cli import app
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 from liferaft_proto.records import build_batch
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TIMEOUT_S = 30
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("cluster"), 3, free_port_block(3))
-    dev.start()
-    try:
-        dev.wait_healthy(30)
-        yield dev
-    finally:
-        dev.stop()
 
 
 @pytest.fixture

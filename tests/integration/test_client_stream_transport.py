@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from client.produce_stream import ProduceStreams
 from client.security import Security
 from client.stream_transport import FetchStreamConnection, StreamDialer
 from liferaft.certs import create_client_cert
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 from liferaft_proto import records
 from liferaft_proto.v1 import broker_pb2
 from tests.integration.test_auth_sasl import PASSWORD, sasl
@@ -39,17 +39,6 @@ pytestmark = pytest.mark.asyncio
 __all__ = ["mtls_cluster", "sasl_cluster"]  # fixtures, shared with the listener's own tests
 
 WAIT_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("client-stream"), 3, free_port_block(3), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +31,11 @@ from client import (
     TopicPartition,
     UnknownTopicOrPartitionError,
 )
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 from tests.integration.closing import KafkaClients
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 needs_kcat = pytest.mark.skipif(KCAT is None, reason="kcat is not installed (apt-get install kcat)")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("kafka"), 3, free_port_block(3), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
-        for node_id in dev.nodes:
-            log = dev.log_path(node_id)
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "Traceback" in text:
-                print(f"\n----- node {node_id} log -----\n{text[-6000:]}")
 
 
 def kafka_bootstrap(dev: DevCluster) -> str:

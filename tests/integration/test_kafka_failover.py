@@ -13,24 +13,22 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
+from tests.clusters import running_cluster
 from tests.integration.closing import KafkaClients
 from tests.integration.test_kafka_clients import create_with_kafka_python, kafka_bootstrap
 
 
 @pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("kafka-failover"), 3, free_port_block(3), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
+def cluster(tmp_path: Path) -> Iterator[DevCluster]:
+    """A fresh cluster for each test: each kills or cuts off a partition leader."""
+    with running_cluster(tmp_path) as dev:
         yield dev
-    finally:
-        dev.stop()
 
 
 def leader_of(bootstrap: str, topic: str) -> int:

@@ -13,31 +13,20 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
 from client import Consumer
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
 from tests.integration.closing import KafkaClients
 from tests.integration.test_kafka_clients import create_with_kafka_python, kafka_bootstrap
 
 RECORDS = 60
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("kafka-groups"), 3, free_port_block(3), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
 
 
 def unique(prefix: str) -> str:

@@ -27,11 +27,11 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liferaft.launcher import DevCluster, free_port_block
 from liferaft_proto import records
 from liferaft_proto import status as wire_status
 from liferaft_proto.v1 import broker_pb2, broker_pb2_grpc, errors_pb2
 from node.limits import MAX_ERROR_MESSAGE_CHARS, MAX_TIMEOUT_MS
+from tests.clusters import running_cluster
 
 EXAMPLES = int(os.environ.get("LIFERAFT_FUZZ_EXAMPLES", "25"))
 TOPIC, GROUP = "fuzz", "g"
@@ -216,23 +216,20 @@ def _requests(rpc: str) -> st.SearchStrategy[Message]:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[broker_pb2_grpc.BrokerStub]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("fuzz"), 1, free_port_block(1), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        with grpc.insecure_channel(dev.bootstrap) as channel:
-            stub = broker_pb2_grpc.BrokerStub(channel)
-            stub.CreateTopics(
-                broker_pb2.CreateTopicsRequest(
-                    topics=[broker_pb2.NewTopic(name=TOPIC, partitions=2, replication_factor=1)]
-                ),
-                timeout=30,
-            )
-            stub.Produce(VALID["Produce"], timeout=30)
-            stub.CommitOffsets(VALID["CommitOffsets"], timeout=30)
-            yield stub
-    finally:
-        dev.stop()
+    with (
+        running_cluster(tmp_path_factory.mktemp("fuzz"), 1) as dev,
+        grpc.insecure_channel(dev.bootstrap) as channel,
+    ):
+        stub = broker_pb2_grpc.BrokerStub(channel)
+        stub.CreateTopics(
+            broker_pb2.CreateTopicsRequest(
+                topics=[broker_pb2.NewTopic(name=TOPIC, partitions=2, replication_factor=1)]
+            ),
+            timeout=30,
+        )
+        stub.Produce(VALID["Produce"], timeout=30)
+        stub.CommitOffsets(VALID["CommitOffsets"], timeout=30)
+        yield stub
 
 
 def _state(stub: broker_pb2_grpc.BrokerStub) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:

@@ -24,12 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from client import AdminClient
 from liferaft.certs import create_client_cert
-from liferaft.launcher import DevCluster, free_port_block
+from liferaft.launcher import DevCluster
 from liferaft_proto import records
 from liferaft_proto import stream_wire as wire
 from liferaft_proto.credentials import MECHANISM_KEY, PASSWORD_KEY, USER_KEY
 from liferaft_proto.ports import METRICS, STREAM
 from liferaft_proto.v1 import broker_pb2, errors_pb2
+from tests.clusters import running_cluster
 from tests.integration.test_auth_sasl import PASSWORD, USER, cli, sasl
 from tests.integration.test_replication import describe
 
@@ -168,17 +169,6 @@ def metric(address: str, name: str, **labels: str) -> float:
             if sample.name == name and labels.items() <= sample.labels.items():
                 return float(sample.value)
     return 0.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    dev = DevCluster.create(tmp_path_factory.mktemp("stream"), 3, free_port_block(3), [])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
-        yield dev
-    finally:
-        dev.stop()
 
 
 async def leader_and_follower(
@@ -340,15 +330,8 @@ def client_tls(dev: DevCluster) -> ssl.SSLContext:
 @pytest.fixture(scope="module")
 def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     """SASL_SSL on the client listeners, alice made with a node's key (as test_auth_sasl)."""
-    dev = DevCluster.create(
-        tmp_path_factory.mktemp("stream-sasl"),
-        3,
-        free_port_block(3),
-        ["--client-security-protocol", "SASL_SSL"],
-    )
-    dev.start()
-    try:
-        dev.wait_healthy(60)
+    args = ["--client-security-protocol", "SASL_SSL"]
+    with running_cluster(tmp_path_factory.mktemp("stream-sasl"), 3, args) as dev:
         done = cli(
             dev,
             "--security-protocol",
@@ -365,8 +348,6 @@ def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluste
         )
         assert done.returncode == 0, done.stderr
         yield dev
-    finally:
-        dev.stop()
 
 
 def login(password: str) -> dict[str, bytes]:
@@ -412,25 +393,10 @@ async def test_tls_and_scram(sasl_cluster: DevCluster) -> None:
 @pytest.fixture(scope="module")
 def mtls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     """Client certificates required, the authorizer on, alice's certificate a super user."""
-    dev = DevCluster.create(
-        tmp_path_factory.mktemp("stream-mtls"),
-        3,
-        free_port_block(3),
-        [
-            "--client-tls",
-            "--client-tls-auth",
-            "required",
-            "--authorizer",
-            "--super-users",
-            "User:CN=alice",
-        ],
-    )
-    dev.start()
-    try:
-        dev.wait_healthy(60)
+    args = ["--client-tls", "--client-tls-auth", "required"]
+    args += ["--authorizer", "--super-users", "User:CN=alice"]
+    with running_cluster(tmp_path_factory.mktemp("stream-mtls"), 3, args) as dev:
         yield dev
-    finally:
-        dev.stop()
 
 
 def with_cert(dev: DevCluster, folder: Path | None) -> ssl.SSLContext:
@@ -479,12 +445,7 @@ async def test_client_certificate_required_and_names_the_caller(mtls_cluster: De
 
 async def test_the_listener_can_be_turned_off(tmp_path: Path) -> None:
     """--no-stream-listener: metadata says 0 (clients use gRPC) and nothing listens there."""
-    dev = DevCluster.create(tmp_path, 1, free_port_block(1), ["--no-stream-listener"])
-    dev.start()
-    try:
-        dev.wait_healthy(60)
+    with running_cluster(tmp_path, 1, ["--no-stream-listener"]) as dev:
         assert [b.stream_port for b in dev.metadata(1, timeout_s=10).brokers] == [0]
         with pytest.raises(ConnectionRefusedError):
             await Conn.dial(dev.node(1).address)
-    finally:
-        dev.stop()
