@@ -102,6 +102,11 @@ class Broker:
         fence there."""
         self._promoting: set[str] = set()
         """Partitions this node leads with a re-added learner to promote once caught up."""
+        self._leading_since: dict[str, tuple[int, int]] = {}
+        """As a partition's leader: group -> (term, broker tick) at which membership_step first
+        saw this node lead it in that term."""
+        self._silent_sent: list[str] = []
+        """This node's silent groups as its gossip last said them."""
         self._grants: dict[tuple[str, int], raft_pb2.FenceGrant] = {}
         """(group, node) -> the fence this node granted as the group's leader (the
         controller's from the metadata; a replica move adds a partition's: grant_fence)."""
@@ -429,7 +434,10 @@ class Broker:
         if states.incarnation:
             h = self.hellos.get(peer)
             self.hellos[peer] = PeerHello(
-                states.incarnation, h.controller_term if h else 0, frozenset(states.silent_groups)
+                states.incarnation,
+                h.controller_term if h else 0,
+                frozenset(states.silent_groups),
+                silent_at=self._ticks,
             )
         if states.fences:
             self.on_fence_grants(peer, list(states.fences))
@@ -506,10 +514,14 @@ class Broker:
         self, peer: int, incarnation: int, controller_term: int, rejoining: bool
     ) -> None:
         old = self.hellos.get(peer)
-        silent = old.silent if old is not None and old.incarnation == incarnation else frozenset()
+        same = old is not None and old.incarnation == incarnation
+        silent = old.silent if old is not None and same else frozenset()
         if rejoining:
             silent = silent | {CONTROLLER_GROUP}
-        self.hellos[peer] = PeerHello(incarnation, controller_term, silent)
+        # The partitions' silence is carried over as it was said, and as old: a Hello does not
+        # repeat it (only gossip does).
+        said_at = old.silent_at if old is not None and same else 0
+        self.hellos[peer] = PeerHello(incarnation, controller_term, silent, silent_at=said_at)
         self.maybe_born()
 
     def maybe_born(self) -> None:
@@ -555,6 +567,7 @@ class Broker:
             part = self._by_group.get(gid)
             if part is None or not part.is_leader:
                 self._promoting.discard(gid)
+                self._leading_since.pop(gid, None)
                 continue
             groups.append((gid, self.driver.groups[gid].node))
         retired: frozenset[int] | None = None  # computed once, and only where this node leads
@@ -589,9 +602,24 @@ class Broker:
                 if retired is None:
                     retired = self._retired()
                 leaving = retired
+            rejoining = {n: h.incarnation for n, h in self.hellos.items() if gid in h.silent}
+            if not over_all:
+                # Only what a peer said since this node began to lead the group: who admitted
+                # a replica is known to its leader alone (_admitted_in), so a new leader that
+                # believed a word older than the fence's lifting would remove a voter that is
+                # serving, and with another replica's disk lost, the group's last quorum with
+                # it (brokersim seed 130219). A replica truly silent says so again within a
+                # gossip round (a rejoining node gossips every round).
+                term, since = self._leading_since.get(gid, (-1, 0))
+                if term != node.term:
+                    self._leading_since[gid] = (node.term, self._ticks)
+                    since = self._ticks
+                rejoining = {
+                    n: inc for n, inc in rejoining.items() if self.hellos[n].silent_at > since
+                }
             step = next_step(
                 conf=conf,
-                rejoining={n: h.incarnation for n, h in self.hellos.items() if gid in h.silent},
+                rejoining=rejoining,
                 admitted=admitted,
                 readded=readded,
                 caught_up=caught_up,
@@ -717,13 +745,16 @@ class Broker:
         if self._ticks % GOSSIP_EVERY_TICKS == 0:
             self._gossip_rounds += 1
             states = self.leader_states(full=self._gossip_rounds % FULL_GOSSIP_EVERY == 1)
+            silent = list(states.silent_groups)
             if (
                 states.states
                 or states.fences
-                or states.silent_groups
+                or silent
+                or silent != self._silent_sent  # a fence lifted: say so now, not in 4 rounds
                 or self._gossip_rounds % 4 == 1
             ):
                 self._gossip_out.append(states)
+                self._silent_sent = silent
         if self._ticks % REGISTER_EVERY_TICKS == 0:
             self._register_pending = True
             self._admitting.clear()  # an admission lost with a leadership change: ask again

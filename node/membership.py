@@ -122,6 +122,10 @@ class PeerHello:
     controller_term: int
     silent: frozenset[str] = frozenset()
     """Groups in which it waits, silent, for its old incarnation to be replaced."""
+    silent_at: int = 0
+    """The broker tick at which the peer's own gossip last said `silent` (0: never). A
+    partition's leader acts only on what was said after it began to lead (Broker
+    .membership_step): an older word may predate the fence's lifting."""
 
 
 def born(node_id: int, peers: list[int], hellos: dict[int, PeerHello], own_term: int) -> bool:

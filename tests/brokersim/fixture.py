@@ -241,7 +241,8 @@ class SimCluster:
         )
 
     def start(self, node_id: int) -> bool:
-        """Start (or restart) a node from its disk. False if it refuses to (a corrupt disk)."""
+        """Start (or restart) a node from its disk. False if it does not come up: it refuses to
+        (a corrupt disk), or a synced write of its start fails and it stops itself."""
         node = self.nodes[node_id]
         assert not node.up
         if node.broken:
@@ -270,7 +271,15 @@ class SimCluster:
         node.store, node.driver, node.up = store, driver, True
         try:
             broker = ctx.run(Broker, self.config(node_id), driver, incarnation, founders)
-        except StorageError as e:  # CorruptStorageError: found while loading
+        except (OSError, StorageError) as e:
+            if node.failure:
+                # A synced write of its start (a replica's promises, node/driver.py _durably)
+                # failed and the driver stopped the node, as node/server.py's process exits
+                # when Broker() raises: down, and free to be started again (seed 120309).
+                return False
+            if not isinstance(e, StorageError):
+                raise
+            # CorruptStorageError: found while loading
             self.trace("refuse", f"node {node_id} refuses to start: {e}")
             node.broken = f"refused to start: {e}"
             self._kill(node)
