@@ -485,6 +485,9 @@ class _TcpLink:
         if self._stream is not None:
             self._stream._end(failure or _broken(f"{self.address} ended the produce stream"))
 
+    def waiting(self) -> bool:
+        return self._stream is not None and not self._stream.idle
+
     def stop(self) -> None:
         if self.conn is not None:
             self.conn.abort()

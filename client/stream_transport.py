@@ -88,6 +88,10 @@ class StreamSink(Protocol):
 
     def on_frame(self, kind: int, payload: bytes) -> None: ...
 
+    def waiting(self) -> bool:
+        """Whether answers are awaited (requests sent and not answered): while they are and
+        the node says nothing, the connection asks whether it runs at all (PING)."""
+
     def on_end(self, failure: BaseException | None) -> None:
         """The stream ended: None after a clean END, else the error it ended with. Called once;
         no frame follows."""
@@ -203,6 +207,13 @@ class StreamConnection(asyncio.Protocol):
         self._ended = False
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._now = loop.time
+        self._heard = 0.0
+        """When the node last sent anything (loop time)."""
+        self._ping_at: float | None = None
+        """When the unanswered PING went out; None: none is."""
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_due = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -214,6 +225,7 @@ class StreamConnection(asyncio.Protocol):
             _keepalive(sock)
 
     def data_received(self, data: bytes) -> None:
+        self._heard = self._now()
         buf = self._buf
         if buf:
             buf += data
@@ -276,12 +288,54 @@ class StreamConnection(asyncio.Protocol):
                 self._fail(broken(f"{self.address} sent {_kind(kind)} before READY"))
                 return
             self._limit = stream_wire.MAX_FRAME_BYTES
+            if payload[:1] and payload[0] & stream_wire.READY_PINGS:
+                self._arm_watchdog()
             self.ready.set_result(None)
             return
+        if kind == stream_wire.PONG:
+            return  # heard: that is all a PONG says
         try:
             self._sink.on_frame(kind, payload)
         except Exception as e:  # a frame the sink cannot take: the stream is broken
             self._fail(broken(f"{self.address} sent a {_kind(kind)} the client cannot take: {e}"))
+
+    def _watch(self) -> None:
+        """Every WATCH_EVERY_S while open: a node silent for SILENT_S while answers are awaited
+        is asked (PING); one that does not answer within PONG_WITHIN_S is not running (stopped,
+        or its loop stuck), and the stream fails as a lost connection would: its requests are
+        retried where the metadata now says (the producer's sequence numbers keep a request the
+        node did write from being written twice). A node slow to commit answers the PING."""
+        self._watchdog = None
+        if self._ended:
+            return
+        now = self._now()
+        if now - self._watch_due > WATCH_EVERY_S:
+            # This loop was held up (the application's own work): what the node sent meanwhile
+            # may still wait in the socket (uvloop runs timers before it reads), so no verdict
+            # on this round.
+            self._arm_watchdog()
+            return
+        if self._ping_at is not None and self._heard >= self._ping_at:
+            self._ping_at = None  # answered (or anything at all came)
+        if not self._sink.waiting():
+            self._ping_at = None
+        elif self._ping_at is None:
+            if now - self._heard >= SILENT_S:
+                self._ping_at = now
+                self.send(stream_wire.PING)
+        elif now - self._ping_at >= PONG_WITHIN_S:
+            self._fail(
+                broken(
+                    f"the node at {self.address} answered nothing for {now - self._heard:.1f} s, "
+                    "not even a ping: its process is stopped or stuck"
+                )
+            )
+            return
+        self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        self._watch_due = self._now() + WATCH_EVERY_S
+        self._watchdog = asyncio.get_running_loop().call_later(WATCH_EVERY_S, self._watch)
 
     def _fail(self, failure: BaseException | None) -> None:
         """The stream is over (an END, a lost connection, a bad frame): tell the opener or the
@@ -289,6 +343,7 @@ class StreamConnection(asyncio.Protocol):
         if self._ended:
             return
         self._ended = True
+        self._stop_watching()
         if not self.ready.done():
             self.ready.set_exception(
                 failure or broken(f"{self.address} ended the stream before READY")
@@ -331,22 +386,39 @@ class StreamConnection(asyncio.Protocol):
         if self._transport is not None and not self._ended:
             self._transport.resume_reading()
 
+    def _stop_watching(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
     def abort(self) -> None:
         """Drop the connection now; the sink hears nothing more."""
         self._ended = True
+        self._stop_watching()
         if not self.ready.done():
             self.ready.cancel()
         if self._transport is not None:
             self._transport.abort()
 
 
+SILENT_S = 1.0
+"""A node that has sent nothing this long while answers are awaited is asked whether it runs
+(PING): longer than a healthy node's commit of a request, shorter than an election."""
+PONG_WITHIN_S = 3.0
+"""How long the PING may go unanswered before the stream is given up: a running node answers
+it from its event loop at once; only a stopped process, or a loop stuck this long, does not.
+A stopped leader holds its requests for about SILENT_S + PONG_WITHIN_S (against the request
+timeout, 30 s, before); a false verdict costs a retry, which the idempotent producer's
+sequence numbers keep from writing twice."""
+WATCH_EVERY_S = 0.5
+
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 2, 1, 2
 """TCP keepalive on a stream connection: a node whose host stopped answering at all (gone,
 cut off) is noticed within about four seconds of silence, as a gRPC channel's pings were
 meant to (client/connection.py); the stream then fails as a lost connection. A paused
-process's kernel still answers these probes: that case waits for the requests' deadlines (the
-fetch stream's silence watchdog), on gRPC as here (tried: a SIGSTOPped leader kept its gRPC
-channel READY too)."""
+process's kernel still answers these probes: that case is found by PING on a produce stream
+(StreamConnection._watch) and by the fetch stream's silence watchdog; on gRPC it waits for the
+requests' deadlines (tried: a SIGSTOPped leader kept its gRPC channel READY too)."""
 USER_TIMEOUT_MS = 5_000
 """Data sent and not acknowledged by the node's kernel this long also ends the connection."""
 
@@ -411,6 +483,9 @@ class FetchStreamConnection:
         self._ended = True
         self._end = failure
         self._wake()
+
+    def waiting(self) -> bool:
+        return False  # a fetch stream's silence is client/fetcher.py's watchdog's to judge
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -12,10 +12,18 @@ One connection carries one stream, as one gRPC call does:
   frame := length (u32, the bytes after it) · kind (u8) · payload
 
   client -> node                               node -> client
-  OPEN     liferaft.v1.StreamOpen (first)      READY    empty: authenticated, the stream is open
+  OPEN     liferaft.v1.StreamOpen (first)      READY    flags (u8; none from older nodes):
+                                                        authenticated, the stream is open
   PRODUCE  liferaft.v1.ProduceStreamRequest    PRODUCED liferaft.v1.ProduceStreamResponse
   CLOSE    empty: no more requests             FETCHED  liferaft.v1.FetchResponse
+  PING     up to 8 bytes (after READY)         PONG     the PING's bytes, at once
                                                END      liferaft.v1.StreamEnd (last), then close
+
+PING and PONG: a node whose READY has the READY_PINGS flag answers each PING with a PONG as soon
+as it reads it. A client that has waited for answers a while and heard nothing asks, so that a
+node whose process is stopped (SIGSTOP, a VM paused: its kernel still acknowledges the bytes and
+answers TCP keepalives) is told from one that is only slow to commit; a client never pings a
+node whose READY lacks the flag.
 
 A ProduceStream connection behaves as the gRPC ProduceStream call: requests answered by
 correlation_id as they complete; after CLOSE the node answers what it has read, sends END and
@@ -42,16 +50,20 @@ __all__ = [
     "KIND_NAMES",
     "MAX_FRAME_BYTES",
     "MAX_OPEN_BYTES",
+    "MAX_PING_BYTES",
     "OPEN",
+    "PING",
+    "PONG",
     "PRODUCE",
     "PRODUCED",
     "PRODUCE_STREAM",
     "READY",
+    "READY_PINGS",
     "frame",
     "frame_header",
 ]
 
-OPEN, READY, PRODUCE, PRODUCED, FETCHED, CLOSE, END = 1, 2, 3, 4, 5, 6, 7
+OPEN, READY, PRODUCE, PRODUCED, FETCHED, CLOSE, END, PING, PONG = 1, 2, 3, 4, 5, 6, 7, 8, 9
 KIND_NAMES = {
     OPEN: "OPEN",
     READY: "READY",
@@ -60,7 +72,14 @@ KIND_NAMES = {
     FETCHED: "FETCHED",
     CLOSE: "CLOSE",
     END: "END",
+    PING: "PING",
+    PONG: "PONG",
 }
+
+READY_PINGS = 0x01
+"""READY's flag: this node answers PING with PONG."""
+MAX_PING_BYTES = 8
+"""A PING's payload at most (the client's own marker, echoed)."""
 
 PRODUCE_STREAM = "ProduceStream"
 FETCH_STREAM = "FetchStream"

@@ -197,7 +197,7 @@ class StreamConnection:
             method, request = await self._open()
             # asyncio has no public setter; the Raft transport does the same after a Hello.
             self.reader._limit = READ_LIMIT  # type: ignore[attr-defined]
-            self.writer.write(wire.frame(wire.READY))
+            self.writer.write(wire.frame(wire.READY, bytes([wire.READY_PINGS])))
             if method == wire.PRODUCE_STREAM:
                 await self._produce()
             else:
@@ -281,8 +281,11 @@ class StreamConnection:
         principal.caller.set(who)
 
     async def _send(self, kind: int, message: Any) -> None:
+        await self._write(wire.frame(kind, message.SerializeToString()))
+
+    async def _write(self, frame: bytes) -> None:
         writer = self.writer
-        writer.write(wire.frame(kind, message.SerializeToString()))
+        writer.write(frame)
         if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             try:
                 await writer.drain()
@@ -295,8 +298,11 @@ class StreamConnection:
             kind, payload = await _read_frame(self.reader, wire.MAX_FRAME_BYTES)
             if kind == wire.CLOSE:
                 return
+            if kind == wire.PING:
+                await self._pong(payload)
+                continue
             if kind != wire.PRODUCE:
-                raise _bad(f"{_a(kind)} on a ProduceStream (PRODUCE or CLOSE)")
+                raise _bad(f"{_a(kind)} on a ProduceStream (PRODUCE, PING or CLOSE)")
             try:
                 yield broker_pb2.ProduceStreamRequest.FromString(payload)
             except DecodeError:
@@ -335,9 +341,20 @@ class StreamConnection:
             raise error
 
     async def _watch_fetch(self) -> None:
-        kind, _ = await _read_frame(self.reader, wire.MAX_FRAME_BYTES)
-        if kind != wire.CLOSE:
-            raise _bad(f"{_a(kind)} on a FetchStream (only CLOSE)")
+        while True:
+            kind, payload = await _read_frame(self.reader, wire.MAX_FRAME_BYTES)
+            if kind == wire.CLOSE:
+                return
+            if kind != wire.PING:
+                raise _bad(f"{_a(kind)} on a FetchStream (PING or CLOSE)")
+            await self._pong(payload)
+
+    async def _pong(self, payload: bytes) -> None:
+        """A PING's answer, written as it is read: the client asks whether this process runs
+        (client/stream_transport.py). Held back as any answer is, by the client's reading."""
+        if len(payload) > wire.MAX_PING_BYTES:
+            raise _bad(f"a PING of {len(payload)} bytes (at most {wire.MAX_PING_BYTES})")
+        await self._write(wire.frame(wire.PONG, payload))
 
     async def _feed(self, request: broker_pb2.FetchRequest) -> None:
         """node/service.py's FetchStream: each answer counts as one FetchStream request (its

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import ssl
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from chaos.answers import AnswerDropper
 from client.cluster import ClientConfig, Cluster
 from client.errors import BrokerUnavailableError, NotLeaderError
 from client.security import Security
+import client.stream_transport
 from client.stream_transport import (
     KEEPALIVE_IDLE_S,
     USER_TIMEOUT_MS,
@@ -78,6 +80,7 @@ class Sink:
     def __init__(self) -> None:
         self.frames: list[tuple[int, bytes]] = []
         self.ended: list[BaseException | None] = []
+        self.busy = False
 
     def on_frame(self, kind: int, payload: bytes) -> None:
         self.frames.append((kind, payload))
@@ -85,11 +88,24 @@ class Sink:
     def on_end(self, failure: BaseException | None) -> None:
         self.ended.append(failure)
 
+    def waiting(self) -> bool:
+        return self.busy
+
 
 class Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.aborted = False
+        self.written: list[bytes] = []
+        self.node: StreamConnection | None = None
+        """Set: a running node behind it, which answers each PING with a PONG at once."""
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written.append(bytes(data))
+        ping = stream_wire.frame(stream_wire.PING)
+        if self.node is not None and bytes(data) == ping:
+            pong = stream_wire.frame(stream_wire.PONG)
+            asyncio.get_running_loop().call_soon(self.node.data_received, pong)
 
     def abort(self) -> None:
         self.aborted = True
@@ -162,3 +178,74 @@ async def test_a_stream_connection_notices_a_silent_host_by_tcp_keepalive() -> N
     finally:
         conn.abort()
         server.close()
+
+
+PINGS_READY = stream_wire.frame(stream_wire.READY, bytes([stream_wire.READY_PINGS]))
+
+
+@pytest.fixture
+def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog's times, shortened (the logic is the same)."""
+    monkeypatch.setattr(client.stream_transport, "SILENT_S", 0.05)
+    monkeypatch.setattr(client.stream_transport, "PONG_WITHIN_S", 0.1)
+    monkeypatch.setattr(client.stream_transport, "WATCH_EVERY_S", 0.01)
+
+
+async def test_a_node_silent_while_answers_are_awaited_is_pinged_then_given_up(
+    quick_watch: None,
+) -> None:
+    """A stopped process (SIGSTOP) whose kernel still takes the bytes: without the PING the
+    requests would wait for their deadlines; now the stream fails as a lost connection."""
+    conn, sink, transport = connection()
+    conn.data_received(PINGS_READY)
+    sink.busy = True
+    async with asyncio.timeout(5):
+        while not sink.ended:
+            await asyncio.sleep(0.01)
+    assert transport.written == [stream_wire.frame(stream_wire.PING)]  # one, unanswered
+    (failure,) = sink.ended
+    assert isinstance(failure, BrokerUnavailableError) and failure.retriable and failure.transport
+    assert "not even a ping" in str(failure)
+    assert transport.aborted and conn.ended
+
+
+async def test_a_node_that_answers_the_ping_keeps_its_stream(quick_watch: None) -> None:
+    conn, sink, transport = connection()
+    transport.node = conn
+    conn.data_received(PINGS_READY)
+    sink.busy = True
+    await asyncio.sleep(1.0)  # ten PONG_WITHIN_S
+    assert len(transport.written) >= 2, transport.written  # asked again after each silence
+    assert sink.ended == [] and not transport.aborted
+    assert sink.frames == []  # a PONG is the connection's own, not an answer
+
+
+async def test_no_ping_while_nothing_is_awaited_nor_to_a_node_that_does_not_answer_them(
+    quick_watch: None,
+) -> None:
+    idle, idle_sink, idle_transport = connection()
+    idle.data_received(PINGS_READY)
+    older, older_sink, older_transport = connection()
+    older.data_received(stream_wire.frame(stream_wire.READY))  # a node from before PING
+    older_sink.busy = True
+    await asyncio.sleep(0.5)
+    assert idle_transport.written == [] and older_transport.written == []
+    assert idle_sink.ended == [] and older_sink.ended == []
+
+
+async def test_no_verdict_on_a_round_this_loop_was_late_for(quick_watch: None) -> None:
+    """An application that holds up its own event loop past PONG_WITHIN_S has not heard the
+    node's PONG yet even if it came: uvloop runs due timers before it reads the sockets. The
+    late round gives no verdict; the PONG, read next, keeps the stream."""
+    conn, sink, transport = connection()
+    conn.data_received(PINGS_READY)
+    sink.busy = True
+    async with asyncio.timeout(5):
+        while not transport.written:
+            await asyncio.sleep(0.005)
+    loop = asyncio.get_running_loop()
+    # Due after the watchdog's next round, before this loop is free again: run after it.
+    loop.call_later(0.2, conn.data_received, stream_wire.frame(stream_wire.PONG))
+    time.sleep(0.3)  # the application's own work, on the loop
+    await asyncio.sleep(0.05)
+    assert sink.ended == [] and not transport.aborted

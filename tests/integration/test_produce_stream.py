@@ -3,13 +3,14 @@
 One partition's batches are written in the order the stream carried them and answered in that
 order; a request that fails (NOT_LEADER, a bad batch, an unknown topic) is answered with its
 error and the stream goes on, having written nothing for it; an idempotent producer writing two
-partitions over its streams loses and duplicates nothing while the leader of one is killed.
-Every wait is bounded.
+partitions over its streams loses and duplicates nothing while the leader of one is killed, and
+is not held by a leader whose process is stopped. Every wait is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 
 import grpc
@@ -200,3 +201,36 @@ async def test_idempotent_producer_over_streams_survives_a_leader_kill(
         log = await read_all(cluster, TopicPartition("fo", p), hw)
         check_log(acked_at, log, once=True)
         assert [v for _, v in log] == sent[p], f"partition {p} is not what was sent, in order"
+
+
+STOPPED_S = 20.0
+"""How long the stopped leader stays stopped at the most: less than the request timeout (30 s),
+so a producer that waited for the stopped node would still be waiting."""
+
+
+async def test_a_stopped_leader_does_not_hold_the_producer_until_it_resumes(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    """SIGSTOP: the leader's process stops, its kernel still takes the bytes and answers TCP
+    keepalives, so nothing but the node's own silence shows. The producer's stream asks (PING,
+    client/stream_transport.py); with no PONG it fails as a lost connection, and the request
+    is retried at the new leader: acknowledged, once, while the old leader is still stopped.
+    (Before PING, the request waited for the node to resume or for its 30 s deadline.)"""
+    cluster = make_cluster(3)
+    await create_topic(cluster, "stopped", partitions=1)
+    old = (await describe(cluster, "stopped")).partitions[0].leader
+    async with Producer(cluster.bootstrap, linger_ms=0) as producer:
+        before = await producer.send_and_wait("stopped", b"before", partition=0)
+        streams = producer._cluster._streams  # type: ignore[union-attr]
+        assert streams is not None and streams.over_tcp(cluster.node(old).address)
+        cluster.signal_node(old, signal.SIGSTOP)
+        try:
+            during = await asyncio.wait_for(
+                producer.send_and_wait("stopped", b"during", partition=0), STOPPED_S
+            )
+        finally:
+            cluster.signal_node(old, signal.SIGCONT)
+    assert during.offset == before.offset + 1
+    hw = (await describe(cluster, "stopped")).partitions[0].high_watermark
+    log = await read_all(cluster, TopicPartition("stopped", 0), hw)
+    check_log({b"before": before.offset, b"during": during.offset}, log, once=True)

@@ -37,6 +37,8 @@ from tests.integration.test_replication import describe
 pytestmark = pytest.mark.asyncio
 
 WAIT_S = 30.0
+READY = (wire.READY, bytes([wire.READY_PINGS]))
+"""A node's READY: the stream is open, and it answers PING."""
 
 
 class Conn:
@@ -114,7 +116,7 @@ async def produce(
     correlation id, and a clean END."""
     conn = await Conn.dial(address, tls)
     try:
-        assert await conn.open(wire.PRODUCE_STREAM, credentials=credentials) == (wire.READY, b"")
+        assert await conn.open(wire.PRODUCE_STREAM, credentials=credentials) == READY
         for i in range(0, len(requests), 2):
             message = broker_pb2.ProduceStreamRequest(requests=requests[i : i + 2])
             conn.send(wire.PRODUCE, message.SerializeToString())
@@ -141,7 +143,7 @@ async def fetch_values(address: str, topic: str, n: int, *, close: bool = False)
     conn = await Conn.dial(address)
     try:
         request = broker_pb2.FetchRequest(topic=topic, partition=0, offset=0, max_wait_ms=200)
-        assert await conn.open(wire.FETCH_STREAM, fetch=request) == (wire.READY, b"")
+        assert await conn.open(wire.FETCH_STREAM, fetch=request) == READY
         values: list[bytes] = []
         while len(values) < n:
             kind, payload = await conn.read()
@@ -215,12 +217,39 @@ async def test_not_leader_is_a_request_error_and_ends_a_fetch(cluster: DevCluste
     conn = await Conn.dial(follower)
     try:
         request = broker_pb2.FetchRequest(topic="elsewhere", partition=0)
-        assert await conn.open(wire.FETCH_STREAM, fetch=request) == (wire.READY, b"")
+        assert await conn.open(wire.FETCH_STREAM, fetch=request) == READY
         end = await conn.end()
         assert end.error.code == errors_pb2.NOT_LEADER and end.error.leader_address == leader
     finally:
         await conn.close()
     assert await fetch_values(leader, "elsewhere", 0) == []
+
+
+async def test_a_ping_is_answered_at_once_with_its_bytes(cluster: DevCluster) -> None:
+    """PONG says the node's process runs (client/stream_transport.py asks when a stream has been
+    silent while answers are awaited): on a ProduceStream between requests, and on a
+    FetchStream that has nothing to send."""
+    leader, _ = await leader_and_follower(cluster, "pings")
+    conn = await Conn.dial(leader)
+    try:
+        assert await conn.open(wire.PRODUCE_STREAM) == READY
+        conn.send(wire.PING, b"12345678")
+        assert await conn.read() == (wire.PONG, b"12345678")
+        message = broker_pb2.ProduceStreamRequest(requests=[produce_request("pings", 1, b"a")])
+        conn.send(wire.PRODUCE, message.SerializeToString())
+        conn.send(wire.PING)
+        got = [await conn.read(), await conn.read()]
+        assert (wire.PONG, b"") in got and {kind for kind, _ in got} == {wire.PONG, wire.PRODUCED}
+    finally:
+        await conn.close()
+    conn = await Conn.dial(leader)
+    try:
+        request = broker_pb2.FetchRequest(topic="pings", partition=0, offset=1)
+        assert await conn.open(wire.FETCH_STREAM, fetch=request) == READY
+        conn.send(wire.PING, b"f")
+        assert await conn.read() == (wire.PONG, b"f")
+    finally:
+        await conn.close()
 
 
 async def test_a_client_that_does_not_read_holds_its_fetch_stream(cluster: DevCluster) -> None:
@@ -245,7 +274,7 @@ async def test_a_client_that_does_not_read_holds_its_fetch_stream(cluster: DevCl
         await asyncio.sleep(3)  # time enough to send everything, were nothing holding it
         made = metric(leader, "liferaft_requests_total", **fetched) - before
         assert 0 < made < batches / 2, made  # 47 here; without it, every one
-        assert await conn.read() == (wire.READY, b"")
+        assert await conn.read() == READY
         got = 0
         while got < 2 * batches:
             kind, payload = await conn.read()
@@ -290,6 +319,10 @@ BAD_INPUT: dict[str, tuple[bytes, str]] = {
     "a frame over the limit": (
         _open("ProduceStream") + wire.FRAME_HEADER.pack(wire.MAX_FRAME_BYTES + 2, wire.PRODUCE),
         "over the limit",
+    ),
+    "a PING over its limit": (
+        _open("ProduceStream") + wire.frame(wire.PING, b"p" * (wire.MAX_PING_BYTES + 1)),
+        f"a PING of {wire.MAX_PING_BYTES + 1} bytes",
     ),
     "PRODUCE on a FetchStream": (
         wire.frame(
@@ -376,7 +409,7 @@ async def test_tls_and_scram(sasl_cluster: DevCluster) -> None:
     try:
         conn.writer.write(_open("ProduceStream"))
         async with asyncio.timeout(WAIT_S):
-            assert wire.frame(wire.READY) not in await conn.reader.read(64)
+            assert wire.frame(*READY) not in await conn.reader.read(64)
     except ConnectionError:
         pass
     finally:
@@ -432,7 +465,7 @@ async def test_client_certificate_required_and_names_the_caller(mtls_cluster: De
     conn = await Conn.dial(leader, with_cert(mtls_cluster, bob))
     try:
         request = broker_pb2.FetchRequest(topic="certs", partition=0)
-        assert await conn.open(wire.FETCH_STREAM, fetch=request) == (wire.READY, b"")
+        assert await conn.open(wire.FETCH_STREAM, fetch=request) == READY
         assert (await conn.end()).error.code == errors_pb2.TOPIC_AUTHORIZATION_FAILED
     finally:
         await conn.close()
