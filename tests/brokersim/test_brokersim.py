@@ -9,7 +9,9 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,40 +148,62 @@ def test_a_torn_write_is_found_by_the_checksum_at_restart() -> None:
 
 
 # -- the fixture, as another test would use it ---------------------------------------------------
-def test_a_leader_whose_sync_fails_stops_and_acknowledges_nothing_after() -> None:
+async def create_t(c: SimCluster, replication_factor: int = 3) -> None:
+    """Topic t, one partition, asked of node 1 until the cluster makes it."""
+    create = broker_pb2.CreateTopicsRequest(
+        topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=replication_factor)]
+    )
+    while True:
+        with contextlib.suppress(RpcError):
+            r = await c.call(1, "CreateTopics", create, 5.0)
+            if r.topics[0].error.code == 0:
+                return
+        await asyncio.sleep(0.1)
+
+
+def replica_of_t(c: SimCluster, node: int) -> Partition | None:
+    """Node `node`'s replica of t-0, if it runs and has one."""
+    n = c.nodes[node]
+    return n.broker.partitions.get(("t", 0)) if n.up and n.broker else None
+
+
+def leader_of_t(c: SimCluster) -> int:
+    """The node whose replica of t-0 leads (0: none does)."""
+    for n in c.live():
+        part = replica_of_t(c, n.id)
+        if part is not None and part.is_leader:
+            return n.id
+    return 0
+
+
+def run_virtual(scenario: Callable[[], Coroutine[Any, Any, None]], limit_s: float = 60) -> None:
+    """Run `scenario` on the simulation's loop, in virtual time (at most `limit_s` of it)."""
     clock = VirtualClock()
     loop = SimLoop(clock)
+    try:
+        with virtual_process(clock, random.Random(3), lambda e: None):
+            loop.run_until_complete(asyncio.wait_for(scenario(), limit_s))
+    finally:
+        loop.close()
 
+
+async def led_t(options: ClusterOptions, replication_factor: int = 3) -> tuple[SimCluster, int]:
+    """Every node started, topic t made: the cluster, and t-0's first leader."""
+    net = SimNet(random.Random(1), asyncio.get_running_loop().call_later)
+    c = SimCluster(random.Random(2), net, options)
+    for i in c.ids:
+        c.start(i)
+    await create_t(c, replication_factor)
+    while not leader_of_t(c):
+        await asyncio.sleep(0.05)
+    return c, leader_of_t(c)
+
+
+def test_a_leader_whose_sync_fails_stops_and_acknowledges_nothing_after() -> None:
     async def scenario() -> None:
-        net = SimNet(random.Random(1), asyncio.get_running_loop().call_later)
-        c = SimCluster(random.Random(2), net, ClusterOptions(inline_sync_bytes=0))
-        for i in c.ids:
-            c.start(i)
-        create = broker_pb2.CreateTopicsRequest(
-            topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=3)]
-        )
-        while True:
-            try:
-                r = await c.call(1, "CreateTopics", create, 5.0)
-                if r.topics[0].error.code == 0:
-                    break
-            except RpcError:
-                pass
-            await asyncio.sleep(0.1)
+        c, victim = await led_t(ClusterOptions(inline_sync_bytes=0))
         batch = records.build_batch([records.Record(value=b"a")])
         produce = broker_pb2.ProduceRequest(topic="t", partition=0, records=batch, acks=-1)
-
-        def leader() -> int:
-            for n in c.live():
-                assert n.broker is not None
-                part = n.broker.partitions.get(("t", 0))
-                if part is not None and part.is_leader:
-                    return n.id
-            return 0
-
-        while not leader():
-            await asyncio.sleep(0.05)
-        victim = leader()
         assert (await c.call(victim, "Produce", produce, 2.0)).base_offset == 0
         c.nodes[victim].disk.faults.fail_next_sync = True
         with pytest.raises(RpcError) as e:
@@ -188,15 +212,11 @@ def test_a_leader_whose_sync_fails_stops_and_acknowledges_nothing_after() -> Non
         assert not c.nodes[victim].up and "sync" in c.nodes[victim].failure
         assert not c.violations
         c.start(victim)  # restarts from what its disk holds
-        while not leader():
+        while not leader_of_t(c):
             await asyncio.sleep(0.05)
-        assert (await c.call(leader(), "Produce", produce, 2.0)).base_offset >= 1
+        assert (await c.call(leader_of_t(c), "Produce", produce, 2.0)).base_offset >= 1
 
-    try:
-        with virtual_process(clock, random.Random(3), lambda e: None):
-            loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
-    finally:
-        loop.close()
+    run_virtual(scenario)
 
 
 def test_a_leader_removes_a_learner_it_added_for_a_move_that_ended_without_it() -> None:
@@ -208,37 +228,9 @@ def test_a_leader_removes_a_learner_it_added_for_a_move_that_ended_without_it() 
     a replica."""
     from node.moves import Step
 
-    clock = VirtualClock()
-    loop = SimLoop(clock)
-
     async def scenario() -> None:
-        net = SimNet(random.Random(1), asyncio.get_running_loop().call_later)
-        c = SimCluster(random.Random(2), net, ClusterOptions(nodes=4, inline_sync_bytes=0))
-        for i in c.ids:
-            c.start(i)
-        create = broker_pb2.CreateTopicsRequest(
-            topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=3)]
-        )
-        while True:
-            try:
-                r = await c.call(1, "CreateTopics", create, 5.0)
-                if r.topics[0].error.code == 0:
-                    break
-            except RpcError:
-                pass
-            await asyncio.sleep(0.1)
-
-        def leading() -> int:
-            for n in c.live():
-                assert n.broker is not None
-                part = n.broker.partitions.get(("t", 0))
-                if part is not None and part.is_leader:
-                    return n.id
-            return 0
-
-        while not leading():
-            await asyncio.sleep(0.05)
-        broker = c.nodes[leading()].broker
+        c, first = await led_t(ClusterOptions(nodes=4, inline_sync_bytes=0))
+        broker = c.nodes[first].broker
         assert broker is not None
         part = broker.partitions[("t", 0)]
         spare = next(n for n in c.ids if n not in part.replicas)
@@ -253,11 +245,7 @@ def test_a_leader_removes_a_learner_it_added_for_a_move_that_ended_without_it() 
         assert set(part.group.conf_state.voters) == set(part.replicas)
         assert not c.violations
 
-    try:
-        with virtual_process(clock, random.Random(3), lambda e: None):
-            loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
-    finally:
-        loop.close()
+    run_virtual(scenario)
 
 
 def test_a_learner_promoted_by_a_leader_that_dies_helps_elect_the_next() -> None:
@@ -266,46 +254,18 @@ def test_a_learner_promoted_by_a_leader_that_dies_helps_elect_the_next() -> None
     The survivor needs the new replica's vote, which the driver dropped while the replica was a
     learner of its own membership: no leader until the dead node came back. A learner votes
     when asked now (as in etcd), so the survivor wins at once."""
-    clock = VirtualClock()
-    loop = SimLoop(clock)
     elected: list[int] = []
 
     async def scenario() -> None:
-        net = SimNet(random.Random(1), asyncio.get_running_loop().call_later)
-        c = SimCluster(random.Random(2), net, ClusterOptions())
-        for i in c.ids:
-            c.start(i)
-        create = broker_pb2.CreateTopicsRequest(
-            topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=2)]
-        )
-        while True:
-            with contextlib.suppress(RpcError):
-                r = await c.call(1, "CreateTopics", create, 5.0)
-                if r.topics[0].error.code == 0:
-                    break
-            await asyncio.sleep(0.1)
-
-        def replica(node: int) -> Partition | None:
-            n = c.nodes[node]
-            return n.broker.partitions.get(("t", 0)) if n.up and n.broker else None
-
-        def leader() -> int:
-            for n in c.live():
-                part = replica(n.id)
-                if part is not None and part.is_leader:
-                    return n.id
-            return 0
-
-        while not leader():
-            await asyncio.sleep(0.05)
-        old = leader()
-        part = replica(old)
+        c, old = await led_t(ClusterOptions(), replication_factor=2)
+        part = replica_of_t(c, old)
         assert part is not None
         gid = part.group_id
         other = next(n for n in part.group.conf_state.voters if n != old)
         new = next(n for n in c.ids if n not in (old, other))
         # From the leader's first append carrying the promotion on, it reaches no one's new
         # replica: the other voter commits and applies it, the new replica never hears of it.
+        net = c.net
         carry = net.carry
         promoted = False
 
@@ -332,26 +292,22 @@ def test_a_learner_promoted_by_a_leader_that_dies_helps_elect_the_next() -> None
             await asyncio.sleep(0.1)
 
         def applied_promotion(node: int) -> bool:
-            p = replica(node)
+            p = replica_of_t(c, node)
             return p is not None and new in p.group.conf_state.voters
 
         while not (applied_promotion(old) and applied_promotion(other)):
             await asyncio.sleep(0.02)
-        learner = replica(new)
+        learner = replica_of_t(c, new)
         assert learner is not None and new in learner.group.conf_state.learners
         c.crash(old)
         for _ in range(200):  # 10 virtual seconds: 25 election timeouts
-            if leader():
-                elected.append(leader())
+            if leader_of_t(c):
+                elected.append(leader_of_t(c))
                 break
             await asyncio.sleep(0.05)
         assert not c.violations
 
-    try:
-        with virtual_process(clock, random.Random(3), lambda e: None):
-            loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
-    finally:
-        loop.close()
+    run_virtual(scenario)
     assert elected, "no leader while two of the partition's three voters were alive"
 
 
@@ -366,40 +322,11 @@ def test_a_new_leader_does_not_remove_a_serving_voter_on_an_old_word_that_it_was
     leader, and the word that would correct it held back."""
     from dataclasses import replace
 
-    clock = VirtualClock()
-    loop = SimLoop(clock)
     removed: list[int] = []
 
     async def scenario() -> None:
-        net = SimNet(random.Random(1), asyncio.get_running_loop().call_later)
-        c = SimCluster(random.Random(2), net, ClusterOptions())
-        for i in c.ids:
-            c.start(i)
-        create = broker_pb2.CreateTopicsRequest(
-            topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=3)]
-        )
-        while True:
-            with contextlib.suppress(RpcError):
-                r = await c.call(1, "CreateTopics", create, 5.0)
-                if r.topics[0].error.code == 0:
-                    break
-            await asyncio.sleep(0.1)
-
-        def replica(node: int) -> Partition | None:
-            n = c.nodes[node]
-            return n.broker.partitions.get(("t", 0)) if n.up and n.broker else None
-
-        def leader() -> int:
-            for n in c.live():
-                part = replica(n.id)
-                if part is not None and part.is_leader:
-                    return n.id
-            return 0
-
-        while not leader():
-            await asyncio.sleep(0.05)
-        old = leader()
-        part = replica(old)
+        c, old = await led_t(ClusterOptions())
+        part = replica_of_t(c, old)
         assert part is not None
         gid = part.group_id
         heir, serving = sorted(n for n in part.group.conf_state.voters if n != old)
@@ -408,23 +335,24 @@ def test_a_new_leader_does_not_remove_a_serving_voter_on_an_old_word_that_it_was
         word = heir_broker.hellos[serving]
         heir_broker.hellos[serving] = replace(word, silent=frozenset({gid}), silent_at=0)
         hear = heir_broker.on_leaders
-        heir_broker.on_leaders = lambda frm, states: None if frm == serving else hear(frm, states)  # type: ignore[method-assign]
+
+        def deaf_to_serving(peer: int, states: Any) -> None:
+            if peer != serving:
+                hear(peer, states)
+
+        heir_broker.on_leaders = deaf_to_serving  # type: ignore[method-assign]
         part.group.node.transfer_leader(heir)
         c.nodes[old].driver.touched(gid)  # type: ignore[union-attr]
-        while leader() != heir:
+        while leader_of_t(c) != heir:
             await asyncio.sleep(0.05)
         for _ in range(60):  # 3 virtual seconds: many membership steps, and gossip rounds
             await asyncio.sleep(0.05)
-            led = replica(heir)
+            led = replica_of_t(c, heir)
             assert led is not None
             if serving not in led.group.conf_state.voters:
                 removed.append(serving)
                 break
         assert not c.violations
 
-    try:
-        with virtual_process(clock, random.Random(3), lambda e: None):
-            loop.run_until_complete(asyncio.wait_for(scenario(), 60))  # virtual seconds
-    finally:
-        loop.close()
+    run_virtual(scenario)
     assert not removed, "the new leader removed a serving voter on an old word"
