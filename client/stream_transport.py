@@ -416,9 +416,9 @@ KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 2, 1, 2
 """TCP keepalive on a stream connection: a node whose host stopped answering at all (gone,
 cut off) is noticed within about four seconds of silence, as a gRPC channel's pings were
 meant to (client/connection.py); the stream then fails as a lost connection. A paused
-process's kernel still answers these probes: that case is found by PING on a produce stream
-(StreamConnection._watch) and by the fetch stream's silence watchdog; on gRPC it waits for the
-requests' deadlines (tried: a SIGSTOPped leader kept its gRPC channel READY too)."""
+process's kernel still answers these probes: that case is found by PING on the produce and
+fetch streams (StreamConnection._watch); on gRPC it waits for the requests' deadlines and the
+fetch stream's silence watchdog (tried: a SIGSTOPped leader kept its gRPC channel READY too)."""
 USER_TIMEOUT_MS = 5_000
 """Data sent and not acknowledged by the node's kernel this long also ends the connection."""
 
@@ -485,7 +485,11 @@ class FetchStreamConnection:
         self._wake()
 
     def waiting(self) -> bool:
-        return False  # a fetch stream's silence is client/fetcher.py's watchdog's to judge
+        # While this side reads: a running node answers a FetchStream at least every
+        # max_wait_ms (an empty answer with the high watermark), and a PING at once. Not while
+        # the reader holds the socket (its silence is ours). client/fetcher.py's own watchdog,
+        # far longer, stays for gRPC and for nodes that do not answer PING.
+        return not self._ended and not self._reading_paused
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

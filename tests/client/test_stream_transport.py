@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import ssl
+import time
 from pathlib import Path
 
 import pytest
 
+import client.stream_transport
 from chaos.answers import AnswerDropper
 from client.cluster import ClientConfig, Cluster
 from client.errors import BrokerUnavailableError, NotLeaderError
 from client.security import Security
-import client.stream_transport
 from client.stream_transport import (
     KEEPALIVE_IDLE_S,
     USER_TIMEOUT_MS,
+    FetchStreamConnection,
     StreamConnection,
     open_credentials,
     stream_ssl_context,
@@ -249,3 +250,15 @@ async def test_no_verdict_on_a_round_this_loop_was_late_for(quick_watch: None) -
     time.sleep(0.3)  # the application's own work, on the loop
     await asyncio.sleep(0.05)
     assert sink.ended == [] and not transport.aborted
+
+
+def test_a_fetch_stream_awaits_answers_while_it_reads() -> None:
+    """A running node answers a FetchStream at least every max_wait_ms, so its silence while the
+    consumer reads is worth a PING; not while the consumer holds the socket (its own silence)."""
+    fetch = FetchStreamConnection()
+    assert fetch.waiting()
+    fetch._reading_paused = True  # the reader holds HOLD answers: the socket is not read
+    assert not fetch.waiting()
+    fetch._reading_paused = False
+    fetch.on_end(None)
+    assert not fetch.waiting()

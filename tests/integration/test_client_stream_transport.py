@@ -6,13 +6,15 @@ listener, `stream_transport=False`. What is checked is that the listener is real
 the records (the producer's streams say so; the consumer's FetchStream opens are counted), that
 the records and errors are the same either way (an offset out of range resets as on gRPC, a
 wrong password is the same SaslAuthenticationFailedError), and that TLS (a client certificate)
-and SCRAM logins work through it. A leader killed under the stream transport:
+and SCRAM logins work through it, and that a consumer is not held by a leader whose process is
+stopped. A leader killed (and one stopped) under the producer's streams:
 tests/integration/test_produce_stream.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -342,3 +344,44 @@ def keep_naming(metadata: Any, address: str, stream_address: str) -> None:
 
     metadata.update = wrapped
     metadata._stream_addresses[address] = stream_address
+
+
+async def test_a_stopped_leader_does_not_hold_the_consumer_until_it_resumes(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    """SIGSTOP the leader of the partition a consumer reads: its FetchStream falls silent
+    while the kernel still takes the bytes. The stream asks (PING), gets no PONG, fails as a
+    lost connection, and the consumer reads on from the new leader: a record produced there
+    reaches it while the old leader is still stopped (before PING it waited for the node to
+    resume, or for its request timeout, 30 s)."""
+    dev = make_cluster(3)
+    await create_topic(dev, "stopped", partitions=1)
+    async with AdminClient(dev.bootstrap) as admin:
+        old = (await admin.describe_topics(["stopped"]))["stopped"].partitions[0].leader
+    tp = TopicPartition("stopped", 0)
+    async with (
+        Producer(dev.bootstrap) as producer,
+        Consumer(dev.bootstrap, auto_offset_reset="earliest") as consumer,
+    ):
+        consumer.assign([tp])
+
+        async def next_value() -> bytes | None:
+            while True:
+                for recs in (await consumer.getmany(timeout_ms=200)).values():
+                    for r in recs:
+                        return r.value
+
+        await producer.send_and_wait("stopped", b"before", partition=0)
+        assert await asyncio.wait_for(next_value(), WAIT_S) == b"before"
+        dev.signal_node(old, signal.SIGSTOP)
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait("stopped", b"during", partition=0), STOPPED_S
+            )
+            assert await asyncio.wait_for(next_value(), STOPPED_S) == b"during"
+        finally:
+            dev.signal_node(old, signal.SIGCONT)
+
+
+STOPPED_S = 20.0
+"""At most how long the stopped leader stays stopped (within a request timeout, 30 s)."""
