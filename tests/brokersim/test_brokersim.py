@@ -55,9 +55,11 @@ def test_seeds_pass(seed: int) -> None:
 # 120309 failed a sync while a node started a replica from its promises: the node stopped
 # itself, rightly, and the simulation took the error for its own (tests/brokersim/fixture.py
 # `start`). 130219: a new partition leader removed a serving voter on an old word that it was
-# silent (test_a_new_leader_does_not_remove_a_serving_voter_...). They replay through the
+# silent (test_a_new_leader_does_not_remove_a_serving_voter_...). 140046 tore node 2's disk
+# (corrupt: it refused to start) while wiped node 1 waited to be re-admitted: two of three disks
+# lost, a checker gap (world.py tears no disk while a wipe heals). They replay through the
 # command line, as they failed.
-@pytest.mark.parametrize("seed", [50134, 50284, 60028, 80259, 120309, 130219])
+@pytest.mark.parametrize("seed", [50134, 50284, 60028, 80259, 120309, 130219, 140046])
 def test_seeds_that_once_failed_pass(seed: int) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tests.brokersim", "--seed", str(seed)],

@@ -315,7 +315,16 @@ class World:
                 self.stats.wipes += 1
             elif r < 0.22 and up:
                 victim = rng.choice(up)
-                tear = torn_left > 0 and rng.random() < 0.15
+                # A torn write can cost the node its disk (found corrupt, it refuses to start):
+                # not while a wiped disk is still being healed, as for a wipe (`_may_wipe`).
+                # Seed 140046 tore node 2's while wiped node 1 waited to be re-admitted: two
+                # of three disks lost, no controller leader again, rightly.
+                tear = (
+                    torn_left > 0
+                    and rng.random() < 0.15
+                    and not self._readmission_pending()
+                    and not self._replicas_unhealed()
+                )
                 torn_left -= tear
                 keep = rng.choice((0, None, 10**9))
                 c.crash(victim, keep=keep, tear=tear)
