@@ -179,16 +179,21 @@ async def test_scram_over_tls_on_the_listener(
         await streams.close()
 
 
-async def test_a_client_certificate_on_the_listener(
-    mtls_cluster: DevCluster, fetch_opens: list[str]
-) -> None:
-    alice = create_client_cert(mtls_cluster.tls_dir, "alice", force=True)
-    security = {
+def alice_security(dev: DevCluster) -> dict[str, str]:
+    """The client options of a client certificate for "alice", made anew in dev's CA."""
+    alice = create_client_cert(dev.tls_dir, "alice", force=True)
+    return {
         "security_protocol": "SSL",
-        "ssl_cafile": str(mtls_cluster.tls_dir / "ca.crt"),
+        "ssl_cafile": str(dev.tls_dir / "ca.crt"),
         "ssl_certfile": str(alice / "client.crt"),
         "ssl_keyfile": str(alice / "client.key"),
     }
+
+
+async def test_a_client_certificate_on_the_listener(
+    mtls_cluster: DevCluster, fetch_opens: list[str]
+) -> None:
+    security = alice_security(mtls_cluster)
     async with AdminClient(mtls_cluster.bootstrap, **security) as admin:  # type: ignore[arg-type]
         await admin.create_topic("mt", 3, 3)
     tcp, got = await produce_and_read(mtls_cluster, "mt", 30, **security)
@@ -276,13 +281,7 @@ async def test_an_application_on_uvloop_takes_the_listener(
     assert len(fetch_opens) >= 3, fetch_opens
 
     fetch_opens.clear()
-    alice = create_client_cert(mtls_cluster.tls_dir, "alice", force=True)
-    security = {
-        "security_protocol": "SSL",
-        "ssl_cafile": str(mtls_cluster.tls_dir / "ca.crt"),
-        "ssl_certfile": str(alice / "client.crt"),
-        "ssl_keyfile": str(alice / "client.key"),
-    }
+    security = alice_security(mtls_cluster)
     async with AdminClient(mtls_cluster.bootstrap, **security) as admin:  # type: ignore[arg-type]
         await admin.create_topic("uvt", 3, 3)
     tcp, got = await on_uvloop(lambda: produce_and_read(mtls_cluster, "uvt", 30, **security))
